@@ -1,0 +1,24 @@
+import { Command } from 'commander';
+
+// The `idiom` command line. Each subcommand lives in its own module under trainer/cli/commands/.
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('idiom')
+    .description('Learn the idioms of a repository and complete code the way it writes it.')
+    .showHelpAfterError();
+  return program;
+}
+
+export async function main(): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(process.argv);
+  } catch (error) {
+    // One clear line on bad input; the stack only when asked for.
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`idiom: ${message}\n`);
+    if (process.env.IDIOM_DEBUG) process.stderr.write(`${(error as Error)?.stack ?? ''}\n`);
+    process.exitCode = 1;
+  }
+}

@@ -105,6 +105,8 @@ export const min = (a: Value, b: Value) => binary('Min', a, b);
 export const equal = (a: Value, b: Value) => binary('Equal', a, b, 'bool');
 export const less = (a: Value, b: Value) => binary('Less', a, b, 'bool');
 export const greater = (a: Value, b: Value) => binary('Greater', a, b, 'bool');
+export const greaterOrEqual = (a: Value, b: Value) => binary('GreaterOrEqual', a, b, 'bool');
+export const lessOrEqual = (a: Value, b: Value) => binary('LessOrEqual', a, b, 'bool');
 
 function unary(op: string, x: Value, attrs: Record<string, AttrValue> = {}, domain = ''): Value {
   return x.graph.node(op, [x], attrs, [{ dtype: x.dtype, shape: x.shape }], undefined, false, domain)[0];
@@ -278,6 +280,47 @@ export function expand(x: Value, shape: readonly number[]): Value {
   return x.graph.node('Expand', [x, int64s(x.graph, shape, 'shape')], {}, [{ dtype: x.dtype, shape: out }])[0];
 }
 
+/** The runtime shape of `x` as an int64 vector (ONNX Shape). */
+export function shapeOf(x: Value): Value {
+  return x.graph.node('Shape', [x], {}, [{ dtype: 'int64', shape: [x.rank] }], 'shape')[0];
+}
+
+/** A tensor of `like`'s shape and dtype filled with `value`; static shapes need no Shape node. */
+export function fillLike(like: Value, value = 0, dtype: DType = like.dtype): Value {
+  const g = like.graph;
+  const shape = like.shape.every((d) => typeof d === 'number') ? int64s(g, like.shape as number[], 'shape') : shapeOf(like);
+  return g.node('ConstantOfShape', [shape], { value: tensorOf(dtype, [1], [value]) }, [{ dtype, shape: like.shape }], 'fill')[0];
+}
+
+/** Expands `x` to the shape of `like` (static shape as a constant, else a Shape node). */
+export function expandLike(x: Value, like: Value): Value {
+  if (sameShape(x.shape, like.shape)) return x;
+  const g = x.graph;
+  const shape = like.shape.every((d) => typeof d === 'number') ? int64s(g, like.shape as number[], 'shape') : shapeOf(like);
+  const out = broadcastShapes('Expand', x, like);
+  return g.node('Expand', [x, shape], {}, [{ dtype: x.dtype, shape: out }])[0];
+}
+
+/** Reshapes `x` to the shape of `like` (same element count). */
+export function reshapeLike(x: Value, like: Value): Value {
+  if (sameShape(x.shape, like.shape)) return x;
+  if (like.shape.every((d) => typeof d === 'number')) return reshape(x, like.shape as number[]);
+  return x.graph.node('Reshape', [x, shapeOf(like)], {}, [{ dtype: x.dtype, shape: like.shape }])[0];
+}
+
+/** Constant zero padding (ONNX Pad): `pads` = [begin_0 … begin_n, end_0 … end_n]. */
+export function pad(x: Value, pads: readonly number[]): Value {
+  if (pads.length !== 2 * x.rank) fail('Pad', `needs ${2 * x.rank} pads, got ${pads.length}`, x);
+  const shape = x.shape.map((d, i) => (typeof d === 'number' ? d + pads[i] + pads[i + x.rank] : pads[i] + pads[i + x.rank] === 0 ? d : `${x.name}_pad_${i}`));
+  return x.graph.node('Pad', [x, int64s(x.graph, pads, 'pads')], { mode: 'constant' }, [{ dtype: x.dtype, shape }])[0];
+}
+
+/** Lower (upper = 0) or upper (upper = 1) triangle of the last two dims (ONNX Trilu). */
+export function trilu(x: Value, upper: boolean, k = 0): Value {
+  const g = x.graph;
+  return g.node('Trilu', [x, int64s(g, [k], 'k')], { upper: upper ? 1 : 0 }, [{ dtype: x.dtype, shape: x.shape }])[0];
+}
+
 // ---------------------------------------------------------------- reductions and softmax
 
 function reduce(op: string, x: Value, axes: readonly number[], keepdims: boolean): Value {
@@ -327,6 +370,20 @@ export function scatterElements(data: Value, indices: Value, updates: Value, axi
   return data.graph.node('ScatterElements', [data, indices, updates], { axis: a, reduction }, [
     { dtype: data.dtype, shape: data.shape },
   ])[0];
+}
+
+/** ONNX ScatterND; `indices` [..., k] address the first k dims of data; reduction 'add' accumulates. */
+export function scatterND(data: Value, indices: Value, updates: Value, reduction: 'none' | 'add' = 'none'): Value {
+  if (indices.dtype !== 'int64') fail('ScatterND', 'indices must be int64', indices);
+  return data.graph.node('ScatterND', [data, indices, updates], { reduction }, [{ dtype: data.dtype, shape: data.shape }])[0];
+}
+
+/** ONNX OneHot along a new last axis: [..., depth] with values [off, on] of `dtype`. */
+export function oneHot(indices: Value, depth: number, dtype: DType): Value {
+  const g = indices.graph;
+  const depthValue = int64s(g, [depth], 'depth');
+  const values = g.constant(tensorOf(dtype, [2], [0, 1]), 'onehot_values');
+  return g.node('OneHot', [indices, depthValue, values], { axis: -1 }, [{ dtype, shape: [...indices.shape, depth] }])[0];
 }
 
 // ---------------------------------------------------------------- ONNX data types

@@ -1,0 +1,156 @@
+// The fill-in-the-middle prompt: repository context snippets, then as much of the prefix and the
+// suffix as their token budgets allow, cut at line boundaries, in PSM order
+// (<fim_prefix> context + prefix <fim_suffix> suffix <fim_middle>).
+
+/** What the prompt needs from a tokenizer (the trainer's Tokenizer satisfies it). */
+export interface PromptTokenizer {
+  encode(text: string): ArrayLike<number>;
+}
+
+export interface FimTokenIds {
+  prefix: number;
+  suffix: number;
+  middle: number;
+}
+
+export interface ContextSnippet {
+  /** Workspace-relative path the snippet comes from. */
+  path: string;
+  text: string;
+}
+
+export interface PromptBudget {
+  /** Tokens for the whole prompt, the three FIM markers included. */
+  maxTokens: number;
+  /** Shares of maxTokens; what the suffix and the context leave unused goes to the prefix. */
+  suffixShare: number;
+  contextShare: number;
+}
+
+/** Continue's split (1024 tokens, 20% suffix), with a share for repository context. */
+export const defaultPromptBudget: PromptBudget = { maxTokens: 1024, suffixShare: 0.2, contextShare: 0.15 };
+
+export interface PromptInput {
+  prefix: string;
+  suffix: string;
+  /** Language id (or file extension) of the document, to write snippets as comments. */
+  languageId: string;
+  snippets: readonly ContextSnippet[];
+}
+
+export interface FimPrompt {
+  tokens: Int32Array;
+  /** The parts of the document that made it into the prompt. */
+  prefixText: string;
+  suffixText: string;
+  contextText: string;
+}
+
+const hashCommentLanguages = new Set([
+  'python', 'ruby', 'shellscript', 'bash', 'sh', 'perl', 'r', 'yaml', 'toml', 'dockerfile', 'makefile', 'julia', 'elixir', 'powershell', 'coffeescript',
+]);
+const dashCommentLanguages = new Set(['sql', 'lua', 'haskell']);
+
+export function lineCommentFor(languageId: string): string {
+  if (hashCommentLanguages.has(languageId)) return '#';
+  if (dashCommentLanguages.has(languageId)) return '--';
+  return '//';
+}
+
+/** Snippets written as line comments headed by their path, as Continue and Copilot do. */
+export function formatSnippets(snippets: readonly ContextSnippet[], languageId: string): string[] {
+  const comment = lineCommentFor(languageId);
+  return snippets.map((snippet) => {
+    const body = snippet.text
+      .replace(/\s+$/, '')
+      .split('\n')
+      .map((line) => `${comment} ${line}`.trimEnd())
+      .join('\n');
+    return `${comment} Path: ${snippet.path}\n${body}\n`;
+  });
+}
+
+function tokenCount(tokenizer: PromptTokenizer, text: string): number {
+  return text === '' ? 0 : tokenizer.encode(text).length;
+}
+
+/** The longest tail of `text` made of whole lines (the cursor line's start always kept) within `budget` tokens. */
+export function takeTailLines(text: string, budget: number, tokenizer: PromptTokenizer): string {
+  if (budget <= 0) return '';
+  const lines = text.split('\n');
+  let kept = lines.length;
+  let used = 0;
+  // Count line by line from the cursor outwards; one final exact count guards against merges
+  // across line boundaries that per-line counts miss.
+  while (kept > 0) {
+    const line = kept === lines.length ? lines[kept - 1] : `${lines[kept - 1]}\n`;
+    const cost = tokenCount(tokenizer, line);
+    if (used + cost > budget) break;
+    used += cost;
+    kept--;
+  }
+  let result = lines.slice(kept).join('\n');
+  while (result !== '' && tokenCount(tokenizer, result) > budget) {
+    const newline = result.indexOf('\n');
+    result = newline < 0 ? '' : result.slice(newline + 1);
+  }
+  return result;
+}
+
+/** The longest head of `text` made of whole lines (the cursor line's rest always kept first) within `budget` tokens. */
+export function takeHeadLines(text: string, budget: number, tokenizer: PromptTokenizer): string {
+  if (budget <= 0) return '';
+  const lines = text.split('\n');
+  let kept = 0;
+  let used = 0;
+  while (kept < lines.length) {
+    const line = kept === lines.length - 1 ? lines[kept] : `${lines[kept]}\n`;
+    const cost = tokenCount(tokenizer, line);
+    if (used + cost > budget) break;
+    used += cost;
+    kept++;
+  }
+  let result = lines.slice(0, kept).join('\n');
+  if (kept < lines.length && kept > 0) result += '\n';
+  while (result !== '' && tokenCount(tokenizer, result) > budget) {
+    const trimmed = result.replace(/\n$/, '');
+    const newline = trimmed.lastIndexOf('\n');
+    result = newline < 0 ? '' : trimmed.slice(0, newline + 1);
+  }
+  return result;
+}
+
+export function buildFimPrompt(input: PromptInput, tokenizer: PromptTokenizer, fim: FimTokenIds, budget: PromptBudget = defaultPromptBudget): FimPrompt {
+  const available = budget.maxTokens - 3;
+  if (available <= 0) throw new Error(`prompt budget of ${budget.maxTokens} tokens leaves no room for text`);
+  const suffixText = takeHeadLines(input.suffix, Math.floor(available * budget.suffixShare), tokenizer);
+  const suffixTokens = tokenizer.encode(suffixText);
+
+  // Whole snippets only, best first, within the context share.
+  const contextBudget = Math.floor(available * budget.contextShare);
+  let contextText = '';
+  let contextUsed = 0;
+  for (const formatted of formatSnippets(input.snippets, input.languageId)) {
+    const cost = tokenCount(tokenizer, formatted);
+    if (contextUsed + cost > contextBudget) continue;
+    contextText += formatted;
+    contextUsed += cost;
+  }
+
+  const prefixBudget = available - suffixTokens.length - contextUsed;
+  const prefixText = takeTailLines(input.prefix, prefixBudget, tokenizer);
+  // Encoded as one string so the boundary between context and prefix tokenizes as it reads.
+  let headTokens = tokenizer.encode(contextText + prefixText);
+  const headRoom = available - suffixTokens.length;
+  // Merges across the joins can cost a token more than the parts did: drop from the far end.
+  if (headTokens.length > headRoom) headTokens = Array.prototype.slice.call(headTokens, headTokens.length - headRoom);
+
+  const tokens = new Int32Array(3 + headTokens.length + suffixTokens.length);
+  let at = 0;
+  tokens[at++] = fim.prefix;
+  for (let i = 0; i < headTokens.length; i++) tokens[at++] = headTokens[i];
+  tokens[at++] = fim.suffix;
+  for (let i = 0; i < suffixTokens.length; i++) tokens[at++] = suffixTokens[i];
+  tokens[at++] = fim.middle;
+  return { tokens: tokens.subarray(0, at), prefixText, suffixText, contextText };
+}

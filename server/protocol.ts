@@ -1,0 +1,161 @@
+// The one seam between the extension and the language server: every custom `idiom/*` method and
+// notification as a typed constant, plus the settings and status shapes both sides exchange.
+// It imports only vscode-jsonrpc (shared by client and server), so the extension bundle pulls in
+// no server code. Any LSP client (Neovim, Helix, Emacs) can call these methods by name.
+
+import { NotificationType, RequestType, type ProgressToken } from 'vscode-jsonrpc';
+
+export type Mode = 'complete' | 'review' | 'compliance';
+export const modes: readonly Mode[] = ['complete', 'review', 'compliance'];
+
+export type Device = 'auto' | 'cpu' | 'gpu';
+
+/** The `idiom.*` settings, as the extension reads them and the server receives them. */
+export interface IdiomSettings {
+  enable: boolean;
+  /** Directory of an HF-style checkpoint (config.json, model.safetensors, tokenizer.json); '' = the bundled default model. */
+  baseModelPath: string;
+  device: Device;
+  training: { minutes: number };
+  lora: { r: number; alpha: number; targets: string[] };
+  debounceMs: number;
+  mode: Mode;
+}
+
+export const defaultSettings: IdiomSettings = {
+  enable: true,
+  baseModelPath: '',
+  device: 'auto',
+  training: { minutes: 10 },
+  lora: { r: 16, alpha: 32, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
+  debounceMs: 150,
+  mode: 'complete',
+};
+
+/** `initialize` params' `initializationOptions`. Every field is optional so other editors can omit them. */
+export interface InitializationOptions {
+  settings?: Partial<IdiomSettings>;
+  /** Where the bundled default model lives (the extension's models/ directory). */
+  defaultModelPath?: string;
+  /** False in an untrusted workspace: no training, no custom base model. Defaults to true. */
+  trusted?: boolean;
+}
+
+/** `workspace/didChangeConfiguration` params carry `{ settings: { idiom: Partial<IdiomSettings> } }`. */
+export interface ConfigurationSettings {
+  idiom?: Partial<IdiomSettings>;
+}
+
+export type ServerState = 'starting' | 'no-model' | 'loading' | 'ready' | 'training' | 'disabled' | 'error';
+
+export interface ModelInfo {
+  /** Directory the base model was loaded from. */
+  path: string;
+  name: string;
+}
+
+/** Held-out metrics of one model (base or base + adapter), as `idiom train --json` reports them. */
+export interface EvalMetrics {
+  loss: number;
+  bitsPerByte: number;
+  exactMatch: number;
+  editSimilarity: number;
+}
+
+export interface AdapterSummary {
+  id: string;
+  /** ISO 8601. */
+  created: string;
+  mode: Mode;
+  /** Active for its mode. */
+  active: boolean;
+  path: string;
+  parent: string | null;
+  metrics: { base: EvalMetrics | null; adapter: EvalMetrics | null } | null;
+  training: { method: string; backend: string; device: string; steps: number; tokens: number; seconds: number } | null;
+}
+
+export interface TrainingProgress {
+  phase: 'mining' | 'tokenizing' | 'compiling' | 'training' | 'evaluating' | 'saving';
+  message: string;
+  /** 0..1 when known. */
+  fraction: number | null;
+}
+
+export interface StatusResult {
+  state: ServerState;
+  mode: Mode;
+  model: ModelInfo | null;
+  /** The adapter serving the current mode, or null for the base model alone. */
+  adapter: AdapterSummary | null;
+  training: TrainingProgress | null;
+  trusted: boolean;
+  /** One line a person reads: what the server is doing, or why it cannot complete. */
+  message: string;
+}
+
+export interface TrainParams {
+  /** Repository root; defaults to the first workspace folder. */
+  root?: string;
+  minutes?: number;
+  method?: 'lora' | 'full';
+  lora?: { r: number; alpha: number; targets: string[] };
+  device?: Device;
+  /** Activate the new adapter even if it does not beat the current one on the held-out split. */
+  force?: boolean;
+  /** LSP work-done progress token created by the client (`window/workDoneProgress/create`). */
+  workDoneToken?: ProgressToken;
+}
+
+export interface TrainResult {
+  adapter: AdapterSummary;
+  activated: boolean;
+  tokens: number;
+  seconds: number;
+}
+
+export interface AdaptersParams {
+  root?: string;
+}
+
+export interface AdaptersResult {
+  adapters: AdapterSummary[];
+}
+
+export interface ActivateParams {
+  id: string;
+  mode?: Mode;
+}
+
+export interface RollbackParams {
+  mode?: Mode;
+}
+
+export interface SetModeParams {
+  mode: Mode;
+}
+
+export interface CancelResult {
+  /** False when nothing was running. */
+  cancelled: boolean;
+}
+
+/** JSON-RPC error codes of `idiom/*` requests (the server-defined range). */
+export const IdiomErrorCodes = {
+  /** The feature exists in the protocol but this server build cannot do it yet. */
+  notAvailable: -32001,
+  untrusted: -32002,
+  noWorkspace: -32003,
+  busy: -32004,
+  invalidParams: -32602,
+} as const;
+
+export const TrainRequest = new RequestType<TrainParams, TrainResult, void>('idiom/train');
+export const CancelTrainingRequest = new RequestType<Record<string, never>, CancelResult, void>('idiom/cancel');
+export const AdaptersRequest = new RequestType<AdaptersParams, AdaptersResult, void>('idiom/adapters');
+export const ActivateRequest = new RequestType<ActivateParams, AdaptersResult, void>('idiom/activate');
+export const RollbackRequest = new RequestType<RollbackParams, AdaptersResult, void>('idiom/rollback');
+export const SetModeRequest = new RequestType<SetModeParams, StatusResult, void>('idiom/setMode');
+export const StatusRequest = new RequestType<Record<string, never>, StatusResult, void>('idiom/status');
+/** Sent by the server whenever any field of StatusResult changes. */
+export const StatusNotification = new NotificationType<StatusResult>('idiom/statusChanged');

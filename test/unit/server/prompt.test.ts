@@ -1,0 +1,67 @@
+import { strict as assert } from 'node:assert';
+import { buildFimPrompt, formatSnippets, takeHeadLines, takeTailLines, type PromptTokenizer } from '../../../server/completion/prompt';
+
+// A byte-level tokenizer with no merges: one token per UTF-8 byte, so counts are easy to compute.
+const bytes: PromptTokenizer = { encode: (text) => new TextEncoder().encode(text) };
+const decode = (tokens: ArrayLike<number>) => new TextDecoder().decode(Uint8Array.from(Array.from(tokens)));
+const fim = { prefix: 1001, suffix: 1002, middle: 1003 };
+
+function numberedLines(count: number, tag: string): string {
+  return Array.from({ length: count }, (_, i) => `${tag} line ${i}`).join('\n');
+}
+
+describe('server/completion/prompt', () => {
+  it('keeps a short document whole, in PSM order', () => {
+    const prompt = buildFimPrompt({ prefix: 'const a = ', suffix: ';\n', languageId: 'typescript', snippets: [] }, bytes, fim);
+    const tokens = Array.from(prompt.tokens);
+    assert.equal(tokens[0], fim.prefix);
+    assert.equal(tokens[tokens.length - 1], fim.middle);
+    const suffixAt = tokens.indexOf(fim.suffix);
+    assert.equal(decode(tokens.slice(1, suffixAt)), 'const a = ');
+    assert.equal(decode(tokens.slice(suffixAt + 1, -1)), ';\n');
+  });
+
+  it('cuts a long prefix at a line start and stays within the budget', () => {
+    const prefix = `${numberedLines(500, 'p')}\n  return `;
+    const budget = { maxTokens: 256, suffixShare: 0.25, contextShare: 0 };
+    const prompt = buildFimPrompt({ prefix, suffix: '', languageId: 'typescript', snippets: [] }, bytes, fim, budget);
+    assert.ok(prompt.tokens.length <= budget.maxTokens, `${prompt.tokens.length} tokens`);
+    assert.ok(prefix.endsWith(prompt.prefixText));
+    assert.equal(prefix[prefix.length - prompt.prefixText.length - 1], '\n', 'the cut falls right after a newline');
+    // The unused suffix share went to the prefix: it fills all but less than one line of the room.
+    const room = budget.maxTokens - 3;
+    assert.ok(room - prompt.prefixText.length < 'p line 499\n'.length + 1, `prefix ${prompt.prefixText.length} of ${room}`);
+  });
+
+  it('keeps the head of a long suffix within its share', () => {
+    const suffix = `;\n${numberedLines(300, 's')}`;
+    const budget = { maxTokens: 400, suffixShare: 0.2, contextShare: 0 };
+    const prompt = buildFimPrompt({ prefix: 'x = 1', suffix, languageId: 'python', snippets: [] }, bytes, fim, budget);
+    assert.ok(suffix.startsWith(prompt.suffixText));
+    assert.ok(prompt.suffixText.length <= Math.floor((budget.maxTokens - 3) * budget.suffixShare));
+    assert.ok(prompt.suffixText.endsWith('\n'), 'cut at a line end');
+    assert.ok(prompt.suffixText.length > 0);
+  });
+
+  it('writes snippets as comments of the document language and skips those that do not fit', () => {
+    const [python] = formatSnippets([{ path: 'lib/util.py', text: 'def f():\n    return 1\n' }], 'python');
+    assert.equal(python, '# Path: lib/util.py\n# def f():\n#     return 1\n');
+    const small = { path: 'a.ts', text: 'export const a = 1;' };
+    const huge = { path: 'b.ts', text: numberedLines(200, 'b') };
+    const budget = { maxTokens: 512, suffixShare: 0.2, contextShare: 0.2 };
+    const prompt = buildFimPrompt({ prefix: 'const b = ', suffix: '', languageId: 'typescript', snippets: [huge, small] }, bytes, fim, budget);
+    assert.equal(prompt.contextText, '// Path: a.ts\n// export const a = 1;\n');
+    const suffixAt = Array.from(prompt.tokens).indexOf(fim.suffix);
+    assert.equal(decode(prompt.tokens.subarray(1, suffixAt)), `${prompt.contextText}const b = `);
+  });
+
+  it('takeTailLines and takeHeadLines return nothing for a zero budget and everything for a large one', () => {
+    const text = 'a\nbb\nccc';
+    assert.equal(takeTailLines(text, 0, bytes), '');
+    assert.equal(takeHeadLines(text, 0, bytes), '');
+    assert.equal(takeTailLines(text, 100, bytes), text);
+    assert.equal(takeHeadLines(text, 100, bytes), text);
+    assert.equal(takeTailLines(text, 'bb\nccc'.length, bytes), 'bb\nccc');
+    assert.equal(takeHeadLines(text, 'a\nbb\n'.length, bytes), 'a\nbb\n');
+  });
+});

@@ -1,0 +1,111 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { Handlers } from './handlers';
+import { Request, Response } from './protocol';
+
+// The main thread's handle on the engine worker: typed calls into trainer/runtime/handlers.ts.
+// Errors thrown in the worker are re-thrown here with the worker's message; if the worker dies,
+// every pending call is rejected with the reason.
+
+type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => void; method: string };
+
+export interface EngineWorkerOptions {
+  /** Worker entry file; found next to this module (sources) or in the bundle (dist/runtime/worker.js). */
+  entry?: string;
+}
+
+/** Where the worker entry is: the .ts source under tsx, else the esbuild bundle's dist/runtime/worker.js. */
+export function workerEntry(): { file: string; fromSource: boolean } {
+  const fromSource = __filename.endsWith('.ts');
+  const candidates = fromSource
+    ? [path.join(__dirname, 'worker.ts')]
+    : [path.join(__dirname, 'runtime', 'worker.js'), path.join(__dirname, '..', 'runtime', 'worker.js'), path.join(__dirname, 'worker.js')];
+  const file = candidates.find((c) => fs.existsSync(c));
+  if (!file) throw new Error(`engine worker entry not found (looked for ${candidates.join(', ')}); run npm run build`);
+  return { file, fromSource };
+}
+
+export class EngineWorker {
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private failure: Error | undefined;
+
+  private constructor(private readonly worker: Worker) {
+    worker.on('message', (response: Response) => this.settle(response));
+    worker.on('error', (error) => this.fail(new Error(`engine worker crashed: ${error.message}`)));
+    worker.on('exit', (code) => this.fail(new Error(`engine worker exited (code ${code})`)));
+  }
+
+  static start(options: EngineWorkerOptions = {}): EngineWorker {
+    const { file, fromSource } = options.entry ? { file: options.entry, fromSource: options.entry.endsWith('.ts') } : workerEntry();
+    if (!fromSource) return new EngineWorker(new Worker(file));
+    // From sources (tests, the CLI in a checkout): Node 20 does not apply `--import tsx` hooks to a
+    // worker's entry, so a one-line bootstrap registers tsx's CommonJS hooks in the worker first.
+    const bootstrap = `require(${JSON.stringify(require.resolve('tsx/cjs'))}); require(${JSON.stringify(file)});`;
+    return new EngineWorker(new Worker(bootstrap, { eval: true }));
+  }
+
+  /** Calls `method` in the worker. Arguments are copied (structured clone); results are moved. */
+  call<K extends keyof Handlers>(method: K, ...args: Parameters<Handlers[K]>): Promise<Awaited<ReturnType<Handlers[K]>>> {
+    return this.send(method, args, []) as Promise<Awaited<ReturnType<Handlers[K]>>>;
+  }
+
+  /** Like call, but moves `transfer` (ArrayBuffers inside the arguments) instead of copying them. */
+  callTransfer<K extends keyof Handlers>(
+    method: K,
+    transfer: ArrayBuffer[],
+    ...args: Parameters<Handlers[K]>
+  ): Promise<Awaited<ReturnType<Handlers[K]>>> {
+    return this.send(method, args, transfer) as Promise<Awaited<ReturnType<Handlers[K]>>>;
+  }
+
+  /** Stops the worker; pending calls are rejected. */
+  async terminate(): Promise<void> {
+    if (this.failure) return;
+    this.fail(new Error('engine worker terminated'));
+    await this.worker.terminate();
+  }
+
+  /** Lets the process exit while the worker is idle (for long-lived servers, keep it referenced). */
+  unref(): void {
+    this.worker.unref();
+  }
+
+  private send(method: string, args: unknown[], transfer: ArrayBuffer[]): Promise<unknown> {
+    if (this.failure) return Promise.reject(new Error(`${method}: ${this.failure.message}`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, method });
+      const request: Request = { id, method, args };
+      try {
+        this.worker.postMessage(request, transfer);
+      } catch (error) {
+        this.pending.delete(id);
+        reject(new Error(`${method}: cannot send arguments to the engine worker (${(error as Error).message})`));
+      }
+    });
+  }
+
+  private settle(response: Response): void {
+    const pending = this.pending.get(response.id);
+    if (!pending) return;
+    this.pending.delete(response.id);
+    if ('error' in response) {
+      const error = new Error(response.error.message);
+      if (response.error.stack) error.stack = `${response.error.stack}\n    at EngineWorker.call(${pending.method})`;
+      pending.reject(error);
+    } else {
+      pending.resolve(response.result);
+    }
+  }
+
+  private fail(error: Error): void {
+    if (this.failure) return;
+    this.failure = error;
+    for (const [id, pending] of this.pending) {
+      this.pending.delete(id);
+      pending.reject(new Error(`${pending.method}: ${error.message}`));
+    }
+  }
+}

@@ -1,0 +1,201 @@
+// A Hugging Face tokenizer.json, run by @huggingface/tokenizers (pure JS), plus what Idiom needs
+// on top: the FIM / end-of-text / file-separator ids found by name, and clear errors.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { byteLevelTokenToBytes } from './byte-level';
+
+export interface FimTokens {
+  prefix: number;
+  suffix: number;
+  middle: number;
+}
+
+/** Special-token names, in order of preference (Qwen2.5-Coder style first, then StarCoder style). */
+export const FIM_TOKEN_NAMES = [
+  { prefix: '<|fim_prefix|>', suffix: '<|fim_suffix|>', middle: '<|fim_middle|>' },
+  { prefix: '<fim_prefix>', suffix: '<fim_suffix>', middle: '<fim_middle>' },
+] as const;
+export const EOS_TOKEN_NAMES = ['<|endoftext|>', '</s>'] as const;
+export const FILE_SEPARATOR_TOKEN_NAMES = ['<|file_sep|>', '<file_sep>'] as const;
+
+export interface EncodeOptions {
+  /**
+   * Encode special-token strings in `text` (e.g. a literal "<|endoftext|>" in a source file) as
+   * ordinary text instead of as the special id. Use it for untrusted text such as repository files.
+   */
+  specialsAsText?: boolean;
+}
+
+export class Tokenizer {
+  /** One past the largest id (model vocabulary and added tokens). */
+  readonly vocabSize: number;
+  readonly fim: FimTokens | null;
+  readonly eos: number | null;
+  readonly fileSeparator: number | null;
+  /** Ids of the added tokens marked special. */
+  readonly specialIds: ReadonlySet<number>;
+  private readonly addedTokenContents: string[];
+  private readonly byteLevel: boolean;
+
+  private constructor(
+    private readonly inner: HfTokenizer,
+    readonly source: string,
+    tokenizerJson: Record<string, unknown>,
+  ) {
+    let maxId = -1;
+    for (const id of inner.get_vocab(true).values()) if (id > maxId) maxId = id;
+    this.vocabSize = maxId + 1;
+    const added = [...inner.get_added_tokens_decoder().values()];
+    this.specialIds = new Set(added.filter((t) => t.special).map((t) => t.id));
+    this.addedTokenContents = added.map((t) => t.content);
+
+    this.fim = null;
+    for (const names of FIM_TOKEN_NAMES) {
+      const prefix = this.tokenId(names.prefix);
+      const suffix = this.tokenId(names.suffix);
+      const middle = this.tokenId(names.middle);
+      if (prefix !== undefined && suffix !== undefined && middle !== undefined) {
+        this.fim = { prefix, suffix, middle };
+        break;
+      }
+    }
+    this.eos = firstId(this, EOS_TOKEN_NAMES);
+    this.fileSeparator = firstId(this, FILE_SEPARATOR_TOKEN_NAMES);
+    const decoder = tokenizerJson.decoder as { type?: unknown } | null | undefined;
+    this.byteLevel = decoder?.type === 'ByteLevel';
+  }
+
+  /** Loads `tokenizer.json` from a file path or from a folder holding one. */
+  static async load(pathOrDir: string): Promise<Tokenizer> {
+    let file = pathOrDir;
+    try {
+      if ((await fs.promises.stat(pathOrDir)).isDirectory()) file = path.join(pathOrDir, 'tokenizer.json');
+    } catch (error) {
+      throw new Error(`${pathOrDir}: cannot read tokenizer (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+    }
+    let text: string;
+    try {
+      text = await fs.promises.readFile(file, 'utf8');
+    } catch (error) {
+      throw new Error(`${file}: cannot read tokenizer (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+    }
+    return Tokenizer.fromJson(text, file);
+  }
+
+  /** Builds a tokenizer from tokenizer.json text or its parsed object; `source` names it in errors. */
+  static fromJson(json: string | object, source = 'tokenizer.json'): Tokenizer {
+    let parsed: unknown = json;
+    if (typeof json === 'string') {
+      try {
+        parsed = JSON.parse(json);
+      } catch (error) {
+        throw new Error(`${source}: invalid tokenizer.json: not JSON (${(error as Error).message})`);
+      }
+    }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      throw new Error(`${source}: invalid tokenizer.json: must be a JSON object`);
+    }
+    const object = parsed as Record<string, unknown>;
+    const model = object.model as Record<string, unknown> | undefined;
+    if (model === null || typeof model !== 'object' || Array.isArray(model)) {
+      throw new Error(`${source}: invalid tokenizer.json: missing "model" object`);
+    }
+    if (model.vocab === null || typeof model.vocab !== 'object') {
+      throw new Error(`${source}: invalid tokenizer.json: missing "model.vocab"`);
+    }
+    if (model.type === 'BPE' && !Array.isArray(model.merges)) {
+      throw new Error(`${source}: invalid tokenizer.json: BPE model needs a "merges" list`);
+    }
+    if (object.added_tokens !== undefined && !Array.isArray(object.added_tokens)) {
+      throw new Error(`${source}: invalid tokenizer.json: "added_tokens" must be a list`);
+    }
+    // The library expects these keys to exist (null when unused).
+    const complete: Record<string, unknown> = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...object };
+    complete.added_tokens = object.added_tokens ?? [];
+    let inner: HfTokenizer;
+    try {
+      inner = new HfTokenizer(complete, {});
+      inner.encode('Idiom probe: x = 1;', { add_special_tokens: false }); // surfaces lazy failures now
+    } catch (error) {
+      throw new Error(`${source}: invalid tokenizer.json: ${oneLine((error as Error).message ?? String(error))}`);
+    }
+    const tokenizer = new Tokenizer(inner, source, complete);
+    if (tokenizer.vocabSize <= 0) throw new Error(`${source}: invalid tokenizer.json: empty vocabulary`);
+    return tokenizer;
+  }
+
+  /** Token ids for `text`; no BOS/EOS or template tokens are added. */
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    if (options.specialsAsText && this.addedTokenContents.some((content) => text.includes(content))) {
+      return this.encodeIgnoringAddedTokens(text);
+    }
+    return this.inner.encode(text, { add_special_tokens: false }).ids;
+  }
+
+  /** Text for `ids`; special tokens are kept; incomplete UTF-8 sequences become U+FFFD. */
+  decode(ids: readonly number[]): string {
+    if (ids.length === 0) return '';
+    for (const id of ids) this.checkId(id);
+    return this.inner.decode([...ids], { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+  }
+
+  /** The id of a token by its vocabulary string (e.g. "<|fim_prefix|>"). */
+  tokenId(name: string): number | undefined {
+    return this.inner.token_to_id(name);
+  }
+
+  /** The vocabulary string of `id` (byte-level form for BPE pieces). */
+  idToToken(id: number): string | undefined {
+    return this.inner.id_to_token(id);
+  }
+
+  /**
+   * The raw bytes a token stands for, for streaming decode and bits-per-byte metrics. Exact for
+   * byte-level tokenizers; otherwise the UTF-8 of the token decoded alone.
+   */
+  tokenBytes(id: number): Uint8Array {
+    this.checkId(id);
+    const token = this.inner.id_to_token(id) as string;
+    if (this.byteLevel && !this.addedTokenContents.includes(token)) {
+      const bytes = byteLevelTokenToBytes(token);
+      if (bytes) return bytes;
+    }
+    return new TextEncoder().encode(this.inner.decode([id], { skip_special_tokens: false, clean_up_tokenization_spaces: false }));
+  }
+
+  private checkId(id: number): void {
+    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize || this.inner.id_to_token(id) === undefined) {
+      throw new RangeError(`${this.source}: token id ${id} is not in the vocabulary (size ${this.vocabSize})`);
+    }
+  }
+
+  /** Normalizer -> pre-tokenizer -> model, skipping the added-token splitter. */
+  private encodeIgnoringAddedTokens(text: string): number[] {
+    const inner = this.inner;
+    const model = inner.model;
+    if (!model) return inner.encode(text, { add_special_tokens: false }).ids;
+    const normalized = inner.normalizer ? inner.normalizer(text) : text;
+    if (normalized.length === 0) return [];
+    const pieces = inner.pre_tokenizer ? inner.pre_tokenizer(normalized, { section_index: 0 }) : [normalized];
+    const tokens = model(pieces);
+    return tokens.map((token) => {
+      const id = model.tokens_to_ids.get(token) ?? model.unk_token_id;
+      if (id === undefined) throw new Error(`${this.source}: cannot encode piece ${JSON.stringify(token)} (no unk token)`);
+      return id;
+    });
+  }
+}
+
+function firstId(tokenizer: Tokenizer, names: readonly string[]): number | null {
+  for (const name of names) {
+    const id = tokenizer.tokenId(name);
+    if (id !== undefined) return id;
+  }
+  return null;
+}
+
+function oneLine(message: string): string {
+  return message.replace(/\s+/g, ' ').trim();
+}

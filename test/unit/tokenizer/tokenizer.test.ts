@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { Rng } from '../../../trainer/model/random';
 import { trainByteLevelBpe } from '../../../trainer/tokenizer/bpe-trainer';
 import { Tokenizer } from '../../../trainer/tokenizer/tokenizer';
-import { trainingTexts, trickyCode } from './corpus';
+import { heldOutText, trainingTexts, trickyCode } from './corpus';
 
 let dir: string;
 beforeEach(() => {
@@ -87,6 +87,23 @@ describe('Tokenizer', () => {
     const codeIds = qwen.encode(trickyCode);
     assert.deepEqual(concat(codeIds.map((id) => qwen.tokenBytes(id))), new TextEncoder().encode(trickyCode));
     assert.deepEqual(qwen.tokenBytes(qwen.eos!), new TextEncoder().encode('<|endoftext|>'));
+  });
+
+  it('encodes exactly as the library does (cached path), with and without an NFC normalizer', () => {
+    const rng = new Rng(12);
+    const samples = [trickyCode, heldOutText().slice(0, 30000), 'x<|endoftext|><|fim_prefix|>y<|fim_suffix|>', '<|file_sep|>', ''];
+    for (let i = 0; i < 300; i++) {
+      let text = '';
+      for (let n = rng.int(40); n >= 0; n--) text += String.fromCodePoint([rng.int(128), 0xe9, 0x65, 0x301, 0x1f600, 0x3000, 0x4e2d][rng.int(7)]);
+      samples.push(text);
+    }
+    for (const json of [qwenStyle, { ...qwenStyle, normalizer: { type: 'NFC' } }]) {
+      const tokenizer = Tokenizer.fromJson(json);
+      for (const text of samples) {
+        assert.deepEqual(tokenizer.encode(text), tokenizer.encodeWithLibrary(text), JSON.stringify(text.slice(0, 40)));
+        assert.deepEqual(tokenizer.encode(text), tokenizer.encode(text), 'cached ids stay the same');
+      }
+    }
   });
 
   it('decodes [] to "" and rejects ids outside the vocabulary with a clear error', () => {

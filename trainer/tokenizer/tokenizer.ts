@@ -247,7 +247,7 @@ const PIECE_CACHE_LIMIT = 200_000;
 
 interface FastPath {
   split: SplitPreTokenizer;
-  encoder: TextEncoder;
+  encoder: { encode(text: string): Uint8Array };
   /** Added tokens, longest first (leftmost-longest, as the library's splitter matches). */
   addedPattern: RegExp | null;
   addedIds: Map<string, number>;

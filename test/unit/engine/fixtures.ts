@@ -1,34 +1,73 @@
-import { ModelConfig, parseModelConfig, weightNames } from '../../../trainer/model/config';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Checkpoint, loadCheckpoint, randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
+import { ModelConfig, parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { HostTensor } from '../../../trainer/tensor';
+import { LoraAdapter } from '../../../trainer/engine/weights';
+import { Projection, projectionModule, projectionShape } from '../../../trainer/model/config';
 
-// Tiny configs that still exercise every branch: GQA, q/k/v bias, tied and untied embeddings.
+// Tiny configs that still exercise every branch: GQA, q/k/v bias (qwen2 and llama attention_bias),
+// tied and untied embeddings, head_dim ≠ hidden/heads. head_dim is 16: GroupQueryAttention's minimum.
 
-export function tinyConfig(kind: 'llama-gqa' | 'qwen2-tied' | 'llama-mha'): ModelConfig {
-  const common = { hidden_act: 'silu', rms_norm_eps: 1e-5, max_position_embeddings: 128, vocab_size: 61, intermediate_size: 40 };
+export type TinyKind = 'llama-gqa' | 'qwen2-tied' | 'llama-bias';
+
+export function tinyConfig(kind: TinyKind): ModelConfig {
+  const common = { hidden_act: 'silu', rms_norm_eps: 1e-5, max_position_embeddings: 160, vocab_size: 61, intermediate_size: 40, head_dim: 16 };
   switch (kind) {
     case 'llama-gqa':
       return parseModelConfig({ ...common, model_type: 'llama', hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, rope_theta: 10000, tie_word_embeddings: false });
     case 'qwen2-tied':
       return parseModelConfig({ ...common, model_type: 'qwen2', hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 1, rope_theta: 1000000, tie_word_embeddings: true });
-    case 'llama-mha':
-      return parseModelConfig({ ...common, model_type: 'llama', hidden_size: 24, num_hidden_layers: 1, num_attention_heads: 2, head_dim: 16, num_key_value_heads: 2, rope_theta: 500, tie_word_embeddings: false, attention_bias: true });
+    case 'llama-bias':
+      return parseModelConfig({ ...common, model_type: 'llama', hidden_size: 24, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, rope_theta: 500, tie_word_embeddings: false, attention_bias: true });
   }
 }
 
-/** Random weights with a spread that keeps attention and the MLP far from trivial. */
-export function randomWeights(cfg: ModelConfig, seed: number): Map<string, HostTensor> {
-  const rng = new Rng(seed);
-  const weights = new Map<string, HostTensor>();
-  for (const spec of weightNames(cfg)) {
-    const n = spec.shape.reduce((a, b) => a * b, 1);
-    const isNorm = spec.name.endsWith('norm.weight');
-    const data = isNorm ? rng.fillUniform(new Float32Array(n), 0.8, 1.2) : rng.fillNormal(new Float32Array(n), 0, 0.3);
-    weights.set(spec.name, { dtype: 'float32', shape: spec.shape, data });
+/** A checkpoint written to and read back from a temp folder: random weights, HF names. */
+export async function tinyCheckpoint(kind: TinyKind, seed = 7): Promise<Checkpoint> {
+  const cfg = tinyConfig(kind);
+  // A wide spread keeps attention and the MLP far from trivial; norm weights get their own spread.
+  const weights = randomCheckpointWeights(cfg, seed, { std: 0.3 });
+  const rng = new Rng(seed + 1);
+  for (const [name, tensor] of weights) {
+    if (name.endsWith('norm.weight')) rng.fillUniform(tensor.data as Float32Array, 0.7, 1.3);
   }
-  return weights;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-engine-'));
+  try {
+    await saveCheckpoint(dir, cfg, weights);
+    return await loadCheckpoint(dir);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 export function randomTokens(rng: Rng, count: number, vocab: number): number[] {
   return Array.from({ length: count }, () => rng.int(vocab));
+}
+
+/** A random adapter on `targets`; `zeroB` gives PEFT's initial state (B = 0). */
+export function randomAdapter(cfg: ModelConfig, targets: readonly Projection[], rank: number, seed: number, zeroB = false): LoraAdapter {
+  const rng = new Rng(seed);
+  const modules = new Map<string, { a: HostTensor; b: HostTensor }>();
+  for (let layer = 0; layer < cfg.numLayers; layer++) {
+    for (const projection of targets) {
+      const [outFeatures, inFeatures] = projectionShape(cfg, projection);
+      const a = rng.fillNormal(new Float32Array(rank * inFeatures), 0, 0.3);
+      const b = zeroB ? new Float32Array(outFeatures * rank) : rng.fillNormal(new Float32Array(outFeatures * rank), 0, 0.3);
+      modules.set(projectionModule(layer, projection), {
+        a: { dtype: 'float32', shape: [rank, inFeatures], data: a },
+        b: { dtype: 'float32', shape: [outFeatures, rank], data: b },
+      });
+    }
+  }
+  return { scaling: 2, modules };
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  return worst;
 }

@@ -1,0 +1,114 @@
+import { KvCacheSession } from './inference';
+import { Sampler, SamplingOptions } from './sampling';
+
+// The generation loop. It runs where the session lives (inside the engine worker), so no message
+// crosses threads per token; between tokens it awaits ORT, so a cancel message can be handled.
+
+export interface GenerateOptions {
+  maxTokens: number;
+  sampling?: SamplingOptions;
+  /** Generation ends after any of these ids (the id is not part of the result). */
+  eosTokenIds?: readonly number[];
+  /** Text stop sequences; needs `decode`. The text is cut before the first match. */
+  stop?: readonly string[];
+  decode?: (ids: readonly number[]) => string;
+  /** Polled before each step; true ends generation with stopReason 'cancelled'. */
+  cancelled?: () => boolean;
+}
+
+export type StopReason = 'eos' | 'stop' | 'length' | 'cancelled' | 'context';
+
+export interface GenerateResult {
+  tokens: number[];
+  /** Decoded text (cut at a stop sequence) when `decode` was given. */
+  text?: string;
+  stopReason: StopReason;
+  promptTokens: number;
+  /** Prompt tokens whose keys/values were already cached (KV-prefix reuse). */
+  reusedTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+}
+
+/**
+ * Holds a KvCacheSession and the tokens its cache holds, so a prompt that shares a prefix with the
+ * previous one (the next keystroke) only runs its new tail.
+ */
+export class Generator {
+  private cachedTokens: number[] = [];
+
+  constructor(readonly session: KvCacheSession) {}
+
+  /** Forgets the cache (e.g. after switching adapters, whose keys/values differ). */
+  reset(): void {
+    this.cachedTokens = [];
+    this.session.truncate(0);
+  }
+
+  async generate(prompt: readonly number[], options: GenerateOptions): Promise<GenerateResult> {
+    if (prompt.length === 0) throw new Error('generate needs a non-empty prompt');
+    if (!(Number.isInteger(options.maxTokens) && options.maxTokens >= 0)) {
+      throw new Error(`maxTokens must be a non-negative integer, got ${options.maxTokens}`);
+    }
+    if (options.stop?.length && !options.decode) throw new Error('stop sequences need a decode function');
+    const sampler = new Sampler(options.sampling);
+    const eos = new Set(options.eosTokenIds ?? []);
+
+    // Reuse the longest cached prefix, but always run at least the last prompt token.
+    let reused = 0;
+    const limit = Math.min(this.cachedTokens.length, prompt.length - 1);
+    while (reused < limit && this.cachedTokens[reused] === prompt[reused]) reused++;
+    this.session.truncate(reused);
+    this.cachedTokens.length = reused;
+
+    const prefillStart = performance.now();
+    let logits = await this.session.append(prompt.slice(reused));
+    this.cachedTokens.push(...prompt.slice(reused));
+    const prefillMs = performance.now() - prefillStart;
+
+    const decodeStart = performance.now();
+    const tokens: number[] = [];
+    let text: string | undefined;
+    let stopReason: StopReason = 'length';
+    while (tokens.length < options.maxTokens) {
+      if (options.cancelled?.()) {
+        stopReason = 'cancelled';
+        break;
+      }
+      const next = sampler.next(logits);
+      if (eos.has(next)) {
+        stopReason = 'eos';
+        break;
+      }
+      tokens.push(next);
+      if (options.stop?.length) {
+        text = options.decode!(tokens);
+        const cut = firstStop(text, options.stop);
+        if (cut >= 0) {
+          text = text.slice(0, cut);
+          stopReason = 'stop';
+          break;
+        }
+      }
+      if (tokens.length === options.maxTokens) break;
+      if (this.session.length >= this.session.maxContext) {
+        stopReason = 'context';
+        break;
+      }
+      logits = await this.session.append([next]);
+      this.cachedTokens.push(next);
+    }
+    if (options.decode && text === undefined) text = options.decode(tokens);
+    return { tokens, text, stopReason, promptTokens: prompt.length, reusedTokens: reused, prefillMs, decodeMs: performance.now() - decodeStart };
+  }
+}
+
+function firstStop(text: string, stops: readonly string[]): number {
+  let first = -1;
+  for (const stop of stops) {
+    if (stop.length === 0) continue;
+    const at = text.indexOf(stop);
+    if (at >= 0 && (first < 0 || at < first)) first = at;
+  }
+  return first;
+}

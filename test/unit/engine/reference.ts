@@ -7,7 +7,7 @@ import { HostTensor } from '../../../trainer/tensor';
 export interface ReferenceAdapter {
   scaling: number;
   /** module path → A [r, in], B [out, r] */
-  modules: Map<string, { a: HostTensor; b: HostTensor }>;
+  modules: ReadonlyMap<string, { a: HostTensor; b: HostTensor }>;
 }
 
 type Weights = ReadonlyMap<string, HostTensor>;

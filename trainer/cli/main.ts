@@ -1,4 +1,6 @@
 import { Command } from 'commander';
+import { registerBenchCommand } from './commands/bench';
+import { registerLspCommand } from './commands/lsp';
 
 // The `idiom` command line. Each subcommand lives in its own module under trainer/cli/commands/.
 export function buildProgram(): Command {
@@ -7,6 +9,8 @@ export function buildProgram(): Command {
     .name('idiom')
     .description('Learn the idioms of a repository and complete code the way it writes it.')
     .showHelpAfterError();
+  registerLspCommand(program);
+  registerBenchCommand(program);
   return program;
 }
 

@@ -1,0 +1,132 @@
+// The inline completion pipeline: cursor context -> cache -> in-flight reuse -> FIM prompt ->
+// decode in the engine worker -> post-processing. Knows nothing about LSP; server.ts adapts it.
+
+import type { LoadedModel } from '../model/host';
+import { CompletionCache } from './cache';
+import { InflightGenerations, remainderAfter, type Generation, type GenerationContext } from './inflight';
+import { postprocessCompletion } from './postprocess';
+import { buildFimPrompt, defaultPromptBudget, type ContextSnippet } from './prompt';
+
+export interface CompletionDocument {
+  uri: string;
+  languageId: string;
+  text: string;
+  /** Cursor offset in `text`. */
+  offset: number;
+}
+
+/** What the pipeline needs to know about a request's cancellation (LSP's CancellationToken fits). */
+export interface Cancellation {
+  readonly isCancellationRequested: boolean;
+  onCancellationRequested(listener: () => void): { dispose(): void };
+}
+
+export interface CompletionOptions {
+  maxNewTokens: number;
+  maxLines: number;
+  /** How long a generation nobody waits for keeps decoding, for the next keystroke to reuse. */
+  reuseGraceMs: number;
+}
+
+export const defaultCompletionOptions: CompletionOptions = { maxNewTokens: 64, maxLines: 8, reuseGraceMs: 400 };
+
+export type CompletionSource = 'cache' | 'reused' | 'model';
+
+export interface CompletionAnswer {
+  text: string;
+  source: CompletionSource;
+}
+
+export class CompletionProvider {
+  readonly cache = new CompletionCache();
+  readonly inflight = new InflightGenerations();
+
+  constructor(
+    private readonly currentModel: () => LoadedModel | null,
+    private readonly snippetsFor: (document: CompletionDocument) => ContextSnippet[],
+    private readonly logError: (line: string) => void,
+    private readonly options: CompletionOptions = defaultCompletionOptions,
+  ) {}
+
+  /** Called on every edit, so decoding for text that no longer exists stops at once. */
+  documentChanged(uri: string, text: string): void {
+    this.inflight.onEdit(uri, text);
+  }
+
+  /** Drops what older weights produced (adapter switch, model reload). */
+  modelChanged(): void {
+    this.inflight.abortAll('the model changed');
+    this.cache.clear();
+  }
+
+  /** The completion to show at the cursor, or null (no model, cancelled, nothing useful). */
+  async complete(document: CompletionDocument, cancellation: Cancellation): Promise<CompletionAnswer | null> {
+    const model = this.currentModel();
+    if (!model || cancellation.isCancellationRequested) return null;
+    const prefix = document.text.slice(0, document.offset);
+    const suffix = document.text.slice(document.offset);
+    const context: GenerationContext = { uri: document.uri, modelKey: model.modelKey, prefix, suffix };
+    const finish = (raw: string, source: CompletionSource): CompletionAnswer | null => {
+      const text = postprocessCompletion({ prefix, suffix, completion: raw, maxLines: this.options.maxLines });
+      return text === '' ? null : { text, source };
+    };
+
+    const cached = this.cache.get(context);
+    if (cached !== undefined) return finish(cached, 'cache');
+
+    const running = this.inflight.find(context);
+    if (running) {
+      const rest = await this.await(running.generation, cancellation, () => remainderAfter(running.generation, running.typed));
+      if (rest !== undefined && rest !== null) return finish(rest, 'reused');
+      if (cancellation.isCancellationRequested) return null;
+    }
+
+    const generation = this.inflight.start(context);
+    const prompt = buildFimPrompt(
+      { prefix, suffix, languageId: document.languageId, snippets: this.snippetsFor(document) },
+      model.tokenizer,
+      model.fim,
+      { ...defaultPromptBudget, maxTokens: Math.min(defaultPromptBudget.maxTokens, model.contextLength - this.options.maxNewTokens) },
+    );
+    model
+      .generate(prompt.tokens, {
+        maxNewTokens: this.options.maxNewTokens,
+        signal: generation.abortController.signal,
+        onText: (piece) => generation.append(piece),
+      })
+      .then(
+        (text) => {
+          if (generation.aborted) return;
+          generation.finish(text);
+          this.cache.set(context, text);
+        },
+        (error) => {
+          if (!generation.aborted) this.logError(`completion failed: ${error instanceof Error ? error.message : String(error)}`);
+          generation.fail(error);
+        },
+      );
+    const raw = await this.await(generation, cancellation, () => generation.result);
+    return raw === undefined ? null : finish(raw, 'model');
+  }
+
+  /**
+   * Waits for `value` while the request is live. A cancelled request stops waiting at once; the
+   * generation itself runs on for a grace period in case the next keystroke can reuse it.
+   * Resolves undefined when cancelled or when the generation was aborted or failed.
+   */
+  private async await<T>(generation: Generation, cancellation: Cancellation, value: () => Promise<T>): Promise<T | undefined> {
+    generation.subscribe();
+    let listener: { dispose(): void } | undefined;
+    const cancelled = new Promise<undefined>((resolve) => {
+      listener = cancellation.onCancellationRequested(() => resolve(undefined));
+    });
+    try {
+      return await Promise.race([value(), cancelled]);
+    } catch {
+      return undefined;
+    } finally {
+      listener?.dispose();
+      generation.unsubscribe(this.options.reuseGraceMs);
+    }
+  }
+}

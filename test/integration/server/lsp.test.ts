@@ -1,0 +1,186 @@
+import { strict as assert } from 'node:assert';
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { CancellationTokenSource, createMessageConnection, StreamMessageReader, StreamMessageWriter, type MessageConnection } from 'vscode-jsonrpc/node';
+import { IdiomErrorCodes, SetModeRequest, StatusNotification, StatusRequest, TrainRequest, type InitializationOptions, type StatusResult } from '../../../server/protocol';
+
+const bin = path.join(__dirname, '..', '..', '..', 'trainer', 'cli', 'bin.js');
+
+interface Session {
+  connection: MessageConnection;
+  child: ChildProcess;
+  logs: string[];
+  statuses: StatusResult[];
+  stderr: string[];
+  capabilities: Record<string, unknown>;
+}
+
+/** Starts the real server (`idiom lsp --stdio`) and completes the initialize handshake. */
+async function startServer(root: string, options: InitializationOptions): Promise<Session> {
+  const child = spawn(process.execPath, [bin, 'lsp', '--stdio'], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
+  const stderr: string[] = [];
+  child.stderr!.on('data', (chunk) => stderr.push(String(chunk)));
+  const connection = createMessageConnection(new StreamMessageReader(child.stdout!), new StreamMessageWriter(child.stdin!));
+  const logs: string[] = [];
+  const statuses: StatusResult[] = [];
+  connection.onNotification('window/logMessage', (params: { message: string }) => {
+    logs.push(params.message);
+  });
+  connection.onNotification(StatusNotification, (status) => {
+    statuses.push(status);
+  });
+  connection.listen();
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code) => reject(new Error(`the server exited (${code}) during initialize: ${stderr.join('')}`))),
+  );
+  const initialized = await Promise.race([exited, connection.sendRequest<{ capabilities: Record<string, unknown> }>('initialize', {
+    processId: process.pid,
+    rootUri: pathToFileURL(root).href,
+    workspaceFolders: [{ uri: pathToFileURL(root).href, name: 'repo' }],
+    capabilities: {},
+    initializationOptions: options,
+  })]);
+  exited.catch(() => undefined);
+  await connection.sendNotification('initialized', {});
+  return { connection, child, logs, statuses, stderr, capabilities: initialized.capabilities };
+}
+
+async function stopServer(session: Session): Promise<void> {
+  await session.connection.sendRequest('shutdown');
+  await session.connection.sendNotification('exit');
+  await new Promise((resolve) => session.child.once('exit', resolve));
+  session.connection.dispose();
+}
+
+async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  const start = Date.now();
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+function openDocument(session: Session, file: string, text: string): string {
+  const uri = pathToFileURL(file).href;
+  void session.connection.sendNotification('textDocument/didOpen', { textDocument: { uri, languageId: 'typescript', version: 1, text } });
+  return uri;
+}
+
+describe('language server over stdio (idiom lsp --stdio)', function () {
+  this.timeout(20_000);
+  let root: string;
+
+  beforeEach(() => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-lsp-'));
+  });
+  afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
+
+  it('initializes, advertises inline completions, and answers them with nothing and a clear status when there is no model', async () => {
+    const session = await startServer(root, { defaultModelPath: '' });
+    try {
+      assert.equal(session.capabilities.inlineCompletionProvider, true);
+      const status = await waitFor('the no-model status', () => session.statuses.find((s) => s.state === 'no-model'));
+      assert.match(status.message, /no model/);
+      const uri = openDocument(session, path.join(root, 'a.ts'), 'export function add(a: number, b: number) {\n  return \n}\n');
+      const result = await session.connection.sendRequest('textDocument/inlineCompletion', {
+        textDocument: { uri },
+        position: { line: 1, character: 9 },
+        context: { triggerKind: 2 },
+      });
+      assert.equal(result, null);
+      const current = await session.connection.sendRequest(StatusRequest, {});
+      assert.equal(current.state, 'no-model');
+      assert.equal(current.mode, 'complete');
+      assert.ok(session.logs.some((line) => /no model/.test(line)), session.logs.join('\n'));
+    } finally {
+      await stopServer(session);
+    }
+  });
+
+  it('a corrupt base model costs one clear error line and the server keeps answering', async () => {
+    const modelDir = path.join(root, 'broken-model');
+    fs.mkdirSync(modelDir);
+    fs.writeFileSync(path.join(modelDir, 'config.json'), '{"model_type": "llama", "hidden_size": ');
+    const session = await startServer(root, { settings: { baseModelPath: modelDir } });
+    try {
+      const status = await waitFor('the error status', () => session.statuses.find((s) => s.state === 'error'));
+      assert.match(status.message, /config\.json: invalid JSON/);
+      const errors = session.logs.filter((line) => line.includes('cannot load the base model'));
+      assert.equal(errors.length, 1);
+      assert.equal(errors[0].split('\n').length, 1, 'one line');
+      const uri = openDocument(session, path.join(root, 'b.ts'), 'const x = ');
+      const result = await session.connection.sendRequest('textDocument/inlineCompletion', {
+        textDocument: { uri },
+        position: { line: 0, character: 10 },
+        context: { triggerKind: 1 },
+      });
+      assert.equal(result, null);
+      assert.equal((await session.connection.sendRequest(StatusRequest, {})).state, 'error');
+    } finally {
+      await stopServer(session);
+    }
+  });
+
+  it('ignores a custom base model in an untrusted workspace and refuses to train there', async () => {
+    const modelDir = path.join(root, 'broken-model');
+    fs.mkdirSync(modelDir);
+    fs.writeFileSync(path.join(modelDir, 'config.json'), 'not json');
+    const session = await startServer(root, { settings: { baseModelPath: modelDir }, trusted: false, defaultModelPath: '' });
+    try {
+      const status = await waitFor('the no-model status', () => session.statuses.find((s) => s.state === 'no-model'));
+      assert.equal(status.trusted, false);
+      assert.ok(!session.logs.some((line) => line.includes('cannot load')), 'the custom model was not even read');
+      await assert.rejects(session.connection.sendRequest(TrainRequest, {}), (error: { code: number; message: string }) => {
+        assert.equal(error.code, IdiomErrorCodes.untrusted);
+        assert.match(error.message, /untrusted/);
+        return true;
+      });
+    } finally {
+      await stopServer(session);
+    }
+  });
+
+  it('switches modes, rejects unknown ones, and answers train with a clear not-available error', async () => {
+    const session = await startServer(root, { defaultModelPath: '' });
+    try {
+      const status = await session.connection.sendRequest(SetModeRequest, { mode: 'review' });
+      assert.equal(status.mode, 'review');
+      await waitFor('the mode notification', () => session.statuses.find((s) => s.mode === 'review'));
+      await assert.rejects(session.connection.sendRequest(SetModeRequest, { mode: 'poetry' as never }), /unknown mode "poetry"/);
+      await assert.rejects(session.connection.sendRequest(TrainRequest, {}), (error: { code: number; message: string }) => {
+        assert.equal(error.code, IdiomErrorCodes.notAvailable);
+        assert.match(error.message, /training is not available/);
+        return true;
+      });
+    } finally {
+      await stopServer(session);
+    }
+  });
+
+  it('a cancelled inline completion request is answered and the server keeps serving', async () => {
+    const session = await startServer(root, { defaultModelPath: '' });
+    try {
+      const uri = openDocument(session, path.join(root, 'c.ts'), 'let y = ');
+      const source = new CancellationTokenSource();
+      const pending = session.connection.sendRequest(
+        'textDocument/inlineCompletion',
+        { textDocument: { uri }, position: { line: 0, character: 8 }, context: { triggerKind: 2 } },
+        source.token,
+      );
+      source.cancel();
+      const answer = await pending.then(
+        (value) => ({ value }),
+        (error: { code: number }) => ({ code: error.code }),
+      );
+      assert.ok('value' in answer ? answer.value === null : answer.code === -32800, JSON.stringify(answer));
+      assert.equal((await session.connection.sendRequest(StatusRequest, {})).state, 'no-model');
+    } finally {
+      await stopServer(session);
+    }
+  });
+});

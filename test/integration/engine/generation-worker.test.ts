@@ -1,0 +1,62 @@
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { EngineWorker } from '../../../trainer/runtime/client';
+import { Generator } from '../../../trainer/engine/generate';
+import { KvCacheSession } from '../../../trainer/engine/inference';
+import { loadCheckpoint, saveCheckpoint, randomCheckpointWeights } from '../../../trainer/model/checkpoint';
+import { parseModelConfig } from '../../../trainer/model/config';
+import { Rng } from '../../../trainer/model/random';
+
+describe('engine generation inside the worker', function () {
+  this.timeout(60000);
+  let dir: string;
+  let worker: EngineWorker;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-gen-worker-'));
+    const cfg = parseModelConfig({
+      model_type: 'qwen2', hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+      intermediate_size: 96, vocab_size: 97, rms_norm_eps: 1e-6, max_position_embeddings: 256, tie_word_embeddings: true,
+    });
+    await saveCheckpoint(dir, cfg, randomCheckpointWeights(cfg, 3, { std: 0.2 }));
+    worker = EngineWorker.start();
+  });
+
+  after(async () => {
+    await worker?.terminate();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('loads a checkpoint, generates with and without an adapter, and matches in-process generation', async () => {
+    const loaded = await worker.call('loadModel', dir, { threads: 1, loraInputs: true });
+    const prompt = Array.from({ length: 20 }, (_, i) => (i * 7) % 97);
+    const inWorker = await worker.call('generate', loaded.id, { prompt, maxTokens: 16 });
+    assert.equal(inWorker.tokens.length, 16);
+
+    const checkpoint = await loadCheckpoint(dir);
+    const local = new Generator(await KvCacheSession.create(checkpoint.config, checkpoint.weights, { threads: 1 }));
+    assert.deepEqual(inWorker.tokens, (await local.generate(prompt, { maxTokens: 16 })).tokens);
+
+    const rng = new Rng(4);
+    const modules: Record<string, { a: { dtype: 'float32'; shape: number[]; data: Float32Array }; b: { dtype: 'float32'; shape: number[]; data: Float32Array } }> = {};
+    for (let layer = 0; layer < 2; layer++) {
+      for (const [projection, out] of [['self_attn.q_proj', 64], ['self_attn.v_proj', 32]] as const) {
+        modules[`model.layers.${layer}.${projection}`] = {
+          a: { dtype: 'float32', shape: [4, 64], data: rng.fillNormal(new Float32Array(4 * 64), 0, 0.5) },
+          b: { dtype: 'float32', shape: [out, 4], data: rng.fillNormal(new Float32Array(out * 4), 0, 0.5) },
+        };
+      }
+    }
+    await worker.call('setAdapter', loaded.id, { scaling: 2, modules });
+    const adapted = await worker.call('generate', loaded.id, { prompt, maxTokens: 16 });
+    assert.notDeepEqual(adapted.tokens, inWorker.tokens, 'the adapter should change greedy output');
+    await worker.call('setAdapter', loaded.id, null);
+    assert.deepEqual((await worker.call('generate', loaded.id, { prompt, maxTokens: 16 })).tokens, inWorker.tokens);
+
+    await worker.call('disposeModel', loaded.id);
+    await assert.rejects(worker.call('generate', loaded.id, { prompt, maxTokens: 1 }), /no model/);
+    await local.session.dispose();
+  });
+});

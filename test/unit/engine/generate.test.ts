@@ -1,0 +1,58 @@
+import { strict as assert } from 'node:assert';
+import { Generator } from '../../../trainer/engine/generate';
+import { KvCacheSession } from '../../../trainer/engine/inference';
+import { argmax } from '../../../trainer/engine/sampling';
+import { Rng } from '../../../trainer/model/random';
+import { randomTokens, tinyCheckpoint } from './fixtures';
+
+const decode = (ids: readonly number[]) => ids.map((id) => String.fromCharCode(97 + (id % 26))).join('');
+
+describe('engine/generate Generator', () => {
+  it('stops on max tokens, eos and stop text; reuses a cached prompt prefix without changing the result', async () => {
+    const checkpoint = await tinyCheckpoint('llama-gqa');
+    const cfg = checkpoint.config;
+    const session = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1 });
+    const generator = new Generator(session);
+    const prompt = randomTokens(new Rng(2), 16, cfg.vocabSize);
+
+    const greedy = await generator.generate(prompt, { maxTokens: 12 });
+    assert.equal(greedy.stopReason, 'length');
+    assert.equal(greedy.tokens.length, 12);
+    // The first token is the argmax of a fresh prefill.
+    const fresh = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1 });
+    assert.equal(greedy.tokens[0], argmax(await fresh.append(prompt)));
+
+    const eos = greedy.tokens[5];
+    const stopped = await generator.generate(prompt, { maxTokens: 12, eosTokenIds: [eos] });
+    assert.equal(stopped.stopReason, 'eos');
+    assert.deepEqual(stopped.tokens, greedy.tokens.slice(0, greedy.tokens.indexOf(eos)));
+    assert.equal(stopped.reusedTokens, prompt.length - 1);
+
+    const stopText = decode(greedy.tokens.slice(3, 5));
+    const cut = await generator.generate(prompt, { maxTokens: 12, stop: [stopText], decode });
+    assert.equal(cut.stopReason, 'stop');
+    assert.equal(cut.text, decode(greedy.tokens).slice(0, decode(greedy.tokens).indexOf(stopText)));
+
+    // The next keystroke accepts two generated tokens: their keys/values are cached already.
+    const longer = [...prompt, ...greedy.tokens.slice(0, 2)];
+    const reused = await generator.generate(longer, { maxTokens: 6 });
+    assert.equal(reused.reusedTokens, longer.length - 1);
+    // A prompt that diverges after 10 tokens reuses exactly those.
+    const diverged = [...prompt.slice(0, 10), (prompt[10] + 1) % cfg.vocabSize, ...prompt.slice(11)];
+    assert.equal((await generator.generate(diverged, { maxTokens: 1 })).reusedTokens, 10);
+    const again = await new Generator(fresh).generate(longer, { maxTokens: 6 });
+    assert.equal(again.reusedTokens, 0);
+    assert.deepEqual(reused.tokens, again.tokens);
+
+    let polls = 0;
+    const cancelled = await generator.generate(prompt, { maxTokens: 12, cancelled: () => ++polls > 3 });
+    assert.equal(cancelled.stopReason, 'cancelled');
+    assert.equal(cancelled.tokens.length, 3);
+
+    const sampledA = await generator.generate(prompt, { maxTokens: 10, sampling: { temperature: 1, topP: 0.9, seed: 5 } });
+    const sampledB = await generator.generate(prompt, { maxTokens: 10, sampling: { temperature: 1, topP: 0.9, seed: 5 } });
+    assert.deepEqual(sampledA.tokens, sampledB.tokens);
+    await session.dispose();
+    await fresh.dispose();
+  });
+});

@@ -1,0 +1,169 @@
+import { strict as assert } from 'node:assert';
+import * as ort from 'onnxruntime-node';
+import { Graph } from '../../../trainer/graph/graph';
+import { KvCacheSession } from '../../../trainer/engine/inference';
+import { buildForward } from '../../../trainer/engine/llama';
+import { argmax } from '../../../trainer/engine/sampling';
+import { createSession, int64Tensor } from '../../../trainer/engine/session';
+import { INT4_BLOCK, frozenLinear, quantizeInt4, quantizeInt8 } from '../../../trainer/engine/weights';
+import { Checkpoint } from '../../../trainer/model/checkpoint';
+import { PROJECTIONS } from '../../../trainer/model/config';
+import { Rng } from '../../../trainer/model/random';
+import { maxAbsDiff, randomAdapter, randomTokens, tinyCheckpoint } from './fixtures';
+
+/** Last-position logits of the full prefix through buildForward: no cache at all. */
+async function fullPrefixRunner(checkpoint: Checkpoint) {
+  const g = new Graph('forward');
+  const fwd = buildForward(g, checkpoint.config, checkpoint.weights, { batch: 1 });
+  g.output(fwd.logits, 'logits');
+  const session = await createSession(g, { threads: 1 });
+  const V = checkpoint.config.vocabSize;
+  return {
+    async lastLogits(tokens: number[]): Promise<Float32Array> {
+      const T = tokens.length;
+      const out = await session.run({ input_ids: int64Tensor(tokens, [1, T]), position_ids: int64Tensor(tokens.map((_, i) => i), [1, T]) });
+      return (out.logits.data as Float32Array).slice((T - 1) * V);
+    },
+    release: () => session.release(),
+  };
+}
+
+describe('engine/inference KvCacheSession', () => {
+  for (const kind of ['llama-gqa', 'qwen2-tied', 'llama-bias'] as const) {
+    it(`greedy decoding with the KV cache yields the tokens of re-running the full prefix (${kind})`, async () => {
+      const checkpoint = await tinyCheckpoint(kind);
+      const full = await fullPrefixRunner(checkpoint);
+      const cached = await KvCacheSession.create(checkpoint.config, checkpoint.weights, { threads: 1 });
+      const prompt = randomTokens(new Rng(9), 21, checkpoint.config.vocabSize);
+      // 21 + 60 tokens crosses the cache's first growth (64 positions).
+      const steps = 60;
+      const reference = [...prompt];
+      let worst = 0;
+      for (let i = 0; i < steps; i++) {
+        const logits = await full.lastLogits(reference);
+        reference.push(argmax(logits));
+      }
+      const decoded = [...prompt];
+      let logits = await cached.append(prompt);
+      for (let i = 0; i < steps; i++) {
+        worst = Math.max(worst, maxAbsDiff(logits, await full.lastLogits(decoded)));
+        decoded.push(argmax(logits));
+        if (i < steps - 1) logits = await cached.append([decoded[decoded.length - 1]]);
+      }
+      assert.deepEqual(decoded, reference);
+      assert.ok(new Set(decoded.slice(prompt.length)).size > 3, 'the test model should not decode one repeated token');
+      assert.ok(worst < 1e-4, `cached logits differ from the full prefix by ${worst}`);
+      await cached.dispose();
+      await full.release();
+    });
+  }
+
+  it('appends chunks after a cached prefix and truncates back (KV-prefix reuse)', async () => {
+    const checkpoint = await tinyCheckpoint('llama-gqa');
+    const full = await fullPrefixRunner(checkpoint);
+    const session = await KvCacheSession.create(checkpoint.config, checkpoint.weights, { threads: 1 });
+    const tokens = randomTokens(new Rng(4), 90, checkpoint.config.vocabSize);
+    await session.append(tokens.slice(0, 50));
+    let diff = maxAbsDiff(await session.append(tokens.slice(50, 90)), await full.lastLogits(tokens));
+    assert.ok(diff < 1e-4, `chunked prefill differs by ${diff}`);
+    session.truncate(30);
+    assert.equal(session.length, 30);
+    diff = maxAbsDiff(await session.append(tokens.slice(30, 33)), await full.lastLogits(tokens.slice(0, 33)));
+    assert.ok(diff < 1e-4, `append after truncate differs by ${diff}`);
+    assert.throws(() => session.truncate(34), /cannot truncate a cache of 33 tokens to 34/);
+    await assert.rejects(session.append(new Array(200).fill(1)), /exceeds the model's limit of 160/);
+    await session.dispose();
+    await full.release();
+  });
+
+  it('LoRA as inputs: no adapter and B = 0 give the base logits; merged equals unmerged; an adapter changes the logits', async () => {
+    const checkpoint = await tinyCheckpoint('qwen2-tied');
+    const cfg = checkpoint.config;
+    const prompt = randomTokens(new Rng(6), 12, cfg.vocabSize);
+    const adapter = randomAdapter(cfg, PROJECTIONS, 3, 21);
+    const run = async (session: KvCacheSession) => {
+      const logits = Float32Array.from(await session.append(prompt));
+      session.truncate(0);
+      return logits;
+    };
+    const base = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1 });
+    const withInputs = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1, loraInputs: true });
+    const merged = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1, mergedAdapter: adapter });
+    const baseLogits = await run(base);
+
+    const noAdapter = await run(withInputs);
+    assert.ok(maxAbsDiff(noAdapter, baseLogits) < 1e-5, 'zero-rank adapter feeds must give the base');
+    withInputs.setAdapter(randomAdapter(cfg, PROJECTIONS, 3, 22, true));
+    assert.ok(maxAbsDiff(await run(withInputs), baseLogits) < 1e-5, 'B = 0 must give the base');
+
+    withInputs.setAdapter(adapter);
+    const unmergedLogits = await run(withInputs);
+    const mergedLogits = await run(merged);
+    const diff = maxAbsDiff(unmergedLogits, mergedLogits);
+    assert.ok(diff < 1e-4, `merged differs from unmerged by ${diff}`);
+    assert.ok(maxAbsDiff(unmergedLogits, baseLogits) > 0.1, 'the adapter must change the logits');
+
+    // The same adapter through buildForward's LoRA inputs (the training graph's forward).
+    const g = new Graph('forward');
+    const fwd = buildForward(g, cfg, checkpoint.weights, { batch: 1, lora: { targets: PROJECTIONS, rank: 3, scaling: adapter.scaling } });
+    g.output(fwd.logits, 'logits');
+    const session = await createSession(g, { threads: 1 });
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: int64Tensor(prompt, [1, prompt.length]),
+      position_ids: int64Tensor(prompt.map((_, i) => i), [1, prompt.length]),
+    };
+    for (const [module, inputs] of fwd.loraInputs) {
+      const lora = adapter.modules.get(module)!;
+      feeds[inputs.a.name] = new ort.Tensor('float32', lora.a.data as Float32Array, lora.a.shape);
+      feeds[inputs.b.name] = new ort.Tensor('float32', lora.b.data as Float32Array, lora.b.shape);
+    }
+    const training = (await session.run(feeds)).logits.data as Float32Array;
+    const last = training.slice((prompt.length - 1) * cfg.vocabSize);
+    assert.ok(maxAbsDiff(last, unmergedLogits) < 1e-4, 'inference LoRA must match the training forward');
+    await Promise.all([base.dispose(), withInputs.dispose(), merged.dispose(), session.release()]);
+  });
+
+  it('quantized weights: int8 and int4 MatMuls compute x · dequant(W)ᵀ', async () => {
+    const rng = new Rng(1);
+    const N = 48;
+    const K = 80; // not a multiple of the int4 block: the last block is padded
+    const weight = { dtype: 'float32' as const, shape: [N, K], data: rng.fillNormal(new Float32Array(N * K)) };
+    const x = rng.fillNormal(new Float32Array(2 * K));
+    // Independent dequantization of what the packers produced.
+    const q8 = quantizeInt8(weight);
+    const deq8 = (n: number, k: number) => (q8.weight.data as Int8Array)[k * N + n] * (q8.scale.data as Float32Array)[n];
+    const q4 = quantizeInt4(weight);
+    const blocks = Math.ceil(K / INT4_BLOCK);
+    const deq4 = (n: number, k: number) => {
+      const byte = (q4.packed.data as Uint8Array)[(n * blocks + Math.floor(k / INT4_BLOCK)) * (INT4_BLOCK / 2) + Math.floor((k % INT4_BLOCK) / 2)];
+      const nibble = k % 2 === 0 ? byte & 15 : byte >> 4;
+      return (nibble - 8) * (q4.scales.data as Float32Array)[n * blocks + Math.floor(k / INT4_BLOCK)];
+    };
+    for (const [precision, deq, tolerance] of [['int8', deq8, 0.05], ['int4', deq4, 0.05]] as const) {
+      const g = new Graph('q');
+      g.output(frozenLinear(g, g.input('x', 'float32', [2, K]), 'w', weight, precision), 'y');
+      const session = await createSession(g, { threads: 1 });
+      const y = (await session.run({ x: new ort.Tensor('float32', x, [2, K]) })).y.data as Float32Array;
+      let worst = 0;
+      let scale = 0;
+      let quantizationError = 0;
+      for (let row = 0; row < 2; row++) {
+        for (let n = 0; n < N; n++) {
+          let exact = 0;
+          let dequantized = 0;
+          for (let k = 0; k < K; k++) {
+            exact += (weight.data as Float32Array)[n * K + k] * x[row * K + k];
+            dequantized += deq(n, k) * x[row * K + k];
+          }
+          worst = Math.max(worst, Math.abs(y[row * N + n] - dequantized));
+          quantizationError = Math.max(quantizationError, Math.abs(exact - dequantized));
+          scale = Math.max(scale, Math.abs(exact));
+        }
+      }
+      // ORT also quantizes x to 8 bits: allow that, relative to the output's scale.
+      assert.ok(worst < tolerance * scale, `${precision}: |y − x·dequant(W)ᵀ| = ${worst} (scale ${scale})`);
+      assert.ok(quantizationError < 0.25 * scale, `${precision}: quantization error ${quantizationError} too large`);
+      await session.release();
+    }
+  });
+});

@@ -337,6 +337,8 @@ function reduce(op: string, x: Value, axes: readonly number[], keepdims: boolean
 export const reduceSum = (x: Value, axes: readonly number[], keepdims = true) => reduce('ReduceSum', x, axes, keepdims);
 export const reduceMean = (x: Value, axes: readonly number[], keepdims = true) => reduce('ReduceMean', x, axes, keepdims);
 export const reduceMax = (x: Value, axes: readonly number[], keepdims = true) => reduce('ReduceMax', x, axes, keepdims);
+/** Σ x² over `axes` in one pass (no gradient rule: used for gradient norms, after autodiff). */
+export const reduceSumSquare = (x: Value, axes: readonly number[], keepdims = true) => reduce('ReduceSumSquare', x, axes, keepdims);
 
 export function softmax(x: Value, axis = -1): Value {
   return unary('Softmax', x, { axis: normalizeAxis('Softmax', axis, x.rank) });

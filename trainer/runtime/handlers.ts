@@ -1,9 +1,13 @@
+import { trainingHandlers } from '../training/handlers';
+import { generationHandlers } from '../engine/generation-handlers';
 import { sessionHandlers } from './session-handlers';
 
 // Every method the engine worker serves: one spread per area. Each handler runs inside the
 // worker; its module keeps that area's sessions and state. Add an area with one line.
 export const handlers = {
   ...sessionHandlers,
+  ...generationHandlers,
+  ...trainingHandlers,
 };
 
 export type Handlers = typeof handlers;

@@ -35,6 +35,23 @@ export const sessionHandlers = {
     return out;
   },
 
+  /**
+   * Benchmarks: runs a session `repeats` times on the same feeds (converted once, outside the
+   * timing) and returns each run's milliseconds. Outputs are discarded.
+   */
+  async timeSession(id: number, feeds: Record<string, HostTensor>, repeats: number): Promise<number[]> {
+    const session = sessionById(id);
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, tensor] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(tensor);
+    const times: number[] = [];
+    for (let i = 0; i < repeats; i++) {
+      const started = performance.now();
+      await session.run(ortFeeds);
+      times.push(performance.now() - started);
+    }
+    return times;
+  },
+
   async releaseSession(id: number) {
     const session = sessionById(id);
     sessions.delete(id);

@@ -1,0 +1,172 @@
+import { Graph } from '../graph/graph';
+import { serializeModel } from '../graph/onnx';
+import * as op from '../graph/ops';
+import { ModelConfig, parseModelConfig } from '../model/config';
+import { Rng } from '../model/random';
+import { EngineWorker } from '../runtime/client';
+import { LoraOptions } from '../training/lora';
+import { Trainer } from '../training/trainer';
+
+// `idiom bench train`: training speed on the reference config (issue 2), and in the same process
+// the fp32 MatMul peak of the model's largest weight product, so mfu = achieved / peak compares
+// like with like on a shared, noisy machine. Peak runs and training steps are interleaved, and
+// medians are reported, so a burst of load from elsewhere hits both.
+//
+// FLOP convention (trainer/graph/flops.ts): the matrix products the training graph actually
+// computes, 2·M·N·K each: forward weight products (lm_head included), attention QKᵀ and PV over
+// the full T×T square (the mask is additive), LoRA products, and in the backward only what
+// autodiff built: input gradients where a trainable tensor lies upstream, the attention
+// backward, and the trainable tensors' own gradients. Frozen weights get no weight-gradient
+// products. Elementwise work is not counted.
+
+export interface BenchTrainOptions {
+  threads?: number;
+  /** Timed steps (after warm-up). */
+  steps?: number;
+  warmupSteps?: number;
+  method?: 'lora' | 'full';
+  batch?: number;
+  seqLen?: number;
+  lora?: LoraOptions;
+  config?: ModelConfig;
+  /** Writes ORT's per-node profile of the training session (JSON) with this file prefix. */
+  profilePrefix?: string;
+  log?: (line: string) => void;
+}
+
+/** The reference shape of issue 2: d 512, 8 layers, 8 heads, SwiGLU 1376, vocab 8192. */
+export function referenceTrainConfig(): ModelConfig {
+  return parseModelConfig({
+    model_type: 'llama',
+    hidden_size: 512,
+    num_hidden_layers: 8,
+    num_attention_heads: 8,
+    num_key_value_heads: 8,
+    intermediate_size: 1376,
+    vocab_size: 8192,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    max_position_embeddings: 2048,
+    tie_word_embeddings: false,
+  });
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+const round = (x: number, digits = 3) => Number(x.toFixed(digits));
+
+/** x [rows, D] · Wᵀ for W [N, D] with W a prepacked initializer: the model's largest weight product. */
+function peakMatmulModel(rows: number, inner: number, cols: number) {
+  const g = new Graph('peak_matmul');
+  const x = g.input('x', 'float32', [rows, inner]);
+  const rng = new Rng(7);
+  const w = g.initializer('w', { dtype: 'float32', shape: [inner, cols], data: rng.fillNormal(new Float32Array(inner * cols), 0, 0.02) });
+  // Only a corner comes back: returning 64 MB to JS would time the copy, not the product.
+  g.output(op.slice(op.matmul(x, w), [0, 1], [0, 0], [1, 1]), 'corner');
+  return serializeModel(g);
+}
+
+export async function benchTrain(options: BenchTrainOptions = {}): Promise<Record<string, unknown>> {
+  const cfg = options.config ?? referenceTrainConfig();
+  const threads = options.threads ?? 2;
+  const steps = options.steps ?? 5;
+  const warmupSteps = options.warmupSteps ?? 2;
+  const method = options.method ?? 'lora';
+  const batch = options.batch ?? 8;
+  const seqLen = options.seqLen ?? 256;
+  const lora: LoraOptions = options.lora ?? { targets: ['q_proj', 'v_proj'], r: 16, alpha: 32 };
+  const log = options.log ?? (() => {});
+  if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a positive integer, got ${threads}`);
+  if (!Number.isInteger(steps) || steps < 1) throw new Error(`--steps must be a positive integer, got ${steps}`);
+
+  const worker = EngineWorker.start();
+  try {
+    log(`building the ${method} training graph (B ${batch}, T ${seqLen}, ${threads} threads)`);
+    const trainer = await Trainer.create(
+      worker,
+      { random: { config: cfg, seed: 1 } },
+      {
+        trainable: method === 'lora' ? { method, lora } : { method },
+        batch,
+        seqLen,
+        threads,
+        profilePrefix: options.profilePrefix,
+      },
+    );
+    const largest = Math.max(cfg.vocabSize, cfg.intermediateSize, cfg.numHeads * cfg.headDim);
+    const rows = batch * seqLen;
+    const peak = await worker.call('createSession', peakMatmulModel(rows, cfg.hiddenSize, largest), { threads });
+    const peakFeeds = { x: { dtype: 'float32' as const, shape: [rows, cfg.hiddenSize], data: new Rng(3).fillNormal(new Float32Array(rows * cfg.hiddenSize)) } };
+    const peakFlops = 2 * rows * cfg.hiddenSize * largest;
+
+    const rng = new Rng(11);
+    const tokens = Array.from({ length: batch * (seqLen + 1) }, () => rng.int(cfg.vocabSize));
+    const learningRate = 1e-4;
+    for (let i = 0; i < warmupSteps; i++) {
+      const r = await trainer.step({ tokens }, learningRate);
+      log(`warm-up step ${i + 1}: loss ${r.loss.toFixed(4)}, ${r.seconds.toFixed(3)} s`);
+    }
+    await worker.call('timeSession', peak.id, peakFeeds, 2);
+
+    const stepSeconds: number[] = [];
+    const peakSeconds: number[] = [];
+    const losses: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      const peakTimes = await worker.call('timeSession', peak.id, peakFeeds, 3);
+      peakSeconds.push(median(peakTimes) / 1000);
+      const r = await trainer.step({ tokens }, learningRate);
+      stepSeconds.push(r.seconds);
+      losses.push(r.loss);
+      log(`step ${i + 1}: loss ${r.loss.toFixed(4)}, ${r.seconds.toFixed(3)} s; peak product ${(peakFlops / peakSeconds[i] / 1e9).toFixed(0)} GFLOP/s`);
+    }
+    await worker.call('releaseSession', peak.id);
+    await trainer.release();
+
+    const stepTime = median(stepSeconds);
+    const achieved = trainer.flopsPerStep.total / stepTime / 1e9;
+    const peakGflops = peakFlops / median(peakSeconds) / 1e9;
+    return {
+      tokensPerSecond: round((batch * seqLen) / stepTime, 1),
+      achievedGflops: round(achieved, 1),
+      peakGflops: round(peakGflops, 1),
+      mfu: round(achieved / peakGflops, 3),
+      stepSeconds: { median: round(stepTime, 4), min: round(Math.min(...stepSeconds), 4), max: round(Math.max(...stepSeconds), 4) },
+      loss: { first: round(losses[0], 4), last: round(losses[losses.length - 1], 4) },
+      config: {
+        model: {
+          hiddenSize: cfg.hiddenSize,
+          numLayers: cfg.numLayers,
+          numHeads: cfg.numHeads,
+          numKvHeads: cfg.numKvHeads,
+          intermediateSize: cfg.intermediateSize,
+          vocabSize: cfg.vocabSize,
+        },
+        method,
+        ...(method === 'lora' ? { lora } : {}),
+        batch,
+        seqLen,
+        threads,
+        steps,
+        warmupSteps,
+        trainableParameters: trainer.trainableParameters,
+      },
+      flops: {
+        perStep: trainer.flopsPerStep.total,
+        forward: trainer.flopsPerStep.forward,
+        backward: trainer.flopsPerStep.backward,
+        peakProduct: `[${rows}, ${cfg.hiddenSize}] x [${cfg.hiddenSize}, ${largest}]`,
+        convention:
+          'matrix products the training graph computes, 2*M*N*K each (forward incl. lm_head and full TxT attention, ' +
+          'LoRA, backward input gradients only where a trainable tensor is upstream, trainable weight gradients); ' +
+          'frozen weights get no weight-gradient products; elementwise work not counted',
+      },
+      setupSeconds: round(trainer.setupSeconds, 2),
+    };
+  } finally {
+    await worker.terminate();
+  }
+}

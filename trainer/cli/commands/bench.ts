@@ -1,0 +1,57 @@
+import type { Command } from 'commander';
+import { benchInfer } from '../../bench/infer';
+import { benchTrain } from '../../bench/train';
+
+// `idiom bench train|infer`: speed benchmarks that print one JSON object on stdout (logs go to
+// stderr).
+
+function positiveInt(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${value}"`);
+    return n;
+  };
+}
+
+function printJson(result: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+}
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+export function registerBenchCommand(program: Command): void {
+  const bench = program.command('bench').description('speed benchmarks (JSON on stdout)');
+
+  bench
+    .command('train')
+    .description('training speed on the reference config (d 512, 8 layers, seq 256, batch 8) and MFU against the same-run MatMul peak')
+    .option('--threads <n>', 'ONNX Runtime intra-op threads', positiveInt('--threads'), 2)
+    .option('--steps <n>', 'timed steps', positiveInt('--steps'), 5)
+    .option('--warmup <n>', 'warm-up steps', positiveInt('--warmup'), 2)
+    .option('--method <method>', 'lora or full', 'lora')
+    .option('--profile <prefix>', "write ONNX Runtime's per-node profile of the training session to <prefix>_*.json")
+    .option('--json', 'print JSON (always on)', true)
+    .option('--quiet', 'no progress lines on stderr')
+    .action(async (opts: { threads: number; steps: number; warmup: number; method: string; profile?: string; quiet?: boolean }) => {
+      if (opts.method !== 'lora' && opts.method !== 'full') throw new Error(`--method must be lora or full, got "${opts.method}"`);
+      printJson(
+        await benchTrain({
+          threads: opts.threads,
+          steps: opts.steps,
+          warmupSteps: opts.warmup,
+          method: opts.method,
+          profilePrefix: opts.profile,
+          log: opts.quiet ? undefined : log,
+        }),
+      );
+    });
+
+  bench
+    .command('infer')
+    .description('prefill and decode speed on the reference config, with the same-run weight MatMul time per token')
+    .option('--threads <n>', 'ONNX Runtime intra-op threads', positiveInt('--threads'), 2)
+    .option('--json', 'print JSON (always on)', true)
+    .action(async (opts: { threads: number }) => {
+      printJson(await benchInfer({ threads: opts.threads, log }));
+    });
+}

@@ -1,0 +1,148 @@
+import * as vscode from 'vscode';
+import { WorkDoneProgress, type WorkDoneProgressBegin, type WorkDoneProgressReport } from 'vscode-languageclient/node';
+import {
+  ActivateRequest,
+  AdaptersRequest,
+  CancelTrainingRequest,
+  modes,
+  RollbackRequest,
+  SetModeRequest,
+  TrainRequest,
+  type AdapterSummary,
+  type Mode,
+} from '../server/protocol';
+import { readSettings } from './config';
+import type { Ctx } from './ctx';
+import { trainingReportHtml } from './report';
+
+export type Cmd = (...args: unknown[]) => unknown;
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Runs a command body; any failure becomes one error notification (and a line in the output). */
+function guarded(ctx: Ctx, name: string, body: () => Promise<unknown>): Cmd {
+  return async () => {
+    try {
+      return await body();
+    } catch (error) {
+      ctx.output.error(`${name}: ${errorMessage(error)}`);
+      void vscode.window.showErrorMessage(`Idiom: ${errorMessage(error)}`);
+      return undefined;
+    }
+  };
+}
+
+export function retrain(ctx: Ctx): Cmd {
+  return guarded(ctx, 'retrain', async () => {
+    if (!vscode.workspace.isTrusted) throw new Error('training is disabled in an untrusted workspace');
+    const folder = vscode.workspace.workspaceFolders?.[0];
+    if (!folder) throw new Error('open a folder to train on its repository');
+    const client = ctx.requireClient();
+    const settings = readSettings();
+    const workDoneToken = `idiom-train-${Date.now()}`;
+    const result = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: 'Idiom: training on this repository', cancellable: true },
+      async (progress, token) => {
+        let reported = 0;
+        const listener = client.onProgress(WorkDoneProgress.type, workDoneToken, (value) => {
+          if (value.kind === 'end') return;
+          const update = value as WorkDoneProgressBegin | WorkDoneProgressReport;
+          const percentage = update.percentage;
+          const increment = percentage === undefined ? undefined : Math.max(0, percentage - reported);
+          if (percentage !== undefined) reported = percentage;
+          progress.report({ message: update.message, increment });
+        });
+        token.onCancellationRequested(() => void client.sendRequest(CancelTrainingRequest, {}).catch(() => undefined));
+        try {
+          return await client.sendRequest(
+            TrainRequest,
+            {
+              root: folder.uri.fsPath,
+              minutes: settings.training.minutes,
+              lora: settings.lora,
+              device: settings.device,
+              workDoneToken,
+            },
+            token,
+          );
+        } finally {
+          listener.dispose();
+        }
+      },
+    );
+    const verdict = result.activated ? 'activated' : 'kept the current adapter (the new one did not beat it)';
+    void vscode.window.showInformationMessage(`Idiom: trained ${result.adapter.id} in ${Math.round(result.seconds)} s — ${verdict}`);
+  });
+}
+
+function describeAdapter(adapter: AdapterSummary): string {
+  const metrics = adapter.metrics?.adapter;
+  const base = adapter.metrics?.base;
+  if (!metrics) return adapter.created;
+  const gain = base ? ` (base ${base.exactMatch.toFixed(2)})` : '';
+  return `exact match ${metrics.exactMatch.toFixed(2)}${gain}, ${metrics.bitsPerByte.toFixed(3)} bits/byte`;
+}
+
+export function showAdapters(ctx: Ctx): Cmd {
+  return guarded(ctx, 'showAdapters', async () => {
+    const client = ctx.requireClient();
+    const { adapters } = await client.sendRequest(AdaptersRequest, { root: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath });
+    type Item = vscode.QuickPickItem & { adapter?: AdapterSummary; rollback?: boolean };
+    const items: Item[] = adapters.map((adapter) => ({
+      label: `${adapter.active ? '$(check) ' : ''}${adapter.id}`,
+      description: `${adapter.mode}${adapter.active ? ' · active' : ''}`,
+      detail: describeAdapter(adapter),
+      adapter,
+    }));
+    items.push({ label: '$(history) Roll back to the previous adapter', rollback: true });
+    const picked = await vscode.window.showQuickPick(items, { placeHolder: adapters.length === 0 ? 'No adapters yet: run Idiom: Retrain on this repository' : 'Activate an adapter' });
+    if (!picked) return;
+    if (picked.rollback) await client.sendRequest(RollbackRequest, { mode: readSettings().mode });
+    else if (picked.adapter) await client.sendRequest(ActivateRequest, { id: picked.adapter.id, mode: picked.adapter.mode });
+  });
+}
+
+export function switchMode(ctx: Ctx): Cmd {
+  return guarded(ctx, 'switchMode', async () => {
+    const current = ctx.lastStatus?.mode ?? readSettings().mode;
+    const picked = await vscode.window.showQuickPick(
+      modes.map((mode) => ({ label: mode, description: mode === current ? 'current' : undefined })),
+      { placeHolder: 'Idiom mode' },
+    );
+    if (!picked) return;
+    const mode = picked.label as Mode;
+    const status = await ctx.requireClient().sendRequest(SetModeRequest, { mode });
+    ctx.showStatus(status);
+    await vscode.workspace.getConfiguration('idiom').update('mode', mode, vscode.ConfigurationTarget.Workspace);
+  });
+}
+
+export function showTrainingReport(ctx: Ctx): Cmd {
+  return guarded(ctx, 'showTrainingReport', async () => {
+    const { adapters } = await ctx.requireClient().sendRequest(AdaptersRequest, { root: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath });
+    const adapter = adapters.find((candidate) => candidate.active) ?? adapters[0];
+    if (!adapter) throw new Error('no adapter has been trained yet: run Idiom: Retrain on this repository');
+    const panel = vscode.window.createWebviewPanel('idiom.trainingReport', `Idiom: ${adapter.id}`, vscode.ViewColumn.Active, { enableScripts: false });
+    panel.webview.html = trainingReportHtml(adapter, panel.webview.cspSource);
+  });
+}
+
+export function showOutput(ctx: Ctx): Cmd {
+  return () => ctx.output.show(true);
+}
+
+export function restartServer(ctx: Ctx): Cmd {
+  return guarded(ctx, 'restartServer', () => ctx.restart());
+}
+
+/** Every command, registered before the server is up so none is ever "not found". */
+export const commandFactories: Record<string, (ctx: Ctx) => Cmd> = {
+  'idiom.retrain': retrain,
+  'idiom.showAdapters': showAdapters,
+  'idiom.switchMode': switchMode,
+  'idiom.showTrainingReport': showTrainingReport,
+  'idiom.showOutput': showOutput,
+  'idiom.restartServer': restartServer,
+};

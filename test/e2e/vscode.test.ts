@@ -158,8 +158,9 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     const item = page.locator('.statusbar-item', { hasText: 'Idiom:' });
     await item.waitFor({ timeout: 60_000 });
     // Past "starting": the language server answered and pushed its status.
+    // Runs in the page (a string, since this program's types have no DOM).
     await page.waitForFunction(
-      () => [...document.querySelectorAll('.statusbar-item')].some((el) => /Idiom: complete · \w+ · (ready|no-model|error)/.test(el.textContent ?? '')),
+      "[...document.querySelectorAll('.statusbar-item')].some((el) => /Idiom: complete · \\S+ · (ready|no-model|error)/.test(el.textContent || ''))",
       undefined,
       { timeout: 60_000 },
     );
@@ -184,7 +185,7 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     await page.locator('.quick-input-list .monaco-list-row', { hasText: '.idiomignore' }).first().waitFor();
     await page.keyboard.press('Enter');
     const language = page.locator('[id="status.editor.mode"]');
-    await page.waitForFunction(() => /Idiom Ignore/.test(document.querySelector('[id="status.editor.mode"]')?.textContent ?? ''), undefined, { timeout: 30_000 });
+    await page.waitForFunction("/Idiom Ignore/.test(document.querySelector('[id=\"status.editor.mode\"]')?.textContent || '')", undefined, { timeout: 30_000 });
     await screenshot('03-idiomignore');
     assert.match((await language.textContent()) ?? '', /Idiom Ignore/);
   });

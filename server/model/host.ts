@@ -7,6 +7,8 @@ import * as path from 'node:path';
 import { loadModelConfig } from '../../trainer/model/config';
 import type { FimTokenIds, PromptTokenizer } from '../completion/prompt';
 import type { ModelInfo } from '../protocol';
+import { EngineWorker } from '../../trainer/runtime/client';
+import { Tokenizer } from '../../trainer/tokenizer/tokenizer';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -32,8 +34,8 @@ export interface LoadedModel {
 export type ModelLoadResult = { model: LoadedModel } | { model: null; reason: string };
 
 /**
- * Loads the model in `dir`. The checkpoint is validated here (config.json, weights present) so a
- * bad path gives one clear line; the engine's worker then does the loading proper.
+ * Loads the model in `dir` into a fresh engine worker. The checkpoint is checked here first
+ * (config.json, weights, tokenizer with FIM tokens) so a bad path gives one clear line.
  */
 export async function loadModel(dir: string): Promise<ModelLoadResult> {
   if (dir === '') return { model: null, reason: 'no base model is configured and none is bundled yet (set idiom.baseModelPath)' };
@@ -42,10 +44,51 @@ export async function loadModel(dir: string): Promise<ModelLoadResult> {
   const weights = ['model.safetensors', 'model.safetensors.index.json'].find((file) => fs.existsSync(path.join(dir, file)));
   if (!weights) return { model: null, reason: `${dir} has no model.safetensors` };
   if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) return { model: null, reason: `${dir} has no tokenizer.json` };
-  // The engine's generation loop (prefill + decode with KV cache in the worker) is not in this
-  // build yet: say so instead of serving anything else.
-  return {
-    model: null,
-    reason: `${path.basename(dir)} (${config.modelType}, ${config.numLayers} layers) found, but the engine cannot decode yet`,
+  const tokenizer = await Tokenizer.load(dir);
+  if (!tokenizer.fim) return { model: null, reason: `${dir}/tokenizer.json has no fill-in-the-middle tokens` };
+  const fim = tokenizer.fim;
+
+  const worker = EngineWorker.start();
+  let loaded: { id: number; sha256: string };
+  try {
+    loaded = await worker.call('loadModel', dir, {});
+  } catch (error) {
+    await worker.terminate();
+    throw error;
+  }
+  const id = loaded.id;
+  let busy: Promise<unknown> = Promise.resolve();
+  const model: LoadedModel = {
+    info: { path: dir, name: path.basename(dir) },
+    modelKey: `${loaded.sha256}`,
+    tokenizer,
+    fim: { prefix: fim.prefix, suffix: fim.suffix, middle: fim.middle },
+    contextLength: config.maxPositionEmbeddings,
+    async generate(prompt, options) {
+      // One generation at a time per model: the worker's cancel flag is per model.
+      const previous = busy;
+      const run = (async () => {
+        await previous.catch(() => undefined);
+        if (options.signal.aborted) throw new Error('aborted');
+        const onAbort = () => void worker.call('cancelGeneration', id).catch(() => undefined);
+        options.signal.addEventListener('abort', onAbort, { once: true });
+        try {
+          const result = await worker.call('generate', id, { prompt: Array.from(prompt), maxTokens: options.maxNewTokens });
+          if (options.signal.aborted || result.stopReason === 'cancelled') throw new Error('aborted');
+          const text = result.text ?? tokenizer.decode(result.tokens);
+          options.onText?.(text);
+          return text;
+        } finally {
+          options.signal.removeEventListener('abort', onAbort);
+        }
+      })();
+      busy = run;
+      return run;
+    },
+    async dispose() {
+      await worker.call('disposeModel', id).catch(() => undefined);
+      await worker.terminate();
+    },
   };
+  return { model };
 }

@@ -326,6 +326,32 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     return [op.sub(g, op.mul(op.exp(y), op.reduceSum(g, [axis], true)))];
   },
 
+  SoftmaxCrossEntropyLoss: (c) => {
+    // d loss_n / d scores_n = softmax(scores_n) − onehot(label_n): exp(logProb)·g, then −g scattered
+    // onto the labels (ScatterElements with add; no one-hot tensor).
+    const attrs = c.node.attrs;
+    if ((attrs.reduction ?? 'mean') !== 'none' || c.node.inputs[2] || attrs.ignore_index !== undefined) {
+      throw new Error(`SoftmaxCrossEntropyLoss (${c.node.name}): gradient supports reduction 'none' without weights or ignore_index`);
+    }
+    const scores = input(c.node, 0);
+    if (scores.rank !== 2) throw new Error(`SoftmaxCrossEntropyLoss (${c.node.name}): gradient supports [N, C] scores`);
+    const labels = op.unsqueeze(input(c.node, 1), [1]); // [N, 1]
+    const logProb = c.node.outputs[1];
+    const [gLoss, gLogProb] = c.outputGrads;
+    const probs = op.exp(logProb); // [N, C]
+    let grad: Value | null = null;
+    if (gLoss) {
+      const g = op.unsqueeze(gLoss, [1]); // [N, 1]
+      grad = op.scatterElements(op.mul(probs, g), labels, op.neg(g), 1, 'add');
+    }
+    if (gLogProb) {
+      // As LogSoftmax: g − softmax · Σ g
+      const viaLogProb = op.sub(gLogProb, op.mul(probs, op.reduceSum(gLogProb, [1], true)));
+      grad = grad ? op.add(grad, viaLogProb) : viaLogProb;
+    }
+    return [grad, null];
+  },
+
   Gather: (c) => {
     // Embedding lookup: scatter-add the rows' gradients into a zero table.
     const data = input(c.node, 0);

@@ -348,6 +348,21 @@ export function logSoftmax(x: Value, axis = -1): Value {
   return unary('LogSoftmax', x, { axis: normalizeAxis('LogSoftmax', axis, x.rank) });
 }
 
+/**
+ * ONNX SoftmaxCrossEntropyLoss without reduction: scores [N, C], labels int64 [N] →
+ * loss [N] (−log softmax at the label) and logProb [N, C]. One kernel instead of
+ * LogSoftmax + GatherElements, and its gradient rule needs three passes over [N, C].
+ */
+export function softmaxCrossEntropy(scores: Value, labels: Value): { loss: Value; logProb: Value } {
+  if (scores.rank !== 2) fail('SoftmaxCrossEntropyLoss', 'scores must be [N, C]', scores);
+  if (labels.rank !== 1 || labels.dtype !== 'int64') fail('SoftmaxCrossEntropyLoss', 'labels must be int64 [N]', labels);
+  const [loss, logProb] = scores.graph.node('SoftmaxCrossEntropyLoss', [scores, labels], { reduction: 'none' }, [
+    { dtype: scores.dtype, shape: [scores.shape[0]] },
+    { dtype: scores.dtype, shape: scores.shape },
+  ]);
+  return { loss, logProb };
+}
+
 // ---------------------------------------------------------------- indexing
 
 /** ONNX Gather: out.shape = data.shape[:axis] + indices.shape + data.shape[axis+1:]. */

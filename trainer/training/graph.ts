@@ -79,7 +79,7 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string
   const learningRate = graph.input(TRAIN_IO.learningRate, dtype, []);
   const step = graph.input(TRAIN_IO.step, dtype, []);
 
-  const { loss, count } = graph.scope('loss', () => causalLmLoss(forward.logits, targets, mask));
+  const { loss, count, logitsGradient } = graph.scope('loss', () => causalLmLoss(forward.logits, targets, mask));
 
   const params: { name: string; value: Value; decay: boolean }[] = [];
   if (set.method === 'lora') {
@@ -91,11 +91,13 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string
     for (const [name, value] of forward.weightInputs) params.push({ name, value, decay: value.rank >= 2 });
   }
 
+  // Backward from the logits, seeded with the loss's own gradient (see causalLmLoss).
   const grads = graph.scope('backward', () =>
     gradients(
       graph,
-      loss,
+      forward.logits,
       params.map((p) => p.value),
+      { seed: logitsGradient },
     ),
   );
   const moments = params.map((p) => ({

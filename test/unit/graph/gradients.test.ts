@@ -142,6 +142,21 @@ const cases: Case[] = [
     build: (g, [table]) => op.gather(table, g.constant(op.tensorOf('int32', [3], [3, 3, 1]), 'ids')),
   },
   {
+    name: 'SoftmaxCrossEntropyLoss (loss output)',
+    rule: 'SoftmaxCrossEntropyLoss',
+    inputs: [{ shape: [4, 5], range: [-2, 2] }],
+    build: (g, [a]) => op.softmaxCrossEntropy(a, int64Constant(g, [4], [0, 4, 4, 2])).loss,
+  },
+  {
+    name: 'SoftmaxCrossEntropyLoss (both outputs used)',
+    rule: 'SoftmaxCrossEntropyLoss',
+    inputs: [{ shape: [3, 4], range: [-2, 2] }],
+    build: (g, [a]) => {
+      const { loss, logProb } = op.softmaxCrossEntropy(a, int64Constant(g, [3], [1, 0, 3]));
+      return op.add(op.reduceSum(logProb, [1], false), loss);
+    },
+  },
+  {
     name: 'GatherElements (repeated picks)',
     rule: 'GatherElements',
     inputs: [{ shape: [3, 4] }],

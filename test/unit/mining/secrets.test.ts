@@ -1,0 +1,68 @@
+import { strict as assert } from 'node:assert';
+import { exclusionByPath } from '../../../trainer/mining/filters';
+import { looksRandom, scanSecrets, shannonEntropy } from '../../../trainer/mining/secrets';
+import { plantedSecrets, SECRET_LOOKALIKES } from '../../fixtures/mining/planted-secrets';
+
+describe('mining/secrets', () => {
+  const planted = plantedSecrets();
+
+  it('plants at least 20 secrets of different kinds', () => {
+    assert.ok(planted.length >= 20);
+    assert.equal(new Set(planted.map((secret) => secret.kind)).size, planted.length);
+  });
+
+  // The detector each planted kind must trigger (others may fire too).
+  const detector = (kind: string): string =>
+    kind === 'github-fine-grained'
+      ? 'github-token'
+      : kind === 'private-key-in-code'
+        ? 'private-key'
+        : kind.startsWith('assigned-')
+          ? 'assigned-secret'
+          : kind;
+
+  for (const secret of planted.filter((s) => s.expected === 'secret')) {
+    it(`finds a ${secret.kind} in file content`, () => {
+      const hits = scanSecrets(secret.content);
+      assert.ok(
+        hits.some((hit) => hit.kind === detector(secret.kind)),
+        `${secret.path}: expected ${detector(secret.kind)}, got ${JSON.stringify(hits)}`,
+      );
+      // Hits carry kind and line only, never the value.
+      assert.ok(!JSON.stringify(hits).includes(secret.canary));
+    });
+  }
+
+  for (const secret of planted.filter((s) => s.expected === 'secret-file')) {
+    it(`excludes ${secret.path} by name`, () => {
+      assert.equal(exclusionByPath(secret.path), 'secret-file');
+    });
+  }
+
+  for (const [name, content] of Object.entries(SECRET_LOOKALIKES)) {
+    it(`keeps ${name}, which only talks about tokens and passwords`, () => {
+      assert.deepEqual(scanSecrets(content), []);
+    });
+  }
+
+  it('reports the line of a hit', () => {
+    const text = 'a\nb\nconst k = "AKIA' + 'Q'.repeat(8) + '7'.repeat(8) + '";\n';
+    assert.deepEqual(scanSecrets(text), [{ kind: 'aws-access-key-id', line: 3 }]);
+  });
+
+  it('tells random values from words and placeholders', () => {
+    assert.ok(shannonEntropy('aaaa') === 0);
+    assert.ok(Math.abs(shannonEntropy('abcd') - 2) < 1e-12);
+    assert.ok(!looksRandom('your-api-key-here'));
+    assert.ok(!looksRandom('${API_KEY_FROM_ENV_2}'));
+    assert.ok(!looksRandom('xxxxxxxxxxxxxxxxxxxx'));
+    assert.ok(looksRandom('q8ZfR2mLx0PwN4vKt7Yc'));
+  });
+
+  it('scans long identifier runs without catastrophic backtracking', function () {
+    // A backtracking pattern would run for minutes here and hit this timeout; linear ones take ms.
+    this.timeout(20_000);
+    const line = 'a'.repeat(900) + '_token_' + 'b'.repeat(90) + '\n';
+    assert.deepEqual(scanSecrets(line.repeat(200)), []);
+  });
+});

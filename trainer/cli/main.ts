@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerAdaptersCommand } from './commands/adapters';
 import { registerBenchCommand } from './commands/bench';
 import { registerLspCommand } from './commands/lsp';
 
@@ -11,6 +12,7 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   registerLspCommand(program);
   registerBenchCommand(program);
+  registerAdaptersCommand(program);
   return program;
 }
 

@@ -15,7 +15,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as lockfile from 'proper-lockfile';
 import { adapterKind, checkWeightsHash, fsyncPath, readManifest, writeTextAtomically, type AdapterKind } from '../adapters/folder';
+import { loadFullModel, type LoadedFullModel } from '../adapters/full';
 import { MODES, isAdapterId, type AdapterManifest, type HeldOutMetrics, type Mode } from '../adapters/manifest';
+import { loadAdapter, type LoadedAdapter } from '../adapters/peft';
+import type { ModelConfig } from '../model/config';
 
 export const DEFAULT_REGISTRY_DIR = '.idiom';
 export const REGISTRY_FILE = 'registry.json';
@@ -475,6 +478,20 @@ export class Registry {
     clean(this.adaptersDir, (name) => name.startsWith('.') && name.includes('.tmp-'));
     clean(path.join(this.dir, TRASH_DIR), () => true);
   }
+}
+
+export type ActiveModel = { kind: 'lora'; id: string; adapter: LoadedAdapter } | { kind: 'full'; id: string; model: LoadedFullModel };
+
+/**
+ * Loads what serves `mode` on top of `base` (config and weights sha256 from loadCheckpoint): the
+ * active LoRA adapter or full fine-tune, checked against that base, or null for the base alone.
+ */
+export async function loadActive(registry: Registry, mode: Mode, base: { config: ModelConfig; sha256: string }): Promise<ActiveModel | null> {
+  const dir = await registry.activePath(mode);
+  if (dir === null) return null;
+  const id = path.basename(dir);
+  if (adapterKind(dir) === 'lora') return { kind: 'lora', id, adapter: await loadAdapter(dir, base.config, { baseSha256: base.sha256 }) };
+  return { kind: 'full', id, model: await loadFullModel(dir, base.config, { baseSha256: base.sha256 }) };
 }
 
 /** The promotion rule as a pure function of manifests (see Registry.promote). */

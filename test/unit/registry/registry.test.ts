@@ -4,8 +4,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeAdapter } from '../../../trainer/adapters/peft';
 import { completeManifest, type AdapterManifest, type ManifestDraft, type Mode } from '../../../trainer/adapters/manifest';
-import { Registry, decidePromotion, parseRegistryState } from '../../../trainer/registry/registry';
-import { draftManifest, metrics, randomLoraTensors, tempDir, tinyConfig } from '../adapters/helpers';
+import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
+import { writeFullModel } from '../../../trainer/adapters/full';
+import { Registry, decidePromotion, loadActive, parseRegistryState } from '../../../trainer/registry/registry';
+import { BASE_SHA, draftManifest, metrics, randomLoraTensors, tempDir, tinyConfig } from '../adapters/helpers';
 
 /** Writes a real adapter into staging and adds it; `second` orders creation times. */
 async function addAdapter(registry: Registry, second: number, draft: Partial<ManifestDraft> & { adapterLoss?: number | null; baseLoss?: number | null } = {}): Promise<AdapterManifest> {
@@ -120,6 +122,26 @@ describe('adapter registry', () => {
     assert.deepEqual(fs.readdirSync(path.join(repo, '.idiom', 'trash')), []);
     // The removed adapter is no longer a rollback target: the next one down is the base model.
     assert.deepEqual(await registry.rollback('complete'), { mode: 'complete', from: a.id, to: null, changed: true });
+  });
+
+  it('loads what is active for a mode: a LoRA adapter, a full fine-tune, or the base alone', async () => {
+    const lora = await addAdapter(registry, 1);
+    const staging = registry.stagingPath();
+    const draft = draftManifest({ created: new Date(Date.UTC(2026, 0, 1, 0, 0, 2)).toISOString() });
+    const full = await writeFullModel(staging, { config: tinyConfig, weights: randomCheckpointWeights(tinyConfig, 5), manifest: { ...draft, training: { ...draft.training, method: 'full' } } });
+    await registry.add(staging);
+    const base = { config: tinyConfig, sha256: BASE_SHA };
+
+    assert.equal(await loadActive(registry, 'complete', base), null);
+    await registry.activate(lora.id, 'complete');
+    await registry.activate(full.id, 'review');
+    const complete = await loadActive(registry, 'complete', base);
+    assert.equal(complete?.kind, 'lora');
+    assert.equal(complete?.kind === 'lora' && complete.adapter.manifest?.id, lora.id);
+    const review = await loadActive(registry, 'review', base);
+    assert.equal(review?.kind === 'full' && review.model.manifest.id, full.id);
+    assert.deepEqual((await registry.list()).map((entry) => entry.kind), ['lora', 'full']);
+    await assert.rejects(loadActive(registry, 'complete', { config: tinyConfig, sha256: '0'.repeat(64) }), /wrong base model/);
   });
 
   it('serves compliance only from adapters trained for compliance', async () => {

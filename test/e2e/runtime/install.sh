@@ -8,7 +8,9 @@ marker="node_modules/.idiom-runtime-installed"
 if [[ ! -f "$marker" || package-lock.json -nt "$marker" ]]; then
   # Scripts off first: code-server's postinstall must run under Node 24, which this step brings.
   npm ci --ignore-scripts --no-audit --no-fund
-  PATH="$node24/bin:$PATH" npm_config_nodedir="$node24" npm rebuild --no-audit --no-fund
+  # Under `npm run`, the outer npm's user agent (naming Node 20) leaks through the environment and
+  # code-server's postinstall reads its Node version from it.
+  env -u npm_config_user_agent PATH="$node24/bin:$PATH" npm_config_nodedir="$node24" npm rebuild --no-audit --no-fund
   touch "$marker"
 fi
 if ! command -v chromium >/dev/null 2>&1; then

@@ -6,6 +6,9 @@ import { projectionModule, type Projection } from '../../../trainer/model/config
 import { bfloat16ArrayToFloat32, float32ArrayToBfloat16 } from '../../../trainer/model/float16';
 import { writeSafetensors } from '../../../trainer/model/safetensors';
 import { loraInputName } from '../../../trainer/engine/llama';
+import { mergeLora, type LoraAdapter } from '../../../trainer/engine/weights';
+import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
+import { projectionWeightName } from '../../../trainer/model/config';
 import { adapterKind } from '../../../trainer/adapters/folder';
 import { isAdapterId } from '../../../trainer/adapters/manifest';
 import { loadAdapter, loraAdapterOf, loraParameterCount, peftKey, peftTensorsOf, writeAdapter } from '../../../trainer/adapters/peft';
@@ -180,5 +183,29 @@ describe('PEFT adapters', () => {
     const allDir = path.join(root, 'all-linear');
     writePeftStyleAdapter(allDir, { target_modules: 'all-linear', r: 2 }, all);
     assert.deepEqual((await loadAdapter(allDir, tinyConfig)).config.targets, ALL_TARGETS);
+  });
+
+  it('feeds the engine: merging a loaded rsLoRA adapter gives W + alpha/sqrt(r) · B·A', async () => {
+    const tensors = randomLoraTensors(tinyConfig, 4, ['o_proj'], 6);
+    const dir = path.join(root, 'rslora');
+    writePeftStyleAdapter(dir, { target_modules: ['o_proj'], use_rslora: true, lora_alpha: 12 }, tensors);
+    const adapter: LoraAdapter = loraAdapterOf(await loadAdapter(dir, tinyConfig));
+    const weight = randomCheckpointWeights(tinyConfig, 7).get(projectionWeightName(1, 'o_proj'))!;
+    const merged = mergeLora(weight, adapter.modules.get('model.layers.1.self_attn.o_proj')!, adapter.scaling).data as Float32Array;
+    // Reference: plain loops over the tensors as written, with PEFT's rsLoRA scaling.
+    const A = tensors.get(peftKey(1, 'o_proj', 'A'))!.data as Float32Array;
+    const B = tensors.get(peftKey(1, 'o_proj', 'B'))!.data as Float32Array;
+    const [outFeatures, inFeatures] = weight.shape;
+    const W = weight.data as Float32Array;
+    const scaling = 12 / Math.sqrt(4);
+    let maxError = 0;
+    for (let o = 0; o < outFeatures; o++) {
+      for (let i = 0; i < inFeatures; i++) {
+        let delta = 0;
+        for (let k = 0; k < 4; k++) delta += B[o * 4 + k] * A[k * inFeatures + i];
+        maxError = Math.max(maxError, Math.abs(merged[o * inFeatures + i] - (W[o * inFeatures + i] + scaling * delta)));
+      }
+    }
+    assert.ok(maxError < 1e-5, `max error ${maxError}`);
   });
 });

@@ -477,6 +477,11 @@ export class Registry {
     clean(this.dir, (name) => name.startsWith(`.${REGISTRY_FILE}.`) && name.endsWith('.tmp'));
     clean(this.adaptersDir, (name) => name.startsWith('.') && name.includes('.tmp-'));
     clean(path.join(this.dir, TRASH_DIR), () => true);
+    // writeAdapter's temp folders in staging/ are written without the lock: only those of dead processes go.
+    clean(path.join(this.dir, STAGING_DIR), (name) => {
+      const match = /^\..+\.tmp-(\d+)-[0-9a-f]+$/.exec(name);
+      return match !== null && !processAlive(Number(match[1]));
+    });
   }
 }
 
@@ -546,6 +551,15 @@ function checkModeFit(manifest: AdapterManifest, mode: Mode): void {
 
 function checkMode(mode: string): asserts mode is Mode {
   if (!MODES.includes(mode as Mode)) throw new Error(`unknown mode "${mode}" (expected ${MODES.join(', ')})`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function emptyState(): RegistryState {

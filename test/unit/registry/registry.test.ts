@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -142,6 +143,17 @@ describe('adapter registry', () => {
     assert.equal(review?.kind === 'full' && review.model.manifest.id, full.id);
     assert.deepEqual((await registry.list()).map((entry) => entry.kind), ['lora', 'full']);
     await assert.rejects(loadActive(registry, 'complete', { config: tinyConfig, sha256: '0'.repeat(64) }), /wrong base model/);
+  });
+
+  it('clears temp folders of dead writers from staging, and keeps those of live ones', async () => {
+    const deadPid = spawnSync(process.execPath, ['-e', '0']).pid!;
+    const staging = path.join(repo, '.idiom', 'staging');
+    const dead = path.join(staging, `.run-1.tmp-${deadPid}-0a0b`);
+    const live = path.join(staging, `.run-2.tmp-${process.pid}-0c0d`);
+    const finished = path.join(staging, 'run-3');
+    for (const dir of [dead, live, finished]) fs.mkdirSync(dir, { recursive: true });
+    await Registry.open(repo);
+    assert.deepEqual([fs.existsSync(dead), fs.existsSync(live), fs.existsSync(finished)], [false, true, true]);
   });
 
   it('serves compliance only from adapters trained for compliance', async () => {

@@ -62,6 +62,12 @@ export interface ForwardOptions {
   /** Which checkpoint weights become graph inputs (trainable) instead of frozen initializers. */
   trainableWeights?: 'none' | 'all' | ((hfName: string) => boolean);
   lora?: LoraSpec;
+  /**
+   * float32 only: RMSNorm, RoPE and SiLU as single ORT kernels (SimplifiedLayerNormalization,
+   * com.microsoft RotaryEmbedding, QuickGelu) and 1/√hd folded into the QKᵀ product. Same math,
+   * fewer passes over the activations; autodiff has rules for these kernels (training uses it).
+   */
+  fusedKernels?: boolean;
 }
 
 export interface LoraInput {
@@ -256,11 +262,16 @@ export function buildForward(
   const loraInputs = options.lora ? addLoraInputs(graph, cfg, options.lora, dtype) : new Map<string, LoraInput>();
   const loraScaling = options.lora?.scaling ?? 1;
 
+  const fused = options.fusedKernels === true;
+  if (fused && dtype !== 'float32') throw new Error('fusedKernels needs float32 (ONNX Runtime has these CPU kernels in float32 only)');
   const rope = ropeTables(cfg, cfg.maxPositionEmbeddings, dtype);
-  const cos = op.unsqueeze(op.gather(graph.initializer(ROPE_COS, rope.cos), positions), [2, 3]); // [B, T, 1, 1, hd/2]
-  const sin = op.unsqueeze(op.gather(graph.initializer(ROPE_SIN, rope.sin), positions), [2, 3]);
+  const cosTable = graph.initializer(ROPE_COS, rope.cos); // [maxPositions, hd/2]
+  const sinTable = graph.initializer(ROPE_SIN, rope.sin);
+  const cos = fused ? undefined : op.unsqueeze(op.gather(cosTable, positions), [2, 3]); // [B, T, 1, 1, hd/2]
+  const sin = fused ? undefined : op.unsqueeze(op.gather(sinTable, positions), [2, 3]);
   const mask = causalMask(graph, positions, T, dtype);
   const queryScale = op.scalar(graph, 1 / Math.sqrt(hd), dtype);
+  const norm = (x: Value, weight: Value) => (fused ? op.rmsNormalization(x, weight, cfg.rmsNormEps) : rmsNorm(x, weight, cfg.rmsNormEps));
 
   const project = (x: Value, layer: number, projection: Projection): Value => {
     const bias =
@@ -274,26 +285,36 @@ export function buildForward(
   let x = op.gather(table.get(EMBED_TOKENS_WEIGHT), tokens); // [B, T, D]
   for (let layer = 0; layer < cfg.numLayers; layer++) {
     x = graph.scope(`layer${layer}`, () => {
-      const normed = rmsNorm(x, table.get(layerNormWeightName(layer, 'input_layernorm')), cfg.rmsNormEps);
-      const q = op.reshape(project(normed, layer, 'q_proj'), [0, 0, KV, G, hd]); // [B, T, KV, G, hd]
-      const k = op.reshape(project(normed, layer, 'k_proj'), [0, 0, KV, 1, hd]); // [B, T, KV, 1, hd]
+      const normed = norm(x, table.get(layerNormWeightName(layer, 'input_layernorm')));
+      let qHeads: Value;
+      let kHeadsT: Value;
+      if (fused) {
+        const q = op.rotaryEmbedding(project(normed, layer, 'q_proj'), positions, cosTable, sinTable, H); // [B, T, H·hd]
+        const k = op.rotaryEmbedding(project(normed, layer, 'k_proj'), positions, cosTable, sinTable, KV); // [B, T, KV·hd]
+        qHeads = op.transpose(op.reshape(q, [0, 0, KV, G, hd]), [0, 2, 3, 1, 4]); // [B, KV, G, T, hd]
+        kHeadsT = op.transpose(op.reshape(k, [0, 0, KV, 1, hd]), [0, 2, 3, 4, 1]); // [B, KV, 1, hd, T]
+      } else {
+        const q = op.reshape(project(normed, layer, 'q_proj'), [0, 0, KV, G, hd]); // [B, T, KV, G, hd]
+        const k = op.reshape(project(normed, layer, 'k_proj'), [0, 0, KV, 1, hd]); // [B, T, KV, 1, hd]
+        qHeads = op.transpose(op.mul(applyRope(q, cos!, sin!), queryScale), [0, 2, 3, 1, 4]); // [B, KV, G, T, hd]
+        kHeadsT = op.transpose(applyRope(k, cos!, sin!), [0, 2, 3, 4, 1]); // [B, KV, 1, hd, T]
+      }
       const v = op.reshape(project(normed, layer, 'v_proj'), [0, 0, KV, 1, hd]);
-      const qHeads = op.transpose(op.mul(applyRope(q, cos, sin), queryScale), [0, 2, 3, 1, 4]); // [B, KV, G, T, hd]
-      const kHeadsT = op.transpose(applyRope(k, cos, sin), [0, 2, 3, 4, 1]); // [B, KV, 1, hd, T]
       const vHeads = op.transpose(v, [0, 2, 3, 1, 4]); // [B, KV, 1, T, hd]
-      const scores = op.add(op.matmul(qHeads, kHeadsT), mask); // [B, KV, G, T, T]
+      const product = fused ? op.fusedMatmul(qHeads, kHeadsT, { alpha: 1 / Math.sqrt(hd) }) : op.matmul(qHeads, kHeadsT);
+      const scores = op.add(product, mask); // [B, KV, G, T, T]
       const context = op.matmul(op.softmax(scores, -1), vHeads); // [B, KV, G, T, hd]
       const merged = op.reshape(op.transpose(context, [0, 3, 1, 2, 4]), [0, 0, H * hd]); // [B, T, H·hd]
       const attended = op.add(x, project(merged, layer, 'o_proj'));
 
-      const normed2 = rmsNorm(attended, table.get(layerNormWeightName(layer, 'post_attention_layernorm')), cfg.rmsNormEps);
+      const normed2 = norm(attended, table.get(layerNormWeightName(layer, 'post_attention_layernorm')));
       const gate = project(normed2, layer, 'gate_proj'); // [B, T, F]
       const up = project(normed2, layer, 'up_proj');
-      const activated = op.mul(op.mul(gate, op.sigmoid(gate)), up); // silu(gate) · up
+      const activated = op.mul(fused ? op.silu(gate) : op.mul(gate, op.sigmoid(gate)), up); // silu(gate) · up
       return op.add(attended, project(activated, layer, 'down_proj'));
     });
   }
-  const hidden = rmsNorm(x, table.get(FINAL_NORM_WEIGHT), cfg.rmsNormEps);
+  const hidden = norm(x, table.get(FINAL_NORM_WEIGHT));
   const head = table.get(cfg.tieWordEmbeddings ? EMBED_TOKENS_WEIGHT : LM_HEAD_WEIGHT);
   const logits = op.fusedMatmul(hidden, head, { transB: true }); // [B, T, V]
   return { tokens, positions, logits, hidden, weightInputs: table.inputs, loraInputs };

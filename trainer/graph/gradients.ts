@@ -326,6 +326,51 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     return [op.sub(g, op.mul(op.exp(y), op.reduceSum(g, [axis], true)))];
   },
 
+  SimplifiedLayerNormalization: (c) => {
+    // y = x·r·γ with r = rsqrt(mean(x²) + eps) (the kernel's second output, [..., 1]).
+    // dx = r·(gγ − x·r²·mean(gγ·x)); dγ = Σ g·x·r over the leading axes.
+    const x = input(c.node, 0);
+    const gamma = input(c.node, 1);
+    const r = c.node.outputs[1];
+    if (!r) throw new Error(`SimplifiedLayerNormalization (${c.node.name}): gradient needs the inv_std_var output`);
+    const axis = (c.node.attrs.axis as number | undefined) ?? -1;
+    if (axis !== -1 && axis !== x.rank - 1) throw new Error(`SimplifiedLayerNormalization (${c.node.name}): gradient supports the last axis`);
+    const g = grad0(c);
+    let dx: Value | null = null;
+    if (c.needs[0]) {
+      const gg = op.mul(g, gamma);
+      const meanGx = op.reduceMean(op.mul(gg, x), [-1], true); // [..., 1]
+      const coefficient = op.mul(op.mul(r, r), meanGx); // [..., 1]
+      dx = op.mul(op.sub(gg, op.mul(x, coefficient)), r);
+    }
+    const dGamma = c.needs[1] ? unbroadcast(op.mul(g, op.mul(x, r)), gamma) : null;
+    return [dx, dGamma];
+  },
+
+  'com.microsoft.QuickGelu': (c) => {
+    // y = x·σ(αx): dy/dx = s + α·(y − y·s) with s = σ(αx).
+    const x = input(c.node, 0);
+    const y = c.node.outputs[0];
+    const alpha = c.node.attrs.alpha === undefined ? 1.702 : (c.node.attrs.alpha as { float: number }).float;
+    const s = op.sigmoid(alpha === 1 ? x : op.mul(x, scalarLike(x, alpha)));
+    let slope = op.sub(y, op.mul(y, s));
+    if (alpha !== 1) slope = op.mul(slope, scalarLike(x, alpha));
+    return [op.mul(grad0(c), op.add(s, slope))];
+  },
+
+  'com.microsoft.RotaryEmbedding': (c) => {
+    // A rotation per (x1_i, x2_i) pair: its transpose is the rotation by −θ, i.e. the same kernel
+    // with the sine cache negated.
+    const [, positions, cos, sin] = c.node.inputs;
+    if (!positions || !cos || !sin) throw new Error(`RotaryEmbedding (${c.node.name}): missing inputs`);
+    if (c.needs[2] || c.needs[3]) throw new Error(`RotaryEmbedding (${c.node.name}): no gradient for the cos/sin caches`);
+    const g = grad0(c);
+    const back = c.graph.node('RotaryEmbedding', [g, positions, cos, op.neg(sin)], { ...c.node.attrs }, [
+      { dtype: g.dtype, shape: g.shape },
+    ], 'rope_grad', false, 'com.microsoft')[0];
+    return [back, null, null, null];
+  },
+
   SoftmaxCrossEntropyLoss: (c) => {
     // d loss_n / d scores_n = softmax(scores_n) − onehot(label_n): exp(logProb)·g, then −g scattered
     // onto the labels (ScatterElements with add; no one-hot tensor).

@@ -363,6 +363,37 @@ export function softmaxCrossEntropy(scores: Value, labels: Value): { loss: Value
   return { loss, logProb };
 }
 
+// ---------------------------------------------------------------- fused kernels with our own gradient rules
+// One kernel forward instead of several elementwise passes over big activations; their rules
+// (gradients.ts) are also fewer passes than autodiff through the primitives. CPU kernels are
+// float32 only, so float64 graphs (gradient checks) use the primitive compositions.
+
+/** RMSNorm over the last axis: x · rsqrt(mean(x²) + eps) · gamma (SimplifiedLayerNormalization). */
+export function rmsNormalization(x: Value, gamma: Value, eps: number): Value {
+  const rowShape = [...x.shape.slice(0, -1), 1];
+  return x.graph.node('SimplifiedLayerNormalization', [x, gamma], { axis: -1, epsilon: { float: eps } }, [
+    { dtype: x.dtype, shape: x.shape },
+    // inv_std_var [..., 1]: kept for the gradient rule.
+    { dtype: x.dtype, shape: rowShape },
+  ], 'rms_norm')[0];
+}
+
+/** SiLU x · σ(x) as com.microsoft QuickGelu with alpha 1. */
+export function silu(x: Value): Value {
+  return x.graph.node('QuickGelu', [x], { alpha: { float: 1 } }, [{ dtype: x.dtype, shape: x.shape }], 'silu', false, 'com.microsoft')[0];
+}
+
+/**
+ * Rotary position embedding (rotate_half convention) on x [B, T, heads·hd] with positions int64
+ * [B, T] and cos/sin caches [maxPositions, hd/2] (com.microsoft RotaryEmbedding).
+ */
+export function rotaryEmbedding(x: Value, positions: Value, cos: Value, sin: Value, numHeads: number): Value {
+  if (x.rank !== 3) fail('RotaryEmbedding', 'input must be [B, T, heads·hd]', x);
+  return x.graph.node('RotaryEmbedding', [x, positions, cos, sin], { num_heads: numHeads, interleaved: 0 }, [
+    { dtype: x.dtype, shape: x.shape },
+  ], 'rope', false, 'com.microsoft')[0];
+}
+
 // ---------------------------------------------------------------- indexing
 
 /** ONNX Gather: out.shape = data.shape[:axis] + indices.shape + data.shape[axis+1:]. */

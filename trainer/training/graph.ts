@@ -24,6 +24,8 @@ export interface TrainingGraphOptions {
   dtype?: FloatDType;
   /** Also output each raw (unclipped) gradient as `grad/<name>` (tests). */
   exposeGradients?: boolean;
+  /** Fused RMSNorm/RoPE/SiLU kernels in the forward (float32 only). Default: on for float32. */
+  fusedKernels?: boolean;
 }
 
 /** Graph input/output names. */
@@ -54,7 +56,7 @@ export interface TrainingGraph {
   graph: Graph;
   trainable: TrainableTensor[];
   vocabSize: number;
-  options: Required<Omit<TrainingGraphOptions, 'exposeGradients'>> & { optimizer: AdamWOptions; exposeGradients: boolean };
+  options: Required<Omit<TrainingGraphOptions, 'exposeGradients' | 'fusedKernels'>> & { optimizer: AdamWOptions; exposeGradients: boolean };
 }
 
 export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: TrainingGraphOptions): TrainingGraph {
@@ -73,6 +75,7 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string
     dtype,
     trainableWeights: set.method === 'full' ? 'all' : 'none',
     lora: set.method === 'lora' ? { targets: set.lora.targets, rank: set.lora.r, scaling: loraScaling(set.lora) } : undefined,
+    fusedKernels: options.fusedKernels ?? dtype === 'float32',
   });
   const targets = graph.input(TRAIN_IO.targets, 'int64', [B, T]);
   const mask = graph.input(TRAIN_IO.lossMask, dtype, [B, T]);

@@ -38,34 +38,48 @@ function toOrt(dtype: DType, shape: number[], values: Float64Array): ort.Tensor 
   return dtype === 'float64' ? new ort.Tensor('float64', values, shape) : new ort.Tensor('float32', Float32Array.from(values), shape);
 }
 
+/**
+ * `build` is differentiated in `dtype`. Finite differences run on the same graph, or, for kernels
+ * that exist only in float32, on `reference`: the same function from primitives in float64.
+ */
 export async function checkGradients(
   specs: InputSpec[],
   build: (graph: Graph, inputs: Value[]) => Value,
-  options: { dtype?: DType; seed?: number; step?: number } = {},
+  options: { dtype?: DType; seed?: number; step?: number; reference?: (graph: Graph, inputs: Value[]) => Value } = {},
 ): Promise<CheckResult> {
   const dtype = options.dtype ?? 'float64';
   const random = seededRandom(options.seed ?? 1234);
-  const graph = new Graph('fd');
-  const inputs = specs.map((s, i) => graph.input(`x${i}`, dtype, s.shape));
-  const out = build(graph, inputs);
-  const ops = graph.nodes.map((n) => (n.domain ? `${n.domain}.${n.op}` : n.op));
-  const outShape = out.staticShape();
-  const weights = Array.from({ length: elementCount(outShape) }, () => random() * 2 - 1);
-  const r = graph.constant(op.tensorOf(out.dtype, outShape, weights), 'r');
-  const loss = op.reduceSum(op.mul(out, r), Array.from({ length: out.rank }, (_, i) => i), false);
-  graph.output(loss, 'loss');
-  const grads = gradients(graph, loss, inputs);
-  inputs.forEach((x, i) => graph.output(grads.get(x)!, `grad_${i}`));
+  const lossGraph = (graphDtype: DType, body: (graph: Graph, inputs: Value[]) => Value, withGradients: boolean) => {
+    const graph = new Graph('fd');
+    const inputs = specs.map((s, i) => graph.input(`x${i}`, graphDtype, s.shape));
+    const out = body(graph, inputs);
+    const outShape = out.staticShape();
+    const r = graph.constant(op.tensorOf(out.dtype, outShape, weights(outShape)), 'r');
+    const loss = op.reduceSum(op.mul(out, r), Array.from({ length: out.rank }, (_, i) => i), false);
+    graph.output(loss, 'loss');
+    if (withGradients) {
+      const grads = gradients(graph, loss, inputs);
+      inputs.forEach((x, i) => graph.output(grads.get(x)!, `grad_${i}`));
+    }
+    return graph;
+  };
+  let cachedWeights: number[] | undefined;
+  const weights = (shape: number[]) => (cachedWeights ??= Array.from({ length: elementCount(shape) }, () => random() * 2 - 1));
 
-  const { model } = serializeModel(graph);
-  const session = await ort.InferenceSession.create(model, { logSeverityLevel: 3 });
+  const graph = lossGraph(dtype, build, true);
+  const ops = graph.nodes.map((n) => (n.domain ? `${n.domain}.${n.op}` : n.op));
+  // 'basic': ORT's contrib fusions (e.g. x·σ(x) → QuickGelu) have float32 kernels only.
+  const open = async (g: Graph) => ort.InferenceSession.create(serializeModel(g).model, { logSeverityLevel: 3, graphOptimizationLevel: 'basic' });
+  const session = await open(graph);
+  const fdDtype = options.reference ? 'float64' : dtype;
+  const fdSession = options.reference ? await open(lossGraph('float64', options.reference, false)) : session;
   const values = specs.map((s) => {
     const [lo, hi] = s.range ?? [-1, 1];
     return Float64Array.from({ length: elementCount(s.shape) }, () => lo + (hi - lo) * random());
   });
-  const feeds = () => Object.fromEntries(specs.map((s, i) => [`x${i}`, toOrt(dtype, s.shape, values[i])]));
-  const analytic = await session.run(feeds());
-  const lossAt = async () => Number((await session.run(feeds(), ['loss'])).loss.data[0]);
+  const feeds = (feedDtype: DType) => Object.fromEntries(specs.map((s, i) => [`x${i}`, toOrt(feedDtype, s.shape, values[i])]));
+  const analytic = await session.run(feeds(dtype));
+  const lossAt = async () => Number((await fdSession.run(feeds(fdDtype), ['loss'])).loss.data[0]);
 
   const step = options.step ?? 1e-5;
   const relativeErrors: number[] = [];
@@ -87,5 +101,6 @@ export async function checkGradients(
     relativeErrors.push(maxDiff / Math.max(maxNumeric, 1e-12));
   }
   await session.release();
+  if (fdSession !== session) await fdSession.release();
   return { relativeErrors, ops };
 }

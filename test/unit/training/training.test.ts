@@ -202,6 +202,32 @@ describe('training graph', () => {
     });
   }
 
+  it('fused kernels (RMSNorm, RoPE, SiLU) give the loss and gradients of the primitive graph', async () => {
+    const tokens = tokenRows(4);
+    const results = [];
+    for (const fusedKernels of [false, true]) {
+      const session = await TrainingSession.create(cfg, weights, {
+        trainable: { method: 'full' },
+        batch: B,
+        seqLen: T,
+        threads: 1,
+        exposeGradients: true,
+        fusedKernels,
+      });
+      const ops = new Set(session.built.graph.nodes.map((n) => n.op));
+      for (const kernel of ['SimplifiedLayerNormalization', 'RotaryEmbedding', 'QuickGelu']) assert.equal(ops.has(kernel), fusedKernels, kernel);
+      const { loss } = await session.step({ tokens }, 0);
+      results.push({ loss, grads: session.lastGradients! });
+      await session.release();
+    }
+    const [plain, fused] = results;
+    assert.ok(Math.abs(plain.loss - fused.loss) < 1e-5 * plain.loss, `loss ${plain.loss} vs ${fused.loss}`);
+    for (const [name, g] of plain.grads) {
+      const error = maxRelativeError(fused.grads.get(name)!.data as Float32Array, g.data as Float32Array);
+      assert.ok(error < 1e-4, `${name}: relative difference ${error}`);
+    }
+  });
+
   for (const maxGradNorm of [0.05, 1e6]) {
     it(`AdamW and clipping (max norm ${maxGradNorm}) match a plain-JS reference`, async () => {
       const optimizer: AdamWOptions = { beta1: 0.8, beta2: 0.95, eps: 1e-6, weightDecay: 0.1, maxGradNorm };

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { registerAdaptersCommand } from './commands/adapters';
 import { registerBenchCommand } from './commands/bench';
 import { registerLspCommand } from './commands/lsp';
+import { registerMineCommand } from './commands/mine';
 
 // The `idiom` command line. Each subcommand lives in its own module under trainer/cli/commands/.
 export function buildProgram(): Command {
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
   registerLspCommand(program);
   registerBenchCommand(program);
   registerAdaptersCommand(program);
+  registerMineCommand(program);
   return program;
 }
 

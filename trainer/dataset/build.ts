@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from '../tokenizer/tokenizer';
-import { DEFAULT_MINE_OPTIONS, mineRepository, type MineOptions, type MineSummary } from '../mining/mine';
+import { mergeMineOptions, mineRepository, type MineOptionsInput, type MineSummary } from '../mining/mine';
 import { EXAMPLE_KINDS, LOSS_MASK_CONVENTION, toRanges } from './format';
 import { tokenizeExample, type DatasetTokenizer } from './tokenize';
 import { DatasetWriter, type WrittenDataset } from './writer';
@@ -15,6 +15,10 @@ export const DEFAULT_MAX_TOKENS = 1024;
 // with byte-level BPEs, so most windows fit maxTokens whole.
 const CHARS_PER_TOKEN = 3;
 
+export function windowCharsFor(maxTokens: number): number {
+  return maxTokens * CHARS_PER_TOKEN;
+}
+
 export interface BuildDatasetOptions {
   tokenizer: DatasetTokenizer;
   // sha256 of the tokenizer.json the ids come from; the trainer checks it against its own.
@@ -22,7 +26,7 @@ export interface BuildDatasetOptions {
   // Where to write the dataset; without it tokens are only counted.
   output?: string;
   maxTokens?: number;
-  mine?: Partial<MineOptions>;
+  mine?: MineOptionsInput;
 }
 
 export interface DatasetSummary {
@@ -51,15 +55,11 @@ export async function loadTokenizerFile(pathOrDir: string): Promise<{ tokenizer:
 export async function buildDataset(folder: string, options: BuildDatasetOptions): Promise<DatasetSummary> {
   const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
   if (!Number.isInteger(maxTokens) || maxTokens < 16) throw new Error(`maxTokens must be an integer >= 16, got ${maxTokens}`);
-  const mineOptions: Partial<MineOptions> = {
+  const mineOptions = mergeMineOptions({
     ...options.mine,
-    examples: {
-      ...DEFAULT_MINE_OPTIONS.examples,
-      windowChars: maxTokens * CHARS_PER_TOKEN,
-      ...options.mine?.examples,
-    },
-  };
-  const examples = mineOptions.examples!;
+    examples: { windowChars: windowCharsFor(maxTokens), ...options.mine?.examples },
+  });
+  const examples = mineOptions.examples;
   const { tokenizer } = options;
   const writer = options.output ? new DatasetWriter(options.output, tokenizer.vocabSize) : null;
   const counts = { train: { examples: 0, tokens: 0 }, heldout: { examples: 0, tokens: 0 } };

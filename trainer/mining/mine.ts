@@ -33,6 +33,13 @@ export interface MineOptions {
   onWarning?: (message: string) => void;
 }
 
+// What callers pass: any subset, nested groups too.
+export type MineOptionsInput = Partial<Omit<MineOptions, 'filters' | 'examples' | 'split'>> & {
+  filters?: Partial<FilterOptions>;
+  examples?: Partial<ExampleOptions>;
+  split?: Partial<SplitOptions>;
+};
+
 export const DEFAULT_MINE_OPTIONS: MineOptions = {
   filters: DEFAULT_FILTER_OPTIONS,
   examples: DEFAULT_EXAMPLE_OPTIONS,
@@ -91,7 +98,7 @@ interface Candidate {
   language: LanguageSpec | null; // null: extensionless, decided by its #! line
 }
 
-function mergeOptions(options: Partial<MineOptions>): MineOptions {
+export function mergeMineOptions(options: MineOptionsInput): MineOptions {
   return {
     ...DEFAULT_MINE_OPTIONS,
     ...options,
@@ -110,11 +117,11 @@ function sortedRecord(counts: Map<string, number>): Record<string, number> {
 // file that duplicates a held-out one is dropped, not the other way round), then by path.
 export async function mineRepository(
   folder: string,
-  partialOptions: Partial<MineOptions>,
+  partialOptions: MineOptionsInput,
   sink: FileSink,
 ): Promise<MineSummary> {
   const started = performance.now();
-  const options = mergeOptions(partialOptions);
+  const options = mergeMineOptions(partialOptions);
   const warnings: string[] = [];
   const warn = (message: string) => {
     warnings.push(message);
@@ -323,7 +330,7 @@ function isIgnored(rules: ReturnType<typeof ignore>, path: string): boolean {
 // Every example of the repository in memory, for tests and small repositories.
 export async function collectExamples(
   folder: string,
-  options: Partial<MineOptions> = {},
+  options: MineOptionsInput = {},
 ): Promise<{ files: MinedFile[]; examples: Example[]; summary: MineSummary }> {
   const files: MinedFile[] = [];
   const examples: Example[] = [];

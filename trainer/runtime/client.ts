@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Handlers } from './handlers';
@@ -42,7 +43,9 @@ export class EngineWorker {
     if (!fromSource) return new EngineWorker(new Worker(file));
     // From sources (tests, the CLI in a checkout): Node 20 does not apply `--import tsx` hooks to a
     // worker's entry, so a one-line bootstrap registers tsx's CommonJS hooks in the worker first.
-    const bootstrap = `require(${JSON.stringify(require.resolve('tsx/cjs'))}); require(${JSON.stringify(file)});`;
+    // createRequire keeps esbuild from trying to bundle tsx (never reached from the bundle).
+    const tsxHooks = createRequire(__filename).resolve('tsx/cjs');
+    const bootstrap = `require(${JSON.stringify(tsxHooks)}); require(${JSON.stringify(file)});`;
     return new EngineWorker(new Worker(bootstrap, { eval: true }));
   }
 

@@ -6,48 +6,27 @@ import { Dim, Value } from '../graph/graph';
 
 const MS = 'com.microsoft';
 
-export interface GqaOptions {
-  numHeads: number;
-  kvNumHeads: number;
-  headDim: number;
-  /** Rotate q and k inside the op with cos/sin caches [maxPositions, headDim/2]. */
-  rotary?: { cos: Value; sin: Value };
-}
-
 /**
- * GroupQueryAttention with packed QKV [B, S, (H + 2·KV)·hd] and a KV cache [B, KV, C, hd].
- * When the caller binds present_key/present_value to the same buffers as past_key/past_value,
- * the kernel writes only the new rows in place (its "share buffer" mode), so a decode step never
- * copies the cache. seqlensK: int32 [B] = total length − 1; totalLength: int32 scalar.
- * Returns [output [B, S, H·hd], presentKey, presentValue].
+ * FusedMatMul with batch transposes: transBatchA/B move an operand's first axis to just before
+ * its last (A [T, ..., K] is read as [..., T, K]), so a position-major KV cache [S, KV, 1, hd]
+ * is read as [KV, 1, S, hd] in place, without a Transpose copy. Never feed it a zero-size
+ * operand: the CPU kernel divides by zero (SIGFPE, the process dies).
  */
-export function groupQueryAttention(
-  packedQkv: Value,
-  pastKey: Value,
-  pastValue: Value,
-  seqlensK: Value,
-  totalLength: Value,
-  options: GqaOptions,
-): [Value, Value, Value] {
-  const { numHeads, kvNumHeads, headDim } = options;
-  const [B, S] = packedQkv.shape;
-  const inputs: (Value | null)[] = [packedQkv, null, null, pastKey, pastValue, seqlensK, totalLength];
-  if (options.rotary) inputs.push(options.rotary.cos, options.rotary.sin);
-  const attrs = { num_heads: numHeads, kv_num_heads: kvNumHeads, do_rotary: options.rotary ? 1 : 0, rotary_interleaved: 0 };
-  const [output, presentKey, presentValue] = packedQkv.graph.node(
-    'GroupQueryAttention',
-    inputs,
-    attrs,
-    [
-      { dtype: packedQkv.dtype, shape: [B, S, numHeads * headDim] },
-      { dtype: pastKey.dtype, shape: pastKey.shape },
-      { dtype: pastValue.dtype, shape: pastValue.shape },
-    ],
-    'attention',
-    false,
-    MS,
-  );
-  return [output, presentKey, presentValue];
+export function fusedMatMulBatch(
+  a: Value,
+  b: Value,
+  options: { transA?: boolean; transB?: boolean; transBatchA?: boolean; transBatchB?: boolean; alpha?: number },
+  outputShape: Dim[],
+  name = 'fused_matmul',
+): Value {
+  const attrs = {
+    transA: options.transA ? 1 : 0,
+    transB: options.transB ? 1 : 0,
+    transBatchA: options.transBatchA ? 1 : 0,
+    transBatchB: options.transBatchB ? 1 : 0,
+    alpha: { float: options.alpha ?? 1 },
+  };
+  return a.graph.node('FusedMatMul', [a, b], attrs, [{ dtype: a.dtype, shape: outputShape }], name, false, MS)[0];
 }
 
 /** RMSNorm(x + skip) · gamma; also returns the sum x + skip (the next residual). */

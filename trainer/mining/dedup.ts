@@ -6,10 +6,11 @@
 
 import { createHash } from 'node:crypto';
 
-export const MINHASH_PERMUTATIONS = 64;
+export const MINHASH_PERMUTATIONS = 64; // bins of the one-permutation signature
 const BANDS = 16;
 const ROWS = MINHASH_PERMUTATIONS / BANDS; // P(candidate | J=0.9) = 1 - (1 - 0.9^4)^16 ≈ 1
 const SHINGLE_TOKENS = 5;
+const EMPTY_BIN = 0xffffffff;
 
 // Avalanche mix of a 32-bit integer (murmur3 finaliser).
 function mix32(x: number): number {
@@ -20,9 +21,6 @@ function mix32(x: number): number {
   x ^= x >>> 16;
   return x >>> 0;
 }
-
-const PERMUTATION_SEEDS = new Uint32Array(MINHASH_PERMUTATIONS);
-for (let i = 0; i < MINHASH_PERMUTATIONS; i++) PERMUTATION_SEEDS[i] = mix32(0x9e3779b9 + i * 0x632be5ab);
 
 function isWordChar(c: number): boolean {
   return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95 || c === 36 || c > 127;
@@ -55,18 +53,31 @@ export function tokenHashes(text: string): Uint32Array {
   return Uint32Array.from(out);
 }
 
-// MinHash signature over 5-token shingles (one shingle of everything for shorter texts).
+// MinHash signature over 5-token shingles by one-permutation hashing (Li, Owen & Zhang 2012):
+// each shingle is hashed once; its top 6 bits pick one of 64 bins, which keeps the smallest
+// remaining 26 bits. Empty bins borrow from the next non-empty bin to the right, tagged with
+// the distance (Shrivastava & Li 2014 densification). One hash per shingle instead of 64.
 export function minhashSignature(text: string): Uint32Array {
   const tokens = tokenHashes(text);
-  const signature = new Uint32Array(MINHASH_PERMUTATIONS).fill(0xffffffff);
+  const signature = new Uint32Array(MINHASH_PERMUTATIONS).fill(EMPTY_BIN);
   const shingles = Math.max(1, tokens.length - SHINGLE_TOKENS + 1);
   for (let s = 0; s < shingles; s++) {
     let h = 0;
     const end = Math.min(tokens.length, s + SHINGLE_TOKENS);
-    for (let t = s; t < end; t++) h = mix32((Math.imul(h, 31) ^ tokens[t]) >>> 0);
-    for (let p = 0; p < MINHASH_PERMUTATIONS; p++) {
-      const v = mix32((h ^ PERMUTATION_SEEDS[p]) >>> 0);
-      if (v < signature[p]) signature[p] = v;
+    for (let t = s; t < end; t++) h = Math.imul(h, 0x01000193) ^ tokens[t];
+    h = mix32(h >>> 0);
+    const bin = h >>> 26;
+    const value = h & 0x03ffffff;
+    if (value < signature[bin]) signature[bin] = value;
+  }
+  for (let i = 0; i < MINHASH_PERMUTATIONS; i++) {
+    if (signature[i] !== EMPTY_BIN) continue;
+    for (let distance = 1; distance < MINHASH_PERMUTATIONS; distance++) {
+      const donor = signature[(i + distance) % MINHASH_PERMUTATIONS];
+      if (donor !== EMPTY_BIN && donor < 0x04000000) {
+        signature[i] = donor + distance * 0x04000000;
+        break;
+      }
     }
   }
   return signature;

@@ -54,18 +54,35 @@ const PLACEHOLDER = /^(?:x+|X+|\*+|\.+|-+|_+|<[^>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%
 // Stand-in passwords seen in docs and tests (`postgres://user:password@localhost`).
 const PLACEHOLDER_PASSWORD = /^(?:password|passwd|pass|pwd|secret|changeme|example|test|user|admin|root|guest)$/i;
 
-// A value that looks machine-generated rather than a word or identifier: long enough, mixes
-// letters and digits, and has high entropy.
+// Share of the value's characters in word-like pieces (`Flow`, `password`, `token` in
+// `FlowPasswordRequiredV2` or `token_sha256_to_refresh`): letters, 3 or more, with a vowel.
+export function wordShare(value: string): number {
+  let covered = 0;
+  for (const piece of value.match(/[A-Z]?[a-z]+|[A-Z]+(?![a-z])/g) ?? []) {
+    if (piece.length >= 3 && /[aeiouyAEIOUY]/.test(piece) && !/[A-Z]/.test(piece.slice(1))) covered += piece.length;
+  }
+  return covered / value.length;
+}
+
+// A value that looks machine-generated rather than a word, identifier, path or URL: long
+// enough, mixes letters and digits, high entropy, mostly not made of words.
 export function looksRandom(value: string, minLength = 12, minEntropy = 3.3): boolean {
   if (value.length < minLength || PLACEHOLDER.test(value)) return false;
   if (!/[0-9]/.test(value) || !/[A-Za-z]/.test(value)) return false;
+  if (/^[/.~]|:\/\//.test(value)) return false; // a path or URL (credentials in URLs have their own rule)
+  if (wordShare(value) >= 0.6) return false;
   return shannonEntropy(value) >= minEntropy;
 }
 
 const NAME = String.raw`[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|credential|private[_-]?key|client[_-]?secret|signing[_-]?key)[A-Za-z0-9_.-]*`;
 
 const PATTERNS: Pattern[] = [
-  { kind: 'private-key', regex: /-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----/g },
+  {
+    // The header followed by key material (optional `Proc-Type:` lines, escaped newlines and
+    // string-concatenation characters between): a comment that only names the header is no leak.
+    kind: 'private-key',
+    regex: /-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:\\[rn]|[\s"'`+,]|[A-Za-z-]+:[^\n]*\n)*[A-Za-z0-9+/=]{32,}/g,
+  },
   { kind: 'aws-access-key-id', regex: /\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b/g },
   {
     kind: 'aws-secret-access-key',

@@ -1,6 +1,7 @@
 import { trainingHandlers } from '../training/handlers';
 import { generationHandlers } from '../engine/generation-handlers';
 import { sessionHandlers } from './session-handlers';
+import { evalHandlers } from '../eval/handlers';
 
 // Every method the engine worker serves: one spread per area. Each handler runs inside the
 // worker; its module keeps that area's sessions and state. Add an area with one line.
@@ -8,6 +9,7 @@ export const handlers = {
   ...sessionHandlers,
   ...generationHandlers,
   ...trainingHandlers,
+  ...evalHandlers,
 };
 
 export type Handlers = typeof handlers;

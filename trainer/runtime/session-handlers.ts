@@ -58,7 +58,7 @@ export const sessionHandlers = {
     await session.release();
   },
 
-  /** Profiling: ends ORT's profile of a session and returns the JSON file it wrote. */
+  /** Profiling: ends ORT's profile of a session (opened with profilePrefix); ORT writes the JSON file. */
   async endProfiling(id: number) {
     const session = sessionById(id);
     session.endProfiling();

@@ -59,6 +59,8 @@ export class TrainingSession {
   private readonly feeds: Record<string, ort.Tensor>;
   private readonly scalars: Record<string, ort.Tensor>;
   private readonly ArrayType: typeof Float32Array | typeof Float64Array;
+  /** Raw gradients of the last step (only with exposeGradients). */
+  lastGradients: Map<string, HostTensor> | undefined;
 
   private constructor(
     readonly built: TrainingGraph,
@@ -141,9 +143,6 @@ export class TrainingSession {
     }
     return { loss, gradNorm, tokens: scalarOf(this.scalars[TRAIN_IO.tokenCount]), step: this.stepCount, seconds };
   }
-
-  /** Raw gradients of the last step (only with exposeGradients). */
-  lastGradients: Map<string, HostTensor> | undefined;
 
   /** Copies of the trainable tensors (PEFT keys for LoRA, HF names for full). */
   getTrainable(): Record<string, HostTensor> {

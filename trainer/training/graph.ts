@@ -132,3 +132,32 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string
     options: { trainable: set, batch: B, seqLen: T, dtype, optimizer, exposeGradients: options.exposeGradients ?? false },
   };
 }
+
+export interface EvaluationGraph {
+  graph: Graph;
+  /** Trainable tensors the graph takes as inputs (same names as the training graph's). */
+  trainable: TrainableTensor[];
+}
+
+/** Forward + masked loss only, with the trainable tensors as inputs: held-out loss without a step. */
+export function buildEvaluationGraph(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: TrainingGraphOptions): EvaluationGraph {
+  const dtype = options.dtype ?? 'float32';
+  const { batch: B, seqLen: T, trainable: set } = options;
+  const graph = new Graph('evaluate');
+  const forward = buildForward(graph, cfg, weights, {
+    batch: B,
+    seqLen: T,
+    dtype,
+    trainableWeights: set.method === 'full' ? 'all' : 'none',
+    lora: set.method === 'lora' ? { targets: set.lora.targets, rank: set.lora.r, scaling: loraScaling(set.lora) } : undefined,
+    fusedKernels: options.fusedKernels ?? dtype === 'float32',
+  });
+  const targets = graph.input(TRAIN_IO.targets, 'int64', [B, T]);
+  const mask = graph.input(TRAIN_IO.lossMask, dtype, [B, T]);
+  const { loss, count } = graph.scope('loss', () => causalLmLoss(forward.logits, targets, mask, false));
+  graph.output(loss, TRAIN_IO.loss);
+  graph.output(count, TRAIN_IO.tokenCount);
+  const inputs =
+    set.method === 'lora' ? [...forward.loraInputs.values()].flatMap(({ a, b }) => [a, b]) : [...forward.weightInputs.values()];
+  return { graph, trainable: inputs.map((v) => ({ name: v.name, shape: v.staticShape(), decay: v.rank >= 2 })) };
+}

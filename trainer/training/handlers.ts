@@ -56,6 +56,10 @@ export const trainingHandlers = {
     return runById(id).step(batch, learningRate);
   },
 
+  async trainingEvaluate(id: number, batch: TrainingBatch) {
+    return runById(id).evaluate(batch);
+  },
+
   async trainingGetTrainable(id: number) {
     return runById(id).getTrainable();
   },

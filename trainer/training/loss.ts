@@ -17,8 +17,13 @@ export interface CausalLmLoss {
   logitsGradient: Value;
 }
 
-/** logits [B, T, V], targets int64 [B, T], mask [B, T] (1 = the target counts). */
-export function causalLmLoss(logits: Value, targets: Value, mask: Value): CausalLmLoss {
+/**
+ * logits [B, T, V], targets int64 [B, T], mask [B, T] (1 = the target counts). Without
+ * `withGradient` the logits gradient is not built (evaluation graphs: ORT runs every node).
+ */
+export function causalLmLoss(logits: Value, targets: Value, mask: Value, withGradient?: true): CausalLmLoss;
+export function causalLmLoss(logits: Value, targets: Value, mask: Value, withGradient: false): Omit<CausalLmLoss, 'logitsGradient'>;
+export function causalLmLoss(logits: Value, targets: Value, mask: Value, withGradient = true): Omit<CausalLmLoss, 'logitsGradient'> & { logitsGradient?: Value } {
   const logProbs = op.logSoftmax(logits, -1); // [B, T, V]
   const targetIndex = op.unsqueeze(targets, [-1]); // [B, T, 1]
   const picked = op.gatherElements(logProbs, targetIndex, -1); // [B, T, 1]
@@ -27,6 +32,7 @@ export function causalLmLoss(logits: Value, targets: Value, mask: Value): Causal
   const count = op.reduceSum(mask, all, false);
   const denominator = op.max(count, op.scalarLike(count, 1));
   const loss = op.div(op.reduceSum(op.mul(nll, mask), all, false), denominator);
+  if (!withGradient) return { loss, count };
 
   const weight = op.unsqueeze(op.div(mask, denominator), [-1]); // [B, T, 1]
   const scaledProbs = op.mul(op.exp(logProbs), weight); // [B, T, V]

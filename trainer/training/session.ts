@@ -3,7 +3,7 @@ import { serializeModel } from '../graph/onnx';
 import { ModelConfig } from '../model/config';
 import { RuntimeSessionOptions, openSession } from '../runtime/session';
 import { HostTensor, elementCount } from '../tensor';
-import { TRAIN_IO, TrainingGraph, TrainingGraphOptions, buildTrainingGraph } from './graph';
+import { TRAIN_IO, TrainingGraph, TrainingGraphOptions, buildEvaluationGraph, buildTrainingGraph } from './graph';
 import { initLoraWeights } from './lora';
 
 // One training run inside the engine worker: the training graph's session plus the trainable
@@ -13,6 +13,11 @@ import { initLoraWeights } from './lora';
 export interface TrainingOptions extends TrainingGraphOptions, RuntimeSessionOptions {
   /** Seed of the fresh LoRA A matrices. Default 0. */
   seed?: number;
+  /**
+   * Also open a forward + loss session for evaluate() (held-out loss). It holds a second copy of
+   * the frozen weights inside ONNX Runtime. Default false.
+   */
+  evaluation?: boolean;
 }
 
 /**
@@ -35,6 +40,12 @@ export interface StepResult {
   step: number;
   /** Wall time of the session run. */
   seconds: number;
+}
+
+export interface EvaluationResult {
+  loss: number;
+  /** Targets that counted (Σ mask). */
+  tokens: number;
 }
 
 export interface OptimizerState {
@@ -66,6 +77,7 @@ export class TrainingSession {
     readonly built: TrainingGraph,
     private readonly session: ort.InferenceSession,
     initial: ReadonlyMap<string, HostTensor>,
+    private readonly evaluationSession: ort.InferenceSession | undefined,
   ) {
     const { batch: B, seqLen: T, dtype } = built.options;
     this.ArrayType = dtype === 'float64' ? Float64Array : Float32Array;
@@ -101,7 +113,8 @@ export class TrainingSession {
         initial.set(t.name, weight);
       }
     }
-    return new TrainingSession(built, session, initial);
+    const evaluation = options.evaluation ? await openSession(serializeModel(buildEvaluationGraph(cfg, weights, options).graph), options) : undefined;
+    return new TrainingSession(built, session, initial, evaluation);
   }
 
   get steps(): number {
@@ -144,6 +157,21 @@ export class TrainingSession {
     return { loss, gradNorm, tokens: scalarOf(this.scalars[TRAIN_IO.tokenCount]), step: this.stepCount, seconds };
   }
 
+  /** Loss of a batch under the current trainable tensors, without a step (needs options.evaluation). */
+  async evaluate(batch: TrainingBatch): Promise<EvaluationResult> {
+    if (!this.evaluationSession) throw new Error('evaluate() needs a training session created with evaluation: true');
+    this.fillBatch(batch);
+    const feeds: Record<string, ort.Tensor> = {
+      [TRAIN_IO.inputIds]: this.feeds[TRAIN_IO.inputIds],
+      [TRAIN_IO.positionIds]: this.feeds[TRAIN_IO.positionIds],
+      [TRAIN_IO.targets]: this.feeds[TRAIN_IO.targets],
+      [TRAIN_IO.lossMask]: this.feeds[TRAIN_IO.lossMask],
+    };
+    for (const t of this.built.trainable) feeds[t.name] = this.current.param.get(t.name)!;
+    const results = await this.evaluationSession.run(feeds);
+    return { loss: scalarOf(results[TRAIN_IO.loss] as ort.Tensor), tokens: scalarOf(results[TRAIN_IO.tokenCount] as ort.Tensor) };
+  }
+
   /** Copies of the trainable tensors (PEFT keys for LoRA, HF names for full). */
   getTrainable(): Record<string, HostTensor> {
     return Object.fromEntries(this.built.trainable.map((t) => [t.name, copyOut(this.current.param.get(t.name)!)]));
@@ -184,6 +212,7 @@ export class TrainingSession {
 
   async release(): Promise<void> {
     await this.session.release();
+    await this.evaluationSession?.release();
   }
 
   private allocateSet(): StateSet {

@@ -3,13 +3,13 @@ import { ModelConfig } from '../model/config';
 import { HostTensor } from '../tensor';
 import { TrainableTensor } from './graph';
 import type { WeightSource } from './handlers';
-import { OptimizerState, StepResult, TrainingBatch, TrainingOptions } from './session';
+import { EvaluationResult, OptimizerState, StepResult, TrainingBatch, TrainingOptions } from './session';
 
 // The main thread's view of a training run: every call goes to the engine worker, where the
 // session and the tensors live. This is what the train command uses.
 
 export type { WeightSource } from './handlers';
-export type { OptimizerState, StepResult, TrainingBatch, TrainingOptions } from './session';
+export type { EvaluationResult, OptimizerState, StepResult, TrainingBatch, TrainingOptions } from './session';
 
 export class Trainer {
   private constructor(
@@ -32,6 +32,11 @@ export class Trainer {
   /** One optimizer step (forward, backward, clipping, AdamW) at learning rate `learningRate`. */
   step(batch: TrainingBatch, learningRate: number): Promise<StepResult> {
     return this.worker.call('trainingStep', this.id, batch, learningRate);
+  }
+
+  /** Loss of a batch under the current adapter, without a step (create with evaluation: true). */
+  evaluate(batch: TrainingBatch): Promise<EvaluationResult> {
+    return this.worker.call('trainingEvaluate', this.id, batch);
   }
 
   /** The trainable tensors: PEFT keys ([r, in] lora_A, [out, r] lora_B) or HF names in full mode. */

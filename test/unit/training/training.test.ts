@@ -322,6 +322,27 @@ describe('training graph', () => {
     await resumed.release();
   });
 
+  it('evaluate() gives the loss a step would report, and changes nothing', async () => {
+    const session = await TrainingSession.create(cfg, weights, {
+      trainable: { method: 'lora', lora: allTargets },
+      batch: B,
+      seqLen: T,
+      threads: 1,
+      evaluation: true,
+    });
+    const train = tokenRows(10);
+    const heldOut = tokenRows(11);
+    const mask = Array.from({ length: B * T }, (_, i) => (i % 4 === 0 ? 0 : 1));
+    for (let i = 0; i < 3; i++) await session.step({ tokens: train }, 1e-2);
+    const before = session.getOptimizerState();
+    const evaluated = await session.evaluate({ tokens: heldOut, lossMask: mask });
+    assert.equal(evaluated.tokens, mask.reduce((a: number, b: number) => a + b, 0));
+    assert.deepEqual(session.getOptimizerState(), before);
+    const stepped = await session.step({ tokens: heldOut, lossMask: mask }, 0);
+    assert.ok(Math.abs(evaluated.loss - stepped.loss) < 1e-6 * stepped.loss, `${evaluated.loss} vs ${stepped.loss}`);
+    await session.release();
+  });
+
   it('rejects bad batches and mismatched tensors with one clear error', async () => {
     const session = await TrainingSession.create(cfg, weights, { trainable: { method: 'lora', lora: allTargets }, batch: B, seqLen: T, threads: 1 });
     await assert.rejects(session.step({ tokens: [1, 2, 3] }, 1e-3), /batch has 3 tokens; expected 2×7/);

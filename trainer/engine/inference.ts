@@ -21,7 +21,7 @@
  *          with `loraInputs`: lora.{i}.{qkv|o|gate_up|down}.A [R, in] and .B [out, R]
  *          (R symbolic, scaling folded into B; see loraFeeds).
  * Outputs: logits [1, P, V]; nll [P] = −log softmax(logits[p, :vocabLimit])[target_ids[p]];
- *          new_key.{i} (after RoPE) / new_value.{i} [1, T, KV·hd].
+ *          new_key.{i} (after RoPE) / new_value.{i} [T, KV, 1, hd].
  * ORT runs every node whatever is fetched, so decode feeds P = 1 with a dummy target (the NLL of
  * one row costs a LogSoftmax over V) and scoring simply does not fetch the logits.
  */
@@ -143,9 +143,9 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: ReadonlyMap<strin
   };
 
   /** Reshape to `shape`, where the one symbolic dim ('T') is inferred (-1) and keeps its name. */
-  const reshapeTo = (x: Value, shape: Dim[]): Value => {
+  const reshapeTo = (x: Value, shape: Dim[], exactName?: string): Value => {
     const target = op.int64s(graph, shape.map((d) => (typeof d === 'number' ? d : -1)), 'shape');
-    return graph.node('Reshape', [x, target], {}, [{ dtype: x.dtype, shape }], 'reshape')[0];
+    return graph.node('Reshape', [x, target], {}, [{ dtype: x.dtype, shape }], exactName ?? 'reshape', exactName !== undefined)[0];
   };
 
   /** Causal attention of the T new positions over S cached + T new keys; the cache is read in place. */
@@ -153,13 +153,12 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: ReadonlyMap<strin
     const [q, k, v] = op.split(qkv, -1, [H * hd, KV * hd, KV * hd]); // [1, T, ·]
     const qRotated = op.rotaryEmbedding(q, positions, cos, sin, H);
     const kRotated = op.rotaryEmbedding(k, positions, cos, sin, KV);
-    graph.output(kRotated, newKeyName(layer));
-    graph.output(v, newValueName(layer));
     const pastKey = graph.input(pastKeyName(layer), 'float32', ['past', KV, 1, hd]);
     const pastValue = graph.input(pastValueName(layer), 'float32', ['past', KV, 1, hd]);
     const q4 = reshapeTo(qRotated, ['T', KV, G, hd]); // head h = kv·G + g (HF repeat_kv)
-    const k4 = reshapeTo(kRotated, ['T', KV, 1, hd]);
-    const v4 = reshapeTo(v, ['T', KV, 1, hd]);
+    // Named as the outputs themselves: an Identity per output would cost a kernel launch per token.
+    const k4 = graph.output(reshapeTo(kRotated, ['T', KV, 1, hd], newKeyName(layer)));
+    const v4 = graph.output(reshapeTo(v, ['T', KV, 1, hd], newValueName(layer)));
     const scoreOptions = { transB: true, transBatchA: true, transBatchB: true, alpha: 1 / Math.sqrt(hd) };
     const pastScores = fusedMatMulBatch(q4, pastKey, scoreOptions, [KV, G, 'T', 'past'], 'past_scores');
     const newScores = fusedMatMulBatch(q4, k4, scoreOptions, [KV, G, 'T', 'T'], 'new_scores');
@@ -343,6 +342,8 @@ export class KvCacheSession {
     readonly maxContext: number,
     readonly hasLoraInputs: boolean,
     private readonly merged: boolean,
+    /** Ids the NLL normalizes over (and scoring accepts). */
+    readonly vocabLimit: number,
     private readonly session: ort.InferenceSession,
   ) {
     const rowSize = cfg.numKvHeads * cfg.headDim;
@@ -366,7 +367,8 @@ export class KvCacheSession {
     const graph = buildInferenceGraph(cfg, weights, options);
     const session = await createSession(graph, { threads: options.threads });
     const maxContext = options.maxContext ?? cfg.maxPositionEmbeddings;
-    return new KvCacheSession(cfg, maxContext, options.loraInputs ?? false, options.mergedAdapter !== undefined, session);
+    const vocabLimit = options.vocabLimit ?? cfg.vocabSize;
+    return new KvCacheSession(cfg, maxContext, options.loraInputs ?? false, options.mergedAdapter !== undefined, vocabLimit, session);
   }
 
   /** Tokens in the cache. */
@@ -420,7 +422,7 @@ export class KvCacheSession {
     if (n > this.maxContext) throw new Error(`a scoring window of ${n} tokens exceeds the model's limit of ${this.maxContext}`);
     for (let i = 0; i < n; i++) {
       const id = tokens[i];
-      if (!(Number.isInteger(id) && id >= 0 && id < this.cfg.vocabSize)) throw new Error(`token id ${id} at ${i} is outside the model's vocabulary (${this.cfg.vocabSize})`);
+      if (!(Number.isInteger(id) && id >= 0 && id < this.vocabLimit)) throw new Error(`token id ${id} at position ${i} is outside the vocabulary (${this.vocabLimit} ids)`);
     }
     let lora = this.adapterFeeds;
     if (options.base) {
@@ -437,6 +439,7 @@ export class KvCacheSession {
       const piece = Array.prototype.slice.call(tokens, start, end) as number[];
       const rows = piece.map((_, i) => i);
       const targets = piece.map((_, i) => tokens[start + i + 1]);
+      this.checkRoom(cache, piece.length);
       const fetches = this.newRowFetches(cache, piece.length);
       const out = await this.session.run(this.withPast(cache, this.chunkFeeds(cache, piece, rows, targets), lora), { ...fetches, nll: null });
       result.set(out.nll.data as Float32Array, start);
@@ -519,8 +522,8 @@ export class KvCacheSession {
     const from = cache.length * cache.rowSize;
     const to = from + T * cache.rowSize;
     for (let layer = 0; layer < this.cfg.numLayers; layer++) {
-      fetches[newKeyName(layer)] = new ort.Tensor('float32', cache.keys[layer].subarray(from, to), [1, T, cache.rowSize]);
-      fetches[newValueName(layer)] = new ort.Tensor('float32', cache.values[layer].subarray(from, to), [1, T, cache.rowSize]);
+      fetches[newKeyName(layer)] = new ort.Tensor('float32', cache.keys[layer].subarray(from, to), [T, ...this.rowShape]);
+      fetches[newValueName(layer)] = new ort.Tensor('float32', cache.values[layer].subarray(from, to), [T, ...this.rowShape]);
     }
     return fetches;
   }

@@ -10,6 +10,9 @@ import { Checkpoint } from '../../../trainer/model/checkpoint';
 import { PROJECTIONS } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { maxAbsDiff, randomAdapter, randomTokens, tinyCheckpoint } from './fixtures';
+import { referenceLogits } from './reference';
+import { parseModelConfig } from '../../../trainer/model/config';
+import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
 
 /** Last-position logits of the full prefix through buildForward: no cache at all. */
 async function fullPrefixRunner(checkpoint: Checkpoint) {
@@ -121,6 +124,73 @@ describe('engine/inference KvCacheSession', () => {
     const last = training.slice((prompt.length - 1) * cfg.vocabSize);
     assert.ok(maxAbsDiff(last, unmergedLogits) < 1e-4, 'inference LoRA must match the training forward');
     await Promise.all([base.dispose(), withInputs.dispose(), merged.dispose(), session.release()]);
+  });
+
+  it('the cache grows past its first capacity and still matches the full prefix', async () => {
+    const cfg = parseModelConfig({
+      model_type: 'llama', hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16,
+      intermediate_size: 40, vocab_size: 61, rms_norm_eps: 1e-5, max_position_embeddings: 700, rope_theta: 10000, tie_word_embeddings: false,
+    });
+    const checkpoint = { config: cfg, weights: randomCheckpointWeights(cfg, 5, { std: 0.3 }) } as Checkpoint;
+    const full = await fullPrefixRunner(checkpoint);
+    const session = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1 });
+    const tokens = randomTokens(new Rng(8), 600, cfg.vocabSize);
+    await session.append(tokens.slice(0, 250));
+    const firstCapacity = session.capacity;
+    for (let i = 250; i < 262; i++) await session.append([tokens[i]]); // one token at a time across the growth
+    let diff = maxAbsDiff(await session.append(tokens.slice(262, 600)), await full.lastLogits(tokens));
+    assert.ok(session.capacity > firstCapacity, `capacity ${session.capacity} should have grown from ${firstCapacity}`);
+    assert.ok(diff < 1e-4, `after growing the cache the logits differ by ${diff}`);
+    session.truncate(259);
+    diff = maxAbsDiff(await session.append([tokens[259]]), await full.lastLogits(tokens.slice(0, 260)));
+    assert.ok(diff < 1e-4, `decode after truncating a grown cache differs by ${diff}`);
+    await session.dispose();
+    await full.release();
+  });
+
+  it('nll: per-token NLL equals log-softmax of the plain-loop reference (base, adapter as feeds, vocabulary limit, chunks) and leaves the generation cache alone', async () => {
+    const checkpoint = await tinyCheckpoint('qwen2-tied');
+    const cfg = checkpoint.config;
+    const vocabLimit = cfg.vocabSize - 5; // a tokenizer smaller than the model's padded vocabulary
+    const tokens = randomTokens(new Rng(12), 37, vocabLimit);
+    const adapter = randomAdapter(cfg, ['q_proj', 'v_proj', 'down_proj'], 2, 31);
+    const referenceNll = (withAdapter: boolean) => {
+      const logits = referenceLogits(cfg, checkpoint.weights, tokens, withAdapter ? adapter : undefined);
+      return tokens.slice(1).map((target, i) => {
+        const row = logits[i].subarray(0, vocabLimit);
+        const max = Math.max(...row);
+        const logSum = Math.log(row.reduce((sum, v) => sum + Math.exp(v - max), 0)) + max;
+        return logSum - row[target];
+      });
+    };
+    const base = referenceNll(false);
+    const adapted = referenceNll(true);
+    assert.ok(maxAbsDiff(base, adapted) > 0.05, 'the adapter should change the NLL');
+
+    const session = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1, loraInputs: true, vocabLimit });
+    const prompt = tokens.slice(0, 10);
+    const before = Float32Array.from(await session.append(prompt));
+    session.setAdapter(adapter);
+    for (const chunkTokens of [undefined, 7, 1]) {
+      const nll = await session.nll(tokens, { chunkTokens });
+      assert.equal(nll.length, tokens.length - 1);
+      assert.ok(maxAbsDiff(nll, adapted) < 1e-4, `adapter NLL (chunks of ${chunkTokens}) differs by ${maxAbsDiff(nll, adapted)}`);
+    }
+    const baseNll = await session.nll(tokens, { base: true });
+    assert.ok(maxAbsDiff(baseNll, base) < 1e-4, `base NLL differs by ${maxAbsDiff(baseNll, base)}`);
+    // The generation cache still holds the prompt (under the base model's keys/values).
+    assert.equal(session.length, prompt.length);
+    session.setAdapter(undefined);
+    session.truncate(prompt.length - 1);
+    assert.ok(maxAbsDiff(await session.append(prompt.slice(-1)), before) < 1e-5, 'scoring must not touch the generation cache');
+
+    await assert.rejects(session.nll([1]), /at least 2 tokens/);
+    await assert.rejects(session.nll([1, vocabLimit]), new RegExp(`token id ${vocabLimit} at position 1 is outside the vocabulary \\(${vocabLimit} ids\\)`));
+    await assert.rejects(session.nll(new Array(161).fill(1)), /exceeds the model's limit of 160/);
+    const merged = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1, mergedAdapter: adapter, vocabLimit });
+    assert.ok(maxAbsDiff(await merged.nll(tokens), adapted) < 1e-4, 'merged adapter NLL');
+    await assert.rejects(merged.nll(tokens, { base: true }), /cannot score the base model/);
+    await Promise.all([session.dispose(), merged.dispose()]);
   });
 
   it('quantized weights: int8 and int4 MatMuls compute x · dequant(W)ᵀ', async () => {

@@ -7,8 +7,13 @@ import { Sampler, SamplingOptions } from './sampling';
 export interface GenerateOptions {
   maxTokens: number;
   sampling?: SamplingOptions;
-  /** Generation ends after any of these ids (the id is not part of the result). */
+  /** Generation ends at any of these ids (end of text, FIM markers, …); the id is not part of the result. */
   eosTokenIds?: readonly number[];
+  /**
+   * Only ids below this are ever chosen: the tokenizer's vocabulary. Models pad theirs (Qwen2.5:
+   * 151,936 rows for 151,665 tokens), and a padded id has no text. Default: every logit.
+   */
+  vocabSize?: number;
   /** Text stop sequences; needs `decode`. The text is cut before the first match. */
   stop?: readonly string[];
   decode?: (ids: readonly number[]) => string;
@@ -53,6 +58,10 @@ export class Generator {
     if (options.stop?.length && !options.decode) throw new Error('stop sequences need a decode function');
     const sampler = new Sampler(options.sampling);
     const eos = new Set(options.eosTokenIds ?? []);
+    const vocabSize = options.vocabSize;
+    if (vocabSize !== undefined && !(Number.isInteger(vocabSize) && vocabSize > 0)) {
+      throw new Error(`vocabSize must be a positive integer, got ${vocabSize}`);
+    }
 
     // Reuse the longest cached prefix, but always run at least the last prompt token.
     let reused = 0;
@@ -75,7 +84,7 @@ export class Generator {
         stopReason = 'cancelled';
         break;
       }
-      const next = sampler.next(logits);
+      const next = sampler.next(vocabSize !== undefined && vocabSize < logits.length ? logits.subarray(0, vocabSize) : logits);
       if (eos.has(next)) {
         stopReason = 'eos';
         break;

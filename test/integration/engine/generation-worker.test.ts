@@ -52,6 +52,17 @@ describe('engine generation inside the worker', function () {
     await worker.call('setAdapter', loaded.id, { scaling: 2, modules });
     const adapted = await worker.call('generate', loaded.id, { prompt, maxTokens: 16 });
     assert.notDeepEqual(adapted.tokens, inWorker.tokens, 'the adapter should change greedy output');
+    // Scoring in the worker: the adapter's NLL differs; base: true equals the in-process base model's.
+    const windows = [prompt, prompt.map((t) => (t + 5) % 97)];
+    const adaptedNll = await worker.call('score', loaded.id, windows);
+    const baseNll = await worker.call('score', loaded.id, windows, { base: true });
+    assert.ok(adaptedNll instanceof Float32Array && adaptedNll.length === 2 * (prompt.length - 1));
+    for (const [w, window] of windows.entries()) {
+      const expected = await local.session.nll(window);
+      const got = baseNll.subarray(w * (prompt.length - 1), (w + 1) * (prompt.length - 1));
+      assert.ok(expected.every((v, i) => Math.abs(v - got[i]) < 1e-5), `window ${w}: worker base NLL differs from in-process`);
+    }
+    assert.ok(adaptedNll.some((v, i) => Math.abs(v - baseNll[i]) > 1e-3), 'the adapter should change the NLL');
     await worker.call('setAdapter', loaded.id, null);
     assert.deepEqual((await worker.call('generate', loaded.id, { prompt, maxTokens: 16 })).tokens, inWorker.tokens);
 

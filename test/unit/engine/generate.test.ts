@@ -55,4 +55,22 @@ describe('engine/generate Generator', () => {
     await session.dispose();
     await fresh.dispose();
   });
+
+  it('vocabSize: ids at or above it are never chosen, greedy or sampled', async () => {
+    const checkpoint = await tinyCheckpoint('qwen2-tied');
+    const generator = new Generator(await KvCacheSession.create(checkpoint.config, checkpoint.weights, { threads: 1 }));
+    const prompt = randomTokens(new Rng(3), 12, checkpoint.config.vocabSize);
+    const free = await generator.generate(prompt, { maxTokens: 16 });
+    const limit = Math.max(...free.tokens); // the largest id chosen without a limit
+    assert.ok(limit > 0);
+    const limited = await generator.generate(prompt, { maxTokens: 16, vocabSize: limit });
+    assert.ok(limited.tokens.every((t) => t < limit), `tokens ${limited.tokens} must stay below ${limit}`);
+    assert.notDeepEqual(limited.tokens, free.tokens);
+    for (let seed = 0; seed < 4; seed++) {
+      const sampled = await generator.generate(prompt, { maxTokens: 16, vocabSize: limit, sampling: { temperature: 2, seed } });
+      assert.ok(sampled.tokens.every((t) => t < limit));
+    }
+    await assert.rejects(generator.generate(prompt, { maxTokens: 1, vocabSize: 0 }), /vocabSize must be a positive integer/);
+    await generator.session.dispose();
+  });
 });

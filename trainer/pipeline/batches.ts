@@ -1,0 +1,82 @@
+import { Rng } from '../model/random';
+
+// Training rows from dataset examples: each epoch visits the examples in a seeded order and packs
+// them greedily, whole, into rows of T + 1 tokens (inputs + the last target). An example never
+// spans two rows; its first token is not a target (it would be predicted from another example);
+// FIM examples count only from their middle (lossStart). The rest of a row is padding, masked.
+// The order is a pure function of (seed, epoch), so a resumed run needs only its data cursor.
+
+export interface TrainExample {
+  tokens: Int32Array;
+  lossStart: number;
+}
+
+export interface DataCursor {
+  epoch: number;
+  /** Next row of the epoch. */
+  row: number;
+}
+
+export interface TrainingRows {
+  /** [B, T + 1] */
+  tokens: Int32Array;
+  /** [B, T]: mask[b, t] weighs the target tokens[b, t + 1]. */
+  lossMask: Float32Array;
+  /** Targets that count. */
+  targets: number;
+}
+
+/** Example indices of each row of `epoch`. */
+export function packEpoch(examples: readonly TrainExample[], rowTokens: number, seed: number, epoch: number): number[][] {
+  const order = Array.from({ length: examples.length }, (_, i) => i);
+  // Fisher–Yates with a generator per (seed, epoch): no state to carry across a resume.
+  const rng = new Rng((seed * 1_000_003 + epoch * 7919 + 17) >>> 0);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const rows: number[][] = [];
+  let current: number[] = [];
+  let used = 0;
+  for (const index of order) {
+    const length = Math.min(examples[index].tokens.length, rowTokens);
+    if (length < 2) continue;
+    if (used + length > rowTokens && current.length > 0) {
+      rows.push(current);
+      current = [];
+      used = 0;
+    }
+    current.push(index);
+    used += length;
+  }
+  if (current.length > 0) rows.push(current);
+  return rows;
+}
+
+/** The tokens and loss mask of B rows (missing rows, past the epoch's end, are all padding). */
+export function fillRows(examples: readonly TrainExample[], rows: readonly (readonly number[])[], batch: number, seqLen: number, padId: number): TrainingRows {
+  const width = seqLen + 1;
+  const tokens = new Int32Array(batch * width).fill(padId);
+  const lossMask = new Float32Array(batch * seqLen);
+  let targets = 0;
+  rows.slice(0, batch).forEach((row, b) => {
+    let offset = 0;
+    for (const index of row) {
+      const example = examples[index];
+      const length = Math.min(example.tokens.length, width - offset);
+      tokens.set(example.tokens.subarray(0, length), b * width + offset);
+      for (let j = Math.max(1, example.lossStart); j < length; j++) {
+        // Target at row position offset + j is predicted at input position offset + j − 1.
+        lossMask[b * seqLen + offset + j - 1] = 1;
+        targets++;
+      }
+      offset += length;
+    }
+  });
+  return { tokens, lossMask, targets };
+}
+
+/** Steps one epoch takes at batch B. */
+export function stepsPerEpoch(rowCount: number, batch: number): number {
+  return Math.ceil(rowCount / batch);
+}

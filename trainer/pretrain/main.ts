@@ -1,10 +1,11 @@
 // `npm run pretrain`: fetch → corpus → tokenizer → token stream → train → export → evaluate →
 // models/ (config.json, tokenizer.json, model.safetensors, MODEL_CARD.md). Every stage caches its
 // output under the cache folder and is skipped when that output exists, so an interrupted run
-// picks up where it stopped (training itself resumes from its last checkpoint).
+// picks up where it stopped (training itself resumes from its last checkpoint). --extend lets a
+// finished run continue to a longer --minutes/--steps (a warm restart of the learning rate).
 //
 //   npm run pretrain -- [--minutes 40] [--steps N] [--sitting-minutes M] [--cache .cache/pretrain]
-//                       [--out models] [--fresh] [--stages corpus,tokenizer,stream,train,export,eval]
+//                       [--out models] [--fresh] [--extend] [--stages corpus,tokenizer,stream,train,export,eval]
 
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -52,6 +53,7 @@ interface Args {
   cache: string;
   out: string;
   fresh: boolean;
+  extend: boolean;
   stages: Set<string>;
   evalBytes: number;
   evalLines: number;
@@ -60,7 +62,7 @@ interface Args {
 const ALL_STAGES = ['corpus', 'tokenizer', 'stream', 'train', 'export', 'eval'];
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { minutes: 40, cache: '.cache/pretrain', out: 'models', fresh: false, stages: new Set(ALL_STAGES), evalBytes: 120_000, evalLines: 150 };
+  const args: Args = { minutes: 40, cache: '.cache/pretrain', out: 'models', fresh: false, extend: false, stages: new Set(ALL_STAGES), evalBytes: 120_000, evalLines: 150 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = (): string => {
@@ -80,6 +82,7 @@ function parseArgs(argv: string[]): Args {
       case '--cache': args.cache = value(); break;
       case '--out': args.out = value(); break;
       case '--fresh': args.fresh = true; break;
+      case '--extend': args.extend = true; break;
       case '--eval-bytes': args.evalBytes = Math.round(positive()); break;
       case '--eval-lines': args.evalLines = Math.round(positive()); break;
       case '--stages': {
@@ -187,6 +190,7 @@ async function main(): Promise<void> {
         length,
         stream,
         runDir,
+        extend: args.extend,
         log,
         sittingSeconds: args.sittingMinutes !== undefined ? args.sittingMinutes * 60 : undefined,
       }),

@@ -3,7 +3,7 @@
 import { CorpusManifest, PackageSummary } from './corpus';
 import { LanguageMetrics } from './evaluate';
 import { CorpusLanguage, CORPUS_LANGUAGES } from './sources';
-import { PretrainHyperparameters, TrainProgress } from './train';
+import { PretrainHyperparameters, RunLength, TrainProgress } from './train';
 import { VocabMeasurement } from './vocab';
 
 export interface ModelCardInput {
@@ -115,6 +115,10 @@ export function renderModelCard(c: ModelCardInput): string {
   lines.push(
     `| optimizer | AdamW β (${h.beta1}, ${h.beta2}), weight decay ${h.weightDecay}, clip ${h.maxGradNorm}, peak lr ${h.peakLearningRate}, ${h.warmupSteps} warm-up steps, linear decay to ${h.finalLearningRateFraction}× over the last ${100 * h.decayFraction}% |`,
   );
+  for (const e of p.extensions ?? []) {
+    const unit = (l: RunLength): string => ('steps' in l ? `${l.steps} steps` : `${(l.seconds / 60).toFixed(0)} min`);
+    lines.push(`| extension | at step ${e.step} the run was extended from ${unit(e.from)} to ${unit(e.to)} of training: the learning rate warmed up again from ${h.finalLearningRateFraction}× to the peak over ${h.warmupSteps} steps, then decayed over the last ${100 * h.decayFraction}% of the new length |`);
+  }
   lines.push(`| init | N(0, 0.02), o_proj/down_proj scaled by 1/√(2·layers), seed ${h.seed} |`);
   lines.push(`| hardware | ${c.hardware}, ${h.threads} ONNX Runtime threads (shared with other jobs) |`);
   lines.push(`| training time | ${(p.trainSeconds / 60).toFixed(1)} min in ${p.sittings} sitting(s), ${(trainTokens / p.trainSeconds).toFixed(0)} tokens/s |`);

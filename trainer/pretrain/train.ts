@@ -6,6 +6,8 @@
 // Schedule: linear warm-up, then constant, then linear decay to 10% over the last 25% of the run.
 // "The run" is either a fixed number of steps or a wall-time budget (progress = trained seconds /
 // budget, summed across sittings), so a time-boxed run on a shared machine still decays properly.
+// A finished run can be extended to a longer length: the learning rate warms up again from where
+// it ended to the peak and decays over the last quarter of the new length (a warm restart).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -59,6 +61,8 @@ export interface TrainProgress {
   /** [step, loss, gradNorm, lr] every logEvery steps. */
   history: [number, number, number, number][];
   done: boolean;
+  /** Extensions: the step at which each began and the lengths before and after. */
+  extensions?: { step: number; from: RunLength; to: RunLength }[];
 }
 
 interface RunState {
@@ -72,9 +76,16 @@ const STATE_FILE = 'state.json';
 const WEIGHTS_FILE = 'weights.safetensors';
 const OPTIMIZER_FILE = 'optimizer.safetensors';
 
-/** Learning rate at `step` given the run's progress in [0, 1]. */
-export function learningRateAt(h: PretrainHyperparameters, step: number, progress: number): number {
-  const warm = Math.min(1, (step + 1) / h.warmupSteps);
+/**
+ * Learning rate at `step` given the run's progress in [0, 1]. After an extension at step
+ * `restartStep`, the warm-up repeats from the final learning rate to the peak.
+ */
+export function learningRateAt(h: PretrainHyperparameters, step: number, progress: number, restartStep?: number): number {
+  let warm = Math.min(1, (step + 1) / h.warmupSteps);
+  if (restartStep !== undefined && step >= restartStep) {
+    const t = Math.min(1, (step - restartStep + 1) / h.warmupSteps);
+    warm = h.finalLearningRateFraction + t * (1 - h.finalLearningRateFraction);
+  }
   const decayStart = 1 - h.decayFraction;
   let factor = 1;
   if (progress > decayStart) {
@@ -141,6 +152,8 @@ export interface TrainRunOptions {
   log?: (line: string) => void;
   /** Stop this sitting after this many seconds (the run resumes later). */
   sittingSeconds?: number;
+  /** Allow `length` to exceed a finished or running run's recorded length (a warm restart). */
+  extend?: boolean;
 }
 
 export interface TrainRunResult {
@@ -161,16 +174,27 @@ export async function trainRun(options: TrainRunOptions): Promise<TrainRunResult
   let progress: TrainProgress = { step: 0, tokens: 0, trainSeconds: 0, sittings: 0, history: [], done: false };
   const resumed = loadRun(options.runDir);
   if (resumed) {
+    const sameLength = JSON.stringify(resumed.state.length) === JSON.stringify(options.length);
     const same =
       JSON.stringify(resumed.state.config) === JSON.stringify(configJson) &&
       JSON.stringify(resumed.state.hyperparameters) === JSON.stringify(h) &&
-      JSON.stringify(resumed.state.length) === JSON.stringify(options.length);
+      (sameLength || options.extend === true);
     if (!same) {
       throw new Error(`${options.runDir} holds a run with a different config, hyperparameters or length; remove it or pass --fresh`);
     }
     weights = resumed.weights;
     optimizer = resumed.optimizer;
     progress = resumed.state.progress;
+    if (!sameLength) {
+      const from = resumed.state.length;
+      const longer =
+        ('steps' in from && 'steps' in options.length && options.length.steps > from.steps) ||
+        ('seconds' in from && 'seconds' in options.length && options.length.seconds > from.seconds);
+      if (!longer) throw new Error(`${options.runDir}: an extension must be longer than the run's ${JSON.stringify(from)} in the same unit`);
+      progress.extensions = [...(progress.extensions ?? []), { step: progress.step, from, to: options.length }];
+      progress.done = false;
+      log(`extending the run from ${JSON.stringify(from)} to ${JSON.stringify(options.length)} at step ${progress.step}`);
+    }
     log(`resuming at step ${progress.step} (${progress.tokens} tokens, ${progress.trainSeconds.toFixed(0)} s trained)`);
   } else {
     weights = initialWeights(options.config, h.seed);
@@ -213,7 +237,8 @@ export async function trainRun(options: TrainRunOptions): Promise<TrainRunResult
       lastCheckpoint = performance.now();
     };
     while (fraction() < 1) {
-      const lr = learningRateAt(h, progress.step, fraction());
+      const restart = progress.extensions?.[progress.extensions.length - 1]?.step;
+      const lr = learningRateAt(h, progress.step, fraction(), restart);
       const t0 = performance.now();
       const result = await trainer.step({ tokens: sampler.batchAt(progress.step) }, lr);
       if (!Number.isFinite(result.loss)) throw new Error(`loss became ${result.loss} at step ${progress.step}; lower the learning rate`);

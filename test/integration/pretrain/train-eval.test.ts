@@ -66,6 +66,13 @@ describe('pretraining run (tiny model)', function () {
       trainRun({ config, hyperparameters: { ...hyperparameters, peakLearningRate: 1 }, length: { steps: 30 }, stream, runDir }),
       /different config, hyperparameters or length/,
     );
+    // A finished run extends only when asked, only to a longer length.
+    await assert.rejects(trainRun({ config, hyperparameters, length: { steps: 40 }, stream, runDir }), /different config, hyperparameters or length/);
+    await assert.rejects(trainRun({ config, hyperparameters, length: { steps: 20 }, stream, runDir, extend: true }), /must be longer/);
+    const extended = await trainRun({ config, hyperparameters, length: { steps: 40 }, stream, runDir, extend: true, logEvery: 5 });
+    assert.equal(extended.progress.step, 40);
+    assert.deepEqual(extended.progress.extensions?.map((e) => e.step), [30]);
+    assert.ok(extended.progress.done);
   });
 
   it('the scorer agrees with the KV-cache engine token by token', async () => {

@@ -134,6 +134,9 @@ describe('pretrain evaluation helpers', () => {
     assert.equal(learningRateAt(h, 500, 0.5), 1);
     assert.ok(Math.abs(learningRateAt(h, 900, 0.875) - 0.55) < 1e-12);
     assert.ok(Math.abs(learningRateAt(h, 1000, 1) - 0.1) < 1e-12);
+    // After an extension at step 1000 the warm-up starts from the final rate.
+    assert.ok(Math.abs(learningRateAt(h, 1000, 0.5, 1000) - (0.1 + 0.1 * 0.9)) < 1e-12);
+    assert.equal(learningRateAt(h, 1009, 0.5, 1000), 1);
   });
 
   it('a larger vocabulary costs more training FLOPs per token', () => {

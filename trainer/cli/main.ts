@@ -3,6 +3,8 @@ import { registerAdaptersCommand } from './commands/adapters';
 import { registerBenchCommand } from './commands/bench';
 import { registerLspCommand } from './commands/lsp';
 import { registerMineCommand } from './commands/mine';
+import { registerTrainCommand } from './commands/train';
+import { registerEvalCommand } from './commands/eval';
 
 // The `idiom` command line. Each subcommand lives in its own module under trainer/cli/commands/.
 export function buildProgram(): Command {
@@ -15,6 +17,8 @@ export function buildProgram(): Command {
   registerBenchCommand(program);
   registerAdaptersCommand(program);
   registerMineCommand(program);
+  registerTrainCommand(program);
+  registerEvalCommand(program);
   return program;
 }
 

@@ -33,7 +33,7 @@ export class Evaluator {
   ) {}
 
   static async create(worker: EngineWorker, source: EvalWeightSource, options: EvalCreateOptions, tokenizer: Tokenizer, newlineIds: number[]): Promise<Evaluator> {
-    const created = await worker.call('evalCreate', source, options);
+    const created = await worker.call('evalCreate', source, { vocabLimit: tokenizer.vocabSize, ...options });
     return new Evaluator(worker, created.id, created.config, created.sha256, tokenizer, newlineIds);
   }
 
@@ -61,7 +61,8 @@ export class Evaluator {
       }
       progress(chunk.length);
     }
-    const eos = this.tokenizer.eos === null ? [] : [this.tokenizer.eos];
+    // Every special token ends a completion (eos, FIM markers, file separator), as in the server.
+    const eos = [...this.tokenizer.specialIds];
     let exact = 0;
     let similarity = 0;
     for (let first = 0; first < heldOut.lines.length; first += COMPLETE_CHUNK) {

@@ -26,6 +26,8 @@ export interface EvalCreateOptions {
   maxContext: number;
   /** LoRA inputs in both sessions (to evaluate adapters on this base). */
   loraInputs: boolean;
+  /** The tokenizer's vocabulary size: scores normalise and greedy decoding picks within it. */
+  vocabLimit?: number;
   threads?: number;
 }
 
@@ -48,6 +50,7 @@ interface Evaluator {
   decoder: KvCacheSession;
   loraFeeds: Record<string, ort.Tensor>;
   loraInputs: boolean;
+  vocabLimit: number;
 }
 
 const evaluators = new Map<number, Evaluator>();
@@ -80,10 +83,11 @@ export const evalHandlers = {
       config = source.config;
       weights = new Map(Object.entries(source.weights));
     }
+    const vocabLimit = Math.min(options.vocabLimit ?? config.vocabSize, config.vocabSize);
     if (options.seqLen + 1 > config.maxPositionEmbeddings) {
       throw new Error(`evaluation rows of ${options.seqLen + 1} tokens exceed the model's ${config.maxPositionEmbeddings} positions`);
     }
-    const score = await openSession(serializeModel(buildScoreGraph(config, weights, { seqLen: options.seqLen, loraInputs: options.loraInputs })), {
+    const score = await openSession(serializeModel(buildScoreGraph(config, weights, { seqLen: options.seqLen, loraInputs: options.loraInputs, vocabLimit })), {
       threads: options.threads,
     });
     const decoder = await KvCacheSession.create(config, weights, {
@@ -100,6 +104,7 @@ export const evalHandlers = {
       decoder,
       loraFeeds: options.loraInputs ? ortFeeds(scoreLoraFeeds(config, null)) : {},
       loraInputs: options.loraInputs,
+      vocabLimit,
     });
     return { id, config, sha256, setupSeconds: (performance.now() - started) / 1000 };
   },
@@ -125,7 +130,7 @@ export const evalHandlers = {
   async evalScore(id: number, sequences: ScoreSequence[]): Promise<{ nll: Float64Array; counts: Int32Array }> {
     const evaluator = evaluatorById(id);
     const T = evaluator.seqLen;
-    const vocab = evaluator.config.vocabSize;
+    const vocab = evaluator.vocabLimit;
     type Row = { sequence: number; tokens: ArrayLike<number>; from: number; firstCounted: number };
     const rows: Row[] = [];
     sequences.forEach((sequence, index) => {
@@ -192,7 +197,7 @@ export const evalHandlers = {
       let logits = await decoder.append(item.prompt);
       const limit = Math.min(item.maxTokens, room);
       while (generated.length < limit) {
-        const next = argmax(logits);
+        const next = argmax(logits, evaluator.vocabLimit);
         if (end.has(next)) break;
         generated.push(next);
         if (stopAfter.has(next) || generated.length === limit) break;
@@ -212,8 +217,8 @@ export const evalHandlers = {
   },
 };
 
-function argmax(values: Float32Array): number {
+function argmax(values: Float32Array, limit: number): number {
   let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  for (let i = 1; i < limit; i++) if (values[i] > values[best]) best = i;
   return best;
 }

@@ -20,6 +20,8 @@ export interface ScoreGraphOptions {
   seqLen: number;
   /** Adds LoRA inputs on every projection. */
   loraInputs: boolean;
+  /** Normalise over the first `vocabLimit` ids only (the tokenizer's; a model vocabulary may be padded). */
+  vocabLimit?: number;
 }
 
 /**
@@ -36,7 +38,9 @@ export function buildScoreGraph(cfg: ModelConfig, weights: ReadonlyMap<string, H
     fusedKernels: true,
   });
   const targets = graph.input(SCORE_IO.targets, 'int64', ['batch', options.seqLen]);
-  const logProbs = op.logSoftmax(forward.logits, -1); // [B, T, V]
+  const limit = options.vocabLimit ?? cfg.vocabSize;
+  const logits = limit < cfg.vocabSize ? op.slice(forward.logits, [2], [0], [limit]) : forward.logits; // [B, T, V']
+  const logProbs = op.logSoftmax(logits, -1); // [B, T, V']
   const picked = op.gatherElements(logProbs, op.unsqueeze(targets, [-1]), -1); // [B, T, 1]
   graph.output(op.neg(op.squeeze(picked, [-1])), SCORE_IO.nll); // [B, T]
   return graph;

@@ -5,7 +5,7 @@
 // finished run continue to a longer --minutes/--steps (a warm restart of the learning rate).
 //
 //   npm run pretrain -- [--minutes 40] [--steps N] [--sitting-minutes M] [--cache .cache/pretrain]
-//                       [--out models] [--fresh] [--extend] [--stages corpus,tokenizer,stream,train,export,eval]
+//                       [--out models] [--fresh] [--extend] [--stages corpus,tokenizer,stream,train,export,eval,card]
 
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -59,7 +59,7 @@ interface Args {
   evalLines: number;
 }
 
-const ALL_STAGES = ['corpus', 'tokenizer', 'stream', 'train', 'export', 'eval'];
+const ALL_STAGES = ['corpus', 'tokenizer', 'stream', 'train', 'export', 'eval', 'card'];
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { minutes: 40, cache: '.cache/pretrain', out: 'models', fresh: false, extend: false, stages: new Set(ALL_STAGES), evalBytes: 120_000, evalLines: 150 };
@@ -135,6 +135,10 @@ async function main(): Promise<void> {
   if (args.stages.has('corpus') && !fs.existsSync(path.join(corpusDir, CORPUS_FILES.manifest))) {
     await timed('fetch+corpus', () => buildCorpus(loadSourceList(), cache, corpusDir, log));
   }
+  // Stops after the last requested stage (later stages need earlier outputs, not the reverse).
+  const lastStage = Math.max(...[...args.stages].map((st) => ALL_STAGES.indexOf(st)));
+  const finished = (stage: string): boolean => ALL_STAGES.indexOf(stage) >= lastStage;
+  if (finished('corpus')) return;
   const manifest = readCorpusManifest(corpusDir);
   const train = readCorpusFiles(path.join(corpusDir, CORPUS_FILES.train));
   const heldOut = readCorpusFiles(path.join(corpusDir, CORPUS_FILES.heldOut));
@@ -152,6 +156,7 @@ async function main(): Promise<void> {
       fs.writeFileSync(vocabFile, JSON.stringify({ chosen: choice.chosen, table: choice.table }, null, 1));
     });
   }
+  if (finished('tokenizer')) return;
   const tokenizer = await Tokenizer.load(tokenizerFile);
   const vocab = readJson<{ chosen: number; table: VocabMeasurement[] }>(vocabFile);
   const eos = tokenizer.tokenId('<|endoftext|>')!;
@@ -173,6 +178,7 @@ async function main(): Promise<void> {
   const streamBytes = fs.readFileSync(streamFile);
   const stream = new Int32Array(streamBytes.buffer, streamBytes.byteOffset, streamBytes.byteLength / 4);
   log(`stream: ${stream.length} tokens (${streamStats.fimExamples} FIM examples)`);
+  if (finished('stream')) return;
 
   // 4. Train (resumes from runDir).
   const hyperparameters: PretrainHyperparameters = { ...DEFAULT_HYPERPARAMETERS, batch: 4, seqLen: BODY.contextLength };
@@ -213,6 +219,7 @@ async function main(): Promise<void> {
       fs.copyFileSync(tokenizerFile, path.join(out, 'tokenizer.json'));
     });
   }
+  const metricsFile = path.join(cache, 'metrics.json');
   if (args.stages.has('eval')) {
     await timed('eval', async () => {
       const checkpoint = await loadCheckpoint(out);
@@ -225,30 +232,35 @@ async function main(): Promise<void> {
         log,
       });
       const samples = await sampleCompletions(checkpoint.config, checkpoint.weights, shipped, heldOut, { seqLen: BODY.contextLength, threads: hyperparameters.threads });
-      fs.writeFileSync(path.join(cache, 'metrics.json'), JSON.stringify({ metrics, samples }, null, 1));
-      const weightsFile = path.join(out, 'model.safetensors');
-      const parameters = countParameters(checkpoint.config);
-      const card = renderModelCard({
-        name: MODEL_NAME,
-        configJson: toHfConfigJson(checkpoint.config),
-        parameters,
-        embeddingParameters: checkpoint.config.vocabSize * checkpoint.config.hiddenSize,
-        weightsBytes: fs.statSync(weightsFile).size,
-        weightsSha256: checkpoint.sha256,
-        manifest,
-        vocab,
-        stream: { tokens: stream.length, fimExamples: streamStats.fimExamples, plainDocuments: streamStats.plainDocuments, fimRate: FIM_RATE },
-        hyperparameters,
-        progress: progress!,
-        hardware: hardware(),
-        stageSeconds,
-        metrics,
-        samples,
-      });
-      fs.writeFileSync(path.join(out, 'MODEL_CARD.md'), card);
-      log(`wrote ${path.relative(process.cwd(), out)}/ (config.json, tokenizer.json, model.safetensors, MODEL_CARD.md)`);
+      fs.writeFileSync(metricsFile, JSON.stringify({ weightsSha256: checkpoint.sha256, metrics, samples }, null, 1));
       process.stdout.write(`${JSON.stringify({ metrics, progress: { steps: progress!.step, tokens: progress!.tokens, trainSeconds: progress!.trainSeconds } }, null, 2)}\n`);
     });
+  }
+
+  // 6. The model card, from the recorded numbers of the exported weights.
+  if (args.stages.has('card')) {
+    const checkpoint = await loadCheckpoint(out);
+    const recorded = readJson<{ weightsSha256: string; metrics: Parameters<typeof renderModelCard>[0]['metrics']; samples: Parameters<typeof renderModelCard>[0]['samples'] }>(metricsFile);
+    if (recorded.weightsSha256 !== checkpoint.sha256) throw new Error(`${metricsFile} belongs to other weights than ${out}; run the eval stage again`);
+    const card = renderModelCard({
+      name: MODEL_NAME,
+      configJson: toHfConfigJson(checkpoint.config),
+      parameters: countParameters(checkpoint.config),
+      embeddingParameters: checkpoint.config.vocabSize * checkpoint.config.hiddenSize,
+      weightsBytes: fs.statSync(path.join(out, 'model.safetensors')).size,
+      weightsSha256: checkpoint.sha256,
+      manifest,
+      vocab,
+      stream: { tokens: stream.length, fimExamples: streamStats.fimExamples, plainDocuments: streamStats.plainDocuments, fimRate: FIM_RATE },
+      hyperparameters,
+      progress: progress!,
+      hardware: hardware(),
+      stageSeconds,
+      metrics: recorded.metrics,
+      samples: recorded.samples,
+    });
+    fs.writeFileSync(path.join(out, 'MODEL_CARD.md'), card);
+    log(`wrote ${path.relative(process.cwd(), out)}/ (config.json, tokenizer.json, model.safetensors, MODEL_CARD.md)`);
   }
 }
 

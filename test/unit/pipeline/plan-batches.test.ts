@@ -91,9 +91,9 @@ describe('pipeline: run folder checkpoints', () => {
     const loaded = run.loadCheckpoint()!;
     assert.equal(loaded.state.step, 3);
     assert.deepEqual(loaded.state.cursor, { epoch: 0, row: 6 });
-    assert.deepEqual(Array.from(loaded.trainable.get('w')!.data), [3, 3.5]);
+    assert.deepEqual(Array.from(loaded.trainable.get("w")!.data as Float32Array), [3, 3.5]);
     assert.equal(loaded.optimizer.step, 3);
-    assert.deepEqual(Array.from(loaded.optimizer.v.w.data), [Math.fround(0.2), Math.fround(0.3)]);
+    assert.deepEqual(Array.from(loaded.optimizer.v.w.data as Float32Array), [Math.fround(0.2), Math.fround(0.3)]);
     const kept = fs.readdirSync(path.join(run.dir, 'checkpoints')).sort();
     assert.deepEqual(kept, ['latest.json', 'step-0000002', 'step-0000003']);
     // A damaged newest checkpoint: the previous one is used.

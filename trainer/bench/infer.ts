@@ -187,6 +187,7 @@ async function measureCompletions(
     completionColdP50Ms: round(percentile(cold, 50)),
     completionColdP95Ms: round(percentile(cold, 95)),
     completion: {
+      measured: 'Generator.generate in-process, FIM-shaped prompt of random ids; cold: empty cache; warm: typing (last prefix token changed + one appended per request, cached prefix reused); greedy up to maxTokens or a stop id',
       promptTokens,
       maxTokens,
       warmRequests: warm.length,

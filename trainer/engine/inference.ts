@@ -273,6 +273,9 @@ export interface KvCacheSessionOptions extends InferenceGraphOptions {
   threads?: number;
 }
 
+/** Tokens per run at most (prefill and scoring), bounding the [H, T, S + T] attention scores. */
+const MAX_CHUNK = 512;
+
 /** Cache buffers start at this many positions and double as needed (up to maxContext). */
 const INITIAL_CAPACITY = 256;
 
@@ -400,14 +403,19 @@ export class KvCacheSession {
    * next call overwrites (copy it to keep it).
    */
   async append(tokens: ArrayLike<number>): Promise<Float32Array> {
-    const T = tokens.length;
-    if (T === 0) throw new Error('append needs at least one token');
-    this.checkRoom(this.cache, T);
-    const feeds = T === 1 ? this.decodeStepFeeds(tokens[0]) : this.chunkFeeds(this.cache, tokens, [T - 1], [0]);
-    const fetches = this.newRowFetches(this.cache, T);
-    fetches.logits = this.logitsTensor;
-    await this.session.run(this.withPast(this.cache, feeds, this.adapterFeeds), fetches);
-    this.cache.length += T;
+    const total = tokens.length;
+    if (total === 0) throw new Error('append needs at least one token');
+    this.checkRoom(this.cache, total);
+    // Long prompts run in chunks: attention scores are [H, T, S + T] per layer.
+    for (let start = 0; start < total; start += MAX_CHUNK) {
+      const piece = total <= MAX_CHUNK ? tokens : (Array.prototype.slice.call(tokens, start, start + MAX_CHUNK) as number[]);
+      const T = piece.length;
+      const feeds = T === 1 ? this.decodeStepFeeds(piece[0]) : this.chunkFeeds(this.cache, piece, [T - 1], [0]);
+      const fetches = this.newRowFetches(this.cache, T);
+      fetches.logits = this.logitsTensor;
+      await this.session.run(this.withPast(this.cache, feeds, this.adapterFeeds), fetches);
+      this.cache.length += T;
+    }
     return this.logits;
   }
 
@@ -429,7 +437,8 @@ export class KvCacheSession {
       if (this.merged) throw new Error('this session has an adapter merged into its weights: it cannot score the base model');
       if (this.hasLoraInputs) lora = this.baseFeeds ??= loraFeeds(this.cfg, undefined);
     }
-    const chunk = options.chunkTokens ?? Math.max(16, Math.min(1024, Math.floor(2 ** 24 / this.cfg.vocabSize)));
+    // [chunk, V] logits (and their log-softmax) stay within ~64 MB each.
+    const chunk = options.chunkTokens ?? Math.max(16, Math.min(MAX_CHUNK, Math.floor(2 ** 24 / this.cfg.vocabSize)));
     if (!(Number.isInteger(chunk) && chunk > 0)) throw new Error(`chunkTokens must be a positive integer, got ${chunk}`);
     const cache = (this.scoringCache ??= new KvCache(this.cfg.numLayers, this.cache.rowSize, this.maxContext));
     cache.length = 0;

@@ -144,6 +144,10 @@ describe('engine/inference KvCacheSession', () => {
     session.truncate(259);
     diff = maxAbsDiff(await session.append([tokens[259]]), await full.lastLogits(tokens.slice(0, 260)));
     assert.ok(diff < 1e-4, `decode after truncating a grown cache differs by ${diff}`);
+    session.truncate(0);
+    diff = maxAbsDiff(await session.append(tokens), await full.lastLogits(tokens)); // 600 tokens: prefilled in chunks
+    assert.ok(diff < 1e-4, `a prompt longer than one prefill chunk differs by ${diff}`);
+    assert.equal(session.length, tokens.length);
     await session.dispose();
     await full.release();
   });

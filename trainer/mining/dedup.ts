@@ -10,6 +10,11 @@ export const MINHASH_PERMUTATIONS = 64; // bins of the one-permutation signature
 const BANDS = 16;
 const ROWS = MINHASH_PERMUTATIONS / BANDS; // P(candidate | J=0.9) = 1 - (1 - 0.9^4)^16 ≈ 1
 const SHINGLE_TOKENS = 5;
+// Files per LSH bucket. Boilerplate shared by thousands of small files (the same signature
+// line, the same imports) would otherwise make every new file a candidate of every old one:
+// quadratic. A true near-duplicate shares most of its 16 bands with its original, and those
+// band values are specific to that file, so capping crowded buckets loses almost nothing.
+const MAX_BUCKET = 16;
 const EMPTY_BIN = 0xffffffff;
 
 // Avalanche mix of a 32-bit integer (murmur3 finaliser).
@@ -146,7 +151,7 @@ export class DuplicateIndex {
       const bucket = this.buckets.get(key);
       if (bucket === undefined) this.buckets.set(key, id);
       else if (typeof bucket === 'number') this.buckets.set(key, [bucket, id]);
-      else bucket.push(id);
+      else if (bucket.length < MAX_BUCKET) bucket.push(id);
     }
     return { kind: 'unique' };
   }

@@ -37,4 +37,14 @@ describe('mining/dedup', () => {
     const b = minhashSignature(source(100, 'y'));
     assert.ok(estimatedJaccard(a, b) < 0.5);
   });
+
+  it('keeps thousands of small files that share boilerplate, and still finds a copy among them', () => {
+    const index = new DuplicateIndex();
+    const small = (i: number) => `export function value${i}(x: number): number {\n  return x * ${i + 7} + 1;\n}\n`;
+    for (let i = 0; i < 5000; i++) assert.equal(index.check(`m${i}.ts`, small(i)).kind, 'unique', `m${i}.ts`);
+    const big = source(40, 'omega');
+    assert.equal(index.check('big.ts', big).kind, 'unique');
+    for (let i = 5000; i < 6000; i++) index.check(`m${i}.ts`, small(i));
+    assert.equal(index.check('copy.ts', big.replace('omegaHandler3(', 'omegaHandler3x(')).kind, 'near-duplicate');
+  });
 });

@@ -85,11 +85,12 @@ export interface MineCommandResult {
   } | null;
   warnings: string[];
   seconds: number;
-  stats?: { seconds: number; sourceMb: number; mbPerSecond: number; peakRssMb: number };
+  stats?: { seconds: number; cpuSeconds: number; sourceMb: number; mbPerSecond: number; mbPerCpuSecond: number; peakRssMb: number };
 }
 
 export async function runMine(repo: string, options: MineCommandOptions): Promise<MineCommandResult> {
   const started = performance.now();
+  const cpuStart = process.cpuUsage();
   const mine: MineOptionsInput = {
     filters: { maxFileBytes: options.maxFileBytes },
     examples: { seed: options.seed, fimRate: options.fimRate },
@@ -134,11 +135,17 @@ export async function runMine(repo: string, options: MineCommandOptions): Promis
   }
   result.seconds = (performance.now() - started) / 1000;
   if (options.stats) {
+    // Source bytes read from git (kept or excluded by content); CPU time of this process, which
+    // tells the pipeline's cost apart from waiting on a busy machine.
     const sourceMb = result.bytes.read / 1e6;
+    const cpu = process.cpuUsage(cpuStart);
+    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
     result.stats = {
       seconds: result.seconds,
+      cpuSeconds,
       sourceMb,
       mbPerSecond: sourceMb / result.seconds,
+      mbPerCpuSecond: sourceMb / cpuSeconds,
       peakRssMb: process.resourceUsage().maxRSS / 1024,
     };
   }

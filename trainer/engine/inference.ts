@@ -339,6 +339,7 @@ export class KvCacheSession {
   private readonly oneToken = new BigInt64Array(1);
   private readonly onePosition = new BigInt64Array(1);
   private readonly decodeSplit = new BigInt64Array(2);
+  private tail: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly cfg: ModelConfig,
@@ -402,7 +403,21 @@ export class KvCacheSession {
    * Runs `tokens` after the cached ones and returns the logits of the last one: a view that the
    * next call overwrites (copy it to keep it).
    */
-  async append(tokens: ArrayLike<number>): Promise<Float32Array> {
+  append(tokens: ArrayLike<number>): Promise<Float32Array> {
+    return this.exclusive(() => this.appendNow(tokens));
+  }
+
+  /**
+   * Runs one operation at a time: run() starts the native call on a later tick, and the feeds
+   * share scratch buffers, so a score call must not slip between a generation's feeds and its run.
+   */
+  private exclusive<T>(operation: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(operation);
+    this.tail = result.then(() => undefined, () => undefined);
+    return result;
+  }
+
+  private async appendNow(tokens: ArrayLike<number>): Promise<Float32Array> {
     const total = tokens.length;
     if (total === 0) throw new Error('append needs at least one token');
     this.checkRoom(this.cache, total);
@@ -424,7 +439,11 @@ export class KvCacheSession {
    * −log p(tokens[i + 1] | tokens[0..i]), length tokens.length − 1. Runs in chunks over its own
    * cache; the generation cache is untouched.
    */
-  async nll(tokens: ArrayLike<number>, options: NllOptions = {}): Promise<Float32Array> {
+  nll(tokens: ArrayLike<number>, options: NllOptions = {}): Promise<Float32Array> {
+    return this.exclusive(() => this.nllNow(tokens, options));
+  }
+
+  private async nllNow(tokens: ArrayLike<number>, options: NllOptions): Promise<Float32Array> {
     const n = tokens.length;
     if (n < 2) throw new Error(`scoring needs at least 2 tokens, got ${n}`);
     if (n > this.maxContext) throw new Error(`a scoring window of ${n} tokens exceeds the model's limit of ${this.maxContext}`);

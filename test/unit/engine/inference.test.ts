@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import * as ort from 'onnxruntime-node';
 import { Graph } from '../../../trainer/graph/graph';
+import { Generator } from '../../../trainer/engine/generate';
 import { KvCacheSession } from '../../../trainer/engine/inference';
 import { buildForward } from '../../../trainer/engine/llama';
 import { argmax } from '../../../trainer/engine/sampling';
@@ -187,6 +188,18 @@ describe('engine/inference KvCacheSession', () => {
     session.setAdapter(undefined);
     session.truncate(prompt.length - 1);
     assert.ok(maxAbsDiff(await session.append(prompt.slice(-1)), before) < 1e-5, 'scoring must not touch the generation cache');
+
+    // Generation and scoring started together (as the worker may receive them) do not disturb each other.
+    const generator = new Generator(session);
+    generator.reset();
+    const alone = await generator.generate(prompt, { maxTokens: 10, vocabSize: vocabLimit });
+    generator.reset();
+    const [together, nllTogether] = await Promise.all([
+      generator.generate(prompt, { maxTokens: 10, vocabSize: vocabLimit }),
+      session.nll(tokens, { base: true, chunkTokens: 5 }),
+    ]);
+    assert.deepEqual(together.tokens, alone.tokens);
+    assert.ok(maxAbsDiff(nllTogether, base) < 1e-4, 'NLL computed alongside a generation');
 
     await assert.rejects(session.nll([1]), /at least 2 tokens/);
     await assert.rejects(session.nll([1, vocabLimit]), new RegExp(`token id ${vocabLimit} at position 1 is outside the vocabulary \\(${vocabLimit} ids\\)`));

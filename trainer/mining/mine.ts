@@ -19,7 +19,7 @@ import { GitRepository, type TreeEntry } from './git';
 import { fileExtension, languageForPath, languageForShebang, type LanguageSpec } from './languages';
 import { scanSecrets, type SecretKind } from './secrets';
 import { DEFAULT_SPLIT_OPTIONS, temporalSplit, type SplitOptions } from './split';
-import { indexSyntax, type Chunk, type SyntaxIndex } from './syntax';
+import { indexSyntax, parserFor, type Chunk, type SyntaxIndex } from './syntax';
 
 export interface MineOptions {
   filters: FilterOptions;
@@ -250,6 +250,8 @@ export async function mineRepository(
         exclude(verdict.kind);
         continue;
       }
+      // A grammar that cannot load is a broken install: fail once, clearly, not per file.
+      await parserFor(language);
       let syntax: SyntaxIndex | null = null;
       try {
         syntax = await indexSyntax(text, language);

@@ -3,6 +3,7 @@
 // One parse per file yields its chunks (functions, methods, classes with byte ranges) and the
 // spans of its named nodes, which the example builder uses to cut FIM middles at AST boundaries.
 
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Language, Parser } from 'web-tree-sitter';
 import { type ChunkKind, type LanguageSpec } from './languages';
@@ -38,14 +39,36 @@ let initialised: Promise<void> | undefined;
 const languages = new Map<string, Promise<Language>>();
 const parsers = new Map<string, Parser>();
 
-function grammarDirectory(): string {
-  return path.join(path.dirname(require.resolve('@vscode/tree-sitter-wasm/package.json')), 'wasm');
+// Where the .wasm files are. In a checkout: the npm packages. A bundle (the extension, dist/)
+// may ship them in one folder instead: setTreeSitterDirectory(dir), IDIOM_TREE_SITTER_DIR, or
+// a `tree-sitter/` folder next to the bundle, holding web-tree-sitter.wasm and the grammars.
+let treeSitterDirectory: string | undefined;
+
+export function setTreeSitterDirectory(directory: string): void {
+  treeSitterDirectory = directory;
+}
+
+function locateWasm(file: string, packageFile: () => string): string {
+  for (const directory of [treeSitterDirectory, process.env.IDIOM_TREE_SITTER_DIR, path.join(__dirname, 'tree-sitter')]) {
+    if (directory && fs.existsSync(path.join(directory, file))) return path.join(directory, file);
+  }
+  try {
+    return packageFile();
+  } catch {
+    throw new Error(`tree-sitter file ${file} not found (install @vscode/tree-sitter-wasm and web-tree-sitter, or set IDIOM_TREE_SITTER_DIR)`);
+  }
+}
+
+function grammarPath(grammar: string): string {
+  return locateWasm(grammar, () =>
+    path.join(path.dirname(require.resolve('@vscode/tree-sitter-wasm/package.json')), 'wasm', grammar),
+  );
 }
 
 async function initialise(): Promise<void> {
   initialised ??= Parser.init({
     locateFile: (file: string) =>
-      file.endsWith('.wasm') ? require.resolve('web-tree-sitter/web-tree-sitter.wasm') : file,
+      file.endsWith('.wasm') ? locateWasm('web-tree-sitter.wasm', () => require.resolve('web-tree-sitter/web-tree-sitter.wasm')) : file,
   });
   return initialised;
 }
@@ -54,8 +77,8 @@ async function loadLanguage(spec: LanguageSpec): Promise<Language> {
   await initialise();
   let language = languages.get(spec.grammar);
   if (!language) {
-    const file = path.join(grammarDirectory(), spec.grammar);
-    language = Language.load(file).catch((error: unknown) => {
+    language = Promise.resolve()
+      .then(() => Language.load(grammarPath(spec.grammar))).catch((error: unknown) => {
       languages.delete(spec.grammar);
       throw new Error(`cannot load tree-sitter grammar ${spec.grammar}: ${(error as Error).message}`);
     });

@@ -82,8 +82,13 @@ export interface ForwardGraph {
   tokens: Value;
   /** Input 'position_ids', int64 [B, T]. */
   positions: Value;
-  /** [B, T, V] */
-  logits: Value;
+  /**
+   * [B, T, V]. Built on first read: ORT runs every node, so a caller that applies lm_head itself
+   * (the training graph, in row chunks) never reads this and never pays for the full product.
+   */
+  readonly logits: Value;
+  /** lm_head's weight [V, D] (embed_tokens when tied): initializer, or input when trainable. */
+  lmHeadWeight: Value;
   /** [B, T, D], after the final norm. */
   hidden: Value;
   /** HF weight name → graph input, for trainable weights. */
@@ -316,6 +321,16 @@ export function buildForward(
   }
   const hidden = norm(x, table.get(FINAL_NORM_WEIGHT));
   const head = table.get(cfg.tieWordEmbeddings ? EMBED_TOKENS_WEIGHT : LM_HEAD_WEIGHT);
-  const logits = op.fusedMatmul(hidden, head, { transB: true }); // [B, T, V]
-  return { tokens, positions, logits, hidden, weightInputs: table.inputs, loraInputs };
+  let logits: Value | undefined;
+  return {
+    tokens,
+    positions,
+    get logits() {
+      return (logits ??= op.fusedMatmul(hidden, head, { transB: true })); // [B, T, V]
+    },
+    lmHeadWeight: head,
+    hidden,
+    weightInputs: table.inputs,
+    loraInputs,
+  };
 }

@@ -20,6 +20,18 @@ export interface GradientOptions {
 export function gradients(graph: Graph, loss: Value, wrt: readonly Value[], options: GradientOptions = {}): Map<Value, Value> {
   if (loss.graph !== graph) throw new Error(`gradients: loss ${loss.name} belongs to another graph`);
   if (!isFloat(loss.dtype)) throw new Error(`gradients: loss ${loss} must be a float tensor`);
+  return gradientsFromSeeds(graph, [{ value: loss, seed: options.seed ?? onesLike(graph, loss) }], wrt);
+}
+
+/**
+ * Vector-Jacobian products from several starting points at once: Σ over `seeds` of
+ * seed · d(value)/d(w), for each w of `wrt` (e.g. a loss computed in chunks, each chunk with its
+ * own analytic gradient).
+ */
+export function gradientsFromSeeds(graph: Graph, seeds: readonly { value: Value; seed: Value }[], wrt: readonly Value[]): Map<Value, Value> {
+  for (const { value } of seeds) {
+    if (value.graph !== graph) throw new Error(`gradients: ${value.name} belongs to another graph`);
+  }
   for (const w of wrt) {
     if (w.graph !== graph) throw new Error(`gradients: ${w.name} belongs to another graph`);
     if (!isFloat(w.dtype)) throw new Error(`gradients: cannot differentiate with respect to ${w} (not a float tensor)`);
@@ -49,8 +61,7 @@ export function gradients(graph: Graph, loss: Value, wrt: readonly Value[], opti
     return list[0];
   };
 
-  const seed = options.seed ?? onesLike(graph, loss);
-  contribute(loss, seed);
+  for (const { value, seed } of seeds) contribute(value, seed);
 
   for (let i = forwardNodes.length - 1; i >= 0; i--) {
     const node = forwardNodes[i];

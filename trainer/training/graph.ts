@@ -1,4 +1,4 @@
-import { gradients } from '../graph/autodiff';
+import { gradientsFromSeeds } from '../graph/autodiff';
 import { Graph, Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import { FloatDType, buildForward } from '../engine/llama';
@@ -6,7 +6,7 @@ import { ModelConfig } from '../model/config';
 import { HostTensor } from '../tensor';
 import { AdamWOptions, DEFAULT_ADAMW, appendAdamW } from './adamw';
 import { LoraOptions, loraScaling, validateLora } from './lora';
-import { causalLmLoss } from './loss';
+import { causalLmLoss, lossRowsPerChunk } from './loss';
 
 // The training graph: forward (trainer/engine/llama.ts) → masked causal LM loss → autodiff for
 // the trainable set only → grad-norm clipping → AdamW, all in one graph, so a step is one
@@ -26,6 +26,8 @@ export interface TrainingGraphOptions {
   exposeGradients?: boolean;
   /** Fused RMSNorm/RoPE/SiLU kernels in the forward (float32 only). Default: on for float32. */
   fusedKernels?: boolean;
+  /** Tokens per lm_head + loss chunk; default: logits of about 16 MB per chunk. */
+  lossRowsPerChunk?: number;
 }
 
 /** Graph input/output names. */
@@ -56,7 +58,7 @@ export interface TrainingGraph {
   graph: Graph;
   trainable: TrainableTensor[];
   vocabSize: number;
-  options: Required<Omit<TrainingGraphOptions, 'exposeGradients' | 'fusedKernels'>> & { optimizer: AdamWOptions; exposeGradients: boolean };
+  options: Required<Omit<TrainingGraphOptions, 'exposeGradients' | 'fusedKernels' | 'lossRowsPerChunk'>> & { optimizer: AdamWOptions; exposeGradients: boolean };
 }
 
 export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: TrainingGraphOptions): TrainingGraph {
@@ -82,7 +84,8 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string
   const learningRate = graph.input(TRAIN_IO.learningRate, dtype, []);
   const step = graph.input(TRAIN_IO.step, dtype, []);
 
-  const { loss, count, logitsGradient } = graph.scope('loss', () => causalLmLoss(forward.logits, targets, mask));
+  const rowsPerChunk = options.lossRowsPerChunk ?? lossRowsPerChunk(cfg.vocabSize, dtype === 'float64' ? 8 : 4);
+  const { loss, count, seeds } = graph.scope('loss', () => causalLmLoss(forward.hidden, forward.lmHeadWeight, targets, mask, { rowsPerChunk }));
 
   const params: { name: string; value: Value; decay: boolean }[] = [];
   if (set.method === 'lora') {
@@ -94,13 +97,12 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string
     for (const [name, value] of forward.weightInputs) params.push({ name, value, decay: value.rank >= 2 });
   }
 
-  // Backward from the logits, seeded with the loss's own gradient (see causalLmLoss).
+  // Backward from each chunk's logits, seeded with the loss's own gradient (see causalLmLoss).
   const grads = graph.scope('backward', () =>
-    gradients(
+    gradientsFromSeeds(
       graph,
-      forward.logits,
+      seeds,
       params.map((p) => p.value),
-      { seed: logitsGradient },
     ),
   );
   const moments = params.map((p) => ({
@@ -154,7 +156,10 @@ export function buildEvaluationGraph(cfg: ModelConfig, weights: ReadonlyMap<stri
   });
   const targets = graph.input(TRAIN_IO.targets, 'int64', [B, T]);
   const mask = graph.input(TRAIN_IO.lossMask, dtype, [B, T]);
-  const { loss, count } = graph.scope('loss', () => causalLmLoss(forward.logits, targets, mask, false));
+  const rowsPerChunk = options.lossRowsPerChunk ?? lossRowsPerChunk(cfg.vocabSize, dtype === 'float64' ? 8 : 4);
+  const { loss, count } = graph.scope('loss', () =>
+    causalLmLoss(forward.hidden, forward.lmHeadWeight, targets, mask, { rowsPerChunk, withGradient: false }),
+  );
   graph.output(loss, TRAIN_IO.loss);
   graph.output(count, TRAIN_IO.tokenCount);
   const inputs =

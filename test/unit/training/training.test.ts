@@ -133,30 +133,32 @@ describe('training graph', () => {
     await session.release();
   });
 
-  it('the loss is the masked mean NLL of the forward logits', async () => {
-    const tokens = tokenRows(2);
-    const mask = Array.from({ length: B * T }, (_, i) => (i % 3 === 1 ? 0 : i % 5 === 0 ? 0.5 : 1));
-    const session = await TrainingSession.create(cfg, weights, { trainable: { method: 'full' }, batch: B, seqLen: T, threads: 1 });
-    const { loss, tokens: counted } = await session.step({ tokens, lossMask: mask }, 0);
-    const z = await logits(tokens);
-    const V = cfg.vocabSize;
-    let total = 0;
-    let count = 0;
-    for (let b = 0; b < B; b++) {
-      for (let t = 0; t < T; t++) {
-        const row = z.subarray((b * T + t) * V, (b * T + t + 1) * V);
-        const max = Math.max(...row);
-        let sum = 0;
-        for (const x of row) sum += Math.exp(x - max);
-        const target = tokens[b * (T + 1) + t + 1];
-        total += mask[b * T + t] * -(row[target] - max - Math.log(sum));
-        count += mask[b * T + t];
+  for (const lossRowsPerChunk of [undefined, 5]) {
+    it(`the loss is the masked mean NLL of the forward logits (${lossRowsPerChunk ? 'loss in chunks' : 'one chunk'})`, async () => {
+      const tokens = tokenRows(2);
+      const mask = Array.from({ length: B * T }, (_, i) => (i % 3 === 1 ? 0 : i % 5 === 0 ? 0.5 : 1));
+      const session = await TrainingSession.create(cfg, weights, { trainable: { method: 'full' }, batch: B, seqLen: T, threads: 1, lossRowsPerChunk });
+      const { loss, tokens: counted } = await session.step({ tokens, lossMask: mask }, 0);
+      const z = await logits(tokens);
+      const V = cfg.vocabSize;
+      let total = 0;
+      let count = 0;
+      for (let b = 0; b < B; b++) {
+        for (let t = 0; t < T; t++) {
+          const row = z.subarray((b * T + t) * V, (b * T + t + 1) * V);
+          const max = Math.max(...row);
+          let sum = 0;
+          for (const x of row) sum += Math.exp(x - max);
+          const target = tokens[b * (T + 1) + t + 1];
+          total += mask[b * T + t] * -(row[target] - max - Math.log(sum));
+          count += mask[b * T + t];
+        }
       }
-    }
-    assert.ok(Math.abs(counted - count) < 1e-6);
-    assert.ok(Math.abs(loss - total / count) < 1e-5 * (total / count), `loss ${loss}, reference ${total / count}`);
-    await session.release();
-  });
+      assert.ok(Math.abs(counted - count) < 1e-6);
+      assert.ok(Math.abs(loss - total / count) < 1e-5 * (total / count), `loss ${loss}, reference ${total / count}`);
+      await session.release();
+    });
+  }
 
   for (const method of ['lora', 'full'] as const) {
     it(`${method}: gradients of the whole model match finite differences (float64)`, async () => {
@@ -168,6 +170,7 @@ describe('training graph', () => {
         threads: 1,
         dtype: 'float64',
         exposeGradients: true,
+        lossRowsPerChunk: 5, // 12 rows: chunks of 5, 5 and 2
       });
       const start = method === 'lora' ? randomLike(session.getTrainable(), 9, 0.3) : session.getTrainable();
       session.setTrainable(start);

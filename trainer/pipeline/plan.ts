@@ -52,14 +52,15 @@ export function chooseShape(cfg: ModelConfig, budgetTokens: number): Shape {
 
 /**
  * A rough training speed before anything ran: matrix-product FLOPs per token (forward 2N, input
- * gradients 2N, weight gradients 2N for full; attention 12·L·T·D) at an assumed 60 GFLOP/s per
- * thread (about a third of these CPUs' one-thread MatMul peak). Only sizes the shape; the step
- * count comes from a measurement.
+ * gradients 2N, weight gradients 2N for full; attention 12·L·T·D) at an assumed 10 GFLOP/s per
+ * thread: what small models reached on a shared 2-core machine (elementwise work and the loss
+ * dominate them; large models do better, and then get a smaller batch than they could afford).
+ * Only sizes the shape; the step count comes from a measurement.
  */
 export function estimateTokensPerSecond(cfg: ModelConfig, method: 'lora' | 'full', seqLen: number, threads: number): number {
   const parameters = countParameters(cfg);
   const perToken = (method === 'full' ? 6 : 4) * parameters + 12 * cfg.numLayers * seqLen * cfg.hiddenSize;
-  return (60e9 * Math.max(1, threads)) / perToken;
+  return (10e9 * Math.max(1, threads)) / perToken;
 }
 
 export interface Schedule {

@@ -147,6 +147,7 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
 
   const repoStart = path.resolve(options.repo);
   if (!fs.existsSync(repoStart) || !fs.statSync(repoStart).isDirectory()) throw new Error(`${repoStart}: no such repository folder`);
+  assertGitRepository(repoStart);
   const repoRoot = findRepoRoot(repoStart);
   const baseDir = resolveBaseDir(options.base);
   const config = loadModelConfig(baseDir);
@@ -201,6 +202,34 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
     run = RunFolder.create(stagingDir, info);
   }
 
+  const createdNow = !options.resume || run.loadCheckpoint() === null;
+  try {
+    return await trainInRun(run, info, { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode });
+  } catch (error) {
+    // A run that failed before its first checkpoint (bad data, no examples) leaves nothing behind.
+    if (createdNow && !(error instanceof TrainingCancelledError) && run.loadCheckpoint() === null) run.remove();
+    throw error;
+  }
+}
+
+interface RunContext {
+  options: TrainRepositoryOptions;
+  emit: (event: TrainEvent) => void;
+  signal: AbortSignal | undefined;
+  config: ModelConfig;
+  tokenizer: Tokenizer;
+  tokenizerSha256: string;
+  baseDir: string;
+  baseSha256: string;
+  repoRoot: string;
+  repoStart: string;
+  registry: Registry;
+  method: 'lora' | 'full';
+  mode: Mode;
+}
+
+async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): Promise<TrainRepositoryResult> {
+  const { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode } = context;
   // ---- mine + tokenise (kept in the run folder, so a resumed run trains on the same rows) ------
   let reader = openDataset(run.datasetPath, tokenizerSha256);
   let datasetSummary: { files: number; excluded: Record<string, number>; secretsExcluded: number; dirty: boolean } | null = null;
@@ -671,6 +700,14 @@ function modelName(dir: string): string {
     // fall through to the folder name
   }
   return path.basename(path.resolve(dir)) || os.hostname();
+}
+
+function assertGitRepository(folder: string): void {
+  try {
+    execFileSync('git', ['rev-parse', '--is-inside-work-tree'], { cwd: folder, stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    throw new Error(`not a git repository: ${folder} (Idiom mines the files git tracks; run \`git init\` and commit first)`);
+  }
 }
 
 function checkBudget(budget: Budget): void {

@@ -1,4 +1,6 @@
+import * as fs from 'node:fs';
 import type { Command } from 'commander';
+import { parseModelConfig } from '../../model/config';
 import { benchInfer } from '../../bench/infer';
 import { benchTrain } from '../../bench/train';
 
@@ -19,6 +21,34 @@ function printJson(result: Record<string, unknown>): void {
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
+interface BenchTrainCliOptions {
+  threads: number;
+  steps: number;
+  warmup: number;
+  method: string;
+  batch: number;
+  seq: number;
+  modelConfig?: string;
+  profile?: string;
+  quiet?: boolean;
+}
+
+function readModelConfig(file: string) {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new Error(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${file}: invalid JSON (${(error as Error).message})`);
+  }
+  return parseModelConfig(json, file);
+}
+
 export function registerBenchCommand(program: Command): void {
   const bench = program.command('bench').description('speed benchmarks (JSON on stdout)');
 
@@ -29,10 +59,13 @@ export function registerBenchCommand(program: Command): void {
     .option('--steps <n>', 'timed steps', positiveInt('--steps'), 5)
     .option('--warmup <n>', 'warm-up steps', positiveInt('--warmup'), 2)
     .option('--method <method>', 'lora or full', 'lora')
+    .option('--batch <n>', 'rows per step', positiveInt('--batch'), 8)
+    .option('--seq <n>', 'tokens per row', positiveInt('--seq'), 256)
+    .option('--model-config <file>', 'a Hugging Face config.json to bench instead of the reference shape (random weights)')
     .option('--profile <prefix>', "write ONNX Runtime's per-node profile of the training session to <prefix>_*.json")
     .option('--json', 'print JSON (always on)', true)
     .option('--quiet', 'no progress lines on stderr')
-    .action(async (opts: { threads: number; steps: number; warmup: number; method: string; profile?: string; quiet?: boolean }) => {
+    .action(async (opts: BenchTrainCliOptions) => {
       if (opts.method !== 'lora' && opts.method !== 'full') throw new Error(`--method must be lora or full, got "${opts.method}"`);
       printJson(
         await benchTrain({
@@ -40,6 +73,9 @@ export function registerBenchCommand(program: Command): void {
           steps: opts.steps,
           warmupSteps: opts.warmup,
           method: opts.method,
+          batch: opts.batch,
+          seqLen: opts.seq,
+          config: opts.modelConfig ? readModelConfig(opts.modelConfig) : undefined,
           profilePrefix: opts.profile,
           log: opts.quiet ? undefined : log,
         }),

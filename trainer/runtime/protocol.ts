@@ -6,6 +6,11 @@ export interface Request {
   args: unknown[];
 }
 
+/** What EngineWorker.start passes to the worker thread. */
+export interface WorkerData {
+  stopFlag: Int32Array;
+}
+
 export type Response = { id: number; result: unknown } | { id: number; error: { message: string; stack?: string } };
 
 /** The ArrayBuffers under a result (typed arrays of tensors), so they move instead of copying. */

@@ -72,4 +72,20 @@ describe('engine worker', () => {
     await rejected;
     await assert.rejects(worker.call('ping'), /terminated/);
   });
+
+  it('terminating in the middle of a native run waits for it instead of aborting the process', async () => {
+    // Before the fix, worker.terminate() during run() aborted the whole process (rc 134).
+    for (let i = 0; i < 5; i++) {
+      const doomed = EngineWorker.start();
+      const { id } = await doomed.call('createSession', slowModel(256, 40), { threads: 1 });
+      const feed = () => ({ x: { dtype: 'float32' as const, shape: [256, 256], data: new Float32Array(256 * 256) } });
+      const runs = [doomed.call('runSession', id, feed()), doomed.call('runSession', id, feed())];
+      await new Promise((resolve) => setTimeout(resolve, 5 + i * 5));
+      await doomed.terminate();
+      for (const outcome of await Promise.allSettled(runs)) {
+        if (outcome.status === 'rejected') assert.match(String(outcome.reason), /terminated/);
+      }
+      await assert.rejects(doomed.call('ping'), /terminated/);
+    }
+  });
 });

@@ -73,6 +73,10 @@ export interface AdapterSummary {
   parent: string | null;
   metrics: { base: EvalMetrics | null; adapter: EvalMetrics | null } | null;
   training: { method: string; backend: string; device: string; steps: number; tokens: number; seconds: number } | null;
+  /** Every mode it is active for. */
+  activeModes?: Mode[];
+  /** Why the adapter folder is unusable (unreadable manifest …); the other fields are then best effort. */
+  problem?: string;
 }
 
 export interface TrainingProgress {
@@ -92,26 +96,38 @@ export interface StatusResult {
   trusted: boolean;
   /** One line a person reads: what the server is doing, or why it cannot complete. */
   message: string;
+  /** Set when the adapter active for this mode cannot be loaded (the base model serves meanwhile). */
+  adapterProblem?: string | null;
 }
 
 export interface TrainParams {
   /** Repository root; defaults to the first workspace folder. */
   root?: string;
   minutes?: number;
+  /** A token budget instead of minutes (small test runs). */
+  tokens?: number;
   method?: 'lora' | 'full';
   lora?: { r: number; alpha: number; targets: string[] };
   device?: Device;
   /** Activate the new adapter even if it does not beat the current one on the held-out split. */
   force?: boolean;
-  /** LSP work-done progress token created by the client (`window/workDoneProgress/create`). */
+  /** Compute threads for training (default: every core). */
+  threads?: number;
+  seed?: number;
+  /** LSP work-done progress token chosen by the client; without one the server creates its own (`window/workDoneProgress/create`). */
   workDoneToken?: ProgressToken;
 }
 
 export interface TrainResult {
   adapter: AdapterSummary;
   activated: boolean;
+  /** One line: which held-out losses were compared and why the adapter was (not) activated. */
+  reason: string;
   tokens: number;
   seconds: number;
+  steps: number;
+  /** The HTML training report, when written. */
+  report: string | null;
 }
 
 export interface AdaptersParams {
@@ -147,6 +163,10 @@ export const IdiomErrorCodes = {
   untrusted: -32002,
   noWorkspace: -32003,
   busy: -32004,
+  trainingFailed: -32005,
+  noModel: -32006,
+  /** LSP's RequestCancelled: the training run was cancelled (its checkpoint is kept). */
+  cancelled: -32800,
   invalidParams: -32602,
 } as const;
 

@@ -1,6 +1,6 @@
 // The language server: LSP 3.18 inline completions plus the `idiom/*` methods of protocol.ts.
 // The only code (with main.ts) that speaks LSP; the pipeline stages live in completion/, context/
-// and model/.
+// and model/ (base model, adapters), training runs in a child process (training/).
 
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,14 +8,19 @@ import {
   ResponseError,
   TextDocuments,
   TextDocumentSyncKind,
+  type CancellationToken,
   type Connection,
   type InitializeParams,
   type InitializeResult,
   type InlineCompletionItem,
+  type WorkDoneProgressReporter,
 } from 'vscode-languageserver';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { CompletionProvider, type CompletionDocument } from './completion/provider';
 import { similarSnippets, type SnippetSource } from './context/snippets';
+import type { Projection } from '../trainer/model/config';
+import type { Registry } from '../trainer/registry/registry';
+import { oneLine, RepositoryAdapters } from './model/adapters';
 import { loadModel, type LoadedModel } from './model/host';
 import {
   ActivateRequest,
@@ -32,9 +37,18 @@ import {
   type ConfigurationSettings,
   type IdiomSettings,
   type InitializationOptions,
+  type AdaptersResult,
+  type Mode,
   type ServerState,
+  type StatusResult,
+  type TrainingProgress,
+  type TrainParams,
+  type TrainResult,
 } from './protocol';
 import { StatusBoard } from './status';
+import { TrainJob } from './training/job';
+import type { TrainJobOptions } from './training/messages';
+import { percentageOf, progressAfter } from './training/progress';
 
 /** Lines around the cursor that pick the repository context snippets. */
 const snippetQueryLines = 20;
@@ -57,13 +71,18 @@ export class IdiomServer {
   private defaultModelPath = '';
   private trusted = true;
   private workspaceRoots: string[] = [];
+  private adapters: RepositoryAdapters | null = null;
   private model: LoadedModel | null = null;
   private loadedModelPath: string | null = null;
+  /** The state of the model alone (what the status shows when not training and enabled). */
+  private modelState: ServerState = 'starting';
+  private training: { job: TrainJob; progress: TrainingProgress | null } | null = null;
+  /** Model loads and adapter switches, one after the other. */
   private loading: Promise<void> = Promise.resolve();
 
   constructor(private readonly connection: Connection) {
     this.status = new StatusBoard(
-      { state: 'starting', mode: 'complete', model: null, adapter: null, training: null, trusted: true, message: 'starting' },
+      { state: 'starting', mode: 'complete', model: null, adapter: null, training: null, trusted: true, message: 'starting', adapterProblem: null },
       (status) => void connection.sendNotification(StatusNotification, status).catch(() => undefined),
     );
     this.completions = new CompletionProvider(
@@ -86,12 +105,15 @@ export class IdiomServer {
     connection.onInitialized(() => this.reloadModel());
     connection.onDidChangeConfiguration((change) => {
       const settings = (change.settings as ConfigurationSettings | null | undefined)?.idiom;
+      const previousMode = this.settings.mode;
       this.settings = mergeSettings(this.settings, settings);
-      this.status.update({ mode: this.settings.mode, state: this.stateAfterSettings() });
+      this.status.update({ mode: this.settings.mode, state: this.displayedState() });
       this.reloadModel();
+      if (this.settings.mode !== previousMode) this.reloadAdapter();
     });
     connection.onShutdown(async () => {
       this.completions.inflight.abortAll('shutting down');
+      this.training?.job.cancel();
       await this.model?.dispose();
     });
 
@@ -116,22 +138,28 @@ export class IdiomServer {
       if (!params || !modes.includes(params.mode)) {
         throw new ResponseError(IdiomErrorCodes.invalidParams, `unknown mode ${JSON.stringify(params?.mode)}; expected one of ${modes.join(', ')}`);
       }
+      const changed = params.mode !== this.settings.mode;
       this.settings = { ...this.settings, mode: params.mode };
       this.status.update({ mode: params.mode });
+      if (changed) this.reloadAdapter();
       return this.status.current;
     });
-    connection.onRequest(TrainRequest, () => {
-      if (!this.trusted) throw new ResponseError(IdiomErrorCodes.untrusted, 'training is disabled in an untrusted workspace');
-      if (this.workspaceRoots.length === 0) throw new ResponseError(IdiomErrorCodes.noWorkspace, 'open a folder to train on its repository');
-      throw new ResponseError(IdiomErrorCodes.notAvailable, 'training is not available in this build yet (`idiom train` is not implemented)');
+    connection.onRequest(TrainRequest, (params, token) => this.train(params ?? {}, token));
+    connection.onRequest(CancelTrainingRequest, () => {
+      if (!this.training) return { cancelled: false };
+      this.training.job.cancel();
+      return { cancelled: true };
     });
-    connection.onRequest(CancelTrainingRequest, () => ({ cancelled: false }));
-    const noRegistry = () => {
-      throw new ResponseError(IdiomErrorCodes.notAvailable, 'the adapter registry is not available in this build yet');
-    };
-    connection.onRequest(AdaptersRequest, noRegistry);
-    connection.onRequest(ActivateRequest, noRegistry);
-    connection.onRequest(RollbackRequest, noRegistry);
+    connection.onRequest(AdaptersRequest, async (params) => ({ adapters: await this.requireAdapters(params?.root).list() }));
+    connection.onRequest(ActivateRequest, async (params) => {
+      if (!params || typeof params.id !== 'string') throw new ResponseError(IdiomErrorCodes.invalidParams, 'idiom/activate needs { id, mode? }');
+      const mode = this.modeParam(params.mode);
+      return this.changeRegistry(mode, (registry) => registry.activate(params.id, mode, { reason: 'activated from the editor' }));
+    });
+    connection.onRequest(RollbackRequest, async (params) => {
+      const mode = this.modeParam(params?.mode);
+      return this.changeRegistry(mode, (registry) => registry.rollback(mode, { reason: 'rolled back from the editor' }));
+    });
   }
 
   private initialize(params: InitializeParams): InitializeResult {
@@ -139,10 +167,10 @@ export class IdiomServer {
     this.settings = mergeSettings(defaultSettings, options.settings);
     this.defaultModelPath = typeof options.defaultModelPath === 'string' ? options.defaultModelPath : '';
     this.trusted = options.trusted !== false;
-    this.workspaceRoots = (params.workspaceFolders ?? [])
-      .map((folder) => folder.uri)
-      .filter((uri) => uri.startsWith('file:'))
-      .map((uri) => fileURLToPath(uri));
+    const folders = (params.workspaceFolders ?? []).map((folder) => folder.uri);
+    if (folders.length === 0 && params.rootUri) folders.push(params.rootUri);
+    this.workspaceRoots = folders.filter((uri) => uri.startsWith('file:')).map((uri) => fileURLToPath(uri));
+    this.adapters = this.workspaceRoots.length > 0 ? RepositoryAdapters.forFolder(this.workspaceRoots[0]) : null;
     this.status.update({ mode: this.settings.mode, trusted: this.trusted });
     return {
       capabilities: {
@@ -153,6 +181,8 @@ export class IdiomServer {
     };
   }
 
+  // ---- model and adapter ---------------------------------------------------------------------
+
   /** The base model directory the settings ask for: a custom one only in a trusted workspace. */
   private modelPath(): string {
     const custom = this.settings.baseModelPath.trim();
@@ -162,10 +192,15 @@ export class IdiomServer {
     return this.defaultModelPath;
   }
 
-  private stateAfterSettings(): ServerState {
+  private displayedState(): ServerState {
     if (!this.settings.enable) return 'disabled';
-    if (this.model) return 'ready';
-    return this.status.current.state === 'disabled' ? 'no-model' : this.status.current.state;
+    if (this.training) return 'training';
+    return this.modelState;
+  }
+
+  private setModelState(state: ServerState, change: Partial<StatusResult> = {}): void {
+    this.modelState = state;
+    this.status.update({ ...change, state: this.displayedState() });
   }
 
   /** Loads the configured base model unless it is already the one serving. Serialized. */
@@ -173,10 +208,16 @@ export class IdiomServer {
     this.loading = this.loading.then(() => this.loadConfiguredModel());
   }
 
+  /** Serves what is active for the current mode on the loaded base. Serialized after loads. */
+  private reloadAdapter(): Promise<void> {
+    this.loading = this.loading.then(() => this.loadServingAdapter());
+    return this.loading;
+  }
+
   private async loadConfiguredModel(): Promise<void> {
     const dir = this.modelPath();
-    if (dir === this.loadedModelPath && (this.model || this.status.current.state !== 'starting')) return;
-    this.status.update({ state: 'loading', message: dir === '' ? 'looking for a model' : `loading ${dir}` });
+    if (dir === this.loadedModelPath && this.modelState !== 'starting') return;
+    this.setModelState('loading', { message: dir === '' ? 'looking for a model' : `loading ${dir}` });
     this.completions.modelChanged();
     const previous = this.model;
     this.model = null;
@@ -185,19 +226,148 @@ export class IdiomServer {
     try {
       const result = await loadModel(dir);
       if (result.model) {
+        // Ready once what serves this mode is on: the first completion already uses the adapter.
+        const serving = await this.applyServingAdapter(result.model);
         this.model = result.model;
-        this.status.update({ state: this.settings.enable ? 'ready' : 'disabled', model: result.model.info, message: `serving ${result.model.info.name}` });
+        this.setModelState('ready', { model: result.model.info, ...serving });
       } else {
         this.logError(`no model: ${result.reason}`);
-        this.status.update({ state: this.settings.enable ? 'no-model' : 'disabled', model: null, message: `no model: ${result.reason}` });
+        this.setModelState('no-model', { model: null, adapter: null, message: `no model: ${result.reason}` });
       }
     } catch (error) {
       // A corrupt model costs one line in the log; the server keeps answering (with nothing).
-      const message = error instanceof Error ? error.message : String(error);
+      const message = oneLine(error);
       this.logError(`cannot load the base model: ${message}`);
-      this.status.update({ state: 'error', model: null, message: `cannot load the base model: ${message}` });
+      this.setModelState('error', { model: null, adapter: null, message: `cannot load the base model: ${message}` });
     }
   }
+
+  private async loadServingAdapter(): Promise<void> {
+    const model = this.model;
+    if (!model) return;
+    this.status.update(await this.applyServingAdapter(model));
+  }
+
+  /** Puts what is active for the current mode on `model` (the base when it cannot load); the status fields to show. */
+  private async applyServingAdapter(model: LoadedModel): Promise<Pick<StatusResult, 'adapter' | 'adapterProblem' | 'message'>> {
+    const mode = this.settings.mode;
+    // A repository's .idiom/ is content of that repository: untrusted, it never reaches the engine.
+    const choice = this.adapters && this.trusted ? await this.adapters.servingFor(model, mode) : { weights: { kind: 'base' } as const, adapter: null, problem: null };
+    try {
+      await model.setWeights(choice.weights);
+    } catch (error) {
+      choice.problem = `cannot switch to adapter ${choice.adapter?.id ?? ''}: ${oneLine(error)}; serving the base model`;
+      choice.adapter = null;
+      await model.setWeights({ kind: 'base' }).catch(() => undefined);
+    }
+    this.completions.modelChanged();
+    if (choice.problem) this.logError(choice.problem);
+    const serving = choice.adapter ? `${model.info.name} + adapter ${choice.adapter.id}` : model.info.name;
+    return { adapter: choice.adapter, adapterProblem: choice.problem, message: choice.problem ?? `serving ${serving} (${mode})` };
+  }
+
+  // ---- registry ------------------------------------------------------------------------------
+
+  private requireAdapters(root: string | undefined): RepositoryAdapters {
+    if (typeof root === 'string' && root !== '') {
+      const adapters = RepositoryAdapters.forFolder(root);
+      return this.adapters && adapters.repoRoot === this.adapters.repoRoot ? this.adapters : adapters;
+    }
+    if (!this.adapters) throw new ResponseError(IdiomErrorCodes.noWorkspace, 'open a folder: adapters belong to a repository');
+    return this.adapters;
+  }
+
+  private modeParam(mode: unknown): Mode {
+    if (mode === undefined || mode === null) return this.settings.mode;
+    if (!modes.includes(mode as Mode)) throw new ResponseError(IdiomErrorCodes.invalidParams, `unknown mode ${JSON.stringify(mode)}; expected one of ${modes.join(', ')}`);
+    return mode as Mode;
+  }
+
+  /** Activation or rollback: the registry changes, then the server serves what is now active. */
+  private async changeRegistry(mode: Mode, change: (registry: Registry) => Promise<unknown>): Promise<AdaptersResult> {
+    if (!this.trusted) throw new ResponseError(IdiomErrorCodes.untrusted, 'adapters cannot be changed in an untrusted workspace');
+    const adapters = this.requireAdapters(undefined);
+    const registry = await adapters.registry(true);
+    try {
+      await change(registry!);
+    } catch (error) {
+      throw new ResponseError(IdiomErrorCodes.invalidParams, oneLine(error));
+    }
+    if (mode === this.settings.mode) await this.reloadAdapter();
+    return { adapters: await adapters.list() };
+  }
+
+  // ---- training ------------------------------------------------------------------------------
+
+  private async train(params: TrainParams, token: CancellationToken): Promise<TrainResult> {
+    if (!this.trusted) throw new ResponseError(IdiomErrorCodes.untrusted, 'training is disabled in an untrusted workspace');
+    const root = typeof params.root === 'string' && params.root !== '' ? params.root : this.workspaceRoots[0];
+    if (!root) throw new ResponseError(IdiomErrorCodes.noWorkspace, 'open a folder to train on its repository');
+    if (this.training) throw new ResponseError(IdiomErrorCodes.busy, 'a training run is already in progress (idiom/cancel stops it)');
+    const base = this.modelPath();
+    if (base === '') throw new ResponseError(IdiomErrorCodes.noModel, 'no base model to train (set idiom.baseModelPath)');
+    const device = params.device ?? this.settings.device;
+    const lora = params.lora ?? this.settings.lora;
+    const mode = this.settings.mode;
+    const options: TrainJobOptions = {
+      repo: root,
+      base,
+      method: params.method ?? 'lora',
+      budget: typeof params.tokens === 'number' ? { tokens: params.tokens } : { minutes: params.minutes ?? this.settings.training.minutes },
+      mode,
+      backend: device === 'cpu' ? 'ort' : device === 'gpu' ? 'torch' : 'auto',
+      force: params.force ?? false,
+      lora: { r: lora.r, alpha: lora.alpha, targets: lora.targets as Projection[] },
+      ...(params.threads ? { threads: params.threads } : {}),
+      ...(params.seed !== undefined ? { seed: params.seed } : {}),
+    };
+
+    const reporter: WorkDoneProgressReporter & { token?: CancellationToken } =
+      params.workDoneToken !== undefined ? this.connection.window.attachWorkDoneProgress(params.workDoneToken) : await this.connection.window.createWorkDoneProgress();
+    reporter.begin('Idiom: training on this repository', 0, 'starting', true);
+    let percentage = 0;
+    const job = TrainJob.start(options, (event) => {
+      if (event.type === 'log') this.connection.console.info(`training: ${event.message}`);
+      if (!this.training || this.training.job !== job) return;
+      const progress = progressAfter(this.training.progress, event);
+      if (!progress) return;
+      this.training.progress = progress;
+      percentage = percentageOf(progress, percentage);
+      reporter.report(percentage, progress.message);
+      this.status.update({ training: progress, message: `training: ${progress.message}` });
+    });
+    this.training = { job, progress: null };
+    this.status.update({ state: this.displayedState(), training: { phase: 'mining', message: 'starting', fraction: 0 }, message: `training on ${root}` });
+    const cancelListeners = [token.onCancellationRequested(() => job.cancel()), reporter.token?.onCancellationRequested(() => job.cancel())];
+
+    const outcome = await job.outcome;
+    for (const listener of cancelListeners) listener?.dispose();
+    this.training = null;
+    reporter.done();
+    this.status.update({ state: this.displayedState(), training: null, message: this.model ? `serving ${this.model.info.name}` : this.status.current.message });
+
+    if (outcome.kind === 'cancelled') {
+      this.connection.console.info(outcome.message);
+      throw new ResponseError(IdiomErrorCodes.cancelled, outcome.message);
+    }
+    if (outcome.kind === 'failed') {
+      const line = `training failed: ${outcome.message.replace(/\s*\n\s*/g, ' ')}`;
+      this.logError(line);
+      if (this.model) await this.reloadAdapter();
+      throw new ResponseError(IdiomErrorCodes.trainingFailed, line);
+    }
+    const result = outcome.result;
+    this.connection.console.info(`trained ${result.adapter.id}: ${result.promotionReason}`);
+    // The new adapter serves from the next completion on, without a restart.
+    if (this.model && mode === this.settings.mode) await this.reloadAdapter();
+    const adapters = RepositoryAdapters.forFolder(root);
+    const summary = (await adapters.summary(result.adapter.id)) ?? {
+      id: result.adapter.id, created: '', mode, active: result.activated, path: result.adapter.path, parent: null, metrics: null, training: null,
+    };
+    return { adapter: summary, activated: result.activated, reason: result.promotionReason, tokens: result.tokens, seconds: result.seconds, steps: result.steps, report: result.report };
+  }
+
+  // ---- context -------------------------------------------------------------------------------
 
   private snippetsFor(document: CompletionDocument): ReturnType<typeof similarSnippets> {
     const before = document.text.slice(0, document.offset).split('\n');

@@ -4,7 +4,11 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadModelConfig } from '../../trainer/model/config';
+import type { LoadedAdapter } from '../../trainer/adapters/peft';
+import { loraAdapterOf } from '../../trainer/adapters/peft';
+import type { AdapterMessage } from '../../trainer/engine/generation-handlers';
+import { stopTokenIds } from '../../trainer/engine/generation-handlers';
+import { loadModelConfig, type ModelConfig } from '../../trainer/model/config';
 import type { FimTokenIds, PromptTokenizer } from '../completion/prompt';
 import type { ModelInfo } from '../protocol';
 import { EngineWorker } from '../../trainer/runtime/client';
@@ -17,27 +21,49 @@ export interface GenerateOptions {
   onText?: (piece: string) => void;
 }
 
+/** What serves on top of the base: nothing, a LoRA adapter (a feed), or a full fine-tune (other weights). */
+export type ServingWeights = { kind: 'base' } | { kind: 'lora'; id: string; adapter: LoadedAdapter } | { kind: 'full'; id: string; dir: string };
+
 /** A base model (+ adapter) ready to decode. */
 export interface LoadedModel {
   info: ModelInfo;
   /** Identity of the weights: changes with the base model or the adapter (cache key). */
-  modelKey: string;
+  readonly modelKey: string;
+  /** The base checkpoint's config and weights hash (what adapters are checked against). */
+  config: ModelConfig;
+  baseSha256: string;
+  /** Id of the adapter (or full fine-tune) serving, null for the base alone. */
+  readonly adapterId: string | null;
   tokenizer: PromptTokenizer;
   fim: FimTokenIds;
   /** Positions the model can attend to: the prompt plus the new tokens must fit. */
   contextLength: number;
   /** Decodes greedily from a FIM prompt until end of text, a stop token or maxNewTokens; returns the decoded text. */
   generate(prompt: Int32Array, options: GenerateOptions): Promise<string>;
+  /** Switches what serves on top of the base, without reloading the base (LoRA is a feed). */
+  setWeights(weights: ServingWeights): Promise<void>;
   dispose(): Promise<void>;
 }
 
 export type ModelLoadResult = { model: LoadedModel } | { model: null; reason: string };
 
+export interface LoadModelOptions {
+  /** Compute threads of the decoding session (default: ORT's choice, every core). */
+  threads?: number;
+}
+
+/** The LoRA adapter as it crosses into the worker: plain records of tensors. */
+export function adapterMessage(adapter: LoadedAdapter): AdapterMessage {
+  const lora = loraAdapterOf(adapter);
+  return { scaling: lora.scaling, modules: Object.fromEntries(lora.modules) };
+}
+
 /**
  * Loads the model in `dir` into a fresh engine worker. The checkpoint is checked here first
- * (config.json, weights, tokenizer with FIM tokens) so a bad path gives one clear line.
+ * (config.json, weights, tokenizer with FIM tokens) so a bad path gives one clear line. The
+ * decoding graph takes LoRA A/B as inputs, so an adapter switch is a different feed.
  */
-export async function loadModel(dir: string): Promise<ModelLoadResult> {
+export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<ModelLoadResult> {
   if (dir === '') return { model: null, reason: 'no base model is configured and none is bundled yet (set idiom.baseModelPath)' };
   if (!fs.existsSync(dir)) return { model: null, reason: `base model directory ${dir} does not exist` };
   const config = loadModelConfig(dir); // throws one clear line on a missing or malformed config.json
@@ -47,33 +73,56 @@ export async function loadModel(dir: string): Promise<ModelLoadResult> {
   const tokenizer = await Tokenizer.load(dir);
   if (!tokenizer.fim) return { model: null, reason: `${dir}/tokenizer.json has no fill-in-the-middle tokens` };
   const fim = tokenizer.fim;
+  // A full fine-tune is loaded from its own folder (no tokenizer.json there): stop at the base's special tokens.
+  const stopIds = stopTokenIds(tokenizer, config.eosTokenId);
 
   const worker = EngineWorker.start();
-  let loaded: { id: number; sha256: string };
+  const engineOptions = { loraInputs: true, ...(options.threads ? { threads: options.threads } : {}) };
+  let base: { id: number; sha256: string };
   try {
-    loaded = await worker.call('loadModel', dir, {});
+    base = await worker.call('loadModel', dir, engineOptions);
   } catch (error) {
     await worker.terminate();
     throw error;
   }
-  const id = loaded.id;
+  /** The engine model decoding now: the base (with or without a LoRA feed) or a full fine-tune. */
+  let engineId = base.id;
+  let fullId: number | null = null;
+  let adapterId: string | null = null;
   let busy: Promise<unknown> = Promise.resolve();
+
+  /** Runs `task` after the generation or switch before it (the worker's cancel flag is per model). */
+  const serialized = <T>(task: () => Promise<T>): Promise<T> => {
+    const previous = busy;
+    const run = (async () => {
+      await previous.catch(() => undefined);
+      return task();
+    })();
+    busy = run;
+    return run;
+  };
+
   const model: LoadedModel = {
     info: { path: dir, name: path.basename(dir) },
-    modelKey: `${loaded.sha256}`,
+    get modelKey() {
+      return `${base.sha256}+${adapterId ?? 'base'}`;
+    },
+    config,
+    baseSha256: base.sha256,
+    get adapterId() {
+      return adapterId;
+    },
     tokenizer,
     fim: { prefix: fim.prefix, suffix: fim.suffix, middle: fim.middle },
     contextLength: config.maxPositionEmbeddings,
-    async generate(prompt, options) {
-      // One generation at a time per model: the worker's cancel flag is per model.
-      const previous = busy;
-      const run = (async () => {
-        await previous.catch(() => undefined);
+    generate(prompt, options) {
+      return serialized(async () => {
         if (options.signal.aborted) throw new Error('aborted');
+        const id = engineId;
         const onAbort = () => void worker.call('cancelGeneration', id).catch(() => undefined);
         options.signal.addEventListener('abort', onAbort, { once: true });
         try {
-          const result = await worker.call('generate', id, { prompt: Array.from(prompt), maxTokens: options.maxNewTokens });
+          const result = await worker.call('generate', id, { prompt: Array.from(prompt), maxTokens: options.maxNewTokens, eosTokenIds: stopIds });
           if (options.signal.aborted || result.stopReason === 'cancelled') throw new Error('aborted');
           const text = result.text ?? tokenizer.decode(result.tokens);
           options.onText?.(text);
@@ -81,12 +130,26 @@ export async function loadModel(dir: string): Promise<ModelLoadResult> {
         } finally {
           options.signal.removeEventListener('abort', onAbort);
         }
-      })();
-      busy = run;
-      return run;
+      });
+    },
+    setWeights(weights) {
+      return serialized(async () => {
+        if (weights.kind === 'full') {
+          const loaded = await worker.call('loadModel', weights.dir, { ...(options.threads ? { threads: options.threads } : {}) });
+          if (fullId !== null) await worker.call('disposeModel', fullId).catch(() => undefined);
+          fullId = loaded.id;
+          engineId = loaded.id;
+          adapterId = weights.id;
+          return;
+        }
+        await worker.call('setAdapter', base.id, weights.kind === 'lora' ? adapterMessage(weights.adapter) : null);
+        if (fullId !== null) await worker.call('disposeModel', fullId).catch(() => undefined);
+        fullId = null;
+        engineId = base.id;
+        adapterId = weights.kind === 'lora' ? weights.id : null;
+      });
     },
     async dispose() {
-      await worker.call('disposeModel', id).catch(() => undefined);
       await worker.terminate();
     },
   };

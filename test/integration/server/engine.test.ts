@@ -5,16 +5,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
-import { postprocessCompletion } from '../../../server/completion/postprocess';
-import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
-import { defaultCompletionOptions } from '../../../server/completion/provider';
 import { StatusNotification, StatusRequest, type StatusResult } from '../../../server/protocol';
-import { Generator } from '../../../trainer/engine/generate';
-import { KvCacheSession } from '../../../trainer/engine/inference';
-import { loadCheckpoint, randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
 import { parseModelConfig } from '../../../trainer/model/config';
+import { randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
 import { trainByteLevelBpe } from '../../../trainer/tokenizer/bpe-trainer';
 import { Tokenizer } from '../../../trainer/tokenizer/tokenizer';
+import { engineCompletion } from './reference';
 
 const bin = path.join(__dirname, '..', '..', '..', 'trainer', 'cli', 'bin.js');
 const corpus = ['export function add(a: number, b: number) {\n  return a + b;\n}\n', 'const total = items.reduce((sum, item) => sum + item.price, 0);\n'];
@@ -65,22 +61,10 @@ describe('language server with the real engine (random-weights checkpoint)', fun
         context: { triggerKind: 1 },
       });
 
-      // The same prompt, decoded in this process, post-processed the same way.
-      const tokenizer = await Tokenizer.load(dir);
-      const checkpoint = await loadCheckpoint(dir);
-      const generator = new Generator(await KvCacheSession.create(checkpoint.config, checkpoint.weights, { threads: 1 }));
-      const prompt = buildFimPrompt(
-        { prefix: text.slice(0, offset), suffix: text.slice(offset), languageId: 'typescript', snippets: [] },
-        tokenizer,
-        tokenizer.fim!,
-        { ...defaultPromptBudget, maxTokens: Math.min(defaultPromptBudget.maxTokens, checkpoint.config.maxPositionEmbeddings - defaultCompletionOptions.maxNewTokens) },
-      );
-      const eos = tokenizer.eos === null ? [] : [tokenizer.eos];
-      const decoded = await generator.generate(Array.from(prompt.tokens), { maxTokens: defaultCompletionOptions.maxNewTokens, eosTokenIds: eos, decode: (ids) => tokenizer.decode(ids) });
-      await generator.session.dispose();
-      const expected = postprocessCompletion({ prefix: text.slice(0, offset), suffix: text.slice(offset), completion: decoded.text ?? '', maxLines: defaultCompletionOptions.maxLines });
-      if (expected === '') assert.equal(result, null);
-      else assert.deepEqual(result?.items.map((item) => item.insertText), [expected]);
+      // The same prompt, decoded by the engine in this process, post-processed the same way.
+      const expected = await engineCompletion(dir, null, { text, offset });
+      assert.ok(expected, 'this checkpoint decodes something at the cursor (else the check proves little)');
+      assert.deepEqual(result?.items.map((item) => item.insertText), [expected]);
     } finally {
       await connection.sendRequest('shutdown').catch(() => undefined);
       await connection.sendNotification('exit').catch(() => undefined);

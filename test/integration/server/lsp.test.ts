@@ -1,75 +1,10 @@
 import { strict as assert } from 'node:assert';
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { CancellationTokenSource, createMessageConnection, StreamMessageReader, StreamMessageWriter, type MessageConnection } from 'vscode-jsonrpc/node';
-import { IdiomErrorCodes, SetModeRequest, StatusNotification, StatusRequest, TrainRequest, type InitializationOptions, type StatusResult } from '../../../server/protocol';
-
-const bin = path.join(__dirname, '..', '..', '..', 'trainer', 'cli', 'bin.js');
-
-interface Session {
-  connection: MessageConnection;
-  child: ChildProcess;
-  logs: string[];
-  statuses: StatusResult[];
-  stderr: string[];
-  capabilities: Record<string, unknown>;
-}
-
-/** Starts the real server (`idiom lsp --stdio`) and completes the initialize handshake. */
-async function startServer(root: string, options: InitializationOptions): Promise<Session> {
-  const child = spawn(process.execPath, [bin, 'lsp', '--stdio'], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
-  const stderr: string[] = [];
-  child.stderr!.on('data', (chunk) => stderr.push(String(chunk)));
-  const connection = createMessageConnection(new StreamMessageReader(child.stdout!), new StreamMessageWriter(child.stdin!));
-  const logs: string[] = [];
-  const statuses: StatusResult[] = [];
-  connection.onNotification('window/logMessage', (params: { message: string }) => {
-    logs.push(params.message);
-  });
-  connection.onNotification(StatusNotification, (status) => {
-    statuses.push(status);
-  });
-  connection.listen();
-  const exited = new Promise<never>((_, reject) =>
-    child.once('exit', (code) => reject(new Error(`the server exited (${code}) during initialize: ${stderr.join('')}`))),
-  );
-  const initialized = await Promise.race([exited, connection.sendRequest<{ capabilities: Record<string, unknown> }>('initialize', {
-    processId: process.pid,
-    rootUri: pathToFileURL(root).href,
-    workspaceFolders: [{ uri: pathToFileURL(root).href, name: 'repo' }],
-    capabilities: {},
-    initializationOptions: options,
-  })]);
-  exited.catch(() => undefined);
-  await connection.sendNotification('initialized', {});
-  return { connection, child, logs, statuses, stderr, capabilities: initialized.capabilities };
-}
-
-async function stopServer(session: Session): Promise<void> {
-  await session.connection.sendRequest('shutdown');
-  await session.connection.sendNotification('exit');
-  await new Promise((resolve) => session.child.once('exit', resolve));
-  session.connection.dispose();
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 10_000): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-function openDocument(session: Session, file: string, text: string): string {
-  const uri = pathToFileURL(file).href;
-  void session.connection.sendNotification('textDocument/didOpen', { textDocument: { uri, languageId: 'typescript', version: 1, text } });
-  return uri;
-}
+import { CancellationTokenSource } from 'vscode-jsonrpc/node';
+import { AdaptersRequest, IdiomErrorCodes, RollbackRequest, SetModeRequest, StatusRequest, TrainRequest } from '../../../server/protocol';
+import { openDocument, startServer, stopServer, waitFor } from './session';
 
 describe('language server over stdio (idiom lsp --stdio)', function () {
   this.timeout(20_000);
@@ -145,7 +80,7 @@ describe('language server over stdio (idiom lsp --stdio)', function () {
     }
   });
 
-  it('switches modes, rejects unknown ones, and answers train with a clear not-available error', async () => {
+  it('switches modes, rejects unknown ones, and refuses to train without a base model; no registry is created by reading', async () => {
     const session = await startServer(root, { defaultModelPath: '' });
     try {
       const status = await session.connection.sendRequest(SetModeRequest, { mode: 'review' });
@@ -153,10 +88,13 @@ describe('language server over stdio (idiom lsp --stdio)', function () {
       await waitFor('the mode notification', () => session.statuses.find((s) => s.mode === 'review'));
       await assert.rejects(session.connection.sendRequest(SetModeRequest, { mode: 'poetry' as never }), /unknown mode "poetry"/);
       await assert.rejects(session.connection.sendRequest(TrainRequest, {}), (error: { code: number; message: string }) => {
-        assert.equal(error.code, IdiomErrorCodes.notAvailable);
-        assert.match(error.message, /training is not available/);
+        assert.equal(error.code, IdiomErrorCodes.noModel);
+        assert.match(error.message, /no base model to train/);
         return true;
       });
+      assert.deepEqual(await session.connection.sendRequest(AdaptersRequest, {}), { adapters: [] });
+      assert.ok(!fs.existsSync(path.join(root, '.idiom')), 'listing adapters creates nothing');
+      await assert.rejects(session.connection.sendRequest(RollbackRequest, { mode: 'poetry' as never }), /unknown mode "poetry"/);
     } finally {
       await stopServer(session);
     }

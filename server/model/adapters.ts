@@ -1,0 +1,85 @@
+// The repository's adapter registry (trainer/registry) as the server uses it: summaries for the
+// client, and what serves a mode on top of the loaded base model. Reading never creates .idiom/.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { findRepoRoot, loadActive, Registry, registryLocation, type AdapterEntry } from '../../trainer/registry/registry';
+import type { AdapterSummary, Mode } from '../protocol';
+import type { LoadedModel, ServingWeights } from './host';
+
+export function adapterSummary(entry: AdapterEntry): AdapterSummary {
+  return {
+    id: entry.id,
+    created: entry.created,
+    mode: entry.mode,
+    active: entry.active,
+    activeModes: entry.activeModes,
+    path: entry.path,
+    parent: entry.parent,
+    metrics: entry.metrics,
+    training: entry.training,
+    ...(entry.problem ? { problem: entry.problem } : {}),
+  };
+}
+
+/** One line, whatever the error carried. */
+export function oneLine(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.replace(/\s*\n\s*/g, ' ').trim();
+}
+
+export type ServingChoice = { weights: ServingWeights; adapter: AdapterSummary | null; problem: string | null };
+
+export class RepositoryAdapters {
+  private opened: Promise<Registry> | null = null;
+
+  constructor(readonly repoRoot: string) {}
+
+  static forFolder(folder: string): RepositoryAdapters {
+    return new RepositoryAdapters(findRepoRoot(path.resolve(folder)));
+  }
+
+  get exists(): boolean {
+    return fs.existsSync(registryLocation(this.repoRoot));
+  }
+
+  /** The registry; created on first use only when `create` (training, activation). */
+  async registry(create: boolean): Promise<Registry | null> {
+    if (!create && !this.exists && this.opened === null) return null;
+    this.opened ??= Registry.open(this.repoRoot).catch((error: unknown) => {
+      this.opened = null;
+      throw error;
+    });
+    return this.opened;
+  }
+
+  async list(): Promise<AdapterSummary[]> {
+    const registry = await this.registry(false);
+    return registry ? (await registry.list()).map(adapterSummary) : [];
+  }
+
+  async summary(id: string): Promise<AdapterSummary | null> {
+    return (await this.list()).find((adapter) => adapter.id === id) ?? null;
+  }
+
+  /**
+   * What should serve `mode` on top of `model`: the active adapter, or the base with the reason
+   * when the active one cannot be loaded (missing, corrupt, trained for another base).
+   */
+  async servingFor(model: LoadedModel, mode: Mode): Promise<ServingChoice> {
+    const registry = await this.registry(false);
+    if (!registry) return { weights: { kind: 'base' }, adapter: null, problem: null };
+    let activeId: string | null = null;
+    try {
+      activeId = await registry.activeId(mode);
+      if (activeId === null) return { weights: { kind: 'base' }, adapter: null, problem: null };
+      const active = await loadActive(registry, mode, { config: model.config, sha256: model.baseSha256 });
+      if (!active) return { weights: { kind: 'base' }, adapter: null, problem: null };
+      const weights: ServingWeights = active.kind === 'lora' ? { kind: 'lora', id: active.id, adapter: active.adapter } : { kind: 'full', id: active.id, dir: active.model.dir };
+      return { weights, adapter: await this.summary(active.id), problem: null };
+    } catch (error) {
+      const which = activeId ? `adapter ${activeId} (active for ${mode})` : `the adapter registry (${mode})`;
+      return { weights: { kind: 'base' }, adapter: null, problem: `cannot load ${which}: ${oneLine(error)}; serving the base model` };
+    }
+  }
+}

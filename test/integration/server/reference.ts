@@ -1,0 +1,39 @@
+// The reference a server answer is compared with: the same FIM prompt decoded by the engine in a
+// worker of this test process (base, or base + the adapter in `adapterDir`), post-processed.
+import { postprocessCompletion } from '../../../server/completion/postprocess';
+import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
+import { defaultCompletionOptions } from '../../../server/completion/provider';
+import { adapterMessage } from '../../../server/model/host';
+import { loadAdapter } from '../../../trainer/adapters/peft';
+import { stopTokenIds } from '../../../trainer/engine/generation-handlers';
+import { loadCheckpoint } from '../../../trainer/model/checkpoint';
+import { EngineWorker } from '../../../trainer/runtime/client';
+import { Tokenizer } from '../../../trainer/tokenizer/tokenizer';
+
+export async function engineCompletion(modelDir: string, adapterDir: string | null, document: { text: string; offset: number; languageId?: string }): Promise<string | null> {
+  const worker = EngineWorker.start();
+  try {
+    const tokenizer = await Tokenizer.load(modelDir);
+    const checkpoint = await loadCheckpoint(modelDir);
+    const { id } = await worker.call('loadModel', modelDir, { loraInputs: true });
+    if (adapterDir) {
+      const adapter = await loadAdapter(adapterDir, checkpoint.config, { baseSha256: checkpoint.sha256 });
+      await worker.call('setAdapter', id, adapterMessage(adapter));
+    }
+    const prefix = document.text.slice(0, document.offset);
+    const suffix = document.text.slice(document.offset);
+    const prompt = buildFimPrompt({ prefix, suffix, languageId: document.languageId ?? 'typescript', snippets: [] }, tokenizer, tokenizer.fim!, {
+      ...defaultPromptBudget,
+      maxTokens: Math.min(defaultPromptBudget.maxTokens, checkpoint.config.maxPositionEmbeddings - defaultCompletionOptions.maxNewTokens),
+    });
+    const result = await worker.call('generate', id, {
+      prompt: Array.from(prompt.tokens),
+      maxTokens: defaultCompletionOptions.maxNewTokens,
+      eosTokenIds: stopTokenIds(tokenizer, checkpoint.config.eosTokenId),
+    });
+    const completion = postprocessCompletion({ prefix, suffix, completion: result.text ?? tokenizer.decode(result.tokens), maxLines: defaultCompletionOptions.maxLines });
+    return completion === '' ? null : completion;
+  } finally {
+    await worker.terminate();
+  }
+}

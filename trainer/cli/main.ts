@@ -5,6 +5,7 @@ import { registerLspCommand } from './commands/lsp';
 import { registerMineCommand } from './commands/mine';
 import { registerTrainCommand } from './commands/train';
 import { registerEvalCommand } from './commands/eval';
+import { registerAuditCommand } from './commands/audit';
 
 // The `idiom` command line. Each subcommand lives in its own module under trainer/cli/commands/.
 export function buildProgram(): Command {
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   registerMineCommand(program);
   registerTrainCommand(program);
   registerEvalCommand(program);
+  registerAuditCommand(program);
   return program;
 }
 

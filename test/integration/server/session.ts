@@ -24,9 +24,17 @@ export interface Session {
   capabilities: Record<string, unknown>;
 }
 
-/** Starts the real server in `root` (the workspace folder) and completes the initialize handshake. */
-export async function startServer(root: string, options: InitializationOptions, clientCapabilities: Record<string, unknown> = {}): Promise<Session> {
-  const child = spawn(process.execPath, [bin, 'lsp', '--stdio'], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
+/**
+ * Starts the real server in `root` (the workspace folder) and completes the initialize handshake.
+ * `serverArgs`: node's arguments, by default the CLI from sources (`idiom lsp --stdio`).
+ */
+export async function startServer(
+  root: string,
+  options: InitializationOptions,
+  clientCapabilities: Record<string, unknown> = {},
+  serverArgs: string[] = [bin, 'lsp', '--stdio'],
+): Promise<Session> {
+  const child = spawn(process.execPath, serverArgs, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
   const stderr: string[] = [];
   child.stderr!.on('data', (chunk) => stderr.push(String(chunk)));
   const connection = createMessageConnection(new StreamMessageReader(child.stdout!), new StreamMessageWriter(child.stdin!));

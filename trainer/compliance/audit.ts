@@ -12,7 +12,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as lockfile from 'proper-lockfile';
-import { writeTextAtomically } from '../adapters/folder';
 import type { Mode } from '../adapters/manifest';
 import { MODES } from '../adapters/manifest';
 import type { Verdict } from './check';
@@ -143,7 +142,12 @@ export class AuditLog {
     } finally {
       fs.closeSync(fd);
     }
-    writeTextAtomically(headFileOf(this.file), `${JSON.stringify({ seq: entry.seq, hash: entry.hash } satisfies AuditHead)}\n`);
+    // Temp + rename so readers never see half a head; not fsynced: the line above is, and a head
+    // lost in a crash only lags the log (verify warns) while a cut-off tail still shows.
+    const head = headFileOf(this.file);
+    const temp = `${head}.${process.pid}.tmp`;
+    fs.writeFileSync(temp, `${JSON.stringify({ seq: entry.seq, hash: entry.hash } satisfies AuditHead)}\n`);
+    fs.renameSync(temp, head);
     return entry;
   }
 

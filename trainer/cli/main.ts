@@ -6,6 +6,7 @@ import { registerMineCommand } from './commands/mine';
 import { registerTrainCommand } from './commands/train';
 import { registerEvalCommand } from './commands/eval';
 import { registerAuditCommand } from './commands/audit';
+import { registerReviewCommand } from './commands/review';
 
 // The `idiom` command line. Each subcommand lives in its own module under trainer/cli/commands/.
 export function buildProgram(): Command {
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerTrainCommand(program);
   registerEvalCommand(program);
   registerAuditCommand(program);
+  registerReviewCommand(program);
   return program;
 }
 

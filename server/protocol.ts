@@ -111,6 +111,8 @@ export interface TrainParams {
   device?: Device;
   /** Activate the new adapter even if it does not beat the current one on the held-out split. */
   force?: boolean;
+  /** Peak learning rate (default 3e-4 for LoRA, 5e-5 for full fine-tuning). */
+  learningRate?: number;
   /** Compute threads for training (default: every core). */
   threads?: number;
   seed?: number;

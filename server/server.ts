@@ -319,6 +319,7 @@ export class IdiomServer {
       force: params.force ?? false,
       lora: { r: lora.r, alpha: lora.alpha, targets: lora.targets as Projection[] },
       ...(params.threads ? { threads: params.threads } : {}),
+      ...(params.learningRate ? { learningRate: params.learningRate } : {}),
       ...(params.seed !== undefined ? { seed: params.seed } : {}),
     };
 

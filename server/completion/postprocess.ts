@@ -18,7 +18,7 @@ const closers: Record<string, string> = { ')': '(', ']': '[', '}': '{' };
 /** Returns the text to show, or '' when nothing useful is left. */
 export function postprocessCompletion(input: PostprocessInput): string {
   const { prefix, suffix } = input;
-  let text = input.completion.replace(/\r\n/g, '\n');
+  let text = cutAtUnprintable(input.completion.replace(/\r\n/g, '\n'));
   const linePrefix = prefix.slice(prefix.lastIndexOf('\n') + 1);
   const restOfLine = firstLine(suffix);
 
@@ -28,6 +28,16 @@ export function postprocessCompletion(input: PostprocessInput): string {
   text = text.replace(/\s+$/, '');
   if (text.trim() === '') return '';
   return text;
+}
+
+// Control characters (but tab and newline), U+FFFD (a token sequence that is not valid UTF-8) and
+// bidirectional overrides (Trojan Source) are never code the user wants typed.
+const unprintable = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\ufffd\u202a-\u202e\u2066-\u2069]/;
+
+/** The completion up to its first unprintable character. */
+export function cutAtUnprintable(text: string): string {
+  const match = unprintable.exec(text);
+  return match ? text.slice(0, match.index) : text;
 }
 
 function firstLine(text: string): string {

@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { StatusRequest, TrainRequest } from '../../../server/protocol';
 import { buildIdiomRepo, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
-import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
+import { makePrintableModel, type PrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { engineCompletion } from './reference';
 import { inlineCompletion, openDocument, startServer, stopServer, waitForModel } from './session';
 
@@ -17,7 +17,7 @@ const packageRoot = path.join(__dirname, '..', '..', '..');
 describe('the bundled server (dist/ as the .vsix ships it)', function () {
   this.timeout(180_000);
   let base: string;
-  let model: TinyModel;
+  let model: PrintableModel;
   let repo: IdiomRepo;
   let serverJs: string;
 
@@ -30,7 +30,7 @@ describe('the bundled server (dist/ as the .vsix ships it)', function () {
     // Far from the checkout's node_modules: what resolves must come from dist/ itself.
     fs.cpSync(path.join(packageRoot, 'dist'), path.join(base, 'extension', 'dist'), { recursive: true, filter: (source) => !source.endsWith('.map') });
     serverJs = path.join(base, 'extension', 'dist', 'server.js');
-    model = await makeTinyModel(path.join(base, 'model'));
+    model = await makePrintableModel(path.join(base, 'model'));
     repo = buildIdiomRepo(base);
   });
   after(() => fs.rmSync(base, { recursive: true, force: true }));

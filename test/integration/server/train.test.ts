@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { ActivateRequest, AdaptersRequest, CancelTrainingRequest, RollbackRequest, IdiomErrorCodes, StatusRequest, TrainRequest, type TrainResult } from '../../../server/protocol';
 import { Registry } from '../../../trainer/registry/registry';
 import { buildIdiomRepo, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
-import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
+import { makePrintableModel, type PrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { engineCompletion } from './reference';
 import { inlineCompletion, openDocument, startServer, stopServer, waitFor, waitForModel, type InlineAnswer, type Session } from './session';
 
@@ -21,7 +21,7 @@ const otherText = 'export function listOrdersByOwner(repo: Repository<Order>, ow
 const otherCursor = { line: 1, character: 9 };
 const otherOffset = otherText.indexOf('return ') + 'return '.length;
 
-function expectedCompletion(model: TinyModel, adapterDir: string | null, document = { text, offset }): Promise<string | null> {
+function expectedCompletion(model: PrintableModel, adapterDir: string | null, document = { text, offset }): Promise<string | null> {
   return engineCompletion(model.dir, adapterDir, document);
 }
 
@@ -32,13 +32,13 @@ function answerText(answer: InlineAnswer): string | null {
 describe('language server: training and adapters over stdio', function () {
   this.timeout(180_000);
   let base: string;
-  let model: TinyModel;
+  let model: PrintableModel;
   let repo: IdiomRepo;
   let trained: TrainResult | undefined;
 
   before(async () => {
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-lsp-train-'));
-    model = await makeTinyModel(path.join(base, 'model'));
+    model = await makePrintableModel(path.join(base, 'model'));
     repo = buildIdiomRepo(base);
   });
   after(() => fs.rmSync(base, { recursive: true, force: true }));
@@ -56,7 +56,7 @@ describe('language server: training and adapters over stdio', function () {
       const token = 'train-1';
       let trainAnsweredAt = 0;
       const training = session.connection
-        .sendRequest(TrainRequest, { tokens: 12_000, threads: 1, seed: 1, force: true, workDoneToken: token })
+        .sendRequest(TrainRequest, { tokens: 12_000, learningRate: 1e-2, threads: 1, seed: 1, force: true, workDoneToken: token })
         .finally(() => (trainAnsweredAt = Date.now()));
       // A completion asked while the run is in its training steps is answered before the run ends.
       await waitFor('a training step report', () => session.progress.find((p) => p.token === token && /^step /.test(p.value.message ?? '')), 120_000);
@@ -96,7 +96,7 @@ describe('language server: training and adapters over stdio', function () {
       const after = answerText(await inlineCompletion(session, uri, cursor.line, cursor.character));
       const withAdapter = await expectedCompletion(model, trained.adapter.path);
       assert.equal(after, withAdapter);
-      assert.notEqual(withAdapter, before, 'the adapter changes what is decoded (else this check proves nothing)');
+      assert.notEqual(withAdapter, before, `the adapter changes what is decoded (else this check proves nothing): ${JSON.stringify([before, withAdapter])}`);
 
       // Nothing runs now: cancel says so.
       assert.deepEqual(await session.connection.sendRequest(CancelTrainingRequest, {}), { cancelled: false });

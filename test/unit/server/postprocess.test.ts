@@ -12,6 +12,30 @@ interface Case {
 
 const cases: Case[] = [
   {
+    description: 'cuts at a control character, invalid UTF-8 (U+FFFD) or a bidi override',
+    input: 'const total = █',
+    modelOutput: 'items.length\u0001;',
+    expected: 'items.length',
+  },
+  {
+    description: 'cuts at U+FFFD',
+    input: 'const total = █',
+    modelOutput: 'sum(values) \ufffd\ufffd',
+    expected: 'sum(values)',
+  },
+  {
+    description: 'cuts at a bidi override (Trojan Source)',
+    input: 'const access = █',
+    modelOutput: '"user" \u202e && isAdmin',
+    expected: '"user"',
+  },
+  {
+    description: 'nothing printable left: no completion',
+    input: 'const total = █',
+    modelOutput: '\u0007items',
+    expected: '',
+  },
+  {
     description: 'keeps a one-line completion as is',
     input: 'const total = █',
     modelOutput: 'items.length;',

@@ -31,6 +31,8 @@ export interface BenchTrainOptions {
   seqLen?: number;
   lora?: LoraOptions;
   config?: ModelConfig;
+  /** Idle ORT threads spin (see RuntimeSessionOptions.spinning); default: the trainer's (off). */
+  spinning?: boolean;
   /** Writes ORT's per-node profile of the training session (JSON) with this file prefix. */
   profilePrefix?: string;
   log?: (line: string) => void;
@@ -82,6 +84,7 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
   const seqLen = options.seqLen ?? 256;
   const lora: LoraOptions = options.lora ?? { targets: ['q_proj', 'v_proj'], r: 16, alpha: 32 };
   const log = options.log ?? (() => {});
+  const spinning = options.spinning ?? false;
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a positive integer, got ${threads}`);
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`--steps must be a positive integer, got ${steps}`);
 
@@ -96,6 +99,7 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
         batch,
         seqLen,
         threads,
+        spinning,
         profilePrefix: options.profilePrefix,
       },
     );
@@ -106,7 +110,7 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
       ['mlp', cfg.intermediateSize],
       ['lmHead', cfg.vocabSize],
     ] as const) {
-      const { id } = await worker.call('createSession', peakMatmulModel(rows, cfg.hiddenSize, columns), { threads });
+      const { id } = await worker.call('createSession', peakMatmulModel(rows, cfg.hiddenSize, columns), { threads, spinning });
       peakProducts.push({ name, id, shape: `[${rows}, ${cfg.hiddenSize}] x [${cfg.hiddenSize}, ${columns}]`, flops: 2 * rows * cfg.hiddenSize * columns, seconds: [] as number[] });
     }
     // Runs per measurement: about as long for each product.
@@ -159,6 +163,7 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
         batch,
         seqLen,
         threads,
+        spinning,
         steps,
         warmupSteps,
         trainableParameters: trainer.trainableParameters,

@@ -16,6 +16,14 @@ export interface RuntimeSessionOptions {
   optimization?: OptimizationLevel;
   /** Writes ORT's per-node profile (JSON) to files starting with this prefix. */
   profilePrefix?: string;
+  /**
+   * Whether idle intra-op threads spin between kernels (ORT's default: yes). Spinning saves the
+   * wake-up per parallel kernel on an idle machine; on a shared one the spinning thread takes the
+   * core from the thread with work (training steps were 12-19% faster without it under load).
+   */
+  spinning?: boolean;
+  /** Other ORT session config entries, e.g. { 'session.dynamic_block_base': '4' }. */
+  sessionConfig?: Record<string, string>;
 }
 
 export function defaultThreadCount(): number {
@@ -37,7 +45,23 @@ export async function openSession(model: SerializedModel, options: RuntimeSessio
     logSeverityLevel: 3,
     enableProfiling: options.profilePrefix !== undefined,
     profileFilePrefix: options.profilePrefix,
+    extra: nestConfig({
+      ...(options.spinning === false ? { 'session.intra_op.allow_spinning': '0' } : {}),
+      ...options.sessionConfig,
+    }),
   });
+}
+
+/** 'a.b.c': 'v' → { a: { b: { c: 'v' } } }: the shape onnxruntime-node flattens back into config keys. */
+function nestConfig(entries: Record<string, string>): Record<string, unknown> {
+  const root: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(entries)) {
+    const parts = key.split('.');
+    let node = root;
+    for (const part of parts.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+    node[parts[parts.length - 1]] = value;
+  }
+  return root;
 }
 
 /** Wraps a HostTensor as an ort.Tensor without copying. */

@@ -101,6 +101,8 @@ export class TrainingSession {
 
   /** Builds the graph, opens the session and sets the initial trainable tensors. */
   static async create(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: TrainingOptions): Promise<TrainingSession> {
+    // Training runs beside an editor and other work: no spinning unless asked (see RuntimeSessionOptions).
+    options = { ...options, spinning: options.spinning ?? false };
     const built = buildTrainingGraph(cfg, weights, options);
     const session = await openSession(serializeModel(built.graph), options);
     const initial = new Map<string, HostTensor>();

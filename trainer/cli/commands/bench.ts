@@ -29,6 +29,7 @@ interface BenchTrainCliOptions {
   batch: number;
   seq: number;
   modelConfig?: string;
+  spin?: boolean;
   profile?: string;
   quiet?: boolean;
 }
@@ -61,6 +62,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--method <method>', 'lora or full', 'lora')
     .option('--batch <n>', 'rows per step', positiveInt('--batch'), 8)
     .option('--seq <n>', 'tokens per row', positiveInt('--seq'), 256)
+    .option('--spin', 'let idle ONNX Runtime threads spin (faster on an idle machine, slower on a shared one)')
     .option('--model-config <file>', 'a Hugging Face config.json to bench instead of the reference shape (random weights)')
     .option('--profile <prefix>', "write ONNX Runtime's per-node profile of the training session to <prefix>_*.json")
     .option('--json', 'print JSON (always on)', true)
@@ -76,6 +78,7 @@ export function registerBenchCommand(program: Command): void {
           batch: opts.batch,
           seqLen: opts.seq,
           config: opts.modelConfig ? readModelConfig(opts.modelConfig) : undefined,
+          spinning: opts.spin === true,
           profilePrefix: opts.profile,
           log: opts.quiet ? undefined : log,
         }),

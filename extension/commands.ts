@@ -72,8 +72,9 @@ export function retrain(ctx: Ctx): Cmd {
         }
       },
     );
-    const verdict = result.activated ? 'activated' : 'kept the current adapter (the new one did not beat it)';
-    void vscode.window.showInformationMessage(`Idiom: trained ${result.adapter.id} in ${Math.round(result.seconds)} s — ${verdict}`);
+    const verdict = result.activated ? 'activated' : 'not activated';
+    ctx.output.info(`trained ${result.adapter.id}: ${result.reason}${result.report ? ` (report: ${result.report})` : ''}`);
+    void vscode.window.showInformationMessage(`Idiom: trained ${result.adapter.id} in ${Math.round(result.seconds)} s — ${verdict}: ${result.reason}`);
   });
 }
 

@@ -27,13 +27,19 @@ export class IdiomStatusBar implements vscode.Disposable {
     const state = status.training
       ? `training${status.training.fraction === null ? '' : ` ${Math.round(status.training.fraction * 100)}%`}`
       : status.state;
-    this.item.text = `${icons[status.state]} Idiom: ${status.mode} · ${adapter} · ${state}`;
+    const icon = status.adapterProblem ? '$(warning)' : icons[status.state];
+    this.item.text = `${icon} Idiom: ${status.mode} · ${adapter} · ${state}`;
     this.item.tooltip = new vscode.MarkdownString(
-      [`**Idiom** — ${status.message}`, `mode: ${status.mode}`, `model: ${status.model?.name ?? 'none'}`, `adapter: ${adapter}`, status.trusted ? '' : 'untrusted workspace: training and custom models are off']
+      [`**Idiom** — ${status.message}`, status.adapterProblem ? `⚠ ${status.adapterProblem}` : '', `mode: ${status.mode}`, `model: ${status.model?.name ?? 'none'}`, `adapter: ${adapter}`, status.trusted ? '' : 'untrusted workspace: training and custom models are off']
         .filter((line) => line !== '')
         .join('\n\n'),
     );
-    this.item.backgroundColor = status.state === 'error' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
+    this.item.backgroundColor =
+      status.state === 'error'
+        ? new vscode.ThemeColor('statusBarItem.errorBackground')
+        : status.adapterProblem
+          ? new vscode.ThemeColor('statusBarItem.warningBackground')
+          : undefined;
   }
 
   dispose(): void {

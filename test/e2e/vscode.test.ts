@@ -8,6 +8,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { makePrintableModel } from '../fixtures/e2e-model/printable-model';
 
 const repoRoot = path.join(__dirname, '..', '..');
 const runtime = path.join(__dirname, 'runtime', 'node_modules');
@@ -55,6 +56,7 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
   let browser: Browser | undefined;
   let page: Page;
   let env: NodeJS.ProcessEnv;
+  let modelDir: string;
   const serverLog: string[] = [];
 
   async function screenshot(name: string): Promise<void> {
@@ -74,6 +76,7 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     if (!fs.existsSync(codeServer) || !fs.existsSync(chromiumPath)) {
       throw new Error(`the e2e runtime is missing (${codeServer}, ${chromiumPath}): run bash test/e2e/runtime/install.sh`);
     }
+    fs.rmSync(artifacts, { recursive: true, force: true });
     fs.mkdirSync(artifacts, { recursive: true });
     run('npm', ['run', 'package'], { cwd: repoRoot });
     const vsix = path.join(repoRoot, 'idiom.vsix');
@@ -81,10 +84,27 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     temp = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-e2e-'));
     workspace = path.join(temp, 'repo');
     fs.cpSync(path.join(repoRoot, 'test', 'fixtures', 'e2e-repo'), workspace, { recursive: true });
-    const git = (...args: string[]) => run('git', ['-c', 'user.name=Idiom', '-c', 'user.email=idiom@example.com', ...args], { cwd: workspace });
-    git('init', '-q');
-    git('add', '-A');
-    git('commit', '-q', '-m', 'fixture');
+    // A history of dated commits: the newest one becomes the held-out split of a retraining.
+    const git = (date: string, ...args: string[]) =>
+      run('git', ['-c', 'user.name=Idiom', '-c', 'user.email=idiom@example.com', ...args], {
+        cwd: workspace,
+        env: { ...process.env, GIT_AUTHOR_DATE: date, GIT_COMMITTER_DATE: date },
+      });
+    git('2024-01-01T10:00:00Z', 'init', '-q');
+    const commits: [string, string[]][] = [
+      ['money', ['src/money.ts', '.idiomignore']],
+      ['invoice', ['src/invoice.ts']],
+      ['main', ['src/main.ts']],
+    ];
+    commits.forEach(([message, files], i) => {
+      const date = `2024-0${i + 2}-01T10:00:00Z`;
+      git(date, 'add', ...files);
+      git(date, 'commit', '-q', '-m', message);
+    });
+    // The real engine on a real checkpoint: the embedded default model once models/ holds one,
+    // else a tiny random-weights checkpoint with its tokenizer, written here.
+    const embedded = path.join(repoRoot, 'models');
+    modelDir = fs.existsSync(path.join(embedded, 'config.json')) ? embedded : (await makePrintableModel(path.join(temp, 'model'))).dir;
 
     const userData = path.join(temp, 'user-data');
     const extensions = path.join(temp, 'extensions');
@@ -99,6 +119,11 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
         'editor.inlineSuggest.enabled': true,
         'workbench.tips.enabled': false,
         'idiom.debounceMs': 0,
+        'idiom.baseModelPath': modelDir,
+        // A tiny training budget: the retraining test watches a whole run.
+        'idiom.training.minutes': 0.1,
+        'idiom.lora.r': 4,
+        'idiom.lora.alpha': 8,
       }),
     );
     env = {
@@ -168,17 +193,6 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     assert.match((await item.first().textContent()) ?? '', /Idiom: complete/);
   });
 
-  it('contributes its commands, and one whose server side is missing says so', async () => {
-    await runCommand('Idiom: Show output');
-    await page.locator('.output-view, .panel').first().waitFor();
-    await runCommand('Idiom: Retrain on this repository');
-    // Until `idiom train` exists the server refuses with a clear reason; afterwards it reports the new adapter.
-    const outcome = page.locator('.notification-toast', { hasText: /Idiom: (training is not available|trained )/ });
-    await outcome.first().waitFor({ timeout: 30_000 });
-    await screenshot('02-retrain');
-    assert.match((await outcome.first().textContent()) ?? '', /training is not available|trained /);
-  });
-
   it('highlights .idiomignore with its own language', async () => {
     await page.keyboard.press('Control+P');
     await page.locator('.quick-input-widget input').fill('.idiomignore');
@@ -190,36 +204,76 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     assert.match((await language.textContent()) ?? '', /Idiom Ignore/);
   });
 
-  it('shows ghost text from the model, accepts it with Tab, and saves it', async function () {
-    const statusText = (await page.locator('.statusbar-item', { hasText: 'Idiom:' }).first().textContent()) ?? '';
-    if (!/· ready/.test(statusText)) {
-      // No model can decode in this build yet (see the status bar's reason): nothing to show.
-      this.skip();
-    }
+  it('shows ghost text from the model, accepts it with Tab, and saves it', async () => {
+    await page.waitForFunction(
+      "[...document.querySelectorAll('.statusbar-item')].some((el) => /Idiom: complete · \\S+ · ready/.test(el.textContent || ''))",
+      undefined,
+      { timeout: 60_000 },
+    );
     await page.keyboard.press('Control+P');
     await page.locator('.quick-input-widget input').fill('main.ts');
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'main.ts' }).first().waitFor();
     await page.keyboard.press('Enter');
     const editor = page.locator('.monaco-editor textarea').first();
     await editor.waitFor();
+    // Into the body of printInvoice() { }: the editor indents the new line.
     await page.keyboard.press('Control+End');
+    await page.keyboard.press('ArrowUp');
     await page.keyboard.press('ArrowUp');
     await page.keyboard.press('End');
     await page.keyboard.press('Enter');
-    await page.keyboard.type('  const total = ');
+    await page.keyboard.type('const total = ');
     const ghost = page.locator('.monaco-editor .ghost-text-decoration');
-    await ghost.first().waitFor({ timeout: 60_000 });
+    try {
+      await ghost.first().waitFor({ timeout: 30_000 });
+    } catch {
+      // Typed before the provider was asked: ask for a suggestion explicitly (FINDINGS.md).
+      await runCommand('Trigger Inline Suggestion');
+      await ghost.first().waitFor({ timeout: 30_000 });
+    }
+    // The editor line as shown: typed text plus the ghost text's first line (which Monaco may
+    // split over several decorations, with no-break spaces).
+    const shownLine = page.locator('.view-line', { has: page.locator('.ghost-text-decoration') }).first();
+    const shown = ((await shownLine.textContent()) ?? '').replace(/\u00a0/g, ' ').trim();
     const ghostText = ((await ghost.first().textContent()) ?? '').trim();
     await screenshot('04-ghost-text');
     assert.ok(ghostText.length > 0);
+    assert.ok(shown.startsWith('const total = ') && shown.length > 'const total = '.length, shown);
     await page.keyboard.press('Tab');
     await page.keyboard.press('Control+S');
     const file = path.join(workspace, 'src', 'main.ts');
+    const accepted = () => fs.readFileSync(file, 'utf8').split('\n').some((line) => line.trim() === shown);
     const start = Date.now();
-    while (!fs.readFileSync(file, 'utf8').includes(`const total = ${ghostText}`) && Date.now() - start < 10_000) {
+    while (!accepted() && Date.now() - start < 10_000) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     await screenshot('05-accepted');
-    assert.ok(fs.readFileSync(file, 'utf8').includes(`const total = ${ghostText}`), fs.readFileSync(file, 'utf8'));
+    assert.ok(accepted(), `${JSON.stringify(shown)} not in:\n${fs.readFileSync(file, 'utf8')}`);
+  });
+
+  it('retrains on this repository from the command palette: progress, then the new adapter', async () => {
+    await runCommand('Idiom: Retrain on this repository');
+    const progress = page.locator('.notification-toast', { hasText: 'Idiom: training on this repository' });
+    await progress.first().waitFor({ timeout: 30_000 });
+    await screenshot('06-training');
+    const outcome = page.locator('.notification-toast', { hasText: /Idiom: trained \d{8}-\d{6}-[0-9a-f]{6}/ });
+    await outcome.first().waitFor({ timeout: 240_000 });
+    await screenshot('07-trained');
+    const message = (await outcome.first().textContent()) ?? '';
+    const id = /Idiom: trained (\d{8}-\d{6}-[0-9a-f]{6})/.exec(message)![1];
+    // The adapter is in the repository's registry, with its provenance.
+    const manifest = JSON.parse(fs.readFileSync(path.join(workspace, '.idiom', 'adapters', id, 'manifest.json'), 'utf8')) as { id: string; training: { steps: number }; mode: string };
+    assert.equal(manifest.id, id);
+    assert.equal(manifest.mode, 'complete');
+    assert.ok(manifest.training.steps > 0);
+    if (/— activated/.test(message)) {
+      // Serving it without a restart: the status bar names it.
+      await page.waitForFunction(
+        `[...document.querySelectorAll('.statusbar-item')].some((el) => (el.textContent || '').includes('${id}'))`,
+        undefined,
+        { timeout: 30_000 },
+      );
+      await screenshot('08-serving-adapter');
+    }
   });
 });

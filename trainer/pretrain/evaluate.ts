@@ -113,7 +113,16 @@ export function xzCompressedBytes(data: Uint8Array): number {
   return out.length;
 }
 
-/** Held-out files per language, in a fixed order, until `bytes`. */
+/** Longer held-out files are cut (at a line end) so that one big file cannot dominate a language. */
+export const MAX_EVAL_FILE_CHARS = 24_000;
+
+export function truncateAtLine(text: string, maxChars: number): string {
+  if (text.length <= maxChars) return text;
+  const cut = text.lastIndexOf('\n', maxChars - 1);
+  return text.slice(0, cut > 0 ? cut + 1 : maxChars);
+}
+
+/** Held-out files per language (each cut to MAX_EVAL_FILE_CHARS), in a fixed order, until `bytes`. */
 export function selectEvalFiles(files: readonly CorpusFile[], language: CorpusLanguage, bytes: number): CorpusFile[] {
   const ofLanguage = files.filter((f) => f.language === language);
   const rng = new Rng(42);
@@ -122,8 +131,9 @@ export function selectEvalFiles(files: readonly CorpusFile[], language: CorpusLa
   let total = 0;
   for (const f of order) {
     if (total >= bytes) break;
-    out.push(f);
-    total += Buffer.byteLength(f.text);
+    const text = truncateAtLine(f.text, MAX_EVAL_FILE_CHARS);
+    out.push(text === f.text ? f : { ...f, text });
+    total += Buffer.byteLength(text);
   }
   return out;
 }

@@ -219,7 +219,8 @@ async function main(): Promise<void> {
       fs.copyFileSync(tokenizerFile, path.join(out, 'tokenizer.json'));
     });
   }
-  const metricsFile = path.join(cache, 'metrics.json');
+  // Metrics are kept per weights (sha256), so several exports can be evaluated side by side.
+  const metricsFileFor = (sha256: string): string => path.join(cache, `metrics-${sha256.slice(0, 16)}.json`);
   if (args.stages.has('eval')) {
     await timed('eval', async () => {
       const checkpoint = await loadCheckpoint(out);
@@ -232,7 +233,7 @@ async function main(): Promise<void> {
         log,
       });
       const samples = await sampleCompletions(checkpoint.config, checkpoint.weights, shipped, heldOut, { seqLen: BODY.contextLength, threads: hyperparameters.threads });
-      fs.writeFileSync(metricsFile, JSON.stringify({ weightsSha256: checkpoint.sha256, metrics, samples }, null, 1));
+      fs.writeFileSync(metricsFileFor(checkpoint.sha256), JSON.stringify({ weightsSha256: checkpoint.sha256, metrics, samples }, null, 1));
       process.stdout.write(`${JSON.stringify({ metrics, progress: { steps: progress!.step, tokens: progress!.tokens, trainSeconds: progress!.trainSeconds } }, null, 2)}\n`);
     });
   }
@@ -240,6 +241,8 @@ async function main(): Promise<void> {
   // 6. The model card, from the recorded numbers of the exported weights.
   if (args.stages.has('card')) {
     const checkpoint = await loadCheckpoint(out);
+    const metricsFile = metricsFileFor(checkpoint.sha256);
+    if (!fs.existsSync(metricsFile)) throw new Error(`no metrics for the weights in ${out}; run the eval stage first`);
     const recorded = readJson<{ weightsSha256: string; metrics: Parameters<typeof renderModelCard>[0]['metrics']; samples: Parameters<typeof renderModelCard>[0]['samples'] }>(metricsFile);
     if (recorded.weightsSha256 !== checkpoint.sha256) throw new Error(`${metricsFile} belongs to other weights than ${out}; run the eval stage again`);
     const card = renderModelCard({

@@ -1,7 +1,7 @@
 // MODEL_CARD.md for the embedded default model, written from the run's recorded numbers.
 
 import { CorpusManifest, PackageSummary } from './corpus';
-import { LanguageMetrics } from './evaluate';
+import { LanguageMetrics, MAX_EVAL_FILE_CHARS } from './evaluate';
 import { CorpusLanguage, CORPUS_LANGUAGES } from './sources';
 import { PretrainHyperparameters, RunLength, TrainProgress } from './train';
 import { VocabMeasurement } from './vocab';
@@ -86,6 +86,7 @@ export function renderModelCard(c: ModelCardInput): string {
   lines.push('');
   lines.push(
     'Held-out packages are never trained on (split by whole package; held-out files that near-duplicate training files were dropped). ' +
+      `Files longer than ${MAX_EVAL_FILE_CHARS.toLocaleString('en-US')} characters are cut to their first ${MAX_EVAL_FILE_CHARS.toLocaleString('en-US')} (at a line end) so that one big file cannot dominate a language. ` +
       'Bits per byte: each file scored on its own in windows of ' +
       `${h.seqLen} tokens with stride ${h.seqLen / 2}; \`xz -9 --format=raw\` on the same bytes, file by file (the same information the model sees) ` +
       'and with all files of the language concatenated (cross-file repetition helps xz: a stricter floor). Next-line exact match: the file up to a line ' +

@@ -144,3 +144,20 @@ describe('pretrain evaluation helpers', () => {
     assert.ok(trainingFlopsPerToken(shape, 8192) - trainingFlopsPerToken(shape, 4096) === 6 * 4096 * 256);
   });
 });
+
+describe('pretrain evaluation file selection', () => {
+  it('cuts long files at a line end and stops near the byte budget', async () => {
+    const { selectEvalFiles, truncateAtLine, MAX_EVAL_FILE_CHARS } = await import('../../../trainer/pretrain/evaluate');
+    assert.equal(truncateAtLine('ab\ncd\nef', 7), 'ab\ncd\n');
+    assert.equal(truncateAtLine('abcdef', 4), 'abcd');
+    assert.equal(truncateAtLine('short\n', 100), 'short\n');
+    const big: CorpusFile = { source: 'x', path: 'big.py', language: 'python', text: 'value = 1\n'.repeat(10_000) };
+    const small: CorpusFile[] = Array.from({ length: 10 }, (_, i) => ({ source: 'x', path: `s${i}.py`, language: 'python', text: `x = ${i}\n`.repeat(100) }));
+    const picked = selectEvalFiles([big, ...small, files[0]], 'python', 1e9);
+    assert.equal(picked.length, 11, 'only python files');
+    const cut = picked.find((f) => f.path === 'big.py')!;
+    assert.ok(cut.text.length <= MAX_EVAL_FILE_CHARS && cut.text.endsWith('\n') && big.text.startsWith(cut.text));
+    const few = selectEvalFiles([big, ...small], 'python', 1500);
+    assert.ok(few.length >= 1 && few.length < 11);
+  });
+});

@@ -41,8 +41,8 @@ describe('engine worker', () => {
     assert.equal(out.total.dtype, 'float32');
     assert.ok(Number.isFinite((out.total.data as Float32Array)[0]));
     assert.ok(elapsed > 50, `the run should take a while to mean anything (${elapsed.toFixed(0)} ms)`);
-    // A blocked loop fires ~once; a free one fires every ~5 ms (allow for a loaded machine).
-    assert.ok(ticks.length >= elapsed / 5 / 4, `${ticks.length} ticks in ${elapsed.toFixed(0)} ms`);
+    // A blocked loop fires at most once; a free one every ~5 ms (allow a lot for a loaded machine).
+    assert.ok(ticks.length >= Math.max(3, elapsed / 5 / 10), `${ticks.length} ticks in ${elapsed.toFixed(0)} ms`);
     await worker.call('releaseSession', id);
   });
 
@@ -80,9 +80,10 @@ describe('engine worker', () => {
       const { id } = await doomed.call('createSession', slowModel(256, 40), { threads: 1 });
       const feed = () => ({ x: { dtype: 'float32' as const, shape: [256, 256], data: new Float32Array(256 * 256) } });
       const runs = [doomed.call('runSession', id, feed()), doomed.call('runSession', id, feed())];
+      const outcomes = Promise.allSettled(runs); // handled now: the rejections come during terminate()
       await new Promise((resolve) => setTimeout(resolve, 5 + i * 5));
       await doomed.terminate();
-      for (const outcome of await Promise.allSettled(runs)) {
+      for (const outcome of await outcomes) {
         if (outcome.status === 'rejected') assert.match(String(outcome.reason), /terminated/);
       }
       await assert.rejects(doomed.call('ping'), /terminated/);

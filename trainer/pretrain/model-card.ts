@@ -127,6 +127,21 @@ export function renderModelCard(c: ModelCardInput): string {
   if (last) lines.push(`| final training loss | ${last[1]} nats/token (mean of the last logged steps) |`);
   lines.push(`| pipeline time (this run) | ${Object.entries(c.stageSeconds).map(([k, v]) => `${k} ${v < 120 ? `${v.toFixed(0)} s` : `${(v / 60).toFixed(1)} min`}`).join(', ')} |`);
   lines.push('');
+  lines.push('### Reproduce');
+  lines.push('');
+  const lengthFlag = (l: RunLength): string => ('steps' in l ? `--steps ${l.steps}` : `--minutes ${l.seconds / 60}`);
+  const extensions = p.extensions ?? [];
+  const firstLength = extensions.length > 0 ? extensions[0].from : undefined;
+  const commands = firstLength
+    ? [`npm run pretrain -- ${lengthFlag(firstLength)}`, ...extensions.map((e) => `npm run pretrain -- --extend ${lengthFlag(e.to)}`)]
+    : ['npm run pretrain'];
+  lines.push(fence(commands.join('\n')));
+  lines.push(
+    'Every stage caches its output under `.cache/pretrain/` and training resumes from its last checkpoint, so an interrupted command can simply be run again. ' +
+      'A time-budgeted run takes as many steps as the machine manages in that time: on a faster or idle machine it sees more tokens (pass `--steps` for a fixed count). ' +
+      'Wall time ≈ fetch + corpus (about a minute) + tokenizer measurement (under 30 s) + token stream (about 10 s) + the training minutes + evaluation (a few minutes).',
+  );
+  lines.push('');
   lines.push('### Tokenizer: vocabulary size by measurement');
   lines.push('');
   lines.push(

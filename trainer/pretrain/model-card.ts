@@ -117,7 +117,7 @@ export function renderModelCard(c: ModelCardInput): string {
     `| optimizer | AdamW β (${h.beta1}, ${h.beta2}), weight decay ${h.weightDecay}, clip ${h.maxGradNorm}, peak lr ${h.peakLearningRate}, ${h.warmupSteps} warm-up steps, linear decay to ${h.finalLearningRateFraction}× over the last ${100 * h.decayFraction}% |`,
   );
   for (const e of p.extensions ?? []) {
-    const unit = (l: RunLength): string => ('steps' in l ? `${l.steps} steps` : `${(l.seconds / 60).toFixed(0)} min`);
+    const unit = (l: RunLength): string => ('steps' in l ? `${l.steps} steps` : `${Number((l.seconds / 60).toFixed(1))} min`);
     lines.push(`| extension | at step ${e.step} the run was extended from ${unit(e.from)} to ${unit(e.to)} of training: the learning rate warmed up again from ${h.finalLearningRateFraction}× to the peak over ${h.warmupSteps} steps, then decayed over the last ${100 * h.decayFraction}% of the new length |`);
   }
   lines.push(`| init | N(0, 0.02), o_proj/down_proj scaled by 1/√(2·layers), seed ${h.seed} |`);

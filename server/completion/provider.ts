@@ -4,7 +4,7 @@
 import type { LoadedModel } from '../model/host';
 import { CompletionCache } from './cache';
 import { InflightGenerations, remainderAfter, type Generation, type GenerationContext } from './inflight';
-import { postprocessCompletion } from './postprocess';
+import { postprocessCompletion, stopSequencesFor } from './postprocess';
 import { buildFimPrompt, defaultPromptBudget, type ContextSnippet } from './prompt';
 
 export interface CompletionDocument {
@@ -91,6 +91,7 @@ export class CompletionProvider {
     model
       .generate(prompt.tokens, {
         maxNewTokens: this.options.maxNewTokens,
+        stop: stopSequencesFor(prefix, suffix),
         signal: generation.abortController.signal,
         onText: (piece) => generation.append(piece),
       })

@@ -16,6 +16,8 @@ import { Tokenizer } from '../../trainer/tokenizer/tokenizer';
 
 export interface GenerateOptions {
   maxNewTokens: number;
+  /** Text stop sequences; the result is cut before the first match. */
+  stop?: readonly string[];
   signal: AbortSignal;
   /** Called with each newly decoded piece of text. */
   onText?: (piece: string) => void;
@@ -122,7 +124,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
         const onAbort = () => void worker.call('cancelGeneration', id).catch(() => undefined);
         options.signal.addEventListener('abort', onAbort, { once: true });
         try {
-          const result = await worker.call('generate', id, { prompt: Array.from(prompt), maxTokens: options.maxNewTokens, eosTokenIds: stopIds });
+          const result = await worker.call('generate', id, { prompt: Array.from(prompt), maxTokens: options.maxNewTokens, eosTokenIds: stopIds, stop: options.stop });
           if (options.signal.aborted || result.stopReason === 'cancelled') throw new Error('aborted');
           const text = result.text ?? tokenizer.decode(result.tokens);
           options.onText?.(text);

@@ -1,6 +1,6 @@
 // The reference a server answer is compared with: the same FIM prompt decoded by the engine in a
 // worker of this test process (base, or base + the adapter in `adapterDir`), post-processed.
-import { postprocessCompletion } from '../../../server/completion/postprocess';
+import { postprocessCompletion, stopSequencesFor } from '../../../server/completion/postprocess';
 import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
 import { defaultCompletionOptions } from '../../../server/completion/provider';
 import { adapterMessage } from '../../../server/model/host';
@@ -30,6 +30,7 @@ export async function engineCompletion(modelDir: string, adapterDir: string | nu
       prompt: Array.from(prompt.tokens),
       maxTokens: defaultCompletionOptions.maxNewTokens,
       eosTokenIds: stopTokenIds(tokenizer, checkpoint.config.eosTokenId),
+      stop: stopSequencesFor(prefix, suffix),
     });
     const completion = postprocessCompletion({ prefix, suffix, completion: result.text ?? tokenizer.decode(result.tokens), maxLines: defaultCompletionOptions.maxLines });
     return completion === '' ? null : completion;

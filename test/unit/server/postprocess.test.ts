@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { postprocessCompletion } from '../../../server/completion/postprocess';
+import { postprocessCompletion, stopSequencesFor } from '../../../server/completion/postprocess';
 
 // `█` marks the cursor in `input`.
 interface Case {
@@ -154,4 +154,13 @@ describe('server/completion/postprocess', () => {
       assert.equal(result, testCase.expected);
     });
   }
+});
+
+describe('server/completion/postprocess: stop sequences for the decoder', () => {
+  it('one line inside a line, a block at the start of a fresh line', () => {
+    assert.deepEqual(stopSequencesFor('const total = ', ''), ['\n']);
+    assert.deepEqual(stopSequencesFor('  foo(', ');\n'), ['\n']);
+    assert.deepEqual(stopSequencesFor('function f() {\n  ', '\n}\n'), ['\n\n']);
+    assert.deepEqual(stopSequencesFor('', ''), ['\n\n']);
+  });
 });

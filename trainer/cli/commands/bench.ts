@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { parseModelConfig } from '../../model/config';
 import { benchInfer } from '../../bench/infer';
+import { benchLsp } from '../../bench/lsp';
 import { benchTrain } from '../../bench/train';
 
 // `idiom bench train|infer`: speed benchmarks that print one JSON object on stdout (logs go to
@@ -92,5 +93,17 @@ export function registerBenchCommand(program: Command): void {
     .option('--json', 'print JSON (always on)', true)
     .action(async (opts: { threads: number }) => {
       printJson(await benchInfer({ threads: opts.threads, log }));
+    });
+
+  bench
+    .command('lsp')
+    .description('inline completion latency (cold, typing) and RSS of the real language server over stdio, on a real file')
+    .option('--base <dir>', 'base model folder (default: the embedded model)')
+    .option('--file <file>', 'source file to complete in (default: server/completion/postprocess.ts)')
+    .option('--cold <n>', 'cold requests (one per line)', positiveInt('--cold'), 24)
+    .option('--typed-lines <n>', 'lines typed back one keystroke at a time', positiveInt('--typed-lines'), 4)
+    .option('--json', 'print JSON (always on)', true)
+    .action(async (opts: { base?: string; file?: string; cold: number; typedLines: number }) => {
+      printJson(await benchLsp({ base: opts.base, file: opts.file, coldRequests: opts.cold, typedLines: opts.typedLines, log }));
     });
 }

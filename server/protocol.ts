@@ -35,7 +35,7 @@ export const defaultSettings: IdiomSettings = {
 /** `initialize` params' `initializationOptions`. Every field is optional so other editors can omit them. */
 export interface InitializationOptions {
   settings?: Partial<IdiomSettings>;
-  /** Where the bundled default model lives (the extension's models/ directory). */
+  /** Where the bundled default model lives (the extension's models/ directory). Omitted: the package's models/; '' for none. */
   defaultModelPath?: string;
   /** False in an untrusted workspace: no training, no custom base model. Defaults to true. */
   trusted?: boolean;

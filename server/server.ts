@@ -2,6 +2,7 @@
 // The only code (with main.ts) that speaks LSP; the pipeline stages live in completion/, context/
 // and model/ (base model, adapters), training runs in a child process (training/).
 
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -19,6 +20,7 @@ import { TextDocument } from 'vscode-languageserver-textdocument';
 import { CompletionProvider, type CompletionDocument } from './completion/provider';
 import { similarSnippets, type SnippetSource } from './context/snippets';
 import type { Projection } from '../trainer/model/config';
+import { packageRoot } from '../trainer/pipeline/base-model';
 import type { Registry } from '../trainer/registry/registry';
 import { oneLine, RepositoryAdapters } from './model/adapters';
 import { loadModel, type LoadedModel } from './model/host';
@@ -49,6 +51,13 @@ import { StatusBoard } from './status';
 import { TrainJob } from './training/job';
 import type { TrainJobOptions } from './training/messages';
 import { percentageOf, progressAfter } from './training/progress';
+
+/** The package's embedded default model (models/), or '' when it is not installed. */
+function embeddedModelPath(): string {
+  const root = packageRoot();
+  const dir = root ? path.join(root, 'models') : '';
+  return dir !== '' && fs.existsSync(path.join(dir, 'config.json')) ? dir : '';
+}
 
 /** Lines around the cursor that pick the repository context snippets. */
 const snippetQueryLines = 20;
@@ -165,7 +174,8 @@ export class IdiomServer {
   private initialize(params: InitializeParams): InitializeResult {
     const options = (params.initializationOptions ?? {}) as InitializationOptions;
     this.settings = mergeSettings(defaultSettings, options.settings);
-    this.defaultModelPath = typeof options.defaultModelPath === 'string' ? options.defaultModelPath : '';
+    // Other editors launch `idiom lsp --stdio` without options: the package's embedded model serves.
+    this.defaultModelPath = typeof options.defaultModelPath === 'string' ? options.defaultModelPath : embeddedModelPath();
     this.trusted = options.trusted !== false;
     const folders = (params.workspaceFolders ?? []).map((folder) => folder.uri);
     if (folders.length === 0 && params.rootUri) folders.push(params.rootUri);

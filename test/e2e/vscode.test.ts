@@ -104,7 +104,9 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     // The real engine on a real checkpoint: the embedded default model once models/ holds one,
     // else a tiny random-weights checkpoint with its tokenizer, written here.
     const embedded = path.join(repoRoot, 'models');
-    modelDir = fs.existsSync(path.join(embedded, 'config.json')) ? embedded : (await makePrintableModel(path.join(temp, 'model'))).dir;
+    // IDIOM_E2E_RANDOM_MODEL=1 takes the random one even then (the path a clean clone without models/ takes).
+    const useEmbedded = fs.existsSync(path.join(embedded, 'config.json')) && process.env.IDIOM_E2E_RANDOM_MODEL !== '1';
+    modelDir = useEmbedded ? embedded : (await makePrintableModel(path.join(temp, 'model'), { singleLine: true })).dir;
 
     const userData = path.join(temp, 'user-data');
     const extensions = path.join(temp, 'extensions');

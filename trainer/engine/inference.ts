@@ -87,6 +87,21 @@ function groupWeight(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>,
   return parts.length === 1 ? parts[0] : concatRows(parts);
 }
 
+/**
+ * 1/√hd, folded into the query rows of the packed q|k|v weight (and bias, and LoRA B): RoPE is
+ * linear, so the scores come out scaled with no Mul and no FusedMatMul alpha (alpha ≠ 1 sends
+ * MLAS down its general, packing path: ~1.5× slower for a single decode row).
+ */
+const QUERY_SCALE = (headDim: number) => 1 / Math.sqrt(headDim);
+
+/** A copy of `tensor` ([rows, cols] or [rows]) with its first `rows` rows multiplied by `factor`. */
+function scaleLeadingRows(tensor: HostTensor, rows: number, factor: number): HostTensor {
+  const cols = tensor.shape.length === 2 ? tensor.shape[1] : 1;
+  const data = Float32Array.from(tensor.data as Float32Array);
+  for (let i = 0; i < rows * cols; i++) data[i] *= factor;
+  return { dtype: 'float32', shape: tensor.shape, data };
+}
+
 function groupShape(cfg: ModelConfig, group: ProjectionGroup): [number, number] {
   let out = 0;
   let inFeatures = 0;
@@ -128,10 +143,15 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: ReadonlyMap<strin
   const sin = graph.initializer('rope.sin', rope.sin);
 
   const linear = (x: Value, layer: number, group: ProjectionGroup): Value => {
-    const bias = group === 'qkv' && cfg.attentionBias
+    let weight = groupWeight(cfg, weights, layer, group, options.mergedAdapter);
+    let bias = group === 'qkv' && cfg.attentionBias
       ? concatRows((['q_proj', 'k_proj', 'v_proj'] as const).map((p) => w(projectionBiasName(layer, p))))
       : undefined;
-    let y = frozenLinear(graph, x, `layer${layer}.${group}`, groupWeight(cfg, weights, layer, group, options.mergedAdapter), precision, bias);
+    if (group === 'qkv') {
+      weight = scaleLeadingRows(weight, H * hd, QUERY_SCALE(hd));
+      if (bias) bias = scaleLeadingRows(bias, H * hd, QUERY_SCALE(hd));
+    }
+    let y = frozenLinear(graph, x, `layer${layer}.${group}`, weight, precision, bias);
     if (options.loraInputs) {
       const [outFeatures, inFeatures] = groupShape(cfg, group);
       const rank = `lora_rank_${group}`;
@@ -159,7 +179,8 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: ReadonlyMap<strin
     // Named as the outputs themselves: an Identity per output would cost a kernel launch per token.
     const k4 = graph.output(reshapeTo(kRotated, ['T', KV, 1, hd], newKeyName(layer)));
     const v4 = graph.output(reshapeTo(v, ['T', KV, 1, hd], newValueName(layer)));
-    const scoreOptions = { transB: true, transBatchA: true, transBatchB: true, alpha: 1 / Math.sqrt(hd) };
+    // alpha stays 1 (q is pre-scaled): MLAS takes its fast single-row path only for alpha = 1.
+    const scoreOptions = { transB: true, transBatchA: true, transBatchB: true };
     const pastScores = fusedMatMulBatch(q4, pastKey, scoreOptions, [KV, G, 'T', 'past'], 'past_scores');
     const newScores = fusedMatMulBatch(q4, k4, scoreOptions, [KV, G, 'T', 'T'], 'new_scores');
     const joined = graph.node('Concat', [pastScores, newScores], { axis: -1 }, [{ dtype: 'float32', shape: [KV, G, 'T', 'context'] }], 'scores')[0];
@@ -228,7 +249,8 @@ export function buildWeightMatmulGraph(cfg: ModelConfig, weights: ReadonlyMap<st
 
 /**
  * Feeds for a graph built with `loraInputs`: per layer and group, A = the targeted projections'
- * A stacked [ΣR, in], B = block matrix [out, ΣR] holding scaling·B of each projection in its rows.
+ * A stacked [ΣR, in], B = block matrix [out, ΣR] holding scaling·B of each projection in its rows
+ * (q_proj's also times 1/√hd, as the graph's query weight).
  * `undefined` gives the zero-rank feeds (the base model).
  */
 export function loraFeeds(cfg: ModelConfig, adapter: LoraAdapter | undefined): Record<string, ort.Tensor> {
@@ -236,7 +258,7 @@ export function loraFeeds(cfg: ModelConfig, adapter: LoraAdapter | undefined): R
   for (let layer = 0; layer < cfg.numLayers; layer++) {
     for (const group of GROUPS) {
       const [outFeatures, inFeatures] = groupShape(cfg, group);
-      const parts: { rowOffset: number; a: HostTensor; b: HostTensor }[] = [];
+      const parts: { rowOffset: number; a: HostTensor; b: HostTensor; factor: number }[] = [];
       let rowOffset = 0;
       for (const projection of PROJECTION_GROUPS[group]) {
         const lora = adapter?.modules.get(projectionModule(layer, projection));
@@ -245,7 +267,8 @@ export function loraFeeds(cfg: ModelConfig, adapter: LoraAdapter | undefined): R
           if (lora.a.shape[1] !== i || lora.b.shape[0] !== o || lora.a.shape[0] !== lora.b.shape[1]) {
             throw new Error(`adapter ${projectionModule(layer, projection)}: A [${lora.a.shape}] / B [${lora.b.shape}] do not fit [${o}, ${i}]`);
           }
-          parts.push({ rowOffset, a: lora.a, b: lora.b });
+          const factor = adapter!.scaling * (projection === 'q_proj' ? QUERY_SCALE(cfg.headDim) : 1);
+          parts.push({ rowOffset, a: lora.a, b: lora.b, factor });
         }
         rowOffset += o;
       }
@@ -258,7 +281,7 @@ export function loraFeeds(cfg: ModelConfig, adapter: LoraAdapter | undefined): R
         a.set(part.a.data as Float32Array, column * inFeatures);
         const source = part.b.data as Float32Array;
         for (let row = 0; row < part.b.shape[0]; row++) {
-          for (let k = 0; k < r; k++) b[(part.rowOffset + row) * rank + column + k] = adapter!.scaling * source[row * r + k];
+          for (let k = 0; k < r; k++) b[(part.rowOffset + row) * rank + column + k] = part.factor * source[row * r + k];
         }
         column += r;
       }

@@ -20,7 +20,7 @@ import { EngineWorker } from '../runtime/client';
 import { defaultThreadCount } from '../runtime/session';
 import type { HostTensor } from '../tensor';
 import type { Tokenizer } from '../tokenizer/tokenizer';
-import { Trainer } from '../training/trainer';
+import { createStepTrainer, selectTrainingBackend, type BackendSelection, type StepTrainer } from '../torch-bridge/backend';
 import { comparisonRows, type ComparisonRow } from '../report/compare';
 import { writeTrainingReport } from '../report/html';
 import { baseWeightsSha256, resolveBaseDir } from './base-model';
@@ -139,9 +139,8 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
   if (method !== 'lora' && method !== 'full') throw new Error(`unknown method "${String(method)}" (expected lora or full)`);
   const mode = options.mode ?? 'complete';
   if (!MODES.includes(mode)) throw new Error(`unknown mode "${mode}" (expected ${MODES.join(', ')})`);
-  const backend = options.backend ?? 'auto';
-  if (backend === 'torch') throw new Error('backend torch is not available in this build (trainer/torch/ is not installed); use --backend ort');
-  if (backend !== 'auto' && backend !== 'ort') throw new Error(`unknown backend "${String(backend)}" (expected auto, ort or torch)`);
+  const selection = await selectTrainingBackend(options.backend ?? 'auto');
+  if (selection.message) emit({ type: 'log', message: selection.message });
   const budget = options.budget ?? { minutes: DEFAULT_MINUTES };
   checkBudget(budget);
 
@@ -204,7 +203,7 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
 
   const createdNow = !options.resume || run.loadCheckpoint() === null;
   try {
-    return await trainInRun(run, info, { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode });
+    return await trainInRun(run, info, { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode, selection });
   } catch (error) {
     // A run that failed before its first checkpoint (bad data, no examples) leaves nothing behind.
     if (createdNow && !(error instanceof TrainingCancelledError) && run.loadCheckpoint() === null) run.remove();
@@ -226,10 +225,11 @@ interface RunContext {
   registry: Registry;
   method: 'lora' | 'full';
   mode: Mode;
+  selection: BackendSelection;
 }
 
 async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): Promise<TrainRepositoryResult> {
-  const { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode } = context;
+  const { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode, selection } = context;
   // ---- mine + tokenise (kept in the run folder, so a resumed run trains on the same rows) ------
   let reader = openDataset(run.datasetPath, tokenizerSha256);
   let datasetSummary: { files: number; excluded: Record<string, number>; secretsExcluded: number; dirty: boolean } | null = null;
@@ -265,7 +265,7 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
   const worker = EngineWorker.start();
   try {
     // ---- train ---------------------------------------------------------------------------------
-    const training = await trainLoop({ run, info, config, examples, worker, tokenizer, emit, signal, options, skip: previouslySaved !== null });
+    const training = await trainLoop({ run, info, config, examples, worker, selection, tokenizer, emit, signal, options, skip: previouslySaved !== null });
     signal?.throwIfAborted();
 
     // ---- evaluate ------------------------------------------------------------------------------
@@ -320,8 +320,8 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
       },
       training: {
         method,
-        backend: 'ort',
-        device: 'cpu',
+        backend: selection.backend,
+        device: selection.device,
         steps: training.state.step,
         tokens: training.state.tokens,
         seconds: round(training.state.seconds, 3),
@@ -423,6 +423,8 @@ interface LoopInput {
   config: ModelConfig;
   examples: TrainExample[];
   worker: EngineWorker;
+  /** ONNX Runtime in `worker`, or a PyTorch process. */
+  selection: BackendSelection;
   tokenizer: Tokenizer;
   emit: (event: TrainEvent) => void;
   signal?: AbortSignal;
@@ -449,7 +451,7 @@ async function trainLoop(input: LoopInput): Promise<LoopResult> {
   if (input.skip) throw new Error(`${run.dir}: the run was saved but its final checkpoint is missing`);
 
   emit({ type: 'phase', phase: 'compiling', message: `building the ${info.method} training graph (batch ${info.batch} × ${info.seqLen} tokens)` });
-  const trainer = await Trainer.create(worker, { checkpointDir: info.base.dir }, {
+  const trainer = await createStepTrainer(input.selection, worker, { checkpointDir: info.base.dir }, {
     trainable: info.method === 'lora' ? { method: 'lora', lora: { r: info.lora!.r, alpha: info.lora!.alpha, targets: info.lora!.targets } } : { method: 'full' },
     batch: info.batch,
     seqLen: info.seqLen,
@@ -579,7 +581,7 @@ async function trainLoop(input: LoopInput): Promise<LoopResult> {
  * at learning rate 0 (AdamW then leaves the weights as they are), the fastest counted (the
  * machine may be shared), then a fresh optimizer state.
  */
-async function measureTokensPerSecond(trainer: Trainer, examples: TrainExample[], rows: number[][], info: RunInfo, padId: number): Promise<number> {
+async function measureTokensPerSecond(trainer: StepTrainer, examples: TrainExample[], rows: number[][], info: RunInfo, padId: number): Promise<number> {
   const batch = fillRows(examples, rows.slice(0, info.batch), info.batch, info.seqLen, padId);
   await trainer.step({ tokens: batch.tokens, lossMask: batch.lossMask }, 0);
   let fastest = Infinity;

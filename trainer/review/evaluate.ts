@@ -33,6 +33,11 @@ export interface FixEvaluationOptions {
   maxFileLines?: number;
   /** Use fix commits the adapter's training snapshot contains too (leaks). */
   includeTrained?: boolean;
+  /**
+   * Only fix commits not reachable from this commit: the snapshot the adapter was trained on,
+   * when its manifest's head is not in this repository (e.g. trained on a flattened copy).
+   */
+  fixesAfter?: string;
   subject?: RegExp;
   threads?: number;
   onLog?: (message: string) => void;
@@ -52,7 +57,7 @@ export interface FixEvaluation {
   auc: { adapter: ModelAuc; base: ModelAuc; gap: ModelAuc };
   /** Mean of per-file AUCs (files with both kinds of lines): the within-file ranking review makes. */
   perFileAuc: { adapter: ModelAuc; base: ModelAuc; files: number };
-  /** The aggregate with the higher pooled adapter AUC. */
+  /** The aggregate with the higher within-file adapter AUC (the question review answers). */
   bestAggregate: Aggregate;
   seconds: number;
 }
@@ -75,7 +80,7 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
   const baseDir = resolveBaseDir(options.base);
   const baseSha256 = await baseWeightsSha256(baseDir);
   const resolved = await resolveReviewAdapter(repoRoot, options.adapter, options.registry, { dir: baseDir, sha256: baseSha256 });
-  const trainedAt = resolved ? (readManifest(resolved.dir)?.repo.head ?? null) : null;
+  const trainedAt = options.fixesAfter ?? (resolved ? (readManifest(resolved.dir)?.repo.head ?? null) : null);
 
   const subject = options.subject ?? FIX_SUBJECT;
   const raw = await git.raw(['log', '--no-merges', '--format=%H%x09%P%x09%s', 'HEAD']);
@@ -93,7 +98,7 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
     try {
       trained = new Set((await git.raw(['rev-list', trainedAt])).split('\n').filter(Boolean));
     } catch {
-      throw new Error(`the adapter was trained at commit ${trainedAt}, which this repository does not have; pass --include-trained to evaluate anyway`);
+      throw new Error(`commit ${trainedAt} (the adapter's training snapshot) is not in this repository; pass --fixes-after <commit> (the snapshot it was trained on) or --include-trained`);
     }
     candidates = matched.filter((c) => !trained.has(c.id));
   } else if (resolved && !trainedAt && !options.includeTrained) {
@@ -166,6 +171,7 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
     base: byAggregate((a) => pooled((l) => l.base[a])),
     gap: byAggregate((a) => pooled((l) => l.adapter[a] - l.base[a])),
   };
+  const perFileAdapter = byAggregate((a) => perFile((l) => l.adapter[a]).mean);
   return {
     repo: repoRoot,
     adapter: resolved ? { id: resolved.id, path: resolved.dir, trainedAt } : null,
@@ -175,11 +181,11 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
     lines: { removedByFix: scored.filter((l) => l.removed).length, other: scored.filter((l) => !l.removed).length },
     auc,
     perFileAuc: {
-      adapter: byAggregate((a) => perFile((l) => l.adapter[a]).mean),
+      adapter: perFileAdapter,
       base: byAggregate((a) => perFile((l) => l.base[a]).mean),
       files: perFile((l) => l.adapter.mean).files,
     },
-    bestAggregate: auc.adapter.max > auc.adapter.mean ? 'max' : 'mean',
+    bestAggregate: perFileAdapter.max > perFileAdapter.mean ? 'max' : 'mean',
     seconds: (performance.now() - started) / 1000,
   };
 }

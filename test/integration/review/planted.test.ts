@@ -10,6 +10,8 @@ import { Registry } from '../../../trainer/registry/registry';
 import { EngineWorker } from '../../../trainer/runtime/client';
 import { ReviewScorer } from '../../../trainer/review/scorer';
 import type { ReviewFileResult } from '../../../trainer/review/review';
+import { evaluateFixCommits } from '../../../trainer/review/evaluate';
+import { commitFiles } from '../../fixtures/mining/git-repo';
 import { buildIdiomRepo, entityModule, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
 import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
 
@@ -49,8 +51,12 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
   });
   after(() => fs.rmSync(base, { recursive: true, force: true }));
 
+  // The mean aggregate: with a model this small every first use of a new name (widget, Widget) is
+  // near-maximally surprising, so the max aggregate (the default, chosen on real fix commits)
+  // ranks the lines that introduce the new entity's names above the odd line here.
   it('flags the planted line (a new, untracked file: every line is new) and it is the most surprising one', () => {
-    const result = review([path.join(repo.root, 'src', 'widget.ts'), '--base', model.dir]);
+    const result = review([path.join(repo.root, 'src', 'widget.ts'), '--base', model.dir, '--aggregate', 'mean']);
+    assert.equal(result.aggregate, 'mean');
     assert.equal(result.scope, 'changed');
     assert.equal(result.adapter?.source, 'complete');
     const planted = result.lines.find((l) => l.line === plantedLine)!;
@@ -78,6 +84,7 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
     fs.writeFileSync(file, lines.join('\n'));
     try {
       const result = review([file, '--base', model.dir]);
+      assert.equal(result.aggregate, 'max');
       assert.deepEqual(result.lines.map((l) => l.line), [changed]);
       const all = review([file, '--base', model.dir, '--all']);
       assert.equal(all.scope, 'all');
@@ -101,13 +108,26 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
       assert.notEqual(alternative, PLANTED);
       const lines = widgetText.split('\n');
       lines[plantedLine - 1] = alternative;
-      const before = await scorer.fileSurprisal(widgetText);
+      const before = await scorer.fileSurprisal(widgetText); // mean, as the planted-line test
       const after = await scorer.fileSurprisal(lines.join('\n'));
       assert.ok(after.adapter.mean[plantedLine - 1] < before.adapter.mean[plantedLine - 1], `${JSON.stringify(alternative)}: ${after.adapter.mean[plantedLine - 1]} vs ${before.adapter.mean[plantedLine - 1]}`);
       await scorer.dispose();
     } finally {
       await worker.terminate();
     }
+  });
+
+  it('--eval-fixes: a later fix commit that removes the odd line ranks it first (AUC 1); commits the adapter trained on are left out', async () => {
+    commitFiles(repo.root, '2025-01-01T10:00:00Z', 'add widget', { 'src/widget.ts': widgetText });
+    commitFiles(repo.root, '2025-01-02T10:00:00Z', 'fix: widget rename stores the renamed widget', { 'src/widget.ts': entityModule('widget') });
+    const result = await evaluateFixCommits({ repo: repo.root, base: model.dir, threads: 1 });
+    assert.deepEqual(result.commits, { matched: 1, afterTraining: 1, evaluated: 1 });
+    assert.equal(result.lines.removedByFix, 1);
+    assert.equal(result.lines.other, widgetText.split('\n').filter((l) => /\S/.test(l)).length - 1);
+    assert.equal(result.auc.adapter.mean, 1, JSON.stringify(result.auc));
+    assert.equal(result.perFileAuc.files, 1);
+    // Trained on HEAD: nothing left to evaluate without leakage.
+    await assert.rejects(evaluateFixCommits({ repo: repo.root, base: model.dir, threads: 1, fixesAfter: 'HEAD' }), /no fix commits to evaluate \(1 match .*none after the adapter's training commit/);
   });
 
   it('one-line errors: a missing file, a file outside git without --all', () => {

@@ -1,6 +1,6 @@
 import { type Command, Option } from 'commander';
 import { AGGREGATES, type Aggregate } from '../../review/lines';
-import { DEFAULT_PERCENTILE, reviewFile, unusualLineMessage, type ReviewFileResult } from '../../review/review';
+import { DEFAULT_AGGREGATE, DEFAULT_PERCENTILE, reviewFile, unusualLineMessage, type ReviewFileResult } from '../../review/review';
 import { evaluateFixCommits, formatFixEvaluation } from '../../review/evaluate';
 
 // `idiom review <file> [--all] [--json]`: lines unusual for this codebase (surprisal under the
@@ -23,6 +23,7 @@ interface ReviewCommandOptions {
   maxCommits?: number;
   maxFileLines?: number;
   includeTrained?: boolean;
+  fixesAfter?: string;
 }
 
 function positiveNumber(name: string, integer: boolean) {
@@ -44,13 +45,14 @@ export function registerReviewCommand(program: Command): void {
     .option('--adapter <id|dir>', 'adapter (default: the one active for review, else for complete)')
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
     .option('--percentile <p>', `flag lines in the repository's top p % (default ${DEFAULT_PERCENTILE})`, positiveNumber('--percentile', false))
-    .addOption(new Option('--aggregate <how>', 'line score from its tokens').choices([...AGGREGATES]).default('mean'))
+    .addOption(new Option('--aggregate <how>', 'line score from its tokens').choices([...AGGREGATES]).default(DEFAULT_AGGREGATE))
     .option('--refresh', "resample the repository's line distribution (cached per adapter)")
     .option('--sample-lines <n>', 'lines sampled for the repository distribution (default 3000)', positiveNumber('--sample-lines', true))
     .option('--threads <n>', 'compute threads (default: every core)', positiveNumber('--threads', true))
     .option('--eval-fixes <repo>', 'evaluate instead: AUC of surprisal for the lines real fix commits removed')
     .option('--max-commits <n>', 'with --eval-fixes: fix commits evaluated at most (default 200)', positiveNumber('--max-commits', true))
     .option('--max-file-lines <n>', 'with --eval-fixes: skip files longer than this (default 2000)', positiveNumber('--max-file-lines', true))
+    .option('--fixes-after <commit>', "with --eval-fixes: only fix commits after this one (default: the adapter's training commit)")
     .option('--include-trained', "with --eval-fixes: also use fix commits the adapter's training snapshot already contains (leaks: the fixed code was trained on)")
     .action(async (file: string | undefined, options: ReviewCommandOptions) => {
       const log = (message: string) => process.stderr.write(`${message}\n`);
@@ -63,6 +65,7 @@ export function registerReviewCommand(program: Command): void {
           maxCommits: options.maxCommits,
           maxFileLines: options.maxFileLines,
           includeTrained: options.includeTrained,
+          fixesAfter: options.fixesAfter,
           threads: options.threads,
           onLog: log,
         });

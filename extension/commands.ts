@@ -13,9 +13,17 @@ import {
 } from '../server/protocol';
 import { readSettings } from './config';
 import type { Ctx } from './ctx';
-import { trainingReportHtml } from './report';
+import { pipelineReportHtml, trainingReportHtml } from './report';
 
 export type Cmd = (...args: unknown[]) => unknown;
+
+async function readText(file: string): Promise<string | null> {
+  try {
+    return new TextDecoder().decode(await vscode.workspace.fs.readFile(vscode.Uri.file(file)));
+  } catch {
+    return null;
+  }
+}
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -125,8 +133,12 @@ export function showTrainingReport(ctx: Ctx): Cmd {
     const { adapters } = await ctx.requireClient().sendRequest(AdaptersRequest, { root: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath });
     const adapter = adapters.find((candidate) => candidate.active) ?? adapters[0];
     if (!adapter) throw new Error('no adapter has been trained yet: run Idiom: Retrain on this repository');
-    const panel = vscode.window.createWebviewPanel('idiom.trainingReport', `Idiom: ${adapter.id}`, vscode.ViewColumn.Active, { enableScripts: false });
-    panel.webview.html = trainingReportHtml(adapter, panel.webview.cspSource);
+    const pipelineReport = adapter.report && vscode.workspace.isTrusted ? await readText(adapter.report) : null;
+    const panel = vscode.window.createWebviewPanel('idiom.trainingReport', `Idiom: ${adapter.id}`, vscode.ViewColumn.Active, {
+      enableScripts: pipelineReport !== null,
+      localResourceRoots: [],
+    });
+    panel.webview.html = pipelineReport !== null ? pipelineReportHtml(pipelineReport) : trainingReportHtml(adapter, panel.webview.cspSource);
   });
 }
 

@@ -40,3 +40,14 @@ export function trainingReportHtml(adapter: AdapterSummary, cspSource: string): 
 <p>Files: ${escapeHtml(adapter.path)}</p>
 </body></html>`;
 }
+
+/**
+ * The pipeline's own HTML report (charts drawn by its inlined script) for a webview. It comes from
+ * the repository's .idiom folder, so a Content-Security-Policy lets it run its inline script and
+ * styles but load nothing and send nothing anywhere.
+ */
+export function pipelineReportHtml(html: string): string {
+  const policy = `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:;">`;
+  const head = /<head[^>]*>/i.exec(html);
+  return head ? html.replace(head[0], `${head[0]}${policy}`) : `${policy}${html}`;
+}

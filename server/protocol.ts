@@ -75,6 +75,8 @@ export interface AdapterSummary {
   training: { method: string; backend: string; device: string; steps: number; tokens: number; seconds: number } | null;
   /** Every mode it is active for. */
   activeModes?: Mode[];
+  /** The self-contained HTML training report (loss curve, comparison with the base and the previous adapter), when one was written. */
+  report?: string;
   /** Why the adapter folder is unusable (unreadable manifest …); the other fields are then best effort. */
   problem?: string;
 }

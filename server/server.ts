@@ -181,6 +181,8 @@ export class IdiomServer {
     if (folders.length === 0 && params.rootUri) folders.push(params.rootUri);
     this.workspaceRoots = folders.filter((uri) => uri.startsWith('file:')).map((uri) => fileURLToPath(uri));
     this.adapters = this.workspaceRoots.length > 0 ? RepositoryAdapters.forFolder(this.workspaceRoots[0]) : null;
+    // Activations made elsewhere (the CLI, a run in a terminal) take effect here too.
+    this.adapters?.watch(() => void this.adapterMayHaveChanged());
     this.status.update({ mode: this.settings.mode, trusted: this.trusted });
     return {
       capabilities: {
@@ -277,6 +279,16 @@ export class IdiomServer {
   }
 
   // ---- registry ------------------------------------------------------------------------------
+
+  private async adapterMayHaveChanged(): Promise<void> {
+    const model = this.model;
+    if (!model || !this.adapters || !this.trusted) return;
+    const registry = await this.adapters.registry(false).catch(() => null);
+    const activeId = registry ? await registry.activeId(this.settings.mode).catch(() => undefined) : null;
+    if (activeId === undefined || activeId === model.adapterId) return;
+    this.connection.console.info(`the active ${this.settings.mode} adapter changed to ${activeId ?? 'none (base model)'}`);
+    await this.reloadAdapter();
+  }
 
   private requireAdapters(root: string | undefined): RepositoryAdapters {
     if (typeof root === 'string' && root !== '') {

@@ -3,11 +3,13 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { findRepoRoot, loadActive, Registry, registryLocation, type AdapterEntry } from '../../trainer/registry/registry';
+import { findRepoRoot, loadActive, Registry, REGISTRY_FILE, registryLocation, type AdapterEntry } from '../../trainer/registry/registry';
 import type { AdapterSummary, Mode } from '../protocol';
 import type { LoadedModel, ServingWeights } from './host';
 
 export function adapterSummary(entry: AdapterEntry): AdapterSummary {
+  // trainRepository writes <registry>/reports/<id>.html next to <registry>/adapters/<id>.
+  const report = path.join(path.dirname(path.dirname(entry.path)), 'reports', `${entry.id}.html`);
   return {
     id: entry.id,
     created: entry.created,
@@ -18,6 +20,7 @@ export function adapterSummary(entry: AdapterEntry): AdapterSummary {
     parent: entry.parent,
     metrics: entry.metrics,
     training: entry.training,
+    ...(fs.existsSync(report) ? { report } : {}),
     ...(entry.problem ? { problem: entry.problem } : {}),
   };
 }
@@ -41,6 +44,20 @@ export class RepositoryAdapters {
 
   get exists(): boolean {
     return fs.existsSync(registryLocation(this.repoRoot));
+  }
+
+  /**
+   * Calls `onChange` when registry.json changes (another process: `idiom adapters activate`, a
+   * training run in a terminal). Polls its stat: the file is replaced by rename, which fs.watch
+   * loses track of.
+   */
+  watch(onChange: () => void, intervalMs = 1000): { dispose(): void } {
+    const file = path.join(registryLocation(this.repoRoot), REGISTRY_FILE);
+    const listener = (current: fs.Stats, previous: fs.Stats) => {
+      if (current.mtimeMs !== previous.mtimeMs || current.ino !== previous.ino) onChange();
+    };
+    fs.watchFile(file, { interval: intervalMs, persistent: false }, listener);
+    return { dispose: () => fs.unwatchFile(file, listener) };
   }
 
   /** The registry; created on first use only when `create` (training, activation). */

@@ -277,5 +277,17 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
       );
       await screenshot('08-serving-adapter');
     }
+    // The pipeline's report (loss curve and comparison, drawn by its inlined chart script) in a webview.
+    await runCommand('Idiom: Show training report');
+    const report = page.frameLocator('iframe.webview').frameLocator('iframe#active-frame');
+    try {
+      await report.locator('canvas').first().waitFor({ timeout: 30_000 });
+    } catch (error) {
+      await screenshot('09-training-report-missing');
+      for (const frame of page.frames()) console.error('frame', frame.url().slice(0, 120), (await frame.content().catch(() => '')).slice(0, 300));
+      throw error;
+    }
+    assert.ok((await report.locator('body').textContent())?.includes(id));
+    await screenshot('09-training-report');
   });
 });

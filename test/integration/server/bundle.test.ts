@@ -10,7 +10,8 @@ import { engineCompletion } from './reference';
 import { inlineCompletion, openDocument, startServer, stopServer, waitForModel } from './session';
 
 // The esbuild bundle as the .vsix ships it (dist/ alone, no node_modules above it): it completes,
-// and it trains, mining with tree-sitter from the .wasm files shipped in dist/.
+// and it trains, mining with tree-sitter from the .wasm files shipped in dist/ and writing a
+// report with charts.
 
 const packageRoot = path.join(__dirname, '..', '..', '..');
 
@@ -49,6 +50,8 @@ describe('the bundled server (dist/ as the .vsix ships it)', function () {
       const result = await session.connection.sendRequest(TrainRequest, { tokens: 6_000, threads: 1, force: true });
       assert.equal(result.activated, true, session.logs.join('\n'));
       assert.ok(result.tokens > 0);
+      // The report draws its charts with chart.js, shipped beside the bundle.
+      assert.match(fs.readFileSync(result.report!, 'utf8'), /new Chart\(/);
       assert.equal((await session.connection.sendRequest(StatusRequest, {})).adapter?.id, result.adapter.id);
       assert.ok(session.logs.some((line) => /trained .*: /.test(line)), session.logs.join('\n'));
       assert.ok(!session.logs.some((line) => /tree-sitter|grammar/.test(line)), session.logs.join('\n'));

@@ -93,6 +93,9 @@ describe('language server: training and adapters over stdio', function () {
       assert.equal(status.training, null);
       const { adapters } = await session.connection.sendRequest(AdaptersRequest, {});
       assert.deepEqual(adapters.filter((a) => a.active).map((a) => a.id), [trained.adapter.id]);
+      const listed = adapters.find((a) => a.id === trained!.adapter.id)!;
+      assert.equal(listed.report, trained.report);
+      assert.match(fs.readFileSync(listed.report!, 'utf8'), /new Chart\(/);
       const after = answerText(await inlineCompletion(session, uri, cursor.line, cursor.character));
       const withAdapter = await expectedCompletion(model, trained.adapter.path);
       assert.equal(after, withAdapter);
@@ -158,6 +161,13 @@ describe('language server: training and adapters over stdio', function () {
       assert.equal((await session.connection.sendRequest(StatusRequest, {})).adapter?.id, trained!.adapter.id);
       assert.equal(answerText(await inlineCompletion(session, uri, cursor.line, cursor.character)), await expectedCompletion(model, trained!.adapter.path));
       await assert.rejects(session.connection.sendRequest(ActivateRequest, { id: '20990101-000000-abcdef' }), /no adapter 20990101-000000-abcdef/);
+
+      // A rollback made by another process (the CLI) reaches the running server too.
+      await (await Registry.open(repo.root)).rollback('complete');
+      await waitFor('the server to notice the rollback', () => (session.statuses[session.statuses.length - 1]?.adapter === null ? true : undefined));
+      assert.equal(answerText(await inlineCompletion(session, uri, cursor.line, cursor.character)), await expectedCompletion(model, null));
+      await (await Registry.open(repo.root)).activate(trained!.adapter.id, 'complete');
+      await waitFor('the server to notice the activation', () => (session.statuses[session.statuses.length - 1]?.adapter?.id === trained!.adapter.id ? true : undefined));
     } finally {
       await stopServer(session);
     }

@@ -59,6 +59,12 @@ function embeddedModelPath(): string {
   return dir !== '' && fs.existsSync(path.join(dir, 'config.json')) ? dir : '';
 }
 
+/** IDIOM_ENGINE_THREADS: compute threads of the completion engine (default: see loadModel). */
+function engineThreadsFromEnvironment(): number | undefined {
+  const fromEnv = Number(process.env.IDIOM_ENGINE_THREADS);
+  return Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : undefined;
+}
+
 /** Lines around the cursor that pick the repository context snippets. */
 const snippetQueryLines = 20;
 
@@ -236,7 +242,7 @@ export class IdiomServer {
     await previous?.dispose().catch(() => undefined);
     this.loadedModelPath = dir;
     try {
-      const result = await loadModel(dir);
+      const result = await loadModel(dir, { threads: engineThreadsFromEnvironment() });
       if (result.model) {
         // Ready once what serves this mode is on: the first completion already uses the adapter.
         const serving = await this.applyServingAdapter(result.model);

@@ -50,9 +50,16 @@ export interface LoadedModel {
 export type ModelLoadResult = { model: LoadedModel } | { model: null; reason: string };
 
 export interface LoadModelOptions {
-  /** Compute threads of the decoding session (default: ORT's choice, every core). */
+  /** Compute threads of the decoding session (default: smallModelThreads for a small model, else every core). */
   threads?: number;
 }
+
+/**
+ * Threads for a model of hidden size ≤ 512 (the embedded one is 256): one. Its decode gains
+ * little from a second thread on a shared 2-core machine (`idiom bench lsp`, warm p50/p95 were
+ * lower with one), and one thread leaves a core to the editor and to a training run.
+ */
+export const smallModelThreads = 1;
 
 /** The LoRA adapter as it crosses into the worker: plain records of tensors. */
 export function adapterMessage(adapter: LoadedAdapter): AdapterMessage {
@@ -79,7 +86,8 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   const stopIds = stopTokenIds(tokenizer, config.eosTokenId);
 
   const worker = EngineWorker.start();
-  const engineOptions = { loraInputs: true, ...(options.threads ? { threads: options.threads } : {}) };
+  const threads = options.threads ?? (config.hiddenSize <= 512 ? smallModelThreads : undefined);
+  const engineOptions = { loraInputs: true, ...(threads ? { threads } : {}) };
   let base: { id: number; sha256: string };
   try {
     base = await worker.call('loadModel', dir, engineOptions);
@@ -137,7 +145,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     setWeights(weights) {
       return serialized(async () => {
         if (weights.kind === 'full') {
-          const loaded = await worker.call('loadModel', weights.dir, { ...(options.threads ? { threads: options.threads } : {}) });
+          const loaded = await worker.call('loadModel', weights.dir, { ...(threads ? { threads } : {}) });
           if (fullId !== null) await worker.call('disposeModel', fullId).catch(() => undefined);
           fullId = loaded.id;
           engineId = loaded.id;

@@ -3,7 +3,7 @@
 import { postprocessCompletion, stopSequencesFor } from '../../../server/completion/postprocess';
 import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
 import { defaultCompletionOptions } from '../../../server/completion/provider';
-import { adapterMessage } from '../../../server/model/host';
+import { adapterMessage, smallModelThreads } from '../../../server/model/host';
 import { loadAdapter } from '../../../trainer/adapters/peft';
 import { stopTokenIds } from '../../../trainer/engine/generation-handlers';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
@@ -15,7 +15,8 @@ export async function engineCompletion(modelDir: string, adapterDir: string | nu
   try {
     const tokenizer = await Tokenizer.load(modelDir);
     const checkpoint = await loadCheckpoint(modelDir);
-    const { id } = await worker.call('loadModel', modelDir, { loraInputs: true });
+    // The server's engine settings for a small model (same graph, same thread count: same floats).
+    const { id } = await worker.call('loadModel', modelDir, { loraInputs: true, threads: checkpoint.config.hiddenSize <= 512 ? smallModelThreads : undefined });
     if (adapterDir) {
       const adapter = await loadAdapter(adapterDir, checkpoint.config, { baseSha256: checkpoint.sha256 });
       await worker.call('setAdapter', id, adapterMessage(adapter));

@@ -25,10 +25,16 @@ export interface PromptBudget {
   /** Shares of maxTokens; what the suffix and the context leave unused goes to the prefix. */
   suffixShare: number;
   contextShare: number;
+  /**
+   * The prefix starts at a multiple of this many document lines. While the user types, the
+   * prompt's beginning then stays the same for several lines of growth, so the engine reuses its
+   * KV cache instead of prefilling the whole prompt again each time a top line drops out.
+   */
+  prefixStartStep?: number;
 }
 
 /** Continue's split (1024 tokens, 20% suffix), with a share for repository context. */
-export const defaultPromptBudget: PromptBudget = { maxTokens: 1024, suffixShare: 0.2, contextShare: 0.15 };
+export const defaultPromptBudget: PromptBudget = { maxTokens: 1024, suffixShare: 0.2, contextShare: 0.15, prefixStartStep: 8 };
 
 export interface PromptInput {
   prefix: string;
@@ -74,8 +80,11 @@ function tokenCount(tokenizer: PromptTokenizer, text: string): number {
   return text === '' ? 0 : tokenizer.encode(text).length;
 }
 
-/** The longest tail of `text` made of whole lines (the cursor line's start always kept) within `budget` tokens. */
-export function takeTailLines(text: string, budget: number, tokenizer: PromptTokenizer): string {
+/**
+ * The longest tail of `text` made of whole lines (the cursor line's start always kept) within
+ * `budget` tokens, starting at a line whose index is a multiple of `startStep`.
+ */
+export function takeTailLines(text: string, budget: number, tokenizer: PromptTokenizer, startStep = 1): string {
   if (budget <= 0) return '';
   const lines = text.split('\n');
   let kept = lines.length;
@@ -89,6 +98,8 @@ export function takeTailLines(text: string, budget: number, tokenizer: PromptTok
     used += cost;
     kept--;
   }
+  // Round the first kept line up to the step (never past the cursor line).
+  if (kept > 0 && startStep > 1) kept = Math.min(lines.length - 1, Math.ceil(kept / startStep) * startStep);
   let result = lines.slice(kept).join('\n');
   while (result !== '' && tokenCount(tokenizer, result) > budget) {
     const newline = result.indexOf('\n');
@@ -138,7 +149,7 @@ export function buildFimPrompt(input: PromptInput, tokenizer: PromptTokenizer, f
   }
 
   const prefixBudget = available - suffixTokens.length - contextUsed;
-  const prefixText = takeTailLines(input.prefix, prefixBudget, tokenizer);
+  const prefixText = takeTailLines(input.prefix, prefixBudget, tokenizer, budget.prefixStartStep ?? 1);
   // Encoded as one string so the boundary between context and prefix tokenizes as it reads.
   let headTokens = tokenizer.encode(contextText + prefixText);
   const headRoom = available - suffixTokens.length;

@@ -33,6 +33,30 @@ describe('server/completion/prompt', () => {
     assert.ok(room - prompt.prefixText.length < 'p line 499\n'.length + 1, `prefix ${prompt.prefixText.length} of ${room}`);
   });
 
+  it('starts the prefix at a multiple of prefixStartStep lines, so typing keeps the prompt head (KV reuse)', () => {
+    const budget = { maxTokens: 256, suffixShare: 0.25, contextShare: 0, prefixStartStep: 8 };
+    const document = numberedLines(500, 'p');
+    const heads: string[] = [];
+    // Typing a long new line one character at a time, then the next line.
+    const typed = 'const total = items.reduce((sum, item) => sum + item.price, 0);\nconsole.log(total);';
+    for (let n = 0; n <= typed.length; n++) {
+      const prefix = `${document}\n${typed.slice(0, n)}`;
+      const prompt = buildFimPrompt({ prefix, suffix: '', languageId: 'typescript', snippets: [] }, bytes, fim, budget);
+      assert.ok(prompt.tokens.length <= budget.maxTokens);
+      const firstLine = prefix.split('\n').length - prompt.prefixText.split('\n').length;
+      assert.equal(firstLine % 8, 0, `starts at line ${firstLine}`);
+      heads.push(prompt.prefixText.split('\n')[0]);
+    }
+    // Every line of growth would move an unaligned start; aligned, it moved at most twice here.
+    const moves = heads.filter((head, i) => i > 0 && head !== heads[i - 1]).length;
+    assert.ok(moves <= 2, `${moves} moves`);
+    const unaligned = { ...budget, prefixStartStep: 1 };
+    const unalignedHeads = Array.from({ length: typed.length + 1 }, (_, n) =>
+      buildFimPrompt({ prefix: `${document}\n${typed.slice(0, n)}`, suffix: '', languageId: 'typescript', snippets: [] }, bytes, fim, unaligned).prefixText.split('\n')[0],
+    );
+    assert.ok(unalignedHeads.filter((head, i) => i > 0 && head !== unalignedHeads[i - 1]).length > moves);
+  });
+
   it('keeps the head of a long suffix within its share', () => {
     const suffix = `;\n${numberedLines(300, 's')}`;
     const budget = { maxTokens: 400, suffixShare: 0.2, contextShare: 0 };

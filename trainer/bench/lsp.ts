@@ -24,6 +24,8 @@ export interface BenchLspOptions {
   base?: string;
   /** Source file to complete in; default this package's server/completion/postprocess.ts. */
   file?: string;
+  /** Workspace folder: its repository's active adapter serves (default: none, the base alone). */
+  repo?: string;
   coldRequests?: number;
   /** Lines whose rest is typed back character by character. */
   typedLines?: number;
@@ -85,9 +87,11 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
   const connection = createMessageConnection(new StreamMessageReader(child.stdout), new StreamMessageWriter(child.stdin));
   let state = 'starting';
   let statusMessage = '';
-  connection.onNotification('idiom/statusChanged', (status: { state: string; message: string }) => {
+  let adapter: string | null = null;
+  connection.onNotification('idiom/statusChanged', (status: { state: string; message: string; adapter: { id: string } | null }) => {
     state = status.state;
     statusMessage = status.message;
+    adapter = status.adapter?.id ?? null;
   });
   connection.onNotification('window/logMessage', () => undefined);
   connection.listen();
@@ -95,7 +99,8 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
   try {
     await connection.sendRequest('initialize', {
       processId: process.pid,
-      rootUri: null,
+      rootUri: options.repo ? pathToFileURL(path.resolve(options.repo)).href : null,
+      workspaceFolders: options.repo ? [{ uri: pathToFileURL(path.resolve(options.repo)).href, name: 'repo' }] : null,
       capabilities: {},
       initializationOptions: { settings: { baseModelPath: base }, defaultModelPath: base },
     });
@@ -186,6 +191,7 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
       rssCompletionPeakMiB: mib(rssPeak),
       requests: { cold: cold.length + 1, warm: warm.length, coldEmpty: empty },
       model: base,
+      adapter,
       file: path.relative(root, file).startsWith('..') ? file : path.relative(root, file),
       measured:
         'client-side latency of textDocument/inlineCompletion through `idiom lsp --stdio`; cold: a line of the file cut in the middle (no cache or in-flight reuse), the first request after loading reported apart; warm: the rest of such lines typed back one keystroke at a time, one request per keystroke; rss from /proc of the server process (worker threads included)',

@@ -100,10 +100,11 @@ export function registerBenchCommand(program: Command): void {
     .description('inline completion latency (cold, typing) and RSS of the real language server over stdio, on a real file')
     .option('--base <dir>', 'base model folder (default: the embedded model)')
     .option('--file <file>', 'source file to complete in (default: server/completion/postprocess.ts)')
+    .option('--repo <dir>', "workspace folder: its repository's active adapter serves (default: the base model alone)")
     .option('--cold <n>', 'cold requests (one per line)', positiveInt('--cold'), 24)
     .option('--typed-lines <n>', 'lines typed back one keystroke at a time', positiveInt('--typed-lines'), 4)
     .option('--json', 'print JSON (always on)', true)
-    .action(async (opts: { base?: string; file?: string; cold: number; typedLines: number }) => {
-      printJson(await benchLsp({ base: opts.base, file: opts.file, coldRequests: opts.cold, typedLines: opts.typedLines, log }));
+    .action(async (opts: { base?: string; file?: string; repo?: string; cold: number; typedLines: number }) => {
+      printJson(await benchLsp({ base: opts.base, file: opts.file, repo: opts.repo, coldRequests: opts.cold, typedLines: opts.typedLines, log }));
     });
 }

@@ -12,6 +12,7 @@ export type ExclusionReason =
   | 'lockfile'
   | 'gitignored'
   | 'idiomignore'
+  | 'policy'
   | 'binary'
   | 'too-large'
   | 'unsupported-language'

@@ -31,6 +31,9 @@ export interface MineOptions {
   readAhead: number;
   // Warnings (no held-out split, unparsable file, …); default: none.
   onWarning?: (message: string) => void;
+  // Repository-relative paths that may be mined; others are excluded as 'policy' (compliance
+  // training reads only the paths its policy allows). Default: every path.
+  pathFilter?: (path: string) => boolean;
 }
 
 // What callers pass: any subset, nested groups too.
@@ -162,7 +165,7 @@ export async function mineRepository(
   const isCandidate = new Uint8Array(entries.length);
   entries.forEach((entry, index) => {
     summary.bytes.tracked += entry.size ?? 0;
-    const reason = pathExclusion(entry, ignoredByGit, idiomIgnore, options.filters);
+    const reason = pathExclusion(entry, ignoredByGit, idiomIgnore, options.filters, options.pathFilter);
     if (reason) return exclude(reason);
     const language = languageForPath(entry.path) ?? null;
     if (!language && fileExtension(entry.path) !== '') return exclude('unsupported-language');
@@ -309,11 +312,13 @@ function pathExclusion(
   ignoredByGit: ReadonlySet<string>,
   idiomIgnore: ReturnType<typeof ignore>,
   filters: FilterOptions,
+  pathFilter: ((path: string) => boolean) | undefined,
 ): ExclusionReason | undefined {
   if (entry.type === 'commit') return 'submodule';
   if (entry.mode === '120000') return 'symlink';
   const byPath = exclusionByPath(entry.path);
   if (byPath === 'secret-file') return byPath;
+  if (pathFilter && !pathFilter(entry.path)) return 'policy';
   if (ignoredByGit.has(entry.path)) return 'gitignored';
   if (isIgnored(idiomIgnore, entry.path)) return 'idiomignore';
   if (byPath) return byPath;

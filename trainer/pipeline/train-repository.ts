@@ -20,6 +20,7 @@ import { EngineWorker } from '../runtime/client';
 import { defaultThreadCount } from '../runtime/session';
 import type { HostTensor } from '../tensor';
 import type { Tokenizer } from '../tokenizer/tokenizer';
+import { POLICY_FILE, loadPolicy, trainingPathFilter, type Policy } from '../compliance/policy';
 import { createStepTrainer, selectTrainingBackend, type BackendSelection, type StepTrainer } from '../torch-bridge/backend';
 import { comparisonRows, type ComparisonRow } from '../report/compare';
 import { writeTrainingReport } from '../report/html';
@@ -148,6 +149,9 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
   if (!fs.existsSync(repoStart) || !fs.statSync(repoStart).isDirectory()) throw new Error(`${repoStart}: no such repository folder`);
   assertGitRepository(repoStart);
   const repoRoot = findRepoRoot(repoStart);
+  // Compliance adapters learn only from the paths the repository's policy allows for training.
+  const policy = mode === 'compliance' ? loadPolicy(repoRoot) : null;
+  if (mode === 'compliance' && !policy) throw new Error(`${repoRoot}: compliance mode needs a policy file (${POLICY_FILE} at the repository root)`);
   const baseDir = resolveBaseDir(options.base);
   const config = loadModelConfig(baseDir);
   const { tokenizer, sha256: tokenizerSha256 } = await loadTokenizerFile(baseDir);
@@ -194,7 +198,7 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
       batch: options.batch ?? shape.batch,
       seqLen: options.seqLen ?? shape.seqLen,
       threads,
-      purpose: options.purpose ?? `idiom train (${method}, ${mode})`,
+      purpose: options.purpose ?? `idiom train (${method}, ${mode}${policy ? `, policy sha256 ${policy.sha256}` : ''})`,
       created: new Date().toISOString(),
     };
     if (info.seqLen > config.maxPositionEmbeddings) throw new Error(`sequence length ${info.seqLen} exceeds the model's ${config.maxPositionEmbeddings} positions`);
@@ -203,7 +207,7 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
 
   const createdNow = !options.resume || run.loadCheckpoint() === null;
   try {
-    return await trainInRun(run, info, { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode, selection });
+    return await trainInRun(run, info, { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode, selection, policy });
   } catch (error) {
     // A run that failed before its first checkpoint (bad data, no examples) leaves nothing behind.
     if (createdNow && !(error instanceof TrainingCancelledError) && run.loadCheckpoint() === null) run.remove();
@@ -226,10 +230,11 @@ interface RunContext {
   method: 'lora' | 'full';
   mode: Mode;
   selection: BackendSelection;
+  policy: Policy | null;
 }
 
 async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): Promise<TrainRepositoryResult> {
-  const { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode, selection } = context;
+  const { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode, selection, policy } = context;
   // ---- mine + tokenise (kept in the run folder, so a resumed run trains on the same rows) ------
   let reader = openDataset(run.datasetPath, tokenizerSha256);
   let datasetSummary: { files: number; excluded: Record<string, number>; secretsExcluded: number; dirty: boolean } | null = null;
@@ -240,7 +245,7 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
       tokenizerSha256,
       output: run.datasetPath,
       maxTokens: info.seqLen + 1,
-      mine: { onWarning: (message) => emit({ type: 'log', message }) },
+      mine: { onWarning: (message) => emit({ type: 'log', message }), pathFilter: policy ? trainingPathFilter(policy) : undefined },
     });
     emit({ type: 'phase', phase: 'tokenizing', message: `${summary.train.examples} training examples (${summary.train.tokens} tokens), ${summary.heldout.examples} held out` });
     reader = openDataset(run.datasetPath, tokenizerSha256)!;

@@ -1,5 +1,5 @@
 import * as ort from 'onnxruntime-node';
-import { ModelConfig, parseModelConfig } from '../model/config';
+import { ModelConfig } from '../model/config';
 import { randomCheckpointWeights } from '../model/checkpoint';
 import { Generator } from '../engine/generate';
 import { buildWeightMatmulGraph, KvCacheSession } from '../engine/inference';
@@ -8,6 +8,7 @@ import { createSession } from '../engine/session';
 import { Precision } from '../engine/weights';
 import { Rng } from '../model/random';
 import { HostTensor } from '../tensor';
+import { median, referenceConfig, round } from './reference';
 
 // `idiom bench infer`: prefill and decode speed of the inference graph on the reference config,
 // the time of one token's weight MatMuls alone (the floor for decode) measured in the same run,
@@ -38,30 +39,6 @@ export interface BenchInferOptions {
   config?: ModelConfig;
   log?: (line: string) => void;
 }
-/** The reference shape of issue 2: d 512, 8 layers, 8 heads, SwiGLU 1376, vocab 8192. */
-export function referenceConfig(): ModelConfig {
-  return parseModelConfig({
-    model_type: 'llama',
-    hidden_size: 512,
-    num_hidden_layers: 8,
-    num_attention_heads: 8,
-    num_key_value_heads: 8,
-    intermediate_size: 1376,
-    vocab_size: 8192,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    max_position_embeddings: 2048,
-    tie_word_embeddings: false,
-  });
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-const round = (x: number, digits = 3) => Number(x.toFixed(digits));
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);

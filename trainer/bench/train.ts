@@ -1,11 +1,12 @@
 import { Graph } from '../graph/graph';
 import { serializeModel } from '../graph/onnx';
 import * as op from '../graph/ops';
-import { ModelConfig, parseModelConfig } from '../model/config';
+import { ModelConfig } from '../model/config';
 import { Rng } from '../model/random';
 import { EngineWorker } from '../runtime/client';
 import { LoraOptions } from '../training/lora';
 import { Trainer } from '../training/trainer';
+import { median, referenceConfig, round } from './reference';
 
 // `idiom bench train`: training speed on the reference config (issue 2), and in the same process
 // the fp32 MatMul peak, so mfu = achieved / peak compares like with like on a shared, noisy
@@ -38,30 +39,6 @@ export interface BenchTrainOptions {
   log?: (line: string) => void;
 }
 
-/** The reference shape of issue 2: d 512, 8 layers, 8 heads, SwiGLU 1376, vocab 8192. */
-export function referenceTrainConfig(): ModelConfig {
-  return parseModelConfig({
-    model_type: 'llama',
-    hidden_size: 512,
-    num_hidden_layers: 8,
-    num_attention_heads: 8,
-    num_key_value_heads: 8,
-    intermediate_size: 1376,
-    vocab_size: 8192,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    max_position_embeddings: 2048,
-    tie_word_embeddings: false,
-  });
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-const round = (x: number, digits = 3) => Number(x.toFixed(digits));
 
 /** x [rows, inner] · W [inner, cols] with W a prepacked initializer (a weight product of the model). */
 function peakMatmulModel(rows: number, inner: number, cols: number) {
@@ -75,7 +52,7 @@ function peakMatmulModel(rows: number, inner: number, cols: number) {
 }
 
 export async function benchTrain(options: BenchTrainOptions = {}): Promise<Record<string, unknown>> {
-  const cfg = options.config ?? referenceTrainConfig();
+  const cfg = options.config ?? referenceConfig();
   const threads = options.threads ?? 2;
   const steps = options.steps ?? 5;
   const warmupSteps = options.warmupSteps ?? 2;

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { referenceTrainConfig } from '../bench/train';
+import { referenceConfig } from '../bench/reference';
 import { parseModelConfig, type ModelConfig } from '../model/config';
 import { Rng } from '../model/random';
 import { EngineWorker } from '../runtime/client';
@@ -36,7 +36,7 @@ const median = (values: number[]) => {
 const round = (x: number, digits = 1) => Number(x.toFixed(digits));
 
 export async function benchEngines(options: EngineBenchOptions = {}): Promise<Record<string, unknown>> {
-  const config = options.config ?? referenceTrainConfig();
+  const config = options.config ?? referenceConfig();
   const method = options.method ?? 'lora';
   const batch = options.batch ?? 8;
   const seqLen = options.seqLen ?? 256;

@@ -61,6 +61,16 @@ export interface LoadModelOptions {
  */
 export const smallModelThreads = 1;
 
+/** `text` cut before the first of `stops` (what the engine does when it decodes text itself). */
+export function cutAtStop(text: string, stops: readonly string[]): string {
+  let end = text.length;
+  for (const stop of stops) {
+    const at = stop === '' ? -1 : text.indexOf(stop);
+    if (at >= 0 && at < end) end = at;
+  }
+  return text.slice(0, end);
+}
+
 /** The LoRA adapter as it crosses into the worker: plain records of tensors. */
 export function adapterMessage(adapter: LoadedAdapter): AdapterMessage {
   const lora = loraAdapterOf(adapter);
@@ -97,6 +107,8 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   }
   /** The engine model decoding now: the base (with or without a LoRA feed) or a full fine-tune. */
   let engineId = base.id;
+  /** The engine decodes text (and so applies stop sequences) only for a model loaded with its tokenizer.json. */
+  let engineHasTokenizer = true;
   let fullId: number | null = null;
   let adapterId: string | null = null;
   let busy: Promise<unknown> = Promise.resolve();
@@ -132,9 +144,10 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
         const onAbort = () => void worker.call('cancelGeneration', id).catch(() => undefined);
         options.signal.addEventListener('abort', onAbort, { once: true });
         try {
-          const result = await worker.call('generate', id, { prompt: Array.from(prompt), maxTokens: options.maxNewTokens, eosTokenIds: stopIds, stop: options.stop });
+          const stop = engineHasTokenizer ? options.stop : undefined;
+          const result = await worker.call('generate', id, { prompt: Array.from(prompt), maxTokens: options.maxNewTokens, eosTokenIds: stopIds, stop });
           if (options.signal.aborted || result.stopReason === 'cancelled') throw new Error('aborted');
-          const text = result.text ?? tokenizer.decode(result.tokens);
+          const text = result.text ?? cutAtStop(tokenizer.decode(result.tokens), options.stop ?? []);
           options.onText?.(text);
           return text;
         } finally {
@@ -149,6 +162,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
           if (fullId !== null) await worker.call('disposeModel', fullId).catch(() => undefined);
           fullId = loaded.id;
           engineId = loaded.id;
+          engineHasTokenizer = loaded.hasTokenizer;
           adapterId = weights.id;
           return;
         }
@@ -156,6 +170,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
         if (fullId !== null) await worker.call('disposeModel', fullId).catch(() => undefined);
         fullId = null;
         engineId = base.id;
+        engineHasTokenizer = true;
         adapterId = weights.kind === 'lora' ? weights.id : null;
       });
     },

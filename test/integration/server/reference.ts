@@ -3,21 +3,28 @@
 import { postprocessCompletion, stopSequencesFor } from '../../../server/completion/postprocess';
 import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
 import { defaultCompletionOptions } from '../../../server/completion/provider';
-import { adapterMessage, smallModelThreads } from '../../../server/model/host';
+import { adapterMessage, cutAtStop, smallModelThreads } from '../../../server/model/host';
 import { loadAdapter } from '../../../trainer/adapters/peft';
 import { stopTokenIds } from '../../../trainer/engine/generation-handlers';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
 import { EngineWorker } from '../../../trainer/runtime/client';
 import { Tokenizer } from '../../../trainer/tokenizer/tokenizer';
 
-export async function engineCompletion(modelDir: string, adapterDir: string | null, document: { text: string; offset: number; languageId?: string }): Promise<string | null> {
+/** `full`: `adapterDir` holds a full fine-tune (its own weights, decoded without LoRA inputs). */
+export async function engineCompletion(
+  modelDir: string,
+  adapterDir: string | null,
+  document: { text: string; offset: number; languageId?: string },
+  kind: 'lora' | 'full' = 'lora',
+): Promise<string | null> {
   const worker = EngineWorker.start();
   try {
     const tokenizer = await Tokenizer.load(modelDir);
     const checkpoint = await loadCheckpoint(modelDir);
     // The server's engine settings for a small model (same graph, same thread count: same floats).
-    const { id } = await worker.call('loadModel', modelDir, { loraInputs: true, threads: checkpoint.config.hiddenSize <= 512 ? smallModelThreads : undefined });
-    if (adapterDir) {
+    const threads = checkpoint.config.hiddenSize <= 512 ? smallModelThreads : undefined;
+    const { id } = kind === 'full' && adapterDir ? await worker.call('loadModel', adapterDir, { threads }) : await worker.call('loadModel', modelDir, { loraInputs: true, threads });
+    if (adapterDir && kind === 'lora') {
       const adapter = await loadAdapter(adapterDir, checkpoint.config, { baseSha256: checkpoint.sha256 });
       await worker.call('setAdapter', id, adapterMessage(adapter));
     }
@@ -31,9 +38,11 @@ export async function engineCompletion(modelDir: string, adapterDir: string | nu
       prompt: Array.from(prompt.tokens),
       maxTokens: defaultCompletionOptions.maxNewTokens,
       eosTokenIds: stopTokenIds(tokenizer, checkpoint.config.eosTokenId),
-      stop: stopSequencesFor(prefix, suffix),
+      // A full fine-tune's folder has no tokenizer.json: the engine returns ids, cut here.
+      ...(kind === 'full' ? {} : { stop: stopSequencesFor(prefix, suffix) }),
     });
-    const completion = postprocessCompletion({ prefix, suffix, completion: result.text ?? tokenizer.decode(result.tokens), maxLines: defaultCompletionOptions.maxLines });
+    const raw = result.text ?? cutAtStop(tokenizer.decode(result.tokens), stopSequencesFor(prefix, suffix));
+    const completion = postprocessCompletion({ prefix, suffix, completion: raw, maxLines: defaultCompletionOptions.maxLines });
     return completion === '' ? null : completion;
   } finally {
     await worker.terminate();

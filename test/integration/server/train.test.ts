@@ -196,4 +196,22 @@ describe('language server: training and adapters over stdio', function () {
       await stopServer(session);
     }
   });
+
+  it('a full fine-tune trained through idiom/train serves in place of the base, without a restart', async () => {
+    const session = await startServer(repo.root, { settings: { baseModelPath: model.dir } });
+    try {
+      await waitForModel(session);
+      const result = await session.connection.sendRequest(TrainRequest, { method: 'full', tokens: 6_000, learningRate: 1e-3, threads: 1, seed: 2, force: true });
+      assert.equal(result.activated, true);
+      const status = await session.connection.sendRequest(StatusRequest, {});
+      assert.equal(status.adapter?.id, result.adapter.id);
+      assert.equal(status.adapterProblem, null);
+      const uri = openDocument(session, path.join(repo.root, 'src', 'lookup.ts'), text);
+      const served = answerText(await inlineCompletion(session, uri, cursor.line, cursor.character));
+      assert.ok(served, 'the full fine-tune completes something here');
+      assert.equal(served, await engineCompletion(model.dir, result.adapter.path, { text, offset }, 'full'));
+    } finally {
+      await stopServer(session);
+    }
+  });
 });

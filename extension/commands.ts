@@ -7,6 +7,8 @@ import {
   modes,
   RollbackRequest,
   SetModeRequest,
+  SuggestionAcceptedNotification,
+  suggestionAcceptedCommand,
   TrainRequest,
   type AdapterSummary,
   type Mode,
@@ -150,6 +152,14 @@ export function restartServer(ctx: Ctx): Cmd {
   return guarded(ctx, 'restartServer', () => ctx.restart());
 }
 
+/** Run by VS Code when the user accepts a compliance-mode suggestion: the server logs `accepted`. */
+export function suggestionAccepted(ctx: Ctx): Cmd {
+  return async (id: unknown) => {
+    if (typeof id !== 'string' || !ctx.client?.isRunning()) return;
+    await ctx.client.sendNotification(SuggestionAcceptedNotification, { id }).catch((error: unknown) => ctx.output.error(`suggestionAccepted: ${errorMessage(error)}`));
+  };
+}
+
 /** Every command, registered before the server is up so none is ever "not found". */
 export const commandFactories: Record<string, (ctx: Ctx) => Cmd> = {
   'idiom.retrain': retrain,
@@ -158,4 +168,5 @@ export const commandFactories: Record<string, (ctx: Ctx) => Cmd> = {
   'idiom.showTrainingReport': showTrainingReport,
   'idiom.showOutput': showOutput,
   'idiom.restartServer': restartServer,
+  [suggestionAcceptedCommand]: suggestionAccepted,
 };

@@ -17,5 +17,9 @@ export function readSettings(): IdiomSettings {
     },
     debounceMs: config.get<number>('debounceMs', defaultSettings.debounceMs),
     mode: (modes as readonly string[]).includes(mode) ? (mode as Mode) : defaultSettings.mode,
+    review: {
+      percentile: config.get<number>('review.percentile'),
+      aggregate: config.get<string>('review.aggregate') === 'mean' ? 'mean' : config.get<string>('review.aggregate') === 'max' ? 'max' : undefined,
+    },
   };
 }

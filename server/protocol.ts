@@ -20,6 +20,8 @@ export interface IdiomSettings {
   lora: { r: number; alpha: number; targets: string[] };
   debounceMs: number;
   mode: Mode;
+  /** Review mode: the top share (%) of the repository's lines that is unusual, and the line aggregate (max of the tokens' surprisal, or their mean). */
+  review?: { percentile?: number; aggregate?: 'mean' | 'max' };
 }
 
 export const defaultSettings: IdiomSettings = {
@@ -183,3 +185,31 @@ export const SetModeRequest = new RequestType<SetModeParams, StatusResult, void>
 export const StatusRequest = new RequestType<Record<string, never>, StatusResult, void>('idiom/status');
 /** Sent by the server whenever any field of StatusResult changes. */
 export const StatusNotification = new NotificationType<StatusResult>('idiom/statusChanged');
+
+export interface SuggestionAcceptedParams {
+  /** The id the server put in the inline completion item's command arguments. */
+  id: string;
+}
+
+/** The command a compliance-mode inline completion item carries; the extension forwards it as SuggestionAcceptedNotification. */
+export const suggestionAcceptedCommand = 'idiom.suggestionAccepted';
+/** Client → server: the user accepted a served suggestion (logged as `accepted` in the audit log). */
+export const SuggestionAcceptedNotification = new NotificationType<SuggestionAcceptedParams>('idiom/suggestionAccepted');
+
+export interface ReviewParams {
+  uri: string;
+  /** Every line with content instead of the lines changed since HEAD. */
+  all?: boolean;
+}
+
+export interface ReviewResult {
+  /** Lines reviewed and flagged; the flagged ones are also published as diagnostics. */
+  reviewed: number;
+  flagged: number[];
+  threshold: number | null;
+  /** Why nothing was reviewed (no model, not in a repository …). */
+  problem?: string;
+}
+
+/** Reviews a document now (in any mode) and publishes its diagnostics. */
+export const ReviewRequest = new RequestType<ReviewParams, ReviewResult, void>('idiom/review');

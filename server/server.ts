@@ -14,6 +14,7 @@ import {
   type InitializeParams,
   type InitializeResult,
   type InlineCompletionItem,
+  CodeActionKind,
   type WorkDoneProgressReporter,
 } from 'vscode-languageserver';
 import { TextDocument } from 'vscode-languageserver-textdocument';
@@ -32,8 +33,11 @@ import {
   IdiomErrorCodes,
   modes,
   RollbackRequest,
+  ReviewRequest,
   SetModeRequest,
   StatusNotification,
+  SuggestionAcceptedNotification,
+  suggestionAcceptedCommand,
   StatusRequest,
   TrainRequest,
   type ConfigurationSettings,
@@ -48,6 +52,8 @@ import {
   type TrainResult,
 } from './protocol';
 import { StatusBoard } from './status';
+import { ComplianceGate } from './compliance/gate';
+import { defaultReviewSettings, ReviewService } from './review/diagnostics';
 import { TrainJob } from './training/job';
 import type { TrainJobOptions } from './training/messages';
 import { percentageOf, progressAfter } from './training/progress';
@@ -75,6 +81,7 @@ export function mergeSettings(base: IdiomSettings, change: Partial<IdiomSettings
     ...change,
     training: { ...base.training, ...(change.training ?? {}) },
     lora: { ...base.lora, ...(change.lora ?? {}) },
+    review: { ...base.review, ...(change.review ?? {}) },
   };
 }
 
@@ -94,6 +101,8 @@ export class IdiomServer {
   private training: { job: TrainJob; progress: TrainingProgress | null } | null = null;
   /** Model loads and adapter switches, one after the other. */
   private loading: Promise<void> = Promise.resolve();
+  private readonly reviews: ReviewService;
+  private gate: ComplianceGate | null = null;
 
   constructor(private readonly connection: Connection) {
     this.status = new StatusBoard(
@@ -106,6 +115,20 @@ export class IdiomServer {
       (line) => this.logError(line),
     );
     this.documents.onDidChangeContent((change) => this.completions.documentChanged(change.document.uri, change.document.getText()));
+    this.reviews = new ReviewService({
+      model: () => (this.settings.enable ? this.model : null),
+      settings: () => ({
+        percentile: this.settings.review?.percentile ?? defaultReviewSettings.percentile,
+        aggregate: this.settings.review?.aggregate ?? defaultReviewSettings.aggregate,
+      }),
+      publish: (uri, diagnostics) => void connection.sendDiagnostics({ uri, diagnostics }).catch(() => undefined),
+      document: (uri) => this.documents.get(uri),
+      log: (line) => this.connection.console.info(line),
+    });
+    // Review mode reviews a document when it is opened and saved (debounced), never on each keystroke.
+    this.documents.onDidOpen((event) => this.settings.mode === 'review' && this.reviews.schedule(event.document.uri));
+    this.documents.onDidSave((event) => this.settings.mode === 'review' && this.reviews.schedule(event.document.uri));
+    this.documents.onDidClose((event) => this.reviews.forget(event.document.uri));
     this.register();
     this.documents.listen(connection);
   }
@@ -124,7 +147,7 @@ export class IdiomServer {
       this.settings = mergeSettings(this.settings, settings);
       this.status.update({ mode: this.settings.mode, state: this.displayedState() });
       this.reloadModel();
-      if (this.settings.mode !== previousMode) this.reloadAdapter();
+      if (this.settings.mode !== previousMode) void this.modeChanged();
     });
     connection.onShutdown(async () => {
       this.completions.inflight.abortAll('shutting down');
@@ -136,8 +159,9 @@ export class IdiomServer {
       const document = this.documents.get(params.textDocument.uri);
       if (!document) return null;
       const offset = document.offsetAt(params.position);
+      const text = document.getText();
       const answer = await this.completions.complete(
-        { uri: document.uri, languageId: document.languageId, text: document.getText(), offset },
+        { uri: document.uri, languageId: document.languageId, text, offset },
         token,
       );
       if (!answer || token.isCancellationRequested) return null;
@@ -145,18 +169,44 @@ export class IdiomServer {
         insertText: answer.text,
         range: { start: params.position, end: params.position },
       };
+      if (this.settings.mode === 'compliance') {
+        const id = await this.checkCompliance(document.uri, answer.text, text, offset);
+        if (id === null) return null;
+        item.command = { title: 'Idiom: suggestion accepted', command: suggestionAcceptedCommand, arguments: [id] };
+      }
       return { items: [item] };
+    });
+    connection.onNotification(SuggestionAcceptedNotification, (params) => {
+      const gate = this.complianceGate();
+      if (!gate || typeof params?.id !== 'string') return;
+      gate.accepted(params.id, 'compliance').then(
+        (known) => known || this.connection.console.info(`accept of an unknown suggestion ${params.id} (not served by this server, or already logged)`),
+        (error) => this.logError(`cannot write the audit log: ${oneLine(error)}`),
+      );
+    });
+    connection.onCodeAction((params) => this.reviews.codeActions(params.textDocument.uri, params.context.diagnostics).catch((error) => {
+      this.logError(`review code action failed: ${oneLine(error)}`);
+      return [];
+    }));
+    connection.onRequest(ReviewRequest, async (params) => {
+      if (!params || typeof params.uri !== 'string') throw new ResponseError(IdiomErrorCodes.invalidParams, 'idiom/review needs { uri, all? }');
+      try {
+        return await this.reviews.review(params.uri, params.all === true);
+      } catch (error) {
+        return { reviewed: 0, flagged: [], threshold: null, problem: oneLine(error) };
+      }
     });
 
     connection.onRequest(StatusRequest, () => this.status.current);
-    connection.onRequest(SetModeRequest, (params) => {
+    connection.onRequest(SetModeRequest, async (params) => {
       if (!params || !modes.includes(params.mode)) {
         throw new ResponseError(IdiomErrorCodes.invalidParams, `unknown mode ${JSON.stringify(params?.mode)}; expected one of ${modes.join(', ')}`);
       }
       const changed = params.mode !== this.settings.mode;
       this.settings = { ...this.settings, mode: params.mode };
       this.status.update({ mode: params.mode });
-      if (changed) this.reloadAdapter();
+      // Answered once the mode's adapter serves, so the next request already uses it.
+      if (changed) await this.modeChanged();
       return this.status.current;
     });
     connection.onRequest(TrainRequest, (params, token) => this.train(params ?? {}, token));
@@ -192,8 +242,9 @@ export class IdiomServer {
     this.status.update({ mode: this.settings.mode, trusted: this.trusted });
     return {
       capabilities: {
-        textDocumentSync: TextDocumentSyncKind.Incremental,
+        textDocumentSync: { openClose: true, change: TextDocumentSyncKind.Incremental, save: { includeText: false } },
         inlineCompletionProvider: true,
+        codeActionProvider: { codeActionKinds: [CodeActionKind.QuickFix] },
       },
       serverInfo: { name: 'idiom', version: '0.1.0' },
     };
@@ -282,6 +333,48 @@ export class IdiomServer {
     if (choice.problem) this.logError(choice.problem);
     const serving = choice.adapter ? `${model.info.name} + adapter ${choice.adapter.id}` : model.info.name;
     return { adapter: choice.adapter, adapterProblem: choice.problem, message: choice.problem ?? `serving ${serving} (${mode})` };
+  }
+
+  // ---- modes ---------------------------------------------------------------------------------
+
+  private modeChanged(): Promise<void> {
+    return this.reloadAdapter().then(() => {
+      if (this.settings.mode !== 'review') return this.reviews.clear();
+      for (const document of this.documents.all()) this.reviews.schedule(document.uri);
+    });
+  }
+
+  private complianceGate(): ComplianceGate | null {
+    if (!this.gate && this.adapters) this.gate = new ComplianceGate(this.adapters.repoRoot);
+    return this.gate;
+  }
+
+  /** The id of a suggestion the policy allows (logged as served), or null (blocked, logged, never shown). */
+  private async checkCompliance(uri: string, suggestion: string, fileText: string, offset: number): Promise<string | null> {
+    const gate = this.complianceGate();
+    if (!gate) {
+      this.logError('compliance mode needs a workspace folder with idiom-policy.json: nothing is served');
+      return null;
+    }
+    try {
+      const answer = await gate.check({
+        file: uri.startsWith('file:') ? fileURLToPath(uri) : null,
+        text: suggestion,
+        fileText,
+        offset,
+        mode: 'compliance',
+        adapter: this.status.current.adapter,
+      });
+      if (!answer.allowed) {
+        this.connection.console.info(`compliance mode: suggestion not shown: ${answer.reason}`);
+        return null;
+      }
+      return answer.id;
+    } catch (error) {
+      // No audit entry, no suggestion.
+      this.logError(`cannot write the audit log ${gate.auditFile}: ${oneLine(error)}`);
+      return null;
+    }
   }
 
   // ---- registry ------------------------------------------------------------------------------
@@ -402,8 +495,11 @@ export class IdiomServer {
     const before = document.text.slice(0, document.offset).split('\n');
     const query = before.slice(-snippetQueryLines).join('\n');
     const sources: SnippetSource[] = [];
+    const gate = this.settings.mode === 'compliance' ? this.complianceGate() : null;
     for (const other of this.documents.all()) {
       if (other.uri === document.uri) continue;
+      // Compliance: only files the policy allows as context reach the prompt (none without a policy).
+      if (this.settings.mode === 'compliance' && !(gate && other.uri.startsWith('file:') && gate.contextAllowed(fileURLToPath(other.uri)))) continue;
       sources.push({ path: this.relativePath(other.uri), text: other.getText() });
     }
     return similarSnippets(query, sources);

@@ -89,8 +89,14 @@ export class RepositoryAdapters {
     let activeId: string | null = null;
     try {
       activeId = await registry.activeId(mode);
+      // Review reads with the repository adapter when none was trained for review itself.
+      let servingMode = mode;
+      if (activeId === null && mode === 'review') {
+        servingMode = 'complete';
+        activeId = await registry.activeId(servingMode);
+      }
       if (activeId === null) return { weights: { kind: 'base' }, adapter: null, problem: null };
-      const active = await loadActive(registry, mode, { config: model.config, sha256: model.baseSha256 });
+      const active = await loadActive(registry, servingMode, { config: model.config, sha256: model.baseSha256 });
       if (!active) return { weights: { kind: 'base' }, adapter: null, problem: null };
       const weights: ServingWeights = active.kind === 'lora' ? { kind: 'lora', id: active.id, adapter: active.adapter } : { kind: 'full', id: active.id, dir: active.model.dir };
       return { weights, adapter: await this.summary(active.id), problem: null };

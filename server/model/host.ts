@@ -13,6 +13,7 @@ import type { FimTokenIds, PromptTokenizer } from '../completion/prompt';
 import type { ModelInfo } from '../protocol';
 import { EngineWorker } from '../../trainer/runtime/client';
 import { Tokenizer } from '../../trainer/tokenizer/tokenizer';
+import { ReviewScorer } from '../../trainer/review/scorer';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -44,6 +45,14 @@ export interface LoadedModel {
   generate(prompt: Int32Array, options: GenerateOptions): Promise<string>;
   /** Switches what serves on top of the base, without reloading the base (LoRA is a feed). */
   setWeights(weights: ServingWeights): Promise<void>;
+  /** What serves now: 'full' cannot score under the base too, so review skips it. */
+  readonly weightsKind: ServingWeights['kind'];
+  /**
+   * A review scorer on the same worker and base model, scoring with the weights serving now.
+   * Each of its worker calls queues behind (and before) generations, so a long review never
+   * holds a completion for more than one scoring call. Never call its setAdapter.
+   */
+  reviewScorer(): ReviewScorer;
   dispose(): Promise<void>;
 }
 
@@ -111,6 +120,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   let engineHasTokenizer = true;
   let fullId: number | null = null;
   let adapterId: string | null = null;
+  let weightsKind: ServingWeights['kind'] = 'base';
   let busy: Promise<unknown> = Promise.resolve();
 
   /** Runs `task` after the generation or switch before it (the worker's cancel flag is per model). */
@@ -164,6 +174,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
           engineId = loaded.id;
           engineHasTokenizer = loaded.hasTokenizer;
           adapterId = weights.id;
+          weightsKind = 'full';
           return;
         }
         await worker.call('setAdapter', base.id, weights.kind === 'lora' ? adapterMessage(weights.adapter) : null);
@@ -172,7 +183,16 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
         engineId = base.id;
         engineHasTokenizer = true;
         adapterId = weights.kind === 'lora' ? weights.id : null;
+        weightsKind = weights.kind;
       });
+    },
+    get weightsKind() {
+      return weightsKind;
+    },
+    reviewScorer() {
+      // Only `call` is used by the scorer; routing it through the queue interleaves review with completions.
+      const queued = { call: (method: string, ...args: unknown[]) => serialized(() => (worker.call as (m: string, ...a: unknown[]) => Promise<unknown>)(method, ...args)) };
+      return ReviewScorer.attach(queued as unknown as EngineWorker, base.id, tokenizer, config.maxPositionEmbeddings, { hasAdapter: weightsKind === 'lora' });
     },
     async dispose() {
       await worker.terminate();

@@ -126,6 +126,10 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
         'idiom.training.minutes': 0.1,
         'idiom.lora.r': 4,
         'idiom.lora.alpha': 8,
+        // Review flags the top 99 % of this repository's lines: the e2e checks the wiring (mode
+        // switch → diagnostics on a changed line), not which lines a tiny model finds unusual
+        // (test/integration/server/review.test.ts checks that with a trained adapter).
+        'idiom.review.percentile': 99,
       }),
     );
     env = {
@@ -251,6 +255,36 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     }
     await screenshot('05-accepted');
     assert.ok(accepted(), `${JSON.stringify(shown)} not in:\n${fs.readFileSync(file, 'utf8')}`);
+  });
+
+  it('switches to review mode from the command palette and shows the review diagnostic on the changed line', async () => {
+    // main.ts is open and saved with the line accepted above: changed since HEAD.
+    const file = path.join(workspace, 'src', 'main.ts');
+    const headLines = new Set(run('git', ['show', 'HEAD:src/main.ts'], { cwd: workspace }).split('\n'));
+    const changedLine = fs.readFileSync(file, 'utf8').split('\n').findIndex((line) => line.trim() !== '' && !headLines.has(line)) + 1;
+    assert.ok(changedLine > 0, 'main.ts has a line that HEAD does not');
+    await runCommand('Idiom: Switch mode');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'review' }).first().waitFor();
+    await page.locator('.quick-input-widget input').fill('review');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(
+      "[...document.querySelectorAll('.statusbar-item')].some((el) => /Idiom: review/.test(el.textContent || ''))",
+      undefined,
+      { timeout: 30_000 },
+    );
+    await page.locator('.monaco-editor .squiggly-info').first().waitFor({ timeout: 60_000 });
+    await page.keyboard.press('Control+Shift+M');
+    const problem = page.locator('.markers-panel .monaco-list-row', { hasText: 'Unusual for this codebase' });
+    await problem.first().waitFor({ timeout: 30_000 });
+    await screenshot('10-review-diagnostics');
+    const rows = await problem.allTextContents();
+    assert.ok(rows.some((row) => row.includes(`Ln ${changedLine},`)), `no review problem on line ${changedLine}: ${JSON.stringify(rows)}`);
+    // Back to completion for the tests after this one.
+    await runCommand('Idiom: Switch mode');
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'complete' }).first().waitFor();
+    await page.locator('.quick-input-widget input').fill('complete');
+    await page.keyboard.press('Enter');
+    await problem.first().waitFor({ state: 'detached', timeout: 30_000 });
   });
 
   it('retrains on this repository from the command palette: progress, then the new adapter', async () => {

@@ -5,8 +5,11 @@
 // Size: the newest `fraction` (10%) of the scanned non-merge commits, rounded up, at least
 // `minCommits` (1). If those commits touch no minable file (only docs, say), older commits are
 // added one at a time until at least `minFiles` (1) minable file is held out, up to
-// `maxFraction` (25%) of the commits. No split when there is a single commit, or when the held-out
-// files would be every minable file (nothing left to train on): the summary says why.
+// `maxFraction` (25%) of the commits. The held-out files stay under `maxFileFraction` (25%) of the
+// minable files: on a long history the newest 10% of commits touch most files, and holding them all
+// out would leave almost nothing to train on, so the split stops at the commit that would cross it
+// (keeping at least `minCommits` and `minFiles`). No split when there is a single commit, or when
+// the held-out files would be every minable file (nothing left to train on): the summary says why.
 
 import type { CommitRecord } from './git';
 
@@ -15,9 +18,10 @@ export interface SplitOptions {
   minCommits: number;
   minFiles: number;
   maxFraction: number;
+  maxFileFraction: number;
 }
 
-export const DEFAULT_SPLIT_OPTIONS: SplitOptions = { fraction: 0.1, minCommits: 1, minFiles: 1, maxFraction: 0.25 };
+export const DEFAULT_SPLIT_OPTIONS: SplitOptions = { fraction: 0.1, minCommits: 1, minFiles: 1, maxFraction: 0.25, maxFileFraction: 0.25 };
 
 export interface TemporalSplit {
   // Commits scanned (non-merge, newest first).
@@ -53,7 +57,16 @@ export function temporalSplit(
   const addCommit = (commit: CommitRecord) => {
     for (const file of commit.files) if (eligible(file)) files.add(file);
   };
-  for (let i = 0; i < count; i++) addCommit(commits[i]);
+  const fileCap = Math.max(options.minFiles, Math.floor(eligibleCount * options.maxFileFraction));
+  const newFiles = (commit: CommitRecord) => new Set(commit.files.filter((file) => eligible(file) && !files.has(file))).size;
+  for (let i = 0; i < count; i++) {
+    const enough = i >= options.minCommits && files.size >= options.minFiles;
+    if (enough && files.size + newFiles(commits[i]) > fileCap) {
+      count = i;
+      break;
+    }
+    addCommit(commits[i]);
+  }
   while (files.size < options.minFiles && count < most) addCommit(commits[count++]);
   if (files.size === 0) return none(`the newest ${count} commit(s) change no minable file: no held-out split`);
   if (files.size >= eligibleCount) {

@@ -81,7 +81,10 @@ describe('PyTorch backend GPU options, checked on the CPU', function () {
     for (const r of result.runs) {
       assert.ok(r.tokensPerSecond > 0 && Number.isFinite(r.loss.last));
       assert.equal(r.gradientCheckpointing, true);
-      assert.ok(Math.abs(r.achievedTflops / result.peak.tflops - r.mfu) <= 0.01 * r.mfu + 1e-4, `mfu ${r.mfu} vs ${r.achievedTflops} / ${result.peak.tflops}`);
+      // Both TFLOP/s figures are rounded to 0.0001, which on tiny CPU shapes is a large relative error.
+      const quotient = r.achievedTflops / result.peak.tflops;
+      const roundingError = quotient * (0.00005 / r.achievedTflops + 0.00005 / result.peak.tflops) + 0.00005;
+      assert.ok(Math.abs(quotient - r.mfu) <= roundingError, `mfu ${r.mfu} vs ${r.achievedTflops} / ${result.peak.tflops}`);
       assert.equal(r.flopsPerToken > 0, true);
     }
   });

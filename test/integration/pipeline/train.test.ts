@@ -173,31 +173,48 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
   it('never corrupts the registry, and the resumed adapter equals an uninterrupted run', async () => {
     const reference = buildIdiomRepo(path.join(base, 'reference'));
     const interrupted = buildIdiomRepo(path.join(base, 'interrupted'));
-    const args = (root: string) => ['train', root, '--base', model.dir, '--json', '--checkpoint-steps', '7', '--no-report', ...COMMON];
+    // More steps than the other tests: the child runs ahead of the signals it is sent (its progress
+    // lines reach the test a little late), so a short run could finish before all three land.
+    const args = (root: string) => ['train', root, '--base', model.dir, '--json', '--checkpoint-steps', '7', '--no-report', ...COMMON, '--tokens', '150000', '--epochs', '30'];
 
-    const seed = Date.now() % 1_000_000;
+    const seed = Number(process.env.IDIOM_TEST_SEED) || Date.now() % 1_000_000;
     const rng = new Rng(seed);
     const why = `random seed ${seed}`;
-    /** Runs the CLI and sends `how` a random moment after its first checkpoint (or after its start). */
-    const interrupt = async (extra: string[], how: NodeJS.Signals, afterCheckpoint: boolean) => {
-      let timer: NodeJS.Timeout | undefined;
-      const { child, done } = startCli([...args(interrupted.root), ...extra], (line, process) => {
-        if (afterCheckpoint && line.type === 'checkpoint') timer ??= setTimeout(() => process.kill(how), rng.int(150));
+    /**
+     * Runs the CLI and sends `how` when `trigger` picks a line of its progress output. Moments are
+     * chosen by event, not by clock, so a fast machine cannot finish a run before its signal arrives.
+     */
+    const interrupt = async (extra: string[], how: NodeJS.Signals, trigger: (line: JsonLine, index: number) => boolean) => {
+      let index = 0;
+      let sent = false;
+      const { done } = startCli([...args(interrupted.root), ...extra], (line, process) => {
+        if (!sent && trigger(line, index++)) {
+          sent = true;
+          process.kill(how);
+        }
       });
-      if (!afterCheckpoint) timer = setTimeout(() => child.kill(how), 200 + rng.int(1300));
       const result = await done;
-      clearTimeout(timer);
       await registryIntact(interrupted.root);
       return result;
     };
-    const startKill = await interrupt([], 'SIGKILL', false); // while mining, compiling or early training
+    // While mining, compiling or early training: at one of the first few progress lines.
+    const firstKillAt = rng.int(6);
+    const startKill = await interrupt([], 'SIGKILL', (_, index) => index === firstKillAt);
     assert.equal(startKill.signal, 'SIGKILL', why);
     for (let i = 0; i < 2; i++) {
-      const killed = await interrupt(['--resume'], 'SIGKILL', true);
+      // Just after a checkpoint, or a few steps past it.
+      const stepsPast = rng.int(3);
+      let seenCheckpoint = false;
+      let steps = 0;
+      const killed = await interrupt(['--resume'], 'SIGKILL', (line) => {
+        if (line.type === 'checkpoint') seenCheckpoint = true;
+        else if (seenCheckpoint && line.type === 'step') steps++;
+        return seenCheckpoint && steps >= stepsPast;
+      });
       assert.equal(killed.signal, 'SIGKILL', why);
     }
-    const stopped = await interrupt(['--resume'], 'SIGINT', true);
-    assert.equal(stopped.code, 130, `Ctrl-C stops cleanly with status 130 (${why})`);
+    const stopped = await interrupt(['--resume'], 'SIGINT', (line) => line.type === 'step');
+    assert.equal(stopped.code, 130, `Ctrl-C stops cleanly with status 130 (${why}; ${stopped.lines.map((l) => l.type).join(" ")})`);
     const cancelled = stopped.lines.find((l) => l.type === 'cancelled');
     assert.ok(cancelled && typeof cancelled.checkpoint === 'string' && fs.existsSync(cancelled.checkpoint as string), 'Ctrl-C leaves a checkpoint');
 

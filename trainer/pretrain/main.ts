@@ -216,6 +216,9 @@ async function main(): Promise<void> {
     await timed('export', async () => {
       const { weights } = loadRunWeights(runDir);
       await saveCheckpoint(out, config, weights, { dtype: 'float16' });
+      // Hugging Face's name field: what adapter manifests and reports call this base model.
+      const configFile = path.join(out, 'config.json');
+      fs.writeFileSync(configFile, `${JSON.stringify({ _name_or_path: MODEL_NAME, ...readJson<Record<string, unknown>>(configFile) }, null, 2)}\n`);
       fs.copyFileSync(tokenizerFile, path.join(out, 'tokenizer.json'));
     });
   }

@@ -70,17 +70,7 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string
   if (T > cfg.maxPositionEmbeddings) throw new Error(`sequence length ${T} exceeds the model's ${cfg.maxPositionEmbeddings} positions`);
   if (set.method === 'lora') validateLora(set.lora);
 
-  const graph = new Graph('train');
-  const forward = buildForward(graph, cfg, weights, {
-    batch: B,
-    seqLen: T,
-    dtype,
-    trainableWeights: set.method === 'full' ? 'all' : 'none',
-    lora: set.method === 'lora' ? { targets: set.lora.targets, rank: set.lora.r, scaling: loraScaling(set.lora) } : undefined,
-    fusedKernels: options.fusedKernels ?? dtype === 'float32',
-  });
-  const targets = graph.input(TRAIN_IO.targets, 'int64', [B, T]);
-  const mask = graph.input(TRAIN_IO.lossMask, dtype, [B, T]);
+  const { graph, forward, targets, mask } = buildLossInputs('train', cfg, weights, options);
   const learningRate = graph.input(TRAIN_IO.learningRate, dtype, []);
   const step = graph.input(TRAIN_IO.step, dtype, []);
 
@@ -144,8 +134,24 @@ export interface EvaluationGraph {
 /** Forward + masked loss only, with the trainable tensors as inputs: held-out loss without a step. */
 export function buildEvaluationGraph(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: TrainingGraphOptions): EvaluationGraph {
   const dtype = options.dtype ?? 'float32';
+  const { trainable: set } = options;
+  const { graph, forward, targets, mask } = buildLossInputs('evaluate', cfg, weights, options);
+  const rowsPerChunk = options.lossRowsPerChunk ?? lossRowsPerChunk(cfg.vocabSize, dtype === 'float64' ? 8 : 4);
+  const { loss, count } = graph.scope('loss', () =>
+    causalLmLoss(forward.hidden, forward.lmHeadWeight, targets, mask, { rowsPerChunk, withGradient: false }),
+  );
+  graph.output(loss, TRAIN_IO.loss);
+  graph.output(count, TRAIN_IO.tokenCount);
+  const inputs =
+    set.method === 'lora' ? [...forward.loraInputs.values()].flatMap(({ a, b }) => [a, b]) : [...forward.weightInputs.values()];
+  return { graph, trainable: inputs.map((v) => ({ name: v.name, shape: v.staticShape(), decay: v.rank >= 2 })) };
+}
+
+/** The forward pass of the trainable set plus the loss's inputs: what training and evaluation share. */
+function buildLossInputs(name: string, cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: TrainingGraphOptions) {
+  const dtype = options.dtype ?? 'float32';
   const { batch: B, seqLen: T, trainable: set } = options;
-  const graph = new Graph('evaluate');
+  const graph = new Graph(name);
   const forward = buildForward(graph, cfg, weights, {
     batch: B,
     seqLen: T,
@@ -156,13 +162,5 @@ export function buildEvaluationGraph(cfg: ModelConfig, weights: ReadonlyMap<stri
   });
   const targets = graph.input(TRAIN_IO.targets, 'int64', [B, T]);
   const mask = graph.input(TRAIN_IO.lossMask, dtype, [B, T]);
-  const rowsPerChunk = options.lossRowsPerChunk ?? lossRowsPerChunk(cfg.vocabSize, dtype === 'float64' ? 8 : 4);
-  const { loss, count } = graph.scope('loss', () =>
-    causalLmLoss(forward.hidden, forward.lmHeadWeight, targets, mask, { rowsPerChunk, withGradient: false }),
-  );
-  graph.output(loss, TRAIN_IO.loss);
-  graph.output(count, TRAIN_IO.tokenCount);
-  const inputs =
-    set.method === 'lora' ? [...forward.loraInputs.values()].flatMap(({ a, b }) => [a, b]) : [...forward.weightInputs.values()];
-  return { graph, trainable: inputs.map((v) => ({ name: v.name, shape: v.staticShape(), decay: v.rank >= 2 })) };
+  return { graph, forward, targets, mask };
 }

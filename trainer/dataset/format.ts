@@ -6,6 +6,8 @@
 //   (8-aligned) index: one 24-byte record per example
 //   (at end)    header: UTF-8 JSON
 
+import type { MineSummary } from '../mining/mine';
+
 export const DATASET_MAGIC = 'IDIOMDS1';
 export const DATASET_VERSION = 1;
 export const PREAMBLE_BYTES = 32;
@@ -61,14 +63,7 @@ export interface DatasetHeader {
   lossMask: string;
   kinds: readonly string[];
   repo: { head: string | null; folder: string; shallow: boolean };
-  split: {
-    commits: number;
-    heldOutCommits: string[];
-    baseCommit: string | null;
-    heldOutFiles: number;
-    heldOutLines: number;
-    note: string | null;
-  };
+  split: MineSummary['split'];
   counts: {
     examples: number;
     tokens: number;

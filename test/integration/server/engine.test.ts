@@ -2,11 +2,10 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CancellationTokenSource } from 'vscode-jsonrpc/node';
 import { StatusRequest } from '../../../server/protocol';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { engineCompletion } from './reference';
-import { inlineCompletion, openDocument, startServer, stopServer, waitForModel, type InlineAnswer } from './session';
+import { cancelledInlineCompletion, inlineCompletion, openDocument, startServer, stopServer, waitForModel, type InlineAnswer } from './session';
 
 describe('language server with the real engine (random-weights checkpoint)', function () {
   this.timeout(60_000);
@@ -45,17 +44,7 @@ describe('language server with the real engine (random-weights checkpoint)', fun
     try {
       await waitForModel(session);
       const uri = openDocument(session, path.join(dir, 'add.ts'), text);
-      const source = new CancellationTokenSource();
-      const pending = session.connection.sendRequest<InlineAnswer>(
-        'textDocument/inlineCompletion',
-        { textDocument: { uri }, position: { line: 1, character: 9 }, context: { triggerKind: 2 } },
-        source.token,
-      );
-      source.cancel();
-      const answer = await pending.then(
-        (value) => ({ value }),
-        (error: { code: number }) => ({ code: error.code }),
-      );
+      const answer = await cancelledInlineCompletion(session, uri, 1, 9);
       assert.ok('value' in answer ? answer.value === null : answer.code === -32800, JSON.stringify(answer));
       const next = await inlineCompletion(session, uri, 1, 9);
       assert.deepEqual(next?.items.map((item) => item.insertText), [await engineCompletion(modelDir, null, { text, offset })]);

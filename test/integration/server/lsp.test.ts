@@ -2,9 +2,8 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CancellationTokenSource } from 'vscode-jsonrpc/node';
 import { AdaptersRequest, IdiomErrorCodes, RollbackRequest, SetModeRequest, StatusRequest, TrainRequest } from '../../../server/protocol';
-import { openDocument, startServer, stopServer, waitFor } from './session';
+import { cancelledInlineCompletion, openDocument, startServer, stopServer, waitFor } from './session';
 
 describe('language server over stdio (idiom lsp --stdio)', function () {
   this.timeout(20_000);
@@ -104,17 +103,7 @@ describe('language server over stdio (idiom lsp --stdio)', function () {
     const session = await startServer(root, { defaultModelPath: '' });
     try {
       const uri = openDocument(session, path.join(root, 'c.ts'), 'let y = ');
-      const source = new CancellationTokenSource();
-      const pending = session.connection.sendRequest(
-        'textDocument/inlineCompletion',
-        { textDocument: { uri }, position: { line: 0, character: 8 }, context: { triggerKind: 2 } },
-        source.token,
-      );
-      source.cancel();
-      const answer = await pending.then(
-        (value) => ({ value }),
-        (error: { code: number }) => ({ code: error.code }),
-      );
+      const answer = await cancelledInlineCompletion(session, uri, 0, 8);
       assert.ok('value' in answer ? answer.value === null : answer.code === -32800, JSON.stringify(answer));
       assert.equal((await session.connection.sendRequest(StatusRequest, {})).state, 'no-model');
     } finally {

@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createMessageConnection, StreamMessageReader, StreamMessageWriter, type MessageConnection } from 'vscode-jsonrpc/node';
+import { CancellationTokenSource, createMessageConnection, StreamMessageReader, StreamMessageWriter, type MessageConnection } from 'vscode-jsonrpc/node';
 import { StatusNotification, type InitializationOptions, type StatusResult } from '../../../server/protocol';
 
 export const bin = path.join(__dirname, '..', '..', '..', 'trainer', 'cli', 'bin.js');
@@ -110,4 +110,22 @@ export function inlineCompletion(session: Session, uri: string, line: number, ch
     position: { line, character },
     context: { triggerKind: 1 },
   });
+}
+
+/**
+ * An automatic inline completion request cancelled right after it is sent: the server answers it
+ * with null or with RequestCancelled (-32800); which one depends on how far it got.
+ */
+export async function cancelledInlineCompletion(session: Session, uri: string, line: number, character: number): Promise<{ value: InlineAnswer } | { code: number }> {
+  const source = new CancellationTokenSource();
+  const pending = session.connection.sendRequest<InlineAnswer>(
+    'textDocument/inlineCompletion',
+    { textDocument: { uri }, position: { line, character }, context: { triggerKind: 2 } },
+    source.token,
+  );
+  source.cancel();
+  return pending.then(
+    (value) => ({ value }),
+    (error: { code: number }) => ({ code: error.code }),
+  );
 }

@@ -1,10 +1,15 @@
 import { Rng } from '../model/random';
 
 // Training rows from dataset examples: each epoch visits the examples in a seeded order and packs
-// them greedily, whole, into rows of T + 1 tokens (inputs + the last target). An example never
-// spans two rows; its first token is not a target (it would be predicted from another example);
-// FIM examples count only from their middle (lossStart). The rest of a row is padding, masked.
-// The order is a pure function of (seed, epoch), so a resumed run needs only its data cursor.
+// them, whole, into rows of T + 1 tokens (inputs + the last target) by first fit over the last
+// OPEN_ROWS rows still open (greedy next-fit left ~20% of a row as padding on real repositories;
+// first fit leaves a few percent). An example never spans two rows; its first token is not a
+// target (it would be predicted from another example); FIM examples count only from their middle
+// (lossStart). The rest of a row is padding, masked. The order is a pure function of (seed,
+// epoch), so a resumed run needs only its data cursor. trainer/torch/batches.py mirrors this.
+
+/** Rows that may still take examples; the oldest is closed when one more is opened. */
+export const OPEN_ROWS = 64;
 
 export interface TrainExample {
   tokens: Int32Array;
@@ -36,20 +41,22 @@ export function packEpoch(examples: readonly TrainExample[], rowTokens: number, 
     [order[i], order[j]] = [order[j], order[i]];
   }
   const rows: number[][] = [];
-  let current: number[] = [];
-  let used = 0;
+  const open: { indices: number[]; used: number }[] = [];
   for (const index of order) {
     const length = Math.min(examples[index].tokens.length, rowTokens);
     if (length < 2) continue;
-    if (used + length > rowTokens && current.length > 0) {
-      rows.push(current);
-      current = [];
-      used = 0;
+    let at = open.findIndex((row) => row.used + length <= rowTokens);
+    if (at < 0) {
+      if (open.length === OPEN_ROWS) rows.push(open.shift()!.indices);
+      at = open.push({ indices: [], used: 0 }) - 1;
     }
-    current.push(index);
-    used += length;
+    const row = open[at];
+    row.indices.push(index);
+    row.used += length;
+    // A row with room for less than the shortest example (2 tokens) is full.
+    if (rowTokens - row.used < 2) rows.push(open.splice(at, 1)[0].indices);
   }
-  if (current.length > 0) rows.push(current);
+  for (const row of open) rows.push(row.indices);
   return rows;
 }
 

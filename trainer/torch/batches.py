@@ -21,25 +21,33 @@ def read_examples(path, split="train"):
         return examples, ds.header
 
 
+OPEN_ROWS = 64  # as OPEN_ROWS in batches.ts
+
+
 def pack_epoch(lengths, row_tokens, seed, epoch):
-    """Example indices of each row of `epoch` (packEpoch): seeded Fisher–Yates, then greedy whole-example packing."""
+    """Example indices of each row of `epoch` (packEpoch): seeded Fisher–Yates, then first fit over the open rows."""
     order = list(range(len(lengths)))
     rng = Rng((seed * 1_000_003 + epoch * 7919 + 17) & 0xFFFFFFFF)
     for i in range(len(order) - 1, 0, -1):
         j = rng.int(i + 1)
         order[i], order[j] = order[j], order[i]
-    rows, current, used = [], [], 0
+    rows, open_rows = [], []  # open_rows: [indices, used]
     for index in order:
         length = min(lengths[index], row_tokens)
         if length < 2:
             continue
-        if used + length > row_tokens and current:
-            rows.append(current)
-            current, used = [], 0
-        current.append(index)
-        used += length
-    if current:
-        rows.append(current)
+        at = next((k for k, row in enumerate(open_rows) if row[1] + length <= row_tokens), -1)
+        if at < 0:
+            if len(open_rows) == OPEN_ROWS:
+                rows.append(open_rows.pop(0)[0])
+            open_rows.append([[], 0])
+            at = len(open_rows) - 1
+        row = open_rows[at]
+        row[0].append(index)
+        row[1] += length
+        if row_tokens - row[1] < 2:
+            rows.append(open_rows.pop(at)[0])
+    rows.extend(row[0] for row in open_rows)
     return rows
 
 

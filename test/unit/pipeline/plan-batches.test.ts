@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseModelConfig } from '../../../trainer/model/config';
-import { fillRows, packEpoch, stepsPerEpoch, type TrainExample } from '../../../trainer/pipeline/batches';
+import { Rng } from '../../../trainer/model/random';
+import { OPEN_ROWS, fillRows, packEpoch, stepsPerEpoch, type TrainExample } from '../../../trainer/pipeline/batches';
 import { MIN_STEPS, chooseShape, learningRateAt, warmupStepsFor } from '../../../trainer/pipeline/plan';
 import { RunFolder, type CheckpointState } from '../../../trainer/pipeline/run-folder';
 import type { HostTensor } from '../../../trainer/tensor';
@@ -56,6 +57,21 @@ describe('pipeline: packed training rows', () => {
     const orders = new Set(Array.from({ length: 8 }, (_, epoch) => JSON.stringify(packEpoch(examples, 9, 1, epoch))));
     assert.ok(orders.size > 1, 'epochs reshuffle');
     assert.equal(stepsPerEpoch(5, 2), 3);
+  });
+
+  it('fills rows by first fit: little padding for lengths spread over the whole row', () => {
+    const rowTokens = 513;
+    const rng = new Rng(7);
+    const spread: TrainExample[] = Array.from({ length: 4000 }, () => ({ tokens: new Int32Array(2 + rng.int(rowTokens - 1)), lossStart: 0 }));
+    const rows = packEpoch(spread, rowTokens, 3, 0);
+    assert.deepEqual(rows.flat().sort((a, b) => a - b), spread.map((_, i) => i), 'every example once');
+    const used = rows.map((row) => row.reduce((n, i) => n + spread[i].tokens.length, 0));
+    for (const u of used) assert.ok(u <= rowTokens);
+    // The last OPEN_ROWS rows are whatever was left open when the epoch ran out of examples.
+    const settled = used.slice(0, -OPEN_ROWS);
+    const fill = settled.reduce((a, b) => a + b, 0) / (settled.length * rowTokens);
+    // Next fit (close the row when the next example does not fit) fills ~3/4 of these rows.
+    assert.ok(fill > 0.93, `rows ${(fill * 100).toFixed(1)}% full`);
   });
 
   it('masks the first token of each example, FIM context and padding', () => {

@@ -34,6 +34,8 @@ export interface MineOptions {
   // Repository-relative paths that may be mined; others are excluded as 'policy' (compliance
   // training reads only the paths its policy allows). Default: every path.
   pathFilter?: (path: string) => boolean;
+  // Stops mining between files (and after the history walk) by throwing the signal's reason.
+  signal?: AbortSignal;
 }
 
 // What callers pass: any subset, nested groups too.
@@ -184,6 +186,7 @@ export async function mineRepository(
       history[file].lastCommitTime ??= commit.time;
     }
   }
+  options.signal?.throwIfAborted();
   const split = temporalSplit(commits, (file) => isCandidate[file] === 1, candidates.length, options.split);
   if (split.note) warn(split.note);
   const heldOutPaths = new Set([...split.heldOutFiles].map((file) => entries[file].path));
@@ -210,6 +213,7 @@ export async function mineRepository(
   };
   try {
     for (let position = 0; position < ordered.length; position++) {
+      options.signal?.throwIfAborted();
       fill();
       const bytes = await inFlight.shift()!;
       const { entry, index } = ordered[position];

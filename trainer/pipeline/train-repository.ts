@@ -209,8 +209,9 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
   try {
     return await trainInRun(run, info, { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode, selection, policy });
   } catch (error) {
-    // A run that failed before its first checkpoint (bad data, no examples) leaves nothing behind.
-    if (createdNow && !(error instanceof TrainingCancelledError) && run.loadCheckpoint() === null) run.remove();
+    // A run that failed or was cancelled before its first checkpoint (bad data, no examples,
+    // cancelled while mining) leaves nothing behind: there is nothing to resume.
+    if (createdNow && run.loadCheckpoint() === null) run.remove();
     throw error;
   }
 }
@@ -245,7 +246,9 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
       tokenizerSha256,
       output: run.datasetPath,
       maxTokens: info.seqLen + 1,
-      mine: { onWarning: (message) => emit({ type: 'log', message }), pathFilter: policy ? trainingPathFilter(policy) : undefined },
+      mine: { onWarning: (message) => emit({ type: 'log', message }), pathFilter: policy ? trainingPathFilter(policy) : undefined, signal },
+    }).catch((error: unknown) => {
+      throw signal?.aborted ? new TrainingCancelledError(null, -1, 'while mining the repository') : error;
     });
     emit({ type: 'phase', phase: 'tokenizing', message: `${summary.train.examples} training examples (${summary.train.tokens} tokens), ${summary.heldout.examples} held out` });
     reader = openDataset(run.datasetPath, tokenizerSha256)!;

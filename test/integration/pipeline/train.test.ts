@@ -238,6 +238,31 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
     assert.equal((await registry.ids()).length, 1, 'one adapter: interrupted runs never registered a partial one');
   });
 
+  it('an AbortSignal while mining stops before training and leaves no run folder behind', async () => {
+    const repo = buildIdiomRepo(path.join(base, 'abort-mining'));
+    const controller = new AbortController();
+    const phases: string[] = [];
+    await assert.rejects(
+      trainRepository({
+        repo: repo.root,
+        base: model.dir,
+        budget: { tokens: 36_000 },
+        threads: 1,
+        report: false,
+        signal: controller.signal,
+        onProgress: (event) => {
+          if (event.type !== 'phase') return;
+          phases.push(event.phase);
+          if (event.phase === 'mining') controller.abort();
+        },
+      }),
+      (error: unknown) => error instanceof TrainingCancelledError && error.checkpoint === null && /while mining/.test(error.message),
+    );
+    assert.deepEqual(phases, ['mining'], 'nothing after mining started');
+    const staging = path.dirname((await Registry.open(repo.root)).stagingPath('probe'));
+    assert.deepEqual(fs.existsSync(staging) ? fs.readdirSync(staging) : [], [], 'no run folder to resume');
+  });
+
   it('an AbortSignal stops in-process training with a checkpoint that resume continues', async () => {
     const repo = buildIdiomRepo(path.join(base, 'abort'));
     const controller = new AbortController();

@@ -1,6 +1,8 @@
 // Exact and near-duplicate detection for corpus files. Exact: sha256 of the text with trailing
 // whitespace and blank lines dropped. Near: MinHash over 5-word shingles with LSH banding
 // (16 bands × 4 rows), confirmed by the signature's estimated Jaccard similarity.
+// Not mining's DuplicateIndex: that one keeps one more file of this corpus (a 7-line stdlib shim),
+// which would change the recipe the shipped model was trained on.
 
 import { createHash } from 'node:crypto';
 

@@ -72,7 +72,7 @@ export function fillRows(examples: readonly TrainExample[], rows: readonly (read
       const example = examples[index];
       const length = Math.min(example.tokens.length, width - offset);
       tokens.set(example.tokens.subarray(0, length), b * width + offset);
-      for (let j = Math.max(1, process.env.IDIOM_EXP_FIM_ALL ? 0 : example.lossStart); j < length; j++) {
+      for (let j = Math.max(1, example.lossStart); j < length; j++) {
         // Target at row position offset + j is predicted at input position offset + j − 1.
         lossMask[b * seqLen + offset + j - 1] = 1;
         targets++;

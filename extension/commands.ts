@@ -130,6 +130,19 @@ export function switchMode(ctx: Ctx): Cmd {
   });
 }
 
+/** Flips `idiom.enable` for the user (as Copilot's toggle does); the server answers with its status. */
+export function toggleCompletions(ctx: Ctx): Cmd {
+  return guarded(ctx, 'toggleCompletions', async () => {
+    const config = vscode.workspace.getConfiguration('idiom');
+    const enable = !readSettings().enable;
+    // A workspace value would hide a user-level change: flip it where it is set.
+    const inspected = config.inspect<boolean>('enable');
+    const target = inspected?.workspaceValue !== undefined ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global;
+    await config.update('enable', enable, target);
+    void vscode.window.setStatusBarMessage(`Idiom: inline completions ${enable ? 'on' : 'off'}`, 3000);
+  });
+}
+
 export function showTrainingReport(ctx: Ctx): Cmd {
   return guarded(ctx, 'showTrainingReport', async () => {
     const { adapters } = await ctx.requireClient().sendRequest(AdaptersRequest, { root: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath });
@@ -165,6 +178,7 @@ export const commandFactories: Record<string, (ctx: Ctx) => Cmd> = {
   'idiom.retrain': retrain,
   'idiom.showAdapters': showAdapters,
   'idiom.switchMode': switchMode,
+  'idiom.toggleCompletions': toggleCompletions,
   'idiom.showTrainingReport': showTrainingReport,
   'idiom.showOutput': showOutput,
   'idiom.restartServer': restartServer,

@@ -210,6 +210,16 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     assert.match((await language.textContent()) ?? '', /Idiom Ignore/);
   });
 
+  it('turns inline completions off and on again from the command palette', async () => {
+    const statusShows = (pattern: string) =>
+      page.waitForFunction(`[...document.querySelectorAll('.statusbar-item')].some((el) => /${pattern}/.test(el.textContent || ''))`, undefined, { timeout: 30_000 });
+    await runCommand('Idiom: Enable or disable inline completions');
+    await statusShows('Idiom: complete · \\S+ · disabled');
+    await screenshot('03b-disabled');
+    await runCommand('Idiom: Enable or disable inline completions');
+    await statusShows('Idiom: complete · \\S+ · (ready|loading)');
+  });
+
   it('shows ghost text from the model, accepts it with Tab, and saves it', async () => {
     await page.waitForFunction(
       "[...document.querySelectorAll('.statusbar-item')].some((el) => /Idiom: complete · \\S+ · ready/.test(el.textContent || ''))",

@@ -125,6 +125,22 @@ interface RunInfo {
   created: string;
 }
 
+/** Settings given now that differ from what the resumed run planned with (it keeps its plan). */
+export function settingsIgnoredOnResume(options: TrainRepositoryOptions, planned: Pick<RunInfo, 'budget' | 'seed' | 'lora' | 'learningRate' | 'weightDecay' | 'maxEpochs' | 'batch' | 'seqLen' | 'threads'>): string[] {
+  const given: [string, unknown, unknown][] = [
+    ['budget', options.budget, planned.budget],
+    ['seed', options.seed, planned.seed],
+    ['LoRA settings', options.lora && Object.keys(options.lora).length > 0 ? { ...planned.lora, ...options.lora } : undefined, planned.lora],
+    ['learning rate', options.learningRate, planned.learningRate],
+    ['weight decay', options.weightDecay, planned.weightDecay],
+    ['epoch cap', options.maxEpochs, planned.maxEpochs],
+    ['batch', options.batch, planned.batch],
+    ['sequence length', options.seqLen, planned.seqLen],
+    ['threads', options.threads, planned.threads],
+  ];
+  return given.filter(([, now, then]) => now !== undefined && JSON.stringify(now) !== JSON.stringify(then)).map(([name]) => name);
+}
+
 interface SavedMarker {
   id: string;
 }
@@ -177,8 +193,11 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
     }
   }
   let info: RunInfo;
-  if (run) info = run.info<RunInfo>();
-  else {
+  if (run) {
+    info = run.info<RunInfo>();
+    const ignored = settingsIgnoredOnResume(options, info);
+    if (ignored.length > 0) emit({ type: 'log', message: `run ${run.id} continues as it was planned; ignoring the new ${ignored.join(', ')}` });
+  } else {
     const threads = options.threads ?? defaultThreadCount();
     const estimated = 'tokens' in budget ? budget.tokens : budget.minutes * 60 * estimateTokensPerSecond(config, method, 256, threads);
     const shape = chooseShape(config, estimated);

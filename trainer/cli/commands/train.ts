@@ -22,7 +22,7 @@ interface TrainCommandOptions {
   force?: boolean;
   resume?: boolean;
   json?: boolean;
-  seed: number;
+  seed?: number;
   registry?: string;
   r?: number;
   alpha?: number;
@@ -78,7 +78,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--force', 'activate even if it does not beat the base and the active adapter on the held-out split')
     .option('--resume', 'continue the newest unfinished run (same method, base and mode)')
     .option('--json', 'JSON lines on stdout: progress events, then the result object')
-    .option('--seed <n>', 'seed of the data order and the LoRA initialisation', nonNegativeInteger('--seed'), 0)
+    .option('--seed <n>', 'seed of the data order and the LoRA initialisation (default 0)', nonNegativeInteger('--seed'))
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
     .option('--r <n>', 'LoRA rank (default 16)', positiveInteger('--r'))
     .option('--alpha <n>', 'LoRA alpha (default 32)', positiveNumber('--alpha'))

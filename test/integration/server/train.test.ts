@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -141,6 +142,35 @@ describe('language server: training and adapters over stdio', function () {
       await assert.rejects(training, (error: { code: number }) => error.code === IdiomErrorCodes.cancelled);
       assert.equal(session.progress.filter((p) => p.token === step.token).pop()?.value.kind, 'end');
       assert.equal((await session.connection.sendRequest(StatusRequest, {})).adapter?.id, trained!.adapter.id);
+    } finally {
+      await stopServer(session);
+    }
+  });
+
+  it('a training process killed from outside (kill -9, the OOM killer) fails the request with one line; the server keeps serving', async () => {
+    assert.ok(trained, 'needs the adapter of the previous test');
+    const session = await startServer(repo.root, { settings: { baseModelPath: model.dir } }, { window: { workDoneProgress: true } });
+    try {
+      await waitForModel(session);
+      const training = session.connection.sendRequest(TrainRequest, { tokens: 400_000, threads: 1, workDoneToken: 'train-killed' });
+      await waitFor('a training step report', () => session.progress.find((p) => p.token === 'train-killed' && /^step /.test(p.value.message ?? '')), 120_000);
+      // The server's only child process is the training run.
+      const children = spawnSync('ps', ['-o', 'pid=', '--ppid', String(session.child.pid)], { encoding: 'utf8' }).stdout.trim().split(/\s+/).filter(Boolean);
+      assert.equal(children.length, 1, `children of the server: ${children.join(', ')}`);
+      process.kill(Number(children[0]), 'SIGKILL');
+      await assert.rejects(training, (error: { code: number; message: string }) => {
+        assert.equal(error.code, IdiomErrorCodes.trainingFailed);
+        assert.match(error.message, /the training process exited \(SIGKILL\)/);
+        assert.equal(error.message.split('\n').length, 1, 'one line');
+        return true;
+      });
+      assert.equal(session.progress.filter((p) => p.token === 'train-killed').pop()?.value.kind, 'end');
+      const status = await session.connection.sendRequest(StatusRequest, {});
+      assert.equal(status.state, 'ready');
+      assert.equal(status.adapter?.id, trained!.adapter.id, 'the active adapter stays');
+      const uri = openDocument(session, path.join(repo.root, 'src', 'orders.ts'), otherText);
+      const after = answerText(await inlineCompletion(session, uri, otherCursor.line, otherCursor.character));
+      assert.equal(after, await expectedCompletion(model, trained!.adapter.path, { text: otherText, offset: otherOffset }), 'completions still come from the active adapter');
     } finally {
       await stopServer(session);
     }

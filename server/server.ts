@@ -112,7 +112,7 @@ export class IdiomServer {
     this.completions = new CompletionProvider(
       () => (this.settings.enable ? this.model : null),
       (document) => this.snippetsFor(document),
-      (line) => this.logError(line),
+      { error: (line) => this.logError(line), warn: (line) => this.connection.console.warn(line) },
     );
     this.documents.onDidChangeContent((change) => this.completions.documentChanged(change.document.uri, change.document.getText()));
     this.reviews = new ReviewService({

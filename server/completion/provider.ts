@@ -3,6 +3,7 @@
 
 import type { LoadedModel } from '../model/host';
 import { CompletionCache } from './cache';
+import { credentialAddedBy } from './credentials';
 import { InflightGenerations, remainderAfter, type Generation, type GenerationContext } from './inflight';
 import { postprocessCompletion, stopSequencesFor } from './postprocess';
 import { buildFimPrompt, defaultPromptBudget, type ContextSnippet } from './prompt';
@@ -44,7 +45,7 @@ export class CompletionProvider {
   constructor(
     private readonly currentModel: () => LoadedModel | null,
     private readonly snippetsFor: (document: CompletionDocument) => ContextSnippet[],
-    private readonly logError: (line: string) => void,
+    private readonly log: { error(line: string): void; warn(line: string): void },
     private readonly options: CompletionOptions = defaultCompletionOptions,
   ) {}
 
@@ -68,7 +69,14 @@ export class CompletionProvider {
     const context: GenerationContext = { uri: document.uri, modelKey: model.modelKey, prefix, suffix };
     const finish = (raw: string, source: CompletionSource): CompletionAnswer | null => {
       const text = postprocessCompletion({ prefix, suffix, completion: raw, maxLines: this.options.maxLines });
-      return text === '' ? null : { text, source };
+      if (text === '') return null;
+      const credential = credentialAddedBy(prefix, text, suffix);
+      if (credential) {
+        // The kind only: the log must not carry what it withholds.
+        this.log.warn(`a suggestion that looked like a credential (${credential}) was withheld`);
+        return null;
+      }
+      return { text, source };
     };
 
     const cached = this.cache.get(context);
@@ -102,7 +110,7 @@ export class CompletionProvider {
           this.cache.set(context, text);
         },
         (error) => {
-          if (!generation.aborted) this.logError(`completion failed: ${error instanceof Error ? error.message : String(error)}`);
+          if (!generation.aborted) this.log.error(`completion failed: ${error instanceof Error ? error.message : String(error)}`);
           generation.fail(error);
         },
       );

@@ -2,6 +2,7 @@
 // the cursor (Jaccard similarity of identifier sets, as Copilot's and Continue's "similar
 // snippets"). Sources are the open documents today; the mined index joins them once it exists.
 import type { ContextSnippet } from '../completion/prompt';
+import { scanSecrets } from '../../trainer/mining/secrets';
 
 export interface SnippetSource {
   /** Workspace-relative path. */
@@ -46,6 +47,8 @@ export function similarSnippets(
     let best: { snippet: ContextSnippet; score: number } | null = null;
     for (let start = 0; start < lines.length; start += step) {
       const text = lines.slice(start, start + options.windowLines).join('\n');
+      // Credentials in other open files never enter the prompt, so the model cannot copy them.
+      if (scanSecrets(text).length > 0) continue;
       const score = jaccard(target, identifierSet(text));
       if (score >= options.minSimilarity && (best === null || score > best.score)) best = { snippet: { path: source.path, text }, score };
       if (start + options.windowLines >= lines.length) break;

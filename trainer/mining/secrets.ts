@@ -151,24 +151,36 @@ function lineOf(text: string, index: number, lineStarts: number[]): number {
   return lo + 1;
 }
 
-// Every credential-looking span in the text (kind and line only).
-export function scanSecrets(text: string): SecretHit[] {
+/** Where a credential-looking span is: offsets only, never the text. */
+export interface SecretSpan {
+  kind: SecretKind;
+  start: number;
+  end: number;
+}
+
+// Every credential-looking span in the text, in pattern order.
+export function secretSpans(text: string): SecretSpan[] {
   if (!TRIGGERS.test(text)) return [];
-  const hits: SecretHit[] = [];
-  let lineStarts: number[] | undefined;
+  const spans: SecretSpan[] = [];
   for (const pattern of PATTERNS) {
     pattern.regex.lastIndex = 0;
     let match: RegExpExecArray | null;
     while ((match = pattern.regex.exec(text)) !== null) {
       if (match[0].length === 0) pattern.regex.lastIndex++;
       if (pattern.accept && !pattern.accept(match)) continue;
-      if (!lineStarts) {
-        lineStarts = [0];
-        for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) === 10) lineStarts.push(i + 1);
-      }
-      hits.push({ kind: pattern.kind, line: lineOf(text, match.index, lineStarts) });
+      spans.push({ kind: pattern.kind, start: match.index, end: match.index + match[0].length });
     }
   }
+  return spans;
+}
+
+// Every credential-looking span in the text (kind and line only).
+export function scanSecrets(text: string): SecretHit[] {
+  const spans = secretSpans(text);
+  if (spans.length === 0) return [];
+  const lineStarts = [0];
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) === 10) lineStarts.push(i + 1);
+  const hits = spans.map((span) => ({ kind: span.kind, line: lineOf(text, span.start, lineStarts) }));
   hits.sort((a, b) => a.line - b.line || a.kind.localeCompare(b.kind));
   return hits;
 }

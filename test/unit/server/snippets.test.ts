@@ -1,5 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { identifierSet, jaccard, similarSnippets } from '../../../server/context/snippets';
+import { plantedSecrets } from '../../fixtures/mining/planted-secrets';
 
 describe('server/context/snippets', () => {
   it('jaccard is shared / union of identifier sets', () => {
@@ -23,5 +24,19 @@ describe('server/context/snippets', () => {
     assert.equal(snippets[0].path, 'invoice.ts');
     assert.match(snippets[0].text, /line\.price \* line\.quantity/);
     assert.ok(snippets[0].text.split('\n').length <= 20);
+  });
+
+  it('never takes a window that holds a credential: the model cannot copy what it is not shown', () => {
+    const planted = plantedSecrets().find((secret) => secret.kind === 'assigned-api-key')!;
+    const filler = Array.from({ length: 30 }, (_, i) => `const unrelated${i} = ${i};`).join('\n');
+    // The same code without the key, far enough away to be another window.
+    const clean = 'export function client() {\n  const apiKey = process.env.API_KEY;\n  return apiKey;\n}\n';
+    const cursor = 'export function client() {\n  const apiKey = ';
+    const withKey = similarSnippets(cursor, [{ path: 'src/client.ts', text: planted.content }]);
+    assert.deepEqual(withKey, [], 'the only similar window holds the key');
+    const mixed = similarSnippets(cursor, [{ path: 'src/both.ts', text: `${planted.content}${filler}\n${clean}` }]);
+    assert.equal(mixed.length, 1);
+    assert.ok(!mixed[0].text.includes(planted.canary));
+    assert.match(mixed[0].text, /process\.env\.API_KEY/);
   });
 });

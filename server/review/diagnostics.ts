@@ -11,6 +11,7 @@ import { changedLineNumbers, headVersion } from '../../trainer/review/changes';
 import { DEFAULT_AGGREGATE, DEFAULT_PERCENTILE, reviewLines, unusualLineMessage } from '../../trainer/review/review';
 import { distributionThreshold, repositoryDistribution, type LineDistribution } from '../../trainer/review/threshold';
 import type { Aggregate } from '../../trainer/review/lines';
+import { credentialAddedBy } from '../completion/credentials';
 import type { LoadedModel } from '../model/host';
 import { oneLine } from '../model/adapters';
 import type { ReviewResult } from '../protocol';
@@ -134,6 +135,9 @@ export class ReviewService {
       if (current === undefined) continue;
       const alternative = await model.reviewScorer().alternative(text, line + 1);
       if (alternative === current || alternative.trim() === '') continue;
+      // The alternative is a suggestion too: never one that writes a credential.
+      const lines = text.split('\n');
+      if (credentialAddedBy(lines.slice(0, line).join('\n') + (line > 0 ? '\n' : ''), alternative, '\n' + lines.slice(line + 1).join('\n'))) continue;
       actions.push({
         title: `${alternativeActionTitle}: ${alternative.trim()}`,
         kind: CodeActionKind.QuickFix,

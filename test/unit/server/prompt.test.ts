@@ -21,6 +21,20 @@ describe('server/completion/prompt', () => {
     assert.equal(decode(tokens.slice(suffixAt + 1, -1)), ';\n');
   });
 
+  it('keeps the ends of a cursor line too long for the budget (minified code) and never tokenizes the whole document', () => {
+    const line = 'var a=function(b){return b+1};'.repeat(40_000); // 1.2 MB, one line
+    const half = line.length / 2;
+    let encoded = 0;
+    const counting: PromptTokenizer = { encode: (text) => ((encoded += text.length), bytes.encode(text)) };
+    const budget = { maxTokens: 512, suffixShare: 0.25, contextShare: 0 };
+    const prompt = buildFimPrompt({ prefix: line.slice(0, half), suffix: line.slice(half), languageId: 'javascript', snippets: [] }, counting, fim, budget);
+    assert.ok(prompt.tokens.length <= budget.maxTokens);
+    assert.ok(prompt.prefixText.length > 0.5 * (budget.maxTokens - 3), `prefix ${prompt.prefixText.length} characters`);
+    assert.ok(line.slice(0, half).endsWith(prompt.prefixText), 'the text right before the cursor');
+    assert.ok(prompt.suffixText.length > 0 && line.slice(half).startsWith(prompt.suffixText), 'the text right after the cursor');
+    assert.ok(encoded < 0.1 * line.length, `tokenized ${encoded} of ${line.length} characters`);
+  });
+
   it('cuts a long prefix at a line start and stays within the budget', () => {
     const prefix = `${numberedLines(500, 'p')}\n  return `;
     const budget = { maxTokens: 256, suffixShare: 0.25, contextShare: 0 };

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { identifierSet, jaccard, similarSnippets } from '../../../server/context/snippets';
+import { defaultSnippetOptions, identifierSet, jaccard, similarSnippets } from '../../../server/context/snippets';
 import { plantedSecrets } from '../../fixtures/mining/planted-secrets';
 
 describe('server/context/snippets', () => {
@@ -38,5 +38,12 @@ describe('server/context/snippets', () => {
     assert.equal(mixed.length, 1);
     assert.ok(!mixed[0].text.includes(planted.canary));
     assert.match(mixed[0].text, /process\.env\.API_KEY/);
+  });
+
+  it('skips documents larger than maxSourceChars', () => {
+    const source = { path: 'big.ts', text: 'export function invoiceTotal(invoice: Invoice) {\n  return invoice.total;\n}\n' };
+    const cursor = 'function invoiceTotal(invoice: Invoice) {';
+    assert.equal(similarSnippets(cursor, [source]).length, 1);
+    assert.deepEqual(similarSnippets(cursor, [source], { ...defaultSnippetOptions, maxSourceChars: source.text.length - 1 }), []);
   });
 });

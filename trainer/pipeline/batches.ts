@@ -2,8 +2,8 @@ import { Rng } from '../model/random';
 
 // Training rows from dataset examples: each epoch visits the examples in a seeded order and packs
 // them, whole, into rows of T + 1 tokens (inputs + the last target) by first fit over the last
-// OPEN_ROWS rows still open (greedy next-fit left ~20% of a row as padding on real repositories;
-// first fit leaves a few percent). An example never spans two rows; its first token is not a
+// OPEN_ROWS rows still open (on this repository at T = 512, next fit filled 81% of the token
+// slots, first fit 90%). An example never spans two rows; its first token is not a
 // target (it would be predicted from another example); FIM examples count only from their middle
 // (lossStart). The rest of a row is padding, masked. The order is a pure function of (seed,
 // epoch), so a resumed run needs only its data cursor. trainer/torch/batches.py mirrors this.

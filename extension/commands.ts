@@ -157,6 +157,24 @@ export function showTrainingReport(ctx: Ctx): Cmd {
   });
 }
 
+/** What a click on the status bar item offers (Copilot's and Continue's items open such a menu). */
+export function showMenu(ctx: Ctx): Cmd {
+  return guarded(ctx, 'showMenu', async () => {
+    const enabled = readSettings().enable;
+    const mode = ctx.lastStatus?.mode ?? readSettings().mode;
+    const items: (vscode.QuickPickItem & { command: string })[] = [
+      { label: '$(symbol-enum) Switch mode', description: `now ${mode}`, command: 'idiom.switchMode' },
+      { label: enabled ? '$(circle-slash) Disable inline completions' : '$(check) Enable inline completions', command: 'idiom.toggleCompletions' },
+      { label: '$(sync) Retrain on this repository', command: 'idiom.retrain' },
+      { label: '$(versions) Show adapters', description: 'activate or roll back', command: 'idiom.showAdapters' },
+      { label: '$(graph) Show training report', command: 'idiom.showTrainingReport' },
+      { label: '$(output) Show output', command: 'idiom.showOutput' },
+    ];
+    const picked = await vscode.window.showQuickPick(items, { placeHolder: `Idiom: ${ctx.lastStatus?.message ?? 'starting'}` });
+    if (picked) await vscode.commands.executeCommand(picked.command);
+  });
+}
+
 export function showOutput(ctx: Ctx): Cmd {
   return () => ctx.output.show(true);
 }
@@ -179,6 +197,7 @@ export const commandFactories: Record<string, (ctx: Ctx) => Cmd> = {
   'idiom.showAdapters': showAdapters,
   'idiom.switchMode': switchMode,
   'idiom.toggleCompletions': toggleCompletions,
+  'idiom.showMenu': showMenu,
   'idiom.showTrainingReport': showTrainingReport,
   'idiom.showOutput': showOutput,
   'idiom.restartServer': restartServer,

@@ -11,13 +11,13 @@ const icons: Record<StatusResult['state'], string> = {
   error: '$(error)',
 };
 
-/** One status bar item: mode, adapter and state; a click switches the mode. */
+/** One status bar item: mode, adapter and state; a click opens Idiom's menu. */
 export class IdiomStatusBar implements vscode.Disposable {
   private readonly item = vscode.window.createStatusBarItem('idiom.status', vscode.StatusBarAlignment.Right, 100);
 
   constructor() {
     this.item.name = 'Idiom';
-    this.item.command = 'idiom.switchMode';
+    this.item.command = 'idiom.showMenu';
     this.show({ state: 'starting', mode: 'complete', model: null, adapter: null, training: null, trusted: vscode.workspace.isTrusted, message: 'starting the language server' });
     this.item.show();
   }
@@ -30,7 +30,7 @@ export class IdiomStatusBar implements vscode.Disposable {
     const icon = status.adapterProblem ? '$(warning)' : icons[status.state];
     this.item.text = `${icon} Idiom: ${status.mode} · ${adapter} · ${state}`;
     this.item.tooltip = new vscode.MarkdownString(
-      [`**Idiom** — ${status.message}`, status.adapterProblem ? `⚠ ${status.adapterProblem}` : '', `mode: ${status.mode}`, `model: ${status.model?.name ?? 'none'}`, `adapter: ${adapter}`, 'click to switch the mode', status.trusted ? '' : 'untrusted workspace: training and custom models are off']
+      [`**Idiom** — ${status.message}`, status.adapterProblem ? `⚠ ${status.adapterProblem}` : '', `mode: ${status.mode}`, `model: ${status.model?.name ?? 'none'}`, `adapter: ${adapter}`, 'click for the menu', status.trusted ? '' : 'untrusted workspace: training and custom models are off']
         .filter((line) => line !== '')
         .join('\n\n'),
     );

@@ -289,8 +289,12 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     await screenshot('10-review-diagnostics');
     const rows = await problem.allTextContents();
     assert.ok(rows.some((row) => row.includes(`Ln ${changedLine},`)), `no review problem on line ${changedLine}: ${JSON.stringify(rows)}`);
-    // Back to completion for the tests after this one, through the status bar item (a click runs Switch mode).
+    // Back to completion for the tests after this one, through the status bar item's menu.
     await page.locator('.statusbar-item', { hasText: 'Idiom: review' }).first().click();
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Switch mode' }).first().waitFor();
+    await screenshot('05b-menu');
+    await page.locator('.quick-input-widget input').fill('Switch mode');
+    await page.keyboard.press('Enter');
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'complete' }).first().waitFor();
     await page.locator('.quick-input-widget input').fill('complete');
     await page.keyboard.press('Enter');

@@ -7,6 +7,7 @@ export function readSettings(): IdiomSettings {
   const mode = config.get<string>('mode', defaultSettings.mode);
   return {
     enable: config.get<boolean>('enable', defaultSettings.enable),
+    disabledLanguages: config.get<string[]>('disabledLanguages', defaultSettings.disabledLanguages),
     baseModelPath: vscode.workspace.isTrusted ? config.get<string>('baseModelPath', defaultSettings.baseModelPath) : '',
     device: config.get<Device>('device', defaultSettings.device),
     training: { minutes: config.get<number>('training.minutes', defaultSettings.training.minutes) },

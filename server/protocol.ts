@@ -13,6 +13,8 @@ export type Device = 'auto' | 'cpu' | 'gpu';
 /** The `idiom.*` settings, as the extension reads them and the server receives them. */
 export interface IdiomSettings {
   enable: boolean;
+  /** Language ids (`markdown`, `plaintext`, …) that get no inline completions. */
+  disabledLanguages: string[];
   /** Directory of an HF-style checkpoint (config.json, model.safetensors, tokenizer.json); '' = the bundled default model. */
   baseModelPath: string;
   device: Device;
@@ -26,6 +28,8 @@ export interface IdiomSettings {
 
 export const defaultSettings: IdiomSettings = {
   enable: true,
+  // Prose, as Copilot's defaults: a code model's guesses there are noise.
+  disabledLanguages: ['plaintext', 'markdown'],
   baseModelPath: '',
   device: 'auto',
   training: { minutes: 10 },

@@ -157,7 +157,7 @@ export class IdiomServer {
 
     connection.languages.inlineCompletion.on(async (params, token) => {
       const document = this.documents.get(params.textDocument.uri);
-      if (!document) return null;
+      if (!document || (Array.isArray(this.settings.disabledLanguages) && this.settings.disabledLanguages.includes(document.languageId))) return null;
       const offset = document.offsetAt(params.position);
       const text = document.getText();
       const answer = await this.completions.complete(

@@ -38,6 +38,21 @@ describe('language server with the real engine (random-weights checkpoint)', fun
     }
   });
 
+  it('gives no completion in a disabled language (markdown by default) until the setting allows it', async () => {
+    const modelDir = path.join(dir, 'model');
+    const session = await startServer(dir, { settings: { baseModelPath: modelDir } });
+    try {
+      await waitForModel(session);
+      const uri = openDocument(session, path.join(dir, 'notes.md'), text, 'markdown');
+      assert.equal(await inlineCompletion(session, uri, 1, 9), null);
+      await session.connection.sendNotification('workspace/didChangeConfiguration', { settings: { idiom: { baseModelPath: modelDir, disabledLanguages: [] } } });
+      const answer = await inlineCompletion(session, uri, 1, 9);
+      assert.deepEqual(answer?.items.map((item) => item.insertText), [await engineCompletion(modelDir, null, { text, offset, languageId: 'markdown' })]);
+    } finally {
+      await stopServer(session);
+    }
+  });
+
   it('a cancelled completion is answered at once (null or RequestCancelled) and the next one is decoded', async () => {
     const modelDir = path.join(dir, 'model');
     const session = await startServer(dir, { settings: { baseModelPath: modelDir } });

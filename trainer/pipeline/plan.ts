@@ -11,7 +11,7 @@ import { ModelConfig, countParameters } from '../model/config';
 //   4. The budget must buy at least MIN_STEPS steps (warm-up + cosine need room): B halves down
 //      to 1, then T halves down to 64, until budgetTokens / (B·T) ≥ MIN_STEPS.
 // Steps = budgetTokens / (B·T), capped at maxEpochs passes over the packed training rows.
-// With --minutes the budget in tokens is minutes × measured tokens/s (two timed steps at learning
+// With --minutes the budget in tokens is minutes × measured token slots/s (timed steps at learning
 // rate 0 before training); before that measurement a FLOP estimate sizes the shape.
 // Learning rate: linear warm-up over 6% of the steps (1..50), then cosine down to 10% of the peak.
 

@@ -43,7 +43,7 @@ export interface RunPlan {
   seqLen: number;
   totalSteps: number;
   warmupSteps: number;
-  /** Measured before training (--minutes); null with a token budget. */
+  /** Token slots (B·T) per second, measured before training (--minutes); null with a token budget. */
   measuredTokensPerSecond: number | null;
   rowsPerEpoch: number;
 }

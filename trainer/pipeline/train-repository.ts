@@ -604,9 +604,11 @@ async function trainLoop(input: LoopInput): Promise<LoopResult> {
 }
 
 /**
- * Tokens/s of the training step, measured before training: one warm-up step and three timed steps
- * at learning rate 0 (AdamW then leaves the weights as they are), the fastest counted (the
- * machine may be shared), then a fresh optimizer state.
+ * Token slots (B·T, what the budget and the step count are in) per second of the training step,
+ * measured before training: one warm-up step and three timed steps at learning rate 0 (AdamW then
+ * leaves the weights as they are), the fastest counted (the machine may be shared), then a fresh
+ * optimizer state. Not targets/s: a step costs the same whatever share of its slots are targets,
+ * and counting targets planned half the steps a --minutes budget pays for.
  */
 async function measureTokensPerSecond(trainer: StepTrainer, examples: TrainExample[], rows: number[][], info: RunInfo, padId: number): Promise<number> {
   const batch = fillRows(examples, rows.slice(0, info.batch), info.batch, info.seqLen, padId);
@@ -620,7 +622,7 @@ async function measureTokensPerSecond(trainer: StepTrainer, examples: TrainExamp
   const zeros = (): Record<string, HostTensor> =>
     Object.fromEntries(trainer.trainable.map((t) => [t.name, { dtype: 'float32', shape: t.shape, data: new Float32Array(t.shape.reduce((a, b) => a * b, 1)) } as HostTensor]));
   await trainer.setOptimizerState({ step: 0, m: zeros(), v: zeros() });
-  return Math.max(1, batch.targets) / Math.max(fastest, 1e-6);
+  return (info.batch * info.seqLen) / Math.max(fastest, 1e-6);
 }
 
 function loraFromTrainable(trainable: ReadonlyMap<string, HostTensor>, lora: LoraChoice): LoraAdapter {

@@ -238,6 +238,19 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
     assert.equal((await registry.ids()).length, 1, 'one adapter: interrupted runs never registered a partial one');
   });
 
+  it('plans a --minutes run from the measured token slots per second, so the run uses its budget', async () => {
+    const repo = buildIdiomRepo(path.join(base, 'minutes'));
+    const result = await trainRepository({ repo: repo.root, base: model.dir, budget: { minutes: 0.1 }, threads: 1, report: false, heldOut: { maxLines: 4 }, maxEpochs: 1000 });
+    const { batch, seqLen, measuredTokensPerSecond: measured, totalSteps } = result.plan;
+    assert.ok(measured !== null && measured > 0);
+    assert.equal(totalSteps, Math.max(1, Math.floor((0.1 * 60 * measured) / (batch * seqLen))));
+    // What the steps achieved, in the same unit, in this run (the measurement is the fastest of
+    // three steps, so ~0.9 here). Measuring targets/s (a share of the slots) instead planned too
+    // few steps: 1.44 on this fixture, ~2 on real repositories.
+    const achieved = (result.steps * batch * seqLen) / result.seconds;
+    assert.ok(achieved / measured > 0.25 && achieved / measured < 1.25, `achieved ${achieved.toFixed(0)} vs measured ${measured.toFixed(0)} slots/s`);
+  });
+
   it('an AbortSignal while mining stops before training and leaves no run folder behind', async () => {
     const repo = buildIdiomRepo(path.join(base, 'abort-mining'));
     const controller = new AbortController();

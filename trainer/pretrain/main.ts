@@ -5,7 +5,7 @@
 // finished run continue to a longer --minutes/--steps (a warm restart of the learning rate).
 //
 //   npm run pretrain -- [--minutes 40] [--steps N] [--sitting-minutes M] [--cache .cache/pretrain]
-//                       [--out models] [--fresh] [--extend] [--stages corpus,tokenizer,stream,train,export,eval,card]
+//                       [--out models] [--fresh] [--extend] [--fim-cuts word|char] [--stages corpus,tokenizer,stream,train,export,eval,card]
 
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -15,7 +15,7 @@ import { loadCheckpoint, saveCheckpoint } from '../model/checkpoint';
 import { ModelConfig, countParameters, parseModelConfig, toHfConfigJson } from '../model/config';
 import { Tokenizer } from '../tokenizer/tokenizer';
 import { CORPUS_FILES, buildCorpus, readCorpusFiles, readCorpusManifest } from './corpus';
-import { PackStats, encodeTrainingStream } from './data';
+import { FimCuts, PackStats, encodeTrainingStream } from './data';
 import { evaluateModel, sampleCompletions } from './evaluate';
 import { renderModelCard } from './model-card';
 import { loadSourceList } from './sources';
@@ -57,12 +57,13 @@ interface Args {
   stages: Set<string>;
   evalBytes: number;
   evalLines: number;
+  fimCuts: FimCuts;
 }
 
 const ALL_STAGES = ['corpus', 'tokenizer', 'stream', 'train', 'export', 'eval', 'card'];
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { minutes: 40, cache: '.cache/pretrain', out: 'models', fresh: false, extend: false, stages: new Set(ALL_STAGES), evalBytes: 120_000, evalLines: 150 };
+  const args: Args = { minutes: 40, cache: '.cache/pretrain', out: 'models', fresh: false, extend: false, stages: new Set(ALL_STAGES), evalBytes: 120_000, evalLines: 150, fimCuts: 'word' };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = (): string => {
@@ -85,6 +86,12 @@ function parseArgs(argv: string[]): Args {
       case '--extend': args.extend = true; break;
       case '--eval-bytes': args.evalBytes = Math.round(positive()); break;
       case '--eval-lines': args.evalLines = Math.round(positive()); break;
+      case '--fim-cuts': {
+        const cuts = value();
+        if (cuts !== 'char' && cuts !== 'word') throw new Error(`--fim-cuts must be char or word, got "${cuts}"`);
+        args.fimCuts = cuts;
+        break;
+      }
       case '--stages': {
         const stages = value().split(',');
         for (const s of stages) if (!ALL_STAGES.includes(s)) throw new Error(`unknown stage "${s}" (stages: ${ALL_STAGES.join(', ')})`);
@@ -165,11 +172,12 @@ async function main(): Promise<void> {
 
   // 3. Token stream.
   const tokenizerHash = createHash('sha256').update(fs.readFileSync(tokenizerFile)).digest('hex').slice(0, 12);
-  const streamFile = path.join(cache, `stream-${tokenizerHash}-${manifest.sha256.train.slice(0, 12)}.bin`);
+  // 'char' streams keep the name they had before there was a choice of cut points.
+  const streamFile = path.join(cache, `stream-${tokenizerHash}-${manifest.sha256.train.slice(0, 12)}${args.fimCuts === 'char' ? '' : `-${args.fimCuts}`}.bin`);
   const streamStatsFile = `${streamFile}.json`;
   if (args.stages.has('stream') && !fs.existsSync(streamStatsFile)) {
     await timed('stream', () => {
-      const { tokens, stats } = encodeTrainingStream(train, tokenizer, { fimRate: FIM_RATE, seed: 17, log });
+      const { tokens, stats } = encodeTrainingStream(train, tokenizer, { fimRate: FIM_RATE, seed: 17, fimCuts: args.fimCuts, log });
       fs.writeFileSync(streamFile, tokens);
       fs.writeFileSync(streamStatsFile, JSON.stringify(stats));
     });
@@ -197,6 +205,7 @@ async function main(): Promise<void> {
         stream,
         runDir,
         extend: args.extend,
+        fimCuts: args.fimCuts,
         log,
         sittingSeconds: args.sittingMinutes !== undefined ? args.sittingMinutes * 60 : undefined,
       }),

@@ -4,6 +4,7 @@ import { CorpusManifest, PackageSummary } from './corpus';
 import { LanguageMetrics, MAX_EVAL_FILE_CHARS } from './evaluate';
 import { CorpusLanguage, CORPUS_LANGUAGES } from './sources';
 import { PretrainHyperparameters, RunLength, TrainProgress } from './train';
+import { FimCuts, WORD_CUT_KEEP } from './data';
 import { VocabMeasurement } from './vocab';
 
 export interface ModelCardInput {
@@ -110,7 +111,9 @@ export function renderModelCard(c: ModelCardInput): string {
   lines.push('| | |');
   lines.push('| --- | --- |');
   lines.push(`| corpus | ${mb(trainBytes)} MB of training source → ${c.stream.tokens.toLocaleString('en-US')} tokens (${c.stream.fimExamples.toLocaleString('en-US')} FIM examples, ${c.stream.plainDocuments.toLocaleString('en-US')} plain documents) |`);
-  lines.push(`| objective | next-token loss on every token (FIM and plain alike), FIM rate ${c.stream.fimRate} per ≤700-character segment, character-level spans |`);
+  const spans = (cuts: FimCuts | undefined): string =>
+    cuts === 'word' ? `span ends moved to word boundaries (${100 - 100 * WORD_CUT_KEEP}% of them)` : 'span ends uniform over characters';
+  lines.push(`| objective | next-token loss on every token (FIM and plain alike), FIM rate ${c.stream.fimRate} per ≤700-character segment, ${spans(p.fimCuts)} |`);
   lines.push(`| steps × batch × length | ${p.step} × ${h.batch} × ${h.seqLen} = ${trainTokens.toLocaleString('en-US')} tokens (${(trainTokens / c.stream.tokens).toFixed(2)} epochs) |`);
   lines.push(`| tokens per parameter | ${(trainTokens / c.parameters).toFixed(2)} |`);
   lines.push(
@@ -118,7 +121,9 @@ export function renderModelCard(c: ModelCardInput): string {
   );
   for (const e of p.extensions ?? []) {
     const unit = (l: RunLength): string => ('steps' in l ? `${l.steps} steps` : `${Number((l.seconds / 60).toFixed(1))} min`);
-    lines.push(`| extension | at step ${e.step} the run was extended from ${unit(e.from)} to ${unit(e.to)} of training: the learning rate warmed up again from ${h.finalLearningRateFraction}× to the peak over ${h.warmupSteps} steps, then decayed over the last ${100 * h.decayFraction}% of the new length |`);
+    lines.push(
+      `| extension | at step ${e.step} the run was extended from ${unit(e.from)} to ${unit(e.to)} of training: the learning rate warmed up again from ${h.finalLearningRateFraction}× to the peak over ${h.warmupSteps} steps, then decayed over the last ${100 * h.decayFraction}% of the new length; FIM ${spans(e.fimCuts)} |`,
+    );
   }
   lines.push(`| init | N(0, 0.02), o_proj/down_proj scaled by 1/√(2·layers), seed ${h.seed} |`);
   lines.push(`| hardware | ${c.hardware}, ${h.threads} ONNX Runtime threads (shared with other jobs) |`);
@@ -132,9 +137,10 @@ export function renderModelCard(c: ModelCardInput): string {
   const lengthFlag = (l: RunLength): string => ('steps' in l ? `--steps ${l.steps}` : `--minutes ${l.seconds / 60}`);
   const extensions = p.extensions ?? [];
   const firstLength = extensions.length > 0 ? extensions[0].from : undefined;
+  const cutsFlag = (cuts: FimCuts | undefined): string => ` --fim-cuts ${cuts ?? 'char'}`;
   const commands = firstLength
-    ? [`npm run pretrain -- ${lengthFlag(firstLength)}`, ...extensions.map((e) => `npm run pretrain -- --extend ${lengthFlag(e.to)}`)]
-    : ['npm run pretrain'];
+    ? [`npm run pretrain -- ${lengthFlag(firstLength)}${cutsFlag(p.fimCuts)}`, ...extensions.map((e) => `npm run pretrain -- --extend ${lengthFlag(e.to)}${cutsFlag(e.fimCuts)}`)]
+    : [`npm run pretrain --${cutsFlag(p.fimCuts)}`];
   lines.push(fence(commands.join('\n')));
   lines.push(
     'Every stage caches its output under `.cache/pretrain/` and training resumes from its last checkpoint, so an interrupted command can simply be run again. ' +

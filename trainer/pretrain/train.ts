@@ -17,7 +17,7 @@ import { readSafetensors, writeSafetensors, writeFileAtomically } from '../model
 import { EngineWorker } from '../runtime/client';
 import { OptimizerState, Trainer } from '../training/trainer';
 import { HostTensor } from '../tensor';
-import { RowSampler } from './data';
+import { FimCuts, RowSampler } from './data';
 
 export interface PretrainHyperparameters {
   batch: number;
@@ -61,8 +61,10 @@ export interface TrainProgress {
   /** [step, loss, gradNorm, lr] every logEvery steps. */
   history: [number, number, number, number][];
   done: boolean;
-  /** Extensions: the step at which each began and the lengths before and after. */
-  extensions?: { step: number; from: RunLength; to: RunLength }[];
+  /** Extensions: the step at which each began, the lengths before and after, its FIM cut points. */
+  extensions?: { step: number; from: RunLength; to: RunLength; fimCuts?: FimCuts }[];
+  /** FIM cut points of the first sitting (absent: 'char', what runs recorded before there was a choice). */
+  fimCuts?: FimCuts;
 }
 
 interface RunState {
@@ -154,6 +156,8 @@ export interface TrainRunOptions {
   sittingSeconds?: number;
   /** Allow `length` to exceed a finished or running run's recorded length (a warm restart). */
   extend?: boolean;
+  /** How `stream`'s FIM examples were cut (recorded per sitting; a resume must not change it). */
+  fimCuts?: FimCuts;
 }
 
 export interface TrainRunResult {
@@ -171,7 +175,7 @@ export async function trainRun(options: TrainRunOptions): Promise<TrainRunResult
 
   let weights: Map<string, HostTensor>;
   let optimizer: OptimizerState | undefined;
-  let progress: TrainProgress = { step: 0, tokens: 0, trainSeconds: 0, sittings: 0, history: [], done: false };
+  let progress: TrainProgress = { step: 0, tokens: 0, trainSeconds: 0, sittings: 0, history: [], done: false, fimCuts: options.fimCuts ?? 'char' };
   const resumed = loadRun(options.runDir);
   if (resumed) {
     const sameLength = JSON.stringify(resumed.state.length) === JSON.stringify(options.length);
@@ -191,9 +195,13 @@ export async function trainRun(options: TrainRunOptions): Promise<TrainRunResult
         ('steps' in from && 'steps' in options.length && options.length.steps > from.steps) ||
         ('seconds' in from && 'seconds' in options.length && options.length.seconds > from.seconds);
       if (!longer) throw new Error(`${options.runDir}: an extension must be longer than the run's ${JSON.stringify(from)} in the same unit`);
-      progress.extensions = [...(progress.extensions ?? []), { step: progress.step, from, to: options.length }];
+      progress.extensions = [...(progress.extensions ?? []), { step: progress.step, from, to: options.length, fimCuts: options.fimCuts ?? 'char' }];
       progress.done = false;
       log(`extending the run from ${JSON.stringify(from)} to ${JSON.stringify(options.length)} at step ${progress.step}`);
+    }
+    const current = progress.extensions?.[progress.extensions.length - 1]?.fimCuts ?? progress.fimCuts ?? 'char';
+    if (current !== (options.fimCuts ?? 'char')) {
+      throw new Error(`${options.runDir}: this sitting trains on FIM cuts '${current}'; resume it with --fim-cuts ${current}, or extend the run to change them`);
     }
     log(`resuming at step ${progress.step} (${progress.tokens} tokens, ${progress.trainSeconds.toFixed(0)} s trained)`);
   } else {

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CorpusFile } from '../../../trainer/pretrain/corpus';
-import { FIM_SEGMENT_CHARS, RowSampler, encodeTrainingStream, randomFimSplit, segmentText, specialIds } from '../../../trainer/pretrain/data';
+import { FIM_SEGMENT_CHARS, RowSampler, WORD_CUT_KEEP, encodeTrainingStream, randomFimSplit, segmentText, specialIds } from '../../../trainer/pretrain/data';
 import { pickLines, promptBefore, scoringWindows, xzCompressedBytes } from '../../../trainer/pretrain/evaluate';
 import { learningRateAt, DEFAULT_HYPERPARAMETERS } from '../../../trainer/pretrain/train';
 import { trainingFlopsPerToken } from '../../../trainer/pretrain/vocab';
@@ -38,6 +38,25 @@ describe('pretrain data', () => {
       assert.equal(s.prefix + s.middle + s.suffix, text);
       for (const part of [s.prefix, s.middle, s.suffix]) assert.ok(!/^[\uDC00-\uDFFF]|[\uD800-\uDBFF]$/.test(part));
     }
+  });
+
+  it("'word' cuts put most span ends at word boundaries; 'char' cuts mostly fall inside words", () => {
+    const text = 'export function invoiceTotal(invoice: Invoice): number {\n  return invoice.lines.reduce((sum, line) => sum + line.price, 0);\n}\n';
+    const insideWord = (cuts: 'char' | 'word'): number => {
+      const rng = new Rng(9);
+      let inside = 0;
+      for (let i = 0; i < 2000; i++) {
+        const s = randomFimSplit(text, rng, cuts);
+        assert.equal(s.prefix + s.middle + s.suffix, text);
+        if (/[A-Za-z0-9_$]$/.test(s.prefix) && /^[A-Za-z0-9_$]/.test(s.middle + s.suffix)) inside++;
+      }
+      return inside / 2000;
+    };
+    const char = insideWord('char');
+    const word = insideWord('word');
+    assert.ok(char > 0.6, `char: ${char}`);
+    // Only the kept share (WORD_CUT_KEEP) of cut points can stay inside a word.
+    assert.ok(word < WORD_CUT_KEEP * char + 0.05, `word: ${word} vs char ${char}`);
   });
 
   it('encodes plain documents and PSM examples that decode back to the files', () => {

@@ -45,7 +45,7 @@ const input: ModelCardInput = {
   },
   stream: { tokens: 1000, fimExamples: 10, plainDocuments: 10, fimRate: 0.5 },
   hyperparameters: { ...DEFAULT_HYPERPARAMETERS, batch: 4, seqLen: 512 },
-  progress: { step: 100, tokens: 204_800, trainSeconds: 60, sittings: 2, history: [[100, 3.5, 1, 1e-3]], done: true, extensions: [{ step: 50, from: { seconds: 30 }, to: { seconds: 60 } }] },
+  progress: { step: 100, tokens: 204_800, trainSeconds: 60, sittings: 2, history: [[100, 3.5, 1, 1e-3]], done: true, extensions: [{ step: 50, from: { seconds: 30 }, to: { seconds: 60 }, fimCuts: 'word' }] },
   hardware: 'test CPU',
   stageSeconds: { train: 60 },
   metrics: { typescript: metrics(1.5, 2.1), javascript: metrics(1.4, 2.2), python: metrics(1.9, 1.8) },
@@ -73,7 +73,9 @@ describe('pretrain model card', () => {
     assert.match(card, /\| TypeScript \| 3 \| 1,000 \| 300 \| \*\*1\.500\*\* \| 2\.100 \| 0\.71× \|/);
     assert.match(card, /CPython stdlib `json` \| 3\.11\.2-6 \| PSF-2\.0 \| Python \| 2 \| 0\.00 \| held out \|/);
     assert.match(card, /CPython stdlib, 1 other modules/);
-    assert.match(card, /npm run pretrain -- --minutes 0\.5\nnpm run pretrain -- --extend --minutes 1\n/);
+    assert.match(card, /npm run pretrain -- --minutes 0\.5 --fim-cuts char\nnpm run pretrain -- --extend --minutes 1 --fim-cuts word\n/);
+    assert.match(card, /span ends uniform over characters \|/);
+    assert.match(card, /extended from 0\.5 min to 1 min .*; FIM span ends moved to word boundaries \(75% of them\) \|/);
     assert.match(card, /at step 50 the run was extended from 0\.5 min to 1 min of training/);
     assert.match(card, /tokens per parameter \| 0\.05 \|/);
     assert.ok(!card.includes('```x```'), 'code fences inside samples are broken up');

@@ -35,6 +35,8 @@ export interface LanguageMetrics {
   ratioToXzFileByFile: number;
   ratioToXzConcatenated: number;
   nextLine: { lines: number; exact: number; exactMatch: number };
+  /** The same lines filled in the middle, as the server asks at a line's first character: PSM prompt, prefix up to the line's code, suffix from its end. Absent in metrics recorded before it existed. */
+  fimLine?: { lines: number; exact: number; exactMatch: number };
 }
 
 export interface EvalOptions {
@@ -192,6 +194,16 @@ export async function completeLine(generator: Generator, tokenizer: Tokenizer, p
   return result.text ?? '';
 }
 
+/** PSM prompt for the line at `offset`: prefix up to its code (after the indentation), suffix from its end; 3/4 of `budget` for the prefix. */
+export function fimPromptAt(tokenizer: Tokenizer, ids: SpecialIds, text: string, offset: number, line: string, budget: number): number[] {
+  const indent = line.length - line.trimStart().length;
+  const prefix = tokenizer.encode(text.slice(0, offset + indent), { specialsAsText: true });
+  const suffix = tokenizer.encode(text.slice(offset + line.length), { specialsAsText: true });
+  const suffixBudget = Math.min(suffix.length, Math.floor((budget - 3) / 4));
+  const prefixBudget = budget - 3 - suffixBudget;
+  return [ids.prefix, ...prefix.slice(Math.max(0, prefix.length - prefixBudget)), ids.suffix, ...suffix.slice(0, suffixBudget), ids.middle];
+}
+
 /** Prompt tokens for the text before `offset`: the last `budget` tokens (with <|endoftext|> when the whole file prefix fits). */
 export function promptBefore(tokenizer: Tokenizer, ids: SpecialIds, text: string, offset: number, budget: number): number[] {
   const prefix = tokenizer.encode(text.slice(0, offset), { specialsAsText: true });
@@ -221,6 +233,7 @@ export async function evaluateModel(
       const xzFiles = buffers.reduce((n, b) => n + xzCompressedBytes(b), 0);
       const xzAll = xzCompressedBytes(Buffer.concat(buffers));
       let exact = 0;
+      let fimExact = 0;
       const lines = pickLines(files, options.linesPerLanguage);
       const maxNew = Math.min(48, Math.floor(options.seqLen / 4));
       for (const { file, offset, line } of lines) {
@@ -228,6 +241,9 @@ export async function evaluateModel(
         generator.reset();
         const completion = await completeLine(generator, tokenizer, prompt, maxNew);
         if (completion.trimEnd() === line.trimEnd()) exact++;
+        generator.reset();
+        const middle = await completeLine(generator, tokenizer, fimPromptAt(tokenizer, ids, file.text, offset, line, options.seqLen - maxNew), maxNew);
+        if (middle.trimEnd() === line.trimStart().trimEnd()) fimExact++;
       }
       const modelBpb = bits / bytes;
       const xzFileBpb = (8 * xzFiles) / bytes;
@@ -242,10 +258,11 @@ export async function evaluateModel(
         ratioToXzFileByFile: modelBpb / xzFileBpb,
         ratioToXzConcatenated: modelBpb / xzAllBpb,
         nextLine: { lines: lines.length, exact, exactMatch: lines.length ? exact / lines.length : 0 },
+        fimLine: { lines: lines.length, exact: fimExact, exactMatch: lines.length ? fimExact / lines.length : 0 },
       };
       log(
         `eval ${language}: ${files.length} files ${bytes} bytes: model ${modelBpb.toFixed(3)} bpb, xz file-by-file ${xzFileBpb.toFixed(3)}, ` +
-          `xz concatenated ${xzAllBpb.toFixed(3)}; next-line exact ${exact}/${lines.length}`,
+          `xz concatenated ${xzAllBpb.toFixed(3)}; next-line exact ${exact}/${lines.length}, FIM line exact ${fimExact}/${lines.length}`,
       );
     }
   } finally {

@@ -106,6 +106,7 @@ describe('pretraining run (tiny model)', function () {
       assert.ok(Math.abs((m.modelBitsPerByte * m.bytes) / m.tokens - Math.log2(400)) < 0.5, `bits/token ${(m.modelBitsPerByte * m.bytes) / m.tokens}`);
       assert.ok(m.xzBitsPerByteFileByFile > 0.5 && m.xzBitsPerByteFileByFile < 8);
       assert.equal(m.nextLine.lines, 3);
+      assert.equal(m.fimLine?.lines, 3);
     }
   });
 });

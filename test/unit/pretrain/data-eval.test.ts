@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CorpusFile } from '../../../trainer/pretrain/corpus';
 import { FIM_SEGMENT_CHARS, RowSampler, WORD_CUT_KEEP, encodeTrainingStream, randomFimSplit, segmentText, specialIds } from '../../../trainer/pretrain/data';
-import { pickLines, promptBefore, scoringWindows, xzCompressedBytes } from '../../../trainer/pretrain/evaluate';
+import { fimPromptAt, pickLines, promptBefore, scoringWindows, xzCompressedBytes } from '../../../trainer/pretrain/evaluate';
 import { learningRateAt, DEFAULT_HYPERPARAMETERS } from '../../../trainer/pretrain/train';
 import { trainingFlopsPerToken } from '../../../trainer/pretrain/vocab';
 import { Rng } from '../../../trainer/model/random';
@@ -143,6 +143,15 @@ describe('pretrain evaluation helpers', () => {
       assert.equal(prompt[0], ids.eos);
       assert.equal(tokenizer.decode(prompt.slice(1)), p.file.text.slice(0, p.offset));
       assert.equal(promptBefore(tokenizer, ids, p.file.text, p.offset, 50).length, Math.min(50, prompt.length));
+      // The FIM prompt for the same line: prefix through its indentation, suffix from its end.
+      const fim = fimPromptAt(tokenizer, ids, p.file.text, p.offset, p.line, 200);
+      assert.ok(fim.length <= 200);
+      assert.equal(fim[0], ids.prefix);
+      assert.equal(fim[fim.length - 1], ids.middle);
+      const at = fim.indexOf(ids.suffix);
+      const indent = p.line.length - p.line.trimStart().length;
+      assert.ok(p.file.text.slice(0, p.offset + indent).endsWith(tokenizer.decode(fim.slice(1, at))));
+      assert.ok(p.file.text.slice(p.offset + p.line.length).startsWith(tokenizer.decode(fim.slice(at + 1, -1))));
     }
   });
 

@@ -10,7 +10,7 @@
 // pretraining corpus wants spans anywhere (mid-line included), and this needs no parser.
 // Cut points: 'char' takes them uniformly; 'word' moves each back to the nearest word boundary
 // (not inside a run of identifier characters) except with probability WORD_CUT_KEEP. With 'char',
-// ~3 in 4 middles began inside a word, and idiom-tiny learnt to begin every middle with a word's
+// most middles began inside a word, and idiom-tiny learnt to begin every middle with a word's
 // tail ("nst x = …" where a line starts): a completion at a word boundary lost its first token.
 
 import { Rng } from '../model/random';

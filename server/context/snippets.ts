@@ -50,10 +50,10 @@ export function similarSnippets(
     let best: { snippet: ContextSnippet; score: number } | null = null;
     for (let start = 0; start < lines.length; start += step) {
       const text = lines.slice(start, start + options.windowLines).join('\n');
-      // Credentials in other open files never enter the prompt, so the model cannot copy them.
-      if (scanSecrets(text).length > 0) continue;
       const score = jaccard(target, identifierSet(text));
-      if (score >= options.minSimilarity && (best === null || score > best.score)) best = { snippet: { path: source.path, text }, score };
+      // Credentials in other open files never enter the prompt, so the model cannot copy them
+      // (scanned only for a window that would become the best: this runs on every request).
+      if (score >= options.minSimilarity && (best === null || score > best.score) && scanSecrets(text).length === 0) best = { snippet: { path: source.path, text }, score };
       if (start + options.windowLines >= lines.length) break;
     }
     if (best) scored.push(best);

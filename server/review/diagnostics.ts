@@ -127,17 +127,18 @@ export class ReviewService {
     const model = this.host.model();
     if (!document || !model || model.weightsKind === 'full') return [];
     const text = document.getText();
+    const lines = text.split('\n');
     const actions: CodeAction[] = [];
     for (const diagnostic of diagnostics) {
       if (diagnostic.source !== reviewDiagnosticSource || diagnostic.code !== unusualLineCode) continue;
       const line = diagnostic.range.start.line;
-      const current = text.split('\n')[line]?.replace(/\r$/, '');
+      const current = lines[line]?.replace(/\r$/, '');
       if (current === undefined) continue;
       const alternative = await model.reviewScorer().alternative(text, line + 1);
       if (alternative === current || alternative.trim() === '') continue;
       // The alternative is a suggestion too: never one that writes a credential.
-      const lines = text.split('\n');
-      if (credentialAddedBy(lines.slice(0, line).join('\n') + (line > 0 ? '\n' : ''), alternative, '\n' + lines.slice(line + 1).join('\n'))) continue;
+      const lineStart = document.offsetAt({ line, character: 0 });
+      if (credentialAddedBy(text.slice(0, lineStart), alternative, text.slice(lineStart + current.length))) continue;
       actions.push({
         title: `${alternativeActionTitle}: ${alternative.trim()}`,
         kind: CodeActionKind.QuickFix,

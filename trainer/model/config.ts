@@ -144,7 +144,11 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
 
 /** Reads and parses `dir/config.json`. */
 export function loadModelConfig(dir: string): ModelConfig {
-  const file = path.join(dir, 'config.json');
+  return readModelConfigFile(path.join(dir, 'config.json'));
+}
+
+/** Reads and parses a Hugging Face config.json at `file`. */
+export function readModelConfigFile(file: string): ModelConfig {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');

@@ -238,9 +238,13 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
     assert.equal((await registry.ids()).length, 1, 'one adapter: interrupted runs never registered a partial one');
   });
 
+  /** In-process trainRepository on `repo` with the tiny model, small and single-threaded. */
+  const inProcess = (repo: IdiomRepo, options: Partial<Parameters<typeof trainRepository>[0]> = {}) =>
+    trainRepository({ repo: repo.root, base: model.dir, budget: { tokens: 36_000 }, threads: 1, report: false, heldOut: { maxLines: 4 }, ...options });
+
   it('plans a --minutes run from the measured token slots per second, so the run uses its budget', async () => {
     const repo = buildIdiomRepo(path.join(base, 'minutes'));
-    const result = await trainRepository({ repo: repo.root, base: model.dir, budget: { minutes: 0.1 }, threads: 1, report: false, heldOut: { maxLines: 4 }, maxEpochs: 1000 });
+    const result = await inProcess(repo, { budget: { minutes: 0.1 }, maxEpochs: 1000 });
     const { batch, seqLen, measuredTokensPerSecond: measured, totalSteps } = result.plan;
     assert.ok(measured !== null && measured > 0);
     assert.equal(totalSteps, Math.max(1, Math.floor((0.1 * 60 * measured) / (batch * seqLen))));
@@ -256,12 +260,7 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
     const controller = new AbortController();
     const phases: string[] = [];
     await assert.rejects(
-      trainRepository({
-        repo: repo.root,
-        base: model.dir,
-        budget: { tokens: 36_000 },
-        threads: 1,
-        report: false,
+      inProcess(repo, {
         signal: controller.signal,
         onProgress: (event) => {
           if (event.type !== 'phase') return;
@@ -281,13 +280,7 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
     const controller = new AbortController();
     let steps = 0;
     await assert.rejects(
-      trainRepository({
-        repo: repo.root,
-        base: model.dir,
-        budget: { tokens: 36_000 },
-        threads: 1,
-        report: false,
-        heldOut: { maxLines: 4 },
+      inProcess(repo, {
         signal: controller.signal,
         onProgress: (event) => {
           if (event.type === 'step' && ++steps === 3) controller.abort();
@@ -295,7 +288,7 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
       }),
       (error: unknown) => error instanceof TrainingCancelledError && error.checkpoint !== null && fs.existsSync(error.checkpoint),
     );
-    const result = await trainRepository({ repo: repo.root, base: model.dir, budget: { tokens: 36_000 }, threads: 1, report: false, heldOut: { maxLines: 4 }, resume: true });
+    const result = await inProcess(repo, { resume: true });
     assert.ok(result.resumedFrom !== null && result.resumedFrom > 0);
   });
 });

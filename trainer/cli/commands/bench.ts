@@ -1,6 +1,5 @@
-import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { parseModelConfig } from '../../model/config';
+import { readModelConfigFile } from '../../model/config';
 import { benchInfer } from '../../bench/infer';
 import { benchLsp } from '../../bench/lsp';
 import { benchTrain } from '../../bench/train';
@@ -35,22 +34,6 @@ interface BenchTrainCliOptions {
   quiet?: boolean;
 }
 
-function readModelConfig(file: string) {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new Error(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new Error(`${file}: invalid JSON (${(error as Error).message})`);
-  }
-  return parseModelConfig(json, file);
-}
-
 export function registerBenchCommand(program: Command): void {
   const bench = program.command('bench').description('speed benchmarks (JSON on stdout)');
 
@@ -78,7 +61,7 @@ export function registerBenchCommand(program: Command): void {
           method: opts.method,
           batch: opts.batch,
           seqLen: opts.seq,
-          config: opts.modelConfig ? readModelConfig(opts.modelConfig) : undefined,
+          config: opts.modelConfig ? readModelConfigFile(opts.modelConfig) : undefined,
           spinning: opts.spin === true,
           profilePrefix: opts.profile,
           log: opts.quiet ? undefined : log,

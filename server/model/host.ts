@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LoadedAdapter } from '../../trainer/adapters/peft';
 import { loraAdapterOf } from '../../trainer/adapters/peft';
+import { adapterMessage as loraAdapterMessage } from '../../trainer/eval/evaluator';
 import type { AdapterMessage } from '../../trainer/engine/generation-handlers';
 import { stopTokenIds } from '../../trainer/engine/generation-handlers';
 import { loadModelConfig, type ModelConfig } from '../../trainer/model/config';
@@ -82,8 +83,7 @@ export function cutAtStop(text: string, stops: readonly string[]): string {
 
 /** The LoRA adapter as it crosses into the worker: plain records of tensors. */
 export function adapterMessage(adapter: LoadedAdapter): AdapterMessage {
-  const lora = loraAdapterOf(adapter);
-  return { scaling: lora.scaling, modules: Object.fromEntries(lora.modules) };
+  return loraAdapterMessage(loraAdapterOf(adapter));
 }
 
 /**

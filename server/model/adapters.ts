@@ -3,7 +3,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { findRepoRoot, loadActive, Registry, REGISTRY_FILE, registryLocation, type AdapterEntry } from '../../trainer/registry/registry';
+import { findRepoRoot, loadActive, Registry, REGISTRY_FILE, registryLocation, type AdapterEntry } from '../../trainer/adapters/registry';
 import type { AdapterSummary, Mode } from '../protocol';
 import type { LoadedModel, ServingWeights } from './host';
 

@@ -6,15 +6,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LoadedAdapter } from '../../trainer/adapters/peft';
 import { loraAdapterOf } from '../../trainer/adapters/peft';
-import { adapterMessage as loraAdapterMessage } from '../../trainer/eval/evaluator';
-import type { AdapterMessage } from '../../trainer/engine/generation-handlers';
-import { stopTokenIds } from '../../trainer/engine/generation-handlers';
+import { adapterMessage as loraAdapterMessage } from '../../trainer/training/eval/evaluator';
+import type { AdapterMessage } from '../../trainer/compute/engine/generation-handlers';
+import { stopTokenIds } from '../../trainer/compute/engine/generation-handlers';
 import { loadModelConfig, type ModelConfig } from '../../trainer/model/config';
 import type { FimTokenIds, PromptTokenizer } from '../completion/prompt';
 import type { ModelInfo } from '../protocol';
-import { EngineWorker } from '../../trainer/runtime/client';
-import { Tokenizer } from '../../trainer/tokenizer/tokenizer';
-import { ReviewScorer } from '../../trainer/review/scorer';
+import { EngineWorker } from '../../trainer/compute/runtime/client';
+import { Tokenizer } from '../../trainer/model/tokenizer/tokenizer';
+import { ReviewScorer } from '../../trainer/modes/review/scorer';
 
 export interface GenerateOptions {
   maxNewTokens: number;

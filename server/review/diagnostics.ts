@@ -6,11 +6,11 @@
 import { fileURLToPath } from 'node:url';
 import { CodeActionKind, DiagnosticSeverity, type CodeAction, type Diagnostic } from 'vscode-languageserver';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
-import { registryLocation } from '../../trainer/registry/registry';
-import { changedLineNumbers, headVersion } from '../../trainer/review/changes';
-import { DEFAULT_AGGREGATE, DEFAULT_PERCENTILE, reviewLines, unusualLineMessage } from '../../trainer/review/review';
-import { distributionThreshold, repositoryDistribution, type LineDistribution } from '../../trainer/review/threshold';
-import type { Aggregate } from '../../trainer/review/lines';
+import { registryLocation } from '../../trainer/adapters/registry';
+import { changedLineNumbers, headVersion } from '../../trainer/modes/review/changes';
+import { DEFAULT_AGGREGATE, DEFAULT_PERCENTILE, reviewLines, unusualLineMessage } from '../../trainer/modes/review/review';
+import { distributionThreshold, repositoryDistribution, type LineDistribution } from '../../trainer/modes/review/threshold';
+import type { Aggregate } from '../../trainer/modes/review/lines';
 import { credentialAddedBy } from '../completion/credentials';
 import type { LoadedModel } from '../model/host';
 import { oneLine } from '../model/adapters';

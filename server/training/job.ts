@@ -6,7 +6,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import type { TrainEvent } from '../../trainer/pipeline/events';
+import type { TrainEvent } from '../../trainer/training/pipeline/events';
 import type { FromTrainer, ToTrainer, TrainJobOptions, TrainJobResult } from './messages';
 
 export type TrainJobOutcome =

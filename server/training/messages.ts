@@ -1,6 +1,6 @@
 // Messages between the language server and its training child process (Node IPC, structured clone).
-import type { TrainEvent } from '../../trainer/pipeline/events';
-import type { TrainRepositoryOptions } from '../../trainer/pipeline/train-repository';
+import type { TrainEvent } from '../../trainer/training/pipeline/events';
+import type { TrainRepositoryOptions } from '../../trainer/training/pipeline/train-repository';
 
 /** trainRepository's options that can cross a process boundary (no callbacks, no signal). */
 export type TrainJobOptions = Omit<TrainRepositoryOptions, 'onProgress' | 'signal'>;

@@ -1,7 +1,7 @@
-// Training events (trainer/pipeline/events.ts) as a person follows them: one overall fraction
+// Training events (trainer/training/pipeline/events.ts) as a person follows them: one overall fraction
 // across the phases, and one short line for the progress notification and the status bar.
 
-import type { TrainEvent } from '../../trainer/pipeline/events';
+import type { TrainEvent } from '../../trainer/training/pipeline/events';
 import type { TrainingProgress } from '../protocol';
 
 /** Where each phase starts on the overall 0..1 scale; training takes most of a run. */

@@ -3,8 +3,8 @@
 // building and ORT's training steps never touch the server's event loop, a crash (or the memory
 // of a large run) stays here, and the server kills the process if a cancel is not honoured.
 
-import { TrainingCancelledError } from '../../trainer/pipeline/events';
-import { trainRepository } from '../../trainer/pipeline/train-repository';
+import { TrainingCancelledError } from '../../trainer/training/pipeline/events';
+import { trainRepository } from '../../trainer/training/pipeline/train-repository';
 import type { FromTrainer, ToTrainer } from './messages';
 
 function send(message: FromTrainer): Promise<void> {

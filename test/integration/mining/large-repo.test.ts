@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import * as path from 'node:path';
-import { mineRepository } from '../../../trainer/mining/mine';
+import { mineRepository } from '../../../trainer/data/mining/mine';
 import { git, initRepo, removeDir, tempDir } from '../../fixtures/mining/git-repo';
 
 const FILES = 100_000;

@@ -2,23 +2,23 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { KvCacheSession } from '../../../trainer/engine/inference';
+import { KvCacheSession } from '../../../trainer/compute/engine/inference';
 import { loadCheckpoint, saveCheckpoint } from '../../../trainer/model/checkpoint';
 import { parseModelConfig } from '../../../trainer/model/config';
-import { CorpusFile } from '../../../trainer/pretrain/corpus';
-import { encodeTrainingStream } from '../../../trainer/pretrain/data';
-import { Scorer, evaluateModel } from '../../../trainer/pretrain/evaluate';
-import { DEFAULT_HYPERPARAMETERS, initialWeights, loadRunWeights, trainRun } from '../../../trainer/pretrain/train';
-import { trainByteLevelBpe } from '../../../trainer/tokenizer/bpe-trainer';
-import { Tokenizer } from '../../../trainer/tokenizer/tokenizer';
+import { CorpusFile } from '../../../trainer/tools/pretrain/corpus';
+import { encodeTrainingStream } from '../../../trainer/tools/pretrain/data';
+import { Scorer, evaluateModel } from '../../../trainer/tools/pretrain/evaluate';
+import { DEFAULT_HYPERPARAMETERS, initialWeights, loadRunWeights, trainRun } from '../../../trainer/tools/pretrain/train';
+import { trainByteLevelBpe } from '../../../trainer/model/tokenizer/bpe-trainer';
+import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 
 // A tiny model trained for a few steps on this repository's own files: resume must reproduce an
 // uninterrupted run exactly, and the evaluation's scores must agree with the KV-cache engine.
 
 const ROOT = path.join(__dirname, '..', '..', '..');
 const read = (p: string, language: CorpusFile['language']): CorpusFile => ({ source: 'idiom', path: p, language, text: fs.readFileSync(path.join(ROOT, p), 'utf8') });
-const train = ['trainer/pretrain/corpus.ts', 'trainer/pretrain/data.ts', 'trainer/pretrain/train.ts'].map((p) => read(p, 'typescript'));
-const heldOut = [read('trainer/pretrain/vocab.ts', 'typescript'), read('trainer/pretrain/fetch.ts', 'javascript'), read('trainer/pretrain/filters.ts', 'python')];
+const train = ['trainer/tools/pretrain/corpus.ts', 'trainer/tools/pretrain/data.ts', 'trainer/tools/pretrain/train.ts'].map((p) => read(p, 'typescript'));
+const heldOut = [read('trainer/tools/pretrain/vocab.ts', 'typescript'), read('trainer/tools/pretrain/fetch.ts', 'javascript'), read('trainer/tools/pretrain/filters.ts', 'python')];
 const tokenizer = Tokenizer.fromJson(trainByteLevelBpe(train.map((f) => f.text), { vocabSize: 400 }));
 const config = parseModelConfig({
   model_type: 'llama',

@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AUDIT_FILE, parseEntryLine, verifyAuditLog } from '../../../trainer/compliance/audit';
-import { sha256Hex } from '../../../trainer/compliance/policy';
+import { AUDIT_FILE, parseEntryLine, verifyAuditLog } from '../../../trainer/modes/compliance/audit';
+import { sha256Hex } from '../../../trainer/modes/compliance/policy';
 import { SetModeRequest, SuggestionAcceptedNotification, suggestionAcceptedCommand } from '../../../server/protocol';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { commitFiles, initRepo, removeDir, tempDir } from '../../fixtures/mining/git-repo';

@@ -5,10 +5,10 @@ import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/
 import { defaultCompletionOptions } from '../../../server/completion/provider';
 import { adapterMessage, cutAtStop, smallModelThreads } from '../../../server/model/host';
 import { loadAdapter } from '../../../trainer/adapters/peft';
-import { stopTokenIds } from '../../../trainer/engine/generation-handlers';
+import { stopTokenIds } from '../../../trainer/compute/engine/generation-handlers';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
-import { EngineWorker } from '../../../trainer/runtime/client';
-import { Tokenizer } from '../../../trainer/tokenizer/tokenizer';
+import { EngineWorker } from '../../../trainer/compute/runtime/client';
+import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 
 /** `full`: `adapterDir` holds a full fine-tune (its own weights, decoded without LoRA inputs). */
 export async function engineCompletion(

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Diagnostic } from 'vscode-languageserver';
-import { trainRepository } from '../../../trainer/pipeline/train-repository';
+import { trainRepository } from '../../../trainer/training/pipeline/train-repository';
 import { ReviewRequest, SetModeRequest, type ReviewResult } from '../../../server/protocol';
 import { buildIdiomRepo, entityModule, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
 import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';

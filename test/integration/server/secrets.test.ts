@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
 import { defaultCompletionOptions } from '../../../server/completion/provider';
 import { loadCheckpoint, saveCheckpoint } from '../../../trainer/model/checkpoint';
-import { TrainingSession } from '../../../trainer/training/session';
+import { TrainingSession } from '../../../trainer/training/ort/session';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { plantedSecrets } from '../../fixtures/mining/planted-secrets';
 import { engineCompletion } from './reference';

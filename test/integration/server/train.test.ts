@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ActivateRequest, AdaptersRequest, CancelTrainingRequest, RollbackRequest, IdiomErrorCodes, StatusRequest, TrainRequest, type TrainResult } from '../../../server/protocol';
-import { Registry } from '../../../trainer/registry/registry';
+import { Registry } from '../../../trainer/adapters/registry';
 import { buildIdiomRepo, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
 import { makePrintableModel, type PrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { engineCompletion } from './reference';

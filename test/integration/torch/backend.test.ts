@@ -4,12 +4,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import { EngineWorker } from '../../../trainer/runtime/client';
-import type { HostTensor } from '../../../trainer/tensor';
-import { createStepTrainer, selectTrainingBackend } from '../../../trainer/torch-bridge/backend';
-import { probeTorch } from '../../../trainer/torch-bridge/python';
-import { TorchTrainer } from '../../../trainer/torch-bridge/torch-trainer';
-import type { TrainingOptions } from '../../../trainer/training/trainer';
+import { EngineWorker } from '../../../trainer/compute/runtime/client';
+import type { HostTensor } from '../../../trainer/compute/tensor';
+import { createStepTrainer, selectTrainingBackend } from '../../../trainer/training/torch-bridge/backend';
+import { probeTorch } from '../../../trainer/training/torch-bridge/python';
+import { TorchTrainer } from '../../../trainer/training/torch-bridge/torch-trainer';
+import type { TrainingOptions } from '../../../trainer/training/ort/trainer';
 
 // Choosing the engine (--backend auto|ort|torch) against real interpreters: a missing one, one
 // without PyTorch (python3 -S: no site-packages), one that hangs, and the machine's own; then the

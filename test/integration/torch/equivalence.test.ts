@@ -1,12 +1,12 @@
 import { strict as assert } from 'node:assert';
 import { parseModelConfig, type ModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import { learningRateAt } from '../../../trainer/pipeline/plan';
-import { EngineWorker } from '../../../trainer/runtime/client';
-import type { HostTensor } from '../../../trainer/tensor';
-import { probeTorch } from '../../../trainer/torch-bridge/python';
-import { TorchTrainer } from '../../../trainer/torch-bridge/torch-trainer';
-import { Trainer, type TrainingBatch, type TrainingOptions } from '../../../trainer/training/trainer';
+import { learningRateAt } from '../../../trainer/training/pipeline/plan';
+import { EngineWorker } from '../../../trainer/compute/runtime/client';
+import type { HostTensor } from '../../../trainer/compute/tensor';
+import { probeTorch } from '../../../trainer/training/torch-bridge/python';
+import { TorchTrainer } from '../../../trainer/training/torch-bridge/torch-trainer';
+import { Trainer, type TrainingBatch, type TrainingOptions } from '../../../trainer/training/ort/trainer';
 
 // The PyTorch backend against the ONNX Runtime backend: same initial weights, same adapter
 // initialisation, same batches, same learning-rate schedule, float32 on the CPU. Per-step losses
@@ -115,7 +115,7 @@ describe('PyTorch backend ≡ ONNX Runtime backend (fp32, CPU)', function () {
   before(async function () {
     const probe = await probeTorch();
     if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH) throw new Error(`PyTorch is required here: ${probe.reason} (run trainer/torch/install-ci.sh)`);
+      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH) throw new Error(`PyTorch is required here: ${probe.reason} (run trainer/training/torch/install-ci.sh)`);
       this.skip();
     }
   });

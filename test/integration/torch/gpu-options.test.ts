@@ -4,8 +4,8 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import { probeTorch } from '../../../trainer/torch-bridge/python';
-import { TorchTrainer, type TorchTrainerOptions } from '../../../trainer/torch-bridge/torch-trainer';
+import { probeTorch } from '../../../trainer/training/torch-bridge/python';
+import { TorchTrainer, type TorchTrainerOptions } from '../../../trainer/training/torch-bridge/torch-trainer';
 
 // The GPU options of the PyTorch backend, exercised on the CPU so they are known to work before a
 // GPU session: gradient checkpointing must not change the numbers (fp32), bf16 autocast must stay
@@ -71,7 +71,7 @@ describe('PyTorch backend GPU options, checked on the CPU', function () {
   });
 
   it('gpu_bench.py runs both models on tiny shapes and reports tokens/s and MFU against its measured peak', async () => {
-    const script = path.join(__dirname, '..', '..', '..', 'trainer', 'torch', 'gpu_bench.py');
+    const script = path.join(__dirname, '..', '..', '..', 'trainer', 'training', 'torch', 'gpu_bench.py');
     const { stdout } = await run(python, [script, '--tiny', '--device', 'cpu', '--steps', '2', '--warmup', '1', '--batch', '2', '--seq', '32', '--threads', '1', '--gradient-checkpointing']);
     const result = JSON.parse(stdout);
     assert.ok(result.peak.tflops > 0);

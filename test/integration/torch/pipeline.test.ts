@@ -4,9 +4,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadAdapter } from '../../../trainer/adapters/peft';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
-import type { TrainEvent } from '../../../trainer/pipeline/events';
-import { trainRepository } from '../../../trainer/pipeline/train-repository';
-import { probeTorch } from '../../../trainer/torch-bridge/python';
+import type { TrainEvent } from '../../../trainer/training/pipeline/events';
+import { trainRepository } from '../../../trainer/training/pipeline/train-repository';
+import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { buildIdiomRepo } from '../../fixtures/pipeline/idiom-repo';
 import { makeTinyModel } from '../../fixtures/pipeline/tiny-model';
 

@@ -5,32 +5,32 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { loadAdapter } from '../../../trainer/adapters/peft';
-import { buildDataset, loadTokenizerFile } from '../../../trainer/dataset/build';
-import { DatasetReader } from '../../../trainer/dataset/reader';
+import { buildDataset, loadTokenizerFile } from '../../../trainer/data/dataset/build';
+import { DatasetReader } from '../../../trainer/data/dataset/reader';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
-import { fillRows, packEpoch, type TrainExample } from '../../../trainer/pipeline/batches';
-import { learningRateAt, warmupStepsFor } from '../../../trainer/pipeline/plan';
-import { EngineWorker } from '../../../trainer/runtime/client';
-import { probeTorch } from '../../../trainer/torch-bridge/python';
-import { Trainer } from '../../../trainer/training/trainer';
+import { fillRows, packEpoch, type TrainExample } from '../../../trainer/training/pipeline/batches';
+import { learningRateAt, warmupStepsFor } from '../../../trainer/training/pipeline/plan';
+import { EngineWorker } from '../../../trainer/compute/runtime/client';
+import { probeTorch } from '../../../trainer/training/torch-bridge/python';
+import { Trainer } from '../../../trainer/training/ort/trainer';
 import { buildIdiomRepo } from '../../fixtures/pipeline/idiom-repo';
 import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
 
-// trainer/torch/train.py on its own (no Node in the loop): a dataset mined from a real git
+// trainer/training/torch/train.py on its own (no Node in the loop): a dataset mined from a real git
 // repository and a base model folder in, a PEFT adapter + manifest out, which Idiom's own loader
 // accepts for that base. With the same seed it must draw the same adapter initialisation and the
 // same packed rows as the TypeScript pipeline: replaying those rows through the ONNX Runtime
 // trainer gives the same losses (1e-4 relative) and the same adapter (1e-4 relative).
 
 const run = promisify(execFile);
-const TRAIN_PY = path.join(__dirname, '..', '..', '..', 'trainer', 'torch', 'train.py');
+const TRAIN_PY = path.join(__dirname, '..', '..', '..', 'trainer', 'training', 'torch', 'train.py');
 const STEPS = 12;
 const BATCH = 2;
 const SEQ = 64;
 const SEED = 7;
 const PEAK_LR = 5e-3;
 
-describe('trainer/torch/train.py (standalone PyTorch trainer)', function () {
+describe('trainer/training/torch/train.py (standalone PyTorch trainer)', function () {
   this.timeout(180_000);
   let dir: string;
   let model: TinyModel;

@@ -1,9 +1,9 @@
 import { strict as assert } from 'node:assert';
 import { parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import { EngineWorker } from '../../../trainer/runtime/client';
-import { OptimizerState, Trainer, TrainingOptions } from '../../../trainer/training/trainer';
-import { HostTensor } from '../../../trainer/tensor';
+import { EngineWorker } from '../../../trainer/compute/runtime/client';
+import { OptimizerState, Trainer, TrainingOptions } from '../../../trainer/training/ort/trainer';
+import { HostTensor } from '../../../trainer/compute/tensor';
 
 // A training run in the engine worker is stopped (the worker is terminated, as when the editor
 // closes), and a new worker resumes from the saved adapter and optimizer state: the resumed run

@@ -5,14 +5,14 @@ import * as path from 'node:path';
 import { projectionModule, type Projection } from '../../../trainer/model/config';
 import { bfloat16ArrayToFloat32, float32ArrayToBfloat16 } from '../../../trainer/model/float16';
 import { writeSafetensors } from '../../../trainer/model/safetensors';
-import { loraInputName } from '../../../trainer/engine/llama';
-import { mergeLora, type LoraAdapter } from '../../../trainer/engine/weights';
+import { loraInputName } from '../../../trainer/compute/engine/llama';
+import { mergeLora, type LoraAdapter } from '../../../trainer/compute/engine/weights';
 import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
 import { projectionWeightName } from '../../../trainer/model/config';
 import { adapterKind } from '../../../trainer/adapters/folder';
 import { isAdapterId } from '../../../trainer/adapters/manifest';
 import { loadAdapter, loraAdapterOf, loraParameterCount, peftKey, peftTensorsOf, writeAdapter } from '../../../trainer/adapters/peft';
-import type { HostTensor } from '../../../trainer/tensor';
+import type { HostTensor } from '../../../trainer/compute/tensor';
 import { ALL_TARGETS, BASE_SHA, draftManifest, randomLoraTensors, tempDir, tinyConfig } from './helpers';
 
 function bits(tensor: HostTensor): Buffer {

@@ -3,9 +3,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AuditLog, canonicalJson, entryHash, headFileOf, verifyAuditLog, type AuditRecord } from '../../../trainer/compliance/audit';
-import { checkSuggestion } from '../../../trainer/compliance/check';
-import { parsePolicy } from '../../../trainer/compliance/policy';
+import { AuditLog, canonicalJson, entryHash, headFileOf, verifyAuditLog, type AuditRecord } from '../../../trainer/modes/compliance/audit';
+import { checkSuggestion } from '../../../trainer/modes/compliance/check';
+import { parsePolicy } from '../../../trainer/modes/compliance/policy';
 
 // The audit log on real files: a written log verifies; an edited, removed, reordered, duplicated
 // entry or a cut-off tail is detected and named; several processes appending at once keep one
@@ -139,7 +139,7 @@ describe('compliance audit log', function () {
   it('keeps one chain under concurrent appends from several processes and within one', async () => {
     const perProcess = 25;
     const child = `require(${JSON.stringify(require.resolve('tsx/cjs'))});
-      const { AuditLog } = require(${JSON.stringify(path.join(root, 'trainer', 'compliance', 'audit.ts'))});
+      const { AuditLog } = require(${JSON.stringify(path.join(root, 'trainer', 'modes', 'compliance', 'audit.ts'))});
       (async () => {
         const log = AuditLog.open(process.argv[1]);
         const record = (i) => ({ event: 'served', mode: 'compliance', adapter: { id: null, sha256: null }, path: 'src/a.ts', suggestion: process.pid + ':' + i, verdicts: [], policySha256: null });

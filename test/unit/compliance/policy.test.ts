@@ -2,8 +2,8 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { checkSuggestion, type ComplianceResult, type SuggestionToCheck } from '../../../trainer/compliance/check';
-import { POLICY_FIELDS, isContextAllowed, isTrainingAllowed, loadPolicy, parsePolicy, policyPath, trainingPathFilter, type Policy } from '../../../trainer/compliance/policy';
+import { checkSuggestion, type ComplianceResult, type SuggestionToCheck } from '../../../trainer/modes/compliance/check';
+import { POLICY_FIELDS, isContextAllowed, isTrainingAllowed, loadPolicy, parsePolicy, policyPath, trainingPathFilter, type Policy } from '../../../trainer/modes/compliance/policy';
 
 // Each policy rule on its own (a suggestion that breaks only that rule is blocked, one that keeps
 // it passes), and validation errors that name the field.

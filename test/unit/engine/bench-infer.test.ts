@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { benchInfer } from '../../../trainer/bench/infer';
+import { benchInfer } from '../../../trainer/tools/bench/infer';
 import { tinyConfig } from './fixtures';
 
 // The bench's JSON contract on a tiny model (speed itself is measured by `idiom bench infer`, not here).

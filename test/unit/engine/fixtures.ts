@@ -4,8 +4,8 @@ import * as path from 'node:path';
 import { Checkpoint, loadCheckpoint, randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
 import { ModelConfig, parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import { HostTensor } from '../../../trainer/tensor';
-import { LoraAdapter } from '../../../trainer/engine/weights';
+import { HostTensor } from '../../../trainer/compute/tensor';
+import { LoraAdapter } from '../../../trainer/compute/engine/weights';
 import { Projection, projectionModule, projectionShape } from '../../../trainer/model/config';
 
 // Tiny configs that still exercise every branch: GQA, q/k/v bias (qwen2 and llama attention_bias),

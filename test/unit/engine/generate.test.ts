@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
-import { Generator } from '../../../trainer/engine/generate';
-import { KvCacheSession } from '../../../trainer/engine/inference';
-import { argmax } from '../../../trainer/engine/sampling';
+import { Generator } from '../../../trainer/compute/engine/generate';
+import { KvCacheSession } from '../../../trainer/compute/engine/inference';
+import { argmax } from '../../../trainer/compute/engine/sampling';
 import { Rng } from '../../../trainer/model/random';
 import { randomTokens, tinyCheckpoint } from './fixtures';
 

@@ -2,14 +2,14 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Generator } from '../../../trainer/engine/generate';
-import { generationHandlers, stopTokenIds } from '../../../trainer/engine/generation-handlers';
-import { KvCacheSession } from '../../../trainer/engine/inference';
+import { Generator } from '../../../trainer/compute/engine/generate';
+import { generationHandlers, stopTokenIds } from '../../../trainer/compute/engine/generation-handlers';
+import { KvCacheSession } from '../../../trainer/compute/engine/inference';
 import { randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
 import { LM_HEAD_WEIGHT, ModelConfig, parseModelConfig } from '../../../trainer/model/config';
-import { HostTensor } from '../../../trainer/tensor';
-import { trainByteLevelBpe } from '../../../trainer/tokenizer/bpe-trainer';
-import { Tokenizer } from '../../../trainer/tokenizer/tokenizer';
+import { HostTensor } from '../../../trainer/compute/tensor';
+import { trainByteLevelBpe } from '../../../trainer/model/tokenizer/bpe-trainer';
+import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 import { maxAbsDiff } from './fixtures';
 
 // The worker's generation handlers, called in this thread: a real checkpoint folder with a real

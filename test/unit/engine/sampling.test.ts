@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { Sampler, argmax, nucleus } from '../../../trainer/engine/sampling';
+import { Sampler, argmax, nucleus } from '../../../trainer/compute/engine/sampling';
 import { Rng } from '../../../trainer/model/random';
 
 function softmax(logits: number[], temperature: number): number[] {

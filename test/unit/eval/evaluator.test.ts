@@ -2,16 +2,16 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { KvCacheSession } from '../../../trainer/engine/inference';
-import type { LoraAdapter } from '../../../trainer/engine/weights';
-import { Evaluator } from '../../../trainer/eval/evaluator';
-import type { HeldOutSet } from '../../../trainer/eval/held-out';
-import { evenlySpaced, newlineTokenIds } from '../../../trainer/eval/held-out';
-import { editSimilarity, heldOutMetrics, normalizeLine } from '../../../trainer/eval/metrics';
+import { KvCacheSession } from '../../../trainer/compute/engine/inference';
+import type { LoraAdapter } from '../../../trainer/compute/engine/weights';
+import { Evaluator } from '../../../trainer/training/eval/evaluator';
+import type { HeldOutSet } from '../../../trainer/training/eval/held-out';
+import { evenlySpaced, newlineTokenIds } from '../../../trainer/training/eval/held-out';
+import { editSimilarity, heldOutMetrics, normalizeLine } from '../../../trainer/training/eval/metrics';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
 import { PROJECTIONS, projectionModule, projectionShape } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import { EngineWorker } from '../../../trainer/runtime/client';
+import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
 
 function randomAdapter(model: TinyModel, seed: number): LoraAdapter {

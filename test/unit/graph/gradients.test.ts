@@ -1,10 +1,10 @@
 import { strict as assert } from 'node:assert';
 import * as ort from 'onnxruntime-node';
-import { gradients } from '../../../trainer/graph/autodiff';
-import { Graph, Value } from '../../../trainer/graph/graph';
-import { GRADIENT_RULES } from '../../../trainer/graph/gradients';
-import { serializeModel } from '../../../trainer/graph/onnx';
-import * as op from '../../../trainer/graph/ops';
+import { gradients } from '../../../trainer/compute/graph/autodiff';
+import { Graph, Value } from '../../../trainer/compute/graph/graph';
+import { GRADIENT_RULES } from '../../../trainer/compute/graph/gradients';
+import { serializeModel } from '../../../trainer/compute/graph/onnx';
+import * as op from '../../../trainer/compute/graph/ops';
 import { InputSpec, checkGradients } from './finite-differences';
 
 const positive: [number, number] = [0.5, 2];

@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import * as ort from 'onnxruntime-node';
-import { Graph } from '../../../trainer/graph/graph';
-import * as op from '../../../trainer/graph/ops';
-import { serializeModel } from '../../../trainer/graph/onnx';
+import { Graph } from '../../../trainer/compute/graph/graph';
+import * as op from '../../../trainer/compute/graph/ops';
+import { serializeModel } from '../../../trainer/compute/graph/onnx';
 
 async function run(graph: Graph, feeds: Record<string, ort.Tensor>) {
   const { model, externalData, externalDataName } = serializeModel(graph);

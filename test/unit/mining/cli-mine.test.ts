@@ -3,8 +3,8 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { defaultTokenizerPath } from '../../../trainer/cli/commands/mine';
-import { DatasetReader } from '../../../trainer/dataset/reader';
-import { trainByteLevelBpe } from '../../../trainer/tokenizer/bpe-trainer';
+import { DatasetReader } from '../../../trainer/data/dataset/reader';
+import { trainByteLevelBpe } from '../../../trainer/model/tokenizer/bpe-trainer';
 import { removeDir, tempDir } from '../../fixtures/mining/git-repo';
 import { buildSampleRepo, tsModule, type SampleRepo } from '../../fixtures/mining/sample-repo';
 

@@ -3,15 +3,15 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { buildDataset, type DatasetSummary } from '../../../trainer/dataset/build';
-import { DatasetReader } from '../../../trainer/dataset/reader';
-import { tokenizeExample } from '../../../trainer/dataset/tokenize';
-import { trainByteLevelBpe } from '../../../trainer/tokenizer/bpe-trainer';
-import { Tokenizer } from '../../../trainer/tokenizer/tokenizer';
+import { buildDataset, type DatasetSummary } from '../../../trainer/data/dataset/build';
+import { DatasetReader } from '../../../trainer/data/dataset/reader';
+import { tokenizeExample } from '../../../trainer/data/dataset/tokenize';
+import { trainByteLevelBpe } from '../../../trainer/model/tokenizer/bpe-trainer';
+import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 import { removeDir } from '../../fixtures/mining/git-repo';
 import { buildSampleRepo, tsModule, type SampleRepo } from '../../fixtures/mining/sample-repo';
 
-const pythonReader = path.join(__dirname, '..', '..', '..', 'trainer', 'dataset', 'idiom_dataset.py');
+const pythonReader = path.join(__dirname, '..', '..', '..', 'trainer', 'data', 'dataset', 'idiom_dataset.py');
 
 function smallTokenizer(): { tokenizer: Tokenizer; sha256: string } {
   const json = trainByteLevelBpe([tsModule('train', 30), 'def f(x):\n    return x\n'], { vocabSize: 600 });

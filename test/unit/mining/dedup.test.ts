@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { DuplicateIndex, estimatedJaccard, minhashSignature } from '../../../trainer/mining/dedup';
+import { DuplicateIndex, estimatedJaccard, minhashSignature } from '../../../trainer/data/mining/dedup';
 
 // A deterministic, varied source file of `lines` functions.
 function source(lines: number, salt: string): string {

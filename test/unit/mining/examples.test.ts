@@ -5,9 +5,9 @@ import {
   windowsOf,
   type Example,
   type FimExample,
-} from '../../../trainer/mining/examples';
-import { languageById } from '../../../trainer/mining/languages';
-import { indexSyntax } from '../../../trainer/mining/syntax';
+} from '../../../trainer/data/mining/examples';
+import { languageById } from '../../../trainer/data/mining/languages';
+import { indexSyntax } from '../../../trainer/data/mining/syntax';
 
 function program(functions: number): string {
   const parts: string[] = ["import { readFileSync } from 'node:fs';\n"];

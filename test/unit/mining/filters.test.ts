@@ -5,8 +5,8 @@ import {
   exclusionByContent,
   exclusionByPath,
   looksBinary,
-} from '../../../trainer/mining/filters';
-import { languageForPath, languageForShebang } from '../../../trainer/mining/languages';
+} from '../../../trainer/data/mining/filters';
+import { languageForPath, languageForShebang } from '../../../trainer/data/mining/languages';
 
 describe('mining/filters', () => {
   it('excludes vendored folders, lock files, binaries and generated names by path', () => {

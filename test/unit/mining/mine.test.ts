@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { collectExamples, type MineSummary, type MinedFile } from '../../../trainer/mining/mine';
-import type { Example } from '../../../trainer/mining/examples';
+import { collectExamples, type MineSummary, type MinedFile } from '../../../trainer/data/mining/mine';
+import type { Example } from '../../../trainer/data/mining/examples';
 import { git, initRepo, removeDir, tempDir } from '../../fixtures/mining/git-repo';
 import { buildSampleRepo, type SampleRepo } from '../../fixtures/mining/sample-repo';
 

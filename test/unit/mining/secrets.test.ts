@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
-import { exclusionByPath } from '../../../trainer/mining/filters';
-import { looksRandom, scanSecrets, shannonEntropy } from '../../../trainer/mining/secrets';
+import { exclusionByPath } from '../../../trainer/data/mining/filters';
+import { looksRandom, scanSecrets, shannonEntropy } from '../../../trainer/data/mining/secrets';
 import { plantedSecrets, SECRET_LOOKALIKES } from '../../fixtures/mining/planted-secrets';
 
 describe('mining/secrets', () => {

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
-import type { CommitRecord } from '../../../trainer/mining/git';
-import { temporalSplit } from '../../../trainer/mining/split';
+import type { CommitRecord } from '../../../trainer/data/mining/git';
+import { temporalSplit } from '../../../trainer/data/mining/split';
 
 // The temporal split on synthetic histories (newest commit first): its size rules, computed.
 

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
-import { languageById } from '../../../trainer/mining/languages';
-import { indexSyntax } from '../../../trainer/mining/syntax';
+import { languageById } from '../../../trainer/data/mining/languages';
+import { indexSyntax } from '../../../trainer/data/mining/syntax';
 
 // One small program per required language: [language, source, expected chunks "kind name"].
 const PROGRAMS: [string, string, string[]][] = [

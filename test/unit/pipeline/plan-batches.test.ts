@@ -4,10 +4,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import { OPEN_ROWS, fillRows, packEpoch, stepsPerEpoch, type TrainExample } from '../../../trainer/pipeline/batches';
-import { MIN_STEPS, chooseShape, learningRateAt, warmupStepsFor } from '../../../trainer/pipeline/plan';
-import { RunFolder, type CheckpointState } from '../../../trainer/pipeline/run-folder';
-import type { HostTensor } from '../../../trainer/tensor';
+import { OPEN_ROWS, fillRows, packEpoch, stepsPerEpoch, type TrainExample } from '../../../trainer/training/pipeline/batches';
+import { MIN_STEPS, chooseShape, learningRateAt, warmupStepsFor } from '../../../trainer/training/pipeline/plan';
+import { RunFolder, type CheckpointState } from '../../../trainer/training/pipeline/run-folder';
+import type { HostTensor } from '../../../trainer/compute/tensor';
 
 const config = (vocab: number, positions: number) =>
   parseModelConfig({

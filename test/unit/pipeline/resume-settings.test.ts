@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { DEFAULT_LORA_CHOICE, settingsIgnoredOnResume } from '../../../trainer/pipeline/train-repository';
+import { DEFAULT_LORA_CHOICE, settingsIgnoredOnResume } from '../../../trainer/training/pipeline/train-repository';
 
 describe('pipeline: --resume keeps the run plan', () => {
   const planned = {

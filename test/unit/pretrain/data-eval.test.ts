@@ -1,18 +1,18 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CorpusFile } from '../../../trainer/pretrain/corpus';
-import { FIM_SEGMENT_CHARS, RowSampler, WORD_CUT_KEEP, encodeTrainingStream, randomFimSplit, segmentText, specialIds } from '../../../trainer/pretrain/data';
-import { fimPromptAt, pickLines, promptBefore, scoringWindows, xzCompressedBytes } from '../../../trainer/pretrain/evaluate';
-import { learningRateAt, DEFAULT_HYPERPARAMETERS } from '../../../trainer/pretrain/train';
-import { trainingFlopsPerToken } from '../../../trainer/pretrain/vocab';
+import { CorpusFile } from '../../../trainer/tools/pretrain/corpus';
+import { FIM_SEGMENT_CHARS, RowSampler, WORD_CUT_KEEP, encodeTrainingStream, randomFimSplit, segmentText, specialIds } from '../../../trainer/tools/pretrain/data';
+import { fimPromptAt, pickLines, promptBefore, scoringWindows, xzCompressedBytes } from '../../../trainer/tools/pretrain/evaluate';
+import { learningRateAt, DEFAULT_HYPERPARAMETERS } from '../../../trainer/tools/pretrain/train';
+import { trainingFlopsPerToken } from '../../../trainer/tools/pretrain/vocab';
 import { Rng } from '../../../trainer/model/random';
-import { trainByteLevelBpe } from '../../../trainer/tokenizer/bpe-trainer';
-import { Tokenizer } from '../../../trainer/tokenizer/tokenizer';
+import { trainByteLevelBpe } from '../../../trainer/model/tokenizer/bpe-trainer';
+import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 
 const ROOT = path.join(__dirname, '..', '..', '..');
 // Real files of this repository stand in for a corpus.
-const files: CorpusFile[] = ['trainer/pretrain/corpus.ts', 'trainer/pretrain/data.ts', 'trainer/pretrain/evaluate.ts', 'trainer/pretrain/train.ts'].map((p) => ({
+const files: CorpusFile[] = ['trainer/tools/pretrain/corpus.ts', 'trainer/tools/pretrain/data.ts', 'trainer/tools/pretrain/evaluate.ts', 'trainer/tools/pretrain/train.ts'].map((p) => ({
   source: 'idiom',
   path: p,
   language: 'typescript',
@@ -175,7 +175,7 @@ describe('pretrain evaluation helpers', () => {
 
 describe('pretrain evaluation file selection', () => {
   it('cuts long files at a line end and stops near the byte budget', async () => {
-    const { selectEvalFiles, truncateAtLine, MAX_EVAL_FILE_CHARS } = await import('../../../trainer/pretrain/evaluate');
+    const { selectEvalFiles, truncateAtLine, MAX_EVAL_FILE_CHARS } = await import('../../../trainer/tools/pretrain/evaluate');
     assert.equal(truncateAtLine('ab\ncd\nef', 7), 'ab\ncd\n');
     assert.equal(truncateAtLine('abcdef', 4), 'abcd');
     assert.equal(truncateAtLine('short\n', 100), 'short\n');

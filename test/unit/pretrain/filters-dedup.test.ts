@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Deduplicator, estimatedJaccard, minHash } from '../../../trainer/pretrain/dedup';
-import { acceptContent, rejectPath } from '../../../trainer/pretrain/filters';
+import { Deduplicator, estimatedJaccard, minHash } from '../../../trainer/tools/pretrain/dedup';
+import { acceptContent, rejectPath } from '../../../trainer/tools/pretrain/filters';
 
 const ROOT = path.join(__dirname, '..', '..', '..');
 const realSource = (rel: string): string => fs.readFileSync(path.join(ROOT, rel), 'utf8');
@@ -16,7 +16,7 @@ describe('pretrain filters', () => {
     assert.equal(rejectPath('src/a.spec.ts'), 'test');
     assert.equal(rejectPath('gyp/pylib/gyp/input_test.py'), 'test');
     assert.equal(rejectPath('dist/x.min.js'), 'minified');
-    const text = realSource('trainer/pretrain/sources.ts');
+    const text = realSource('trainer/tools/pretrain/sources.ts');
     const accepted = acceptContent(Buffer.from(text));
     assert.ok('text' in accepted);
     assert.equal(accepted.text, text);
@@ -41,8 +41,8 @@ describe('pretrain filters', () => {
 });
 
 describe('pretrain dedup', () => {
-  const a = realSource('trainer/pretrain/corpus.ts');
-  const b = realSource('trainer/pretrain/fetch.ts');
+  const a = realSource('trainer/tools/pretrain/corpus.ts');
+  const b = realSource('trainer/tools/pretrain/fetch.ts');
 
   it('finds exact duplicates up to trailing whitespace and blank lines', () => {
     const d = new Deduplicator();

@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
-import { CorpusManifest } from '../../../trainer/pretrain/corpus';
-import { LanguageMetrics } from '../../../trainer/pretrain/evaluate';
-import { ModelCardInput, renderModelCard } from '../../../trainer/pretrain/model-card';
-import { DEFAULT_HYPERPARAMETERS } from '../../../trainer/pretrain/train';
+import { CorpusManifest } from '../../../trainer/tools/pretrain/corpus';
+import { LanguageMetrics } from '../../../trainer/tools/pretrain/evaluate';
+import { ModelCardInput, renderModelCard } from '../../../trainer/tools/pretrain/model-card';
+import { DEFAULT_HYPERPARAMETERS } from '../../../trainer/tools/pretrain/train';
 
 function metrics(bpb: number, xz: number): LanguageMetrics {
   return {

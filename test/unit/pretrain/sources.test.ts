@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { globToRegExp, isPermissiveLicense, loadSourceList, makePathFilter, parseSourceList } from '../../../trainer/pretrain/sources';
+import { globToRegExp, isPermissiveLicense, loadSourceList, makePathFilter, parseSourceList } from '../../../trainer/tools/pretrain/sources';
 
 describe('pretrain sources', () => {
   it('accepts permissive SPDX licenses and expressions, refuses others', () => {

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeAdapter } from '../../../trainer/adapters/peft';
-import { Registry } from '../../../trainer/registry/registry';
+import { Registry } from '../../../trainer/adapters/registry';
 import { draftManifest, randomLoraTensors, tempDir, tinyConfig } from '../adapters/helpers';
 
 const bin = path.join(__dirname, '..', '..', '..', 'trainer', 'cli', 'bin.js');

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeAdapter } from '../../../trainer/adapters/peft';
 import { Rng } from '../../../trainer/model/random';
-import { Registry, parseRegistryState, type RegistryState } from '../../../trainer/registry/registry';
+import { Registry, parseRegistryState, type RegistryState } from '../../../trainer/adapters/registry';
 import type { Mode } from '../../../trainer/adapters/manifest';
 import { draftManifest, randomLoraTensors, tempDir, tinyConfig } from '../adapters/helpers';
 

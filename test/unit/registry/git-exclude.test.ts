@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeAdapter } from '../../../trainer/adapters/peft';
-import { Registry, findRepoRoot } from '../../../trainer/registry/registry';
+import { Registry, findRepoRoot } from '../../../trainer/adapters/registry';
 import { draftManifest, randomLoraTensors, tempDir, tinyConfig } from '../adapters/helpers';
 
 function git(cwd: string, ...args: string[]): string {

@@ -5,7 +5,7 @@
 // history entries of that mode so far; only this process writes MODE, so every step is a change
 // and the registry after k steps is fully determined. Prints "ready" after the first step.
 
-import { Registry } from '../../../trainer/registry/registry';
+import { Registry } from '../../../trainer/adapters/registry';
 import type { Mode } from '../../../trainer/adapters/manifest';
 
 async function main(): Promise<void> {

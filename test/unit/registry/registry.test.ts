@@ -7,7 +7,7 @@ import { writeAdapter } from '../../../trainer/adapters/peft';
 import { completeManifest, type AdapterManifest, type ManifestDraft, type Mode } from '../../../trainer/adapters/manifest';
 import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
 import { writeFullModel } from '../../../trainer/adapters/full';
-import { Registry, decidePromotion, loadActive, parseRegistryState } from '../../../trainer/registry/registry';
+import { Registry, decidePromotion, loadActive, parseRegistryState } from '../../../trainer/adapters/registry';
 import { BASE_SHA, draftManifest, metrics, randomLoraTensors, tempDir, tinyConfig } from '../adapters/helpers';
 
 /** Writes a real adapter into staging and adds it; `second` orders creation times. */

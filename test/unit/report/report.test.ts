@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
-import type { ComparisonRow } from '../../../trainer/report/compare';
-import { trainingReportHtml } from '../../../trainer/report/html';
-import { formatBytes, formatComparisonTable } from '../../../trainer/report/table';
+import type { ComparisonRow } from '../../../trainer/training/report/compare';
+import { trainingReportHtml } from '../../../trainer/training/report/html';
+import { formatBytes, formatComparisonTable } from '../../../trainer/training/report/table';
 
 const metrics = (loss: number) => ({ loss, perplexity: Math.exp(loss), bitsPerByte: loss / Math.LN2 / 3, exactMatch: 0.25, editSimilarity: 0.5 });
 const row = (name: string, method: ComparisonRow['method'], loss: number, extra: Partial<ComparisonRow> = {}): ComparisonRow => ({

@@ -2,9 +2,9 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { changedLineNumbers, headVersion } from '../../../trainer/review/changes';
-import { aggregateLines, contentLines, percentileThreshold, pickTokenNll, removedLinesFromUnifiedDiff, rocAuc, scoringWindows, splitLines, tokenLines } from '../../../trainer/review/lines';
-import { reviewLines } from '../../../trainer/review/review';
+import { changedLineNumbers, headVersion } from '../../../trainer/modes/review/changes';
+import { aggregateLines, contentLines, percentileThreshold, pickTokenNll, removedLinesFromUnifiedDiff, rocAuc, scoringWindows, splitLines, tokenLines } from '../../../trainer/modes/review/lines';
+import { reviewLines } from '../../../trainer/modes/review/review';
 import { Rng } from '../../../trainer/model/random';
 import { commitFiles, initRepo } from '../../fixtures/mining/git-repo';
 

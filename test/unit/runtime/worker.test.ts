@@ -1,9 +1,9 @@
 import { strict as assert } from 'node:assert';
 import { threadId } from 'node:worker_threads';
-import { Graph } from '../../../trainer/graph/graph';
-import { serializeModel } from '../../../trainer/graph/onnx';
-import * as op from '../../../trainer/graph/ops';
-import { EngineWorker } from '../../../trainer/runtime/client';
+import { Graph } from '../../../trainer/compute/graph/graph';
+import { serializeModel } from '../../../trainer/compute/graph/onnx';
+import * as op from '../../../trainer/compute/graph/ops';
+import { EngineWorker } from '../../../trainer/compute/runtime/client';
 
 /** y = tanh(x W)·… repeated: a graph whose run takes a while. */
 function slowModel(size: number, depth: number) {

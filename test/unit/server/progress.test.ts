@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { percentageOf, progressAfter } from '../../../server/training/progress';
-import type { TrainEvent } from '../../../trainer/pipeline/events';
+import type { TrainEvent } from '../../../trainer/training/pipeline/events';
 import type { TrainingProgress } from '../../../server/protocol';
 
 const step = (stepNumber: number, totalSteps: number): TrainEvent => ({

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { Rng } from '../../../trainer/model/random';
-import { DEFAULT_SPECIAL_TOKENS, trainByteLevelBpe, trainByteLevelBpeWithStats } from '../../../trainer/tokenizer/bpe-trainer';
-import { Tokenizer } from '../../../trainer/tokenizer/tokenizer';
+import { DEFAULT_SPECIAL_TOKENS, trainByteLevelBpe, trainByteLevelBpeWithStats } from '../../../trainer/model/tokenizer/bpe-trainer';
+import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 import { heldOutText, trainingTexts, trickyCode } from './corpus';
 
 /** Random strings over a mix of scripts, astral characters, controls and whitespace. */

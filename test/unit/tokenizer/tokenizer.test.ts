@@ -3,8 +3,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Rng } from '../../../trainer/model/random';
-import { trainByteLevelBpe } from '../../../trainer/tokenizer/bpe-trainer';
-import { Tokenizer } from '../../../trainer/tokenizer/tokenizer';
+import { trainByteLevelBpe } from '../../../trainer/model/tokenizer/bpe-trainer';
+import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 import { heldOutText, trainingTexts, trickyCode } from './corpus';
 
 let dir: string;

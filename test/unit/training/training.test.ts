@@ -1,17 +1,17 @@
 import { strict as assert } from 'node:assert';
 import * as ort from 'onnxruntime-node';
-import { buildForward } from '../../../trainer/engine/llama';
-import { Graph } from '../../../trainer/graph/graph';
-import { serializeModel } from '../../../trainer/graph/onnx';
+import { buildForward } from '../../../trainer/compute/engine/llama';
+import { Graph } from '../../../trainer/compute/graph/graph';
+import { serializeModel } from '../../../trainer/compute/graph/onnx';
 import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
 import { ModelConfig, parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import { EngineWorker } from '../../../trainer/runtime/client';
-import { AdamWOptions } from '../../../trainer/training/adamw';
-import { LoraOptions, loraScaling } from '../../../trainer/training/lora';
-import { TrainingSession } from '../../../trainer/training/session';
-import { Trainer } from '../../../trainer/training/trainer';
-import { HostTensor } from '../../../trainer/tensor';
+import { EngineWorker } from '../../../trainer/compute/runtime/client';
+import { AdamWOptions } from '../../../trainer/training/ort/adamw';
+import { LoraOptions, loraScaling } from '../../../trainer/training/ort/lora';
+import { TrainingSession } from '../../../trainer/training/ort/session';
+import { Trainer } from '../../../trainer/training/ort/trainer';
+import { HostTensor } from '../../../trainer/compute/tensor';
 
 // A tiny llama (GQA, 2 layers) trained for real through ONNX Runtime.
 const cfg: ModelConfig = parseModelConfig({

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { MODES, type Mode } from '../../adapters/manifest';
-import { Registry, findRepoRoot, registryLocation, type AdapterEntry } from '../../registry/registry';
+import { Registry, findRepoRoot, registryLocation, type AdapterEntry } from '../../adapters/registry';
 
 // `idiom adapters [list | activate ID | rollback | remove ID | promote ID]`: the repository's adapter
 // registry. --json prints one object on stdout with at least adapters[{id, created, active, mode, metrics}].

@@ -1,8 +1,8 @@
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { AUDIT_FILE, verifyAuditLog, type AuditVerification } from '../../compliance/audit';
-import { POLICY_FILE, loadPolicy, type Policy } from '../../compliance/policy';
-import { findRepoRoot, registryLocation } from '../../registry/registry';
+import { AUDIT_FILE, verifyAuditLog, type AuditVerification } from '../../modes/compliance/audit';
+import { POLICY_FILE, loadPolicy, type Policy } from '../../modes/compliance/policy';
+import { findRepoRoot, registryLocation } from '../../adapters/registry';
 
 // `idiom audit verify [--log PATH]`: checks the compliance audit log's hash chain (exit 1 naming
 // the first broken entry). `idiom audit policy [--repo DIR]`: validates idiom-policy.json.

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { readModelConfigFile } from '../../model/config';
-import { benchInfer } from '../../bench/infer';
-import { benchLsp } from '../../bench/lsp';
-import { benchTrain } from '../../bench/train';
+import { benchInfer } from '../../tools/bench/infer';
+import { benchLsp } from '../../tools/bench/lsp';
+import { benchTrain } from '../../tools/bench/train';
 
 // `idiom bench train|infer`: speed benchmarks that print one JSON object on stdout (logs go to
 // stderr).

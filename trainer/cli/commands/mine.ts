@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { buildDataset, DEFAULT_MAX_TOKENS, loadTokenizerFile, windowCharsFor } from '../../dataset/build';
-import { mineRepository, type MineOptionsInput, type MineSummary } from '../../mining/mine';
+import { buildDataset, DEFAULT_MAX_TOKENS, loadTokenizerFile, windowCharsFor } from '../../data/dataset/build';
+import { mineRepository, type MineOptionsInput, type MineSummary } from '../../data/mining/mine';
 
 // `idiom mine <repo>`: mine a git repository into training examples and, with --out, write the
 // tokenised dataset file. --json prints one object on stdout with files.kept,

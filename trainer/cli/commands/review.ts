@@ -1,7 +1,7 @@
 import { type Command, Option } from 'commander';
-import { AGGREGATES, type Aggregate } from '../../review/lines';
-import { DEFAULT_AGGREGATE, DEFAULT_PERCENTILE, reviewFile, unusualLineMessage, type ReviewFileResult } from '../../review/review';
-import { evaluateFixCommits, formatFixEvaluation } from '../../review/evaluate';
+import { AGGREGATES, type Aggregate } from '../../modes/review/lines';
+import { DEFAULT_AGGREGATE, DEFAULT_PERCENTILE, reviewFile, unusualLineMessage, type ReviewFileResult } from '../../modes/review/review';
+import { evaluateFixCommits, formatFixEvaluation } from '../../modes/review/evaluate';
 
 // `idiom review <file> [--all] [--json]`: lines unusual for this codebase (surprisal under the
 // repository adapter above the repository's top-N% line), by default only lines changed since

@@ -2,10 +2,10 @@ import { type Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { MODES, type Mode } from '../../adapters/manifest';
 import { PROJECTIONS, type Projection } from '../../model/config';
-import { TrainingCancelledError, type TrainEvent } from '../../pipeline/events';
-import type { Budget } from '../../pipeline/plan';
-import { trainRepository, type TrainRepositoryResult } from '../../pipeline/train-repository';
-import { formatComparisonTable } from '../../report/table';
+import { TrainingCancelledError, type TrainEvent } from '../../training/pipeline/events';
+import type { Budget } from '../../training/pipeline/plan';
+import { trainRepository, type TrainRepositoryResult } from '../../training/pipeline/train-repository';
+import { formatComparisonTable } from '../../training/report/table';
 
 // `idiom train <repo>`: mine → tokenise → train → evaluate → adapter + manifest → registry.
 // --json: progress events as JSON lines on stdout, the result object last (type "result");

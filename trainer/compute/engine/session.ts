@@ -1,0 +1,16 @@
+import * as ort from 'onnxruntime-node';
+import { Graph } from '../graph/graph';
+import { SerializeOptions, serializeModel } from '../graph/onnx';
+import { RuntimeSessionOptions, openSession } from '../runtime/session';
+
+// Graph → ONNX Runtime session with the runtime's defaults (trainer/compute/runtime/session.ts).
+
+export type SessionOptions = SerializeOptions & RuntimeSessionOptions;
+
+export async function createSession(graph: Graph, options: SessionOptions = {}): Promise<ort.InferenceSession> {
+  return openSession(serializeModel(graph, options), options);
+}
+
+export function int64Tensor(values: ArrayLike<number>, shape: number[]): ort.Tensor {
+  return new ort.Tensor('int64', BigInt64Array.from(Array.from(values, (v) => BigInt(v))), shape);
+}

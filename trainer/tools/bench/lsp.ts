@@ -1,0 +1,212 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
+import { packageRoot, resolveBaseDir } from '../../model/base-model';
+
+// `idiom bench lsp`: inline completion latency and memory of the real language server, driven
+// over stdio exactly as an editor drives it (`idiom lsp --stdio`, didOpen/didChange,
+// textDocument/inlineCompletion), on a real source file.
+//
+// - rss: the server process's resident memory (its engine worker thread included) right after
+//   initialize (idle, nothing loaded), once the model serves, and the peak while completing.
+// - cold: the cursor put on a line of the file whose rest is deleted (a new line being written),
+//   one request per line, lines spread over the file: no cache hit, no in-flight reuse. The
+//   first request after the model loads is reported on its own.
+// - warm (typing): on some of those lines the rest of the line is typed back one character at a
+//   time, a request after every keystroke (debounce 0, as the e2e test configures VS Code): what a
+//   user typing sees, with the cache, in-flight reuse and the engine's KV-prefix reuse in play.
+// Latency is measured by the client: request sent → answer received.
+
+export interface BenchLspOptions {
+  /** Base model folder; default the embedded models/. */
+  base?: string;
+  /** Source file to complete in; default this package's server/completion/postprocess.ts. */
+  file?: string;
+  /** Workspace folder: its repository's active adapter serves (default: none, the base alone). */
+  repo?: string;
+  coldRequests?: number;
+  /** Lines whose rest is typed back character by character. */
+  typedLines?: number;
+  log?: (line: string) => void;
+}
+
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank];
+}
+
+function round(x: number, digits = 1): number {
+  return Number(x.toFixed(digits));
+}
+
+/** Resident set size of a process, bytes (Linux /proc). */
+function rssOf(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const match = /VmRSS:\s+(\d+) kB/.exec(status);
+  if (!match) throw new Error(`/proc/${pid}/status has no VmRSS`);
+  return Number(match[1]) * 1024;
+}
+
+interface Position {
+  line: number;
+  character: number;
+}
+
+/** Lines worth completing on: code, not blank, not a lone bracket; spread evenly over the file. */
+function pickLines(lines: string[], count: number): number[] {
+  const candidates = lines.map((text, line) => ({ text: text.trim(), line })).filter((entry) => entry.text.length >= 12 && !/^[\])}]/.test(entry.text) && !entry.text.startsWith('//'));
+  if (candidates.length === 0) throw new Error('the file has no line of code to complete on');
+  const picked: number[] = [];
+  for (let i = 0; i < count; i++) picked.push(candidates[Math.floor(((i + 0.5) * candidates.length) / count)].line);
+  return [...new Set(picked)];
+}
+
+export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<string, unknown>> {
+  const log = options.log ?? (() => {});
+  const base = resolveBaseDir(options.base);
+  const root = packageRoot();
+  if (!root) throw new Error('cannot find the idiom package folder (to start `idiom lsp --stdio`)');
+  const file = path.resolve(options.file ?? path.join(root, 'server', 'completion', 'postprocess.ts'));
+  let original: string;
+  try {
+    original = fs.readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new Error(`${file}: cannot read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+  }
+  const lines = original.split('\n');
+  const coldLines = pickLines(lines, options.coldRequests ?? 24);
+  const typedLines = coldLines.slice(0, options.typedLines ?? 4);
+  const languageId = { '.ts': 'typescript', '.tsx': 'typescriptreact', '.js': 'javascript', '.py': 'python' }[path.extname(file)] ?? 'plaintext';
+
+  const child = spawn(process.execPath, [path.join(root, 'trainer', 'cli', 'bin.js'), 'lsp', '--stdio'], { cwd: path.dirname(file), stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stderr.resume();
+  const connection = createMessageConnection(new StreamMessageReader(child.stdout), new StreamMessageWriter(child.stdin));
+  let state = 'starting';
+  let statusMessage = '';
+  let adapter: string | null = null;
+  connection.onNotification('idiom/statusChanged', (status: { state: string; message: string; adapter: { id: string } | null }) => {
+    state = status.state;
+    statusMessage = status.message;
+    adapter = status.adapter?.id ?? null;
+  });
+  connection.onNotification('window/logMessage', () => undefined);
+  connection.listen();
+  const pid = child.pid!;
+  try {
+    await connection.sendRequest('initialize', {
+      processId: process.pid,
+      rootUri: options.repo ? pathToFileURL(path.resolve(options.repo)).href : null,
+      workspaceFolders: options.repo ? [{ uri: pathToFileURL(path.resolve(options.repo)).href, name: 'repo' }] : null,
+      capabilities: {},
+      initializationOptions: { settings: { baseModelPath: base }, defaultModelPath: base },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const rssIdle = rssOf(pid);
+    const loadStarted = performance.now();
+    await connection.sendNotification('initialized', {});
+    while (state !== 'ready' || /^loading/.test(statusMessage)) {
+      if (state === 'error' || state === 'no-model') throw new Error(`the server cannot serve ${base}: ${statusMessage}`);
+      if (performance.now() - loadStarted > 120_000) throw new Error('the model did not load within 120 s');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const loadMs = performance.now() - loadStarted;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const rssModel = rssOf(pid);
+    log(`model loaded in ${Math.round(loadMs)} ms; rss idle ${Math.round(rssIdle / 2 ** 20)} MiB, with the model ${Math.round(rssModel / 2 ** 20)} MiB`);
+
+    let rssPeak = rssModel;
+    const sampler = setInterval(() => {
+      try {
+        rssPeak = Math.max(rssPeak, rssOf(pid));
+      } catch {
+        // the server exited; the request fails below
+      }
+    }, 10);
+
+    const uri = pathToFileURL(file).href;
+    let version = 1;
+    await connection.sendNotification('textDocument/didOpen', { textDocument: { uri, languageId, version, text: original } });
+    const request = async (position: Position): Promise<{ ms: number; text: string | null }> => {
+      const started = performance.now();
+      const answer = await connection.sendRequest<{ items: { insertText: string }[] } | null>('textDocument/inlineCompletion', {
+        textDocument: { uri },
+        position,
+        context: { triggerKind: 2 },
+      });
+      return { ms: performance.now() - started, text: answer?.items[0]?.insertText ?? null };
+    };
+    const setText = (text: string) =>
+      connection.sendNotification('textDocument/didChange', { textDocument: { uri, version: ++version }, contentChanges: [{ text }] });
+    /** The file with line `line` cut after `keep` characters. */
+    const cutAt = (line: number, keep: number) => [...lines.slice(0, line), lines[line].slice(0, keep), ...lines.slice(line + 1)].join('\n');
+
+    const cold: number[] = [];
+    let firstMs = NaN;
+    let empty = 0;
+    for (const line of coldLines) {
+      const indent = lines[line].length - lines[line].trimStart().length;
+      const keep = indent + Math.floor((lines[line].length - indent) / 2);
+      await setText(cutAt(line, keep));
+      const { ms, text } = await request({ line, character: keep });
+      if (Number.isNaN(firstMs)) firstMs = ms;
+      else cold.push(ms);
+      if (text === null) empty++;
+    }
+    log(`cold: ${cold.length + 1} requests`);
+
+    const warm: number[] = [];
+    let keystrokes = 0;
+    for (const line of typedLines) {
+      const indent = lines[line].length - lines[line].trimStart().length;
+      const start = indent + Math.floor((lines[line].length - indent) / 2);
+      await setText(cutAt(line, start));
+      await request({ line, character: start });
+      for (let keep = start + 1; keep <= lines[line].length; keep++) {
+        // One keystroke: an incremental change, as editors send them.
+        await connection.sendNotification('textDocument/didChange', {
+          textDocument: { uri, version: ++version },
+          contentChanges: [{ range: { start: { line, character: keep - 1 }, end: { line, character: keep - 1 } }, text: lines[line][keep - 1] }],
+        });
+        warm.push((await request({ line, character: keep })).ms);
+        keystrokes++;
+      }
+    }
+    clearInterval(sampler);
+    log(`warm: ${keystrokes} keystrokes on ${typedLines.length} lines`);
+
+    const mib = (bytes: number) => round(bytes / 2 ** 20);
+    return {
+      completionColdP50Ms: round(percentile(cold, 50)),
+      completionColdP95Ms: round(percentile(cold, 95)),
+      completionWarmP50Ms: round(percentile(warm, 50)),
+      completionWarmP95Ms: round(percentile(warm, 95)),
+      firstCompletionMs: round(firstMs),
+      modelLoadMs: round(loadMs),
+      rssIdleMiB: mib(rssIdle),
+      rssModelLoadedMiB: mib(rssModel),
+      rssCompletionPeakMiB: mib(rssPeak),
+      requests: { cold: cold.length + 1, warm: warm.length, coldEmpty: empty },
+      model: base,
+      adapter,
+      file: path.relative(root, file).startsWith('..') ? file : path.relative(root, file),
+      measured:
+        'client-side latency of textDocument/inlineCompletion through `idiom lsp --stdio`; cold: a line of the file cut in the middle (no cache or in-flight reuse), the first request after loading reported apart; warm: the rest of such lines typed back one keystroke at a time, one request per keystroke; rss from /proc of the server process (worker threads included)',
+    };
+  } finally {
+    await connection.sendRequest('shutdown').catch(() => undefined);
+    await connection.sendNotification('exit').catch(() => undefined);
+    await new Promise((resolve) => {
+      if (child.exitCode !== null) return resolve(undefined);
+      child.once('exit', resolve);
+      setTimeout(() => {
+        child.kill('SIGKILL');
+        resolve(undefined);
+      }, 5000).unref();
+    });
+    connection.dispose();
+  }
+}

@@ -1,0 +1,124 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { writeTextAtomically } from '../../adapters/folder';
+import type { LossPoint } from '../pipeline/run-folder';
+import type { ComparisonRow } from './compare';
+import { TABLE_COLUMNS, rowCells } from './table';
+
+// The HTML training report: the loss curve, held-out metrics per model and the comparison table,
+// one self-contained file (Chart.js inlined, data as JSON), so it opens offline and in a webview.
+
+export interface ReportInput {
+  adapterId: string;
+  method: 'lora' | 'full';
+  created: string;
+  repo: { root: string; head: string | null };
+  base: { name: string; sha256: string };
+  losses: LossPoint[];
+  rows: ComparisonRow[];
+  heldOut: { commits: number; lines: number; completedLines: number; tokens: number };
+  promotion: string;
+  activated: boolean;
+  plan: Record<string, unknown>;
+}
+
+/** Chart.js's UMD build, or null where node_modules is not shipped (the report then has tables only). */
+function chartJsSource(): string | null {
+  try {
+    // The package exports only its module entries; the UMD build sits beside the CommonJS one.
+    return fs.readFileSync(path.join(path.dirname(require.resolve('chart.js')), 'chart.umd.min.js'), 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+/** JSON safe inside a <script> element. */
+function scriptJson(value: unknown): string {
+  return JSON.stringify(value).replace(/</g, '\\u003c');
+}
+
+/** At most ~2000 points: long runs are thinned evenly (the last point kept). */
+function thin(points: LossPoint[]): LossPoint[] {
+  if (points.length <= 2000) return points;
+  const stride = Math.ceil(points.length / 2000);
+  const out = points.filter((_, i) => i % stride === 0);
+  if (out[out.length - 1] !== points[points.length - 1]) out.push(points[points.length - 1]);
+  return out;
+}
+
+export function trainingReportHtml(input: ReportInput): string {
+  const chart = chartJsSource();
+  const table = [
+    '<table><thead><tr>',
+    ...TABLE_COLUMNS.map((c) => `<th>${escapeHtml(c)}</th>`),
+    '</tr></thead><tbody>',
+    ...input.rows.map((row) => `<tr>${rowCells(row).map((cell) => `<td>${escapeHtml(cell)}</td>`).join('')}</tr>`),
+    '</tbody></table>',
+  ].join('');
+  const data = {
+    losses: thin(input.losses).map((p) => ({ x: p.step, loss: p.loss, lr: p.learningRate })),
+    models: input.rows.filter((r) => r.metrics).map((r) => ({ name: r.name, ...r.metrics })),
+  };
+  const plan = Object.entries(input.plan)
+    .map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(typeof v === 'string' ? v : JSON.stringify(v))}</td></tr>`)
+    .join('');
+  const charts = chart
+    ? `<h2>Training loss</h2><div class="chart"><canvas id="loss"></canvas></div>
+<h2>Held-out metrics</h2><div class="grid">
+<div class="chart small"><canvas id="m-loss"></canvas></div><div class="chart small"><canvas id="m-bpb"></canvas></div>
+<div class="chart small"><canvas id="m-exact"></canvas></div><div class="chart small"><canvas id="m-edit"></canvas></div></div>
+<script>${chart}</script>
+<script>
+const data = ${scriptJson(data)};
+new Chart(document.getElementById('loss'), {
+  type: 'line',
+  data: { datasets: [
+    { label: 'training loss (nats/token)', data: data.losses.map(p => ({ x: p.x, y: p.loss })), borderColor: '#2563eb', pointRadius: 0, borderWidth: 1.5, yAxisID: 'y' },
+    { label: 'learning rate', data: data.losses.map(p => ({ x: p.x, y: p.lr })), borderColor: '#f59e0b', pointRadius: 0, borderWidth: 1, yAxisID: 'lr' },
+  ] },
+  options: { animation: false, parsing: true, scales: { x: { type: 'linear', title: { display: true, text: 'step' } },
+    y: { title: { display: true, text: 'loss' } }, lr: { position: 'right', grid: { drawOnChartArea: false } } } },
+});
+const bars = (id, key, label, max) => new Chart(document.getElementById(id), {
+  type: 'bar',
+  data: { labels: data.models.map(m => m.name), datasets: [{ label, data: data.models.map(m => m[key]), backgroundColor: ['#94a3b8', '#2563eb', '#16a34a', '#dc2626', '#9333ea'] }] },
+  options: { animation: false, plugins: { legend: { display: false }, title: { display: true, text: label } }, scales: { y: { beginAtZero: true, max } } },
+});
+bars('m-loss', 'loss', 'held-out loss (nats/token, lower is better)');
+bars('m-bpb', 'bitsPerByte', 'bits per byte (lower is better)');
+bars('m-exact', 'exactMatch', 'next-line exact match (higher is better)', 1);
+bars('m-edit', 'editSimilarity', 'next-line edit similarity (higher is better)', 1);
+</script>`
+    : '<p>(Charts need chart.js, which this installation does not ship; the numbers are in the table.)</p>';
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Idiom training report ${escapeHtml(input.adapterId)}</title>
+<style>
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #1f2937; }
+table { border-collapse: collapse; margin: 1em 0; } th, td { padding: 4px 10px; border-bottom: 1px solid #e5e7eb; text-align: right; }
+th:first-child, td:first-child { text-align: left; } .chart { position: relative; height: 320px; } .small { height: 240px; }
+.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; } code { background: #f3f4f6; padding: 0 4px; }
+</style></head><body>
+<h1>Idiom training report</h1>
+<p>Adapter <code>${escapeHtml(input.adapterId)}</code> (${input.method === 'lora' ? 'LoRA' : 'full fine-tuning'}), ${escapeHtml(input.created)}<br>
+Repository <code>${escapeHtml(input.repo.root)}</code> at <code>${escapeHtml(input.repo.head ?? 'no commit')}</code><br>
+Base <code>${escapeHtml(input.base.name)}</code> (sha256 ${escapeHtml(input.base.sha256.slice(0, 12))}…)<br>
+Held-out split: ${input.heldOut.commits} newest commits, ${input.heldOut.lines} changed lines (${input.heldOut.completedLines} completed greedily), ${input.heldOut.tokens} tokens scored.<br>
+${input.activated ? 'Activated' : 'Not activated'}: ${escapeHtml(input.promotion)}</p>
+<h2>Comparison</h2>${table}
+${charts}
+<h2>Training settings</h2><table>${plan}</table>
+</body></html>
+`;
+}
+
+/** Writes reports/<id>.html atomically; returns its path. */
+export function writeTrainingReport(dir: string, input: ReportInput): string {
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${input.adapterId}.html`);
+  writeTextAtomically(file, trainingReportHtml(input));
+  return file;
+}

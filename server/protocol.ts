@@ -45,6 +45,11 @@ export interface InitializationOptions {
   defaultModelPath?: string;
   /** False in an untrusted workspace: no training, no custom base model. Defaults to true. */
   trusted?: boolean;
+  /**
+   * Serves this adapter id in every mode, or the base alone with 'none', instead of the registry's
+   * active adapter: side-by-side comparisons (`idiom bench quality`) without changing the registry.
+   */
+  adapter?: string;
 }
 
 /** `workspace/didChangeConfiguration` params carry `{ settings: { idiom: Partial<IdiomSettings> } }`. */

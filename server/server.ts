@@ -92,6 +92,8 @@ export class IdiomServer {
   private settings: IdiomSettings = defaultSettings;
   private defaultModelPath = '';
   private trusted = true;
+  /** initializationOptions.adapter: what serves instead of the registry's active adapter. */
+  private pinnedAdapter: string | null = null;
   private workspaceRoots: string[] = [];
   private adapters: RepositoryAdapters | null = null;
   private model: LoadedModel | null = null;
@@ -233,6 +235,7 @@ export class IdiomServer {
     // Other editors launch `idiom lsp --stdio` without options: the package's embedded model serves.
     this.defaultModelPath = typeof options.defaultModelPath === 'string' ? options.defaultModelPath : embeddedModelPath();
     this.trusted = options.trusted !== false;
+    this.pinnedAdapter = typeof options.adapter === 'string' && options.adapter !== '' ? options.adapter : null;
     const folders = (params.workspaceFolders ?? []).map((folder) => folder.uri);
     if (folders.length === 0 && params.rootUri) folders.push(params.rootUri);
     this.workspaceRoots = folders.filter((uri) => uri.startsWith('file:')).map((uri) => fileURLToPath(uri));
@@ -321,7 +324,7 @@ export class IdiomServer {
   private async applyServingAdapter(model: LoadedModel): Promise<Pick<StatusResult, 'adapter' | 'adapterProblem' | 'message'>> {
     const mode = this.settings.mode;
     // A repository's .idiom/ is content of that repository: untrusted, it never reaches the engine.
-    const choice = this.adapters && this.trusted ? await this.adapters.servingFor(model, mode) : { weights: { kind: 'base' } as const, adapter: null, problem: null };
+    const choice = this.adapters && this.trusted ? await this.adapters.servingFor(model, mode, this.pinnedAdapter) : { weights: { kind: 'base' } as const, adapter: null, problem: null };
     try {
       await model.setWeights(choice.weights);
     } catch (error) {

@@ -3,7 +3,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { findRepoRoot, loadActive, Registry, REGISTRY_FILE, registryLocation, type AdapterEntry } from '../../trainer/adapters/registry';
+import { findRepoRoot, loadActive, loadById, Registry, REGISTRY_FILE, registryLocation, type AdapterEntry } from '../../trainer/adapters/registry';
 import type { AdapterSummary, Mode } from '../protocol';
 import type { LoadedModel, ServingWeights } from './host';
 
@@ -83,11 +83,18 @@ export class RepositoryAdapters {
    * What should serve `mode` on top of `model`: the active adapter, or the base with the reason
    * when the active one cannot be loaded (missing, corrupt, trained for another base).
    */
-  async servingFor(model: LoadedModel, mode: Mode): Promise<ServingChoice> {
+  async servingFor(model: LoadedModel, mode: Mode, pinned: string | null = null): Promise<ServingChoice> {
+    if (pinned === 'none') return { weights: { kind: 'base' }, adapter: null, problem: null };
     const registry = await this.registry(false);
-    if (!registry) return { weights: { kind: 'base' }, adapter: null, problem: null };
+    if (!registry) return { weights: { kind: 'base' }, adapter: null, problem: pinned ? `no adapter registry for pinned adapter ${pinned}; serving the base model` : null };
     let activeId: string | null = null;
     try {
+      if (pinned !== null) {
+        activeId = pinned;
+        const pinnedModel = await loadById(registry, pinned, { config: model.config, sha256: model.baseSha256 });
+        const weights: ServingWeights = pinnedModel.kind === 'lora' ? { kind: 'lora', id: pinned, adapter: pinnedModel.adapter } : { kind: 'full', id: pinned, dir: pinnedModel.model.dir };
+        return { weights, adapter: await this.summary(pinned), problem: null };
+      }
       activeId = await registry.activeId(mode);
       // Review reads with the repository adapter when none was trained for review itself.
       let servingMode = mode;

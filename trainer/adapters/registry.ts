@@ -494,6 +494,16 @@ export type ActiveModel = { kind: 'lora'; id: string; adapter: LoadedAdapter } |
 export async function loadActive(registry: Registry, mode: Mode, base: { config: ModelConfig; sha256: string }): Promise<ActiveModel | null> {
   const dir = await registry.activePath(mode);
   if (dir === null) return null;
+  return loadAdapterDir(dir, base);
+}
+
+/** Adapter `id` of the registry, checked against the base; a one-line error when it is not there. */
+export async function loadById(registry: Registry, id: string, base: { config: ModelConfig; sha256: string }): Promise<ActiveModel> {
+  if (!(await registry.has(id))) throw new Error(`no adapter ${id} in ${registry.adaptersDir}`);
+  return loadAdapterDir(registry.adapterPath(id), base);
+}
+
+async function loadAdapterDir(dir: string, base: { config: ModelConfig; sha256: string }): Promise<ActiveModel> {
   const id = path.basename(dir);
   if (adapterKind(dir) === 'lora') return { kind: 'lora', id, adapter: await loadAdapter(dir, base.config, { baseSha256: base.sha256 }) };
   return { kind: 'full', id, model: await loadFullModel(dir, base.config, { baseSha256: base.sha256 }) };

@@ -2,10 +2,11 @@ import type { Command } from 'commander';
 import { readModelConfigFile } from '../../model/config';
 import { benchInfer } from '../../tools/bench/infer';
 import { benchLsp } from '../../tools/bench/lsp';
+import { benchQuality, qualityTable } from '../../tools/bench/quality';
 import { benchTrain } from '../../tools/bench/train';
 
-// `idiom bench train|infer`: speed benchmarks that print one JSON object on stdout (logs go to
-// stderr).
+// `idiom bench train|infer|lsp|quality`: benchmarks that print one JSON object on stdout (logs go
+// to stderr); quality prints a table unless --json.
 
 function positiveInt(name: string) {
   return (value: string): number => {
@@ -89,5 +90,22 @@ export function registerBenchCommand(program: Command): void {
     .option('--json', 'print JSON (always on)', true)
     .action(async (opts: { base?: string; file?: string; repo?: string; cold: number; typedLines: number }) => {
       printJson(await benchLsp({ base: opts.base, file: opts.file, repo: opts.repo, coldRequests: opts.cold, typedLines: opts.typedLines, log }));
+    });
+
+  bench
+    .command('quality')
+    .description("replays the held-out commits' added lines through the real server: exact lines, accepted characters, precision, latency, against copy references")
+    .argument('<repo>', 'repository folder')
+    .option('--base <dir>', 'base model folder (default: the embedded model)')
+    .option('--adapter <id>', 'adapter id to serve as "adapter" (default: the active one)')
+    .option('--lines <n>', 'held-out lines to replay (two points each)', positiveInt('--lines'), 150)
+    .option('--seed <n>', 'which lines are sampled', positiveInt('--seed'), 1)
+    .option('--mode <mode>', 'complete, or compliance (every suggestion through the policy gate)', 'complete')
+    .option('--json', 'print JSON instead of a table')
+    .action(async (repo: string, opts: { base?: string; adapter?: string; lines: number; seed: number; mode: string; json?: boolean }) => {
+      if (opts.mode !== 'complete' && opts.mode !== 'compliance') throw new Error(`--mode must be complete or compliance, got "${opts.mode}"`);
+      const result = await benchQuality({ repo, base: opts.base, adapter: opts.adapter, lines: opts.lines, seed: opts.seed, mode: opts.mode, log });
+      if (opts.json) printJson(result as unknown as Record<string, unknown>);
+      else process.stdout.write(`${qualityTable(result)}\n`);
     });
 }

@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
 import { packageRoot, resolveBaseDir } from '../../model/base-model';
+import { percentile, startLspClient } from './lsp-client';
 
 // `idiom bench lsp`: inline completion latency and memory of the real language server, driven
 // over stdio exactly as an editor drives it (`idiom lsp --stdio`, didOpen/didChange,
@@ -30,13 +29,6 @@ export interface BenchLspOptions {
   /** Lines whose rest is typed back character by character. */
   typedLines?: number;
   log?: (line: string) => void;
-}
-
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[rank];
 }
 
 function round(x: number, digits = 1): number {
@@ -82,40 +74,15 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
   const typedLines = coldLines.slice(0, options.typedLines ?? 4);
   const languageId = { '.ts': 'typescript', '.tsx': 'typescriptreact', '.js': 'javascript', '.py': 'python' }[path.extname(file)] ?? 'plaintext';
 
-  const child = spawn(process.execPath, [path.join(root, 'trainer', 'cli', 'bin.js'), 'lsp', '--stdio'], { cwd: path.dirname(file), stdio: ['pipe', 'pipe', 'pipe'] });
-  child.stderr.resume();
-  const connection = createMessageConnection(new StreamMessageReader(child.stdout), new StreamMessageWriter(child.stdin));
-  let state = 'starting';
-  let statusMessage = '';
-  let adapter: string | null = null;
-  connection.onNotification('idiom/statusChanged', (status: { state: string; message: string; adapter: { id: string } | null }) => {
-    state = status.state;
-    statusMessage = status.message;
-    adapter = status.adapter?.id ?? null;
-  });
-  connection.onNotification('window/logMessage', () => undefined);
-  connection.listen();
-  const pid = child.pid!;
+  const client = await startLspClient({ packageRoot: root, base, repo: options.repo, cwd: path.dirname(file) });
+  const { connection, pid } = client;
   try {
-    await connection.sendRequest('initialize', {
-      processId: process.pid,
-      rootUri: options.repo ? pathToFileURL(path.resolve(options.repo)).href : null,
-      workspaceFolders: options.repo ? [{ uri: pathToFileURL(path.resolve(options.repo)).href, name: 'repo' }] : null,
-      capabilities: {},
-      initializationOptions: { settings: { baseModelPath: base }, defaultModelPath: base },
-    });
     await new Promise((resolve) => setTimeout(resolve, 300));
     const rssIdle = rssOf(pid);
-    const loadStarted = performance.now();
-    await connection.sendNotification('initialized', {});
-    while (state !== 'ready' || /^loading/.test(statusMessage)) {
-      if (state === 'error' || state === 'no-model') throw new Error(`the server cannot serve ${base}: ${statusMessage}`);
-      if (performance.now() - loadStarted > 120_000) throw new Error('the model did not load within 120 s');
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    const loadMs = performance.now() - loadStarted;
+    const loadMs = await client.ready();
     await new Promise((resolve) => setTimeout(resolve, 300));
     const rssModel = rssOf(pid);
+    const adapter = client.status().adapter;
     log(`model loaded in ${Math.round(loadMs)} ms; rss idle ${Math.round(rssIdle / 2 ** 20)} MiB, with the model ${Math.round(rssModel / 2 ** 20)} MiB`);
 
     let rssPeak = rssModel;
@@ -197,16 +164,6 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
         'client-side latency of textDocument/inlineCompletion through `idiom lsp --stdio`; cold: a line of the file cut in the middle (no cache or in-flight reuse), the first request after loading reported apart; warm: the rest of such lines typed back one keystroke at a time, one request per keystroke; rss from /proc of the server process (worker threads included)',
     };
   } finally {
-    await connection.sendRequest('shutdown').catch(() => undefined);
-    await connection.sendNotification('exit').catch(() => undefined);
-    await new Promise((resolve) => {
-      if (child.exitCode !== null) return resolve(undefined);
-      child.once('exit', resolve);
-      setTimeout(() => {
-        child.kill('SIGKILL');
-        resolve(undefined);
-      }, 5000).unref();
-    });
-    connection.dispose();
+    await client.stop();
   }
 }

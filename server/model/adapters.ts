@@ -60,9 +60,12 @@ export class RepositoryAdapters {
     return { dispose: () => fs.unwatchFile(file, listener) };
   }
 
-  /** The registry; created on first use only when `create` (training, activation). */
+  /**
+   * The registry; created on first use only when `create` (training, activation). Otherwise it is
+   * opened read-only, so reading (all an untrusted workspace does) creates, locks and deletes nothing.
+   */
   async registry(create: boolean): Promise<Registry | null> {
-    if (!create && !this.exists && this.opened === null) return null;
+    if (!create && this.opened === null) return this.exists ? Registry.open(this.repoRoot, { readOnly: true }) : null;
     this.opened ??= Registry.open(this.repoRoot).catch((error: unknown) => {
       this.opened = null;
       throw error;

@@ -9,6 +9,10 @@
 // a temp file + fsync + rename, so a kill -9 at any moment leaves the old or the new state, never a
 // mix. The CLI and the language server may both change it: changes take the lock; reads do not
 // need it (a rename is atomic).
+// The folder may come from a repository Idiom did not write (a clone that commits .idiom/): a
+// registry whose folder or entries are symbolic links is refused, opening or reading never
+// deletes, and a change deletes only what Idiom itself left behind (named and marked as it names
+// and marks them), never through a link.
 
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -27,6 +31,8 @@ const LOCK_FILE = 'registry.lock';
 const ADAPTERS_DIR = 'adapters';
 const STAGING_DIR = 'staging';
 const TRASH_DIR = 'trash';
+/** Beside trash/<entry>: written before the rename into trash/, so only Idiom's own entries are ever deleted. */
+const TRASH_MARK = '.idiom-trash';
 /** Rollback depth kept per mode. */
 const MAX_PREVIOUS = 50;
 
@@ -60,6 +66,8 @@ export interface RegistryOptions {
   lockStaleMs?: number;
   /** How long to wait for another process's lock. Default 30000. */
   lockWaitMs?: number;
+  /** Only read: create nothing, take no lock, delete nothing; changes throw. Default false. */
+  readOnly?: boolean;
 }
 
 /** One row of `list()`; the fields of the language server's AdapterSummary, and a few more. */
@@ -126,23 +134,29 @@ export class Registry {
   private constructor(
     readonly repoRoot: string,
     readonly dir: string,
-    private readonly options: Required<Pick<RegistryOptions, 'lockStaleMs' | 'lockWaitMs'>>,
+    private readonly options: Required<Pick<RegistryOptions, 'lockStaleMs' | 'lockWaitMs' | 'readOnly'>>,
   ) {
     this.adaptersDir = path.join(dir, ADAPTERS_DIR);
     this.stateFile = path.join(dir, REGISTRY_FILE);
   }
 
-  /** Opens (creating if needed) the registry of the repository at `repoRoot`. */
+  /**
+   * Opens the registry of the repository at `repoRoot`, creating it if needed (unless `readOnly`).
+   * Refuses, in one line, a registry whose folder or entries are symbolic links.
+   */
   static async open(repoRoot: string, options: RegistryOptions = {}): Promise<Registry> {
     const root = path.resolve(repoRoot);
     const dir = registryLocation(root, options);
-    const registry = new Registry(root, dir, { lockStaleMs: options.lockStaleMs ?? 10_000, lockWaitMs: options.lockWaitMs ?? 30_000 });
+    const readOnly = options.readOnly ?? false;
+    const registry = new Registry(root, dir, { lockStaleMs: options.lockStaleMs ?? 10_000, lockWaitMs: options.lockWaitMs ?? 30_000, readOnly });
+    refuseLinks(dir);
+    if (readOnly) return registry;
     try {
       await fs.promises.mkdir(registry.adaptersDir, { recursive: true });
     } catch (error) {
       throw new Error(`${dir}: cannot create the adapter registry (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
     }
-    if (options.excludeFromGit ?? true) await registry.withLock(async () => ensureGitExclude(root, dir));
+    if (options.excludeFromGit ?? true) await registry.withLock(async () => ensureGitExclude(root, dir), { tidy: false });
     return registry;
   }
 
@@ -171,7 +185,7 @@ export class Registry {
       if (error.code === 'ENOENT') return [] as string[];
       throw new Error(`${this.adaptersDir}: cannot list (${error.code})`);
     });
-    return names.filter((name) => isAdapterId(name) && fs.statSync(path.join(this.adaptersDir, name)).isDirectory()).sort();
+    return names.filter((name) => isAdapterId(name) && lstatOrNull(path.join(this.adaptersDir, name))?.isDirectory() === true).sort();
   }
 
   async has(id: string): Promise<boolean> {
@@ -182,6 +196,7 @@ export class Registry {
   async manifest(id: string): Promise<AdapterManifest> {
     const dir = this.adapterPath(id);
     if (!fs.existsSync(dir)) throw new Error(`no adapter ${id} in ${this.adaptersDir}`);
+    refuseLinksIn(dir);
     const manifest = readManifest(dir);
     if (!manifest) throw new Error(`${dir}: missing manifest.json`);
     if (manifest.id !== id) throw new Error(`${dir}: manifest.json names adapter ${manifest.id}, not ${id}`);
@@ -248,6 +263,7 @@ export class Registry {
     if (id === null) return null;
     const dir = this.adapterPath(id);
     if (!fs.existsSync(dir)) throw new Error(`adapter ${id}, active for ${mode}, is missing from ${this.adaptersDir}; roll back or activate another`);
+    refuseLinksIn(dir);
     return dir;
   }
 
@@ -400,13 +416,17 @@ export class Registry {
         }
         return { state: next, result: undefined };
       });
-      // Rename first (atomic), then delete: adapters/ never holds a half-deleted adapter.
+      // Rename first (atomic), then delete: adapters/ never holds a half-deleted adapter. The mark
+      // comes first, so a leftover of a crash is known to be Idiom's.
       const trash = path.join(this.dir, TRASH_DIR);
       await fs.promises.mkdir(trash, { recursive: true });
+      refuseLinks(this.dir);
       const doomed = path.join(trash, `${id}-${randomBytes(3).toString('hex')}`);
+      await fs.promises.writeFile(`${doomed}${TRASH_MARK}`, '', { flag: 'wx' });
       await fs.promises.rename(dir, doomed);
       fsyncPath(this.adaptersDir);
       await fs.promises.rm(doomed, { recursive: true, force: true });
+      await fs.promises.rm(`${doomed}${TRASH_MARK}`, { force: true });
       return { id, deactivated };
     });
   }
@@ -420,11 +440,15 @@ export class Registry {
     return result;
   }
 
-  /** Runs `fn` holding the registry lock (in-process queue + proper-lockfile across processes). */
-  private async withLock<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` holding the registry lock (in-process queue + proper-lockfile across processes);
+   * `tidy` first removes what writers that died left behind.
+   */
+  private async withLock<T>(fn: () => Promise<T>, options: { tidy?: boolean } = {}): Promise<T> {
+    if (this.options.readOnly) throw new Error(`${this.dir}: the registry was opened read-only; it cannot be changed here`);
     const key = this.dir;
     const before = inProcessQueues.get(key) ?? Promise.resolve();
-    const run = before.catch(() => undefined).then(() => this.withFileLock(fn));
+    const run = before.catch(() => undefined).then(() => this.withFileLock(fn, options.tidy ?? true));
     inProcessQueues.set(key, run);
     try {
       return await run;
@@ -433,7 +457,8 @@ export class Registry {
     }
   }
 
-  private async withFileLock<T>(fn: () => Promise<T>): Promise<T> {
+  private async withFileLock<T>(fn: () => Promise<T>, tidy: boolean): Promise<T> {
+    refuseLinks(this.dir);
     let compromised: Error | null = null;
     const stale = Math.max(this.options.lockStaleMs, 2000);
     let release: () => Promise<void>;
@@ -454,7 +479,7 @@ export class Registry {
       throw new Error(`${this.dir}: cannot lock the registry (${code ?? (error as Error).message})`);
     }
     try {
-      this.removeLeftovers();
+      if (tidy) this.removeLeftovers();
       const result = await fn();
       if (compromised) throw new Error(`${this.dir}: lost the registry lock while changing it (${(compromised as Error).message})`);
       return result;
@@ -463,26 +488,88 @@ export class Registry {
     }
   }
 
-  /** Temp files and folders of writers that died (only lock holders create them, so none is live). */
+  /**
+   * Temp files and folders of writers that died (only lock holders create them, so none is live).
+   * Only entries named as Idiom names them, of the kind it makes them (lstat: a link is never
+   * followed nor taken for one), and in trash/ only those it marked, so a folder of the user's
+   * given as the registry loses nothing.
+   */
   private removeLeftovers(): void {
-    const clean = (folder: string, isLeftover: (name: string) => boolean): void => {
+    const clean = (folder: string, isLeftover: (name: string, stat: fs.Stats) => boolean): void => {
+      if (lstatOrNull(folder)?.isDirectory() !== true) return;
       let names: string[];
       try {
         names = fs.readdirSync(folder);
       } catch {
         return;
       }
-      for (const name of names) if (isLeftover(name)) fs.rmSync(path.join(folder, name), { recursive: true, force: true });
+      for (const name of names) {
+        const stat = lstatOrNull(path.join(folder, name));
+        if (stat && !stat.isSymbolicLink() && isLeftover(name, stat)) fs.rmSync(path.join(folder, name), { recursive: true, force: true });
+      }
     };
-    clean(this.dir, (name) => name.startsWith(`.${REGISTRY_FILE}.`) && name.endsWith('.tmp'));
-    clean(this.adaptersDir, (name) => name.startsWith('.') && name.includes('.tmp-'));
-    clean(path.join(this.dir, TRASH_DIR), () => true);
+    const stateTemp = /^\.registry\.json\.\d+\.[0-9a-z]+\.tmp$/; // writeTextAtomically's temp name
+    clean(this.dir, (name, stat) => stat.isFile() && stateTemp.test(name));
+    clean(this.adaptersDir, (name, stat) => {
+      const match = /^\.(.+)\.tmp-\d+-[0-9a-f]+$/.exec(name);
+      return stat.isDirectory() && match !== null && isAdapterId(match[1]);
+    });
+    const trash = path.join(this.dir, TRASH_DIR);
+    const trashEntry = (name: string): boolean => {
+      const match = /^(.+)-[0-9a-f]{6}$/.exec(name);
+      return match !== null && isAdapterId(match[1]);
+    };
+    const marked = (name: string): boolean => lstatOrNull(path.join(trash, `${name}${TRASH_MARK}`))?.isFile() === true;
+    clean(trash, (name, stat) => stat.isDirectory() && trashEntry(name) && marked(name));
+    // A mark whose entry is gone (the crash came before the rename or after the delete).
+    clean(trash, (name, stat) => {
+      const entry = name.slice(0, -TRASH_MARK.length);
+      return stat.isFile() && name.endsWith(TRASH_MARK) && trashEntry(entry) && lstatOrNull(path.join(trash, entry)) === null;
+    });
     // writeAdapter's temp folders in staging/ are written without the lock: only those of dead processes go.
-    clean(path.join(this.dir, STAGING_DIR), (name) => {
+    clean(path.join(this.dir, STAGING_DIR), (name, stat) => {
       const match = /^\..+\.tmp-(\d+)-[0-9a-f]+$/.exec(name);
-      return match !== null && !processAlive(Number(match[1]));
+      return stat.isDirectory() && match !== null && !processAlive(Number(match[1]));
     });
   }
+}
+
+function lstatOrNull(file: string): fs.Stats | null {
+  try {
+    return fs.lstatSync(file);
+  } catch {
+    return null;
+  }
+}
+
+function linkError(file: string): Error {
+  return new Error(`${file} is a symbolic link; Idiom never follows links inside an adapter registry (a registry Idiom did not write?): remove the link or pass another --registry`);
+}
+
+/**
+ * Refuses a registry whose folder, or an entry of it or of its adapters/, staging/ and trash/, is a
+ * symbolic link. A registry that does not exist yet passes.
+ */
+export function refuseLinks(dir: string): void {
+  const top = lstatOrNull(dir);
+  if (top === null) return;
+  if (top.isSymbolicLink()) throw linkError(dir);
+  if (!top.isDirectory()) throw new Error(`${dir}: not a folder, so not an adapter registry`);
+  refuseLinksIn(dir);
+  for (const sub of [ADAPTERS_DIR, STAGING_DIR, TRASH_DIR]) {
+    if (lstatOrNull(path.join(dir, sub))?.isDirectory() === true) refuseLinksIn(path.join(dir, sub));
+  }
+}
+
+/** Refuses a folder that holds a symbolic link (one level). */
+function refuseLinksIn(dir: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch (error) {
+    throw new Error(`${dir}: cannot list (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+  }
+  for (const name of names) if (lstatOrNull(path.join(dir, name))?.isSymbolicLink()) throw linkError(path.join(dir, name));
 }
 
 export type ActiveModel = { kind: 'lora'; id: string; adapter: LoadedAdapter } | { kind: 'full'; id: string; model: LoadedFullModel };

@@ -153,6 +153,8 @@ describe('adapter registry', () => {
     const finished = path.join(staging, 'run-3');
     for (const dir of [dead, live, finished]) fs.mkdirSync(dir, { recursive: true });
     await Registry.open(repo);
+    assert.ok(fs.existsSync(dead), 'opening tidies nothing');
+    await addAdapter(registry, 1); // a change does
     assert.deepEqual([fs.existsSync(dead), fs.existsSync(live), fs.existsSync(finished)], [false, true, true]);
   });
 

@@ -62,7 +62,8 @@ export async function runAdapters(actionText: string, id: string | undefined, op
   const location = registryLocation(repo, { location: options.registry });
   if (action === 'list' && !fs.existsSync(location)) return { action, mode, registry: location, adapters: [] };
 
-  const registry = await Registry.open(repo, { location: options.registry });
+  // Listing only reads: it creates, locks and tidies nothing.
+  const registry = await Registry.open(repo, { location: options.registry, readOnly: action === 'list' });
   let change: Record<string, unknown> | undefined;
   switch (action) {
     case 'list':

@@ -90,12 +90,12 @@ export async function resolveReviewAdapter(repoRoot: string, given: string | und
     const asPath = path.resolve(given);
     if (fs.existsSync(asPath) && fs.statSync(asPath).isDirectory()) dir = asPath;
     else if (isAdapterId(given)) {
-      const registry = await Registry.open(repoRoot, registryOptions);
+      const registry = await Registry.open(repoRoot, { ...registryOptions, readOnly: true });
       if (!(await registry.has(given))) throw new Error(`no adapter ${given} in ${registry.adaptersDir}`);
       dir = registry.adapterPath(given);
     } else throw new Error(`${given}: neither an adapter folder nor an adapter id`);
   } else if (fs.existsSync(registryLocation(repoRoot, registryOptions))) {
-    const registry = await Registry.open(repoRoot, registryOptions);
+    const registry = await Registry.open(repoRoot, { ...registryOptions, readOnly: true });
     dir = await registry.activePath('review');
     source = 'review';
     if (dir === null) {

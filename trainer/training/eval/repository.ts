@@ -59,12 +59,12 @@ export async function evalRepository(options: EvalRepositoryOptions): Promise<Ev
     const asPath = path.resolve(options.adapter);
     if (fs.existsSync(asPath) && fs.statSync(asPath).isDirectory()) adapterDir = asPath;
     else if (isAdapterId(options.adapter)) {
-      const registry = await Registry.open(repoRoot, options.registry);
+      const registry = await Registry.open(repoRoot, { ...options.registry, readOnly: true });
       if (!(await registry.has(options.adapter))) throw new Error(`no adapter ${options.adapter} in ${registry.adaptersDir}`);
       adapterDir = registry.adapterPath(options.adapter);
     } else throw new Error(`${options.adapter}: neither an adapter folder nor an adapter id`);
   } else if (fs.existsSync(registryLocation(repoRoot, options.registry))) {
-    const registry = await Registry.open(repoRoot, options.registry);
+    const registry = await Registry.open(repoRoot, { ...options.registry, readOnly: true });
     adapterDir = await registry.activePath(options.mode ?? 'complete');
   }
   let model: ModelUnderTest | null = null;

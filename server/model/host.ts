@@ -10,10 +10,9 @@ import { adapterMessage as loraAdapterMessage } from '../../trainer/training/eva
 import type { AdapterMessage } from '../../trainer/compute/engine/generation-handlers';
 import { stopTokenIds } from '../../trainer/compute/engine/generation-handlers';
 import { loadModelConfig, type ModelConfig } from '../../trainer/model/config';
-import type { FimTokenIds, PromptTokenizer } from '../completion/prompt';
 import type { ModelInfo } from '../protocol';
 import { EngineWorker } from '../../trainer/compute/runtime/client';
-import { Tokenizer } from '../../trainer/model/tokenizer/tokenizer';
+import { Tokenizer, type FimTokens } from '../../trainer/model/tokenizer/tokenizer';
 import { ReviewScorer } from '../../trainer/modes/review/scorer';
 
 export interface GenerateOptions {
@@ -38,8 +37,8 @@ export interface LoadedModel {
   baseSha256: string;
   /** Id of the adapter (or full fine-tune) serving, null for the base alone. */
   readonly adapterId: string | null;
-  tokenizer: PromptTokenizer;
-  fim: FimTokenIds;
+  tokenizer: Tokenizer;
+  fim: FimTokens;
   /** Positions the model can attend to: the prompt plus the new tokens must fit. */
   contextLength: number;
   /** Decodes greedily from a FIM prompt until end of text, a stop token or maxNewTokens; returns the decoded text. */

@@ -6,7 +6,7 @@ import { parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import type { HostTensor } from '../../../trainer/compute/tensor';
-import { createStepTrainer, selectTrainingBackend } from '../../../trainer/training/torch-bridge/backend';
+import { createStepTrainer, selectTrainingBackend } from '../../../trainer/training/backend';
 import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { TorchTrainer } from '../../../trainer/training/torch-bridge/torch-trainer';
 import type { TrainingOptions } from '../../../trainer/training/ort/trainer';

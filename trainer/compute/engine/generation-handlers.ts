@@ -7,7 +7,7 @@ import { GenerateOptions, GenerateResult, Generator } from './generate';
 import { KvCacheSession, KvCacheSessionOptions } from './inference';
 import { LoraAdapter } from './weights';
 
-// Worker-side handlers for generation (spread into trainer/compute/runtime/handlers.ts). Models, their
+// Worker-side handlers for generation (spread into the worker by trainer/worker.ts). Models, their
 // KV caches and the generation loop stay in the worker; one message per completion, not per token.
 
 interface LoadedModel {
@@ -143,3 +143,10 @@ export const generationHandlers = {
     await model.generator.session.dispose();
   },
 };
+
+type GenerationHandlers = typeof generationHandlers;
+
+// Registers these methods with the engine worker's typed client (see compute/runtime/handlers.ts).
+declare module '../runtime/handlers' {
+  interface WorkerHandlers extends GenerationHandlers {}
+}

@@ -2,10 +2,10 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { Handlers } from './handlers';
+import type { WorkerHandlers } from './handlers';
 import { Request, Response, WorkerData } from './protocol';
 
-// The main thread's handle on the engine worker: typed calls into trainer/compute/runtime/handlers.ts.
+// The main thread's handle on the engine worker: typed calls into the WorkerHandlers (handlers.ts).
 // Errors thrown in the worker are re-thrown here with the worker's message; if the worker dies,
 // every pending call is rejected with the reason.
 
@@ -16,11 +16,11 @@ export interface EngineWorkerOptions {
   entry?: string;
 }
 
-/** Where the worker entry is: the .ts source under tsx, else the esbuild bundle's dist/runtime/worker.js. */
+/** Where the worker entry is: trainer/worker.ts under tsx, else the esbuild bundle's dist/runtime/worker.js. */
 export function workerEntry(): { file: string; fromSource: boolean } {
   const fromSource = __filename.endsWith('.ts');
   const candidates = fromSource
-    ? [path.join(__dirname, 'worker.ts')]
+    ? [path.join(__dirname, '..', '..', 'worker.ts')]
     : [path.join(__dirname, 'runtime', 'worker.js'), path.join(__dirname, '..', 'runtime', 'worker.js'), path.join(__dirname, 'worker.js')];
   const file = candidates.find((c) => fs.existsSync(c));
   if (!file) throw new Error(`engine worker entry not found (looked for ${candidates.join(', ')}); run npm run build`);
@@ -64,17 +64,17 @@ export class EngineWorker {
   }
 
   /** Calls `method` in the worker. Arguments are copied (structured clone); results are moved. */
-  call<K extends keyof Handlers>(method: K, ...args: Parameters<Handlers[K]>): Promise<Awaited<ReturnType<Handlers[K]>>> {
-    return this.send(method, args, []) as Promise<Awaited<ReturnType<Handlers[K]>>>;
+  call<K extends keyof WorkerHandlers>(method: K, ...args: Parameters<WorkerHandlers[K]>): Promise<Awaited<ReturnType<WorkerHandlers[K]>>> {
+    return this.send(method, args, []) as Promise<Awaited<ReturnType<WorkerHandlers[K]>>>;
   }
 
   /** Like call, but moves `transfer` (ArrayBuffers inside the arguments) instead of copying them. */
-  callTransfer<K extends keyof Handlers>(
+  callTransfer<K extends keyof WorkerHandlers>(
     method: K,
     transfer: ArrayBuffer[],
-    ...args: Parameters<Handlers[K]>
-  ): Promise<Awaited<ReturnType<Handlers[K]>>> {
-    return this.send(method, args, transfer) as Promise<Awaited<ReturnType<Handlers[K]>>>;
+    ...args: Parameters<WorkerHandlers[K]>
+  ): Promise<Awaited<ReturnType<WorkerHandlers[K]>>> {
+    return this.send(method, args, transfer) as Promise<Awaited<ReturnType<WorkerHandlers[K]>>>;
   }
 
   /**

@@ -1,16 +1,12 @@
-import { trainingHandlers } from '../../training/ort/handlers';
-import { generationHandlers } from '../engine/generation-handlers';
-import { sessionHandlers } from './session-handlers';
-import { evalHandlers } from '../../training/eval/handlers';
+import type { sessionHandlers } from './session-handlers';
 
-// Every method the engine worker serves: one spread per area. Each handler runs inside the
-// worker; its module keeps that area's sessions and state. Add an area with one line.
-export const handlers = {
-  ...sessionHandlers,
-  ...generationHandlers,
-  ...trainingHandlers,
-  ...evalHandlers,
-};
+// Every method the engine worker serves. Each area above this layer adds its handlers' types from
+// its own module (compute/engine/generation-handlers.ts, training/ort/handlers.ts,
+// training/eval/handlers.ts) by extending this interface in a `declare module` block, so the
+// runtime never imports the areas it serves. trainer/worker.ts assembles the handler values into
+// one WorkerHandlers object; it fails to compile if an area is missing.
+export interface WorkerHandlers extends SessionHandlers {}
 
-export type Handlers = typeof handlers;
-export type HandlerName = keyof Handlers;
+type SessionHandlers = typeof sessionHandlers;
+
+export type HandlerName = keyof WorkerHandlers;

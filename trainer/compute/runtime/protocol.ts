@@ -1,4 +1,4 @@
-// Messages between EngineWorker (client.ts) and the worker entry (worker.ts).
+// Messages between EngineWorker (client.ts) and the worker's request loop (serve.ts).
 
 export interface Request {
   id: number;

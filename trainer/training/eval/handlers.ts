@@ -10,7 +10,7 @@ import type { LoraAdapter } from '../../compute/engine/weights';
 import { buildScoreGraph, SCORE_IO, scoreLoraFeeds } from './score-graph';
 import { toOrtTensor } from '../../compute/runtime/session';
 
-// Evaluation handlers, run inside the engine worker (spread into trainer/compute/runtime/handlers.ts):
+// Evaluation handlers, run inside the engine worker (spread into it by trainer/worker.ts):
 // a scoring session (per-token NLL of token rows) and a KV-cache decoder for greedy line
 // completion, for one set of weights (a base with LoRA inputs, or a full fine-tune). Weights load
 // here from a folder, so they never cross the thread boundary.
@@ -216,6 +216,13 @@ export const evalHandlers = {
     await evaluator.decoder.dispose();
   },
 };
+
+type EvalHandlers = typeof evalHandlers;
+
+// Registers these methods with the engine worker's typed client (see compute/runtime/handlers.ts).
+declare module '../../compute/runtime/handlers' {
+  interface WorkerHandlers extends EvalHandlers {}
+}
 
 function argmax(values: Float32Array, limit: number): number {
   let best = 0;

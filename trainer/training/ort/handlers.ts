@@ -82,3 +82,10 @@ export const trainingHandlers = {
     await run.release();
   },
 };
+
+type TrainingHandlers = typeof trainingHandlers;
+
+// Registers these methods with the engine worker's typed client (see compute/runtime/handlers.ts).
+declare module '../../compute/runtime/handlers' {
+  interface WorkerHandlers extends TrainingHandlers {}
+}

@@ -5,6 +5,7 @@ import { fsyncPath, writeTextAtomically } from '../../adapters/folder';
 import { readSafetensors, serializeSafetensors, writeFileAtomically } from '../../model/safetensors';
 import { HostTensor } from '../../compute/tensor';
 import type { OptimizerState } from '../ort/session';
+import type { LossPoint } from '../report/html';
 import type { DataCursor } from './batches';
 
 // One training run's folder under the registry's staging area (.idiom/staging/train-…/):
@@ -27,16 +28,6 @@ const STATE_FILE = 'state.json';
 const TRAINABLE_FILE = 'trainable.safetensors';
 const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const RUN_FORMAT_VERSION = 1;
-
-export interface LossPoint {
-  step: number;
-  loss: number;
-  learningRate: number;
-  /** Targets trained so far. */
-  tokens: number;
-  /** Training seconds so far. */
-  seconds: number;
-}
 
 export interface RunPlan {
   batch: number;

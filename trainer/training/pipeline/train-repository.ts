@@ -21,14 +21,14 @@ import { defaultThreadCount } from '../../compute/runtime/session';
 import type { HostTensor } from '../../compute/tensor';
 import type { Tokenizer } from '../../model/tokenizer/tokenizer';
 import { POLICY_FILE, loadPolicy, trainingPathFilter, type Policy } from '../../modes/compliance/policy';
-import { createStepTrainer, selectTrainingBackend, type BackendSelection, type StepTrainer } from '../torch-bridge/backend';
+import { createStepTrainer, selectTrainingBackend, type BackendSelection, type StepTrainer } from '../backend';
 import { comparisonRows, type ComparisonRow } from '../report/compare';
-import { writeTrainingReport } from '../report/html';
+import { writeTrainingReport, type LossPoint } from '../report/html';
 import { baseWeightsSha256, resolveBaseDir } from '../../model/base-model';
 import { fillRows, packEpoch, stepsPerEpoch, type DataCursor, type TrainExample } from './batches';
 import { TrainingCancelledError, type TrainEvent } from './events';
 import { chooseShape, estimateTokensPerSecond, learningRateAt, warmupStepsFor, type Budget, type Schedule } from './plan';
-import { RunFolder, type CheckpointState, type LossPoint, type RunPlan } from './run-folder';
+import { RunFolder, type CheckpointState, type RunPlan } from './run-folder';
 
 // `idiom train` as a function the CLI and the language server share: mine → tokenise with the
 // base's tokenizer → train (LoRA or full) with periodic checkpoints → evaluate base and adapter

@@ -1,12 +1,22 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeTextAtomically } from '../../adapters/folder';
-import type { LossPoint } from '../pipeline/run-folder';
 import type { ComparisonRow } from './compare';
 import { TABLE_COLUMNS, rowCells } from './table';
 
 // The HTML training report: the loss curve, held-out metrics per model and the comparison table,
 // one self-contained file (Chart.js inlined, data as JSON), so it opens offline and in a webview.
+
+/** One point of the loss curve: what the training loop records and the run folder keeps. */
+export interface LossPoint {
+  step: number;
+  loss: number;
+  learningRate: number;
+  /** Targets trained so far. */
+  tokens: number;
+  /** Training seconds so far. */
+  seconds: number;
+}
 
 export interface ReportInput {
   adapterId: string;

@@ -1,21 +1,21 @@
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { referenceConfig } from '../../tools/bench/reference';
+import { referenceConfig } from './reference';
 import { parseModelConfig, type ModelConfig } from '../../model/config';
 import { Rng } from '../../model/random';
 import { EngineWorker } from '../../compute/runtime/client';
 import { defaultThreadCount } from '../../compute/runtime/session';
-import { Trainer, type TrainingOptions } from '../ort/trainer';
-import { probeTorch } from './python';
-import { TorchTrainer } from './torch-trainer';
+import { Trainer, type TrainingOptions } from '../../training/ort/trainer';
+import { probeTorch } from '../../training/torch-bridge/python';
+import { TorchTrainer } from '../../training/torch-bridge/torch-trainer';
 
 // Training speed of the two CPU engines in one run, on the same weights, batches and thread
 // count: ONNX Runtime (our graphs) vs PyTorch (trainer/training/torch). Steps alternate between the two
 // engines so load from elsewhere on a shared machine hits both; the median step of each counts.
 // Prints one JSON object: tokensPerSecond per engine and ratio = torch / ort.
 //
-//   npx tsx trainer/training/torch-bridge/bench.ts [--steps 6] [--threads 2] [--batch 8] [--seq 256]
-//                                         [--method lora|full] [--model-config config.json]
+//   npx tsx trainer/tools/bench/torch-vs-ort.ts [--steps 6] [--threads 2] [--batch 8] [--seq 256]
+//                                      [--method lora|full] [--model-config config.json]
 
 export interface EngineBenchOptions {
   config?: ModelConfig;

@@ -1,10 +1,10 @@
-import type { ModelConfig } from '../../model/config';
-import type { EngineWorker } from '../../compute/runtime/client';
-import type { HostTensor } from '../../compute/tensor';
-import type { TrainableTensor } from '../ort/graph';
-import { Trainer, type EvaluationResult, type OptimizerState, type StepResult, type TrainingBatch, type WeightSource } from '../ort/trainer';
-import { probeTorch, type ProbeOptions, type TorchProbe } from './python';
-import { TorchTrainer, type TorchTrainerOptions } from './torch-trainer';
+import type { ModelConfig } from '../model/config';
+import type { EngineWorker } from '../compute/runtime/client';
+import type { HostTensor } from '../compute/tensor';
+import type { TrainableTensor } from './ort/graph';
+import { Trainer, type EvaluationResult, type OptimizerState, type StepResult, type TrainingBatch, type WeightSource } from './ort/trainer';
+import { probeTorch, type ProbeOptions, type TorchProbe } from './torch-bridge/python';
+import { TorchTrainer, type TorchTrainerOptions } from './torch-bridge/torch-trainer';
 
 // Which engine trains: `--backend ort` ONNX Runtime (CPU, everywhere); `--backend torch` PyTorch
 // (GPU or CPU) when a Python with torch is found, else ONNX Runtime with a one-line message;

@@ -2,14 +2,14 @@
 // processes: `ls-tree` for the files at HEAD, `ls-files -i` for tracked-but-ignored paths, one
 // `log --name-status` pass for history, one `diff` for the held-out lines, and one long-lived
 // `cat-file --batch` that streams the blobs. Content comes from HEAD's blobs, never the work
-// tree, so a symlink is never followed and uncommitted edits never leak in.
-// simple-git runs the short commands; the streaming ones use child_process directly because
-// simple-git buffers a command's whole output.
+// tree, so a symlink is never followed and uncommitted edits never leak in. Every command runs
+// through git-command.ts, so the repository's own config starts no program (fsmonitor, hooks,
+// filter and diff drivers).
 
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { simpleGit, type SimpleGit } from 'simple-git';
+import { firstLine, gitEnvironment, runGit, safeGitArgs } from './git-command';
 
 export interface TreeEntry {
   path: string; // relative to the repository root, '/'-separated
@@ -32,47 +32,6 @@ export interface FileHistory {
   churn: number; // commits that changed the content
 }
 
-// For the streaming commands (log, diff): a repository's own config must never make mining run a
-// program or change the output format. simple-git refuses to pass fsmonitor/diff settings, and
-// the commands it runs (rev-parse, ls-tree, ls-files --cached) run no hooks or drivers.
-const GIT_CONFIG = [
-  'core.quotePath=false',
-  'core.fsmonitor=false',
-  'diff.external=',
-  'log.showSignature=false',
-  'color.ui=never',
-];
-const SIMPLE_GIT_CONFIG = ['core.quotePath=false'];
-
-// A minimal environment: inherited GIT_DIR/GIT_INDEX_FILE (set inside hooks) or editor settings
-// must not redirect or reconfigure the commands. HOME/XDG_CONFIG_HOME keep the user's global
-// excludes file and safe.directory settings.
-function baseEnvironment(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { LC_ALL: 'C' };
-  for (const name of ['PATH', 'HOME', 'XDG_CONFIG_HOME', 'USERPROFILE', 'SystemRoot', 'TMPDIR', 'TEMP', 'TMP']) {
-    if (process.env[name] !== undefined) env[name] = process.env[name];
-  }
-  return env;
-}
-
-// simple-git's environment guard rejects GIT_* variables it does not know to be safe.
-function gitEnvironment(): NodeJS.ProcessEnv {
-  return { ...baseEnvironment(), GIT_TERMINAL_PROMPT: '0', GIT_OPTIONAL_LOCKS: '0' };
-}
-
-function configArgs(): string[] {
-  return GIT_CONFIG.flatMap((setting) => ['-c', setting]);
-}
-
-function firstLine(message: string): string {
-  return (
-    message
-      .split('\n')
-      .map((line) => line.trim())
-      .find((line) => line.length > 0) ?? message
-  );
-}
-
 export class GitRepository {
   private constructor(
     // Absolute path of the work tree's top level.
@@ -81,7 +40,6 @@ export class GitRepository {
     readonly prefix: string,
     readonly head: string | null,
     readonly shallow: boolean,
-    private readonly git: SimpleGit,
   ) {}
 
   // Opens the git work tree that holds `folder`. A folder outside any git repository is an error:
@@ -96,10 +54,9 @@ export class GitRepository {
       throw new Error(`no such folder: ${folder}`);
     }
     if (!stat.isDirectory()) throw new Error(`not a folder: ${folder}`);
-    const probe = simpleGit({ baseDir: absolute, config: SIMPLE_GIT_CONFIG }).env(baseEnvironment());
     let top: string;
     try {
-      top = (await probe.raw(['rev-parse', '--show-toplevel'])).trim();
+      top = (await runGit(absolute, ['rev-parse', '--show-toplevel'])).trim();
     } catch (error) {
       const message = firstLine((error as Error).message);
       if (/not a git repository/i.test(message)) {
@@ -113,15 +70,14 @@ export class GitRepository {
     const root = fs.realpathSync(top);
     const relative = path.relative(root, fs.realpathSync(absolute)).split(path.sep).join('/');
     const prefix = relative === '' ? '' : `${relative}/`;
-    const git = simpleGit({ baseDir: root, config: SIMPLE_GIT_CONFIG }).env(baseEnvironment());
     let head: string | null = null;
     try {
-      head = (await git.raw(['rev-parse', '--verify', '--quiet', 'HEAD^{commit}'])).trim() || null;
+      head = (await runGit(root, ['rev-parse', '--verify', '--quiet', 'HEAD^{commit}'])).trim() || null;
     } catch {
       head = null; // no commits yet
     }
-    const shallow = (await git.raw(['rev-parse', '--is-shallow-repository'])).trim() === 'true';
-    return new GitRepository(root, prefix, head, shallow, git);
+    const shallow = (await runGit(root, ['rev-parse', '--is-shallow-repository'])).trim() === 'true';
+    return new GitRepository(root, prefix, head, shallow);
   }
 
   // Files, symlinks and submodules at HEAD under the mined folder, sorted by path.
@@ -129,7 +85,7 @@ export class GitRepository {
     if (!this.head) return [];
     const args = ['ls-tree', '-r', '-z', '-l', '--full-tree', this.head];
     if (this.prefix) args.push('--', this.prefix);
-    const output = await this.git.raw(args);
+    const output = await runGit(this.root, args);
     const entries: TreeEntry[] = [];
     for (const record of output.split('\0')) {
       if (!record) continue;
@@ -146,7 +102,7 @@ export class GitRepository {
   // excludes file) would ignore: files force-added despite a rule.
   async ignoredTrackedPaths(): Promise<Set<string>> {
     if (!this.head) return new Set();
-    const output = await this.git.raw(['ls-files', '-z', '--cached', '--ignored', '--exclude-standard', '--full-name']);
+    const output = await runGit(this.root, ['ls-files', '-z', '--cached', '--ignored', '--exclude-standard', '--full-name']);
     return new Set(output.split('\0').filter((entry) => entry.length > 0));
   }
 
@@ -167,7 +123,6 @@ export class GitRepository {
     headPaths.forEach((p, i) => alias.set(p, i));
     const commits: CommitRecord[] = [];
     const args = [
-      ...configArgs(),
       'log',
       '--no-merges',
       '--date-order',
@@ -245,7 +200,6 @@ export class GitRepository {
     if (!this.head || wanted.size === 0) return result;
     const from = base ?? (await this.emptyTree());
     const args = [
-      ...configArgs(),
       'diff',
       '--no-color',
       '--no-ext-diff',
@@ -296,7 +250,7 @@ export class GitRepository {
   }
 
   private async emptyTree(): Promise<string> {
-    const output = await runGit(this.root, ['hash-object', '-t', 'tree', '--stdin'], '');
+    const output = await runGit(this.root, ['hash-object', '-t', 'tree', '--stdin'], { input: '' });
     return output.trim();
   }
 
@@ -329,22 +283,6 @@ export function unquoteGitPath(raw: string): string {
   return Buffer.from(bytes).toString('utf8');
 }
 
-function runGit(cwd: string, args: string[], input: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('git', args, { cwd, env: gitEnvironment(), stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
-    child.on('error', (error) => reject(new Error(`cannot run git: ${error.message}`)));
-    child.on('close', (code) => {
-      if (code === 0) resolve(Buffer.concat(out).toString('utf8'));
-      else reject(new Error(`git ${args.find((a) => !a.startsWith('-') && !a.includes('='))} failed: ${firstLine(Buffer.concat(err).toString('utf8'))}`));
-    });
-    child.stdin.end(input);
-  });
-}
-
 // Runs git and hands each NUL-terminated token of its output to `onToken`, without holding the
 // whole output in memory.
 function streamNulTokens(cwd: string, args: string[], onToken: (token: string) => void): Promise<void> {
@@ -357,7 +295,7 @@ function streamLines(cwd: string, args: string[], onLine: (line: string) => void
 
 function streamSplit(cwd: string, args: string[], separator: number, onPart: (part: string) => void): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn('git', args, { cwd, env: gitEnvironment(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('git', safeGitArgs(args), { cwd, env: gitEnvironment(), stdio: ['ignore', 'pipe', 'pipe'] });
     let carry: Buffer = Buffer.alloc(0);
     const err: Buffer[] = [];
     let failed: Error | null = null;
@@ -411,7 +349,7 @@ export class BlobReader {
   private failure: Error | null = null;
 
   constructor(cwd: string) {
-    this.child = spawn('git', ['cat-file', '--batch'], { cwd, env: gitEnvironment(), stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = spawn('git', safeGitArgs(['cat-file', '--batch']), { cwd, env: gitEnvironment(), stdio: ['pipe', 'pipe', 'pipe'] });
     const stderr: Buffer[] = [];
     this.child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
     this.child.stdout.on('data', (chunk: Buffer) => this.onData(chunk));

@@ -1,11 +1,11 @@
 // Which lines of a file changed since HEAD: review flags only those by default. The text at HEAD
-// comes from git (simple-git); the diff runs in process (the `diff` package), so an editor buffer
-// with unsaved edits is compared exactly as the user sees it.
+// is the blob itself (git cat-file: no filter or textconv runs); the diff runs in process (the
+// `diff` package), so an editor buffer with unsaved edits is compared exactly as the user sees it.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { diffLines } from 'diff';
-import { simpleGit } from 'simple-git';
+import { runGit } from '../../data/mining/git-command';
 
 /**
  * 1-based numbers of the lines of `current` that are new or changed relative to `previous`
@@ -38,16 +38,15 @@ export interface HeadVersion {
 export async function headVersion(file: string): Promise<HeadVersion> {
   const absolute = path.resolve(file);
   const folder = fs.existsSync(absolute) && fs.statSync(absolute).isDirectory() ? absolute : path.dirname(absolute);
-  const git = simpleGit({ baseDir: folder, config: ['core.quotePath=false'] });
   let root: string;
   try {
-    root = (await git.revparse(['--show-toplevel'])).trim();
+    root = (await runGit(folder, ['rev-parse', '--show-toplevel'])).trim();
   } catch {
     throw new Error(`${absolute}: not inside a git repository (review compares with HEAD and learns the repository's own distribution from its files)`);
   }
   const relativePath = path.relative(fs.realpathSync(root), fs.realpathSync(absolute)).split(path.sep).join('/');
   try {
-    const text = await simpleGit({ baseDir: root }).show([`HEAD:${relativePath}`]);
+    const text = await runGit(root, ['cat-file', 'blob', `HEAD:${relativePath}`]);
     return { root, relativePath, text };
   } catch {
     return { root, relativePath, text: null }; // not in HEAD (new file) or no commits yet

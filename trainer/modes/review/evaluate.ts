@@ -9,8 +9,8 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { simpleGit, type SimpleGit } from 'simple-git';
 import { readManifest } from '../../adapters/folder';
+import { runGit } from '../../data/mining/git-command';
 import { languageForPath } from '../../data/mining/languages';
 import { baseWeightsSha256, resolveBaseDir } from '../../model/base-model';
 import { findRepoRoot, type RegistryOptions } from '../../adapters/registry';
@@ -74,8 +74,8 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
   const start = path.resolve(options.repo);
   if (!fs.existsSync(start)) throw new Error(`${start}: no such repository folder`);
   const repoRoot = findRepoRoot(start);
-  const git = simpleGit({ baseDir: repoRoot, config: ['core.quotePath=false'] });
-  if (!(await git.checkIsRepo())) throw new Error(`${repoRoot}: not a git repository`);
+  const git = (args: string[]) => runGit(repoRoot, args);
+  if ((await git(['rev-parse', '--is-inside-work-tree']).catch(() => '')).trim() !== 'true') throw new Error(`${repoRoot}: not a git repository`);
   const log = options.onLog ?? (() => {});
   const baseDir = resolveBaseDir(options.base);
   const baseSha256 = await baseWeightsSha256(baseDir);
@@ -83,7 +83,7 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
   const trainedAt = options.fixesAfter ?? (resolved ? (readManifest(resolved.dir)?.repo.head ?? null) : null);
 
   const subject = options.subject ?? FIX_SUBJECT;
-  const raw = await git.raw(['log', '--no-merges', '--format=%H%x09%P%x09%s', 'HEAD']);
+  const raw = await git(['log', '--no-merges', '--format=%H%x09%P%x09%s', 'HEAD']);
   const matched = raw
     .split('\n')
     .filter(Boolean)
@@ -96,7 +96,7 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
   if (trainedAt && !options.includeTrained) {
     let trained: Set<string>;
     try {
-      trained = new Set((await git.raw(['rev-list', trainedAt])).split('\n').filter(Boolean));
+      trained = new Set((await git(['rev-list', trainedAt])).split('\n').filter(Boolean));
     } catch {
       throw new Error(`commit ${trainedAt} (the adapter's training snapshot) is not in this repository; pass --fixes-after <commit> (the snapshot it was trained on) or --include-trained`);
     }
@@ -121,7 +121,7 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
     const scorer = await ReviewScorer.load(worker, baseDir, tokenizer, { threads: options.threads });
     if (resolved) await scorer.setAdapter(resolved.adapter);
     for (const [index, commit] of commits.entries()) {
-      const removedByFile = removedLinesFromUnifiedDiff(await git.raw(['diff', '-U0', '--no-color', '--no-ext-diff', '--diff-filter=M', commit.parent, commit.id]));
+      const removedByFile = removedLinesFromUnifiedDiff(await git(['diff', '-U0', '--no-color', '--no-ext-diff', '--no-textconv', '--diff-filter=M', commit.parent, commit.id]));
       let used = false;
       for (const [file, removed] of removedByFile) {
         if (removed.length === 0 || !languageForPath(file)) continue;
@@ -190,9 +190,9 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
   };
 }
 
-async function showFile(git: SimpleGit, commit: string, file: string): Promise<string | null> {
+async function showFile(git: (args: string[]) => Promise<string>, commit: string, file: string): Promise<string | null> {
   try {
-    const text = await git.show([`${commit}:${file}`]);
+    const text = await git(['cat-file', 'blob', `${commit}:${file}`]);
     return text.includes('\0') ? null : text.replace(/\r\n?/g, '\n');
   } catch {
     return null;

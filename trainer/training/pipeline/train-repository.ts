@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -10,6 +9,7 @@ import { MODES } from '../../adapters/manifest';
 import { loadAdapter, loraAdapterOf, writeAdapter } from '../../adapters/peft';
 import { buildDataset, loadTokenizerFile } from '../../data/dataset/build';
 import { DatasetReader } from '../../data/dataset/reader';
+import { dirtyWorkTree, runGitSync } from '../../data/mining/git-command';
 import type { LoraAdapter } from '../../compute/engine/weights';
 import { evaluateModels, type ModelUnderTest } from '../eval/evaluate';
 import { newlineTokenIds, selectHeldOut, type HeldOutOptions, type HeldOutSet } from '../eval/held-out';
@@ -278,7 +278,7 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
     files: header.mining.files.kept,
     excluded: header.mining.files.excluded,
     secretsExcluded: header.mining.secretsExcluded,
-    dirty: repoDirty(repoRoot),
+    dirty: dirtyWorkTree(repoRoot),
   };
   const examples: TrainExample[] = [];
   for (const example of reader.examples('train')) examples.push({ tokens: example.tokens, lossStart: example.record.lossStart });
@@ -699,14 +699,6 @@ function fileSha256Of(reader: DatasetReader): string {
   return hash.digest('hex');
 }
 
-function repoDirty(root: string): boolean {
-  try {
-    return execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().length > 0;
-  } catch {
-    return false;
-  }
-}
-
 function safeManifest(dir: string): AdapterManifest | null {
   try {
     return readManifest(dir);
@@ -735,7 +727,7 @@ function modelName(dir: string): string {
 
 function assertGitRepository(folder: string): void {
   try {
-    execFileSync('git', ['rev-parse', '--is-inside-work-tree'], { cwd: folder, stdio: ['ignore', 'pipe', 'ignore'] });
+    runGitSync(folder, ['rev-parse', '--is-inside-work-tree']);
   } catch {
     throw new Error(`not a git repository: ${folder} (Idiom mines the files git tracks; run \`git init\` and commit first)`);
   }

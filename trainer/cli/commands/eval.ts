@@ -1,6 +1,6 @@
 import { type Command, Option } from 'commander';
 import { MODES, type Mode } from '../../adapters/manifest';
-import { evalRepository, type EvalRepositoryResult } from '../../training/eval/repository';
+import { evalRepository, type EvalRepositoryResult } from '../../training/pipeline/eval-repository';
 
 // `idiom eval <repo> [--adapter ID|DIR]`: held-out metrics of the base and an adapter (default: the
 // one active for --mode). --json prints one object: metrics.base, metrics.adapter, heldOut{commits, lines}.

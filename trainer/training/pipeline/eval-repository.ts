@@ -10,11 +10,11 @@ import { buildDataset, loadTokenizerFile } from '../../data/dataset/build';
 import { DatasetReader } from '../../data/dataset/reader';
 import { loadModelConfig } from '../../model/config';
 import { baseWeightsSha256, resolveBaseDir } from '../../model/base-model';
-import { chooseShape } from '../pipeline/plan';
+import { chooseShape } from './plan';
 import { Registry, findRepoRoot, registryLocation, type RegistryOptions } from '../../adapters/registry';
 import { EngineWorker } from '../../compute/runtime/client';
-import { evaluateModels, type ModelUnderTest } from './evaluate';
-import { newlineTokenIds, selectHeldOut, type HeldOutOptions } from './held-out';
+import { evaluateModels, type ModelUnderTest } from '../eval/evaluate';
+import { newlineTokenIds, selectHeldOut, type HeldOutOptions } from '../eval/held-out';
 
 // `idiom eval <repo>`: mine the repository's temporal held-out split and evaluate the base model
 // and an adapter (by id from the registry, by folder, or the one active for the mode) on it.

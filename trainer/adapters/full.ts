@@ -9,7 +9,7 @@
 import * as path from 'node:path';
 import { loadCheckpoint, saveCheckpoint, type Checkpoint } from '../model/checkpoint';
 import type { ModelConfig } from '../model/config';
-import type { HostTensor } from '../compute/tensor';
+import type { HostTensor } from '../model/tensor';
 import { ADAPTER_CONFIG_FILE, assertFolder, checkBaseHash, checkWeightsHash, readManifest, writeFolderAtomically, writeTextAtomically } from './folder';
 import { MANIFEST_FILE, completeManifest, manifestJson, type AdapterManifest, type ManifestDraft } from './manifest';
 import * as fs from 'node:fs';

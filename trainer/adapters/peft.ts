@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PROJECTIONS, isAttentionProjection, projectionModule, projectionShape, type ModelConfig, type Projection } from '../model/config';
 import { readSafetensors, serializeSafetensors, writeFileAtomically, type SafetensorsTensor } from '../model/safetensors';
-import { elementCount, type HostTensor } from '../compute/tensor';
+import { elementCount, type HostTensor } from '../model/tensor';
 import {
   ADAPTER_CONFIG_FILE,
   ADAPTER_PICKLE_FILE,

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { elementCount, type HostTensor } from '../compute/tensor';
+import { elementCount, type HostTensor } from './tensor';
 import { loadModelConfig, toHfConfigJson, weightNames, type ModelConfig } from './config';
 import { Rng } from './random';
 import { readSafetensors, writeFileAtomically, writeSafetensors, type SafetensorsTensor } from './safetensors';

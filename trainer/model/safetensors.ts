@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { elementCount, type HostTensor } from '../compute/tensor';
+import { elementCount, type HostTensor } from './tensor';
 import { bfloat16ArrayToFloat32, float32ArrayToBfloat16, float32ArrayToHalf, halfArrayToFloat32 } from './float16';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';

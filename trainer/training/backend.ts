@@ -1,6 +1,6 @@
 import type { ModelConfig } from '../model/config';
 import type { EngineWorker } from '../compute/runtime/client';
-import type { HostTensor } from '../compute/tensor';
+import type { HostTensor } from '../model/tensor';
 import type { TrainableTensor } from './ort/graph';
 import { Trainer, type EvaluationResult, type OptimizerState, type StepResult, type TrainingBatch, type WeightSource } from './ort/trainer';
 import { probeTorch, type ProbeOptions, type TorchProbe } from './torch-bridge/python';

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
-import type { HostTensor } from '../../../trainer/compute/tensor';
+import type { HostTensor } from '../../../trainer/model/tensor';
 import { createStepTrainer, selectTrainingBackend } from '../../../trainer/training/backend';
 import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { TorchTrainer } from '../../../trainer/training/torch-bridge/torch-trainer';

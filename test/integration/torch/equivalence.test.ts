@@ -3,7 +3,7 @@ import { parseModelConfig, type ModelConfig } from '../../../trainer/model/confi
 import { Rng } from '../../../trainer/model/random';
 import { learningRateAt } from '../../../trainer/training/pipeline/plan';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
-import type { HostTensor } from '../../../trainer/compute/tensor';
+import type { HostTensor } from '../../../trainer/model/tensor';
 import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { TorchTrainer } from '../../../trainer/training/torch-bridge/torch-trainer';
 import { Trainer, type TrainingBatch, type TrainingOptions } from '../../../trainer/training/ort/trainer';

@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseModelConfig, projectionShape, type ModelConfig, type Projection } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import type { HostTensor } from '../../../trainer/compute/tensor';
+import type { HostTensor } from '../../../trainer/model/tensor';
 import type { HeldOutMetrics, ManifestDraft, Mode } from '../../../trainer/adapters/manifest';
 import { peftKey } from '../../../trainer/adapters/peft';
 

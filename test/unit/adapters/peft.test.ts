@@ -12,7 +12,7 @@ import { projectionWeightName } from '../../../trainer/model/config';
 import { adapterKind } from '../../../trainer/adapters/folder';
 import { isAdapterId } from '../../../trainer/adapters/manifest';
 import { loadAdapter, loraAdapterOf, loraParameterCount, peftKey, peftTensorsOf, writeAdapter } from '../../../trainer/adapters/peft';
-import type { HostTensor } from '../../../trainer/compute/tensor';
+import type { HostTensor } from '../../../trainer/model/tensor';
 import { ALL_TARGETS, BASE_SHA, draftManifest, randomLoraTensors, tempDir, tinyConfig } from './helpers';
 
 function bits(tensor: HostTensor): Buffer {

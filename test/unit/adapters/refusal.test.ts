@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { parseModelConfig } from '../../../trainer/model/config';
 import { writeSafetensors } from '../../../trainer/model/safetensors';
 import { loadAdapter, peftKey, writeAdapter } from '../../../trainer/adapters/peft';
-import type { HostTensor } from '../../../trainer/compute/tensor';
+import type { HostTensor } from '../../../trainer/model/tensor';
 import { BASE_SHA, draftManifest, randomLoraTensors, tempDir, tinyConfig } from './helpers';
 
 /** Rejects with exactly one line matching `pattern`. */

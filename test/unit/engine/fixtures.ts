@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { Checkpoint, loadCheckpoint, randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
 import { ModelConfig, parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import { HostTensor } from '../../../trainer/compute/tensor';
+import { HostTensor } from '../../../trainer/model/tensor';
 import { LoraAdapter } from '../../../trainer/compute/engine/weights';
 import { Projection, projectionModule, projectionShape } from '../../../trainer/model/config';
 

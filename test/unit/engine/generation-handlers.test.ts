@@ -7,7 +7,7 @@ import { generationHandlers, stopTokenIds } from '../../../trainer/compute/engin
 import { KvCacheSession } from '../../../trainer/compute/engine/inference';
 import { randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
 import { LM_HEAD_WEIGHT, ModelConfig, parseModelConfig } from '../../../trainer/model/config';
-import { HostTensor } from '../../../trainer/compute/tensor';
+import { HostTensor } from '../../../trainer/model/tensor';
 import { trainByteLevelBpe } from '../../../trainer/model/tokenizer/bpe-trainer';
 import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 import { maxAbsDiff } from './fixtures';

@@ -2,7 +2,7 @@
 // modeling code's definitions, so the graph builders have something to be checked against.
 
 import { ModelConfig, projectionModule, Projection } from '../../../trainer/model/config';
-import { HostTensor } from '../../../trainer/compute/tensor';
+import { HostTensor } from '../../../trainer/model/tensor';
 
 export interface ReferenceAdapter {
   scaling: number;

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { HostTensor } from '../../../trainer/compute/tensor';
+import type { HostTensor } from '../../../trainer/model/tensor';
 import { parseModelConfig, toHfConfigJson, weightNames, type ModelConfig } from '../../../trainer/model/config';
 import { loadCheckpoint, randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
 import { writeSafetensors } from '../../../trainer/model/safetensors';

@@ -7,7 +7,7 @@ import { Rng } from '../../../trainer/model/random';
 import { OPEN_ROWS, fillRows, packEpoch, stepsPerEpoch, type TrainExample } from '../../../trainer/training/pipeline/batches';
 import { MIN_STEPS, chooseShape, learningRateAt, warmupStepsFor } from '../../../trainer/training/pipeline/plan';
 import { RunFolder, type CheckpointState } from '../../../trainer/training/pipeline/run-folder';
-import type { HostTensor } from '../../../trainer/compute/tensor';
+import type { HostTensor } from '../../../trainer/model/tensor';
 
 const config = (vocab: number, positions: number) =>
   parseModelConfig({

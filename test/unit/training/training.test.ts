@@ -11,7 +11,7 @@ import { AdamWOptions } from '../../../trainer/training/ort/adamw';
 import { LoraOptions, loraScaling } from '../../../trainer/training/ort/lora';
 import { TrainingSession } from '../../../trainer/training/ort/session';
 import { Trainer } from '../../../trainer/training/ort/trainer';
-import { HostTensor } from '../../../trainer/compute/tensor';
+import { HostTensor } from '../../../trainer/model/tensor';
 
 // A tiny llama (GQA, 2 layers) trained for real through ONNX Runtime.
 const cfg: ModelConfig = parseModelConfig({

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadCheckpoint } from '../../model/checkpoint';
-import { HostTensor } from '../tensor';
+import { HostTensor } from '../../model/tensor';
 import { Tokenizer } from '../../model/tokenizer/tokenizer';
 import { GenerateOptions, GenerateResult, Generator } from './generate';
 import { KvCacheSession, KvCacheSessionOptions } from './inference';

@@ -41,7 +41,7 @@ import {
   projectionShape,
   projectionWeightName,
 } from '../../model/config';
-import { HostTensor } from '../tensor';
+import { HostTensor } from '../../model/tensor';
 import { fusedMatMulBatch, rmsNormFused, skipRmsNorm } from './contrib-ops';
 import { MASKED_SCORE, checkWeights, ropeTables } from './llama';
 import { createSession } from './session';

@@ -39,7 +39,7 @@ import {
   projectionWeightName,
   weightNames,
 } from '../../model/config';
-import { HostTensor } from '../tensor';
+import { HostTensor } from '../../model/tensor';
 
 export type FloatDType = 'float32' | 'float64';
 

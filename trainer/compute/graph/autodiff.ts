@@ -1,4 +1,4 @@
-import { HostTensor } from '../tensor';
+import { HostTensor } from '../../model/tensor';
 import { Graph, Node, Value, isFloat, sameShape } from './graph';
 import { GRADIENT_RULES, GradientContext } from './gradients';
 import * as op from './ops';

@@ -1,4 +1,4 @@
-import { DType, HostTensor, elementCount } from '../tensor';
+import { DType, HostTensor, elementCount } from '../../model/tensor';
 
 // The graph IR: values (typed, shaped edges) produced by nodes (ONNX ops). Op helpers in ops.ts
 // build it with shape inference; autodiff.ts extends it with gradients; onnx.ts serializes it.

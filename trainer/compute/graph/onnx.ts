@@ -1,5 +1,5 @@
 import { onnx } from 'onnx-proto';
-import { HostTensor } from '../tensor';
+import { HostTensor } from '../../model/tensor';
 import { AttrValue, Graph, Value } from './graph';
 import { onnxDataType } from './ops';
 

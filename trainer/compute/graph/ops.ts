@@ -1,4 +1,4 @@
-import { DType, HostTensor, elementCount } from '../tensor';
+import { DType, HostTensor, elementCount } from '../../model/tensor';
 import { AttrValue, Dim, Graph, Shape, Value, sameShape } from './graph';
 
 // Typed op helpers: each appends one ONNX node and infers its output dtype and shape, so a

@@ -1,7 +1,7 @@
 import { threadId } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { SerializedModel } from '../graph/onnx';
-import { HostTensor } from '../tensor';
+import { HostTensor } from '../../model/tensor';
 import { RuntimeSessionOptions, fromOrtTensor, openSession, toOrtTensor } from './session';
 
 // Generic session handlers: run any serialized graph inside the worker. Sessions live in this

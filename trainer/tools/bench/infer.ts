@@ -7,7 +7,7 @@ import { argmax } from '../../compute/engine/sampling';
 import { createSession } from '../../compute/engine/session';
 import { Precision } from '../../compute/engine/weights';
 import { Rng } from '../../model/random';
-import { HostTensor } from '../../compute/tensor';
+import { HostTensor } from '../../model/tensor';
 import { median, referenceConfig, round } from './reference';
 
 // `idiom bench infer`: prefill and decode speed of the inference graph on the reference config,

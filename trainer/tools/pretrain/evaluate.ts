@@ -18,7 +18,7 @@ import { Graph } from '../../compute/graph/graph';
 import * as op from '../../compute/graph/ops';
 import { ModelConfig } from '../../model/config';
 import { Rng } from '../../model/random';
-import { HostTensor } from '../../compute/tensor';
+import { HostTensor } from '../../model/tensor';
 import { Tokenizer } from '../../model/tokenizer/tokenizer';
 import { CorpusFile } from './corpus';
 import { SpecialIds, specialIds } from './data';

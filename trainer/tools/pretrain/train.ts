@@ -16,7 +16,7 @@ import { randomCheckpointWeights } from '../../model/checkpoint';
 import { readSafetensors, writeSafetensors, writeFileAtomically } from '../../model/safetensors';
 import { EngineWorker } from '../../compute/runtime/client';
 import { OptimizerState, Trainer } from '../../training/ort/trainer';
-import { HostTensor } from '../../compute/tensor';
+import { HostTensor } from '../../model/tensor';
 import { FimCuts, RowSampler } from './data';
 
 export interface PretrainHyperparameters {

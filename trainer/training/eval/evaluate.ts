@@ -1,7 +1,7 @@
 import type { HeldOutMetrics } from '../../adapters/manifest';
 import type { LoraAdapter } from '../../compute/engine/weights';
 import type { EngineWorker } from '../../compute/runtime/client';
-import type { HostTensor } from '../../compute/tensor';
+import type { HostTensor } from '../../model/tensor';
 import type { Tokenizer } from '../../model/tokenizer/tokenizer';
 import type { ModelConfig } from '../../model/config';
 import { Evaluator } from './evaluator';

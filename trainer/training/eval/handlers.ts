@@ -3,7 +3,7 @@ import { serializeModel } from '../../compute/graph/onnx';
 import { loadCheckpoint } from '../../model/checkpoint';
 import { ModelConfig } from '../../model/config';
 import { openSession } from '../../compute/runtime/session';
-import { HostTensor } from '../../compute/tensor';
+import { HostTensor } from '../../model/tensor';
 import { KvCacheSession } from '../../compute/engine/inference';
 import type { AdapterMessage } from '../../compute/engine/generation-handlers';
 import type { LoraAdapter } from '../../compute/engine/weights';

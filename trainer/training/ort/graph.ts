@@ -3,7 +3,7 @@ import { Graph, Value } from '../../compute/graph/graph';
 import * as op from '../../compute/graph/ops';
 import { FloatDType, buildForward } from '../../compute/engine/llama';
 import { ModelConfig } from '../../model/config';
-import { HostTensor } from '../../compute/tensor';
+import { HostTensor } from '../../model/tensor';
 import { AdamWOptions, DEFAULT_ADAMW, appendAdamW } from './adamw';
 import { LoraOptions, loraScaling, validateLora } from './lora';
 import { causalLmLoss, lossRowsPerChunk } from './loss';

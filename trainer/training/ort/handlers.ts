@@ -1,7 +1,7 @@
 import { graphMatmulFlops } from '../../compute/graph/flops';
 import { loadCheckpoint, randomCheckpointWeights } from '../../model/checkpoint';
 import { ModelConfig } from '../../model/config';
-import { HostTensor } from '../../compute/tensor';
+import { HostTensor } from '../../model/tensor';
 import { OptimizerState, TrainingBatch, TrainingOptions, TrainingSession } from './session';
 
 // Training handlers, run inside the engine worker. Weights are loaded here (from a checkpoint

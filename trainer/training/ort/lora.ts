@@ -1,7 +1,7 @@
 import { loraInputName } from '../../compute/engine/llama';
 import { ModelConfig, Projection, PROJECTIONS, projectionModule, projectionShape } from '../../model/config';
 import { Rng } from '../../model/random';
-import { HostTensor, elementCount } from '../../compute/tensor';
+import { HostTensor, elementCount } from '../../model/tensor';
 
 // LoRA with PEFT semantics: W x + (alpha / r) · B A x, A [r, in] random, B [out, r] zero, so a
 // fresh adapter leaves the model unchanged. Tensors are named with PEFT's safetensors keys.

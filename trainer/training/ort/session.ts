@@ -2,7 +2,7 @@ import * as ort from 'onnxruntime-node';
 import { serializeModel } from '../../compute/graph/onnx';
 import { ModelConfig } from '../../model/config';
 import { RuntimeSessionOptions, openSession } from '../../compute/runtime/session';
-import { HostTensor, elementCount } from '../../compute/tensor';
+import { HostTensor, elementCount } from '../../model/tensor';
 import { TRAIN_IO, TrainingGraph, TrainingGraphOptions, buildEvaluationGraph, buildTrainingGraph } from './graph';
 import { initLoraWeights } from './lora';
 

@@ -1,6 +1,6 @@
 import { EngineWorker } from '../../compute/runtime/client';
 import { ModelConfig } from '../../model/config';
-import { HostTensor } from '../../compute/tensor';
+import { HostTensor } from '../../model/tensor';
 import { TrainableTensor } from './graph';
 import type { WeightSource } from './handlers';
 import { EvaluationResult, OptimizerState, StepResult, TrainingBatch, TrainingOptions } from './session';

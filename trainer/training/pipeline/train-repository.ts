@@ -18,7 +18,7 @@ import { loadCheckpoint } from '../../model/checkpoint';
 import { Registry, findRepoRoot, type PromotionResult, type RegistryOptions } from '../../adapters/registry';
 import { EngineWorker } from '../../compute/runtime/client';
 import { defaultThreadCount } from '../../compute/runtime/session';
-import type { HostTensor } from '../../compute/tensor';
+import type { HostTensor } from '../../model/tensor';
 import type { Tokenizer } from '../../model/tokenizer/tokenizer';
 import { POLICY_FILE, loadPolicy, trainingPathFilter, type Policy } from '../../modes/compliance/policy';
 import { createStepTrainer, selectTrainingBackend, type BackendSelection, type StepTrainer } from '../backend';

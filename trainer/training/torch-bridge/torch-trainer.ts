@@ -6,7 +6,7 @@ import * as readline from 'node:readline';
 import { randomCheckpointWeights, saveCheckpoint } from '../../model/checkpoint';
 import { loadModelConfig, type ModelConfig } from '../../model/config';
 import { readSafetensors, serializeSafetensors, writeFileAtomically } from '../../model/safetensors';
-import type { HostTensor } from '../../compute/tensor';
+import type { HostTensor } from '../../model/tensor';
 import type { TrainableTensor } from '../ort/graph';
 import { initLoraWeights } from '../ort/lora';
 import type { EvaluationResult, OptimizerState, StepResult, TrainingBatch, TrainingOptions, WeightSource } from '../ort/trainer';

@@ -22,5 +22,9 @@ export function readSettings(): IdiomSettings {
       percentile: config.get<number>('review.percentile'),
       aggregate: config.get<string>('review.aggregate') === 'mean' ? 'mean' : config.get<string>('review.aggregate') === 'max' ? 'max' : undefined,
     },
+    completion: {
+      minConfidence: config.get<number>('completion.minConfidence', defaultSettings.completion.minConfidence),
+      recall: config.get<boolean>('completion.recall', defaultSettings.completion.recall),
+    },
   };
 }

@@ -24,6 +24,12 @@ export interface IdiomSettings {
   mode: Mode;
   /** Review mode: the top share (%) of the repository's lines that is unusual, and the line aggregate (max of the tokens' surprisal, or their mean). */
   review?: { percentile?: number; aggregate?: 'mean' | 'max' };
+  /**
+   * Inline completions: the model's suggestion shows only when its first line is at least
+   * `minConfidence` probable (0 shows all); `recall` shows a line written the same way in this file
+   * or the adapter's repository memory.
+   */
+  completion: { minConfidence: number; recall: boolean };
 }
 
 export const defaultSettings: IdiomSettings = {
@@ -36,6 +42,7 @@ export const defaultSettings: IdiomSettings = {
   lora: { r: 16, alpha: 32, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
   debounceMs: 150,
   mode: 'complete',
+  completion: { minConfidence: 0.2, recall: true },
 };
 
 /** `initialize` params' `initializationOptions`. Every field is optional so other editors can omit them. */

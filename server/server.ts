@@ -18,7 +18,9 @@ import {
   type WorkDoneProgressReporter,
 } from 'vscode-languageserver';
 import { TextDocument } from 'vscode-languageserver-textdocument';
-import { CompletionProvider, type CompletionDocument } from './completion/provider';
+import { CompletionProvider, defaultCompletionOptions, type CompletionDocument } from './completion/provider';
+import { RepositoryMemory } from '../trainer/data/memory/memory';
+import { readMemoryFile } from '../trainer/data/memory/file';
 import { similarSnippets, type SnippetSource } from './context/snippets';
 import type { Projection } from '../trainer/model/config';
 import { packageRoot } from '../trainer/model/base-model';
@@ -82,6 +84,7 @@ export function mergeSettings(base: IdiomSettings, change: Partial<IdiomSettings
     training: { ...base.training, ...(change.training ?? {}) },
     lora: { ...base.lora, ...(change.lora ?? {}) },
     review: { ...base.review, ...(change.review ?? {}) },
+    completion: { ...base.completion, ...(change.completion ?? {}) },
   };
 }
 
@@ -92,6 +95,8 @@ export class IdiomServer {
   private settings: IdiomSettings = defaultSettings;
   private defaultModelPath = '';
   private trusted = true;
+  /** The serving adapter's repository memory (memory.jsonl.gz in its folder), if any. */
+  private memory: RepositoryMemory | null = null;
   /** initializationOptions.adapter: what serves instead of the registry's active adapter. */
   private pinnedAdapter: string | null = null;
   private workspaceRoots: string[] = [];
@@ -115,6 +120,8 @@ export class IdiomServer {
       () => (this.settings.enable ? this.model : null),
       (document) => this.snippetsFor(document),
       { error: (line) => this.logError(line), warn: (line) => this.connection.console.warn(line) },
+      () => this.completionOptions(),
+      () => this.memory,
     );
     this.documents.onDidChangeContent((change) => this.completions.documentChanged(change.document.uri, change.document.getText()));
     this.reviews = new ReviewService({
@@ -332,10 +339,33 @@ export class IdiomServer {
       choice.adapter = null;
       await model.setWeights({ kind: 'base' }).catch(() => undefined);
     }
+    this.memory = this.loadMemory(choice.adapter?.path ?? null);
     this.completions.modelChanged();
     if (choice.problem) this.logError(choice.problem);
     const serving = choice.adapter ? `${model.info.name} + adapter ${choice.adapter.id}` : model.info.name;
     return { adapter: choice.adapter, adapterProblem: choice.problem, message: choice.problem ?? `serving ${serving} (${mode})` };
+  }
+
+  /** The repository memory an adapter folder carries; null without one (a bad file costs one log line). */
+  private loadMemory(adapterDir: string | null): RepositoryMemory | null {
+    if (adapterDir === null) return null;
+    try {
+      const documents = readMemoryFile(adapterDir);
+      return documents ? new RepositoryMemory(documents) : null;
+    } catch (error) {
+      this.logError(`repository memory not loaded: ${oneLine(error)}`);
+      return null;
+    }
+  }
+
+  private completionOptions(): typeof defaultCompletionOptions {
+    const settings = this.settings.completion ?? defaultSettings.completion;
+    const minConfidence = Number(settings.minConfidence);
+    return {
+      ...defaultCompletionOptions,
+      minConfidence: Number.isFinite(minConfidence) && minConfidence >= 0 && minConfidence <= 1 ? minConfidence : defaultSettings.completion.minConfidence,
+      recall: settings.recall === false ? null : defaultCompletionOptions.recall,
+    };
   }
 
   // ---- modes ---------------------------------------------------------------------------------

@@ -13,23 +13,23 @@ export interface CompletionCacheKey {
 const prefixChars = 4000;
 const suffixChars = 1000;
 
-export class CompletionCache {
-  private readonly entries: LRUCache<string, string>;
+export class CompletionCache<V extends object | string = string> {
+  private readonly entries: LRUCache<string, V>;
 
   /** Tabby's defaults: 100 entries, 5 minutes. */
   constructor(maxEntries = 100, ttlMs = 5 * 60_000) {
-    this.entries = new LRUCache<string, string>({ max: maxEntries, ttl: ttlMs });
+    this.entries = new LRUCache<string, V>({ max: maxEntries, ttl: ttlMs });
   }
 
   private static keyOf(key: CompletionCacheKey): string {
     return `${key.modelKey}\u0000${key.prefix.slice(-prefixChars)}\u0000${key.suffix.slice(0, suffixChars)}`;
   }
 
-  get(key: CompletionCacheKey): string | undefined {
+  get(key: CompletionCacheKey): V | undefined {
     return this.entries.get(CompletionCache.keyOf(key));
   }
 
-  set(key: CompletionCacheKey, rawCompletion: string): void {
+  set(key: CompletionCacheKey, rawCompletion: V): void {
     this.entries.set(CompletionCache.keyOf(key), rawCompletion);
   }
 

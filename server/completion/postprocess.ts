@@ -30,7 +30,7 @@ export function stopSequencesFor(prefix: string, suffix: string): string[] {
 /** Returns the text to show, or '' when nothing useful is left. */
 export function postprocessCompletion(input: PostprocessInput): string {
   const { prefix, suffix } = input;
-  let text = cutAtUnprintable(input.completion.replace(/\r\n/g, '\n'));
+  let text = cutRepetition(cutAtUnprintable(input.completion.replace(/\r\n/g, '\n')));
   const linePrefix = prefix.slice(prefix.lastIndexOf('\n') + 1);
   const restOfLine = firstLine(suffix);
 
@@ -45,6 +45,22 @@ export function postprocessCompletion(input: PostprocessInput): string {
 // Control characters (but tab and newline), U+FFFD (a token sequence that is not valid UTF-8) and
 // bidirectional overrides (Trojan Source) are never code the user wants typed.
 const unprintable = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\ufffd\u202a-\u202e\u2066-\u2069]/;
+
+/**
+ * A piece of three or more characters that starts a word and holds a letter, repeated three times
+ * in a row on one line (`.server.server.server`), is a decoding loop, not code: the completion
+ * ends after its first occurrence. Numbers alone (`[0, 0, 0, 0]`) are data, not a loop.
+ */
+const loop = /\b(\w[^\n]{2,39}?)\1\1/g;
+
+export function cutRepetition(text: string): string {
+  loop.lastIndex = 0;
+  for (let match = loop.exec(text); match !== null; match = loop.exec(text)) {
+    if (/[A-Za-z]/.test(match[1])) return text.slice(0, match.index + match[1].length);
+    loop.lastIndex = match.index + 1;
+  }
+  return text;
+}
 
 /** The completion up to its first unprintable character. */
 export function cutAtUnprintable(text: string): string {

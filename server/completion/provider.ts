@@ -1,12 +1,15 @@
-// The inline completion pipeline: cursor context -> cache -> in-flight reuse -> FIM prompt ->
-// decode in the engine worker -> post-processing. Knows nothing about LSP; server.ts adapts it.
+// The inline completion pipeline: cursor context -> cache -> in-flight reuse -> recall from the
+// document and the repository memory -> FIM prompt -> decode in the engine worker -> confidence
+// gate -> post-processing -> credential filter. Knows nothing about LSP; server.ts adapts it.
 
-import type { LoadedModel } from '../model/host';
+import type { RepositoryMemory } from '../../trainer/data/memory/memory';
+import type { GeneratedText, LoadedModel } from '../model/host';
 import { CompletionCache } from './cache';
 import { credentialAddedBy } from './credentials';
 import { InflightGenerations, remainderAfter, type Generation, type GenerationContext } from './inflight';
 import { postprocessCompletion, stopSequencesFor } from './postprocess';
 import { buildFimPrompt, defaultPromptBudget, type ContextSnippet } from './prompt';
+import { defaultRecallOptions, recall, type RecallOptions } from './recall';
 
 export interface CompletionDocument {
   uri: string;
@@ -27,11 +30,17 @@ export interface CompletionOptions {
   maxLines: number;
   /** How long a generation nobody waits for keeps decoding, for the next keystroke to reuse. */
   reuseGraceMs: number;
+  /**
+   * The model's suggestion is shown only when its first line is at least this probable under the
+   * model (0 shows everything): a wrong ghost text costs attention, an empty one nothing.
+   */
+  minConfidence: number;
+  recall: RecallOptions | null;
 }
 
-export const defaultCompletionOptions: CompletionOptions = { maxNewTokens: 64, maxLines: 8, reuseGraceMs: 400 };
+export const defaultCompletionOptions: CompletionOptions = { maxNewTokens: 64, maxLines: 8, reuseGraceMs: 400, minConfidence: 0.2, recall: defaultRecallOptions };
 
-export type CompletionSource = 'cache' | 'reused' | 'model';
+export type CompletionSource = 'cache' | 'reused' | 'model' | 'recall';
 
 export interface CompletionAnswer {
   text: string;
@@ -39,14 +48,16 @@ export interface CompletionAnswer {
 }
 
 export class CompletionProvider {
-  readonly cache = new CompletionCache();
+  readonly cache = new CompletionCache<GeneratedText>();
   readonly inflight = new InflightGenerations();
 
   constructor(
     private readonly currentModel: () => LoadedModel | null,
     private readonly snippetsFor: (document: CompletionDocument) => ContextSnippet[],
     private readonly log: { error(line: string): void; warn(line: string): void },
-    private readonly options: CompletionOptions = defaultCompletionOptions,
+    private readonly options: () => CompletionOptions = () => defaultCompletionOptions,
+    /** The serving adapter's repository memory, if it has one. */
+    private readonly memory: () => RepositoryMemory | null = () => null,
   ) {}
 
   /** Called on every edit, so decoding for text that no longer exists stops at once. */
@@ -64,11 +75,13 @@ export class CompletionProvider {
   async complete(document: CompletionDocument, cancellation: Cancellation): Promise<CompletionAnswer | null> {
     const model = this.currentModel();
     if (!model || cancellation.isCancellationRequested) return null;
+    const options = this.options();
     const prefix = document.text.slice(0, document.offset);
     const suffix = document.text.slice(document.offset);
     const context: GenerationContext = { uri: document.uri, modelKey: model.modelKey, prefix, suffix };
-    const finish = (raw: string, source: CompletionSource): CompletionAnswer | null => {
-      const text = postprocessCompletion({ prefix, suffix, completion: raw, maxLines: this.options.maxLines });
+    const finish = (raw: string, source: CompletionSource, firstLineLogprob: number | null): CompletionAnswer | null => {
+      if (firstLineLogprob !== null && Math.exp(firstLineLogprob) < options.minConfidence) return null;
+      const text = postprocessCompletion({ prefix, suffix, completion: raw, maxLines: options.maxLines });
       if (text === '') return null;
       const credential = credentialAddedBy(prefix, text, suffix);
       if (credential) {
@@ -80,13 +93,22 @@ export class CompletionProvider {
     };
 
     const cached = this.cache.get(context);
-    if (cached !== undefined) return finish(cached, 'cache');
+    if (cached !== undefined) return finish(cached.text, 'cache', cached.firstLineLogprob);
 
     const running = this.inflight.find(context);
     if (running) {
+      // The user is typing what the model proposed: its rest is shown without a second gate.
       const rest = await this.await(running.generation, cancellation, () => remainderAfter(running.generation, running.typed));
-      if (rest !== undefined && rest !== null) return finish(rest, 'reused');
+      if (rest !== undefined && rest !== null) return finish(rest, 'reused', null);
       if (cancellation.isCancellationRequested) return null;
+    }
+
+    if (options.recall) {
+      const recalled = recall(prefix, suffix, document.uri, this.memory(), options.recall);
+      if (recalled) {
+        const answer = finish(recalled.text, 'recall', null);
+        if (answer) return answer;
+      }
     }
 
     const generation = this.inflight.start(context);
@@ -94,20 +116,21 @@ export class CompletionProvider {
       { prefix, suffix, languageId: document.languageId, snippets: this.snippetsFor(document) },
       model.tokenizer,
       model.fim,
-      { ...defaultPromptBudget, maxTokens: Math.min(defaultPromptBudget.maxTokens, model.contextLength - this.options.maxNewTokens) },
+      { ...defaultPromptBudget, maxTokens: Math.min(defaultPromptBudget.maxTokens, model.contextLength - options.maxNewTokens) },
     );
     model
       .generate(prompt.tokens, {
-        maxNewTokens: this.options.maxNewTokens,
+        maxNewTokens: options.maxNewTokens,
         stop: stopSequencesFor(prefix, suffix),
         signal: generation.abortController.signal,
         onText: (piece) => generation.append(piece),
       })
       .then(
-        (text) => {
+        (generated) => {
           if (generation.aborted) return;
-          generation.finish(text);
-          this.cache.set(context, text);
+          // Cached first: the waiting request reads the confidence from the cache.
+          this.cache.set(context, generated);
+          generation.finish(generated.text);
         },
         (error) => {
           if (!generation.aborted) this.log.error(`completion failed: ${error instanceof Error ? error.message : String(error)}`);
@@ -115,7 +138,8 @@ export class CompletionProvider {
         },
       );
     const raw = await this.await(generation, cancellation, () => generation.result);
-    return raw === undefined ? null : finish(raw, 'model');
+    if (raw === undefined) return null;
+    return finish(raw, 'model', this.cache.get(context)?.firstLineLogprob ?? null);
   }
 
   /**
@@ -135,7 +159,7 @@ export class CompletionProvider {
       return undefined;
     } finally {
       listener?.dispose();
-      generation.unsubscribe(this.options.reuseGraceMs);
+      generation.unsubscribe(this.options().reuseGraceMs);
     }
   }
 }

@@ -24,6 +24,28 @@ export interface GenerateOptions {
   onText?: (piece: string) => void;
 }
 
+/** A decoded completion and how sure the model was of it. */
+export interface GeneratedText {
+  text: string;
+  /**
+   * log probability (nats) of the completion's first line of code under the model: the sum over
+   * the tokens up to the one that ends that line (all of them when none does).
+   */
+  firstLineLogprob: number;
+}
+
+/** Sum of `logprobs` over the tokens that make up `text`'s first non-blank line (and the newline ending it). */
+export function firstLineLogprob(tokens: readonly number[], logprobs: readonly number[], decode: (ids: number[]) => string): number {
+  let sum = 0;
+  for (let i = 0; i < tokens.length; i++) {
+    sum += logprobs[i] ?? 0;
+    const text = decode(tokens.slice(0, i + 1));
+    const newline = text.indexOf('\n', text.search(/\S/) >= 0 ? text.search(/\S/) : text.length);
+    if (text.search(/\S/) >= 0 && newline >= 0) break;
+  }
+  return sum;
+}
+
 /** What serves on top of the base: nothing, a LoRA adapter (a feed), or a full fine-tune (other weights). */
 export type ServingWeights = { kind: 'base' } | { kind: 'lora'; id: string; adapter: LoadedAdapter } | { kind: 'full'; id: string; dir: string };
 
@@ -41,8 +63,8 @@ export interface LoadedModel {
   fim: FimTokens;
   /** Positions the model can attend to: the prompt plus the new tokens must fit. */
   contextLength: number;
-  /** Decodes greedily from a FIM prompt until end of text, a stop token or maxNewTokens; returns the decoded text. */
-  generate(prompt: Int32Array, options: GenerateOptions): Promise<string>;
+  /** Decodes greedily from a FIM prompt until end of text, a stop token or maxNewTokens. */
+  generate(prompt: Int32Array, options: GenerateOptions): Promise<GeneratedText>;
   /** Switches what serves on top of the base, without reloading the base (LoRA is a feed). */
   setWeights(weights: ServingWeights): Promise<void>;
   /** What serves now: 'full' cannot score under the base too, so review skips it. */
@@ -158,7 +180,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
           if (options.signal.aborted || result.stopReason === 'cancelled') throw new Error('aborted');
           const text = result.text ?? cutAtStop(tokenizer.decode(result.tokens), options.stop ?? []);
           options.onText?.(text);
-          return text;
+          return { text, firstLineLogprob: firstLineLogprob(result.tokens, result.logprobs, (ids) => tokenizer.decode(ids)) };
         } finally {
           options.signal.removeEventListener('abort', onAbort);
         }

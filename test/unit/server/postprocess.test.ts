@@ -133,6 +133,24 @@ const cases: Case[] = [
     expected: '\nitems.push(1);',
   },
   {
+    description: 'a decoding loop is cut after its first occurrence',
+    input: 'const client = retry█',
+    modelOutput: 'Server.server.server.server.serv',
+    expected: 'Server.server.',
+  },
+  {
+    description: 'a loop inside brackets is cut too (the bracket stays unbalanced, so it goes)',
+    input: 'handle(█',
+    modelOutput: 'response.response.response.resp',
+    expected: 'response.',
+  },
+  {
+    description: 'repeated numbers are data, not a loop',
+    input: 'const zeros = █',
+    modelOutput: '[0, 0, 0, 0];',
+    expected: '[0, 0, 0, 0];',
+  },
+  {
     description: 'trailing whitespace is trimmed',
     input: 'let y = █',
     modelOutput: '42;   \n',

@@ -25,6 +25,8 @@ export type StopReason = 'eos' | 'stop' | 'length' | 'cancelled' | 'context';
 
 export interface GenerateResult {
   tokens: number[];
+  /** Natural-log probability of each of `tokens` under the logits it was chosen from. */
+  logprobs: number[];
   /** Decoded text (cut at a stop sequence) when `decode` was given. */
   text?: string;
   stopReason: StopReason;
@@ -77,6 +79,7 @@ export class Generator {
 
     const decodeStart = performance.now();
     const tokens: number[] = [];
+    const logprobs: number[] = [];
     let text: string | undefined;
     let stopReason: StopReason = 'length';
     while (tokens.length < options.maxTokens) {
@@ -84,12 +87,14 @@ export class Generator {
         stopReason = 'cancelled';
         break;
       }
-      const next = sampler.next(vocabSize !== undefined && vocabSize < logits.length ? logits.subarray(0, vocabSize) : logits);
+      const choosable = vocabSize !== undefined && vocabSize < logits.length ? logits.subarray(0, vocabSize) : logits;
+      const next = sampler.next(choosable);
       if (eos.has(next)) {
         stopReason = 'eos';
         break;
       }
       tokens.push(next);
+      logprobs.push(logSoftmaxAt(choosable, next));
       if (options.stop?.length) {
         text = options.decode!(tokens);
         const cut = firstStop(text, options.stop);
@@ -108,8 +113,17 @@ export class Generator {
       this.cachedTokens.push(next);
     }
     if (options.decode && text === undefined) text = options.decode(tokens);
-    return { tokens, text, stopReason, promptTokens: prompt.length, reusedTokens: reused, prefillMs, decodeMs: performance.now() - decodeStart };
+    return { tokens, logprobs, text, stopReason, promptTokens: prompt.length, reusedTokens: reused, prefillMs, decodeMs: performance.now() - decodeStart };
   }
+}
+
+/** log softmax(logits)[index], computed stably. */
+export function logSoftmaxAt(logits: ArrayLike<number>, index: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  return logits[index] - max - Math.log(sum);
 }
 
 function firstStop(text: string, stops: readonly string[]): number {

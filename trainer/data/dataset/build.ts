@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from '../../model/tokenizer/tokenizer';
 import { mergeMineOptions, mineRepository, type MineOptionsInput, type MineSummary } from '../mining/mine';
+import type { MemoryWriter } from '../memory/file';
 import { EXAMPLE_KINDS, LOSS_MASK_CONVENTION, toRanges } from './format';
 import { tokenizeExample, type DatasetTokenizer } from './tokenize';
 import { DatasetWriter, type WrittenDataset } from './writer';
@@ -27,6 +28,8 @@ export interface BuildDatasetOptions {
   output?: string;
   maxTokens?: number;
   mine?: MineOptionsInput;
+  // Collects the training split's text for the repository memory the adapter carries.
+  memory?: MemoryWriter;
 }
 
 export interface DatasetSummary {
@@ -67,6 +70,7 @@ export async function buildDataset(folder: string, options: BuildDatasetOptions)
   let mining: MineSummary;
   try {
     mining = await mineRepository(folder, mineOptions, (file, fileExamples) => {
+      if (file.split === 'train') options.memory?.add({ path: file.path, text: file.text });
       const fileIndex =
         writer?.addFile({
           path: file.path,

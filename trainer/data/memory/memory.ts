@@ -131,16 +131,23 @@ export class RepositoryMemory {
     this.ends = Int32Array.from(ends);
     this.doc = Int32Array.from(doc);
     const k = options.keyUnits;
-    const positions: number[] = [];
+    // Sorted as one float64 per place, key * 2^21 + position (exact below 2^53): a numeric typed
+    // array sort, several times faster than sorting indices with a comparator.
+    if (this.ids.length >= 2 ** 21) throw new Error(`repository memory holds at most ${2 ** 21} units, got ${this.ids.length}`);
+    const packed: number[] = [];
     for (let i = k - 1; i < this.ids.length; i++) {
       let ok = true;
       for (let j = i - k + 1; j <= i; j++) if (this.ids[j] < 0) ok = false;
-      if (ok) positions.push(i);
+      if (ok) packed.push(keyOf(this.ids, i + 1, k) * 2 ** 21 + i);
     }
-    const keys = positions.map((p) => keyOf(this.ids, p + 1, k));
-    const order = positions.map((_, i) => i).sort((a, b) => keys[a] - keys[b] || positions[a] - positions[b]);
-    this.sortedPositions = Int32Array.from(order, (i) => positions[i]);
-    this.sortedKeys = Uint32Array.from(order, (i) => keys[i]);
+    const sorted = Float64Array.from(packed).sort();
+    this.sortedPositions = new Int32Array(sorted.length);
+    this.sortedKeys = new Uint32Array(sorted.length);
+    for (let i = 0; i < sorted.length; i++) {
+      const key = Math.floor(sorted[i] / 2 ** 21);
+      this.sortedKeys[i] = key;
+      this.sortedPositions[i] = sorted[i] - key * 2 ** 21;
+    }
   }
 
   get size(): { documents: number; units: number } {

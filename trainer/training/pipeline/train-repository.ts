@@ -8,6 +8,7 @@ import type { AdapterManifest, HeldOutMetrics, ManifestDraft, Mode } from '../..
 import { MODES } from '../../adapters/manifest';
 import { loadAdapter, loraAdapterOf, writeAdapter } from '../../adapters/peft';
 import { buildDataset, loadTokenizerFile } from '../../data/dataset/build';
+import { MEMORY_FILE, MemoryWriter } from '../../data/memory/file';
 import { DatasetReader } from '../../data/dataset/reader';
 import { dirtyWorkTree, runGitSync } from '../../data/mining/git-command';
 import type { LoraAdapter } from '../../compute/engine/weights';
@@ -260,15 +261,18 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
   let datasetSummary: { files: number; excluded: Record<string, number>; secretsExcluded: number; dirty: boolean } | null = null;
   if (!reader) {
     emit({ type: 'phase', phase: 'mining', message: `mining ${repoRoot}` });
+    const memory = new MemoryWriter();
     const summary = await buildDataset(repoStart, {
       tokenizer,
       tokenizerSha256,
       output: run.datasetPath,
+      memory,
       maxTokens: info.seqLen + 1,
       mine: { onWarning: (message) => emit({ type: 'log', message }), pathFilter: policy ? trainingPathFilter(policy) : undefined, signal },
     }).catch((error: unknown) => {
       throw signal?.aborted ? new TrainingCancelledError(null, -1, 'while mining the repository') : error;
     });
+    memory.write(path.join(run.dir, MEMORY_FILE));
     emit({ type: 'phase', phase: 'tokenizing', message: `${summary.train.examples} training examples (${summary.train.tokens} tokens), ${summary.heldout.examples} held out` });
     reader = openDataset(run.datasetPath, tokenizerSha256)!;
   }
@@ -393,6 +397,8 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
               })
             : await writeFullModel(staged, { config, weights: await fullWeights(baseDir, training.trainable), manifest: draft });
       }
+      // The repository memory travels with the adapter (the server recalls lines from it).
+      if (fs.existsSync(path.join(run.dir, MEMORY_FILE))) fs.copyFileSync(path.join(run.dir, MEMORY_FILE), path.join(staged, MEMORY_FILE));
       fs.writeFileSync(path.join(run.dir, SAVED_FILE), JSON.stringify({ id: stagedManifest.id } satisfies SavedMarker));
       manifest = await registry.add(staged);
     }

@@ -29,7 +29,7 @@ export interface HeldOutMetrics {
   lines?: number;
 }
 
-export type HyperparameterValue = string | number | boolean | null | string[] | number[];
+export type HyperparameterValue = string | number | boolean | null | readonly string[] | readonly number[];
 
 export interface AdapterManifest {
   schemaVersion: typeof MANIFEST_SCHEMA_VERSION;

@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PROJECTIONS, isAttentionProjection, projectionModule, projectionShape, type ModelConfig, type Projection } from '../model/config';
+import { loraScaling, validateLora, type LoraConfig } from '../model/lora';
 import { readSafetensors, serializeSafetensors, writeFileAtomically, type SafetensorsTensor } from '../model/safetensors';
 import { elementCount, type HostTensor } from '../model/tensor';
 import {
@@ -27,11 +28,8 @@ import {
 } from './folder';
 import { MANIFEST_FILE, completeManifest, manifestJson, sha256Hex, type AdapterManifest, type ManifestDraft } from './manifest';
 
-/** What the trainer chose; the input of writeAdapter. */
-export interface LoraSettings {
-  r: number;
-  alpha: number;
-  targets: readonly Projection[];
+/** What the trainer chose, plus PEFT's other adapter_config.json fields; the input of writeAdapter. */
+export interface LoraSettings extends LoraConfig {
   /** Layers that carry adapters; default every layer. */
   layers?: readonly number[] | null;
   dropout?: number;
@@ -100,10 +98,6 @@ export function parsePeftKey(key: string): { layer: number; projection: Projecti
   return { layer, projection, which: which as 'A' | 'B' };
 }
 
-export function loraScalingOf(alpha: number, r: number, useRslora: boolean): number {
-  return useRslora ? alpha / Math.sqrt(r) : alpha / r;
-}
-
 /** adapter_config.json as current PEFT writes it (sorted keys), for `settings`. */
 export function peftConfigJson(settings: LoraSettings, baseConfig?: ModelConfig): Record<string, unknown> {
   validateSettings(settings, baseConfig);
@@ -138,12 +132,7 @@ export function peftConfigJson(settings: LoraSettings, baseConfig?: ModelConfig)
 }
 
 function validateSettings(settings: LoraSettings, baseConfig?: ModelConfig): void {
-  if (!Number.isSafeInteger(settings.r) || settings.r < 1) throw new Error(`LoRA r must be a positive integer, got ${settings.r}`);
-  if (!Number.isFinite(settings.alpha) || settings.alpha <= 0) throw new Error(`LoRA alpha must be a positive number, got ${settings.alpha}`);
-  if (settings.targets.length === 0) throw new Error('LoRA needs at least one target module');
-  for (const target of settings.targets) {
-    if (!PROJECTIONS.includes(target)) throw new Error(`unknown LoRA target module "${target}" (known: ${PROJECTIONS.join(', ')})`);
-  }
+  validateLora(settings);
   const dropout = settings.dropout ?? 0;
   if (!Number.isFinite(dropout) || dropout < 0 || dropout >= 1) throw new Error(`LoRA dropout must be in [0, 1), got ${dropout}`);
   for (const layer of settings.layers ?? []) {
@@ -251,7 +240,7 @@ export function parsePeftConfig(json: unknown, baseConfig: ModelConfig, source =
   return {
     r: r as number,
     alpha: alpha as number,
-    scaling: loraScalingOf(alpha as number, r as number, useRslora as boolean),
+    scaling: loraScaling({ alpha: alpha as number, r: r as number, useRslora: useRslora as boolean }),
     targets: PROJECTIONS.filter((p) => modules.some((m) => m.projection === p)),
     layers: [...new Set(modules.map((m) => m.layer))].sort((a, b) => a - b),
     modules: modules.map((m) => m.module),

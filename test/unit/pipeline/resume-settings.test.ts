@@ -1,11 +1,12 @@
 import { strict as assert } from 'node:assert';
-import { DEFAULT_LORA_CHOICE, settingsIgnoredOnResume } from '../../../trainer/training/pipeline/train-repository';
+import { DEFAULT_LORA } from '../../../trainer/model/lora';
+import { settingsIgnoredOnResume } from '../../../trainer/training/pipeline/train-repository';
 
 describe('pipeline: --resume keeps the run plan', () => {
   const planned = {
     budget: { minutes: 5 },
     seed: 1,
-    lora: DEFAULT_LORA_CHOICE,
+    lora: DEFAULT_LORA,
     learningRate: 3e-4,
     weightDecay: 0.1,
     maxEpochs: 3,

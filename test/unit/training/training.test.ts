@@ -8,7 +8,7 @@ import { ModelConfig, parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import { AdamWOptions } from '../../../trainer/training/ort/adamw';
-import { LoraOptions, loraScaling } from '../../../trainer/training/ort/lora';
+import { loraScaling, type LoraConfig } from '../../../trainer/model/lora';
 import { TrainingSession } from '../../../trainer/training/ort/session';
 import { Trainer } from '../../../trainer/training/ort/trainer';
 import { HostTensor } from '../../../trainer/model/tensor';
@@ -28,7 +28,7 @@ const cfg: ModelConfig = parseModelConfig({
 const weights = randomCheckpointWeights(cfg, 5, { std: 0.2 });
 const B = 2;
 const T = 6;
-const allTargets: LoraOptions = { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], r: 4, alpha: 8 };
+const allTargets: LoraConfig = { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], r: 4, alpha: 8 };
 
 function tokenRows(seed: number): number[] {
   const rng = new Rng(seed);
@@ -47,7 +47,7 @@ function randomLike(tensors: Record<string, HostTensor>, seed: number, scale: nu
 }
 
 /** Logits [B, T, V] of the forward graph with an optional adapter fed as inputs. */
-async function logits(tokens: number[], lora?: { options: LoraOptions; tensors: Map<string, HostTensor> }): Promise<Float32Array> {
+async function logits(tokens: number[], lora?: { options: LoraConfig; tensors: Map<string, HostTensor> }): Promise<Float32Array> {
   const g = new Graph('fwd');
   const fwd = buildForward(g, cfg, weights, {
     batch: B,

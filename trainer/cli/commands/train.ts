@@ -2,6 +2,7 @@ import { type Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { MODES, type Mode } from '../../adapters/manifest';
 import { PROJECTIONS, type Projection } from '../../model/config';
+import { DEFAULT_LORA } from '../../model/lora';
 import { TrainingCancelledError, type TrainEvent } from '../../training/pipeline/events';
 import type { Budget } from '../../training/pipeline/plan';
 import { trainRepository, type TrainRepositoryResult } from '../../training/pipeline/train-repository';
@@ -80,9 +81,9 @@ export function registerTrainCommand(program: Command): void {
     .option('--json', 'JSON lines on stdout: progress events, then the result object')
     .option('--seed <n>', 'seed of the data order and the LoRA initialisation (default 0)', nonNegativeInteger('--seed'))
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
-    .option('--r <n>', 'LoRA rank (default 16)', positiveInteger('--r'))
-    .option('--alpha <n>', 'LoRA alpha (default 32)', positiveNumber('--alpha'))
-    .option('--targets <list>', `LoRA target modules, comma-separated (default ${PROJECTIONS.join(',')})`)
+    .option('--r <n>', `LoRA rank (default ${DEFAULT_LORA.r})`, positiveInteger('--r'))
+    .option('--alpha <n>', `LoRA alpha (default ${DEFAULT_LORA.alpha})`, positiveNumber('--alpha'))
+    .option('--targets <list>', `LoRA target modules, comma-separated (default ${DEFAULT_LORA.targets.join(',')})`)
     .option('--lr <x>', 'peak learning rate (default 3e-4 LoRA, 5e-5 full)', positiveNumber('--lr'))
     .option('--weight-decay <x>', 'AdamW weight decay (default 0.1)', (v) => {
       const n = Number(v);

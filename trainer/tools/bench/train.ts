@@ -4,7 +4,7 @@ import * as op from '../../compute/graph/ops';
 import { ModelConfig } from '../../model/config';
 import { Rng } from '../../model/random';
 import { EngineWorker } from '../../compute/runtime/client';
-import { LoraOptions } from '../../training/ort/lora';
+import type { LoraConfig } from '../../model/lora';
 import { Trainer } from '../../training/ort/trainer';
 import { median, referenceConfig, round } from './reference';
 
@@ -30,7 +30,7 @@ export interface BenchTrainOptions {
   method?: 'lora' | 'full';
   batch?: number;
   seqLen?: number;
-  lora?: LoraOptions;
+  lora?: LoraConfig;
   config?: ModelConfig;
   /** Idle ORT threads spin (see RuntimeSessionOptions.spinning); default: the trainer's (off). */
   spinning?: boolean;
@@ -59,7 +59,7 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
   const method = options.method ?? 'lora';
   const batch = options.batch ?? 8;
   const seqLen = options.seqLen ?? 256;
-  const lora: LoraOptions = options.lora ?? { targets: ['q_proj', 'v_proj'], r: 16, alpha: 32 };
+  const lora: LoraConfig = options.lora ?? { targets: ['q_proj', 'v_proj'], r: 16, alpha: 32 };
   const log = options.log ?? (() => {});
   const spinning = options.spinning ?? false;
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a positive integer, got ${threads}`);

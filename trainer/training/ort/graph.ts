@@ -5,7 +5,7 @@ import { FloatDType, buildForward } from '../../compute/engine/llama';
 import { ModelConfig } from '../../model/config';
 import { HostTensor } from '../../model/tensor';
 import { AdamWOptions, DEFAULT_ADAMW, appendAdamW } from './adamw';
-import { LoraOptions, loraScaling, validateLora } from './lora';
+import { loraScaling, validateLora, type LoraConfig } from '../../model/lora';
 import { causalLmLoss, lossRowsPerChunk } from './loss';
 
 // The training graph: forward (trainer/compute/engine/llama.ts) → masked causal LM loss → autodiff for
@@ -13,7 +13,7 @@ import { causalLmLoss, lossRowsPerChunk } from './loss';
 // session.run(). Trainable tensors and their moments are graph inputs and their updated values
 // graph outputs; frozen weights are external-data initializers.
 
-export type TrainableSet = { method: 'lora'; lora: LoraOptions } | { method: 'full' };
+export type TrainableSet = { method: 'lora'; lora: LoraConfig } | { method: 'full' };
 
 export interface TrainingGraphOptions {
   trainable: TrainableSet;

@@ -14,7 +14,8 @@ import { dirtyWorkTree, runGitSync } from '../../data/mining/git-command';
 import type { LoraAdapter } from '../../compute/engine/weights';
 import { evaluateModels, type ModelUnderTest } from '../eval/evaluate';
 import { newlineTokenIds, selectHeldOut, type HeldOutOptions, type HeldOutSet } from '../eval/held-out';
-import { loadModelConfig, PROJECTIONS, type ModelConfig, type Projection } from '../../model/config';
+import { loadModelConfig, type ModelConfig } from '../../model/config';
+import { DEFAULT_LORA, type LoraConfig } from '../../model/lora';
 import { loadCheckpoint } from '../../model/checkpoint';
 import { Registry, findRepoRoot, type PromotionResult, type RegistryOptions } from '../../adapters/registry';
 import { EngineWorker } from '../../compute/runtime/client';
@@ -37,13 +38,6 @@ import { RunFolder, type CheckpointState, type RunPlan } from './run-folder';
 // HTML report. Progress goes to onProgress; an AbortSignal stops training at the next step,
 // after writing a checkpoint that --resume continues from.
 
-export interface LoraChoice {
-  r: number;
-  alpha: number;
-  targets: Projection[];
-}
-
-export const DEFAULT_LORA_CHOICE: LoraChoice = { r: 16, alpha: 32, targets: [...PROJECTIONS] };
 export const DEFAULT_LEARNING_RATE = { lora: 3e-4, full: 5e-5 } as const;
 export const DEFAULT_WEIGHT_DECAY = 0.1;
 export const DEFAULT_MAX_EPOCHS = 3;
@@ -63,7 +57,7 @@ export interface TrainRepositoryOptions {
   /** Continue the newest unfinished run of the same method, base and mode. */
   resume?: boolean;
   seed?: number;
-  lora?: Partial<LoraChoice>;
+  lora?: Partial<LoraConfig>;
   learningRate?: number;
   weightDecay?: number;
   /** Passes over the training rows at most. Default 3. */
@@ -97,7 +91,7 @@ export interface TrainRepositoryResult {
   promotion: PromotionResult;
   trainableParameters: number;
   peakRssBytes: number;
-  plan: RunPlan & { learningRate: number; weightDecay: number; method: 'lora' | 'full'; lora: LoraChoice | null };
+  plan: RunPlan & { learningRate: number; weightDecay: number; method: 'lora' | 'full'; lora: LoraConfig | null };
   losses: LossPoint[];
   /** Base, this adapter, the previously active one, the newest of the other method (see report/compare.ts). */
   comparison: ComparisonRow[];
@@ -115,7 +109,7 @@ interface RunInfo {
   tokenizerSha256: string;
   budget: Budget;
   seed: number;
-  lora: LoraChoice | null;
+  lora: LoraConfig | null;
   learningRate: number;
   weightDecay: number;
   maxEpochs: number;
@@ -202,7 +196,7 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
     const threads = options.threads ?? defaultThreadCount();
     const estimated = 'tokens' in budget ? budget.tokens : budget.minutes * 60 * estimateTokensPerSecond(config, method, 256, threads);
     const shape = chooseShape(config, estimated);
-    const lora = method === 'lora' ? { ...DEFAULT_LORA_CHOICE, ...options.lora } : null;
+    const lora = method === 'lora' ? { ...DEFAULT_LORA, ...options.lora } : null;
     info = {
       method,
       mode,
@@ -631,7 +625,7 @@ async function measureTokensPerSecond(trainer: StepTrainer, examples: TrainExamp
   return (info.batch * info.seqLen) / Math.max(fastest, 1e-6);
 }
 
-function loraFromTrainable(trainable: ReadonlyMap<string, HostTensor>, lora: LoraChoice): LoraAdapter {
+function loraFromTrainable(trainable: ReadonlyMap<string, HostTensor>, lora: LoraConfig): LoraAdapter {
   const modules = new Map<string, { a: HostTensor; b: HostTensor }>();
   const prefix = 'base_model.model.';
   for (const [key, tensor] of trainable) {

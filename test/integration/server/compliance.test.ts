@@ -1,9 +1,9 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AUDIT_FILE, parseEntryLine, verifyAuditLog } from '../../../trainer/modes/compliance/audit';
+import { AUDIT_FILE, AuditLog, headFileOf, parseEntryLine, verifyAuditLog } from '../../../trainer/modes/compliance/audit';
 import { sha256Hex } from '../../../trainer/modes/compliance/policy';
-import { SetModeRequest, SuggestionAcceptedNotification, suggestionAcceptedCommand } from '../../../server/protocol';
+import { SetModeRequest, StatusRequest, SuggestionAcceptedNotification, suggestionAcceptedCommand } from '../../../server/protocol';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { commitFiles, initRepo, removeDir, tempDir } from '../../fixtures/mining/git-repo';
 import { engineCompletion } from './reference';
@@ -101,6 +101,40 @@ describe('language server: compliance mode checks and audits every suggestion', 
     assert.ok(entries[1].verdicts.every((verdict) => verdict.passed));
     assert.equal(entries[2].suggestionSha256, entries[1].suggestionSha256);
     assert.equal(entries[1].policySha256, sha256Hex(fs.readFileSync(policyFile, 'utf8')));
+  });
+
+  it('a tampered audit log: nothing is served, one line says why, the server keeps serving; a recorded repair lets it go on', async () => {
+    const policyFile = path.join(repo, 'idiom-policy.json');
+    fs.writeFileSync(policyFile, JSON.stringify({ version: 1, paths: { training: ['src/**'], context: ['src/**'] } }));
+    const auditFile = path.join(repo, '.idiom', AUDIT_FILE);
+    fs.rmSync(auditFile, { force: true });
+    fs.rmSync(headFileOf(auditFile), { force: true });
+    // Every suggestion of this random checkpoint shown: the test is about the log, not the confidence gate.
+    session = await startServer(repo, { settings: { baseModelPath: modelDir, mode: 'compliance', completion: { minConfidence: 0, recall: false } } });
+    assert.equal((await waitForModel(session)).state, 'ready');
+    const uri = openDocument(session, path.join(repo, 'src', 'add.ts'), text);
+    assert.equal((await complete(uri))?.length, 1, 'an intact log: served');
+
+    fs.truncateSync(auditFile, fs.statSync(auditFile).size - 10);
+    const tampered = fs.readFileSync(auditFile);
+    assert.equal(await complete(uri), null, 'served although its audit entry could not be written');
+    const line = await waitFor('the refusal in the log', () => session!.logs.find((l) => /cannot write the audit log/.test(l)));
+    assert.match(line, /incomplete line.*idiom audit repair/);
+    assert.doesNotMatch(line, /\n/);
+    assert.deepEqual(fs.readFileSync(auditFile), tampered, 'the server cut or changed the tampered log');
+
+    // Still serving: its status, and completions outside compliance mode.
+    assert.equal((await session.connection.sendRequest(StatusRequest, {})).state, 'ready');
+    await session.connection.sendRequest(SetModeRequest, { mode: 'complete' });
+    assert.equal((await complete(uri))?.length, 1);
+    await session.connection.sendRequest(SetModeRequest, { mode: 'compliance' });
+    assert.equal(await complete(uri), null);
+
+    await AuditLog.open(auditFile).repair('test: torn by hand');
+    assert.equal((await complete(uri))?.length, 1, 'after the repair compliance mode serves again');
+    const verification = verifyAuditLog(auditFile);
+    assert.ok(verification.ok, verification.message);
+    assert.equal(verification.repairs.length, 1);
   });
 
   it('without a policy file compliance mode serves nothing (fails closed)', async () => {

@@ -9,7 +9,7 @@ import { parsePolicy } from '../../../trainer/modes/compliance/policy';
 
 // The audit log on real files: a written log verifies; an edited, removed, reordered, duplicated
 // entry or a cut-off tail is detected and named; several processes appending at once keep one
-// unbroken chain; a torn last line from a dead writer is dropped by the next append.
+// unbroken chain; after a torn last line from a dead writer appends wait for `repair`.
 
 const root = path.join(__dirname, '..', '..', '..');
 const bin = path.join(root, 'trainer', 'cli', 'bin.js');
@@ -114,7 +114,7 @@ describe('compliance audit log', function () {
     assert.match(verifyAuditLog(file).message, /line 5 holds entry 1 after entry 3: reordered or duplicated/);
   });
 
-  it('detects a cut-off tail through the head file, and warns when there is no head file', async () => {
+  it('detects a cut-off tail through the head file, and a missing head file', async () => {
     await writeLog(file, 5);
     writeLines(file, lines(file).slice(0, 3));
     const result = verifyAuditLog(file);
@@ -122,18 +122,21 @@ describe('compliance audit log', function () {
     assert.match(result.message, /the log was truncated: it ends at entry 2 but its head records entry 4; entries 3\.\.4 are missing/);
     fs.rmSync(headFileOf(file));
     const unanchored = verifyAuditLog(file);
-    assert.equal(unanchored.ok, true);
-    assert.match(unanchored.warnings[0], /a removed tail cannot be detected/);
+    assert.equal(unanchored.ok, false);
+    assert.match(unanchored.message, /no audit\.jsonl\.head beside the log: its tail may have been removed with it/);
   });
 
-  it('a torn last line (a writer killed mid-write) is dropped by the next append, and the chain continues', async () => {
+  it('a torn last line (a writer killed mid-write) stops appends until a repair records it; then the chain continues', async () => {
     await writeLog(file, 3);
     fs.appendFileSync(file, '{"v":1,"seq":3,"time":"2026-');
     assert.equal(verifyAuditLog(file).ok, false, 'torn line is reported until repaired');
+    await assert.rejects(AuditLog.open(file).append(record(3)), /incomplete line/);
+    await AuditLog.open(file).repair('writer killed');
     await AuditLog.open(file).append(record(3));
     const result = verifyAuditLog(file);
     assert.equal(result.ok, true, result.message);
-    assert.equal(result.entries, 4);
+    assert.equal(result.entries, 5);
+    assert.deepEqual(result.repairs, [3]);
   });
 
   it('keeps one chain under concurrent appends from several processes and within one', async () => {

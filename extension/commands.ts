@@ -4,7 +4,7 @@ import {
   ActivateRequest,
   AdaptersRequest,
   CancelTrainingRequest,
-  modes,
+  MODES,
   RollbackRequest,
   SetModeRequest,
   SuggestionAcceptedNotification,
@@ -119,7 +119,7 @@ export function switchMode(ctx: Ctx): Cmd {
   return guarded(ctx, 'switchMode', async () => {
     const current = ctx.lastStatus?.mode ?? readSettings().mode;
     const picked = await vscode.window.showQuickPick(
-      modes.map((mode) => ({ label: mode, description: mode === current ? 'current' : undefined })),
+      MODES.map((mode) => ({ label: mode, description: mode === current ? 'current' : undefined })),
       { placeHolder: 'Idiom mode' },
     );
     if (!picked) return;

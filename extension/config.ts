@@ -1,5 +1,5 @@
 import * as vscode from 'vscode';
-import { defaultSettings, modes, type Device, type IdiomSettings, type Mode } from '../server/protocol';
+import { MODES, defaultSettings, type Device, type IdiomSettings, type Mode } from '../server/protocol';
 
 /** Reads the `idiom.*` settings; untrusted workspaces never get a custom base model. */
 export function readSettings(): IdiomSettings {
@@ -17,7 +17,7 @@ export function readSettings(): IdiomSettings {
       targets: config.get<string[]>('lora.targets', defaultSettings.lora.targets),
     },
     debounceMs: config.get<number>('debounceMs', defaultSettings.debounceMs),
-    mode: (modes as readonly string[]).includes(mode) ? (mode as Mode) : defaultSettings.mode,
+    mode: (MODES as readonly string[]).includes(mode) ? (mode as Mode) : defaultSettings.mode,
     review: {
       percentile: config.get<number>('review.percentile'),
       aggregate: config.get<string>('review.aggregate') === 'mean' ? 'mean' : config.get<string>('review.aggregate') === 'max' ? 'max' : undefined,

@@ -1,11 +1,13 @@
-import type { AdapterSummary, EvalMetrics } from '../server/protocol';
+import type { AdapterSummary, HeldOutMetrics } from '../server/protocol';
 
 function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (char) => `&#${char.charCodeAt(0)};`);
 }
 
-function metricRow(name: keyof EvalMetrics, label: string, base: EvalMetrics | null, adapter: EvalMetrics | null): string {
-  const cell = (metrics: EvalMetrics | null) => (metrics ? metrics[name].toFixed(4) : '—');
+type Metric = 'loss' | 'bitsPerByte' | 'exactMatch' | 'editSimilarity';
+
+function metricRow(name: Metric, label: string, base: HeldOutMetrics | null, adapter: HeldOutMetrics | null): string {
+  const cell = (metrics: HeldOutMetrics | null) => (metrics ? metrics[name].toFixed(4) : '—');
   return `<tr><td>${label}</td><td>${cell(base)}</td><td>${cell(adapter)}</td></tr>`;
 }
 

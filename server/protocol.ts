@@ -1,12 +1,16 @@
 // The one seam between the extension and the language server: every custom `idiom/*` method and
 // notification as a typed constant, plus the settings and status shapes both sides exchange.
-// It imports only vscode-jsonrpc (shared by client and server), so the extension bundle pulls in
-// no server code. Any LSP client (Neovim, Helix, Emacs) can call these methods by name.
+// It imports vscode-jsonrpc (shared by client and server), types of the trainer (erased from the
+// bundle) and trainer/adapters/mode.ts (no imports), so the extension bundle pulls in no server or
+// trainer code. Any LSP client (Neovim, Helix, Emacs) can call these methods by name.
 
 import { NotificationType, RequestType, type ProgressToken } from 'vscode-jsonrpc';
+import type { HeldOutMetrics } from '../trainer/adapters/manifest';
+import type { Mode } from '../trainer/adapters/mode';
+import type { AdapterEntry } from '../trainer/adapters/registry';
 
-export type Mode = 'complete' | 'review' | 'compliance';
-export const modes: readonly Mode[] = ['complete', 'review', 'compliance'];
+export { MODES } from '../trainer/adapters/mode';
+export type { HeldOutMetrics, Mode };
 
 export type Device = 'auto' | 'cpu' | 'gpu';
 
@@ -72,31 +76,12 @@ export interface ModelInfo {
   name: string;
 }
 
-/** Held-out metrics of one model (base or base + adapter), as `idiom train --json` reports them. */
-export interface EvalMetrics {
-  loss: number;
-  bitsPerByte: number;
-  exactMatch: number;
-  editSimilarity: number;
-}
-
-export interface AdapterSummary {
-  id: string;
-  /** ISO 8601. */
-  created: string;
-  mode: Mode;
-  /** Active for its mode. */
-  active: boolean;
-  path: string;
-  parent: string | null;
-  metrics: { base: EvalMetrics | null; adapter: EvalMetrics | null } | null;
-  training: { method: string; backend: string; device: string; steps: number; tokens: number; seconds: number } | null;
+/** An adapter as clients see it: the registry's entry without its internal fields, plus its report. */
+export interface AdapterSummary extends Omit<AdapterEntry, 'kind' | 'base' | 'activeModes'> {
   /** Every mode it is active for. */
   activeModes?: Mode[];
   /** The self-contained HTML training report (loss curve, comparison with the base and the previous adapter), when one was written. */
   report?: string;
-  /** Why the adapter folder is unusable (unreadable manifest …); the other fields are then best effort. */
-  problem?: string;
 }
 
 export interface TrainingProgress {

@@ -33,7 +33,7 @@ import {
   CancelTrainingRequest,
   defaultSettings,
   IdiomErrorCodes,
-  modes,
+  MODES,
   RollbackRequest,
   ReviewRequest,
   SetModeRequest,
@@ -208,8 +208,8 @@ export class IdiomServer {
 
     connection.onRequest(StatusRequest, () => this.status.current);
     connection.onRequest(SetModeRequest, async (params) => {
-      if (!params || !modes.includes(params.mode)) {
-        throw new ResponseError(IdiomErrorCodes.invalidParams, `unknown mode ${JSON.stringify(params?.mode)}; expected one of ${modes.join(', ')}`);
+      if (!params || !MODES.includes(params.mode)) {
+        throw new ResponseError(IdiomErrorCodes.invalidParams, `unknown mode ${JSON.stringify(params?.mode)}; expected one of ${MODES.join(', ')}`);
       }
       const changed = params.mode !== this.settings.mode;
       this.settings = { ...this.settings, mode: params.mode };
@@ -433,7 +433,7 @@ export class IdiomServer {
 
   private modeParam(mode: unknown): Mode {
     if (mode === undefined || mode === null) return this.settings.mode;
-    if (!modes.includes(mode as Mode)) throw new ResponseError(IdiomErrorCodes.invalidParams, `unknown mode ${JSON.stringify(mode)}; expected one of ${modes.join(', ')}`);
+    if (!MODES.includes(mode as Mode)) throw new ResponseError(IdiomErrorCodes.invalidParams, `unknown mode ${JSON.stringify(mode)}; expected one of ${MODES.join(', ')}`);
     return mode as Mode;
   }
 

@@ -4,12 +4,10 @@
 // refuse an adapter that does not belong to the loaded base or whose weights changed on disk.
 
 import { createHash } from 'node:crypto';
+import { MODES, type Mode } from './mode';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const MANIFEST_SCHEMA_VERSION = 1;
-
-export type Mode = 'complete' | 'review' | 'compliance';
-export const MODES: readonly Mode[] = ['complete', 'review', 'compliance'];
 
 export type TrainingMethod = 'lora' | 'full';
 

@@ -20,7 +20,8 @@ import * as path from 'node:path';
 import * as lockfile from 'proper-lockfile';
 import { adapterKind, checkWeightsHash, fsyncPath, readManifest, writeTextAtomically, type AdapterKind } from './folder';
 import { loadFullModel, type LoadedFullModel } from './full';
-import { MODES, isAdapterId, type AdapterManifest, type HeldOutMetrics, type Mode } from './manifest';
+import { isAdapterId, type AdapterManifest, type HeldOutMetrics } from './manifest';
+import { MODES, type Mode } from './mode';
 import { loadAdapter, type LoadedAdapter } from './peft';
 import type { ModelConfig } from '../model/config';
 

@@ -6,7 +6,8 @@ import * as path from 'node:path';
 import { parseModelConfig, projectionShape, type ModelConfig, type Projection } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import type { HostTensor } from '../../../trainer/model/tensor';
-import type { HeldOutMetrics, ManifestDraft, Mode } from '../../../trainer/adapters/manifest';
+import type { HeldOutMetrics, ManifestDraft } from '../../../trainer/adapters/manifest';
+import type { Mode } from '../../../trainer/adapters/mode';
 import { peftKey } from '../../../trainer/adapters/peft';
 
 // Grouped-query attention (4 query heads, 2 KV heads) so q/k/v shapes differ.

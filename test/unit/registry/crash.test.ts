@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { writeAdapter } from '../../../trainer/adapters/peft';
 import { Rng } from '../../../trainer/model/random';
 import { Registry, parseRegistryState, type RegistryState } from '../../../trainer/adapters/registry';
-import type { Mode } from '../../../trainer/adapters/manifest';
+import type { Mode } from '../../../trainer/adapters/mode';
 import { draftManifest, randomLoraTensors, tempDir, tinyConfig } from '../adapters/helpers';
 
 const HAMMER = path.join(__dirname, 'hammer.ts');

@@ -6,7 +6,7 @@
 // and the registry after k steps is fully determined. Prints "ready" after the first step.
 
 import { Registry } from '../../../trainer/adapters/registry';
-import type { Mode } from '../../../trainer/adapters/manifest';
+import type { Mode } from '../../../trainer/adapters/mode';
 
 async function main(): Promise<void> {
   const [repo, mode, countText, startAtText] = process.argv.slice(2);

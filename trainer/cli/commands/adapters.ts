@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { MODES, type Mode } from '../../adapters/manifest';
+import { MODES, type Mode } from '../../adapters/mode';
 import { Registry, findRepoRoot, registryLocation, type AdapterEntry } from '../../adapters/registry';
 
 // `idiom adapters [list | activate ID | rollback | remove ID | promote ID]`: the repository's adapter

@@ -1,5 +1,5 @@
 import { type Command, Option } from 'commander';
-import { MODES, type Mode } from '../../adapters/manifest';
+import { MODES, type Mode } from '../../adapters/mode';
 import { evalRepository, type EvalRepositoryResult } from '../../training/pipeline/eval-repository';
 
 // `idiom eval <repo> [--adapter ID|DIR]`: held-out metrics of the base and an adapter (default: the

@@ -1,6 +1,6 @@
 import { type Command, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
-import { MODES, type Mode } from '../../adapters/manifest';
+import { MODES, type Mode } from '../../adapters/mode';
 import { PROJECTIONS, type Projection } from '../../model/config';
 import { DEFAULT_LORA } from '../../model/lora';
 import { TrainingCancelledError, type TrainEvent } from '../../training/pipeline/events';

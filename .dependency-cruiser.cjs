@@ -54,6 +54,13 @@ module.exports = {
       to: { path: '^trainer/((training|adapters|modes|cli|tools)/|worker\\.ts$)' },
     },
     {
+      name: 'util-stands-alone',
+      comment: 'util/ (rounding, file hashes) is the bottom of trainer/: it imports no other code of the repository.',
+      severity: 'error',
+      from: { path: '^trainer/util/' },
+      to: { path: '^(extension|server|trainer)/', pathNot: '^trainer/util/' },
+    },
+    {
       name: 'entry-points-on-top',
       comment: 'cli/ and tools/ are entry points: no product code imports them.',
       severity: 'error',

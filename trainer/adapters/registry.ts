@@ -14,7 +14,7 @@
 // deletes, and a change deletes only what Idiom itself left behind (named and marked as it names
 // and marks them), never through a link.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as lockfile from 'proper-lockfile';
@@ -22,6 +22,7 @@ import { adapterKind, checkWeightsHash, fsyncPath, readManifest, writeTextAtomic
 import { loadFullModel, type LoadedFullModel } from './full';
 import { isAdapterId, type AdapterManifest, type HeldOutMetrics } from './manifest';
 import { MODES, type Mode } from './mode';
+import { sha256OfFiles } from '../util/sha256';
 import { loadAdapter, type LoadedAdapter } from './peft';
 import type { ModelConfig } from '../model/config';
 
@@ -285,7 +286,7 @@ export class Registry {
     adapterKind(dir);
     const manifest = readManifest(dir);
     if (!manifest) throw new Error(`${dir}: missing manifest.json; only adapters with provenance enter the registry`);
-    const actual = await hashFiles(dir, manifest.weights.files);
+    const actual = await sha256OfFiles(manifest.weights.files.map((file) => path.join(dir, file)));
     checkWeightsHash(dir, manifest, manifest.weights.files, actual);
     return this.withLock(async () => {
       const target = this.adapterPath(manifest.id);
@@ -765,18 +766,4 @@ function resolveGitDir(repoRoot: string): string | null {
   if (stat.isDirectory()) return dotGit;
   const match = /^gitdir:\s*(.+)$/m.exec(fs.readFileSync(dotGit, 'utf8'));
   return match ? path.resolve(repoRoot, match[1].trim()) : null;
-}
-
-async function hashFiles(dir: string, files: string[]): Promise<string> {
-  const hash = createHash('sha256');
-  for (const file of files) {
-    const full = path.join(dir, file);
-    await new Promise<void>((resolve, reject) => {
-      fs.createReadStream(full, { highWaterMark: 4 * 1024 * 1024 })
-        .on('data', (chunk) => hash.update(chunk))
-        .on('error', (error: NodeJS.ErrnoException) => reject(new Error(`${full}: cannot read (${error.code ?? error.message})`)))
-        .on('end', () => resolve());
-    });
-  }
-  return hash.digest('hex');
 }

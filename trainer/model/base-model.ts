@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SINGLE_WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from './checkpoint';
+import { sha256OfFiles } from '../util/sha256';
 
 // Which base model a run uses, and its identity: the sha256 loadCheckpoint computes (of
 // model.safetensors, or of the shards concatenated in file-name order), streamed here so the
@@ -42,14 +42,5 @@ export async function baseWeightsSha256(dir: string): Promise<string> {
     const map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {};
     files = [...new Set(Object.values(map))].sort();
   } else throw new Error(`${dir}: no ${SINGLE_WEIGHTS_FILE} or ${WEIGHTS_INDEX_FILE}`);
-  const hash = createHash('sha256');
-  for (const file of files) {
-    await new Promise<void>((resolve, reject) => {
-      fs.createReadStream(path.join(dir, file))
-        .on('data', (chunk) => hash.update(chunk))
-        .on('end', resolve)
-        .on('error', (error) => reject(new Error(`${path.join(dir, file)}: cannot read (${(error as NodeJS.ErrnoException).code ?? error.message})`)));
-    });
-  }
-  return hash.digest('hex');
+  return sha256OfFiles(files.map((file) => path.join(dir, file)));
 }

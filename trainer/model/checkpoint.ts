@@ -9,6 +9,7 @@ import { elementCount, type HostTensor } from './tensor';
 import { loadModelConfig, toHfConfigJson, weightNames, type ModelConfig } from './config';
 import { Rng } from './random';
 import { readSafetensors, writeFileAtomically, writeSafetensors, type SafetensorsTensor } from './safetensors';
+import { hashFileInto, sha256OfFiles } from '../util/sha256';
 
 export const CONFIG_FILE = 'config.json';
 export const SINGLE_WEIGHTS_FILE = 'model.safetensors';
@@ -45,7 +46,7 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
       hash.update(bytes);
       tensors = readSafetensors(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), full).tensors;
     } else {
-      await hashStream(full, hash);
+      await hashFileInto(hash, full);
       tensors = readSafetensors(full).tensors;
     }
     for (const [name, tensor] of tensors) {
@@ -176,9 +177,8 @@ export async function saveCheckpoint(
   const configJson = { ...toHfConfigJson(config), torch_dtype: dtype };
   writeFileAtomically(path.join(dir, CONFIG_FILE), [new TextEncoder().encode(`${JSON.stringify(configJson, null, 2)}\n`)]);
 
-  const hash = createHash('sha256');
-  for (const file of [...files].sort()) await hashStream(path.join(dir, file), hash);
-  return { sha256: hash.digest('hex'), files: [...files].sort() };
+  const sorted = [...files].sort();
+  return { sha256: await sha256OfFiles(sorted.map((file) => path.join(dir, file))), files: sorted };
 }
 
 /**
@@ -208,13 +208,4 @@ async function fileSize(file: string): Promise<number> {
   } catch (error) {
     throw new Error(`${file}: cannot read weights (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
   }
-}
-
-async function hashStream(file: string, hash: ReturnType<typeof createHash>): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    fs.createReadStream(file, { highWaterMark: 4 * 1024 * 1024 })
-      .on('data', (chunk) => hash.update(chunk))
-      .on('error', (error: NodeJS.ErrnoException) => reject(new Error(`${file}: cannot read weights (${error.code ?? error.message})`)))
-      .on('end', () => resolve());
-  });
 }

@@ -1,7 +1,6 @@
 // Mining → tokenised dataset file, streaming: each file's examples are tokenised and written as
 // the miner yields them.
 
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from '../../model/tokenizer/tokenizer';
@@ -10,6 +9,7 @@ import type { MemoryWriter } from '../memory/file';
 import { EXAMPLE_KINDS, LOSS_MASK_CONVENTION, toRanges } from './format';
 import { tokenizeExample, type DatasetTokenizer } from './tokenize';
 import { DatasetWriter, type WrittenDataset } from './writer';
+import { sha256OfFileSync } from '../../util/sha256';
 
 export const DEFAULT_MAX_TOKENS = 1024;
 // Window size in characters per token of budget: code runs at about 3-4 characters per token
@@ -51,7 +51,7 @@ export async function loadTokenizerFile(pathOrDir: string): Promise<{ tokenizer:
     throw new Error(`${pathOrDir}: no such tokenizer file or folder`);
   }
   const tokenizer = await Tokenizer.load(file);
-  const sha256 = createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+  const sha256 = sha256OfFileSync(file);
   return { tokenizer, sha256, file };
 }
 

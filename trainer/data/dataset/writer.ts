@@ -3,7 +3,6 @@
 // JSON header, then the preamble is patched with the header's position. Written under a temp
 // name and renamed, so a reader never sees half a file.
 
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -16,6 +15,7 @@ import {
   type ExampleRecord,
 } from './format';
 import type { TokenizedExample } from './tokenize';
+import { sha256OfFileSync } from '../../util/sha256';
 
 const BUFFER_BYTES = 1 << 20;
 
@@ -180,7 +180,7 @@ export class DatasetWriter {
       fs.closeSync(this.index.fd);
       fs.rmSync(this.indexPath, { force: true });
       fs.renameSync(this.tempPath, this.outputPath);
-      return { path: this.outputPath, bytes: headerOffset + json.length, sha256: fileSha256(this.outputPath), header };
+      return { path: this.outputPath, bytes: headerOffset + json.length, sha256: sha256OfFileSync(this.outputPath), header };
     } catch (error) {
       this.abort();
       throw error;
@@ -204,18 +204,6 @@ export class DatasetWriter {
 
 function align8(n: number): number {
   return Math.ceil(n / 8) * 8;
-}
-
-export function fileSha256(file: string): string {
-  const hash = createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buffer = Buffer.alloc(BUFFER_BYTES);
-    for (let n = fs.readSync(fd, buffer); n > 0; n = fs.readSync(fd, buffer)) hash.update(buffer.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return hash.digest('hex');
 }
 
 if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) {

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { AuditLog } from './audit';
 import { checkSuggestion, type SuggestionToCheck } from './check';
 import { parsePolicy } from './policy';
+import { round } from '../../util/round';
 
 const POLICY = {
   version: 1,
@@ -89,16 +90,16 @@ async function main(): Promise<void> {
     };
     const result = {
       checkSuggestion: {
-        microsecondsMedian: { oneLine: round(checkMicros[0]), fiveLines: round(checkMicros[1]), eightLines: round(checkMicros[2]) },
-        blockedMicroseconds: round(timeBatches(iterations, 7, () => checkSuggestion(policy, blocked))),
+        microsecondsMedian: { oneLine: round(checkMicros[0], 1), fiveLines: round(checkMicros[1], 1), eightLines: round(checkMicros[2], 1) },
+        blockedMicroseconds: round(timeBatches(iterations, 7, () => checkSuggestion(policy, blocked)), 1),
         allowedOfSamples: `${allowed}/${inputs.length}`,
         documentChars: fileText.length,
         policy: { bannedPatterns: policy.bannedPatterns.length, bannedApis: policy.bannedApis.length, requiredHeader: true, maxSuggestionLength: policy.maxSuggestionLength },
         iterations,
       },
       auditAppend: {
-        microsecondsMedianDurable: round(await appendMicros(true, 200)),
-        microsecondsMedianNoFsync: round(await appendMicros(false, 200)),
+        microsecondsMedianDurable: round(await appendMicros(true, 200), 1),
+        microsecondsMedianNoFsync: round(await appendMicros(false, 200), 1),
       },
       node: process.version,
       cpus: os.cpus().length,
@@ -107,10 +108,6 @@ async function main(): Promise<void> {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function round(x: number): number {
-  return Math.round(x * 10) / 10;
 }
 
 void main();

@@ -19,6 +19,7 @@ import { Tokenizer } from '../../model/tokenizer/tokenizer';
 import { AGGREGATES, removedLinesFromUnifiedDiff, rocAuc, type Aggregate } from './lines';
 import { resolveReviewAdapter } from './review';
 import { ReviewScorer } from './scorer';
+import { round } from '../../util/round';
 
 export const FIX_SUBJECT = /\b(fix(e[sd]|es|ing)?|bug(s|fix)?|hotfix)\b/i;
 
@@ -165,7 +166,7 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
     const aucs = [...byFile.values()].map((lines) => rocAuc(lines.filter((l) => l.removed).map(score), lines.filter((l) => !l.removed).map(score))).filter(Number.isFinite);
     return { mean: aucs.reduce((a, b) => a + b, 0) / aucs.length, files: aucs.length };
   };
-  const byAggregate = (f: (a: Aggregate) => number): ModelAuc => Object.fromEntries(AGGREGATES.map((a) => [a, round(f(a))])) as ModelAuc;
+  const byAggregate = (f: (a: Aggregate) => number): ModelAuc => Object.fromEntries(AGGREGATES.map((a) => [a, round(f(a), 4)])) as ModelAuc;
   const auc = {
     adapter: byAggregate((a) => pooled((l) => l.adapter[a])),
     base: byAggregate((a) => pooled((l) => l.base[a])),
@@ -197,10 +198,6 @@ async function showFile(git: (args: string[]) => Promise<string>, commit: string
   } catch {
     return null;
   }
-}
-
-function round(x: number): number {
-  return Math.round(x * 10_000) / 10_000;
 }
 
 export function formatFixEvaluation(result: FixEvaluation): string {

@@ -18,6 +18,7 @@ import { changedLineNumbers, headVersion } from './changes';
 import { AGGREGATES, type Aggregate, type LineScores } from './lines';
 import { ReviewScorer } from './scorer';
 import { distributionThreshold, repositoryDistribution, type LineDistribution } from './threshold';
+import { round } from '../../util/round';
 
 /** Top share of the repository's lines that counts as unusual. */
 export const DEFAULT_PERCENTILE = 2;
@@ -53,8 +54,8 @@ export function reviewLines(lines: readonly string[], adapter: LineScores, base:
     result.push({
       line: i + 1,
       text: lines[i],
-      surprisal: round(surprisal),
-      baseSurprisal: Number.isFinite(baseValue) ? round(baseValue) : null,
+      surprisal: round(surprisal, 3),
+      baseSurprisal: Number.isFinite(baseValue) ? round(baseValue, 3) : null,
       flagged: surprisal > threshold,
     });
   }
@@ -65,10 +66,6 @@ export function reviewLines(lines: readonly string[], adapter: LineScores, base:
 export function unusualLineMessage(line: ReviewLine, threshold: number, topPercent: number): string {
   const base = line.baseSurprisal === null ? '' : `, base model ${line.baseSurprisal.toFixed(1)}`;
   return `Unusual for this codebase: ${line.surprisal.toFixed(1)} bits/token under the repository adapter (top ${topPercent}% starts at ${threshold.toFixed(1)}${base})`;
-}
-
-function round(x: number): number {
-  return Math.round(x * 1000) / 1000;
 }
 
 export interface ResolvedAdapter {
@@ -189,7 +186,7 @@ export async function reviewFile(options: ReviewFileOptions): Promise<ReviewFile
       base: { dir: baseDir, sha256: baseSha256 },
       aggregate,
       percentile,
-      threshold: round(threshold),
+      threshold: round(threshold, 3),
       scope: options.all ? 'all' : 'changed',
       distribution: { lines: distribution.lines, files: distribution.files, heldOutLines: distribution.heldOutLines, trainingLines: distribution.trainingLines },
       lines,

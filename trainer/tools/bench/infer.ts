@@ -8,7 +8,8 @@ import { createSession } from '../../compute/engine/session';
 import { Precision } from '../../compute/engine/weights';
 import { Rng } from '../../model/random';
 import { HostTensor } from '../../model/tensor';
-import { median, referenceConfig, round } from './reference';
+import { median, referenceConfig } from './reference';
+import { round } from '../../util/round';
 
 // `idiom bench infer`: prefill and decode speed of the inference graph on the reference config,
 // the time of one token's weight MatMuls alone (the floor for decode) measured in the same run,
@@ -110,13 +111,13 @@ async function measureDecode(
   const decodeMsPerToken = mean(stepTimes);
   const weightMatmulMsPerToken = mean(matmulTimes);
   return {
-    prefillMs: round(median(prefillTimes)),
-    decodeMsPerToken: round(decodeMsPerToken),
-    decodeP50MsPerToken: round(median(stepTimes)),
-    weightMatmulMsPerToken: round(weightMatmulMsPerToken),
-    weightMatmulP50MsPerToken: round(median(matmulTimes)),
-    ratio: round(decodeMsPerToken / weightMatmulMsPerToken),
-    ratioP50: round(median(stepTimes) / median(matmulTimes)),
+    prefillMs: round(median(prefillTimes), 3),
+    decodeMsPerToken: round(decodeMsPerToken, 3),
+    decodeP50MsPerToken: round(median(stepTimes), 3),
+    weightMatmulMsPerToken: round(weightMatmulMsPerToken, 3),
+    weightMatmulP50MsPerToken: round(median(matmulTimes), 3),
+    ratio: round(decodeMsPerToken / weightMatmulMsPerToken, 3),
+    ratioP50: round(median(stepTimes) / median(matmulTimes), 3),
   };
 }
 
@@ -159,10 +160,10 @@ async function measureCompletions(
     generated.push(result.tokens.length);
   }
   return {
-    completionP50Ms: round(percentile(warm, 50)),
-    completionP95Ms: round(percentile(warm, 95)),
-    completionColdP50Ms: round(percentile(cold, 50)),
-    completionColdP95Ms: round(percentile(cold, 95)),
+    completionP50Ms: round(percentile(warm, 50), 3),
+    completionP95Ms: round(percentile(warm, 95), 3),
+    completionColdP50Ms: round(percentile(cold, 50), 3),
+    completionColdP95Ms: round(percentile(cold, 95), 3),
     completion: {
       measured: 'Generator.generate in-process, FIM-shaped prompt of random ids; cold: empty cache; warm: typing (last prefix token changed + one appended per request, cached prefix reused); greedy up to maxTokens or a stop id',
       promptTokens,

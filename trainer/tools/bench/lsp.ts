@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { packageRoot, resolveBaseDir } from '../../model/base-model';
 import { percentile, startLspClient } from './lsp-client';
+import { round } from '../../util/round';
 
 // `idiom bench lsp`: inline completion latency and memory of the real language server, driven
 // over stdio exactly as an editor drives it (`idiom lsp --stdio`, didOpen/didChange,
@@ -29,10 +30,6 @@ export interface BenchLspOptions {
   /** Lines whose rest is typed back character by character. */
   typedLines?: number;
   log?: (line: string) => void;
-}
-
-function round(x: number, digits = 1): number {
-  return Number(x.toFixed(digits));
 }
 
 /** Resident set size of a process, bytes (Linux /proc). */
@@ -145,14 +142,14 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
     clearInterval(sampler);
     log(`warm: ${keystrokes} keystrokes on ${typedLines.length} lines`);
 
-    const mib = (bytes: number) => round(bytes / 2 ** 20);
+    const mib = (bytes: number) => round(bytes / 2 ** 20, 1);
     return {
-      completionColdP50Ms: round(percentile(cold, 50)),
-      completionColdP95Ms: round(percentile(cold, 95)),
-      completionWarmP50Ms: round(percentile(warm, 50)),
-      completionWarmP95Ms: round(percentile(warm, 95)),
-      firstCompletionMs: round(firstMs),
-      modelLoadMs: round(loadMs),
+      completionColdP50Ms: round(percentile(cold, 50), 1),
+      completionColdP95Ms: round(percentile(cold, 95), 1),
+      completionWarmP50Ms: round(percentile(warm, 50), 1),
+      completionWarmP95Ms: round(percentile(warm, 95), 1),
+      firstCompletionMs: round(firstMs, 1),
+      modelLoadMs: round(loadMs, 1),
       rssIdleMiB: mib(rssIdle),
       rssModelLoadedMiB: mib(rssModel),
       rssCompletionPeakMiB: mib(rssPeak),

@@ -8,6 +8,7 @@ import { packageRoot, resolveBaseDir } from '../../model/base-model';
 import { Rng } from '../../model/random';
 import { editSimilarity } from '../../training/eval/metrics';
 import { percentile, startLspClient } from './lsp-client';
+import { round } from '../../util/round';
 
 // `idiom bench quality`: what a user sees, replayed. The lines that the temporal held-out commits
 // added (their files were never trained on) are typed again at two points each: the start of the
@@ -159,7 +160,6 @@ function firstLineOf(text: string): string {
 }
 
 export function scoreVariant(name: string, points: readonly ReplayPoint[], answers: readonly Answer[]): VariantResult {
-  const round = (x: number, digits = 4) => Number(x.toFixed(digits));
   const tally = (indices: number[]) => {
     let shown = 0;
     let exact = 0;
@@ -180,11 +180,11 @@ export function scoreVariant(name: string, points: readonly ReplayPoint[], answe
     const n = Math.max(1, indices.length);
     return {
       points: indices.length,
-      shown: round(shown / n),
-      exactMatch: round(exact / n),
-      acceptedCharShare: round(accepted / Math.max(1, total)),
-      precision: round(shown === 0 ? 0 : exact / shown),
-      similarity: round(similarity / n),
+      shown: round(shown / n, 4),
+      exactMatch: round(exact / n, 4),
+      acceptedCharShare: round(accepted / Math.max(1, total), 4),
+      precision: round(shown === 0 ? 0 : exact / shown, 4),
+      similarity: round(similarity / n, 4),
     };
   };
   const all = tally(points.map((_, i) => i));

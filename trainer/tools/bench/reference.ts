@@ -24,5 +24,3 @@ export function median(values: number[]): number {
   const mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
-
-export const round = (x: number, digits = 3) => Number(x.toFixed(digits));

@@ -8,6 +8,7 @@ import { defaultThreadCount } from '../../compute/runtime/session';
 import { Trainer, type TrainingOptions } from '../../training/ort/trainer';
 import { probeTorch } from '../../training/torch-bridge/python';
 import { TorchTrainer } from '../../training/torch-bridge/torch-trainer';
+import { round } from '../../util/round';
 
 // Training speed of the two CPU engines in one run, on the same weights, batches and thread
 // count: ONNX Runtime (our graphs) vs PyTorch (trainer/training/torch). Steps alternate between the two
@@ -33,8 +34,6 @@ const median = (values: number[]) => {
   const mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 };
-const round = (x: number, digits = 1) => Number(x.toFixed(digits));
-
 export async function benchEngines(options: EngineBenchOptions = {}): Promise<Record<string, unknown>> {
   const config = options.config ?? referenceConfig();
   const method = options.method ?? 'lora';
@@ -94,10 +93,10 @@ export async function benchEngines(options: EngineBenchOptions = {}): Promise<Re
     const ortTps = targets / median(wall.ort);
     const torchTps = targets / median(wall.torch);
     return {
-      tokensPerSecond: { ort: round(ortTps), torch: round(torchTps) },
+      tokensPerSecond: { ort: round(ortTps, 1), torch: round(torchTps, 1) },
       ratio: Number((torchTps / ortTps).toFixed(3)),
-      stepMs: { ort: round(median(wall.ort) * 1000), torch: round(median(wall.torch) * 1000) },
-      engineStepMs: { ort: round(median(times.ort) * 1000), torch: round(median(times.torch) * 1000) },
+      stepMs: { ort: round(median(wall.ort) * 1000, 1), torch: round(median(wall.torch) * 1000, 1) },
+      engineStepMs: { ort: round(median(times.ort) * 1000, 1), torch: round(median(times.torch) * 1000, 1) },
       firstLoss: { ort: losses.ort[0], torch: losses.torch[0] },
       config: {
         method,

@@ -6,7 +6,8 @@ import { Rng } from '../../model/random';
 import { EngineWorker } from '../../compute/runtime/client';
 import type { LoraConfig } from '../../model/lora';
 import { Trainer } from '../../training/ort/trainer';
-import { median, referenceConfig, round } from './reference';
+import { median, referenceConfig } from './reference';
+import { round } from '../../util/round';
 
 // `idiom bench train`: training speed on the reference config (issue 2), and in the same process
 // the fp32 MatMul peak, so mfu = achieved / peak compares like with like on a shared, noisy

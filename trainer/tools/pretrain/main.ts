@@ -7,7 +7,6 @@
 //   npm run pretrain -- [--minutes 40] [--steps N] [--sitting-minutes M] [--cache .cache/pretrain]
 //                       [--out models] [--fresh] [--extend] [--fim-cuts word|char] [--stages corpus,tokenizer,stream,train,export,eval,card]
 
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -21,6 +20,7 @@ import { renderModelCard } from './model-card';
 import { loadSourceList } from './sources';
 import { DEFAULT_HYPERPARAMETERS, PretrainHyperparameters, RunLength, TrainProgress, loadRunWeights, trainRun } from './train';
 import { BodyShape, VocabMeasurement, chooseVocabSize } from './vocab';
+import { sha256OfFileSync } from '../../util/sha256';
 
 export const MODEL_NAME = 'idiom-tiny';
 export const FIM_RATE = 0.5;
@@ -171,7 +171,7 @@ async function main(): Promise<void> {
   log(`model: ${countParameters(config)} parameters, vocabulary ${vocab.chosen}`);
 
   // 3. Token stream.
-  const tokenizerHash = createHash('sha256').update(fs.readFileSync(tokenizerFile)).digest('hex').slice(0, 12);
+  const tokenizerHash = sha256OfFileSync(tokenizerFile).slice(0, 12);
   // 'char' streams keep the name they had before there was a choice of cut points.
   const streamFile = path.join(cache, `stream-${tokenizerHash}-${manifest.sha256.train.slice(0, 12)}${args.fimCuts === 'char' ? '' : `-${args.fimCuts}`}.bin`);
   const streamStatsFile = `${streamFile}.json`;

@@ -32,6 +32,7 @@ import { fillRows, packEpoch, stepsPerEpoch, type DataCursor, type TrainExample 
 import { TrainingCancelledError, type TrainEvent } from './events';
 import { chooseShape, estimateTokensPerSecond, learningRateAt, warmupStepsFor, type Budget, type Schedule } from './plan';
 import { RunFolder, type CheckpointState, type RunPlan } from './run-folder';
+import { round } from '../../util/round';
 
 // `idiom train` as a function the CLI and the language server share: mine → tokenise with the
 // base's tokenizer → train (LoRA or full) with periodic checkpoints → evaluate base and adapter
@@ -738,8 +739,4 @@ function checkBudget(budget: Budget): void {
   if ('tokens' in budget) {
     if (!Number.isInteger(budget.tokens) || budget.tokens < 1) throw new Error(`--tokens must be a positive integer, got ${budget.tokens}`);
   } else if (!(Number.isFinite(budget.minutes) && budget.minutes > 0)) throw new Error(`--minutes must be a positive number, got ${budget.minutes}`);
-}
-
-function round(x: number, digits: number): number {
-  return Number(x.toFixed(digits));
 }

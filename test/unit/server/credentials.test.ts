@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { credentialAddedBy } from '../../../server/completion/credentials';
-import { SECRET_LOOKALIKES, plantedSecrets } from '../../fixtures/mining/planted-secrets';
+import { DISGUISE_LOOKALIKES, SECRET_LOOKALIKES, disguisedSecrets, plantedSecrets } from '../../fixtures/mining/planted-secrets';
 
 describe('server/completion/credentials', () => {
   const inCode = plantedSecrets().filter((secret) => secret.expected === 'secret');
@@ -18,8 +18,20 @@ describe('server/completion/credentials', () => {
     }
   });
 
+  it('withholds disguised credentials: the second piece of a split key, an encoded key, a password on a command line', () => {
+    for (const secret of disguisedSecrets()) {
+      for (const canary of secret.canaries) {
+        const at = secret.content.indexOf(canary);
+        if (at < 0) continue; // the decoded form of an encoded key
+        const prefix = secret.content.slice(0, at);
+        const suffix = secret.content.slice(at + canary.length);
+        assert.notEqual(credentialAddedBy(prefix, canary, suffix), null, `${secret.kind} (${secret.path}) was not withheld`);
+      }
+    }
+  });
+
   it('lets code that only talks about tokens and passwords through, line by line', () => {
-    for (const [file, content] of Object.entries(SECRET_LOOKALIKES)) {
+    for (const [file, content] of Object.entries({ ...SECRET_LOOKALIKES, ...DISGUISE_LOOKALIKES })) {
       let start = 0;
       for (const line of content.split('\n')) {
         const prefix = content.slice(0, start);

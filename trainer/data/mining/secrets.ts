@@ -1,5 +1,11 @@
 // Content scanner for credentials. A hit never carries the matched text: only its kind and line,
 // so reports and logs cannot leak what they found. The miner excludes a file with any hit.
+// Three layers: vendor token formats (ours and secretlint's recommended rules), values that
+// context names as credentials (assigned or passed near a credential-like name, connection
+// strings, command lines), and the same checks again on string literals joined across `+` and
+// on base64 runs decoded.
+
+import { secretlintSpans } from './secretlint';
 
 export type SecretKind =
   | 'private-key'
@@ -22,7 +28,13 @@ export type SecretKind =
   | 'shopify-token'
   | 'azure-storage-key'
   | 'url-credentials'
-  | 'assigned-secret';
+  | 'assigned-secret'
+  | 'authorization-header'
+  | 'connection-string-password'
+  | 'command-line-password'
+  | 'credential-literal'
+  // A report of one of secretlint's recommended rules (`secretlint-aws`, `secretlint-basicauth`, …).
+  | `secretlint-${string}`;
 
 export interface SecretHit {
   kind: SecretKind;
@@ -34,6 +46,8 @@ interface Pattern {
   regex: RegExp;
   // Rejects look-alikes (placeholders, identifiers) after the regex matched.
   accept?: (match: RegExpExecArray) => boolean;
+  // Skips the pattern on text without this (a cheap test before a costly regex).
+  trigger?: RegExp;
 }
 
 // Shannon entropy in bits per character.
@@ -64,17 +78,40 @@ export function wordShare(value: string): number {
   return covered / value.length;
 }
 
-// A value that looks machine-generated rather than a word, identifier, path or URL: long
-// enough, mixes letters and digits, high entropy, mostly not made of words.
+// A value that looks machine-generated rather than a word, identifier, path, URL or prose: long
+// enough, no whitespace, mixes letters and digits, high entropy, mostly not made of words.
 export function looksRandom(value: string, minLength = 12, minEntropy = 3.3): boolean {
-  if (value.length < minLength || PLACEHOLDER.test(value)) return false;
+  if (value.length < minLength || PLACEHOLDER.test(value) || /\s/.test(value)) return false;
   if (!/[0-9]/.test(value) || !/[A-Za-z]/.test(value)) return false;
   if (/^[/.~]|:\/\//.test(value)) return false; // a path or URL (credentials in URLs have their own rule)
   if (wordShare(value) >= 0.6) return false;
   return shannonEntropy(value) >= minEntropy;
 }
 
-const NAME = String.raw`[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|credential|private[_-]?key|client[_-]?secret|signing[_-]?key)[A-Za-z0-9_.-]*`;
+// Template and variable syntax inside a value: `${PW}`, `{{ pw }}`, `%PW%`, `$PW`, `{0}`.
+const VARIABLE = /\$\{|\{\{|%[A-Za-z_]+%|^\$|\{\d+\}/;
+// Characters that mark code, paths or markup rather than a password.
+const CODE_LIKE = /^[/.~#[@&]|:\/\/|[()[\]{}<>\\]/;
+const EMAIL = /^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$/;
+
+// A value that context already calls a password (`Password=…;`, `-p…`, `setPassword("…")`):
+// random-looking, or made by a person the way password rules ask (three of lower case, upper
+// case, digits and symbols, a symbol among them). Identifiers, environment variable names, paths, e-mail addresses, templates and
+// stand-ins such as `changeme` are not.
+export function passwordLike(value: string, minLength = 8): boolean {
+  if (value.length < minLength || value.length > 128 || /\s/.test(value)) return false;
+  if (PLACEHOLDER.test(value) || PLACEHOLDER_PASSWORD.test(value) || VARIABLE.test(value)) return false;
+  if (CODE_LIKE.test(value) || EMAIL.test(value) || /^[A-Z][A-Z0-9_]*$/.test(value)) return false;
+  if (looksRandom(value, minLength, 2.5)) return true;
+  if (!/[^A-Za-z0-9_.-]/.test(value) || !/[A-Za-z]/.test(value)) return false;
+  // Letters, a digit and a symbol; without a digit, mixed case and not mostly words (`Password:`).
+  return /[0-9]/.test(value) || (/[a-z]/.test(value) && /[A-Z]/.test(value) && wordShare(value) < 0.6);
+}
+
+// `pass` alone counts as a whole word only (`dbPass`, `DB_PASS`, not `bypass` or `passive`).
+const PASS_WORD = String.raw`(?:(?<![A-Za-z])(?:pass|PASS)|(?<=[a-z0-9])Pass)(?![a-z])`;
+const NAME = String.raw`[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pwd|${PASS_WORD}|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|credential|private[_-]?key|client[_-]?secret|signing[_-]?key)[A-Za-z0-9_.-]*`;
+const PASS_NAME = /pass|pwd/i;
 
 const PATTERNS: Pattern[] = [
   {
@@ -122,7 +159,7 @@ const PATTERNS: Pattern[] = [
       'gi',
     ),
     // Passwords are often short human strings: a lower bar for those names.
-    accept: (match) => (/pass|pwd/i.test(match[1]) ? looksRandom(match[2], 8, 2.5) : looksRandom(match[2])),
+    accept: (match) => (PASS_NAME.test(match[1]) ? passwordLike(match[2]) : looksRandom(match[2])),
   },
   {
     // The unquoted config-file form, a whole line: `DB_PASSWORD=…`, `api_key: …`, `export TOKEN=…`.
@@ -134,11 +171,103 @@ const PATTERNS: Pattern[] = [
     ),
     accept: (match) => looksRandom(match[2], 16, 3.5),
   },
+  {
+    // The same for password names with a shorter, person-made value: `password: Xk7#…` in YAML,
+    // `DB_PASS=…` in an env file.
+    kind: 'assigned-secret',
+    regex: new RegExp(
+      String.raw`^[ \t]*(?:export[ \t]+|-[ \t]+)?(${NAME})["']?[ \t]*[:=][ \t]*([^\s"'\x60#]{6,128})[ \t]*(?:#.*)?$`,
+      'gim',
+    ),
+    accept: (match) => PASS_NAME.test(match[1]) && passwordLike(match[2], 6),
+    trigger: PASS_NAME,
+  },
+  {
+    // An environment variable set for one command: `PGPASSWORD=… psql`.
+    kind: 'command-line-password',
+    regex: /(?<![\w$-])([A-Z0-9_]*(?:PASSWORD|PASSWD|PASS|PWD)[A-Z0-9_]*)=([^\s"'\x60$;&|]{6,128})(?=[ \t]+[\w./-])/g,
+    accept: (match) => passwordLike(match[2], 6),
+    trigger: /PASS|PWD/,
+  },
+  {
+    // `Authorization: Bearer …` / `Basic …` / `token …` with a token-like value.
+    kind: 'authorization-header',
+    regex: /\b(?:Bearer|Basic|Token)[ \t]+([A-Za-z0-9._~+/-]{16,1024}={0,2})(?![A-Za-z0-9._~+/=-])/gi,
+    accept: (match) => looksRandom(match[1], 16, 3.0),
+    trigger: /bearer|basic|token/i,
+  },
+  {
+    // A connection string's password (ADO.NET, ODBC, JDBC properties): `…;Password=…;`.
+    kind: 'connection-string-password',
+    regex: /(?<![A-Za-z0-9_])(?:password|pwd)[ \t]*=[ \t]*([^;"'\s<>{}()[\]$%]{4,128})(?=[ \t]*[;"'])/gi,
+    accept: (match) => passwordLike(match[1], 6),
+    trigger: /password|pwd/i,
+  },
+  {
+    // `curl -u user:password`, `--user user:password`.
+    kind: 'command-line-password',
+    regex: /\bcurl\b[^\n]{0,300}?[ \t](?:-u|--user)(?:[ \t]+|=)["']?[^\s:"']{1,64}:([^\s"']{4,128})/g,
+    accept: (match) => passwordLike(match[1], 6),
+    trigger: /curl/,
+  },
+  {
+    // The MySQL clients take the password glued to `-p`: `mysql -u root -p…`.
+    kind: 'command-line-password',
+    regex: /\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mariadb|mariadb-dump)\b[^\n]{0,300}?[ \t]-p([^\s"'$-][^\s"']{3,127})/g,
+    accept: (match) => passwordLike(match[1], 6),
+    trigger: /mysql|mariadb/,
+  },
+  {
+    // `--password=…`, `--password …`, `sshpass -p …` on a command line.
+    kind: 'command-line-password',
+    regex: /(?:--(?:[a-z]+-)?(?:password|passwd|pass)(?:=|[ \t]+)|\bsshpass[ \t]+-p[ \t]*)["']?([^\s"'$<{-][^\s"']{3,127})/gi,
+    accept: (match) => passwordLike(match[1], 6),
+    trigger: /--[a-z-]*pass|sshpass/i,
+  },
 ];
+
+// A string literal on one line: double, single or backquoted (no template substitutions).
+const LITERAL = /"((?:[^"\\\n]|\\.){0,256})"|'((?:[^'\\\n]|\\.){0,256})'|\x60((?:[^\x60\\\n$]|\\.){0,256})\x60/g;
+// Credential-like words a literal may sit next to (`"X-Api-Key", "…"`, `auth: "…"`).
+const CREDENTIAL_WORD = /(?:password|passwd|passphrase|pwd|(?<![A-Za-z])pass(?![a-z])|Pass(?![a-z])|secret|token(?!iz)|api[_-]?key|apikey|access[_-]?key|auth(?!or)|bearer|credential|private[_-]?key)/i;
+// A call whose name says it takes a credential: `login(…)`, `setPassword(…)`, `withToken(…)`.
+const CREDENTIAL_CALL = /(?<![\w$])([\w$.]{0,80}?(?:log_?in|log_?on|sign_?in|auth|pass|pwd|secret|token|credential|api_?key|connect)[\w$]{0,80})[ \t]*\(([^()\n]{1,300})\)/gi;
+const NEAR_CHARS = 48;
+
+// String literals that hold a credential by their context: arguments of a credential call, or
+// random-looking values a few characters after a credential-like word on the same line.
+function credentialLiterals(text: string, spans: SecretSpan[]): void {
+  CREDENTIAL_CALL.lastIndex = 0;
+  let call: RegExpExecArray | null;
+  while ((call = CREDENTIAL_CALL.exec(text)) !== null) {
+    const passCall = /log_?in|log_?on|sign_?in|auth|pass|pwd|connect/i.test(call[1]);
+    const argsAt = call.index + call[0].length - 1 - call[2].length;
+    LITERAL.lastIndex = 0;
+    let literal: RegExpExecArray | null;
+    while ((literal = LITERAL.exec(call[2])) !== null) {
+      const value = literal[1] ?? literal[2] ?? literal[3] ?? '';
+      if (passCall ? passwordLike(value) : looksRandom(value)) {
+        spans.push({ kind: 'credential-literal', start: argsAt + literal.index, end: argsAt + literal.index + literal[0].length });
+      }
+    }
+  }
+  LITERAL.lastIndex = 0;
+  let literal: RegExpExecArray | null;
+  while ((literal = LITERAL.exec(text)) !== null) {
+    const value = literal[1] ?? literal[2] ?? literal[3] ?? '';
+    if (value.length < 8 || !/[0-9]/.test(value) || !/[A-Za-z]/.test(value)) continue;
+    const lineStart = text.lastIndexOf('\n', literal.index - 1) + 1;
+    const before = text.slice(Math.max(lineStart, literal.index - NEAR_CHARS), literal.index);
+    const word = CREDENTIAL_WORD.exec(before);
+    if (word && (PASS_NAME.test(word[0]) ? passwordLike(value) : looksRandom(value))) {
+      spans.push({ kind: 'credential-literal', start: literal.index, end: literal.index + literal[0].length });
+    }
+  }
+}
 
 // Cheap pre-check: every pattern needs one of these substrings (case-insensitive) to match.
 const TRIGGERS =
-  /PRIVATE KEY|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|secret|gh[pousr]_|github_pat_|glpat-|xox|hooks\.slack|_live_|_test_|AIza|GOCSPX|eyJ|npm_|sk-|hf_|SG\.|SK[0-9a-f]|shp|AccountKey|:\/\/|password|passwd|passphrase|pwd|token|api_?key|access_?key|auth_?key|credential|private_?key|signing_?key/i;
+  /PRIVATE KEY|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|secret|gh[pousr]_|github_pat_|glpat-|xox|hooks\.slack|_live_|_test_|AIza|GOCSPX|eyJ|npm_|sk-|hf_|SG\.|SK[0-9a-f]|shp|AccountKey|:\/\/|pass|pwd|token|api[_-]?key|access[_-]?key|auth|credential|private[_-]?key|signing[_-]?key|bearer|basic|curl|mysql|mariadb|log_?[io]n|sign_?in|connect/i;
 
 function lineOf(text: string, index: number, lineStarts: number[]): number {
   let lo = 0;
@@ -158,19 +287,78 @@ export interface SecretSpan {
   end: number;
 }
 
-// Every credential-looking span in the text, in pattern order.
-export function secretSpans(text: string): SecretSpan[] {
-  if (!TRIGGERS.test(text)) return [];
+// Spans found in the text as written: our patterns, credential literals, secretlint's rules.
+function directSpans(text: string): SecretSpan[] {
   const spans: SecretSpan[] = [];
-  for (const pattern of PATTERNS) {
-    pattern.regex.lastIndex = 0;
-    let match: RegExpExecArray | null;
-    while ((match = pattern.regex.exec(text)) !== null) {
-      if (match[0].length === 0) pattern.regex.lastIndex++;
-      if (pattern.accept && !pattern.accept(match)) continue;
-      spans.push({ kind: pattern.kind, start: match.index, end: match.index + match[0].length });
+  if (TRIGGERS.test(text)) {
+    for (const pattern of PATTERNS) {
+      if (pattern.trigger && !pattern.trigger.test(text)) continue;
+      pattern.regex.lastIndex = 0;
+      let match: RegExpExecArray | null;
+      while ((match = pattern.regex.exec(text)) !== null) {
+        if (match[0].length === 0) pattern.regex.lastIndex++;
+        if (pattern.accept && !pattern.accept(match)) continue;
+        spans.push({ kind: pattern.kind, start: match.index, end: match.index + match[0].length });
+      }
+    }
+    credentialLiterals(text, spans);
+  }
+  for (const hit of secretlintSpans(text)) spans.push({ kind: `secretlint-${hit.rule}`, start: hit.start, end: hit.end });
+  return spans;
+}
+
+const LITERAL_SOURCE = LITERAL.source;
+// Two or more string literals joined by `+`, `.`/`..` (PHP, Lua) or nothing (Python, C, shell),
+// across line breaks: `"AKIA…" + "…"`.
+const JOINED = new RegExp(String.raw`(?:${LITERAL_SOURCE})(?:[ \t\r\n]*(?:(?:\+|\.\.?)[ \t\r\n]*)?(?:${LITERAL_SOURCE}))+`, 'g');
+const MIN_JOINED = 12;
+
+// Each joined literal is scanned as one literal in its line (so `id = "…" + "…"` keeps its
+// name); a hit marks the whole expression.
+function joinedSpans(text: string, spans: SecretSpan[]): void {
+  if (!/["'\x60][ \t\r\n]*(?:\+|\.\.?)?[ \t\r\n]*["'\x60]/.test(text)) return;
+  JOINED.lastIndex = 0;
+  let group: RegExpExecArray | null;
+  while ((group = JOINED.exec(text)) !== null) {
+    let joined = '';
+    LITERAL.lastIndex = 0;
+    let literal: RegExpExecArray | null;
+    while ((literal = LITERAL.exec(group[0])) !== null) joined += literal[1] ?? literal[2] ?? literal[3] ?? '';
+    // Joined code or markup (quotes inside) is no split credential.
+    if (joined.length < MIN_JOINED || /["'\x60]/.test(joined)) continue;
+    const start = group.index;
+    const end = start + group[0].length;
+    const lineStart = text.lastIndexOf('\n', start - 1) + 1;
+    const lineEnd = text.indexOf('\n', end);
+    const head = text.slice(lineStart, start) + '"';
+    const snippet = head + joined + '"' + text.slice(end, lineEnd < 0 ? text.length : lineEnd);
+    for (const span of directSpans(snippet)) {
+      if (span.end > head.length - 1 && span.start < head.length + joined.length + 1) spans.push({ kind: span.kind, start, end });
     }
   }
+}
+
+// Standard base64 of 15 bytes or more, padded to a multiple of 4.
+const BASE64_RUN = /(?<![A-Za-z0-9+/=_-])(?:[A-Za-z0-9+/]{4}){5,256}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?![A-Za-z0-9+/=_-])/g;
+
+// A base64 run that decodes to printable text is scanned decoded: `Buffer.from("QUtJQ…", "base64")`.
+function decodedSpans(text: string, spans: SecretSpan[]): void {
+  BASE64_RUN.lastIndex = 0;
+  let run: RegExpExecArray | null;
+  while ((run = BASE64_RUN.exec(text)) !== null) {
+    const value = run[0];
+    if (!/[0-9]/.test(value) || !/[a-z]/.test(value) || !/[A-Z]/.test(value)) continue;
+    const decoded = Buffer.from(value, 'base64').toString('latin1');
+    if (!/^[\x20-\x7e\t\r\n]+$/.test(decoded)) continue;
+    for (const span of directSpans(decoded)) spans.push({ kind: span.kind, start: run.index, end: run.index + value.length });
+  }
+}
+
+// Every credential-looking span in the text.
+export function secretSpans(text: string): SecretSpan[] {
+  const spans = directSpans(text);
+  joinedSpans(text, spans);
+  decodedSpans(text, spans);
   return spans;
 }
 

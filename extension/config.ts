@@ -25,6 +25,7 @@ export function readSettings(): IdiomSettings {
     completion: {
       minConfidence: config.get<number>('completion.minConfidence', defaultSettings.completion.minConfidence),
       recall: config.get<boolean>('completion.recall', defaultSettings.completion.recall),
+      prompt: (['auto', 'fim', 'prefix'] as const).find((value) => value === config.get<string>('completion.prompt')) ?? defaultSettings.completion.prompt,
     },
   };
 }

@@ -31,9 +31,12 @@ export interface IdiomSettings {
   /**
    * Inline completions: the model's suggestion shows only when its first line is at least
    * `minConfidence` probable (0 shows all); `recall` shows a line written the same way in this file
-   * or the adapter's repository memory.
+   * or the adapter's repository memory; `prompt` asks the model to fill in the middle ('fim') or
+   * to continue the text before the cursor ('prefix'); 'auto' is 'prefix' for the embedded model
+   * (too small to fill in the middle: its model card measures 0% FIM line exact match) and 'fim'
+   * for any other.
    */
-  completion: { minConfidence: number; recall: boolean };
+  completion: { minConfidence: number; recall: boolean; prompt: 'auto' | 'fim' | 'prefix' };
 }
 
 export const defaultSettings: IdiomSettings = {
@@ -46,7 +49,7 @@ export const defaultSettings: IdiomSettings = {
   lora: { r: 16, alpha: 32, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
   debounceMs: 150,
   mode: 'complete',
-  completion: { minConfidence: 0.2, recall: true },
+  completion: { minConfidence: 0.2, recall: true, prompt: 'auto' },
 };
 
 /** `initialize` params' `initializationOptions`. Every field is optional so other editors can omit them. */

@@ -19,6 +19,7 @@ import {
 } from 'vscode-languageserver';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { CompletionProvider, defaultCompletionOptions, type CompletionDocument } from './completion/provider';
+import type { PromptOrder } from './completion/prompt';
 import { RepositoryMemory } from '../trainer/data/memory/memory';
 import { readMemoryFile } from '../trainer/data/memory/file';
 import { similarSnippets, type SnippetSource } from './context/snippets';
@@ -365,7 +366,14 @@ export class IdiomServer {
       ...defaultCompletionOptions,
       minConfidence: Number.isFinite(minConfidence) && minConfidence >= 0 && minConfidence <= 1 ? minConfidence : defaultSettings.completion.minConfidence,
       recall: settings.recall === false ? null : defaultCompletionOptions.recall,
+      promptOrder: this.promptOrder(settings.prompt),
     };
+  }
+
+  private promptOrder(setting: string | undefined): PromptOrder {
+    if (setting === 'fim') return 'psm';
+    if (setting === 'prefix') return 'prefix';
+    return this.loadedModelPath !== null && this.loadedModelPath === this.defaultModelPath ? 'prefix' : 'psm';
   }
 
   // ---- modes ---------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
-// The fill-in-the-middle prompt: repository context snippets, then as much of the prefix and the
-// suffix as their token budgets allow, cut at line boundaries, in PSM order
-// (<fim_prefix> context + prefix <fim_suffix> suffix <fim_middle>).
+// The completion prompt: repository context snippets, then as much of the prefix and the suffix as
+// their token budgets allow, cut at line boundaries, in PSM order
+// (<fim_prefix> context + prefix <fim_suffix> suffix <fim_middle>); or, for a model that does not
+// fill in the middle well, left to right: context + prefix, no suffix and no FIM markers.
+
+/** 'psm': fill in the middle; 'prefix': continue the text before the cursor. */
+export type PromptOrder = 'psm' | 'prefix';
 
 /** What the prompt needs from a tokenizer (the trainer's Tokenizer satisfies it). */
 export interface PromptTokenizer {
@@ -150,13 +154,14 @@ function fitted(text: string, budget: number, tokenizer: PromptTokenizer, keep: 
   return text;
 }
 
-export function buildFimPrompt(input: PromptInput, tokenizer: PromptTokenizer, fim: FimTokenIds, budget: PromptBudget = defaultPromptBudget): FimPrompt {
-  const available = budget.maxTokens - 3;
+export function buildFimPrompt(input: PromptInput, tokenizer: PromptTokenizer, fim: FimTokenIds, budget: PromptBudget = defaultPromptBudget, order: PromptOrder = 'psm'): FimPrompt {
+  const markers = order === 'psm' ? 3 : 0;
+  const available = budget.maxTokens - markers;
   if (available <= 0) throw new Error(`prompt budget of ${budget.maxTokens} tokens leaves no room for text`);
   const reach = available * MAX_CHARS_PER_TOKEN;
   const prefix = input.prefix.length > reach ? input.prefix.slice(input.prefix.length - reach) : input.prefix;
   const suffix = input.suffix.length > reach ? input.suffix.slice(0, reach) : input.suffix;
-  const suffixText = takeHeadLines(suffix, Math.floor(available * budget.suffixShare), tokenizer);
+  const suffixText = order === 'psm' ? takeHeadLines(suffix, Math.floor(available * budget.suffixShare), tokenizer) : '';
   const suffixTokens = tokenizer.encode(suffixText);
 
   // Whole snippets only, best first, within the context share.
@@ -178,12 +183,14 @@ export function buildFimPrompt(input: PromptInput, tokenizer: PromptTokenizer, f
   // Merges across the joins can cost a token more than the parts did: drop from the far end.
   if (headTokens.length > headRoom) headTokens = Array.prototype.slice.call(headTokens, headTokens.length - headRoom);
 
-  const tokens = new Int32Array(3 + headTokens.length + suffixTokens.length);
+  const tokens = new Int32Array(markers + headTokens.length + suffixTokens.length);
   let at = 0;
-  tokens[at++] = fim.prefix;
+  if (order === 'psm') tokens[at++] = fim.prefix;
   for (let i = 0; i < headTokens.length; i++) tokens[at++] = headTokens[i];
-  tokens[at++] = fim.suffix;
-  for (let i = 0; i < suffixTokens.length; i++) tokens[at++] = suffixTokens[i];
-  tokens[at++] = fim.middle;
+  if (order === 'psm') {
+    tokens[at++] = fim.suffix;
+    for (let i = 0; i < suffixTokens.length; i++) tokens[at++] = suffixTokens[i];
+    tokens[at++] = fim.middle;
+  }
   return { tokens: tokens.subarray(0, at), prefixText, suffixText, contextText };
 }

@@ -8,7 +8,7 @@ import { CompletionCache } from './cache';
 import { credentialAddedBy } from './credentials';
 import { InflightGenerations, remainderAfter, type Generation, type GenerationContext } from './inflight';
 import { postprocessCompletion, stopSequencesFor } from './postprocess';
-import { buildFimPrompt, defaultPromptBudget, type ContextSnippet } from './prompt';
+import { buildFimPrompt, defaultPromptBudget, type ContextSnippet, type PromptOrder } from './prompt';
 import { defaultRecallOptions, recall, type RecallOptions } from './recall';
 
 export interface CompletionDocument {
@@ -36,9 +36,11 @@ export interface CompletionOptions {
    */
   minConfidence: number;
   recall: RecallOptions | null;
+  /** How the model is asked: fill in the middle, or continue the text before the cursor. */
+  promptOrder: PromptOrder;
 }
 
-export const defaultCompletionOptions: CompletionOptions = { maxNewTokens: 64, maxLines: 8, reuseGraceMs: 400, minConfidence: 0.2, recall: defaultRecallOptions };
+export const defaultCompletionOptions: CompletionOptions = { maxNewTokens: 64, maxLines: 8, reuseGraceMs: 400, minConfidence: 0.2, recall: defaultRecallOptions, promptOrder: 'psm' };
 
 export type CompletionSource = 'cache' | 'reused' | 'model' | 'recall';
 
@@ -117,6 +119,7 @@ export class CompletionProvider {
       model.tokenizer,
       model.fim,
       { ...defaultPromptBudget, maxTokens: Math.min(defaultPromptBudget.maxTokens, model.contextLength - options.maxNewTokens) },
+      options.promptOrder,
     );
     model
       .generate(prompt.tokens, {

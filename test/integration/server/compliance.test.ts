@@ -110,7 +110,7 @@ describe('language server: compliance mode checks and audits every suggestion', 
     fs.rmSync(auditFile, { force: true });
     fs.rmSync(headFileOf(auditFile), { force: true });
     // Every suggestion of this random checkpoint shown: the test is about the log, not the confidence gate.
-    session = await startServer(repo, { settings: { baseModelPath: modelDir, mode: 'compliance', completion: { minConfidence: 0, recall: false } } });
+    session = await startServer(repo, { settings: { baseModelPath: modelDir, mode: 'compliance', completion: { minConfidence: 0, recall: false, prompt: 'fim' } } });
     assert.equal((await waitForModel(session)).state, 'ready');
     const uri = openDocument(session, path.join(repo, 'src', 'add.ts'), text);
     assert.equal((await complete(uri))?.length, 1, 'an intact log: served');

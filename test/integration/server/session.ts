@@ -28,6 +28,12 @@ export interface Session {
  * Starts the real server in `root` (the workspace folder) and completes the initialize handshake.
  * `serverArgs`: node's arguments, by default the CLI from sources (`idiom lsp --stdio`).
  */
+/**
+ * What these tests compare the server's ghost text with is the engine's own completion
+ * (reference.ts): no confidence gate, no recall, the FIM prompt. Tests of those set their own.
+ */
+export const engineEquivalentCompletion = { minConfidence: 0, recall: false, prompt: 'fim' } as const;
+
 export async function startServer(
   root: string,
   options: InitializationOptions,
@@ -62,7 +68,7 @@ export async function startServer(
       rootUri: pathToFileURL(root).href,
       workspaceFolders: [{ uri: pathToFileURL(root).href, name: 'repo' }],
       capabilities: clientCapabilities,
-      initializationOptions: options,
+      initializationOptions: { ...options, settings: { completion: engineEquivalentCompletion, ...options.settings } },
     }),
   ]);
   exited.catch(() => undefined);

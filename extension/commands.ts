@@ -13,6 +13,7 @@ import {
   type AdapterSummary,
   type Mode,
 } from '../server/protocol';
+import type { ContributedCommand } from './command-ids';
 import { readSettings } from './config';
 import type { Ctx } from './ctx';
 import { pipelineReportHtml, trainingReportHtml } from './report';
@@ -192,7 +193,7 @@ export function suggestionAccepted(ctx: Ctx): Cmd {
 }
 
 /** Every command, registered before the server is up so none is ever "not found". */
-export const commandFactories: Record<string, (ctx: Ctx) => Cmd> = {
+export const commandFactories: Record<ContributedCommand | typeof suggestionAcceptedCommand, (ctx: Ctx) => Cmd> = {
   'idiom.retrain': retrain,
   'idiom.showAdapters': showAdapters,
   'idiom.switchMode': switchMode,

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { MemoryWriter, readMemoryFile, MEMORY_FILE } from '../../../trainer/data/memory/file';
 import { RepositoryMemory } from '../../../trainer/data/memory/memory';
 import { recall } from '../../../server/completion/recall';
-import { copyFromFile } from '../../../trainer/tools/bench/quality';
+import { copyFromFile } from '../../../trainer/training/eval/replay';
 
 // A repository that writes one call the same way everywhere: the memory must propose that line at
 // the start of a new line after the same context, and mid-line after its first word.

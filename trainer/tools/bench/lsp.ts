@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { packageRoot, resolveBaseDir } from '../../model/base-model';
-import { percentile, startLspClient } from './lsp-client';
+import { percentile, startLspClient } from '../../training/eval/lsp-client';
 import { round } from '../../util/round';
 
 // `idiom bench lsp`: inline completion latency and memory of the real language server, driven

@@ -29,7 +29,7 @@ export class Ctx implements vscode.Disposable {
 
   /** The running client, or an error a command can show. */
   requireClient(): LanguageClient {
-    if (!this.clientInstance || !this.clientInstance.isRunning()) throw new Error('the Idiom language server is not running (see Idiom: Show output)');
+    if (!this.clientInstance?.isRunning()) throw new Error('the Idiom language server is not running (see Idiom: Show output)');
     return this.clientInstance;
   }
 

@@ -72,7 +72,7 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     await page.keyboard.press('Enter');
   }
 
-  before(async function () {
+  before(async () => {
     if (!fs.existsSync(codeServer) || !fs.existsSync(chromiumPath)) {
       throw new Error(`the e2e runtime is missing (${codeServer}, ${chromiumPath}): run bash test/e2e/runtime/install.sh`);
     }

@@ -403,7 +403,7 @@ export async function loadAdapter(dir: string, baseConfig: ModelConfig, options:
   const modules = new Map<string, LoraModule>();
   for (const module of config.modules) {
     const slot = halves.get(module);
-    if (!slot || !slot.a || !slot.b) {
+    if (!slot?.a || !slot.b) {
       const missing = !slot ? 'lora_A and lora_B' : !slot.a ? 'lora_A' : 'lora_B';
       throw new Error(`${weightsFile}: missing ${missing} for ${module}, which ${ADAPTER_CONFIG_FILE} targets`);
     }

@@ -21,7 +21,7 @@ function halfTable(): Uint32Array {
       table[h] = (sign | ((exponent + 112) << 23) | (mantissa << 13)) >>> 0;
     } else {
       // zero or subnormal: mantissa * 2^-24 is exact in float32
-      f32Scratch[0] = mantissa * 5.960464477539063e-8;
+      f32Scratch[0] = mantissa * 2 ** -24;
       table[h] = (sign | u32Scratch[0]) >>> 0;
     }
   }

@@ -23,10 +23,3 @@ export function elementCount(shape: readonly number[]): number {
   for (const d of shape) n *= d;
   return n;
 }
-
-export function float32Tensor(shape: number[], data?: Float32Array): HostTensor {
-  const n = elementCount(shape);
-  const values = data ?? new Float32Array(n);
-  if (values.length !== n) throw new Error(`tensor of shape [${shape}] needs ${n} values, got ${values.length}`);
-  return { dtype: 'float32', shape, data: values };
-}

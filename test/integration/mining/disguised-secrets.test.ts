@@ -64,14 +64,14 @@ describe('idiom mine: disguised credentials never reach the dataset', function (
     const reader = DatasetReader.open(out);
     let decoded = '';
     try {
-      for (const { tokens } of reader.examples()) decoded += tokenizer.decode(Array.from(tokens)) + '\n';
+      for (const { tokens } of reader.examples()) decoded += `${tokenizer.decode(Array.from(tokens))}\n`;
     } finally {
       reader.close();
     }
     const bytes = fs.readFileSync(out);
     const canaries = [...disguised.flatMap((secret) => secret.canaries), ...planted.map((secret) => secret.canary)];
     const leaked = canaries.filter((canary) => decoded.includes(canary) || bytes.includes(Buffer.from(canary)));
-    assert.deepEqual(leaked.map((canary) => canary.slice(0, 4) + '…'), [], `${leaked.length} of ${canaries.length} credential pieces reached the dataset`);
+    assert.deepEqual(leaked.map((canary) => `${canary.slice(0, 4)}…`), [], `${leaked.length} of ${canaries.length} credential pieces reached the dataset`);
     for (const canary of canaries) assert.ok(!run.stdout.includes(canary) && !run.stderr.includes(canary));
     // The lookalikes did reach it (they were mined, not dropped for another reason).
     assert.ok(decoded.includes('Basic authentication sends the user and password'));

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { KvCacheSession } from '../../../trainer/compute/engine/inference';
 import { loadCheckpoint, saveCheckpoint } from '../../../trainer/model/checkpoint';
 import { parseModelConfig } from '../../../trainer/model/config';
-import { CorpusFile } from '../../../trainer/tools/pretrain/corpus';
+import type { CorpusFile } from '../../../trainer/tools/pretrain/corpus';
 import { encodeTrainingStream } from '../../../trainer/tools/pretrain/data';
 import { Scorer, evaluateModel } from '../../../trainer/tools/pretrain/evaluate';
 import { DEFAULT_HYPERPARAMETERS, initialWeights, loadRunWeights, trainRun } from '../../../trainer/tools/pretrain/train';
@@ -52,7 +52,7 @@ describe('pretraining run (tiny model)', function () {
     // Stop after ~0 s (one step per sitting), then resume until done.
     const runDir = path.join(dir, 'b');
     let sittings = 0;
-    let result;
+    let result: Awaited<ReturnType<typeof trainRun>>;
     do {
       result = await trainRun({ config, hyperparameters, length: { steps: 30 }, stream, runDir, logEvery: 5, sittingSeconds: sittings < 2 ? 1e-9 : undefined });
       sittings++;

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { StatusRequest } from '../../../server/protocol';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { engineCompletion } from './reference';
-import { cancelledInlineCompletion, inlineCompletion, openDocument, startServer, stopServer, waitForModel, type InlineAnswer } from './session';
+import { cancelledInlineCompletion, inlineCompletion, openDocument, startServer, stopServer, waitForModel } from './session';
 
 describe('language server with the real engine (random-weights checkpoint)', function () {
   this.timeout(60_000);

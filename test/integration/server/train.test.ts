@@ -8,7 +8,7 @@ import { Registry } from '../../../trainer/adapters/registry';
 import { buildIdiomRepo, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
 import { makePrintableModel, type PrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { engineCompletion } from './reference';
-import { inlineCompletion, openDocument, startServer, stopServer, waitFor, waitForModel, type InlineAnswer, type Session } from './session';
+import { inlineCompletion, openDocument, startServer, stopServer, waitFor, waitForModel, type InlineAnswer } from './session';
 
 // Training through the language server: idiom/train runs the real pipeline in a child process,
 // reports LSP work-done progress, keeps answering completions meanwhile, and serves the new

@@ -66,7 +66,7 @@ describe('training backend selection', function () {
     assert.match(selection.message!, /^PyTorch backend unavailable \(.*no-such-python3: not found \(install Python 3\)\); training with ONNX Runtime on the CPU$/);
   });
 
-  it('torch with a Python that has no PyTorch falls back, naming the import error', async function () {
+  it('torch with a Python that has no PyTorch falls back, naming the import error', async () => {
     const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
     const bare = script('python-without-site', `exec ${python} -S "$@"`);
     const selection = await selectTrainingBackend('torch', { python: bare });

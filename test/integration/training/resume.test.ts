@@ -2,8 +2,8 @@ import { strict as assert } from 'node:assert';
 import { parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
-import { OptimizerState, Trainer, TrainingOptions } from '../../../trainer/training/ort/trainer';
-import { HostTensor } from '../../../trainer/model/tensor';
+import { type OptimizerState, Trainer, type TrainingOptions } from '../../../trainer/training/ort/trainer';
+import type { HostTensor } from '../../../trainer/model/tensor';
 
 // A training run in the engine worker is stopped (the worker is terminated, as when the editor
 // closes), and a new worker resumes from the saved adapter and optimizer state: the resumed run

@@ -83,6 +83,7 @@ describe('manifest.json', () => {
 
   it('names the bad field in one line', () => {
     const good = JSON.parse(JSON.stringify(completeManifest(draftManifest(), weights)));
+    // biome-ignore lint/suspicious/noExplicitAny: each case edits one field of the parsed JSON, at any depth
     const broken = (change: (m: any) => void) => {
       const copy = JSON.parse(JSON.stringify(good));
       change(copy);

@@ -1,12 +1,12 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Checkpoint, loadCheckpoint, randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
-import { ModelConfig, parseModelConfig } from '../../../trainer/model/config';
+import { type Checkpoint, loadCheckpoint, randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
+import { type ModelConfig, parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import { HostTensor } from '../../../trainer/model/tensor';
-import { LoraAdapter } from '../../../trainer/compute/engine/weights';
-import { Projection, projectionModule, projectionShape } from '../../../trainer/model/config';
+import type { HostTensor } from '../../../trainer/model/tensor';
+import type { LoraAdapter } from '../../../trainer/compute/engine/weights';
+import { type Projection, projectionModule, projectionShape } from '../../../trainer/model/config';
 
 // Tiny configs that still exercise every branch: GQA, q/k/v bias (qwen2 and llama attention_bias),
 // tied and untied embeddings, head_dim ≠ hidden/heads. head_dim is 16: GroupQueryAttention's minimum.

@@ -1,10 +1,10 @@
 import { strict as assert } from 'node:assert';
 import * as ort from 'onnxruntime-node';
 import { Graph } from '../../../trainer/compute/graph/graph';
-import { ForwardOptions, buildForward, loraInputName } from '../../../trainer/compute/engine/llama';
+import { type ForwardOptions, buildForward, loraInputName } from '../../../trainer/compute/engine/llama';
 import { createSession, int64Tensor } from '../../../trainer/compute/engine/session';
-import { LoraAdapter } from '../../../trainer/compute/engine/weights';
-import { Checkpoint } from '../../../trainer/model/checkpoint';
+import type { LoraAdapter } from '../../../trainer/compute/engine/weights';
+import type { Checkpoint } from '../../../trainer/model/checkpoint';
 import { Rng } from '../../../trainer/model/random';
 import { maxAbsDiff, randomAdapter, randomTokens, tinyCheckpoint } from './fixtures';
 import { referenceLogits } from './reference';

@@ -7,7 +7,7 @@ import { buildForward } from '../../../trainer/compute/engine/llama';
 import { argmax } from '../../../trainer/compute/engine/sampling';
 import { createSession, int64Tensor } from '../../../trainer/compute/engine/session';
 import { INT4_BLOCK, frozenLinear, quantizeInt4, quantizeInt8 } from '../../../trainer/compute/engine/weights';
-import { Checkpoint } from '../../../trainer/model/checkpoint';
+import type { Checkpoint } from '../../../trainer/model/checkpoint';
 import { PROJECTIONS } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { maxAbsDiff, randomAdapter, randomTokens, tinyCheckpoint } from './fixtures';

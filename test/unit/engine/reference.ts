@@ -1,8 +1,8 @@
 // An independent plain-loop Llama/Qwen2 forward in float64 (no ONNX), written from the HF
 // modeling code's definitions, so the graph builders have something to be checked against.
 
-import { ModelConfig, projectionModule, Projection } from '../../../trainer/model/config';
-import { HostTensor } from '../../../trainer/model/tensor';
+import { type ModelConfig, projectionModule, type Projection } from '../../../trainer/model/config';
+import type { HostTensor } from '../../../trainer/model/tensor';
 
 export interface ReferenceAdapter {
   scaling: number;

@@ -1,9 +1,9 @@
 import * as ort from 'onnxruntime-node';
 import { gradients } from '../../../trainer/compute/graph/autodiff';
-import { Graph, Value } from '../../../trainer/compute/graph/graph';
+import { Graph, type Value } from '../../../trainer/compute/graph/graph';
 import { serializeModel } from '../../../trainer/compute/graph/onnx';
 import * as op from '../../../trainer/compute/graph/ops';
-import { DType, elementCount } from '../../../trainer/model/tensor';
+import { type DType, elementCount } from '../../../trainer/model/tensor';
 
 // Checks autodiff against central finite differences: the loss is Σ(out · R) with a fixed random
 // R, so every output element matters with its own weight; both the analytic gradients and the

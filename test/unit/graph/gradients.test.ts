@@ -1,11 +1,11 @@
 import { strict as assert } from 'node:assert';
 import * as ort from 'onnxruntime-node';
 import { gradients } from '../../../trainer/compute/graph/autodiff';
-import { Graph, Value } from '../../../trainer/compute/graph/graph';
+import { Graph, type Value } from '../../../trainer/compute/graph/graph';
 import { GRADIENT_RULES } from '../../../trainer/compute/graph/gradients';
 import { serializeModel } from '../../../trainer/compute/graph/onnx';
 import * as op from '../../../trainer/compute/graph/ops';
-import { InputSpec, checkGradients } from './finite-differences';
+import { type InputSpec, checkGradients } from './finite-differences';
 
 const positive: [number, number] = [0.5, 2];
 

@@ -57,7 +57,7 @@ describe('trainer/data/memory: repository memory', () => {
       assert.deepEqual(readMemoryFile(dir), files.slice(0, 2));
       fs.writeFileSync(path.join(dir, MEMORY_FILE), 'not gzip');
       assert.throws(() => readMemoryFile(dir), (error: Error) => /not a gzip file/.test(error.message) && !error.message.includes('\n'));
-      assert.equal(readMemoryFile(os.tmpdir() + '/no-such-idiom-dir'), null);
+      assert.equal(readMemoryFile(`${os.tmpdir()}/no-such-idiom-dir`), null);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -45,7 +45,7 @@ describe('dataset: tokenised examples, file writer and readers', () => {
     });
 
     it('trims FIM context to maxTokens, keeping the middle whole and the context nearest to it', () => {
-      const prefix = 'x'.repeat(10) + '\n' + tsModule('far', 4);
+      const prefix = `${'x'.repeat(10)}\n${tsModule('far', 4)}`;
       const suffix = tsModule('after', 4);
       const [piece] = tokenizeExample({ ...base, kind: 'fim-block', prefix, middle: '  return 42;\n', suffix }, tokenizer, 64);
       assert.equal(piece.tokens.length, 64);
@@ -146,7 +146,7 @@ describe('dataset: tokenised examples, file writer and readers', () => {
       const reader = DatasetReader.open(fileA);
       let decoded = '';
       try {
-        for (const { tokens: ids } of reader.examples()) decoded += tokenizer.decode(Array.from(ids)) + '\n';
+        for (const { tokens: ids } of reader.examples()) decoded += `${tokenizer.decode(Array.from(ids))}\n`;
       } finally {
         reader.close();
       }

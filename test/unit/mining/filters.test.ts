@@ -41,7 +41,7 @@ describe('mining/filters', () => {
   it('flags minified and generated text and keeps ordinary code', () => {
     const code = 'export function add(a: number, b: number): number {\n  return a + b;\n}\n';
     assert.equal(exclusionByContent(code, DEFAULT_FILTER_OPTIONS), undefined);
-    const minified = 'var a=1;'.repeat(200) + '\n';
+    const minified = `${'var a=1;'.repeat(200)}\n`;
     assert.equal(exclusionByContent(minified, DEFAULT_FILTER_OPTIONS), 'minified');
     const wide = Array.from({ length: 20 }, (_, i) => `const value${i} = ${'x'.repeat(180)};`).join('\n');
     assert.equal(exclusionByContent(wide, DEFAULT_FILTER_OPTIONS), 'minified');

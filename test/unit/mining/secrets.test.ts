@@ -65,7 +65,7 @@ describe('mining/secrets', () => {
     for (const rule of ['aws', 'basicauth', 'database-connection-string', 'linear', '1password']) assert.ok(names.includes(rule), rule);
     assert.ok(!names.includes('filter-comments'));
     // Formats only secretlint's rules know, in a file that asks secretlint to look away.
-    const linear = 'lin_api_' + ['Qk8mZ2xR7v', 'Lp4Tn9Wc3H', 'y6Jb1Fd5Gs', '0Ae2Ku8Mo4'].join('');
+    const linear = `lin_api_${['Qk8mZ2xR7v', 'Lp4Tn9Wc3H', 'y6Jb1Fd5Gs', '0Ae2Ku8Mo4'].join('')}`;
     const password = ['Wq7v', 'K2pZ', '9xL'].join('');
     const text = `// secretlint-disable\nconst client = new LinearClient({ apiKey: process.env.KEY ?? ${JSON.stringify(linear)} });\n` +
       `const uri = "mongodb://orders:${password}@mongo.internal:27017/orders";\n`;
@@ -82,7 +82,7 @@ describe('mining/secrets', () => {
   });
 
   it('reports the line of a hit', () => {
-    const text = 'a\nb\nconst k = "AKIA' + 'Q'.repeat(8) + '7'.repeat(8) + '";\n';
+    const text = `a\nb\nconst k = "AKIA${'Q'.repeat(8)}${'7'.repeat(8)}";\n`;
     assert.deepEqual(scanSecrets(text), [{ kind: 'aws-access-key-id', line: 3 }]);
   });
 
@@ -98,7 +98,7 @@ describe('mining/secrets', () => {
   it('scans long identifier runs without catastrophic backtracking', function () {
     // A backtracking pattern would run for minutes here and hit this timeout; linear ones take ms.
     this.timeout(20_000);
-    const line = 'a'.repeat(900) + '_token_' + 'b'.repeat(90) + '\n';
+    const line = `${'a'.repeat(900)}_token_${'b'.repeat(90)}\n`;
     assert.deepEqual(scanSecrets(line.repeat(200)), []);
   });
 });

@@ -66,8 +66,8 @@ describe('float16 / bfloat16 conversions', () => {
 
   it('encodes float32 to half and bfloat16 with round-to-nearest-even', () => {
     const rng = new Rng(7);
-    const values: number[] = [0, -0, 1, -1, 65504, 65519, 65520, 1e6, -1e6, 5.960464477539063e-8, 2.9802322387695312e-8];
-    values.push(2.9802322387695312e-8 * 1.0000001, 6.103515625e-5, 6.1e-5, 1e-10, 3.4028234663852886e38, 1.1754943508222875e-38);
+    const values: number[] = [0, -0, 1, -1, 65504, 65519, 65520, 1e6, -1e6, 2 ** -24, 2.9802322387695312e-8];
+    values.push(2.9802322387695312e-8 * 1.0000001, 6.103515625e-5, 6.1e-5, 1e-10, (2 - 2 ** -23) * 2 ** 127, 1.1754943508222875e-38);
     // Exact halfway points between neighbouring halves, and between neighbouring bfloat16 values.
     for (const bits of [0x0001, 0x0002, 0x03ff, 0x0400, 0x3c00, 0x3c01, 0x7bfe]) values.push((halfValue(bits) + halfValue(bits + 1)) / 2);
     for (const bits of [0x0001, 0x3f80, 0x3f81, 0x7f7e]) values.push(f32((bfloat16Value(bits) + bfloat16Value(bits + 1)) / 2));

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CorpusFile } from '../../../trainer/tools/pretrain/corpus';
+import type { CorpusFile } from '../../../trainer/tools/pretrain/corpus';
 import { FIM_SEGMENT_CHARS, RowSampler, WORD_CUT_KEEP, encodeTrainingStream, randomFimSplit, segmentText, specialIds } from '../../../trainer/tools/pretrain/data';
 import { fimPromptAt, pickLines, promptBefore, scoringWindows, xzCompressedBytes } from '../../../trainer/tools/pretrain/evaluate';
 import { learningRateAt, DEFAULT_HYPERPARAMETERS } from '../../../trainer/tools/pretrain/train';

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
-import { CorpusManifest } from '../../../trainer/tools/pretrain/corpus';
-import { LanguageMetrics } from '../../../trainer/tools/pretrain/evaluate';
-import { ModelCardInput, renderModelCard } from '../../../trainer/tools/pretrain/model-card';
+import type { CorpusManifest } from '../../../trainer/tools/pretrain/corpus';
+import type { LanguageMetrics } from '../../../trainer/tools/pretrain/evaluate';
+import { type ModelCardInput, renderModelCard } from '../../../trainer/tools/pretrain/model-card';
 import { DEFAULT_HYPERPARAMETERS } from '../../../trainer/tools/pretrain/train';
 
 function metrics(bpb: number, xz: number): LanguageMetrics {

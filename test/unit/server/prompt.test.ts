@@ -25,7 +25,12 @@ describe('server/completion/prompt', () => {
     const line = 'var a=function(b){return b+1};'.repeat(40_000); // 1.2 MB, one line
     const half = line.length / 2;
     let encoded = 0;
-    const counting: PromptTokenizer = { encode: (text) => ((encoded += text.length), bytes.encode(text)) };
+    const counting: PromptTokenizer = {
+      encode: (text) => {
+        encoded += text.length;
+        return bytes.encode(text);
+      },
+    };
     const budget = { maxTokens: 512, suffixShare: 0.25, contextShare: 0 };
     const prompt = buildFimPrompt({ prefix: line.slice(0, half), suffix: line.slice(half), languageId: 'javascript', snippets: [] }, counting, fim, budget);
     assert.ok(prompt.tokens.length <= budget.maxTokens);

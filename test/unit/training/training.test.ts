@@ -4,14 +4,14 @@ import { buildForward } from '../../../trainer/compute/engine/llama';
 import { Graph } from '../../../trainer/compute/graph/graph';
 import { serializeModel } from '../../../trainer/compute/graph/onnx';
 import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
-import { ModelConfig, parseModelConfig } from '../../../trainer/model/config';
+import { type ModelConfig, parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
-import { AdamWOptions } from '../../../trainer/training/ort/adamw';
+import type { AdamWOptions } from '../../../trainer/training/ort/adamw';
 import { loraScaling, type LoraConfig } from '../../../trainer/model/lora';
 import { TrainingSession } from '../../../trainer/training/ort/session';
 import { Trainer } from '../../../trainer/training/ort/trainer';
-import { HostTensor } from '../../../trainer/model/tensor';
+import type { HostTensor } from '../../../trainer/model/tensor';
 
 // A tiny llama (GQA, 2 layers) trained for real through ONNX Runtime.
 const cfg: ModelConfig = parseModelConfig({

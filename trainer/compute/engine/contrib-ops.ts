@@ -1,4 +1,4 @@
-import { Dim, Value } from '../graph/graph';
+import type { Dim, Value } from '../graph/graph';
 
 // Fused ONNX Runtime contrib ops (com.microsoft) for the inference graphs. They have no gradient
 // rules, so only inference.ts uses them; buildForward stays on plain ops. Each helper infers

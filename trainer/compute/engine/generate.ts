@@ -1,5 +1,5 @@
-import { KvCacheSession } from './inference';
-import { Sampler, SamplingOptions } from './sampling';
+import type { KvCacheSession } from './inference';
+import { Sampler, type SamplingOptions } from './sampling';
 
 // The generation loop. It runs where the session lives (inside the engine worker), so no message
 // crosses threads per token; between tokens it awaits ORT, so a cancel message can be handled.

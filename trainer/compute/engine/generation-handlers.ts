@@ -1,11 +1,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadCheckpoint } from '../../model/checkpoint';
-import { HostTensor } from '../../model/tensor';
+import type { HostTensor } from '../../model/tensor';
 import { Tokenizer } from '../../model/tokenizer/tokenizer';
-import { GenerateOptions, GenerateResult, Generator } from './generate';
-import { KvCacheSession, KvCacheSessionOptions } from './inference';
-import { LoraAdapter } from './weights';
+import { type GenerateOptions, type GenerateResult, Generator } from './generate';
+import { KvCacheSession, type KvCacheSessionOptions } from './inference';
+import type { LoraAdapter } from './weights';
 
 // Worker-side handlers for generation (spread into the worker by trainer/worker.ts). Models, their
 // KV caches and the generation loop stay in the worker; one message per completion, not per token.

@@ -27,25 +27,25 @@
  */
 
 import * as ort from 'onnxruntime-node';
-import { Dim, Graph, Value } from '../graph/graph';
+import { type Dim, Graph, type Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import {
   EMBED_TOKENS_WEIGHT,
   FINAL_NORM_WEIGHT,
   LM_HEAD_WEIGHT,
-  ModelConfig,
-  Projection,
+  type ModelConfig,
+  type Projection,
   layerNormWeightName,
   projectionBiasName,
   projectionModule,
   projectionShape,
   projectionWeightName,
 } from '../../model/config';
-import { HostTensor } from '../../model/tensor';
+import type { HostTensor } from '../../model/tensor';
 import { fusedMatMulBatch, rmsNormFused, skipRmsNorm } from './contrib-ops';
 import { MASKED_SCORE, checkWeights, ropeTables } from './llama';
 import { createSession } from './session';
-import { LoraAdapter, Precision, concatRows, frozenLinear, mergeLora } from './weights';
+import { type LoraAdapter, type Precision, concatRows, frozenLinear, mergeLora } from './weights';
 
 export interface InferenceGraphOptions {
   /** Longest context (prompt + generated) in tokens; default and maximum: maxPositionEmbeddings. */

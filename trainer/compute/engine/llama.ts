@@ -24,14 +24,14 @@
  * position_ids.
  */
 
-import { Dim, Graph, Value } from '../graph/graph';
+import type { Dim, Graph, Value } from '../graph/graph';
 import * as op from '../graph/ops';
 import {
   EMBED_TOKENS_WEIGHT,
   FINAL_NORM_WEIGHT,
   LM_HEAD_WEIGHT,
-  ModelConfig,
-  Projection,
+  type ModelConfig,
+  type Projection,
   layerNormWeightName,
   projectionBiasName,
   projectionModule,
@@ -39,7 +39,7 @@ import {
   projectionWeightName,
   weightNames,
 } from '../../model/config';
-import { HostTensor } from '../../model/tensor';
+import type { HostTensor } from '../../model/tensor';
 
 export type FloatDType = 'float32' | 'float64';
 

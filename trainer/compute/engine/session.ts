@@ -1,7 +1,7 @@
 import * as ort from 'onnxruntime-node';
-import { Graph } from '../graph/graph';
-import { SerializeOptions, serializeModel } from '../graph/onnx';
-import { RuntimeSessionOptions, openSession } from '../runtime/session';
+import type { Graph } from '../graph/graph';
+import { type SerializeOptions, serializeModel } from '../graph/onnx';
+import { type RuntimeSessionOptions, openSession } from '../runtime/session';
 
 // Graph → ONNX Runtime session with the runtime's defaults (trainer/compute/runtime/session.ts).
 

@@ -1,5 +1,5 @@
-import { Graph, Value } from '../graph/graph';
-import { HostTensor } from '../../model/tensor';
+import type { Graph, Value } from '../graph/graph';
+import type { HostTensor } from '../../model/tensor';
 import { dynamicQuantizeMatMul, matMulNBits } from './contrib-ops';
 import * as op from '../graph/ops';
 

@@ -1,6 +1,6 @@
-import { HostTensor } from '../../model/tensor';
-import { Graph, Node, Value, isFloat, sameShape } from './graph';
-import { GRADIENT_RULES, GradientContext } from './gradients';
+import type { HostTensor } from '../../model/tensor';
+import { type Graph, type Node, type Value, isFloat, sameShape } from './graph';
+import { GRADIENT_RULES, type GradientContext } from './gradients';
 import * as op from './ops';
 
 // Reverse-mode autodiff over the graph IR. Nodes are appended in topological order, so walking

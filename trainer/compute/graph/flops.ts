@@ -1,4 +1,4 @@
-import { Graph, Node } from './graph';
+import type { Graph, Node } from './graph';
 
 // Matrix-product FLOPs of a graph from its static shapes: 2·M·N·K per product (a multiply and an
 // add), times the broadcast batch. Elementwise work is not counted. This is the convention of

@@ -1,4 +1,4 @@
-import { Graph, Node, Value, sameShape } from './graph';
+import { type Graph, type Node, type Value, sameShape } from './graph';
 import * as op from './ops';
 
 // The table of gradient rules, keyed by op type ('com.microsoft.X' for contrib ops). A rule gets
@@ -282,7 +282,7 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const ends = constantInts(c.node, 2)!;
     const axes = constantInts(c.node, 3) ?? starts.map((_, i) => i);
     const steps = constantInts(c.node, 4);
-    if (steps && steps.some((s) => s !== 1)) throw new Error(`Slice (${c.node.name}): gradient supports step 1 only`);
+    if (steps?.some((s) => s !== 1)) throw new Error(`Slice (${c.node.name}): gradient supports step 1 only`);
     const pads = new Array<number>(2 * x.rank).fill(0);
     axes.forEach((axis, i) => {
       const a = axis < 0 ? axis + x.rank : axis;

@@ -1,4 +1,4 @@
-import { DType, HostTensor, elementCount } from '../../model/tensor';
+import type { DType, HostTensor } from '../../model/tensor';
 
 // The graph IR: values (typed, shaped edges) produced by nodes (ONNX ops). Op helpers in ops.ts
 // build it with shape inference; autodiff.ts extends it with gradients; onnx.ts serializes it.
@@ -168,9 +168,4 @@ export function isFloat(dtype: DType): boolean {
 
 export function sameShape(a: Shape, b: Shape): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
-}
-
-export function staticElementCount(shape: Shape): number | undefined {
-  if (shape.some((d) => typeof d !== 'number')) return undefined;
-  return elementCount(shape as number[]);
 }

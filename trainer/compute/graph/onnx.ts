@@ -1,6 +1,6 @@
 import { onnx } from 'onnx-proto';
-import { HostTensor } from '../../model/tensor';
-import { AttrValue, Graph, Value } from './graph';
+import type { HostTensor } from '../../model/tensor';
+import type { AttrValue, Graph, Value } from './graph';
 import { onnxDataType } from './ops';
 
 // Serializes a Graph to an ONNX ModelProto (onnx-proto's generated protobufjs code, so no .proto

@@ -1,5 +1,5 @@
-import { DType, HostTensor, elementCount } from '../../model/tensor';
-import { AttrValue, Dim, Graph, Shape, Value, sameShape } from './graph';
+import { type DType, type HostTensor, elementCount } from '../../model/tensor';
+import { type AttrValue, type Dim, type Graph, type Shape, Value, sameShape } from './graph';
 
 // Typed op helpers: each appends one ONNX node and infers its output dtype and shape, so a
 // malformed graph fails here, at build time, with the op and the shapes in the message.
@@ -102,8 +102,6 @@ export const div = (a: Value, b: Value) => binary('Div', a, b);
 export const pow = (a: Value, b: Value) => binary('Pow', a, b);
 export const max = (a: Value, b: Value) => binary('Max', a, b);
 export const min = (a: Value, b: Value) => binary('Min', a, b);
-export const equal = (a: Value, b: Value) => binary('Equal', a, b, 'bool');
-export const less = (a: Value, b: Value) => binary('Less', a, b, 'bool');
 export const greater = (a: Value, b: Value) => binary('Greater', a, b, 'bool');
 export const greaterOrEqual = (a: Value, b: Value) => binary('GreaterOrEqual', a, b, 'bool');
 export const lessOrEqual = (a: Value, b: Value) => binary('LessOrEqual', a, b, 'bool');
@@ -119,10 +117,7 @@ export const sqrt = (x: Value) => unary('Sqrt', x);
 export const reciprocal = (x: Value) => unary('Reciprocal', x);
 export const sigmoid = (x: Value) => unary('Sigmoid', x);
 export const tanh = (x: Value) => unary('Tanh', x);
-export const abs = (x: Value) => unary('Abs', x);
-export const relu = (x: Value) => unary('Relu', x);
 export const sin = (x: Value) => unary('Sin', x);
-export const cos = (x: Value) => unary('Cos', x);
 export const identity = (x: Value) => unary('Identity', x);
 
 export function cast(x: Value, to: DType): Value {
@@ -315,12 +310,6 @@ export function pad(x: Value, pads: readonly number[]): Value {
   return x.graph.node('Pad', [x, int64s(x.graph, pads, 'pads')], { mode: 'constant' }, [{ dtype: x.dtype, shape }])[0];
 }
 
-/** Lower (upper = 0) or upper (upper = 1) triangle of the last two dims (ONNX Trilu). */
-export function trilu(x: Value, upper: boolean, k = 0): Value {
-  const g = x.graph;
-  return g.node('Trilu', [x, int64s(g, [k], 'k')], { upper: upper ? 1 : 0 }, [{ dtype: x.dtype, shape: x.shape }])[0];
-}
-
 // ---------------------------------------------------------------- reductions and softmax
 
 function reduce(op: string, x: Value, axes: readonly number[], keepdims: boolean): Value {
@@ -336,7 +325,6 @@ function reduce(op: string, x: Value, axes: readonly number[], keepdims: boolean
 
 export const reduceSum = (x: Value, axes: readonly number[], keepdims = true) => reduce('ReduceSum', x, axes, keepdims);
 export const reduceMean = (x: Value, axes: readonly number[], keepdims = true) => reduce('ReduceMean', x, axes, keepdims);
-export const reduceMax = (x: Value, axes: readonly number[], keepdims = true) => reduce('ReduceMax', x, axes, keepdims);
 /** Σ x² over `axes` in one pass (no gradient rule: used for gradient norms, after autodiff). */
 export const reduceSumSquare = (x: Value, axes: readonly number[], keepdims = true) => reduce('ReduceSumSquare', x, axes, keepdims);
 
@@ -424,14 +412,6 @@ export function scatterElements(data: Value, indices: Value, updates: Value, axi
 export function scatterND(data: Value, indices: Value, updates: Value, reduction: 'none' | 'add' = 'none'): Value {
   if (indices.dtype !== 'int64') fail('ScatterND', 'indices must be int64', indices);
   return data.graph.node('ScatterND', [data, indices, updates], { reduction }, [{ dtype: data.dtype, shape: data.shape }])[0];
-}
-
-/** ONNX OneHot along a new last axis: [..., depth] with values [off, on] of `dtype`. */
-export function oneHot(indices: Value, depth: number, dtype: DType): Value {
-  const g = indices.graph;
-  const depthValue = int64s(g, [depth], 'depth');
-  const values = g.constant(tensorOf(dtype, [2], [0, 1]), 'onehot_values');
-  return g.node('OneHot', [indices, depthValue, values], { axis: -1 }, [{ dtype, shape: [...indices.shape, depth] }])[0];
 }
 
 // ---------------------------------------------------------------- ONNX data types

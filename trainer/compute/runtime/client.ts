@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { WorkerHandlers } from './handlers';
-import { Request, Response, WorkerData } from './protocol';
+import type { Request, Response, WorkerData } from './protocol';
 
 // The main thread's handle on the engine worker: typed calls into the WorkerHandlers (handlers.ts).
 // Errors thrown in the worker are re-thrown here with the worker's message; if the worker dies,

@@ -1,8 +1,8 @@
 import { threadId } from 'node:worker_threads';
-import * as ort from 'onnxruntime-node';
-import { SerializedModel } from '../graph/onnx';
-import { HostTensor } from '../../model/tensor';
-import { RuntimeSessionOptions, fromOrtTensor, openSession, toOrtTensor } from './session';
+import type * as ort from 'onnxruntime-node';
+import type { SerializedModel } from '../graph/onnx';
+import type { HostTensor } from '../../model/tensor';
+import { type RuntimeSessionOptions, fromOrtTensor, openSession, toOrtTensor } from './session';
 
 // Generic session handlers: run any serialized graph inside the worker. Sessions live in this
 // module's scope (the worker's), addressed by the id createSession returns.

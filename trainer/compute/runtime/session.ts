@@ -1,7 +1,7 @@
 import * as os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { SerializedModel } from '../graph/onnx';
-import { HostTensor } from '../../model/tensor';
+import type { SerializedModel } from '../graph/onnx';
+import type { HostTensor } from '../../model/tensor';
 
 // ONNX Runtime sessions with the engine's defaults (FINDINGS, "ONNX Runtime"): the CPU memory
 // arena on (off was 3x slower), sequential execution (parallel was slower), one intra-op thread

@@ -161,7 +161,7 @@ export class RepositoryMemory {
     if (query.ids.length < k) return null;
     const key = keyOf(query.ids, query.ids.length, k);
     let low = lowerBound(this.sortedKeys, key);
-    let high = lowerBound(this.sortedKeys, key + 1);
+    const high = lowerBound(this.sortedKeys, key + 1);
     // The newest places of a very frequent key (later documents, later in each).
     if (high - low > this.options.maxCandidates) low = high - this.options.maxCandidates;
     const scored = new Map<string, { votes: number; path: string }>();

@@ -17,7 +17,6 @@ import { lineAt } from './syntax';
 
 export type Split = 'train' | 'heldout';
 export type FimKind = 'fim-block' | 'fim-line-rest' | 'fim-line-part';
-export type ExampleKind = 'plain' | FimKind;
 
 interface ExampleBase {
   path: string;

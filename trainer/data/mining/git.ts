@@ -27,11 +27,6 @@ export interface CommitRecord {
   files: number[];
 }
 
-export interface FileHistory {
-  lastCommitTime: number | null;
-  churn: number; // commits that changed the content
-}
-
 export class GitRepository {
   private constructor(
     // Absolute path of the work tree's top level.
@@ -410,7 +405,10 @@ export class BlobReader {
           continue;
         }
         const size = Number(header.slice(header.lastIndexOf(' ') + 1));
-        if (!Number.isFinite(size)) return this.fail(new Error(`git cat-file: unexpected header ${header}`));
+        if (!Number.isFinite(size)) {
+          this.fail(new Error(`git cat-file: unexpected header ${header}`));
+          return;
+        }
         this.expected = size + 1;
       }
       if (this.buffered < this.expected) return;

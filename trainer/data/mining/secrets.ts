@@ -109,8 +109,8 @@ export function passwordLike(value: string, minLength = 8): boolean {
 }
 
 // `pass` alone counts as a whole word only (`dbPass`, `DB_PASS`, not `bypass` or `passive`).
-const PASS_WORD = String.raw`(?:(?<![A-Za-z])(?:pass|PASS)|(?<=[a-z0-9])Pass)(?![a-z])`;
-const NAME = String.raw`[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pwd|${PASS_WORD}|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|credential|private[_-]?key|client[_-]?secret|signing[_-]?key)[A-Za-z0-9_.-]*`;
+const PASS_WORD = `(?:(?<![A-Za-z])(?:pass|PASS)|(?<=[a-z0-9])Pass)(?![a-z])`;
+const NAME = `[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pwd|${PASS_WORD}|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|credential|private[_-]?key|client[_-]?secret|signing[_-]?key)[A-Za-z0-9_.-]*`;
 const PASS_NAME = /pass|pwd/i;
 
 const PATTERNS: Pattern[] = [
@@ -330,8 +330,8 @@ function joinedSpans(text: string, spans: SecretSpan[]): void {
     const end = start + group[0].length;
     const lineStart = text.lastIndexOf('\n', start - 1) + 1;
     const lineEnd = text.indexOf('\n', end);
-    const head = text.slice(lineStart, start) + '"';
-    const snippet = head + joined + '"' + text.slice(end, lineEnd < 0 ? text.length : lineEnd);
+    const head = `${text.slice(lineStart, start)}"`;
+    const snippet = `${head + joined}"${text.slice(end, lineEnd < 0 ? text.length : lineEnd)}`;
     for (const span of directSpans(snippet)) {
       if (span.end > head.length - 1 && span.start < head.length + joined.length + 1) spans.push({ kind: span.kind, start, end });
     }

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Language, Parser } from 'web-tree-sitter';
-import { type ChunkKind, type LanguageSpec } from './languages';
+import type { ChunkKind, LanguageSpec } from './languages';
 
 export interface Chunk {
   kind: ChunkKind;
@@ -40,16 +40,11 @@ const languages = new Map<string, Promise<Language>>();
 const parsers = new Map<string, Parser>();
 
 // Where the .wasm files are. In a checkout: the npm packages. A bundle (the extension, dist/)
-// may ship them in one folder instead: setTreeSitterDirectory(dir), IDIOM_TREE_SITTER_DIR, or
-// a `tree-sitter/` folder next to the bundle, holding web-tree-sitter.wasm and the grammars.
-let treeSitterDirectory: string | undefined;
-
-export function setTreeSitterDirectory(directory: string): void {
-  treeSitterDirectory = directory;
-}
+// may ship them in one folder instead: IDIOM_TREE_SITTER_DIR, or a `tree-sitter/` folder next to
+// the bundle, holding web-tree-sitter.wasm and the grammars.
 
 function locateWasm(file: string, packageFile: () => string): string {
-  for (const directory of [treeSitterDirectory, process.env.IDIOM_TREE_SITTER_DIR, path.join(__dirname, 'tree-sitter')]) {
+  for (const directory of [process.env.IDIOM_TREE_SITTER_DIR, path.join(__dirname, 'tree-sitter')]) {
     if (directory && fs.existsSync(path.join(directory, file))) return path.join(directory, file);
   }
   try {

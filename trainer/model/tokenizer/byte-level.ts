@@ -36,9 +36,3 @@ export function byteLevelTokenToBytes(token: string): Uint8Array | null {
   }
   return bytes;
 }
-
-export function bytesToByteLevel(bytes: Uint8Array): string {
-  let out = '';
-  for (let i = 0; i < bytes.length; i++) out += BYTE_TO_CHAR[bytes[i]];
-  return out;
-}

@@ -250,8 +250,8 @@ function validate(json: unknown, source: string, sha256: string): Policy {
 
 /** `a.b.c` as a member path (optional chaining and spaces allowed), not part of a longer name. */
 function apiRegex(name: string, callOnly: boolean): RegExp {
-  const escape = (s: string) => s.replace(/[$]/g, '\\$');
-  const body = name.split('.').map(escape).join('\\s*\\??\\.\\s*');
+  const escapeDollar = (s: string) => s.replace(/[$]/g, '\\$');
+  const body = name.split('.').map(escapeDollar).join('\\s*\\??\\.\\s*');
   return new RegExp(`(?<![\\w$.])${body}(?![\\w$])${callOnly ? '(?=\\s*(?:\\?\\.\\s*)?\\()' : ''}`, 'g');
 }
 

@@ -1,13 +1,13 @@
 import * as ort from 'onnxruntime-node';
-import { ModelConfig } from '../../model/config';
+import type { ModelConfig } from '../../model/config';
 import { randomCheckpointWeights } from '../../model/checkpoint';
 import { Generator } from '../../compute/engine/generate';
 import { buildWeightMatmulGraph, KvCacheSession } from '../../compute/engine/inference';
 import { argmax } from '../../compute/engine/sampling';
 import { createSession } from '../../compute/engine/session';
-import { Precision } from '../../compute/engine/weights';
+import type { Precision } from '../../compute/engine/weights';
 import { Rng } from '../../model/random';
-import { HostTensor } from '../../model/tensor';
+import type { HostTensor } from '../../model/tensor';
 import { median, referenceConfig } from './reference';
 import { round } from '../../util/round';
 

@@ -1,4 +1,4 @@
-import { ModelConfig, parseModelConfig } from '../../model/config';
+import { type ModelConfig, parseModelConfig } from '../../model/config';
 
 // What the benchmarks share: the reference model shape and the statistics they report.
 

@@ -1,7 +1,7 @@
 import { Graph } from '../../compute/graph/graph';
 import { serializeModel } from '../../compute/graph/onnx';
 import * as op from '../../compute/graph/ops';
-import { ModelConfig } from '../../model/config';
+import type { ModelConfig } from '../../model/config';
 import { Rng } from '../../model/random';
 import { EngineWorker } from '../../compute/runtime/client';
 import type { LoraConfig } from '../../model/lora';

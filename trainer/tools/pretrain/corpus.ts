@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Deduplicator } from './dedup';
 import { fetchNpmPackage, listFiles } from './fetch';
-import { FilterReason, acceptContent, rejectPath } from './filters';
-import { CorpusLanguage, SourceList, makePathFilter } from './sources';
+import { type FilterReason, acceptContent, rejectPath } from './filters';
+import { type CorpusLanguage, type SourceList, makePathFilter } from './sources';
 
 export interface CorpusFile {
   /** Package name (npm) or `python-stdlib/<module>`. */
@@ -78,7 +78,7 @@ function pythonStdlibGroups(list: SourceList, log: (line: string) => void): Grou
   const keep = makePathFilter(['**/*.py'], py.exclude);
   const groups = new Map<string, Group>();
   for (const file of [...new Set(files)].sort()) {
-    if (!file.startsWith(root + '/')) continue;
+    if (!file.startsWith(`${root}/`)) continue;
     const rel = file.slice(root.length + 1);
     if (!keep(rel) || !fs.existsSync(file)) continue;
     const module = rel.split('/')[0].replace(/\.py$/, '');
@@ -164,11 +164,11 @@ export async function buildCorpus(list: SourceList, cacheDir: string, outDir: st
     }
   }
   // A fixed shuffle of the training files so a run's batches mix packages and languages.
-  kept.train.sort((a, b) => (pathOrder(a.source + '/' + a.path) < pathOrder(b.source + '/' + b.path) ? -1 : 1));
+  kept.train.sort((a, b) => (pathOrder(`${a.source}/${a.path}`) < pathOrder(`${b.source}/${b.path}`) ? -1 : 1));
 
   fs.mkdirSync(outDir, { recursive: true });
   const write = (name: string, files: CorpusFile[]): string => {
-    const text = files.map((f) => JSON.stringify(f)).join('\n') + '\n';
+    const text = `${files.map((f) => JSON.stringify(f)).join('\n')}\n`;
     fs.writeFileSync(path.join(outDir, name), text);
     return createHash('sha256').update(text).digest('hex');
   };

@@ -14,8 +14,8 @@
 // tail ("nst x = …" where a line starts): a completion at a word boundary lost its first token.
 
 import { Rng } from '../../model/random';
-import { Tokenizer } from '../../model/tokenizer/tokenizer';
-import { CorpusFile } from './corpus';
+import type { Tokenizer } from '../../model/tokenizer/tokenizer';
+import type { CorpusFile } from './corpus';
 
 /** Segments small enough that prefix, suffix and middle fit one 256-token training row. */
 export const FIM_SEGMENT_CHARS = 700;

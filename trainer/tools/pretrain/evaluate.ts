@@ -16,13 +16,13 @@ import { KvCacheSession } from '../../compute/engine/inference';
 import { createSession } from '../../compute/engine/session';
 import { Graph } from '../../compute/graph/graph';
 import * as op from '../../compute/graph/ops';
-import { ModelConfig } from '../../model/config';
+import type { ModelConfig } from '../../model/config';
 import { Rng } from '../../model/random';
-import { HostTensor } from '../../model/tensor';
-import { Tokenizer } from '../../model/tokenizer/tokenizer';
-import { CorpusFile } from './corpus';
-import { SpecialIds, specialIds } from './data';
-import { CORPUS_LANGUAGES, CorpusLanguage } from './sources';
+import type { HostTensor } from '../../model/tensor';
+import type { Tokenizer } from '../../model/tokenizer/tokenizer';
+import type { CorpusFile } from './corpus';
+import { type SpecialIds, specialIds } from './data';
+import { CORPUS_LANGUAGES, type CorpusLanguage } from './sources';
 
 export interface LanguageMetrics {
   files: number;

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { NpmSource, isPermissiveLicense } from './sources';
+import { type NpmSource, isPermissiveLicense } from './sources';
 
 export interface FetchedPackage {
   source: NpmSource;

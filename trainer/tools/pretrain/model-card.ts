@@ -1,11 +1,11 @@
 // MODEL_CARD.md for the embedded default model, written from the run's recorded numbers.
 
-import { CorpusManifest, PackageSummary } from './corpus';
-import { LanguageMetrics, MAX_EVAL_FILE_CHARS } from './evaluate';
-import { CorpusLanguage, CORPUS_LANGUAGES } from './sources';
-import { PretrainHyperparameters, RunLength, TrainProgress } from './train';
-import { FimCuts, WORD_CUT_KEEP } from './data';
-import { VocabMeasurement } from './vocab';
+import type { CorpusManifest, PackageSummary } from './corpus';
+import { type LanguageMetrics, MAX_EVAL_FILE_CHARS } from './evaluate';
+import { type CorpusLanguage, CORPUS_LANGUAGES } from './sources';
+import type { PretrainHyperparameters, RunLength, TrainProgress } from './train';
+import { type FimCuts, WORD_CUT_KEEP } from './data';
+import type { VocabMeasurement } from './vocab';
 
 export interface ModelCardInput {
   name: string;
@@ -32,7 +32,7 @@ function mb(bytes: number): string {
 }
 
 function fence(text: string): string {
-  return '```\n' + text.replace(/```/g, '`\u200b``') + '\n```';
+  return `\`\`\`\n${text.replace(/```/g, '`\u200b``')}\n\`\`\``;
 }
 
 /** npm packages one row each; the Python standard library's training modules folded into one row. */

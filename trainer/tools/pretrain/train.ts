@@ -11,13 +11,13 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ModelConfig, projectionWeightName, toHfConfigJson } from '../../model/config';
+import { type ModelConfig, projectionWeightName, toHfConfigJson } from '../../model/config';
 import { randomCheckpointWeights } from '../../model/checkpoint';
 import { readSafetensors, writeSafetensors, writeFileAtomically } from '../../model/safetensors';
 import { EngineWorker } from '../../compute/runtime/client';
-import { OptimizerState, Trainer } from '../../training/ort/trainer';
-import { HostTensor } from '../../model/tensor';
-import { FimCuts, RowSampler } from './data';
+import { type OptimizerState, Trainer } from '../../training/ort/trainer';
+import type { HostTensor } from '../../model/tensor';
+import { type FimCuts, RowSampler } from './data';
 
 export interface PretrainHyperparameters {
   batch: number;

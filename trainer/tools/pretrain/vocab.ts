@@ -3,9 +3,9 @@
 // that against what the embedding and softmax cost per token in the chosen model body. The size
 // with the fewest training FLOPs per held-out byte wins (more bytes learned per unit of compute).
 
-import { CorpusFile } from './corpus';
-import { CorpusLanguage, CORPUS_LANGUAGES } from './sources';
-import { TokenizerJson, trainByteLevelBpeWithStats } from '../../model/tokenizer/bpe-trainer';
+import type { CorpusFile } from './corpus';
+import { type CorpusLanguage, CORPUS_LANGUAGES } from './sources';
+import { type TokenizerJson, trainByteLevelBpeWithStats } from '../../model/tokenizer/bpe-trainer';
 import { Tokenizer } from '../../model/tokenizer/tokenizer';
 
 export const CANDIDATE_VOCAB_SIZES = [4096, 6144, 8192, 12288, 16384] as const;

@@ -1,9 +1,9 @@
 import * as ort from 'onnxruntime-node';
 import { serializeModel } from '../../compute/graph/onnx';
 import { loadCheckpoint } from '../../model/checkpoint';
-import { ModelConfig } from '../../model/config';
+import type { ModelConfig } from '../../model/config';
 import { openSession } from '../../compute/runtime/session';
-import { HostTensor } from '../../model/tensor';
+import type { HostTensor } from '../../model/tensor';
 import { KvCacheSession } from '../../compute/engine/inference';
 import type { AdapterMessage } from '../../compute/engine/generation-handlers';
 import type { LoraAdapter } from '../../compute/engine/weights';

@@ -1,8 +1,8 @@
 import { Graph } from '../../compute/graph/graph';
 import * as op from '../../compute/graph/ops';
 import { buildForward, loraInputName } from '../../compute/engine/llama';
-import { ModelConfig, PROJECTIONS, projectionModule, projectionShape } from '../../model/config';
-import { HostTensor } from '../../model/tensor';
+import { type ModelConfig, PROJECTIONS, projectionModule, projectionShape } from '../../model/config';
+import type { HostTensor } from '../../model/tensor';
 import type { LoraAdapter } from '../../compute/engine/weights';
 
 // The scoring graph of evaluation: forward (trainer/compute/engine/llama.ts) → per-token negative log

@@ -1,4 +1,4 @@
-import { Graph, Value } from '../../compute/graph/graph';
+import type { Graph, Value } from '../../compute/graph/graph';
 import * as op from '../../compute/graph/ops';
 
 // AdamW as graph nodes, after the gradients: global grad-norm clipping, then PyTorch's AdamW

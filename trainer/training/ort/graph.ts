@@ -1,10 +1,9 @@
 import { gradientsFromSeeds } from '../../compute/graph/autodiff';
-import { Graph, Value } from '../../compute/graph/graph';
-import * as op from '../../compute/graph/ops';
-import { FloatDType, buildForward } from '../../compute/engine/llama';
-import { ModelConfig } from '../../model/config';
-import { HostTensor } from '../../model/tensor';
-import { AdamWOptions, DEFAULT_ADAMW, appendAdamW } from './adamw';
+import { Graph, type Value } from '../../compute/graph/graph';
+import { type FloatDType, buildForward } from '../../compute/engine/llama';
+import type { ModelConfig } from '../../model/config';
+import type { HostTensor } from '../../model/tensor';
+import { type AdamWOptions, DEFAULT_ADAMW, appendAdamW } from './adamw';
 import { loraScaling, validateLora, type LoraConfig } from '../../model/lora';
 import { causalLmLoss, lossRowsPerChunk } from './loss';
 

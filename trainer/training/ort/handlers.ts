@@ -1,8 +1,8 @@
 import { graphMatmulFlops } from '../../compute/graph/flops';
 import { loadCheckpoint, randomCheckpointWeights } from '../../model/checkpoint';
-import { ModelConfig } from '../../model/config';
-import { HostTensor } from '../../model/tensor';
-import { OptimizerState, TrainingBatch, TrainingOptions, TrainingSession } from './session';
+import type { ModelConfig } from '../../model/config';
+import type { HostTensor } from '../../model/tensor';
+import { type OptimizerState, type TrainingBatch, type TrainingOptions, TrainingSession } from './session';
 
 // Training handlers, run inside the engine worker. Weights are loaded here (from a checkpoint
 // folder, or generated) so hundreds of MB never cross the thread boundary.

@@ -1,8 +1,8 @@
 import { loraInputName } from '../../compute/engine/llama';
-import { ModelConfig, projectionModule, projectionShape } from '../../model/config';
+import { type ModelConfig, projectionModule, projectionShape } from '../../model/config';
 import { validateLora, type LoraConfig } from '../../model/lora';
 import { Rng } from '../../model/random';
-import { HostTensor, elementCount } from '../../model/tensor';
+import { type HostTensor, elementCount } from '../../model/tensor';
 
 // A new LoRA adapter (settings in model/lora.ts): A [r, in] random, B [out, r] zero, so it leaves
 // the model unchanged until trained. Tensors are named with PEFT's safetensors keys.

@@ -1,4 +1,4 @@
-import { Value } from '../../compute/graph/graph';
+import type { Value } from '../../compute/graph/graph';
 import * as op from '../../compute/graph/ops';
 
 // Causal LM loss with a loss mask: Σ mask · nll / max(1, Σ mask), nll = −log softmax(logits)[target].

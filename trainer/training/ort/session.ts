@@ -1,9 +1,9 @@
 import * as ort from 'onnxruntime-node';
 import { serializeModel } from '../../compute/graph/onnx';
-import { ModelConfig } from '../../model/config';
-import { RuntimeSessionOptions, openSession } from '../../compute/runtime/session';
-import { HostTensor, elementCount } from '../../model/tensor';
-import { TRAIN_IO, TrainingGraph, TrainingGraphOptions, buildEvaluationGraph, buildTrainingGraph } from './graph';
+import type { ModelConfig } from '../../model/config';
+import { type RuntimeSessionOptions, openSession } from '../../compute/runtime/session';
+import { type HostTensor, elementCount } from '../../model/tensor';
+import { TRAIN_IO, type TrainingGraph, type TrainingGraphOptions, buildEvaluationGraph, buildTrainingGraph } from './graph';
 import { initLoraWeights } from './lora';
 
 // One training run inside the engine worker: the training graph's session plus the trainable

@@ -1,9 +1,9 @@
-import { EngineWorker } from '../../compute/runtime/client';
-import { ModelConfig } from '../../model/config';
-import { HostTensor } from '../../model/tensor';
-import { TrainableTensor } from './graph';
+import type { EngineWorker } from '../../compute/runtime/client';
+import type { ModelConfig } from '../../model/config';
+import type { HostTensor } from '../../model/tensor';
+import type { TrainableTensor } from './graph';
 import type { WeightSource } from './handlers';
-import { EvaluationResult, OptimizerState, StepResult, TrainingBatch, TrainingOptions } from './session';
+import type { EvaluationResult, OptimizerState, StepResult, TrainingBatch, TrainingOptions } from './session';
 
 // The main thread's view of a training run: every call goes to the engine worker, where the
 // session and the tensors live. This is what the train command uses.

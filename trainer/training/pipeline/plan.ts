@@ -1,4 +1,4 @@
-import { ModelConfig, countParameters } from '../../model/config';
+import { type ModelConfig, countParameters } from '../../model/config';
 
 // How much to train and in what shape, from the budget, the model and the data.
 //

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fsyncPath, writeTextAtomically } from '../../adapters/folder';
 import { readSafetensors, serializeSafetensors, writeFileAtomically } from '../../model/safetensors';
-import { HostTensor } from '../../model/tensor';
+import type { HostTensor } from '../../model/tensor';
 import type { OptimizerState } from '../ort/session';
 import type { LossPoint } from '../report/html';
 import type { DataCursor } from './batches';

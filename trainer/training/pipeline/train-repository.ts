@@ -14,7 +14,7 @@ import { DatasetReader } from '../../data/dataset/reader';
 import { dirtyWorkTree, runGitSync } from '../../data/mining/git-command';
 import type { LoraAdapter } from '../../compute/engine/weights';
 import { evaluateModels, type ModelUnderTest } from '../eval/evaluate';
-import { newlineTokenIds, selectHeldOut, type HeldOutOptions, type HeldOutSet } from '../eval/held-out';
+import { newlineTokenIds, selectHeldOut, type HeldOutOptions } from '../eval/held-out';
 import { loadModelConfig, type ModelConfig } from '../../model/config';
 import { DEFAULT_LORA, type LoraConfig } from '../../model/lora';
 import { loadCheckpoint } from '../../model/checkpoint';
@@ -28,7 +28,7 @@ import { createStepTrainer, selectTrainingBackend, type BackendSelection, type S
 import { comparisonRows, type ComparisonRow } from '../report/compare';
 import { writeTrainingReport, type LossPoint } from '../report/html';
 import { baseWeightsSha256, resolveBaseDir } from '../../model/base-model';
-import { fillRows, packEpoch, stepsPerEpoch, type DataCursor, type TrainExample } from './batches';
+import { fillRows, packEpoch, stepsPerEpoch, type TrainExample } from './batches';
 import { TrainingCancelledError, type TrainEvent } from './events';
 import { chooseShape, estimateTokensPerSecond, learningRateAt, warmupStepsFor, type Budget, type Schedule } from './plan';
 import { RunFolder, type CheckpointState, type RunPlan } from './run-folder';
@@ -471,7 +471,7 @@ interface LoopResult {
 
 /** Trains (or resumes) until the plan's last step; checkpoints periodically, on abort and at the end. */
 async function trainLoop(input: LoopInput): Promise<LoopResult> {
-  const { run, info, config, examples, worker, emit, signal } = input;
+  const { run, info, examples, worker, emit, signal } = input;
   const restored = run.loadCheckpoint();
   if (restored?.state.finished) {
     const trainableParameters = [...restored.trainable.values()].reduce((n, t) => n + t.data.length, 0);

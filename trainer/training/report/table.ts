@@ -47,5 +47,5 @@ export function formatComparisonTable(rows: readonly ComparisonRow[]): string {
   const table = [TABLE_COLUMNS.slice() as string[], ...rows.map(rowCells)];
   const widths = table[0].map((_, c) => Math.max(...table.map((r) => r[c].length)));
   const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
-  return [line(table[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...table.slice(1).map(line)].join('\n') + '\n';
+  return `${[line(table[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...table.slice(1).map(line)].join('\n')}\n`;
 }

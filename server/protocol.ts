@@ -60,8 +60,9 @@ export interface InitializationOptions {
   /** False in an untrusted workspace: no training, no custom base model. Defaults to true. */
   trusted?: boolean;
   /**
-   * Serves this adapter id in every mode, or the base alone with 'none', instead of the registry's
-   * active adapter: side-by-side comparisons (`idiom bench quality`) without changing the registry.
+   * Serves this adapter (an id in the registry, or an absolute path to an adapter folder) in every
+   * mode, or the base alone with 'none', instead of the registry's active adapter: side-by-side
+   * comparisons (`idiom bench quality`, promotion in `idiom train`) without changing the registry.
    */
   adapter?: string;
 }

@@ -3,7 +3,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { findRepoRoot, loadActive, loadById, Registry, REGISTRY_FILE, registryLocation, type AdapterEntry } from '../../trainer/adapters/registry';
+import { findRepoRoot, loadActive, loadAdapterFolder, loadById, Registry, REGISTRY_FILE, registryLocation, type AdapterEntry } from '../../trainer/adapters/registry';
 import type { AdapterSummary, Mode } from '../protocol';
 import type { LoadedModel, ServingWeights } from './host';
 
@@ -88,6 +88,16 @@ export class RepositoryAdapters {
    */
   async servingFor(model: LoadedModel, mode: Mode, pinned: string | null = null): Promise<ServingChoice> {
     if (pinned === 'none') return { weights: { kind: 'base' }, adapter: null, problem: null };
+    if (pinned !== null && path.isAbsolute(pinned)) {
+      // An adapter folder outside the registry: a candidate replayed before it is added.
+      try {
+        const { model: folder, entry } = await loadAdapterFolder(pinned, { config: model.config, sha256: model.baseSha256 });
+        const weights: ServingWeights = folder.kind === 'lora' ? { kind: 'lora', id: entry.id, adapter: folder.adapter } : { kind: 'full', id: entry.id, dir: folder.model.dir };
+        return { weights, adapter: adapterSummary(entry), problem: null };
+      } catch (error) {
+        return { weights: { kind: 'base' }, adapter: null, problem: `cannot load adapter folder ${pinned}: ${oneLine(error)}; serving the base model` };
+      }
+    }
     const registry = await this.registry(false);
     if (!registry) return { weights: { kind: 'base' }, adapter: null, problem: pinned ? `no adapter registry for pinned adapter ${pinned}; serving the base model` : null };
     let activeId: string | null = null;

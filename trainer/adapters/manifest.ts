@@ -27,6 +27,24 @@ export interface HeldOutMetrics {
   lines?: number;
 }
 
+/** What a user sees on replayed held-out lines (training/eval/replay.ts), shares of all points (0..1). */
+export interface ReplayScore {
+  shown: number;
+  exactMatch: number;
+  acceptedCharShare: number;
+  precision: number;
+}
+
+/** The candidate against what served before it (the active adapter, or the base), on the same points. */
+export interface QualityComparison {
+  lines: number;
+  points: number;
+  seed: number;
+  candidate: ReplayScore;
+  /** 'base', or the id of the adapter that was active. */
+  reference: { name: string; score: ReplayScore };
+}
+
 export type HyperparameterValue = string | number | boolean | null | readonly string[] | readonly number[];
 
 export interface AdapterManifest {
@@ -81,6 +99,8 @@ export interface AdapterManifest {
      * it was trained; promotion prefers these numbers (same split) to the other's own manifest.
      */
     others?: Record<string, HeldOutMetrics>;
+    /** Held-out lines replayed through the server; promotion also needs the candidate not to lose here. */
+    quality?: QualityComparison;
   };
   /** The mode it was trained for. */
   mode: Mode;
@@ -204,6 +224,17 @@ export function parseManifest(json: unknown, source = MANIFEST_FILE): AdapterMan
       manifest.metrics.others[otherId] = v.metrics(value, `metrics.others.${otherId}`);
     }
   }
+  if (metrics.quality !== undefined && metrics.quality !== null) {
+    const quality = v.object(metrics.quality, 'metrics.quality');
+    const reference = v.object(quality.reference, 'metrics.quality.reference');
+    manifest.metrics.quality = {
+      lines: v.count(quality.lines, 'metrics.quality.lines'),
+      points: v.count(quality.points, 'metrics.quality.points'),
+      seed: v.integer(quality.seed, 'metrics.quality.seed'),
+      candidate: v.replayScore(quality.candidate, 'metrics.quality.candidate'),
+      reference: { name: v.string(reference.name, 'metrics.quality.reference.name'), score: v.replayScore(reference.score, 'metrics.quality.reference.score') },
+    };
+  }
   if (manifest.parent !== null && !isAdapterId(manifest.parent)) v.fail('parent', `"${manifest.parent}" is not an adapter id`);
   return manifest;
 }
@@ -288,6 +319,16 @@ class Validator {
     const text = this.string(value, field);
     if (!allowed.includes(text as T)) this.fail(field, `must be one of ${allowed.join(', ')}, got "${text}"`);
     return text as T;
+  }
+
+  replayScore(value: unknown, field: string): ReplayScore {
+    const object = this.object(value, field);
+    const share = (key: keyof ReplayScore) => {
+      const n = this.nonNegative(object[key], `${field}.${key}`);
+      if (n > 1) this.fail(`${field}.${key}`, `must be a share between 0 and 1, got ${n}`);
+      return n;
+    };
+    return { shown: share('shown'), exactMatch: share('exactMatch'), acceptedCharShare: share('acceptedCharShare'), precision: share('precision') };
   }
 
   counts(value: unknown, field: string): Record<string, number> {

@@ -592,14 +592,59 @@ export async function loadById(registry: Registry, id: string, base: { config: M
   return loadAdapterDir(registry.adapterPath(id), base);
 }
 
+/** An adapter folder outside any registry (a candidate before it is added), checked against the base. */
+export async function loadAdapterFolder(dir: string, base: { config: ModelConfig; sha256: string }): Promise<{ model: ActiveModel; entry: AdapterEntry }> {
+  const manifest = readManifest(dir);
+  if (!manifest) throw new Error(`${dir}: no manifest.json`);
+  const model = await loadAdapterDir(dir, base);
+  const entry: AdapterEntry = {
+    id: manifest.id,
+    created: manifest.created,
+    mode: manifest.mode,
+    active: false,
+    activeModes: [],
+    path: dir,
+    kind: model.kind,
+    parent: manifest.parent,
+    base: manifest.base,
+    metrics: { base: manifest.metrics.base, adapter: manifest.metrics.adapter },
+    training: manifest.training,
+  };
+  return { model: { ...model, id: manifest.id }, entry };
+}
+
 async function loadAdapterDir(dir: string, base: { config: ModelConfig; sha256: string }): Promise<ActiveModel> {
   const id = path.basename(dir);
   if (adapterKind(dir) === 'lora') return { kind: 'lora', id, adapter: await loadAdapter(dir, base.config, { baseSha256: base.sha256 }) };
   return { kind: 'full', id, model: await loadFullModel(dir, base.config, { baseSha256: base.sha256 }) };
 }
 
-/** The promotion rule as a pure function of manifests (see Registry.promote). */
+/**
+ * The promotion rule as a pure function of manifests (see Registry.promote): the candidate must
+ * beat the base's held-out loss and the active adapter's, and, where its manifest carries a replay
+ * of the held-out lines (metrics.quality), must not lose there to what served before it: fewer
+ * exact lines, or as many and a smaller share of accepted characters.
+ */
 export function decidePromotion(input: {
+  candidate: AdapterManifest;
+  activeId: string | null;
+  active: AdapterManifest | null;
+  activeProblem?: string | null;
+  force: boolean;
+}): PromotionResult {
+  const onLoss = decideOnLoss(input);
+  const quality = input.candidate.metrics.quality;
+  if (!onLoss.activated || onLoss.reason.startsWith('forced') || !quality) return onLoss;
+  const { candidate, reference } = quality;
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const loses = candidate.exactMatch < reference.score.exactMatch || (candidate.exactMatch === reference.score.exactMatch && candidate.acceptedCharShare < reference.score.acceptedCharShare);
+  const replay = `replayed held-out lines: ${pct(candidate.exactMatch)} exact, ${pct(candidate.acceptedCharShare)} accepted characters vs ${reference.name}'s ${pct(reference.score.exactMatch)}, ${pct(reference.score.acceptedCharShare)}`;
+  if (!loses) return { ...onLoss, reason: `${onLoss.reason}; ${replay}` };
+  const refused = `${onLoss.reason}, but it loses on ${replay}`;
+  return input.force ? { ...onLoss, reason: `forced: ${refused}` } : { ...onLoss, activated: false, reason: refused };
+}
+
+function decideOnLoss(input: {
   candidate: AdapterManifest;
   activeId: string | null;
   active: AdapterManifest | null;

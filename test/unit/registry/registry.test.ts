@@ -235,5 +235,30 @@ describe('adapter registry', () => {
         assert.equal(decidePromotion({ candidate, activeId: active.id, active, force: true }).activated, true);
       }
     });
+
+    it('also needs the candidate not to lose on the replayed held-out lines', () => {
+      const weights = { files: ['adapter_model.safetensors'], sha256: 'e'.repeat(64), bytes: 1 };
+      const active = completeManifest(draftManifest({ created: new Date(Date.UTC(2026, 0, 1)).toISOString(), baseLoss: 2.0, adapterLoss: 1.5 }), weights);
+      const score = (exactMatch: number, acceptedCharShare: number) => ({ shown: 0.5, exactMatch, acceptedCharShare, precision: exactMatch / 0.5 });
+      const withReplay = (second: number, candidate: ReturnType<typeof score>, reference: ReturnType<typeof score>): AdapterManifest => {
+        const manifest = completeManifest(draftManifest({ created: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(), baseLoss: 2.0, adapterLoss: 1.4 }), weights);
+        return { ...manifest, metrics: { ...manifest.metrics, quality: { lines: 10, points: 20, seed: 1, candidate, reference: { name: active.id, score: reference } } } };
+      };
+      const cases: Array<[AdapterManifest, boolean]> = [
+        [withReplay(2, score(0.3, 0.2), score(0.2, 0.3)), true], // more exact lines
+        [withReplay(3, score(0.2, 0.3), score(0.2, 0.2)), true], // as many, more accepted characters
+        [withReplay(4, score(0.2, 0.2), score(0.2, 0.2)), true], // a tie does not lose
+        [withReplay(5, score(0.1, 0.4), score(0.2, 0.1)), false], // fewer exact lines
+        [withReplay(6, score(0.2, 0.1), score(0.2, 0.2)), false], // as many, fewer accepted characters
+      ];
+      for (const [candidate, expected] of cases) {
+        const decision = decidePromotion({ candidate, activeId: active.id, active, force: false });
+        assert.equal(decision.activated, expected, decision.reason);
+        assert.match(decision.reason, /replayed held-out lines/);
+        const forced = decidePromotion({ candidate, activeId: active.id, active, force: true });
+        assert.equal(forced.activated, true);
+        if (!expected) assert.match(forced.reason, /^forced: .*loses on replayed/);
+      }
+    });
   });
 });

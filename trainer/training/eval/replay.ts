@@ -1,5 +1,6 @@
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import type { QualityComparison, ReplayScore } from '../../adapters/manifest';
 import type { MinedFile } from '../../data/mining/mine';
 import { packageRoot } from '../../model/base-model';
 import { Rng } from '../../model/random';
@@ -246,3 +247,37 @@ export async function replayThroughServer(set: ReplaySet, repo: string, base: st
   }
 }
 
+
+export interface CompareOnReplayOptions {
+  repo: string;
+  base: string;
+  /** The candidate adapter's folder. */
+  candidate: string;
+  /** What served before it: an adapter id of the registry, or 'none' for the base. */
+  reference: string;
+  mined: readonly MinedFile[];
+  lines: number;
+  seed: number;
+  mode: 'complete' | 'compliance';
+  log: (line: string) => void;
+}
+
+function replayScore(result: VariantResult): ReplayScore {
+  return { shown: result.shown, exactMatch: result.exactMatch, acceptedCharShare: result.acceptedCharShare, precision: result.precision };
+}
+
+/** The candidate against the reference on the same replayed held-out lines; null when there are none. */
+export async function compareOnReplay(options: CompareOnReplayOptions): Promise<QualityComparison | null> {
+  const set = replayPoints(options.mined, options.lines, options.seed);
+  if (set.points.length === 0) return null;
+  const settings = { mode: options.mode };
+  const candidate = await replayThroughServer(set, options.repo, options.base, { name: 'candidate', adapter: options.candidate, settings }, options.log);
+  const reference = await replayThroughServer(set, options.repo, options.base, { name: 'reference', adapter: options.reference, settings }, options.log);
+  return {
+    lines: set.lines,
+    points: set.points.length,
+    seed: options.seed,
+    candidate: replayScore(scoreVariant('candidate', set.points, candidate.answers)),
+    reference: { name: options.reference === 'none' ? 'base' : options.reference, score: replayScore(scoreVariant('reference', set.points, reference.answers)) },
+  };
+}

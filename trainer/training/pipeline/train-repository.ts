@@ -4,12 +4,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { readManifest } from '../../adapters/folder';
 import { writeFullModel } from '../../adapters/full';
-import type { AdapterManifest, HeldOutMetrics, ManifestDraft } from '../../adapters/manifest';
+import { manifestJson, type AdapterManifest, type HeldOutMetrics, type ManifestDraft, type QualityComparison } from '../../adapters/manifest';
 import type { Mode } from '../../adapters/mode';
 import { MODES } from '../../adapters/mode';
 import { loadAdapter, loraAdapterOf, writeAdapter } from '../../adapters/peft';
 import { buildDataset, loadTokenizerFile } from '../../data/dataset/build';
 import { MEMORY_FILE, MemoryWriter } from '../../data/memory/file';
+import { writeFileAtomically } from '../../model/safetensors';
+import { mineRepository, type MinedFile } from '../../data/mining/mine';
+import { compareOnReplay } from '../eval/replay';
 import { DatasetReader } from '../../data/dataset/reader';
 import { dirtyWorkTree, runGitSync } from '../../data/mining/git-command';
 import type { LoraAdapter } from '../../compute/engine/weights';
@@ -77,6 +80,11 @@ export interface TrainRepositoryOptions {
   purpose?: string;
   /** Write the HTML report next to the registry (reports/<id>.html). Default true. */
   report?: boolean;
+  /**
+   * Held-out lines replayed through the language server, candidate against what serves now, before
+   * promotion (the candidate must not lose there); false skips it. Default 40 lines, seed 1.
+   */
+  quality?: { lines: number; seed?: number } | false;
   onProgress?: (event: TrainEvent) => void;
   signal?: AbortSignal;
 }
@@ -97,6 +105,8 @@ export interface TrainRepositoryResult {
   losses: LossPoint[];
   /** Base, this adapter, the previously active one, the newest of the other method (see report/compare.ts). */
   comparison: ComparisonRow[];
+  /** Held-out lines replayed through the server: this adapter against what served before it. */
+  quality: QualityComparison | null;
   report: string | null;
   resumedFrom: number | null;
   manifest: AdapterManifest;
@@ -395,6 +405,14 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
       }
       // The repository memory travels with the adapter (the server recalls lines from it).
       if (fs.existsSync(path.join(run.dir, MEMORY_FILE))) fs.copyFileSync(path.join(run.dir, MEMORY_FILE), path.join(staged, MEMORY_FILE));
+      if (options.quality !== false && heldOut.lines.length > 0) {
+        emit({ type: 'phase', phase: 'evaluating', message: 'replaying held-out lines through the language server' });
+        const quality = await replayStaged(staged, await registry.activeId(mode), { repoRoot, repoStart, baseDir, mode, policy, emit, signal, lines: options.quality?.lines ?? 40, seed: options.quality?.seed ?? 1 });
+        if (quality) {
+          stagedManifest = { ...stagedManifest, metrics: { ...stagedManifest.metrics, quality } };
+          writeFileAtomically(path.join(staged, 'manifest.json'), [Buffer.from(manifestJson(stagedManifest))]);
+        }
+      }
       fs.writeFileSync(path.join(run.dir, SAVED_FILE), JSON.stringify({ id: stagedManifest.id } satisfies SavedMarker));
       manifest = await registry.add(staged);
     }
@@ -416,6 +434,7 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
       plan: { ...training.state.plan, learningRate: info.learningRate, weightDecay: info.weightDecay, method, lora: info.lora },
       losses: training.state.losses,
       comparison: await comparisonRows(registry, manifest),
+      quality: manifest.metrics.quality ?? null,
       report: null,
       resumedFrom: training.resumedFrom,
       manifest,
@@ -429,6 +448,7 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
         base: manifest.base,
         losses: result.losses,
         rows: result.comparison,
+        quality: result.quality,
         heldOut: result.heldOut,
         promotion: promotion.reason,
         activated: promotion.activated,
@@ -739,4 +759,30 @@ function checkBudget(budget: Budget): void {
   if ('tokens' in budget) {
     if (!Number.isInteger(budget.tokens) || budget.tokens < 1) throw new Error(`--tokens must be a positive integer, got ${budget.tokens}`);
   } else if (!(Number.isFinite(budget.minutes) && budget.minutes > 0)) throw new Error(`--minutes must be a positive number, got ${budget.minutes}`);
+}
+
+/** The staged candidate against what serves `mode` now, on replayed held-out lines (see compareOnReplay). */
+async function replayStaged(
+  staged: string,
+  activeId: string | null,
+  context: { repoRoot: string; repoStart: string; baseDir: string; mode: Mode; policy: Policy | null; emit: (event: TrainEvent) => void; signal?: AbortSignal; lines: number; seed: number },
+): Promise<QualityComparison | null> {
+  const mined: MinedFile[] = [];
+  await mineRepository(context.repoStart, { pathFilter: context.policy ? trainingPathFilter(context.policy) : undefined, signal: context.signal }, (file) => void mined.push(file));
+  const quality = await compareOnReplay({
+    repo: context.repoRoot,
+    base: context.baseDir,
+    candidate: path.resolve(staged),
+    reference: activeId ?? 'none',
+    mined,
+    lines: context.lines,
+    seed: context.seed,
+    mode: context.mode === 'compliance' ? 'compliance' : 'complete',
+    log: (message) => context.emit({ type: 'log', message }),
+  });
+  if (quality) {
+    const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+    context.emit({ type: 'log', message: `replayed ${quality.lines} held-out lines (${quality.points} points): candidate ${pct(quality.candidate.exactMatch)} exact, ${quality.reference.name} ${pct(quality.reference.score.exactMatch)}` });
+  }
+  return quality;
 }

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeTextAtomically } from '../../adapters/folder';
+import type { QualityComparison } from '../../adapters/manifest';
 import type { ComparisonRow } from './compare';
 import { TABLE_COLUMNS, rowCells } from './table';
 
@@ -26,6 +27,8 @@ export interface ReportInput {
   base: { name: string; sha256: string };
   losses: LossPoint[];
   rows: ComparisonRow[];
+  /** Held-out lines replayed through the language server (what a user sees), when it ran. */
+  quality?: QualityComparison | null;
   heldOut: { commits: number; lines: number; completedLines: number; tokens: number };
   promotion: string;
   activated: boolean;
@@ -58,6 +61,17 @@ function thin(points: LossPoint[]): LossPoint[] {
   const out = points.filter((_, i) => i % stride === 0);
   if (out[out.length - 1] !== points[points.length - 1]) out.push(points[points.length - 1]);
   return out;
+}
+
+function qualityHtml(quality: QualityComparison | null): string {
+  if (!quality) return '';
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const row = (name: string, score: QualityComparison['candidate']) =>
+    `<tr><td>${escapeHtml(name)}</td><td>${pct(score.shown)}</td><td>${pct(score.exactMatch)}</td><td>${pct(score.acceptedCharShare)}</td><td>${pct(score.precision)}</td></tr>`;
+  return `<h2>Replayed held-out lines</h2>
+<p>${quality.lines} lines the held-out commits added, typed again at the start of their code and after their first token (${quality.points} points, seed ${quality.seed}), one inline completion each through the language server.</p>
+<table><thead><tr><th>served</th><th>shown</th><th>exact line</th><th>accepted characters</th><th>precision</th></tr></thead><tbody>
+${row('this adapter', quality.candidate)}${row(quality.reference.name, quality.reference.score)}</tbody></table>`;
 }
 
 export function trainingReportHtml(input: ReportInput): string {
@@ -119,6 +133,7 @@ Base <code>${escapeHtml(input.base.name)}</code> (sha256 ${escapeHtml(input.base
 Held-out split: ${input.heldOut.commits} newest commits, ${input.heldOut.lines} changed lines (${input.heldOut.completedLines} completed greedily), ${input.heldOut.tokens} tokens scored.<br>
 ${input.activated ? 'Activated' : 'Not activated'}: ${escapeHtml(input.promotion)}</p>
 <h2>Comparison</h2>${table}
+${qualityHtml(input.quality ?? null)}
 ${charts}
 <h2>Training settings</h2><table>${plan}</table>
 </body></html>

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { readModelConfigFile } from '../../model/config';
 import { benchInfer } from '../../tools/bench/infer';
 import { benchLsp } from '../../tools/bench/lsp';
-import { benchQuality, qualityTable } from '../../tools/bench/quality';
+import { benchQuality, leverVariants, qualityTable } from '../../tools/bench/quality';
 import { benchTrain } from '../../tools/bench/train';
 
 // `idiom bench train|infer|lsp|quality`: benchmarks that print one JSON object on stdout (logs go
@@ -101,10 +101,12 @@ export function registerBenchCommand(program: Command): void {
     .option('--lines <n>', 'held-out lines to replay (two points each)', positiveInt('--lines'), 150)
     .option('--seed <n>', 'which lines are sampled', positiveInt('--seed'), 1)
     .option('--mode <mode>', 'complete, or compliance (every suggestion through the policy gate)', 'complete')
+    .option('--levers', 'also serve the adapter with each serving lever (prefix prompt, confidence gate, recall) off in turn')
     .option('--json', 'print JSON instead of a table')
-    .action(async (repo: string, opts: { base?: string; adapter?: string; lines: number; seed: number; mode: string; json?: boolean }) => {
+    .action(async (repo: string, opts: { base?: string; adapter?: string; lines: number; seed: number; mode: string; levers?: boolean; json?: boolean }) => {
       if (opts.mode !== 'complete' && opts.mode !== 'compliance') throw new Error(`--mode must be complete or compliance, got "${opts.mode}"`);
-      const result = await benchQuality({ repo, base: opts.base, adapter: opts.adapter, lines: opts.lines, seed: opts.seed, mode: opts.mode, log });
+      const extraVariants = opts.levers ? leverVariants(opts.adapter, opts.mode) : [];
+      const result = await benchQuality({ repo, base: opts.base, adapter: opts.adapter, lines: opts.lines, seed: opts.seed, mode: opts.mode, extraVariants, log });
       if (opts.json) printJson(result as unknown as Record<string, unknown>);
       else process.stdout.write(`${qualityTable(result)}\n`);
     });

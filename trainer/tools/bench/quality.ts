@@ -12,6 +12,20 @@ import { copyFromFile, replayDocument, replayPoints, replayThroughServer, scoreV
 // and what followed it to the line's end) and copy-from-repository (the same over the mined
 // training files, by word units).
 
+/**
+ * The adapter served with the serving levers taken away one at a time, from all off (the FIM
+ * prompt, every suggestion shown, no recall: how it served before them) to all on but one.
+ */
+export function leverVariants(adapter: string | undefined, mode: string | undefined): ServedVariant[] {
+  const variant = (name: string, completion: Record<string, unknown>): ServedVariant => ({ name, adapter, settings: { ...(mode ? { mode } : {}), completion } });
+  return [
+    variant('adapter, no levers (fim, no gate, no recall)', { minConfidence: 0, recall: false, prompt: 'fim' }),
+    variant('adapter + prefix prompt', { minConfidence: 0, recall: false, prompt: 'prefix' }),
+    variant('adapter + prefix prompt + gate', { minConfidence: 0.2, recall: false, prompt: 'prefix' }),
+    variant('adapter + prefix prompt + recall', { minConfidence: 0, recall: true, prompt: 'prefix' }),
+  ];
+}
+
 export interface BenchQualityOptions {
   repo: string;
   base?: string;

@@ -168,7 +168,7 @@ export async function runTrainCommand(repo: string, options: TrainCommandOptions
   }
 }
 
-/** The final JSON object: the DESIGN.md keys and a few more (no per-step losses: see the report). */
+/** The final JSON object: the keys the CLI promises and a few more (no per-step losses: see the report). */
 export function trainResultJson(result: TrainRepositoryResult): Record<string, unknown> {
   return {
     adapter: result.adapter,

@@ -1,8 +1,8 @@
 /**
  * The Llama / Qwen2 forward pass as a graph, built only from plain ops that autodiff has rules
  * for (MatMul, FusedMatMul, Add, Sub, Mul, Div, Sqrt, Reciprocal, ReduceMean, Sigmoid, Softmax,
- * Gather, Reshape, Transpose, Split, Concat, Unsqueeze, Greater, Where). Shared by training (H2:
- * forward → loss → autodiff) and by the engine's reference path; the inference graphs with a KV
+ * Gather, Reshape, Transpose, Split, Concat, Unsqueeze, Greater, Where). Shared by training
+ * (forward → loss → autodiff, training/ort/graph.ts) and by the engine's reference path; the inference graphs with a KV
  * cache and fused contrib ops live in inference.ts.
  *
  *   const g = new Graph('train');

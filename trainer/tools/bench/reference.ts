@@ -2,7 +2,7 @@ import { type ModelConfig, parseModelConfig } from '../../model/config';
 
 // What the benchmarks share: the reference model shape and the statistics they report.
 
-/** The reference shape of issue 2: d 512, 8 layers, 8 heads, SwiGLU 1376, vocab 8192. */
+/** The benchmarks' reference shape: d 512, 8 layers, 8 heads, SwiGLU 1376, vocab 8192. */
 export function referenceConfig(): ModelConfig {
   return parseModelConfig({
     model_type: 'llama',

@@ -9,7 +9,7 @@ import { Trainer } from '../../training/ort/trainer';
 import { median, referenceConfig } from './reference';
 import { round } from '../../util/round';
 
-// `idiom bench train`: training speed on the reference config (issue 2), and in the same process
+// `idiom bench train`: training speed on the reference config (reference.ts), and in the same process
 // the fp32 MatMul peak, so mfu = achieved / peak compares like with like on a shared, noisy
 // machine. The peak is the faster of the model's two largest weight products, [B·T, D]·[D, F]
 // (the MLP) and [B·T, D]·[D, V] (lm_head, whose 64 MB output makes it the slower one), each a

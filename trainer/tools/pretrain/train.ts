@@ -1,4 +1,4 @@
-// The pretraining loop: H2's Trainer in `full` mode (every weight trainable, AdamW in the graph),
+// The pretraining loop: training/ort's Trainer in `full` mode (every weight trainable, AdamW in the graph),
 // fed from the packed token stream. Checkpoints (weights + AdamW moments + progress) are written
 // atomically every few minutes, so a run can stop and resume across sittings and see exactly the
 // batches it would have seen.

@@ -34,7 +34,8 @@ QWEN25_CODER_05B = {
     "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936, "rms_norm_eps": 1e-6,
     "rope_theta": 1000000.0, "max_position_embeddings": 32768, "tie_word_embeddings": True,
 }
-# The reference shape (DESIGN/FINDINGS), used when the embedded default model is not installed.
+# The benchmarks' reference shape (trainer/tools/bench/reference.ts), used when the embedded
+# default model is not installed.
 REFERENCE = {
     "model_type": "llama", "hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8,
     "num_key_value_heads": 8, "intermediate_size": 1376, "vocab_size": 8192, "rms_norm_eps": 1e-5,

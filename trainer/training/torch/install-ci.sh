@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs Debian's CPU PyTorch for the PyTorch-backend tests (test/integration/torch/), if missing.
-# Also installs OpenBLAS: python3-torch alone links the reference BLAS, 20-40x slower (FINDINGS).
+# Also installs OpenBLAS: python3-torch alone links the reference BLAS, many times slower.
 # Idempotent; needs root (or sudo) and the Debian archive. Prints what it found or installed.
 set -eu
 

@@ -99,9 +99,9 @@ export class CompletionProvider {
 
     const running = this.inflight.find(context);
     if (running) {
-      // The user is typing what the model proposed: its rest is shown without a second gate.
+      // The user is typing what the model decoded: its rest passes the gate the whole did.
       const rest = await this.await(running.generation, cancellation, () => remainderAfter(running.generation, running.typed));
-      if (rest !== undefined && rest !== null) return finish(rest, 'reused', null);
+      if (rest !== undefined && rest !== null) return finish(rest, 'reused', this.cache.get(running.generation.context)?.firstLineLogprob ?? null);
       if (cancellation.isCancellationRequested) return null;
     }
 
@@ -127,6 +127,7 @@ export class CompletionProvider {
         stop: stopSequencesFor(prefix, suffix),
         signal: generation.abortController.signal,
         onText: (piece) => generation.append(piece),
+        ...(options.minConfidence > 0 ? { minFirstLineLogprob: Math.log(options.minConfidence) } : {}),
       })
       .then(
         (generated) => {

@@ -22,6 +22,8 @@ export interface GenerateOptions {
   signal: AbortSignal;
   /** Called with each newly decoded piece of text. */
   onText?: (piece: string) => void;
+  /** Stop decoding once the first line's log probability falls below this (a gate would hide it). */
+  minFirstLineLogprob?: number;
 }
 
 /** A decoded completion and how sure the model was of it. */
@@ -176,7 +178,13 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
         options.signal.addEventListener('abort', onAbort, { once: true });
         try {
           const stop = engineHasTokenizer ? options.stop : undefined;
-          const result = await worker.call('generate', id, { prompt: Array.from(prompt), maxTokens: options.maxNewTokens, eosTokenIds: stopIds, stop });
+          const result = await worker.call('generate', id, {
+            prompt: Array.from(prompt),
+            maxTokens: options.maxNewTokens,
+            eosTokenIds: stopIds,
+            stop,
+            ...(options.minFirstLineLogprob !== undefined ? { minFirstLineLogprob: options.minFirstLineLogprob } : {}),
+          });
           if (options.signal.aborted || result.stopReason === 'cancelled') throw new Error('aborted');
           const text = result.text ?? cutAtStop(tokenizer.decode(result.tokens), options.stop ?? []);
           options.onText?.(text);

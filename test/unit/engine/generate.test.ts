@@ -73,4 +73,27 @@ describe('engine/generate Generator', () => {
     await assert.rejects(generator.generate(prompt, { maxTokens: 1, vocabSize: 0 }), /vocabSize must be a positive integer/);
     await generator.session.dispose();
   });
+
+  it('logprobs are each chosen token\'s log softmax; minFirstLineLogprob stops a line that got too unlikely', async () => {
+    const checkpoint = await tinyCheckpoint('llama-gqa');
+    const session = await KvCacheSession.create(checkpoint.config, checkpoint.weights, { threads: 1 });
+    const generator = new Generator(session);
+    const prompt = randomTokens(new Rng(4), 16, checkpoint.config.vocabSize);
+    // decode never writes a newline here, so the whole output is one line.
+    const full = await generator.generate(prompt, { maxTokens: 10, decode });
+    assert.equal(full.logprobs.length, full.tokens.length);
+    const reference = await KvCacheSession.create(checkpoint.config, checkpoint.weights, { threads: 1 });
+    const logits = Float64Array.from(await reference.append(prompt));
+    const max = Math.max(...logits);
+    const logSum = Math.log(logits.reduce((sum, x) => sum + Math.exp(x - max), 0)) + max;
+    assert.ok(Math.abs(full.logprobs[0] - (logits[full.tokens[0]] - logSum)) < 1e-5);
+    // A threshold between the running sums after tokens 3 and 4 stops right after token 4.
+    const running = full.logprobs.map((_, i) => full.logprobs.slice(0, i + 1).reduce((a, b) => a + b, 0));
+    const threshold = (running[2] + running[3]) / 2;
+    const stopped = await generator.generate(prompt, { maxTokens: 10, decode, minFirstLineLogprob: threshold });
+    assert.equal(stopped.stopReason, 'unlikely');
+    assert.deepEqual(stopped.tokens, full.tokens.slice(0, 4));
+    await session.dispose();
+    await reference.dispose();
+  });
 });

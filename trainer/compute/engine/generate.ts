@@ -19,9 +19,15 @@ export interface GenerateOptions {
   decode?: (ids: readonly number[]) => string;
   /** Polled before each step; true ends generation with stopReason 'cancelled'. */
   cancelled?: () => boolean;
+  /**
+   * Generation ends with stopReason 'unlikely' once the log probability of the first line so far
+   * falls below this: a line's probability only falls as it grows, so a suggestion a confidence
+   * gate would hide stops costing decode steps at once. Needs `decode` to see where the line ends.
+   */
+  minFirstLineLogprob?: number;
 }
 
-export type StopReason = 'eos' | 'stop' | 'length' | 'cancelled' | 'context';
+export type StopReason = 'eos' | 'stop' | 'length' | 'cancelled' | 'context' | 'unlikely';
 
 export interface GenerateResult {
   tokens: number[];
@@ -80,6 +86,8 @@ export class Generator {
     const decodeStart = performance.now();
     const tokens: number[] = [];
     const logprobs: number[] = [];
+    let firstLine = 0;
+    let firstLineDone = false;
     let text: string | undefined;
     let stopReason: StopReason = 'length';
     while (tokens.length < options.maxTokens) {
@@ -94,7 +102,16 @@ export class Generator {
         break;
       }
       tokens.push(next);
-      logprobs.push(logSoftmaxAt(choosable, next));
+      const logprob = logSoftmaxAt(choosable, next);
+      logprobs.push(logprob);
+      if (options.minFirstLineLogprob !== undefined && options.decode && !firstLineDone) {
+        firstLine += logprob;
+        if (firstLine < options.minFirstLineLogprob) {
+          stopReason = 'unlikely';
+          break;
+        }
+        firstLineDone = /\S[^\n]*\n/.test(options.decode(tokens));
+      }
       if (options.stop?.length) {
         text = options.decode!(tokens);
         const cut = firstStop(text, options.stop);

@@ -6,8 +6,8 @@ import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import { Generator } from '../../../trainer/compute/engine/generate';
 import { KvCacheSession } from '../../../trainer/compute/engine/inference';
 import { loadCheckpoint, saveCheckpoint, randomCheckpointWeights } from '../../../trainer/model/checkpoint';
-import { parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 describe('engine generation inside the worker', function () {
   this.timeout(60000);
@@ -16,10 +16,7 @@ describe('engine generation inside the worker', function () {
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-gen-worker-'));
-    const cfg = parseModelConfig({
-      model_type: 'qwen2', hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-      intermediate_size: 96, vocab_size: 97, rms_norm_eps: 1e-6, max_position_embeddings: 256, tie_word_embeddings: true,
-    });
+    const cfg = tinyModelConfig({ model_type: 'qwen2', hidden_size: 64, intermediate_size: 96, vocab_size: 97, rms_norm_eps: 1e-6, max_position_embeddings: 256, tie_word_embeddings: true });
     await saveCheckpoint(dir, cfg, randomCheckpointWeights(cfg, 3, { std: 0.2 }));
     worker = EngineWorker.start();
   });

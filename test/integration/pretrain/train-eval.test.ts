@@ -4,13 +4,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { KvCacheSession } from '../../../trainer/compute/engine/inference';
 import { loadCheckpoint, saveCheckpoint } from '../../../trainer/model/checkpoint';
-import { parseModelConfig } from '../../../trainer/model/config';
 import type { CorpusFile } from '../../../trainer/tools/pretrain/corpus';
 import { encodeTrainingStream } from '../../../trainer/tools/pretrain/data';
 import { Scorer, evaluateModel } from '../../../trainer/tools/pretrain/evaluate';
 import { DEFAULT_HYPERPARAMETERS, initialWeights, loadRunWeights, trainRun } from '../../../trainer/tools/pretrain/train';
 import { trainByteLevelBpe } from '../../../trainer/model/tokenizer/bpe-trainer';
 import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 // A tiny model trained for a few steps on this repository's own files: resume must reproduce an
 // uninterrupted run exactly, and the evaluation's scores must agree with the KV-cache engine.
@@ -20,17 +20,7 @@ const read = (p: string, language: CorpusFile['language']): CorpusFile => ({ sou
 const train = ['trainer/tools/pretrain/corpus.ts', 'trainer/tools/pretrain/data.ts', 'trainer/tools/pretrain/train.ts'].map((p) => read(p, 'typescript'));
 const heldOut = [read('trainer/tools/pretrain/vocab.ts', 'typescript'), read('trainer/tools/pretrain/fetch.ts', 'javascript'), read('trainer/tools/pretrain/filters.ts', 'python')];
 const tokenizer = Tokenizer.fromJson(trainByteLevelBpe(train.map((f) => f.text), { vocabSize: 400 }));
-const config = parseModelConfig({
-  model_type: 'llama',
-  hidden_size: 32,
-  num_hidden_layers: 2,
-  num_attention_heads: 2,
-  intermediate_size: 64,
-  vocab_size: 400,
-  rms_norm_eps: 1e-5,
-  max_position_embeddings: 32,
-  tie_word_embeddings: true,
-});
+const config = tinyModelConfig({ hidden_size: 32, num_attention_heads: 2, intermediate_size: 64, vocab_size: 400, tie_word_embeddings: true });
 const hyperparameters = { ...DEFAULT_HYPERPARAMETERS, batch: 2, seqLen: 32, warmupSteps: 2, peakLearningRate: 1e-2, threads: 1 };
 
 describe('pretraining run (tiny model)', function () {

@@ -2,7 +2,6 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import type { HostTensor } from '../../../trainer/model/tensor';
@@ -10,23 +9,13 @@ import { createStepTrainer, selectTrainingBackend } from '../../../trainer/train
 import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { TorchTrainer } from '../../../trainer/training/torch-bridge/torch-trainer';
 import type { TrainingOptions } from '../../../trainer/training/ort/trainer';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 // Choosing the engine (--backend auto|ort|torch) against real interpreters: a missing one, one
 // without PyTorch (python3 -S: no site-packages), one that hangs, and the machine's own; then the
 // PyTorch step server's behaviour a training loop relies on (resume, bad input, a diverging step).
 
-const config = parseModelConfig({
-  model_type: 'qwen2',
-  hidden_size: 32,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  intermediate_size: 48,
-  vocab_size: 64,
-  rms_norm_eps: 1e-6,
-  max_position_embeddings: 32,
-  tie_word_embeddings: true,
-});
+const config = tinyModelConfig({ model_type: 'qwen2', hidden_size: 32, intermediate_size: 48, vocab_size: 64, rms_norm_eps: 1e-6, tie_word_embeddings: true });
 const source = { random: { config, seed: 1, std: 0.05 } };
 const options: TrainingOptions = {
   trainable: { method: 'lora', lora: { targets: ['q_proj', 'v_proj', 'down_proj'], r: 4, alpha: 8 } },

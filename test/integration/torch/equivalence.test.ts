@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { parseModelConfig, type ModelConfig } from '../../../trainer/model/config';
+import type { ModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { learningRateAt } from '../../../trainer/training/pipeline/plan';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
@@ -7,6 +7,7 @@ import type { HostTensor } from '../../../trainer/model/tensor';
 import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { TorchTrainer } from '../../../trainer/training/torch-bridge/torch-trainer';
 import { Trainer, type TrainingBatch, type TrainingOptions } from '../../../trainer/training/ort/trainer';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 // The PyTorch backend against the ONNX Runtime backend: same initial weights, same adapter
 // initialisation, same batches, same learning-rate schedule, float32 on the CPU. Per-step losses
@@ -22,17 +23,7 @@ const ADAPTER_TOLERANCE = 1e-4;
 const ALL_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 
 function tinyConfig(overrides: Record<string, unknown>): ModelConfig {
-  return parseModelConfig({
-    hidden_size: 64,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    intermediate_size: 96,
-    vocab_size: 256,
-    rms_norm_eps: 1e-6,
-    max_position_embeddings: 64,
-    ...overrides,
-  });
+  return tinyModelConfig({ hidden_size: 64, intermediate_size: 96, vocab_size: 256, rms_norm_eps: 1e-6, max_position_embeddings: 64, ...overrides });
 }
 
 /** Rows of a noisy repeating pattern (learnable) with padding masked at the end of each row. */

@@ -2,28 +2,17 @@ import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { parseModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { TorchTrainer, type TorchTrainerOptions } from '../../../trainer/training/torch-bridge/torch-trainer';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 // The GPU options of the PyTorch backend, exercised on the CPU so they are known to work before a
 // GPU session: gradient checkpointing must not change the numbers (fp32), bf16 autocast must stay
 // close to fp32, and the prepared GPU benchmark must run end to end on tiny shapes.
 
 const run = promisify(execFile);
-const config = parseModelConfig({
-  model_type: 'qwen2',
-  hidden_size: 64,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  intermediate_size: 96,
-  vocab_size: 128,
-  rms_norm_eps: 1e-6,
-  max_position_embeddings: 64,
-  tie_word_embeddings: true,
-});
+const config = tinyModelConfig({ model_type: 'qwen2', hidden_size: 64, intermediate_size: 96, vocab_size: 128, rms_norm_eps: 1e-6, max_position_embeddings: 64, tie_word_embeddings: true });
 const source = { random: { config, seed: 2, std: 0.05 } };
 const base: TorchTrainerOptions = {
   trainable: { method: 'lora', lora: { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], r: 4, alpha: 8 } },

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import { tinyConfigJson } from '../../fixtures/tiny-config';
 
 // `idiom bench train` end to end (a real process, the engine worker, ONNX Runtime) on a small
 // config: the CLI contract's JSON keys, and numbers that hang together. Speed itself is what the
@@ -16,17 +17,7 @@ describe('idiom bench train (CLI)', () => {
   let dir: string;
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-bench-'));
-    const config = {
-      model_type: 'llama',
-      hidden_size: 64,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      intermediate_size: 128,
-      vocab_size: 512,
-      rms_norm_eps: 1e-5,
-      max_position_embeddings: 64,
-    };
+    const config = tinyConfigJson({ hidden_size: 64, intermediate_size: 128, vocab_size: 512, max_position_embeddings: 64 });
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));

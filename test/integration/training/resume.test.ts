@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { parseModelConfig } from '../../../trainer/model/config';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 import { Rng } from '../../../trainer/model/random';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import { type OptimizerState, Trainer, type TrainingOptions } from '../../../trainer/training/ort/trainer';
@@ -9,18 +9,8 @@ import type { HostTensor } from '../../../trainer/model/tensor';
 // closes), and a new worker resumes from the saved adapter and optimizer state: the resumed run
 // must follow the uninterrupted one step for step.
 
-const config = parseModelConfig({
-  model_type: 'qwen2', // q/k/v biases, GQA
-  hidden_size: 64,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  intermediate_size: 96,
-  vocab_size: 64,
-  rms_norm_eps: 1e-6,
-  max_position_embeddings: 64,
-  tie_word_embeddings: true,
-});
+// qwen2: q/k/v biases; GQA.
+const config = tinyModelConfig({ model_type: 'qwen2', hidden_size: 64, intermediate_size: 96, vocab_size: 64, rms_norm_eps: 1e-6, max_position_embeddings: 64, tie_word_embeddings: true });
 const source = { random: { config, seed: 3, std: 0.05 } };
 const options: TrainingOptions = {
   trainable: { method: 'lora', lora: { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], r: 8, alpha: 16 } },

@@ -2,12 +2,12 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
-import { parseModelConfig } from '../../../trainer/model/config';
 import { adapterKind } from '../../../trainer/adapters/folder';
 import { loadFullModel, writeFullModel } from '../../../trainer/adapters/full';
 import { completeManifest, isAdapterId, makeAdapterId, parseManifest, sha256Hex } from '../../../trainer/adapters/manifest';
 import { loadAdapter } from '../../../trainer/adapters/peft';
 import { BASE_SHA, draftManifest, tempDir, tinyConfig } from './helpers';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 describe('full fine-tuning output', () => {
   let root: string;
@@ -42,10 +42,7 @@ describe('full fine-tuning output', () => {
     const dir = path.join(root, 'full');
     await writeFullModel(dir, { config: tinyConfig, weights: randomCheckpointWeights(tinyConfig, 4), manifest: fullDraft() });
     await assert.rejects(loadFullModel(dir, tinyConfig, { baseSha256: 'c'.repeat(64) }), /wrong base model/);
-    const other = parseModelConfig({
-      model_type: 'llama', hidden_size: 16, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2,
-      intermediate_size: 24, vocab_size: 32, rms_norm_eps: 1e-5, max_position_embeddings: 32,
-    });
+    const other = tinyModelConfig({ num_hidden_layers: 3 });
     await assert.rejects(loadFullModel(dir, other), /does not match the base model \(numLayers is 2, the base has 3\)/);
     await assert.rejects(loadAdapter(dir, tinyConfig), /holds a full fine-tuned model.*loadFullModel/);
     const file = path.join(dir, 'model.safetensors');

@@ -3,25 +3,16 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseModelConfig, projectionShape, type ModelConfig, type Projection } from '../../../trainer/model/config';
+import { projectionShape, type ModelConfig, type Projection } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import type { HostTensor } from '../../../trainer/model/tensor';
 import type { HeldOutMetrics, ManifestDraft } from '../../../trainer/adapters/manifest';
 import type { Mode } from '../../../trainer/adapters/mode';
 import { peftKey } from '../../../trainer/adapters/peft';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 // Grouped-query attention (4 query heads, 2 KV heads) so q/k/v shapes differ.
-export const tinyConfig: ModelConfig = parseModelConfig({
-  model_type: 'llama',
-  hidden_size: 16,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  intermediate_size: 24,
-  vocab_size: 32,
-  rms_norm_eps: 1e-5,
-  max_position_embeddings: 32,
-});
+export const tinyConfig: ModelConfig = tinyModelConfig();
 
 export const ALL_TARGETS: Projection[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 

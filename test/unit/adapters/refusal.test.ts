@@ -1,11 +1,11 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseModelConfig } from '../../../trainer/model/config';
 import { writeSafetensors } from '../../../trainer/model/safetensors';
 import { loadAdapter, peftKey, writeAdapter } from '../../../trainer/adapters/peft';
 import type { HostTensor } from '../../../trainer/model/tensor';
 import { BASE_SHA, draftManifest, randomLoraTensors, tempDir, tinyConfig } from './helpers';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 /** Rejects with exactly one line matching `pattern`. */
 async function refuses(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
@@ -81,10 +81,7 @@ describe('corrupt or mismatched adapters are refused', () => {
   });
 
   it('shapes that do not fit the base model', async () => {
-    const wider = parseModelConfig({
-      model_type: 'llama', hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-      intermediate_size: 24, vocab_size: 32, rms_norm_eps: 1e-5, max_position_embeddings: 32,
-    });
+    const wider = tinyModelConfig({ hidden_size: 32 });
     await refuses(loadAdapter(good, wider), /wrong shapes for the base: lora_A \[4, 16\].*expected \[4, 32\]/);
   });
 

@@ -2,11 +2,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { type Checkpoint, loadCheckpoint, randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
-import { type ModelConfig, parseModelConfig } from '../../../trainer/model/config';
+import type { ModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import type { HostTensor } from '../../../trainer/model/tensor';
 import type { LoraAdapter } from '../../../trainer/compute/engine/weights';
 import { type Projection, projectionModule, projectionShape } from '../../../trainer/model/config';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 // Tiny configs that still exercise every branch: GQA, q/k/v bias (qwen2 and llama attention_bias),
 // tied and untied embeddings, head_dim ≠ hidden/heads. head_dim is 16: GroupQueryAttention's minimum.
@@ -14,14 +15,14 @@ import { type Projection, projectionModule, projectionShape } from '../../../tra
 export type TinyKind = 'llama-gqa' | 'qwen2-tied' | 'llama-bias';
 
 export function tinyConfig(kind: TinyKind): ModelConfig {
-  const common = { hidden_act: 'silu', rms_norm_eps: 1e-5, max_position_embeddings: 160, vocab_size: 61, intermediate_size: 40, head_dim: 16 };
+  const common = { hidden_act: 'silu', max_position_embeddings: 160, vocab_size: 61, intermediate_size: 40, head_dim: 16 };
   switch (kind) {
     case 'llama-gqa':
-      return parseModelConfig({ ...common, model_type: 'llama', hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, rope_theta: 10000, tie_word_embeddings: false });
+      return tinyModelConfig({ ...common, hidden_size: 32, rope_theta: 10000, tie_word_embeddings: false });
     case 'qwen2-tied':
-      return parseModelConfig({ ...common, model_type: 'qwen2', hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 1, rope_theta: 1000000, tie_word_embeddings: true });
+      return tinyModelConfig({ ...common, model_type: 'qwen2', hidden_size: 32, num_key_value_heads: 1, rope_theta: 1000000, tie_word_embeddings: true });
     case 'llama-bias':
-      return parseModelConfig({ ...common, model_type: 'llama', hidden_size: 24, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2, rope_theta: 500, tie_word_embeddings: false, attention_bias: true });
+      return tinyModelConfig({ ...common, hidden_size: 24, num_hidden_layers: 1, num_attention_heads: 2, rope_theta: 500, tie_word_embeddings: false, attention_bias: true });
   }
 }
 

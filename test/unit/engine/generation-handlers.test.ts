@@ -6,11 +6,12 @@ import { Generator } from '../../../trainer/compute/engine/generate';
 import { generationHandlers, stopTokenIds } from '../../../trainer/compute/engine/generation-handlers';
 import { KvCacheSession } from '../../../trainer/compute/engine/inference';
 import { randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
-import { LM_HEAD_WEIGHT, type ModelConfig, parseModelConfig } from '../../../trainer/model/config';
+import { LM_HEAD_WEIGHT, type ModelConfig } from '../../../trainer/model/config';
 import type { HostTensor } from '../../../trainer/model/tensor';
 import { trainByteLevelBpe } from '../../../trainer/model/tokenizer/bpe-trainer';
 import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 import { maxAbsDiff } from './fixtures';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 // The worker's generation handlers, called in this thread: a real checkpoint folder with a real
 // tokenizer.json whose vocabulary is smaller than the model's (padded, as Qwen's is).
@@ -53,10 +54,7 @@ describe('engine/generation-handlers', () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-gen-handlers-'));
     fs.writeFileSync(path.join(root, 'tokenizer.json'), JSON.stringify(trainByteLevelBpe(corpus, { vocabSize: 290 })));
     tokenizer = await Tokenizer.load(root);
-    cfg = parseModelConfig({
-      model_type: 'qwen2', hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 48,
-      vocab_size: tokenizer.vocabSize + 11, rms_norm_eps: 1e-6, max_position_embeddings: 128, tie_word_embeddings: false,
-    });
+    cfg = tinyModelConfig({ model_type: 'qwen2', hidden_size: 32, intermediate_size: 48, vocab_size: tokenizer.vocabSize + 11, rms_norm_eps: 1e-6, max_position_embeddings: 128, tie_word_embeddings: false });
   });
 
   after(() => fs.rmSync(root, { recursive: true, force: true }));

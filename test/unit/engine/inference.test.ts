@@ -12,8 +12,8 @@ import { PROJECTIONS } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { maxAbsDiff, randomAdapter, randomTokens, tinyCheckpoint } from './fixtures';
 import { referenceLogits } from './reference';
-import { parseModelConfig } from '../../../trainer/model/config';
 import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 /** Last-position logits of the full prefix through buildForward: no cache at all. */
 async function fullPrefixRunner(checkpoint: Checkpoint) {
@@ -128,10 +128,7 @@ describe('engine/inference KvCacheSession', () => {
   });
 
   it('the cache grows past its first capacity and still matches the full prefix', async () => {
-    const cfg = parseModelConfig({
-      model_type: 'llama', hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16,
-      intermediate_size: 40, vocab_size: 61, rms_norm_eps: 1e-5, max_position_embeddings: 700, rope_theta: 10000, tie_word_embeddings: false,
-    });
+    const cfg = tinyModelConfig({ hidden_size: 32, intermediate_size: 40, vocab_size: 61, max_position_embeddings: 700, head_dim: 16, rope_theta: 10000, tie_word_embeddings: false });
     const checkpoint = { config: cfg, weights: randomCheckpointWeights(cfg, 5, { std: 0.3 }) } as Checkpoint;
     const full = await fullPrefixRunner(checkpoint);
     const session = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1 });

@@ -4,37 +4,15 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { HostTensor } from '../../../trainer/model/tensor';
-import { parseModelConfig, toHfConfigJson, weightNames, type ModelConfig } from '../../../trainer/model/config';
+import { toHfConfigJson, weightNames, type ModelConfig } from '../../../trainer/model/config';
 import { loadCheckpoint, randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
 import { writeSafetensors } from '../../../trainer/model/safetensors';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
-const tinyLlama: ModelConfig = parseModelConfig({
-  model_type: 'llama',
-  hidden_size: 32,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 4,
-  intermediate_size: 48,
-  vocab_size: 50,
-  rms_norm_eps: 1e-5,
-  max_position_embeddings: 64,
-  tie_word_embeddings: false,
-});
+const tinyLlama: ModelConfig = tinyModelConfig({ hidden_size: 32, num_key_value_heads: 4, intermediate_size: 48, vocab_size: 50, max_position_embeddings: 64, tie_word_embeddings: false });
 
 // GQA (4 query heads share 2 KV heads), q/k/v bias, tied embeddings.
-const tinyQwen2: ModelConfig = parseModelConfig({
-  model_type: 'qwen2',
-  hidden_size: 32,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  intermediate_size: 40,
-  vocab_size: 60,
-  rms_norm_eps: 1e-6,
-  rope_theta: 1000000,
-  max_position_embeddings: 64,
-  tie_word_embeddings: true,
-});
+const tinyQwen2: ModelConfig = tinyModelConfig({ model_type: 'qwen2', hidden_size: 32, intermediate_size: 40, vocab_size: 60, rms_norm_eps: 1e-6, max_position_embeddings: 64, rope_theta: 1000000, tie_word_embeddings: true });
 
 let dir: string;
 beforeEach(() => {

@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseModelConfig } from '../../../trainer/model/config';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 import { Rng } from '../../../trainer/model/random';
 import { OPEN_ROWS, fillRows, packEpoch, stepsPerEpoch, type TrainExample } from '../../../trainer/training/pipeline/batches';
 import { MIN_STEPS, chooseShape, learningRateAt, warmupStepsFor } from '../../../trainer/training/pipeline/plan';
@@ -10,10 +10,7 @@ import { RunFolder, type CheckpointState } from '../../../trainer/training/pipel
 import type { HostTensor } from '../../../trainer/model/tensor';
 
 const config = (vocab: number, positions: number) =>
-  parseModelConfig({
-    model_type: 'llama', hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
-    intermediate_size: 128, vocab_size: vocab, rms_norm_eps: 1e-5, max_position_embeddings: positions,
-  });
+  tinyModelConfig({ hidden_size: 64, intermediate_size: 128, vocab_size: vocab, max_position_embeddings: positions });
 
 describe('pipeline: shape rule and learning-rate schedule', () => {
   it('fits sequence length to the context, tokens per step to 4096, and shrinks for small budgets', () => {

@@ -4,7 +4,7 @@ import { buildForward } from '../../../trainer/compute/engine/llama';
 import { Graph } from '../../../trainer/compute/graph/graph';
 import { serializeModel } from '../../../trainer/compute/graph/onnx';
 import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
-import { type ModelConfig, parseModelConfig } from '../../../trainer/model/config';
+import type { ModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import type { AdamWOptions } from '../../../trainer/training/ort/adamw';
@@ -12,19 +12,10 @@ import { loraScaling, type LoraConfig } from '../../../trainer/model/lora';
 import { TrainingSession } from '../../../trainer/training/ort/session';
 import { Trainer } from '../../../trainer/training/ort/trainer';
 import type { HostTensor } from '../../../trainer/model/tensor';
+import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 // A tiny llama (GQA, 2 layers) trained for real through ONNX Runtime.
-const cfg: ModelConfig = parseModelConfig({
-  model_type: 'llama',
-  hidden_size: 16,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  num_key_value_heads: 2,
-  intermediate_size: 24,
-  vocab_size: 32,
-  rms_norm_eps: 1e-5,
-  max_position_embeddings: 32,
-});
+const cfg: ModelConfig = tinyModelConfig();
 const weights = randomCheckpointWeights(cfg, 5, { std: 0.2 });
 const B = 2;
 const T = 6;

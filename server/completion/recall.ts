@@ -15,7 +15,7 @@ export interface RecallOptions {
   documentWindowChars: number;
 }
 
-export const defaultRecallOptions: RecallOptions = { minMatchedUnits: 6, minAgreement: 0.5, documentWindowChars: 32_000 };
+export const defaultRecallOptions: RecallOptions = { minMatchedUnits: 8, minAgreement: 0.5, documentWindowChars: 32_000 };
 
 export interface Recalled extends MemoryMatch {
   source: 'document' | 'repository';

@@ -3,18 +3,14 @@
 // (<fim_prefix> context + prefix <fim_suffix> suffix <fim_middle>); or, for a model that does not
 // fill in the middle well, left to right: context + prefix, no suffix and no FIM markers.
 
+import type { FimTokens } from '../../trainer/model/tokenizer/tokenizer';
+
 /** 'psm': fill in the middle; 'prefix': continue the text before the cursor. */
 export type PromptOrder = 'psm' | 'prefix';
 
 /** What the prompt needs from a tokenizer (the trainer's Tokenizer satisfies it). */
 export interface PromptTokenizer {
   encode(text: string): ArrayLike<number>;
-}
-
-export interface FimTokenIds {
-  prefix: number;
-  suffix: number;
-  middle: number;
 }
 
 export interface ContextSnippet {
@@ -154,7 +150,7 @@ function fitted(text: string, budget: number, tokenizer: PromptTokenizer, keep: 
   return text;
 }
 
-export function buildFimPrompt(input: PromptInput, tokenizer: PromptTokenizer, fim: FimTokenIds, budget: PromptBudget = defaultPromptBudget, order: PromptOrder = 'psm'): FimPrompt {
+export function buildFimPrompt(input: PromptInput, tokenizer: PromptTokenizer, fim: FimTokens, budget: PromptBudget = defaultPromptBudget, order: PromptOrder = 'psm'): FimPrompt {
   const markers = order === 'psm' ? 3 : 0;
   const available = budget.maxTokens - markers;
   if (available <= 0) throw new Error(`prompt budget of ${budget.maxTokens} tokens leaves no room for text`);

@@ -72,7 +72,7 @@ export interface RegistryOptions {
   readOnly?: boolean;
 }
 
-/** One row of `list()`; the fields of the language server's AdapterSummary, and a few more. */
+/** One row of `list()`; the language server's AdapterSummary is this without kind and base. */
 export interface AdapterEntry {
   id: string;
   created: string;

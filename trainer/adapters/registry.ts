@@ -72,7 +72,7 @@ export interface RegistryOptions {
   readOnly?: boolean;
 }
 
-/** One row of `list()`; the language server's AdapterSummary is this without kind and base. */
+/** One row of `list()`; the language server's AdapterSummary derives from it (less kind and base). */
 export interface AdapterEntry {
   id: string;
   created: string;

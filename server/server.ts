@@ -52,8 +52,10 @@ import {
   type StatusResult,
   type TrainingProgress,
   type TrainParams,
+  type AdaptersParams,
   type TrainResult,
 } from './protocol';
+import { paramsProblem, requireParams, validatedDocumentEvents } from './params';
 import { StatusBoard } from './status';
 import { ComplianceGate } from './compliance/gate';
 import { defaultReviewSettings, ReviewService } from './review/diagnostics';
@@ -140,7 +142,7 @@ export class IdiomServer {
     this.documents.onDidSave((event) => this.settings.mode === 'review' && this.reviews.schedule(event.document.uri));
     this.documents.onDidClose((event) => this.reviews.forget(event.document.uri));
     this.register();
-    this.documents.listen(connection);
+    this.documents.listen(validatedDocumentEvents(connection, (line) => this.connection.console.warn(line)));
   }
 
   private logError(line: string): void {
@@ -149,9 +151,11 @@ export class IdiomServer {
 
   private register(): void {
     const connection = this.connection;
-    connection.onInitialize((params) => this.initialize(params));
+    connection.onInitialize((params) => this.initialize(requireParams('initialize', params)));
     connection.onInitialized(() => this.reloadModel());
     connection.onDidChangeConfiguration((change) => {
+      const problem = paramsProblem('workspace/didChangeConfiguration', change);
+      if (problem) return this.connection.console.warn(`ignored ${problem}`);
       const settings = (change.settings as ConfigurationSettings | null | undefined)?.idiom;
       const previousMode = this.settings.mode;
       this.settings = mergeSettings(this.settings, settings);
@@ -166,9 +170,12 @@ export class IdiomServer {
     });
 
     connection.languages.inlineCompletion.on(async (params, token) => {
+      requireParams('textDocument/inlineCompletion', params);
       const document = this.documents.get(params.textDocument.uri);
       if (!document || (Array.isArray(this.settings.disabledLanguages) && this.settings.disabledLanguages.includes(document.languageId))) return null;
       const offset = document.offsetAt(params.position);
+      // A position beyond the document is clamped (as offsetAt does), never echoed back.
+      const at = document.positionAt(offset);
       const text = document.getText();
       const answer = await this.completions.complete(
         { uri: document.uri, languageId: document.languageId, text, offset },
@@ -177,7 +184,7 @@ export class IdiomServer {
       if (!answer || token.isCancellationRequested) return null;
       const item: InlineCompletionItem = {
         insertText: answer.text,
-        range: { start: params.position, end: params.position },
+        range: { start: at, end: at },
       };
       if (this.settings.mode === 'compliance') {
         const id = await this.checkCompliance(document.uri, answer.text, text, offset);
@@ -187,19 +194,24 @@ export class IdiomServer {
       return { items: [item] };
     });
     connection.onNotification(SuggestionAcceptedNotification, (params) => {
+      const problem = paramsProblem('idiom/suggestionAccepted', params);
+      if (problem) return this.connection.console.warn(`ignored ${problem}`);
       const gate = this.complianceGate();
-      if (!gate || typeof params?.id !== 'string') return;
+      if (!gate) return;
       gate.accepted(params.id, 'compliance').then(
         (known) => known || this.connection.console.info(`accept of an unknown suggestion ${params.id} (not served by this server, or already logged)`),
         (error) => this.logError(`cannot write the audit log: ${oneLine(error)}`),
       );
     });
-    connection.onCodeAction((params) => this.reviews.codeActions(params.textDocument.uri, params.context.diagnostics).catch((error) => {
-      this.logError(`review code action failed: ${oneLine(error)}`);
-      return [];
-    }));
+    connection.onCodeAction((params) => {
+      requireParams('textDocument/codeAction', params);
+      return this.reviews.codeActions(params.textDocument.uri, params.context.diagnostics).catch((error) => {
+        this.logError(`review code action failed: ${oneLine(error)}`);
+        return [];
+      });
+    });
     connection.onRequest(ReviewRequest, async (params) => {
-      if (!params || typeof params.uri !== 'string') throw new ResponseError(IdiomErrorCodes.invalidParams, 'idiom/review needs { uri, all? }');
+      requireParams('idiom/review', params);
       try {
         return await this.reviews.review(params.uri, params.all === true);
       } catch (error) {
@@ -209,9 +221,7 @@ export class IdiomServer {
 
     connection.onRequest(StatusRequest, () => this.status.current);
     connection.onRequest(SetModeRequest, async (params) => {
-      if (!params || !MODES.includes(params.mode)) {
-        throw new ResponseError(IdiomErrorCodes.invalidParams, `unknown mode ${JSON.stringify(params?.mode)}; expected one of ${MODES.join(', ')}`);
-      }
+      requireParams('idiom/setMode', params);
       const changed = params.mode !== this.settings.mode;
       this.settings = { ...this.settings, mode: params.mode };
       this.status.update({ mode: params.mode });
@@ -219,19 +229,20 @@ export class IdiomServer {
       if (changed) await this.modeChanged();
       return this.status.current;
     });
-    connection.onRequest(TrainRequest, (params, token) => this.train(params ?? {}, token));
+    connection.onRequest(TrainRequest, (params, token) => this.train(requireParams<TrainParams | null>('idiom/train', params) ?? {}, token));
     connection.onRequest(CancelTrainingRequest, () => {
       if (!this.training) return { cancelled: false };
       this.training.job.cancel();
       return { cancelled: true };
     });
-    connection.onRequest(AdaptersRequest, async (params) => ({ adapters: await this.requireAdapters(params?.root).list() }));
+    connection.onRequest(AdaptersRequest, async (params) => ({ adapters: await this.requireAdapters(requireParams<AdaptersParams | null>('idiom/adapters', params)?.root).list() }));
     connection.onRequest(ActivateRequest, async (params) => {
-      if (!params || typeof params.id !== 'string') throw new ResponseError(IdiomErrorCodes.invalidParams, 'idiom/activate needs { id, mode? }');
+      requireParams('idiom/activate', params);
       const mode = this.modeParam(params.mode);
       return this.changeRegistry(mode, (registry) => registry.activate(params.id, mode, { reason: 'activated from the editor' }));
     });
     connection.onRequest(RollbackRequest, async (params) => {
+      requireParams('idiom/rollback', params);
       const mode = this.modeParam(params?.mode);
       return this.changeRegistry(mode, (registry) => registry.rollback(mode, { reason: 'rolled back from the editor' }));
     });

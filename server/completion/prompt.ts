@@ -81,7 +81,7 @@ export function formatSnippets(snippets: readonly ContextSnippet[], languageId: 
  * 82 characters, code averages 3-4): text farther than budget × this from the cursor cannot reach
  * the prompt, so it is never tokenized (a minified file can hold megabytes on one line).
  */
-const MAX_CHARS_PER_TOKEN = 32;
+export const MAX_CHARS_PER_TOKEN = 32;
 
 function tokenCount(tokenizer: PromptTokenizer, text: string): number {
   return text === '' ? 0 : tokenizer.encode(text).length;

@@ -8,7 +8,7 @@ import { CompletionCache } from './cache';
 import { credentialAddedBy } from './credentials';
 import { InflightGenerations, remainderAfter, type Generation, type GenerationContext } from './inflight';
 import { postprocessCompletion, stopSequencesFor } from './postprocess';
-import { buildFimPrompt, defaultPromptBudget, type ContextSnippet, type PromptOrder } from './prompt';
+import { buildFimPrompt, defaultPromptBudget, MAX_CHARS_PER_TOKEN, type ContextSnippet, type PromptOrder } from './prompt';
 import { defaultRecallOptions, recall, type RecallOptions } from './recall';
 
 export interface CompletionDocument {
@@ -44,6 +44,12 @@ export const defaultCompletionOptions: CompletionOptions = { maxNewTokens: 64, m
 
 export type CompletionSource = 'cache' | 'reused' | 'model' | 'recall';
 
+/**
+ * Characters on each side of the cursor that any step of a request reads: what can reach the
+ * prompt, and recall's document window. A 20 MB minified line costs what a small file does.
+ */
+export const REQUEST_WINDOW_CHARS = Math.max(defaultPromptBudget.maxTokens * MAX_CHARS_PER_TOKEN, defaultRecallOptions.documentWindowChars);
+
 export interface CompletionAnswer {
   text: string;
   source: CompletionSource;
@@ -78,9 +84,11 @@ export class CompletionProvider {
     const model = this.currentModel();
     if (!model || cancellation.isCancellationRequested) return null;
     const options = this.options();
-    const prefix = document.text.slice(0, document.offset);
-    const suffix = document.text.slice(document.offset);
-    const context: GenerationContext = { uri: document.uri, modelKey: model.modelKey, prefix, suffix };
+    // The whole prefix and suffix identify the context (reuse while typing compares them); every
+    // other step reads only the window around the cursor.
+    const context: GenerationContext = { uri: document.uri, modelKey: model.modelKey, prefix: document.text.slice(0, document.offset), suffix: document.text.slice(document.offset) };
+    const prefix = document.text.slice(Math.max(0, document.offset - REQUEST_WINDOW_CHARS), document.offset);
+    const suffix = document.text.slice(document.offset, document.offset + REQUEST_WINDOW_CHARS);
     const finish = (raw: string, source: CompletionSource, firstLineLogprob: number | null): CompletionAnswer | null => {
       if (firstLineLogprob !== null && Math.exp(firstLineLogprob) < options.minConfidence) return null;
       const text = postprocessCompletion({ prefix, suffix, completion: raw, maxLines: options.maxLines });
@@ -115,7 +123,7 @@ export class CompletionProvider {
 
     const generation = this.inflight.start(context);
     const prompt = buildFimPrompt(
-      { prefix, suffix, languageId: document.languageId, snippets: this.snippetsFor(document) },
+      { prefix, suffix, languageId: document.languageId, snippets: this.snippetsFor({ ...document, text: prefix + suffix, offset: prefix.length }) },
       model.tokenizer,
       model.fim,
       { ...defaultPromptBudget, maxTokens: Math.min(defaultPromptBudget.maxTokens, model.contextLength - options.maxNewTokens) },

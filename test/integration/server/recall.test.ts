@@ -81,6 +81,24 @@ describe('language server: recall from the adapter\'s repository memory over std
     assert.notEqual(alone, RECALLED);
   });
 
+  it('never recalls a credential from the open document: the line is withheld and logged by kind only', async () => {
+    // A planted key, built at run time so no scanner flags this test file.
+    const key = ['AKIA', 'Q3EGRWZL', 'X7M4TK2N'].join('');
+    const keyLine = `const awsKey = '${key}';`;
+    const text = `function first() {\n  const region = pick();\n  ${keyLine}\n  use(awsKey);\n}\n\nfunction second() {\n  const region = pick();\n  \n}\n`;
+    const session = await startServer(root, { adapter: 'none', settings: { baseModelPath: model.dir, completion: { minConfidence: 1, recall: true, prompt: 'fim' } } });
+    try {
+      assert.equal((await waitForModel(session)).state, 'ready');
+      const uri = openDocument(session, path.join(root, 'src', 'keys.ts'), text);
+      const answer = await inlineCompletion(session, uri, 8, 2);
+      assert.equal(answer?.items[0]?.insertText ?? null, null);
+      assert.ok(session.logs.some((line) => /looked like a credential \(aws-access-key-id\) was withheld/.test(line)), session.logs.join('\n'));
+      assert.ok(!session.logs.some((line) => line.includes(key)), 'the log never carries the key');
+    } finally {
+      await stopServer(session);
+    }
+  });
+
   it('recalls nothing from the repository when the serving adapter carries no memory (the base alone)', async () => {
     assert.ok(fs.existsSync(path.join(adapter.path, MEMORY_FILE)));
     assert.notEqual(await ghostText('none', true), RECALLED);

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomically } from '../model/safetensors';
 import { MANIFEST_FILE, parseManifest, type AdapterManifest } from './manifest';
+import { makeDirectory } from '../util/directories';
 
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -95,7 +96,7 @@ export async function writeFolderAtomically(dir: string, fill: (tempDir: string)
   const parent = path.dirname(path.resolve(dir));
   const temp = path.join(parent, `.${path.basename(dir)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   if (fs.existsSync(dir)) throw new Error(`${dir}: already exists; an adapter folder is written once`);
-  await fs.promises.mkdir(parent, { recursive: true });
+  makeDirectory(parent);
   await fs.promises.mkdir(temp);
   try {
     await fill(temp);

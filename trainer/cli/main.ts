@@ -7,6 +7,7 @@ import { registerTrainCommand } from './commands/train';
 import { registerEvalCommand } from './commands/eval';
 import { registerAuditCommand } from './commands/audit';
 import { registerReviewCommand } from './commands/review';
+import { installInterruptHandlers } from './interrupt';
 
 // The `idiom` command line. Each subcommand lives in its own module under trainer/cli/commands/.
 export function buildProgram(): Command {
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
 }
 
 export async function main(): Promise<void> {
+  installInterruptHandlers();
   const program = buildProgram();
   try {
     await program.parseAsync(process.argv);

@@ -10,6 +10,7 @@ import { loadModelConfig, toHfConfigJson, weightNames, type ModelConfig } from '
 import { Rng } from './random';
 import { readSafetensors, writeFileAtomically, writeSafetensors, type SafetensorsTensor } from './safetensors';
 import { hashFileInto, sha256OfFiles } from '../util/sha256';
+import { makeDirectory } from '../util/directories';
 
 export const CONFIG_FILE = 'config.json';
 export const SINGLE_WEIGHTS_FILE = 'model.safetensors';
@@ -137,7 +138,7 @@ export async function saveCheckpoint(
     }
     ordered.set(spec.name, tensor);
   }
-  await fs.promises.mkdir(dir, { recursive: true });
+  makeDirectory(dir);
   if (fs.existsSync(path.join(dir, WEIGHTS_INDEX_FILE)) && options.shardBytes === undefined) {
     throw new Error(`${dir}: already holds a sharded checkpoint (${WEIGHTS_INDEX_FILE}); save into an empty folder`);
   }

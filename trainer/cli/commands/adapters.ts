@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { MODES, type Mode } from '../../adapters/mode';
 import { Registry, findRepoRoot, registryLocation, type AdapterEntry } from '../../adapters/registry';
+import { sha256OfFiles } from '../../util/sha256';
 
 // `idiom adapters [list | activate ID | rollback | remove ID | promote ID]`: the repository's adapter
 // registry. --json prints one object on stdout with at least adapters[{id, created, active, mode, metrics}].
@@ -94,7 +95,40 @@ export async function runAdapters(actionText: string, id: string | undefined, op
     training: entry.training,
     ...(entry.problem ? { problem: entry.problem } : {}),
   }));
+  await flagBrokenActive(registry, adapters);
   return { action, mode, registry: registry.dir, ...(change ? { change } : {}), adapters };
+}
+
+type ListedAdapter = AdaptersCommandResult['adapters'][number];
+
+/**
+ * An adapter active for some mode must be usable: its folder present, its manifest readable and
+ * its weights those the manifest hashed. A broken one gets a `problem` (a missing one a row of
+ * its own), so the list says why the base model serves instead. Only active adapters are hashed.
+ */
+async function flagBrokenActive(registry: Registry, adapters: ListedAdapter[]): Promise<void> {
+  for (const mode of MODES) {
+    const id = await registry.activeId(mode);
+    if (!id) continue;
+    const listed = adapters.find((adapter) => adapter.id === id);
+    if (!listed) {
+      adapters.push({ id, created: '', active: true, activeModes: [mode], mode, kind: null, metrics: null, parent: null, path: '', training: null, problem: `active for ${mode}, but its folder is missing` });
+      continue;
+    }
+    if (listed.problem || listed.activeModes.indexOf(mode) > 0) continue; // already flagged, or checked for an earlier mode
+    try {
+      const manifest = await registry.manifest(id);
+      const actual = await sha256OfFiles(manifest.weights.files.map((file) => path.join(listed.path, file)));
+      if (actual !== manifest.weights.sha256) listed.problem = 'its weights do not match manifest.json (changed or corrupt)';
+    } catch (error) {
+      listed.problem = error instanceof Error ? error.message : String(error);
+    }
+  }
+}
+
+/** One line: a message with line breaks (a JSON parse error) must not break the table. */
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').trim();
 }
 
 function formatHuman(result: AdaptersCommandResult): string {
@@ -132,14 +166,17 @@ function formatHuman(result: AdaptersCommandResult): string {
       a.created ? a.created.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '?',
       a.mode,
       a.activeModes.join(',') || '-',
-      a.training?.method ?? (a.problem ? `unusable: ${a.problem}` : '?'),
+      a.problem ? 'UNUSABLE' : (a.training?.method ?? '?'),
       m ? m.loss.toFixed(4) : '-',
       b ? b.loss.toFixed(4) : '-',
       m ? m.exactMatch.toFixed(3) : '-',
       m ? m.editSimilarity.toFixed(3) : '-',
-    ]);
+    ].map(oneLine));
   }
   const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
   for (const row of rows) lines.push(row.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd());
+  for (const a of result.adapters) {
+    if (a.problem) lines.push(`${a.activeModes.length > 0 ? 'warning: active ' : ''}${a.id} is unusable: ${oneLine(a.problem)}${a.activeModes.length > 0 ? ' (the base model serves instead)' : ''}`);
+  }
   return `${lines.join('\n')}\n`;
 }

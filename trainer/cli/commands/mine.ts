@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { buildDataset, DEFAULT_MAX_TOKENS, loadTokenizerFile, windowCharsFor } from '../../data/dataset/build';
 import { mineRepository, type MineOptionsInput, type MineSummary } from '../../data/mining/mine';
+import { prepareOutputFile } from '../../util/directories';
 
 // `idiom mine <repo>`: mine a git repository into training examples and, with --out, write the
 // tokenised dataset file. --json prints one object on stdout with files.kept,
@@ -97,6 +98,8 @@ export async function runMine(repo: string, options: MineCommandOptions): Promis
     onWarning: (message: string) => log(`warning: ${message}`),
   };
   const tokenizerPath = options.tokenizer ?? defaultTokenizerPath();
+  // Before any mining: a folder or an uncreatable parent fails now, in one line.
+  if (options.out) prepareOutputFile(options.out, '--out');
   let result: MineCommandResult;
   if (!tokenizerPath) {
     if (options.out) throw new Error('--out needs a tokenizer: pass --tokenizer PATH (no default model is installed in models/)');

@@ -7,6 +7,7 @@ import { TrainingCancelledError, type TrainEvent } from '../../training/pipeline
 import type { Budget } from '../../training/pipeline/plan';
 import { trainRepository, type TrainRepositoryResult } from '../../training/pipeline/train-repository';
 import { formatComparisonTable } from '../../training/report/table';
+import { onInterrupt } from '../interrupt';
 
 // `idiom train <repo>`: mine → tokenise → train → evaluate → adapter + manifest → registry.
 // --json: progress events as JSON lines on stdout, the result object last (type "result");
@@ -116,14 +117,11 @@ export async function runTrainCommand(repo: string, options: TrainCommandOptions
   const budget: Budget | undefined = options.tokens !== undefined ? { tokens: options.tokens } : options.minutes !== undefined ? { minutes: options.minutes } : undefined;
   const lora = { ...(options.r ? { r: options.r } : {}), ...(options.alpha ? { alpha: options.alpha } : {}), ...(options.targets ? { targets: parseTargets(options.targets) } : {}) };
   const controller = new AbortController();
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts++;
-    if (interrupts > 1) process.exit(130);
+  // The first SIGINT/SIGTERM stops after this step with a checkpoint; a second one quits now.
+  const stopInterrupt = onInterrupt(() => {
     process.stderr.write('\nidiom: stopping after this step and writing a checkpoint (Ctrl-C again to quit now)\n');
     controller.abort();
-  };
-  process.on('SIGINT', onSigint);
+  });
   const progress = options.json ? jsonProgress() : barProgress();
   try {
     const result = await trainRepository({
@@ -164,7 +162,7 @@ export async function runTrainCommand(repo: string, options: TrainCommandOptions
     }
     throw error;
   } finally {
-    process.off('SIGINT', onSigint);
+    stopInterrupt();
   }
 }
 

@@ -16,6 +16,7 @@ import {
 } from './format';
 import type { TokenizedExample } from './tokenize';
 import { sha256OfFileSync } from '../../util/sha256';
+import { prepareOutputFile } from '../../util/directories';
 
 const BUFFER_BYTES = 1 << 20;
 
@@ -78,8 +79,8 @@ export class DatasetWriter {
     readonly outputPath: string,
     private readonly vocabSize: number,
   ) {
+    prepareOutputFile(outputPath);
     const directory = path.dirname(path.resolve(outputPath));
-    fs.mkdirSync(directory, { recursive: true });
     const unique = `${process.pid}-${Date.now().toString(36)}`;
     this.tempPath = path.join(directory, `.${path.basename(outputPath)}.${unique}.tmp`);
     this.indexPath = `${this.tempPath}.index`;

@@ -142,7 +142,9 @@ export interface ReviewFileResult {
 export async function reviewFile(options: ReviewFileOptions): Promise<ReviewFileResult> {
   const started = performance.now();
   const file = path.resolve(options.file);
-  if (!fs.existsSync(file) || !fs.statSync(file).isFile()) throw new Error(`${file}: no such file`);
+  if (!fs.existsSync(file)) throw new Error(`${file}: no such file`);
+  if (fs.statSync(file).isDirectory()) throw new Error(`${file} is a folder: review takes one file (idiom review path/to/file)`);
+  if (!fs.statSync(file).isFile()) throw new Error(`${file}: not a regular file`);
   const aggregate = options.aggregate ?? DEFAULT_AGGREGATE;
   if (!AGGREGATES.includes(aggregate)) throw new Error(`unknown aggregate "${aggregate}" (expected ${AGGREGATES.join(' or ')})`);
   const percentile = options.percentile ?? DEFAULT_PERCENTILE;

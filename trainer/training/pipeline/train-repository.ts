@@ -21,7 +21,7 @@ import { newlineTokenIds, selectHeldOut, type HeldOutOptions } from '../eval/hel
 import { loadModelConfig, type ModelConfig } from '../../model/config';
 import { DEFAULT_LORA, type LoraConfig } from '../../model/lora';
 import { loadCheckpoint } from '../../model/checkpoint';
-import { Registry, findRepoRoot, type PromotionResult, type RegistryOptions } from '../../adapters/registry';
+import { Registry, findRepoRoot, registryLocation, type PromotionResult, type RegistryOptions } from '../../adapters/registry';
 import { EngineWorker } from '../../compute/runtime/client';
 import { defaultThreadCount } from '../../compute/runtime/session';
 import type { HostTensor } from '../../model/tensor';
@@ -36,6 +36,7 @@ import { TrainingCancelledError, type TrainEvent } from './events';
 import { chooseShape, estimateTokensPerSecond, learningRateAt, warmupStepsFor, type Budget, type Schedule } from './plan';
 import { RunFolder, type CheckpointState, type RunPlan } from './run-folder';
 import { round } from '../../util/round';
+import { makeDirectory, removeEmptyFolders } from '../../util/directories';
 
 // `idiom train` as a function the CLI and the language server share: mine → tokenise with the
 // base's tokenizer → train (LoRA or full) with periodic checkpoints → evaluate base and adapter
@@ -180,9 +181,14 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
   const { tokenizer, sha256: tokenizerSha256 } = await loadTokenizerFile(baseDir);
   if (tokenizer.vocabSize > config.vocabSize) throw new Error(`${baseDir}: tokenizer has ${tokenizer.vocabSize} ids but the model only ${config.vocabSize}`);
   const baseSha256 = await baseWeightsSha256(baseDir);
+  // A first run that fails leaves no empty registry folder in the repository.
+  const registryExisted = fs.existsSync(registryLocation(repoRoot, options.registry));
   const registry = await Registry.open(repoRoot, options.registry);
+  const tidyRegistry = () => {
+    if (!registryExisted) removeEmptyFolders(registry.dir);
+  };
   const stagingDir = path.dirname(registry.stagingPath('probe'));
-  fs.mkdirSync(stagingDir, { recursive: true });
+  makeDirectory(stagingDir);
 
   // ---- the run folder: a new one, or the newest unfinished one with --resume -------------------
   const sameKind = (info: RunInfo) => info.method === method && info.mode === mode && info.base.sha256 === baseSha256 && info.repoRoot === repoRoot;
@@ -227,7 +233,10 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
       purpose: options.purpose ?? `idiom train (${method}, ${mode}${policy ? `, policy sha256 ${policy.sha256}` : ''})`,
       created: new Date().toISOString(),
     };
-    if (info.seqLen > config.maxPositionEmbeddings) throw new Error(`sequence length ${info.seqLen} exceeds the model's ${config.maxPositionEmbeddings} positions`);
+    if (info.seqLen > config.maxPositionEmbeddings) {
+      tidyRegistry();
+      throw new Error(`sequence length ${info.seqLen} exceeds the model's ${config.maxPositionEmbeddings} positions`);
+    }
     run = RunFolder.create(stagingDir, info);
   }
 
@@ -238,7 +247,8 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
     // A run that failed or was cancelled before its first checkpoint (bad data, no examples,
     // cancelled while mining) leaves nothing behind: there is nothing to resume.
     if (createdNow && run.loadCheckpoint() === null) run.remove();
-    throw error;
+    tidyRegistry();
+    throw (await nonFiniteBaseError(baseDir, error)) ?? error;
   }
 }
 
@@ -659,6 +669,37 @@ function loraFromTrainable(trainable: ReadonlyMap<string, HostTensor>, lora: Lor
     modules.set(match[1], slot);
   }
   return { scaling: lora.alpha / lora.r, modules };
+}
+
+/**
+ * For a run that diverged: a clearer error when the base weights themselves hold NaN or infinity
+ * (no learning rate helps then); null otherwise. Checked only on failure: scanning every weight
+ * of a large base costs seconds.
+ */
+async function nonFiniteBaseError(baseDir: string, error: unknown): Promise<Error | null> {
+  if (!/diverged/.test(error instanceof Error ? error.message : String(error))) return null;
+  let base: Awaited<ReturnType<typeof loadCheckpoint>>;
+  try {
+    base = await loadCheckpoint(baseDir);
+  } catch {
+    return null;
+  }
+  for (const [name, tensor] of base.weights) {
+    if (!tensorIsFinite(tensor)) {
+      return new Error(`${baseDir}: the base model's weights are not finite (${name} holds NaN or infinity): the checkpoint is corrupt; no learning rate trains on it`);
+    }
+  }
+  return null;
+}
+
+function tensorIsFinite(tensor: HostTensor): boolean {
+  const data = tensor.data;
+  if (data instanceof Float32Array || data instanceof Float64Array) {
+    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) return false;
+  } else if (tensor.dtype === 'float16' && data instanceof Uint16Array) {
+    for (let i = 0; i < data.length; i++) if ((data[i] & 0x7c00) === 0x7c00) return false; // all exponent bits: inf or NaN
+  }
+  return true;
 }
 
 /** The base's weights with the trained ones in place (full fine-tuning trains every tensor). */

@@ -1,13 +1,13 @@
 // SIGINT and SIGTERM end every command. A command that can stop cleanly (train: finish the
 // step, write a checkpoint) registers a handler for the first signal; without one, or on a
-// second signal, or when the clean stop takes too long, the process exits at once with
-// 128 + the signal's number, after one line on stderr.
+// second signal, or when a SIGTERM's clean stop takes too long, the process exits at once with
+// 128 + the signal's number, after one line on stderr. (A person at Ctrl-C presses it again.)
 
 const SIGNALS = { SIGINT: 2, SIGTERM: 15 } as const;
 type StopSignal = keyof typeof SIGNALS;
 
-/** How long a clean stop may take before the process exits anyway. */
-export const CLEAN_STOP_MS = 15_000;
+/** How long a clean stop after SIGTERM may take before the process exits anyway. */
+export const CLEAN_STOP_MS = 30_000;
 
 const handlers = new Set<(signal: StopSignal) => void>();
 let installed = false;
@@ -32,7 +32,7 @@ export function installInterruptHandlers(): void {
       received++;
       if (received > 1 || handlers.size === 0) quit(signal, '');
       for (const handler of [...handlers]) handler(signal);
-      setTimeout(() => quit(signal, ` (no clean stop within ${CLEAN_STOP_MS / 1000} s)`), CLEAN_STOP_MS).unref();
+      if (signal === 'SIGTERM') setTimeout(() => quit(signal, ` (no clean stop within ${CLEAN_STOP_MS / 1000} s)`), CLEAN_STOP_MS).unref();
     });
   }
 }

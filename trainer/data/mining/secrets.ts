@@ -108,10 +108,16 @@ export function passwordLike(value: string, minLength = 8): boolean {
   return /[0-9]/.test(value) || (/[a-z]/.test(value) && /[A-Z]/.test(value) && wordShare(value) < 0.6);
 }
 
-// `pass` alone counts as a whole word only (`dbPass`, `DB_PASS`, not `bypass` or `passive`).
-const PASS_WORD = `(?:(?<![A-Za-z])(?:pass|PASS)|(?<=[a-z0-9])Pass)(?![a-z])`;
-const NAME = `[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pwd|${PASS_WORD}|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|credential|private[_-]?key|client[_-]?secret|signing[_-]?key)[A-Za-z0-9_.-]*`;
+const CREDENTIAL_KEYWORD = /password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|credential|private[_-]?key|client[_-]?secret|signing[_-]?key/i;
+// `pass` alone counts as a whole word only, so case matters: `dbPass`, `DB_PASS`, `db_pass`, not
+// `bypass`, `BYPASS`, `compass` or `passive`.
+const PASS_WORD = /(?:^|[^A-Za-z])(?:pass|Pass|PASS)(?![a-z])|[a-z0-9]Pass(?![a-z])|(?:^|[^A-Z])PASS(?![A-Za-z])/;
 const PASS_NAME = /pass|pwd/i;
+
+/** A name that says it holds a credential (`apiKey`, `DB_PASSWORD`, `dbPass`). */
+function isCredentialName(name: string): boolean {
+  return CREDENTIAL_KEYWORD.test(name) || PASS_WORD.test(name);
+}
 
 const PATTERNS: Pattern[] = [
   {
@@ -154,32 +160,23 @@ const PATTERNS: Pattern[] = [
     // A random-looking quoted string assigned to a credential-like name:
     // `apiKey: "…"`, `"client_secret" => '…'`, `password := "…"`.
     kind: 'assigned-secret',
-    regex: new RegExp(
-      String.raw`(?<![A-Za-z0-9_.-])(${NAME})["'\]]?\s*(?::=|=>|[:=])\s*["'\x60]([^"'\x60\s]{8,256})["'\x60]`,
-      'gi',
-    ),
+    regex: /(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]+)["'\]]?\s*(?::=|=>|[:=])\s*["'\x60]([^"'\x60\s]{8,256})["'\x60]/g,
     // Passwords are often short human strings: a lower bar for those names.
-    accept: (match) => (PASS_NAME.test(match[1]) ? passwordLike(match[2]) : looksRandom(match[2])),
+    accept: (match) => isCredentialName(match[1]) && (PASS_NAME.test(match[1]) ? passwordLike(match[2]) : looksRandom(match[2])),
   },
   {
     // The unquoted config-file form, a whole line: `DB_PASSWORD=…`, `api_key: …`, `export TOKEN=…`.
     // Stricter (longer, higher entropy) because an unquoted value may be an identifier.
     kind: 'assigned-secret',
-    regex: new RegExp(
-      String.raw`^[ \t]*(?:export[ \t]+)?(${NAME})[ \t]*[:=][ \t]*([A-Za-z0-9+/=_\-.~]{16,256})[ \t]*(?:#.*)?$`,
-      'gim',
-    ),
-    accept: (match) => looksRandom(match[2], 16, 3.5),
+    regex: /^[ \t]*(?:export[ \t]+)?([A-Za-z0-9_.-]+)[ \t]*[:=][ \t]*([A-Za-z0-9+/=_\-.~]{16,256})[ \t]*(?:#.*)?$/gm,
+    accept: (match) => isCredentialName(match[1]) && looksRandom(match[2], 16, 3.5),
   },
   {
     // The same for password names with a shorter, person-made value: `password: Xk7#…` in YAML,
     // `DB_PASS=…` in an env file.
     kind: 'assigned-secret',
-    regex: new RegExp(
-      String.raw`^[ \t]*(?:export[ \t]+|-[ \t]+)?(${NAME})["']?[ \t]*[:=][ \t]*([^\s"'\x60#]{6,128})[ \t]*(?:#.*)?$`,
-      'gim',
-    ),
-    accept: (match) => PASS_NAME.test(match[1]) && passwordLike(match[2], 6),
+    regex: /^[ \t]*(?:export[ \t]+|-[ \t]+)?([A-Za-z0-9_.-]+)["']?[ \t]*[:=][ \t]*([^\s"'\x60#]{6,128})[ \t]*(?:#.*)?$/gm,
+    accept: (match) => isCredentialName(match[1]) && PASS_NAME.test(match[1]) && passwordLike(match[2], 6),
     trigger: PASS_NAME,
   },
   {
@@ -229,9 +226,9 @@ const PATTERNS: Pattern[] = [
 // A string literal on one line: double, single or backquoted (no template substitutions).
 const LITERAL = /"((?:[^"\\\n]|\\.){0,256})"|'((?:[^'\\\n]|\\.){0,256})'|\x60((?:[^\x60\\\n$]|\\.){0,256})\x60/g;
 // Credential-like words a literal may sit next to (`"X-Api-Key", "…"`, `auth: "…"`).
-const CREDENTIAL_WORD = /(?:password|passwd|passphrase|pwd|(?<![A-Za-z])pass(?![a-z])|Pass(?![a-z])|secret|token(?!iz)|api[_-]?key|apikey|access[_-]?key|auth(?!or)|bearer|credential|private[_-]?key)/i;
+const CREDENTIAL_WORD = /password|passwd|passphrase|pwd|secret|token(?!iz)|api[_-]?key|apikey|access[_-]?key|auth(?!or)|bearer|credential|private[_-]?key/i;
 // A call whose name says it takes a credential: `login(…)`, `setPassword(…)`, `withToken(…)`.
-const CREDENTIAL_CALL = /(?<![\w$])([\w$.]{0,80}?(?:log_?in|log_?on|sign_?in|auth|pass|pwd|secret|token|credential|api_?key|connect)[\w$]{0,80})[ \t]*\(([^()\n]{1,300})\)/gi;
+const CREDENTIAL_CALL = /((?:log_?in|log_?on|sign_?in|auth|pass|pwd|secret|token|credential|api_?key|connect)[\w$]{0,80})[ \t]*\(([^()\n]{1,300})\)/gi;
 const NEAR_CHARS = 48;
 
 // String literals that hold a credential by their context: arguments of a credential call, or
@@ -258,8 +255,8 @@ function credentialLiterals(text: string, spans: SecretSpan[]): void {
     if (value.length < 8 || !/[0-9]/.test(value) || !/[A-Za-z]/.test(value)) continue;
     const lineStart = text.lastIndexOf('\n', literal.index - 1) + 1;
     const before = text.slice(Math.max(lineStart, literal.index - NEAR_CHARS), literal.index);
-    const word = CREDENTIAL_WORD.exec(before);
-    if (word && (PASS_NAME.test(word[0]) ? passwordLike(value) : looksRandom(value))) {
+    const word = CREDENTIAL_WORD.exec(before)?.[0] ?? (PASS_WORD.test(before) ? 'pass' : null);
+    if (word && (PASS_NAME.test(word) ? passwordLike(value) : looksRandom(value))) {
       spans.push({ kind: 'credential-literal', start: literal.index, end: literal.index + literal[0].length });
     }
   }

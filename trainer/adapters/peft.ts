@@ -442,6 +442,20 @@ export function loraAdapterOf(loaded: LoadedAdapter): { scaling: number; modules
   return { scaling: loaded.config.scaling, modules: loaded.modules };
 }
 
+/** The engine's LoraAdapter for PEFT-keyed tensors, as training holds them; other keys are skipped. */
+export function loraAdapterOfTensors(tensors: ReadonlyMap<string, HostTensor>, lora: LoraConfig): { scaling: number; modules: ReadonlyMap<string, { a: HostTensor; b: HostTensor }> } {
+  const modules = new Map<string, { a: HostTensor; b: HostTensor }>();
+  for (const [key, tensor] of tensors) {
+    const parsed = parsePeftKey(key);
+    if (!parsed) continue;
+    const module = projectionModule(parsed.layer, parsed.projection);
+    const slot = modules.get(module) ?? ({} as { a: HostTensor; b: HostTensor });
+    slot[parsed.which === 'A' ? 'a' : 'b'] = tensor;
+    modules.set(module, slot);
+  }
+  return { scaling: loraScaling(lora), modules };
+}
+
 /** PEFT key → tensor, e.g. to start training from a parent adapter. */
 export function peftTensorsOf(loaded: LoadedAdapter): Map<string, HostTensor> {
   const tensors = new Map<string, HostTensor>();

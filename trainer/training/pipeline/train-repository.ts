@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -7,7 +6,7 @@ import { writeFullModel } from '../../adapters/full';
 import { manifestJson, type AdapterManifest, type HeldOutMetrics, type ManifestDraft, type QualityComparison } from '../../adapters/manifest';
 import type { Mode } from '../../adapters/mode';
 import { MODES } from '../../adapters/mode';
-import { loadAdapter, loraAdapterOf, writeAdapter } from '../../adapters/peft';
+import { loadAdapter, loraAdapterOf, loraAdapterOfTensors, writeAdapter } from '../../adapters/peft';
 import { buildDataset, loadTokenizerFile } from '../../data/dataset/build';
 import { MEMORY_FILE, MemoryWriter } from '../../data/memory/file';
 import { writeFileAtomically } from '../../model/safetensors';
@@ -15,9 +14,8 @@ import { mineRepository, type MinedFile } from '../../data/mining/mine';
 import { compareOnReplay } from '../eval/replay';
 import { DatasetReader } from '../../data/dataset/reader';
 import { dirtyWorkTree, runGitSync } from '../../data/mining/git-command';
-import type { LoraAdapter } from '../../compute/engine/weights';
 import { evaluateModels, type ModelUnderTest } from '../eval/evaluate';
-import { newlineTokenIds, selectHeldOut, type HeldOutOptions } from '../eval/held-out';
+import { newlineTokenIds, selectHeldOut, type HeldOutOptions, type HeldOutSet } from '../eval/held-out';
 import { loadModelConfig, type ModelConfig } from '../../model/config';
 import { DEFAULT_LORA, type LoraConfig } from '../../model/lora';
 import { loadCheckpoint } from '../../model/checkpoint';
@@ -36,6 +34,7 @@ import { TrainingCancelledError, type TrainEvent } from './events';
 import { chooseShape, estimateTokensPerSecond, learningRateAt, warmupStepsFor, type Budget, type Schedule } from './plan';
 import { RunFolder, type CheckpointState, type RunPlan } from './run-folder';
 import { round } from '../../util/round';
+import { sha256OfFileSync } from '../../util/sha256';
 import { makeDirectory, removeEmptyFolders } from '../../util/directories';
 
 // `idiom train` as a function the CLI and the language server share: mine → tokenise with the
@@ -242,7 +241,7 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
 
   const createdNow = !options.resume || run.loadCheckpoint() === null;
   try {
-    return await trainInRun(run, info, { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode, selection, policy });
+    return await trainInRun(run, info, { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, repoStart, registry, selection, policy });
   } catch (error) {
     // A run that failed or was cancelled before its first checkpoint (bad data, no examples,
     // cancelled while mining) leaves nothing behind: there is nothing to resume.
@@ -252,6 +251,10 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
   }
 }
 
+/**
+ * What the stages of a run share. The run's method, mode, repository root and base sha256 come
+ * from its RunInfo: a run is resumed only when they match the ones asked for now.
+ */
 interface RunContext {
   options: TrainRepositoryOptions;
   emit: (event: TrainEvent) => void;
@@ -259,24 +262,61 @@ interface RunContext {
   config: ModelConfig;
   tokenizer: Tokenizer;
   tokenizerSha256: string;
+  /** Where the base is now; info.base.dir is where the run found it first. */
   baseDir: string;
-  baseSha256: string;
-  repoRoot: string;
+  /** The folder given; mining starts there. */
   repoStart: string;
   registry: Registry;
-  method: 'lora' | 'full';
-  mode: Mode;
   selection: BackendSelection;
   policy: Policy | null;
 }
 
+/** The stages in order; each one's inputs are what the ones before it returned. */
 async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): Promise<TrainRepositoryResult> {
-  const { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, baseSha256, repoRoot, repoStart, registry, method, mode, selection, policy } = context;
-  // ---- mine + tokenise (kept in the run folder, so a resumed run trains on the same rows) ------
+  const { options, emit, signal, selection } = context;
+  const data = await prepareData(run, info, context);
+  const previouslySaved = readJson<SavedMarker>(path.join(run.dir, SAVED_FILE));
+  const worker = EngineWorker.start();
+  try {
+    const training = await trainLoop({ run, info, config: context.config, examples: data.examples, worker, selection, tokenizer: context.tokenizer, emit, signal, options, skip: previouslySaved !== null });
+    signal?.throwIfAborted();
+    const metrics = await evaluateCandidates(run, info, context, { worker, heldOut: data.heldOut, trainable: training.trainable, exclude: previouslySaved?.id ?? null });
+    signal?.throwIfAborted();
+    emit({ type: 'phase', phase: 'saving', message: 'writing the adapter and its manifest' });
+    const peakRssBytes = process.resourceUsage().maxRSS * 1024;
+    const draft = draftManifest({ info, data, training, selection, metrics, peakRssBytes });
+    const { manifest, promotion } = await saveAndPromote(run, info, context, { draft, trainable: training.trainable, heldOutLines: data.heldOut.lines.length, previouslySaved });
+    const result = await summarize(info, context, { manifest, promotion, training, heldOut: data.heldOut, peakRssBytes });
+    run.remove();
+    return result;
+  } catch (error) {
+    // Cancelled after training (evaluating, saving): the final checkpoint is kept for --resume.
+    if (signal?.aborted && !(error instanceof TrainingCancelledError)) throw new TrainingCancelledError(run.dir, -1);
+    throw error;
+  } finally {
+    await worker.terminate();
+  }
+}
+
+/** The run's dataset as training, evaluation and the manifest need it. */
+interface PreparedData {
+  examples: TrainExample[];
+  heldOut: HeldOutSet;
+  repo: { head: string | null; dirty: boolean };
+  /** The manifest's dataset fields, less the held-out split's. */
+  dataset: { files: number; examples: number; tokens: number; sha256: string; excluded: Record<string, number>; secretsExcluded: number };
+}
+
+/**
+ * Mines and tokenises the repository into the run folder, with the repository memory beside it,
+ * unless the folder holds the dataset already (a resumed run trains on the same rows); then reads
+ * the training rows and the held-out split back.
+ */
+async function prepareData(run: RunFolder, info: RunInfo, context: RunContext): Promise<PreparedData> {
+  const { options, emit, signal, tokenizer, tokenizerSha256, repoStart, policy } = context;
   let reader = openDataset(run.datasetPath, tokenizerSha256);
-  let datasetSummary: { files: number; excluded: Record<string, number>; secretsExcluded: number; dirty: boolean } | null = null;
   if (!reader) {
-    emit({ type: 'phase', phase: 'mining', message: `mining ${repoRoot}` });
+    emit({ type: 'phase', phase: 'mining', message: `mining ${info.repoRoot}` });
     const memory = new MemoryWriter();
     const summary = await buildDataset(repoStart, {
       tokenizer,
@@ -292,188 +332,232 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
     emit({ type: 'phase', phase: 'tokenizing', message: `${summary.train.examples} training examples (${summary.train.tokens} tokens), ${summary.heldout.examples} held out` });
     reader = openDataset(run.datasetPath, tokenizerSha256)!;
   }
-  signal?.throwIfAborted();
-  const header = reader.header;
-  datasetSummary = {
-    files: header.mining.files.kept,
-    excluded: header.mining.files.excluded,
-    secretsExcluded: header.mining.secretsExcluded,
-    dirty: dirtyWorkTree(repoRoot),
-  };
-  const examples: TrainExample[] = [];
-  for (const example of reader.examples('train')) examples.push({ tokens: example.tokens, lossStart: example.record.lossStart });
-  if (examples.length === 0) throw new Error(`${repoRoot}: no training examples (no minable source files outside the held-out split)`);
-  const heldOut = selectHeldOut(reader, tokenizer, options.heldOut);
-  const datasetSha256 = fileSha256Of(reader);
-  reader.close();
-  if (heldOut.sequences.length === 0) emit({ type: 'log', message: 'no held-out split (the repository needs at least two commits touching code): metrics are skipped' });
-
-  const previouslySaved = readJson<SavedMarker>(path.join(run.dir, SAVED_FILE));
-  const worker = EngineWorker.start();
   try {
-    // ---- train ---------------------------------------------------------------------------------
-    const training = await trainLoop({ run, info, config, examples, worker, selection, tokenizer, emit, signal, options, skip: previouslySaved !== null });
     signal?.throwIfAborted();
-
-    // ---- evaluate ------------------------------------------------------------------------------
-    emit({ type: 'phase', phase: 'evaluating', message: `held-out split: ${heldOut.commits} commits, ${heldOut.sequences.length} windows, ${heldOut.lines.length} lines` });
-    const newlineIds = newlineTokenIds(tokenizer);
-    const active = await activeForComparison(registry, mode, config, baseSha256, previouslySaved?.id ?? null);
-    const models: ModelUnderTest[] = [];
-    const cachedBase = readJson<{ sha256: string; metrics: HeldOutMetrics }>(path.join(run.dir, BASE_METRICS_FILE));
-    if (!cachedBase || cachedBase.sha256 !== heldOut.sha256) models.push({ name: 'base', kind: 'base' });
-    const trainedModel: ModelUnderTest =
-      method === 'lora'
-        ? { name: 'adapter', kind: 'lora', adapter: loraFromTrainable(training.trainable, info.lora!) }
-        : { name: 'adapter', kind: 'full', config, weights: Object.fromEntries(await fullWeights(baseDir, training.trainable)) };
-    models.push(trainedModel);
-    if (active) models.push(active.model);
-    let metrics = new Map<string, HeldOutMetrics>();
-    if (heldOut.sequences.length > 0) {
-      metrics = await evaluateModels({
-        worker,
-        baseDir,
-        tokenizer,
-        newlineIds,
-        heldOut,
-        seqLen: info.seqLen,
-        models,
-        threads: info.threads,
-        signal,
-        onProgress: (model, fraction) => emit({ type: 'evaluating', model, fraction }),
-      });
-      if (cachedBase && cachedBase.sha256 === heldOut.sha256) metrics.set('base', cachedBase.metrics);
-      else fs.writeFileSync(path.join(run.dir, BASE_METRICS_FILE), JSON.stringify({ sha256: heldOut.sha256, metrics: metrics.get('base') }));
-      for (const [model, m] of metrics) emit({ type: 'metrics', model, metrics: m });
-    }
-    signal?.throwIfAborted();
-
-    // ---- save, register, promote ---------------------------------------------------------------
-    emit({ type: 'phase', phase: 'saving', message: 'writing the adapter and its manifest' });
-    const peakRssBytes = process.resourceUsage().maxRSS * 1024;
-    const others: Record<string, HeldOutMetrics> = {};
-    if (active && metrics.has(active.id)) others[active.id] = metrics.get(active.id)!;
-    const draft: ManifestDraft = {
-      base: { name: info.base.name, sha256: baseSha256 },
-      repo: { root: repoRoot, head: header.repo.head, dirty: datasetSummary.dirty },
-      dataset: {
-        files: datasetSummary.files,
-        examples: header.counts.train.examples,
-        tokens: header.counts.train.tokens,
-        sha256: datasetSha256,
-        excluded: datasetSummary.excluded,
-        secretsExcluded: datasetSummary.secretsExcluded,
-        heldOut: { commits: heldOut.commits, files: heldOut.files, examples: heldOut.examples, tokens: heldOut.exampleTokens, sha256: heldOut.sha256 },
-      },
-      training: {
-        method,
-        backend: selection.backend,
-        device: selection.device,
-        steps: training.state.step,
-        tokens: training.state.tokens,
-        seconds: round(training.state.seconds, 3),
-        seed: info.seed,
-        hyperparameters: {
-          learningRate: info.learningRate,
-          schedule: 'linear warm-up, cosine to 10%',
-          warmupSteps: training.state.plan.warmupSteps,
-          totalSteps: training.state.plan.totalSteps,
-          weightDecay: info.weightDecay,
-          optimizer: 'AdamW(0.9, 0.999, eps 1e-8), grad-norm clip 1',
-          batch: info.batch,
-          seqLen: info.seqLen,
-          maxEpochs: info.maxEpochs,
-          budget: 'tokens' in info.budget ? `${info.budget.tokens} tokens` : `${info.budget.minutes} minutes`,
-          threads: info.threads,
-          trainableParameters: training.trainableParameters,
-          peakRssBytes,
-          ...(info.lora ? { r: info.lora.r, alpha: info.lora.alpha, targets: info.lora.targets, dropout: 0 } : {}),
-        },
-      },
-      metrics: { base: metrics.get('base') ?? null, adapter: metrics.get('adapter') ?? null, ...(Object.keys(others).length ? { others } : {}) },
-      mode,
-      purpose: info.purpose,
-      parent: null,
+    const header = reader.header;
+    const repo = { head: header.repo.head, dirty: dirtyWorkTree(info.repoRoot) };
+    const examples: TrainExample[] = [];
+    for (const example of reader.examples('train')) examples.push({ tokens: example.tokens, lossStart: example.record.lossStart });
+    if (examples.length === 0) throw new Error(`${info.repoRoot}: no training examples (no minable source files outside the held-out split)`);
+    const heldOut = selectHeldOut(reader, tokenizer, options.heldOut);
+    const dataset = {
+      files: header.mining.files.kept,
+      examples: header.counts.train.examples,
+      tokens: header.counts.train.tokens,
+      sha256: sha256OfFileSync(reader.path),
+      excluded: header.mining.files.excluded,
+      secretsExcluded: header.mining.secretsExcluded,
     };
-    let manifest: AdapterManifest;
-    if (previouslySaved && (await registry.has(previouslySaved.id))) {
-      manifest = await registry.manifest(previouslySaved.id);
-    } else {
-      const staged = path.join(run.dir, STAGED_ADAPTER);
-      let stagedManifest = fs.existsSync(staged) ? safeManifest(staged) : null;
-      if (!stagedManifest) {
-        fs.rmSync(staged, { recursive: true, force: true });
-        stagedManifest =
-          method === 'lora'
-            ? await writeAdapter(staged, {
-                config: { r: info.lora!.r, alpha: info.lora!.alpha, targets: info.lora!.targets, dropout: 0, baseModelNameOrPath: info.base.name },
-                tensors: training.trainable,
-                manifest: draft,
-                baseConfig: config,
-              })
-            : await writeFullModel(staged, { config, weights: await fullWeights(baseDir, training.trainable), manifest: draft });
-      }
-      // The repository memory travels with the adapter (the server recalls lines from it).
-      if (fs.existsSync(path.join(run.dir, MEMORY_FILE))) fs.copyFileSync(path.join(run.dir, MEMORY_FILE), path.join(staged, MEMORY_FILE));
-      if (options.quality !== false && heldOut.lines.length > 0) {
-        emit({ type: 'phase', phase: 'evaluating', message: 'replaying held-out lines through the language server' });
-        const quality = await replayStaged(staged, await registry.activeId(mode), { repoRoot, repoStart, baseDir, mode, policy, emit, signal, lines: options.quality?.lines ?? 40, seed: options.quality?.seed ?? 1 });
-        if (quality) {
-          stagedManifest = { ...stagedManifest, metrics: { ...stagedManifest.metrics, quality } };
-          writeFileAtomically(path.join(staged, 'manifest.json'), [Buffer.from(manifestJson(stagedManifest))]);
-        }
-      }
-      fs.writeFileSync(path.join(run.dir, SAVED_FILE), JSON.stringify({ id: stagedManifest.id } satisfies SavedMarker));
-      manifest = await registry.add(staged);
-    }
-    const promotion = await registry.promote(manifest.id, mode, { force: options.force ?? false });
-    emit({ type: 'log', message: promotion.reason });
+    if (heldOut.sequences.length === 0) emit({ type: 'log', message: 'no held-out split (the repository needs at least two commits touching code): metrics are skipped' });
+    return { examples, heldOut, repo, dataset };
+  } finally {
+    reader.close();
+  }
+}
 
-    const result: TrainRepositoryResult = {
-      adapter: { id: manifest.id, path: registry.adapterPath(manifest.id), method },
+/** Held-out metrics of the candidates: the base, this run's model, and what was active before it (by id). */
+interface CandidateMetrics {
+  base: HeldOutMetrics | null;
+  adapter: HeldOutMetrics | null;
+  others: Record<string, HeldOutMetrics>;
+}
+
+/**
+ * Evaluates the base, the trained model and the adapter active for the mode on the same held-out
+ * split. The base's metrics are kept in the run folder, so a resumed run does not score it again.
+ */
+async function evaluateCandidates(
+  run: RunFolder,
+  info: RunInfo,
+  context: RunContext,
+  input: { worker: EngineWorker; heldOut: HeldOutSet; trainable: ReadonlyMap<string, HostTensor>; exclude: string | null },
+): Promise<CandidateMetrics> {
+  const { emit, signal, config, tokenizer, baseDir, registry } = context;
+  const { worker, heldOut } = input;
+  emit({ type: 'phase', phase: 'evaluating', message: `held-out split: ${heldOut.commits} commits, ${heldOut.sequences.length} windows, ${heldOut.lines.length} lines` });
+  const newlineIds = newlineTokenIds(tokenizer);
+  const active = await activeForComparison(registry, info.mode, config, info.base.sha256, input.exclude);
+  const models: ModelUnderTest[] = [];
+  const cachedBase = readJson<{ sha256: string; metrics: HeldOutMetrics }>(path.join(run.dir, BASE_METRICS_FILE));
+  if (!cachedBase || cachedBase.sha256 !== heldOut.sha256) models.push({ name: 'base', kind: 'base' });
+  const trainedModel: ModelUnderTest =
+    info.method === 'lora'
+      ? { name: 'adapter', kind: 'lora', adapter: loraAdapterOfTensors(input.trainable, info.lora!) }
+      : { name: 'adapter', kind: 'full', config, weights: Object.fromEntries(await fullWeights(baseDir, input.trainable)) };
+  models.push(trainedModel);
+  if (active) models.push(active.model);
+  let metrics = new Map<string, HeldOutMetrics>();
+  if (heldOut.sequences.length > 0) {
+    metrics = await evaluateModels({
+      worker,
+      baseDir,
+      tokenizer,
+      newlineIds,
+      heldOut,
+      seqLen: info.seqLen,
+      models,
+      threads: info.threads,
+      signal,
+      onProgress: (model, fraction) => emit({ type: 'evaluating', model, fraction }),
+    });
+    if (cachedBase && cachedBase.sha256 === heldOut.sha256) metrics.set('base', cachedBase.metrics);
+    else fs.writeFileSync(path.join(run.dir, BASE_METRICS_FILE), JSON.stringify({ sha256: heldOut.sha256, metrics: metrics.get('base') }));
+    for (const [model, m] of metrics) emit({ type: 'metrics', model, metrics: m });
+  }
+  const others: Record<string, HeldOutMetrics> = {};
+  if (active && metrics.has(active.id)) others[active.id] = metrics.get(active.id)!;
+  return { base: metrics.get('base') ?? null, adapter: metrics.get('adapter') ?? null, others };
+}
+
+/** What draftManifest reads: the run's plan, its data, its training and its candidates' metrics. */
+export interface DraftInput {
+  info: RunInfo;
+  data: { repo: PreparedData['repo']; dataset: PreparedData['dataset']; heldOut: Pick<HeldOutSet, 'commits' | 'files' | 'examples' | 'exampleTokens' | 'sha256'> };
+  training: { state: Pick<CheckpointState, 'step' | 'tokens' | 'seconds'> & { plan: Pick<RunPlan, 'warmupSteps' | 'totalSteps'> }; trainableParameters: number };
+  selection: Pick<BackendSelection, 'backend' | 'device'>;
+  metrics: CandidateMetrics;
+  peakRssBytes: number;
+}
+
+/** The manifest of this run's adapter, less what writing its weights fills in (id, created, weights). */
+export function draftManifest({ info, data, training, selection, metrics, peakRssBytes }: DraftInput): ManifestDraft {
+  const { heldOut } = data;
+  return {
+    base: { name: info.base.name, sha256: info.base.sha256 },
+    repo: { root: info.repoRoot, head: data.repo.head, dirty: data.repo.dirty },
+    dataset: {
+      ...data.dataset,
+      heldOut: { commits: heldOut.commits, files: heldOut.files, examples: heldOut.examples, tokens: heldOut.exampleTokens, sha256: heldOut.sha256 },
+    },
+    training: {
+      method: info.method,
+      backend: selection.backend,
+      device: selection.device,
+      steps: training.state.step,
       tokens: training.state.tokens,
       seconds: round(training.state.seconds, 3),
-      tokensPerSecond: training.state.seconds > 0 ? round(training.state.tokens / training.state.seconds, 1) : 0,
-      steps: training.state.step,
-      metrics: { base: manifest.metrics.base, adapter: manifest.metrics.adapter, others: manifest.metrics.others ?? {} },
-      heldOut: { commits: heldOut.commits, lines: heldOut.changedLines, files: heldOut.files, tokens: heldOut.tokens, completedLines: heldOut.lines.length },
-      activated: promotion.activated,
-      promotion,
-      trainableParameters: training.trainableParameters,
-      peakRssBytes: Number(manifest.training.hyperparameters.peakRssBytes ?? peakRssBytes),
-      plan: { ...training.state.plan, learningRate: info.learningRate, weightDecay: info.weightDecay, method, lora: info.lora },
-      losses: training.state.losses,
-      comparison: await comparisonRows(registry, manifest),
-      quality: manifest.metrics.quality ?? null,
-      report: null,
-      resumedFrom: training.resumedFrom,
-      manifest,
-    };
-    if (options.report ?? true) {
-      result.report = writeTrainingReport(path.join(registry.dir, 'reports'), {
-        adapterId: manifest.id,
-        method,
-        created: manifest.created,
-        repo: { root: repoRoot, head: manifest.repo.head },
-        base: manifest.base,
-        losses: result.losses,
-        rows: result.comparison,
-        quality: result.quality,
-        heldOut: result.heldOut,
-        promotion: promotion.reason,
-        activated: promotion.activated,
-        plan: { ...manifest.training.hyperparameters, steps: result.steps, tokens: result.tokens, seconds: result.seconds },
-      });
+      seed: info.seed,
+      hyperparameters: {
+        learningRate: info.learningRate,
+        schedule: 'linear warm-up, cosine to 10%',
+        warmupSteps: training.state.plan.warmupSteps,
+        totalSteps: training.state.plan.totalSteps,
+        weightDecay: info.weightDecay,
+        optimizer: 'AdamW(0.9, 0.999, eps 1e-8), grad-norm clip 1',
+        batch: info.batch,
+        seqLen: info.seqLen,
+        maxEpochs: info.maxEpochs,
+        budget: 'tokens' in info.budget ? `${info.budget.tokens} tokens` : `${info.budget.minutes} minutes`,
+        threads: info.threads,
+        trainableParameters: training.trainableParameters,
+        peakRssBytes,
+        ...(info.lora ? { r: info.lora.r, alpha: info.lora.alpha, targets: info.lora.targets, dropout: 0 } : {}),
+      },
+    },
+    metrics: { base: metrics.base, adapter: metrics.adapter, ...(Object.keys(metrics.others).length ? { others: metrics.others } : {}) },
+    mode: info.mode,
+    purpose: info.purpose,
+    parent: null,
+  };
+}
+
+/**
+ * Writes the adapter into the run folder (an interrupted run's staged adapter is reused) with the
+ * repository memory, replays held-out lines through the language server into its metrics, marks
+ * the run saved, registers the adapter and asks the registry to promote it. A run interrupted after
+ * registering only promotes.
+ */
+async function saveAndPromote(
+  run: RunFolder,
+  info: RunInfo,
+  context: RunContext,
+  input: { draft: ManifestDraft; trainable: ReadonlyMap<string, HostTensor>; heldOutLines: number; previouslySaved: SavedMarker | null },
+): Promise<{ manifest: AdapterManifest; promotion: PromotionResult }> {
+  const { options, emit, signal, config, baseDir, repoStart, registry, policy } = context;
+  const { draft, trainable, previouslySaved } = input;
+  const { mode, repoRoot } = info;
+  let manifest: AdapterManifest;
+  if (previouslySaved && (await registry.has(previouslySaved.id))) {
+    manifest = await registry.manifest(previouslySaved.id);
+  } else {
+    const staged = path.join(run.dir, STAGED_ADAPTER);
+    let stagedManifest = fs.existsSync(staged) ? safeManifest(staged) : null;
+    if (!stagedManifest) {
+      fs.rmSync(staged, { recursive: true, force: true });
+      stagedManifest =
+        info.method === 'lora'
+          ? await writeAdapter(staged, {
+              config: { r: info.lora!.r, alpha: info.lora!.alpha, targets: info.lora!.targets, dropout: 0, baseModelNameOrPath: info.base.name },
+              tensors: trainable,
+              manifest: draft,
+              baseConfig: config,
+            })
+          : await writeFullModel(staged, { config, weights: await fullWeights(baseDir, trainable), manifest: draft });
     }
-    run.remove();
-    return result;
-  } catch (error) {
-    // Cancelled after training (evaluating, saving): the final checkpoint is kept for --resume.
-    if (signal?.aborted && !(error instanceof TrainingCancelledError)) throw new TrainingCancelledError(run.dir, -1);
-    throw error;
-  } finally {
-    await worker.terminate();
+    // The repository memory travels with the adapter (the server recalls lines from it).
+    if (fs.existsSync(path.join(run.dir, MEMORY_FILE))) fs.copyFileSync(path.join(run.dir, MEMORY_FILE), path.join(staged, MEMORY_FILE));
+    if (options.quality !== false && input.heldOutLines > 0) {
+      emit({ type: 'phase', phase: 'evaluating', message: 'replaying held-out lines through the language server' });
+      const quality = await replayStaged(staged, await registry.activeId(mode), { repoRoot, repoStart, baseDir, mode, policy, emit, signal, lines: options.quality?.lines ?? 40, seed: options.quality?.seed ?? 1 });
+      if (quality) {
+        stagedManifest = { ...stagedManifest, metrics: { ...stagedManifest.metrics, quality } };
+        writeFileAtomically(path.join(staged, 'manifest.json'), [Buffer.from(manifestJson(stagedManifest))]);
+      }
+    }
+    fs.writeFileSync(path.join(run.dir, SAVED_FILE), JSON.stringify({ id: stagedManifest.id } satisfies SavedMarker));
+    manifest = await registry.add(staged);
   }
+  const promotion = await registry.promote(manifest.id, mode, { force: options.force ?? false });
+  emit({ type: 'log', message: promotion.reason });
+  return { manifest, promotion };
+}
+
+/** The run's result from the registered manifest, and its HTML report unless options.report is false. */
+async function summarize(
+  info: RunInfo,
+  context: RunContext,
+  input: { manifest: AdapterManifest; promotion: PromotionResult; training: LoopResult; heldOut: HeldOutSet; peakRssBytes: number },
+): Promise<TrainRepositoryResult> {
+  const { options, registry } = context;
+  const { manifest, promotion, training, heldOut } = input;
+  const { method } = info;
+  const result: TrainRepositoryResult = {
+    adapter: { id: manifest.id, path: registry.adapterPath(manifest.id), method },
+    tokens: training.state.tokens,
+    seconds: round(training.state.seconds, 3),
+    tokensPerSecond: training.state.seconds > 0 ? round(training.state.tokens / training.state.seconds, 1) : 0,
+    steps: training.state.step,
+    metrics: { base: manifest.metrics.base, adapter: manifest.metrics.adapter, others: manifest.metrics.others ?? {} },
+    heldOut: { commits: heldOut.commits, lines: heldOut.changedLines, files: heldOut.files, tokens: heldOut.tokens, completedLines: heldOut.lines.length },
+    activated: promotion.activated,
+    promotion,
+    trainableParameters: training.trainableParameters,
+    peakRssBytes: Number(manifest.training.hyperparameters.peakRssBytes ?? input.peakRssBytes),
+    plan: { ...training.state.plan, learningRate: info.learningRate, weightDecay: info.weightDecay, method, lora: info.lora },
+    losses: training.state.losses,
+    comparison: await comparisonRows(registry, manifest),
+    quality: manifest.metrics.quality ?? null,
+    report: null,
+    resumedFrom: training.resumedFrom,
+    manifest,
+  };
+  if (options.report ?? true) {
+    result.report = writeTrainingReport(path.join(registry.dir, 'reports'), {
+      adapterId: manifest.id,
+      method,
+      created: manifest.created,
+      repo: { root: info.repoRoot, head: manifest.repo.head },
+      base: manifest.base,
+      losses: result.losses,
+      rows: result.comparison,
+      quality: result.quality,
+      heldOut: result.heldOut,
+      promotion: promotion.reason,
+      activated: promotion.activated,
+      plan: { ...manifest.training.hyperparameters, steps: result.steps, tokens: result.tokens, seconds: result.seconds },
+    });
+  }
+  return result;
 }
 
 interface LoopInput {
@@ -657,20 +741,6 @@ async function measureTokensPerSecond(trainer: StepTrainer, examples: TrainExamp
   return (info.batch * info.seqLen) / Math.max(fastest, 1e-6);
 }
 
-function loraFromTrainable(trainable: ReadonlyMap<string, HostTensor>, lora: LoraConfig): LoraAdapter {
-  const modules = new Map<string, { a: HostTensor; b: HostTensor }>();
-  const prefix = 'base_model.model.';
-  for (const [key, tensor] of trainable) {
-    const match = /^base_model\.model\.(.+)\.lora_(A|B)\.weight$/.exec(key);
-    if (!match || !key.startsWith(prefix)) continue;
-    const slot = modules.get(match[1]) ?? ({} as { a: HostTensor; b: HostTensor });
-    if (match[2] === 'A') slot.a = tensor;
-    else slot.b = tensor;
-    modules.set(match[1], slot);
-  }
-  return { scaling: lora.alpha / lora.r, modules };
-}
-
 /**
  * For a run that diverged: a clearer error when the base weights themselves hold NaN or infinity
  * (no learning rate helps then); null otherwise. Checked only on failure: scanning every weight
@@ -744,22 +814,6 @@ function openDataset(file: string, tokenizerSha256: string): DatasetReader | nul
   } catch {
     return null; // unfinished or corrupt: mined again
   }
-}
-
-function fileSha256Of(reader: DatasetReader): string {
-  const hash = createHash('sha256');
-  const fd = fs.openSync(reader.path, 'r');
-  try {
-    const buffer = Buffer.alloc(1 << 20);
-    for (;;) {
-      const n = fs.readSync(fd, buffer, 0, buffer.length, null);
-      if (n <= 0) break;
-      hash.update(buffer.subarray(0, n));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return hash.digest('hex');
 }
 
 function safeManifest(dir: string): AdapterManifest | null {

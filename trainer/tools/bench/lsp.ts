@@ -71,7 +71,7 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
   const typedLines = coldLines.slice(0, options.typedLines ?? 4);
   const languageId = { '.ts': 'typescript', '.tsx': 'typescriptreact', '.js': 'javascript', '.py': 'python' }[path.extname(file)] ?? 'plaintext';
 
-  const client = await startLspClient({ packageRoot: root, base, repo: options.repo, cwd: path.dirname(file) });
+  const client = await startLspClient({ base, repo: options.repo, cwd: path.dirname(file) });
   const { connection, pid } = client;
   try {
     await new Promise((resolve) => setTimeout(resolve, 300));

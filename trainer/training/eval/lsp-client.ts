@@ -1,6 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { packageRoot } from '../../model/base-model';
 import { createMessageConnection, StreamMessageReader, StreamMessageWriter, type MessageConnection } from 'vscode-jsonrpc/node';
 
 // The real language server (`idiom lsp --stdio`) driven over stdio as an editor drives it, for the
@@ -8,8 +10,6 @@ import { createMessageConnection, StreamMessageReader, StreamMessageWriter, type
 // serves, and shut down.
 
 export interface LspClientOptions {
-  /** The idiom package folder (holds trainer/cli/bin.js). */
-  packageRoot: string;
   base: string;
   /** Workspace folder: its repository's adapters serve; none: the base alone. */
   repo?: string;
@@ -31,8 +31,23 @@ export interface LspClient {
   stop(): Promise<void>;
 }
 
+/**
+ * Arguments to `node` that start the language server on stdio: the bundle's server.js beside this
+ * bundle (an installed extension ships dist/ alone), else the CLI of the package's sources.
+ */
+export function serverCommand(): string[] {
+  if (!__filename.endsWith('.ts')) {
+    for (const candidate of [path.join(__dirname, 'server.js'), path.join(__dirname, '..', 'server.js')]) {
+      if (fs.existsSync(candidate)) return [candidate, '--stdio'];
+    }
+  }
+  const root = packageRoot();
+  if (root && fs.existsSync(path.join(root, 'trainer', 'cli', 'bin.js'))) return [path.join(root, 'trainer', 'cli', 'bin.js'), 'lsp', '--stdio'];
+  throw new Error('cannot find the language server (dist/server.js or trainer/cli/bin.js); run npm run build');
+}
+
 export async function startLspClient(options: LspClientOptions): Promise<LspClient> {
-  const child = spawn(process.execPath, [path.join(options.packageRoot, 'trainer', 'cli', 'bin.js'), 'lsp', '--stdio'], { cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, serverCommand(), { cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
   child.stderr.resume();
   const connection = createMessageConnection(new StreamMessageReader(child.stdout), new StreamMessageWriter(child.stdin));
   let state = 'starting';

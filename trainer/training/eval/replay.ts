@@ -2,7 +2,6 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { QualityComparison, ReplayScore } from '../../adapters/manifest';
 import type { MinedFile } from '../../data/mining/mine';
-import { packageRoot } from '../../model/base-model';
 import { Rng } from '../../model/random';
 import { percentile, startLspClient } from './lsp-client';
 import { editSimilarity } from './metrics';
@@ -210,9 +209,7 @@ export interface ServedVariant {
 
 /** Asks the real server for a completion at every replay point; one answer per point. */
 export async function replayThroughServer(set: ReplaySet, repo: string, base: string, variant: ServedVariant, log: (line: string) => void): Promise<{ answers: Answer[]; adapter: string | null }> {
-  const root = packageRoot();
-  if (!root) throw new Error('cannot find the idiom package folder (to start `idiom lsp --stdio`)');
-  const client = await startLspClient({ packageRoot: root, base, repo, cwd: repo, adapter: variant.adapter, settings: variant.settings });
+  const client = await startLspClient({ base, repo, cwd: repo, adapter: variant.adapter, settings: variant.settings });
   const { connection } = client;
   try {
     await client.ready();

@@ -497,7 +497,7 @@ async function saveAndPromote(
     // The repository memory travels with the adapter (the server recalls lines from it).
     if (fs.existsSync(path.join(run.dir, MEMORY_FILE))) fs.copyFileSync(path.join(run.dir, MEMORY_FILE), path.join(staged, MEMORY_FILE));
     if (options.quality !== false && input.heldOutLines > 0) {
-      emit({ type: 'phase', phase: 'evaluating', message: 'replaying held-out lines through the language server' });
+      emit({ type: 'log', message: 'replaying held-out lines through the language server' });
       const quality = await replayStaged(staged, await registry.activeId(mode), { repoRoot, repoStart, baseDir, mode, policy, emit, signal, lines: options.quality?.lines ?? 40, seed: options.quality?.seed ?? 1 });
       if (quality) {
         stagedManifest = { ...stagedManifest, metrics: { ...stagedManifest.metrics, quality } };

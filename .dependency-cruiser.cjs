@@ -27,14 +27,20 @@ module.exports = {
     },
     {
       name: 'protocol-stands-alone',
-      comment: 'server/protocol.ts is bundled into the extension: of the server and the trainer it takes types only, and adapters/mode.ts.',
+      comment:
+        'server/protocol.ts is bundled into the extension: of the server and the trainer it takes types only, and adapters/mode.ts.',
       severity: 'error',
       from: { path: '^server/protocol\\.ts$' },
-      to: { path: '^(server|trainer|extension)/', pathNot: '^trainer/adapters/mode\\.ts$', dependencyTypesNot: ['type-only'] },
+      to: {
+        path: '^(server|trainer|extension)/',
+        pathNot: '^trainer/adapters/mode\\.ts$',
+        dependencyTypesNot: ['type-only'],
+      },
     },
     {
       name: 'trainer-not-editor',
-      comment: 'trainer/ imports neither server/ nor extension/; `idiom lsp` (cli/commands/lsp.ts) alone starts the server.',
+      comment:
+        'trainer/ imports neither server/ nor extension/; `idiom lsp` (cli/commands/lsp.ts) alone starts the server.',
       severity: 'error',
       from: { path: '^trainer/', pathNot: '^trainer/cli/commands/lsp\\.ts$' },
       to: { path: '^(server|extension)/' },

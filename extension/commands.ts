@@ -54,7 +54,11 @@ export function retrain(ctx: Ctx): Cmd {
     const settings = readSettings();
     const workDoneToken = `idiom-train-${Date.now()}`;
     const result = await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Notification, title: 'Idiom: training on this repository', cancellable: true },
+      {
+        location: vscode.ProgressLocation.Notification,
+        title: 'Idiom: training on this repository',
+        cancellable: true,
+      },
       async (progress, token) => {
         let reported = 0;
         const listener = client.onProgress(WorkDoneProgress.type, workDoneToken, (value) => {
@@ -84,8 +88,12 @@ export function retrain(ctx: Ctx): Cmd {
       },
     );
     const verdict = result.activated ? 'activated' : 'not activated';
-    ctx.output.info(`trained ${result.adapter.id}: ${result.reason}${result.report ? ` (report: ${result.report})` : ''}`);
-    void vscode.window.showInformationMessage(`Idiom: trained ${result.adapter.id} in ${Math.round(result.seconds)} s — ${verdict}: ${result.reason}`);
+    ctx.output.info(
+      `trained ${result.adapter.id}: ${result.reason}${result.report ? ` (report: ${result.report})` : ''}`,
+    );
+    void vscode.window.showInformationMessage(
+      `Idiom: trained ${result.adapter.id} in ${Math.round(result.seconds)} s — ${verdict}: ${result.reason}`,
+    );
   });
 }
 
@@ -100,7 +108,9 @@ function describeAdapter(adapter: AdapterSummary): string {
 export function showAdapters(ctx: Ctx): Cmd {
   return guarded(ctx, 'showAdapters', async () => {
     const client = ctx.requireClient();
-    const { adapters } = await client.sendRequest(AdaptersRequest, { root: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath });
+    const { adapters } = await client.sendRequest(AdaptersRequest, {
+      root: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath,
+    });
     type Item = vscode.QuickPickItem & { adapter?: AdapterSummary; rollback?: boolean };
     const items: Item[] = adapters.map((adapter) => ({
       label: `${adapter.active ? '$(check) ' : ''}${adapter.id}`,
@@ -109,10 +119,14 @@ export function showAdapters(ctx: Ctx): Cmd {
       adapter,
     }));
     items.push({ label: '$(history) Roll back to the previous adapter', rollback: true });
-    const picked = await vscode.window.showQuickPick(items, { placeHolder: adapters.length === 0 ? 'No adapters yet: run Idiom: Retrain on this repository' : 'Activate an adapter' });
+    const picked = await vscode.window.showQuickPick(items, {
+      placeHolder:
+        adapters.length === 0 ? 'No adapters yet: run Idiom: Retrain on this repository' : 'Activate an adapter',
+    });
     if (!picked) return;
     if (picked.rollback) await client.sendRequest(RollbackRequest, { mode: readSettings().mode });
-    else if (picked.adapter) await client.sendRequest(ActivateRequest, { id: picked.adapter.id, mode: picked.adapter.mode });
+    else if (picked.adapter)
+      await client.sendRequest(ActivateRequest, { id: picked.adapter.id, mode: picked.adapter.mode });
   });
 }
 
@@ -138,7 +152,10 @@ export function toggleCompletions(ctx: Ctx): Cmd {
     const enable = !readSettings().enable;
     // A workspace value would hide a user-level change: flip it where it is set.
     const inspected = config.inspect<boolean>('enable');
-    const target = inspected?.workspaceValue !== undefined ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global;
+    const target =
+      inspected?.workspaceValue !== undefined
+        ? vscode.ConfigurationTarget.Workspace
+        : vscode.ConfigurationTarget.Global;
     await config.update('enable', enable, target);
     void vscode.window.setStatusBarMessage(`Idiom: inline completions ${enable ? 'on' : 'off'}`, 3000);
   });
@@ -146,15 +163,25 @@ export function toggleCompletions(ctx: Ctx): Cmd {
 
 export function showTrainingReport(ctx: Ctx): Cmd {
   return guarded(ctx, 'showTrainingReport', async () => {
-    const { adapters } = await ctx.requireClient().sendRequest(AdaptersRequest, { root: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath });
+    const { adapters } = await ctx
+      .requireClient()
+      .sendRequest(AdaptersRequest, { root: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath });
     const adapter = adapters.find((candidate) => candidate.active) ?? adapters[0];
     if (!adapter) throw new Error('no adapter has been trained yet: run Idiom: Retrain on this repository');
     const pipelineReport = adapter.report && vscode.workspace.isTrusted ? await readText(adapter.report) : null;
-    const panel = vscode.window.createWebviewPanel('idiom.trainingReport', `Idiom: ${adapter.id}`, vscode.ViewColumn.Active, {
-      enableScripts: pipelineReport !== null,
-      localResourceRoots: [],
-    });
-    panel.webview.html = pipelineReport !== null ? pipelineReportHtml(pipelineReport) : trainingReportHtml(adapter, panel.webview.cspSource);
+    const panel = vscode.window.createWebviewPanel(
+      'idiom.trainingReport',
+      `Idiom: ${adapter.id}`,
+      vscode.ViewColumn.Active,
+      {
+        enableScripts: pipelineReport !== null,
+        localResourceRoots: [],
+      },
+    );
+    panel.webview.html =
+      pipelineReport !== null
+        ? pipelineReportHtml(pipelineReport)
+        : trainingReportHtml(adapter, panel.webview.cspSource);
   });
 }
 
@@ -165,13 +192,18 @@ export function showMenu(ctx: Ctx): Cmd {
     const mode = ctx.lastStatus?.mode ?? readSettings().mode;
     const items: (vscode.QuickPickItem & { command: string })[] = [
       { label: '$(symbol-enum) Switch mode', description: `now ${mode}`, command: 'idiom.switchMode' },
-      { label: enabled ? '$(circle-slash) Disable inline completions' : '$(check) Enable inline completions', command: 'idiom.toggleCompletions' },
+      {
+        label: enabled ? '$(circle-slash) Disable inline completions' : '$(check) Enable inline completions',
+        command: 'idiom.toggleCompletions',
+      },
       { label: '$(sync) Retrain on this repository', command: 'idiom.retrain' },
       { label: '$(versions) Show adapters', description: 'activate or roll back', command: 'idiom.showAdapters' },
       { label: '$(graph) Show training report', command: 'idiom.showTrainingReport' },
       { label: '$(output) Show output', command: 'idiom.showOutput' },
     ];
-    const picked = await vscode.window.showQuickPick(items, { placeHolder: `Idiom: ${ctx.lastStatus?.message ?? 'starting'}` });
+    const picked = await vscode.window.showQuickPick(items, {
+      placeHolder: `Idiom: ${ctx.lastStatus?.message ?? 'starting'}`,
+    });
     if (picked) await vscode.commands.executeCommand(picked.command);
   });
 }
@@ -188,7 +220,9 @@ export function restartServer(ctx: Ctx): Cmd {
 export function suggestionAccepted(ctx: Ctx): Cmd {
   return async (id: unknown) => {
     if (typeof id !== 'string' || !ctx.client?.isRunning()) return;
-    await ctx.client.sendNotification(SuggestionAcceptedNotification, { id }).catch((error: unknown) => ctx.output.error(`suggestionAccepted: ${errorMessage(error)}`));
+    await ctx.client
+      .sendNotification(SuggestionAcceptedNotification, { id })
+      .catch((error: unknown) => ctx.output.error(`suggestionAccepted: ${errorMessage(error)}`));
   };
 }
 

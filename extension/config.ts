@@ -20,12 +20,19 @@ export function readSettings(): IdiomSettings {
     mode: (MODES as readonly string[]).includes(mode) ? (mode as Mode) : defaultSettings.mode,
     review: {
       percentile: config.get<number>('review.percentile'),
-      aggregate: config.get<string>('review.aggregate') === 'mean' ? 'mean' : config.get<string>('review.aggregate') === 'max' ? 'max' : undefined,
+      aggregate:
+        config.get<string>('review.aggregate') === 'mean'
+          ? 'mean'
+          : config.get<string>('review.aggregate') === 'max'
+            ? 'max'
+            : undefined,
     },
     completion: {
       minConfidence: config.get<number>('completion.minConfidence', defaultSettings.completion.minConfidence),
       recall: config.get<boolean>('completion.recall', defaultSettings.completion.recall),
-      prompt: (['auto', 'fim', 'prefix'] as const).find((value) => value === config.get<string>('completion.prompt')) ?? defaultSettings.completion.prompt,
+      prompt:
+        (['auto', 'fim', 'prefix'] as const).find((value) => value === config.get<string>('completion.prompt')) ??
+        defaultSettings.completion.prompt,
     },
   };
 }

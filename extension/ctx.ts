@@ -1,5 +1,10 @@
 import * as vscode from 'vscode';
-import { LanguageClient, TransportKind, type LanguageClientOptions, type ServerOptions } from 'vscode-languageclient/node';
+import {
+  LanguageClient,
+  TransportKind,
+  type LanguageClientOptions,
+  type ServerOptions,
+} from 'vscode-languageclient/node';
 import { StatusNotification, StatusRequest, type InitializationOptions, type StatusResult } from '../server/protocol';
 import { readSettings } from './config';
 import { IdiomStatusBar } from './status-bar';
@@ -29,7 +34,8 @@ export class Ctx implements vscode.Disposable {
 
   /** The running client, or an error a command can show. */
   requireClient(): LanguageClient {
-    if (!this.clientInstance?.isRunning()) throw new Error('the Idiom language server is not running (see Idiom: Show output)');
+    if (!this.clientInstance?.isRunning())
+      throw new Error('the Idiom language server is not running (see Idiom: Show output)');
     return this.clientInstance;
   }
 
@@ -82,7 +88,9 @@ export class Ctx implements vscode.Disposable {
 
   private async pushSettings(): Promise<void> {
     if (!this.clientInstance?.isRunning()) return;
-    await this.clientInstance.sendNotification('workspace/didChangeConfiguration', { settings: { idiom: readSettings() } });
+    await this.clientInstance.sendNotification('workspace/didChangeConfiguration', {
+      settings: { idiom: readSettings() },
+    });
   }
 
   async dispose(): Promise<void> {

@@ -18,7 +18,15 @@ export class IdiomStatusBar implements vscode.Disposable {
   constructor() {
     this.item.name = 'Idiom';
     this.item.command = 'idiom.showMenu';
-    this.show({ state: 'starting', mode: 'complete', model: null, adapter: null, training: null, trusted: vscode.workspace.isTrusted, message: 'starting the language server' });
+    this.show({
+      state: 'starting',
+      mode: 'complete',
+      model: null,
+      adapter: null,
+      training: null,
+      trusted: vscode.workspace.isTrusted,
+      message: 'starting the language server',
+    });
     this.item.show();
   }
 
@@ -30,7 +38,15 @@ export class IdiomStatusBar implements vscode.Disposable {
     const icon = status.adapterProblem ? '$(warning)' : icons[status.state];
     this.item.text = `${icon} Idiom: ${status.mode} · ${adapter} · ${state}`;
     this.item.tooltip = new vscode.MarkdownString(
-      [`**Idiom** — ${status.message}`, status.adapterProblem ? `⚠ ${status.adapterProblem}` : '', `mode: ${status.mode}`, `model: ${status.model?.name ?? 'none'}`, `adapter: ${adapter}`, 'click for the menu', status.trusted ? '' : 'untrusted workspace: training and custom models are off']
+      [
+        `**Idiom** — ${status.message}`,
+        status.adapterProblem ? `⚠ ${status.adapterProblem}` : '',
+        `mode: ${status.mode}`,
+        `model: ${status.model?.name ?? 'none'}`,
+        `adapter: ${adapter}`,
+        'click for the menu',
+        status.trusted ? '' : 'untrusted workspace: training and custom models are off',
+      ]
         .filter((line) => line !== '')
         .join('\n\n'),
     );

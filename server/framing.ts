@@ -40,7 +40,10 @@ export class FramingCheck extends Transform {
         const joined = this.header.length > 0 ? Buffer.concat([this.header, rest]) : rest;
         const end = joined.indexOf(HEADER_END);
         if (end < 0) {
-          if (joined.length > MAX_HEADER_BYTES) throw new FramingError(`a header block of over ${MAX_HEADER_BYTES} bytes without an end (no Content-Length framing)`);
+          if (joined.length > MAX_HEADER_BYTES)
+            throw new FramingError(
+              `a header block of over ${MAX_HEADER_BYTES} bytes without an end (no Content-Length framing)`,
+            );
           this.header = Buffer.from(joined);
           break;
         }
@@ -63,11 +66,13 @@ export class FramingCheck extends Transform {
       if (colon < 0) throw new FramingError(`a header line without a colon (${JSON.stringify(line.slice(0, 40))})`);
       if (line.slice(0, colon).trim().toLowerCase() !== 'content-length') continue;
       const value = line.slice(colon + 1).trim();
-      if (!/^\d{1,16}$/.test(value)) throw new FramingError(`a Content-Length that is not a byte count (${JSON.stringify(value.slice(0, 40))})`);
+      if (!/^\d{1,16}$/.test(value))
+        throw new FramingError(`a Content-Length that is not a byte count (${JSON.stringify(value.slice(0, 40))})`);
       length = Number(value);
     }
     if (length === null) throw new FramingError('a message without a Content-Length header');
-    if (length > this.maxMessageBytes) throw new FramingError(`a Content-Length of ${length} bytes (at most ${this.maxMessageBytes} are accepted)`);
+    if (length > this.maxMessageBytes)
+      throw new FramingError(`a Content-Length of ${length} bytes (at most ${this.maxMessageBytes} are accepted)`);
     return length;
   }
 }

@@ -30,19 +30,25 @@ function describe(value: unknown): string {
 
 const must = (path: string, what: string, value: unknown) => `${path} must be ${what} (got ${describe(value)})`;
 
-export const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+export const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 export const string: Shape = (value, path) => (typeof value === 'string' ? null : must(path, 'a string', value));
 export const boolean: Shape = (value, path) => (typeof value === 'boolean' ? null : must(path, 'true or false', value));
-export const number: Shape = (value, path) => (typeof value === 'number' && Number.isFinite(value) ? null : must(path, 'a number', value));
-export const positive: Shape = (value, path) => (typeof value === 'number' && Number.isFinite(value) && value > 0 ? null : must(path, 'a positive number', value));
+export const number: Shape = (value, path) =>
+  typeof value === 'number' && Number.isFinite(value) ? null : must(path, 'a number', value);
+export const positive: Shape = (value, path) =>
+  typeof value === 'number' && Number.isFinite(value) && value > 0 ? null : must(path, 'a positive number', value);
 export const integer: Shape = (value, path) => (Number.isSafeInteger(value) ? null : must(path, 'an integer', value));
 /** LSP's uinteger (line, character, version). */
-export const uinteger: Shape = (value, path) => (Number.isSafeInteger(value) && (value as number) >= 0 ? null : must(path, 'a non-negative integer', value));
-export const positiveInteger: Shape = (value, path) => (Number.isSafeInteger(value) && (value as number) > 0 ? null : must(path, 'a positive integer', value));
+export const uinteger: Shape = (value, path) =>
+  Number.isSafeInteger(value) && (value as number) >= 0 ? null : must(path, 'a non-negative integer', value);
+export const positiveInteger: Shape = (value, path) =>
+  Number.isSafeInteger(value) && (value as number) > 0 ? null : must(path, 'a positive integer', value);
 
 export function oneOf(values: readonly unknown[]): Shape {
-  return (value, path) => (values.includes(value) ? null : must(path, `one of ${values.map((v) => JSON.stringify(v)).join(', ')}`, value));
+  return (value, path) =>
+    values.includes(value) ? null : must(path, `one of ${values.map((v) => JSON.stringify(v)).join(', ')}`, value);
 }
 
 export function arrayOf(item: Shape): Shape {
@@ -77,7 +83,10 @@ const uri = string;
 const position = object({ line: uinteger, character: uinteger });
 const range = object({ start: position, end: position });
 const textDocumentIdentifier = object({ uri });
-const mode: Shape = (value, path) => (MODES.includes(value as never) ? null : `unknown mode ${describe(value)} at ${path}; expected one of ${MODES.join(', ')}`);
+const mode: Shape = (value, path) =>
+  MODES.includes(value as never)
+    ? null
+    : `unknown mode ${describe(value)} at ${path}; expected one of ${MODES.join(', ')}`;
 
 /** `IdiomSettings`, every field optional (initializationOptions.settings, didChangeConfiguration). */
 export const settingsShape = object({
@@ -86,11 +95,19 @@ export const settingsShape = object({
   baseModelPath: optional(string),
   device: optional(oneOf(['auto', 'cpu', 'gpu'])),
   training: optional(object({ minutes: optional(positive) })),
-  lora: optional(object({ r: optional(positiveInteger), alpha: optional(positive), targets: optional(arrayOf(string)) })),
+  lora: optional(
+    object({ r: optional(positiveInteger), alpha: optional(positive), targets: optional(arrayOf(string)) }),
+  ),
   debounceMs: optional(number),
   mode: optional(mode),
   review: optional(object({ percentile: optional(number), aggregate: optional(oneOf(['mean', 'max'])) })),
-  completion: optional(object({ minConfidence: optional(number), recall: optional(boolean), prompt: optional(oneOf(['auto', 'fim', 'prefix'])) })),
+  completion: optional(
+    object({
+      minConfidence: optional(number),
+      recall: optional(boolean),
+      prompt: optional(oneOf(['auto', 'fim', 'prefix'])),
+    }),
+  ),
 });
 
 /** One validator per method the server handles. */
@@ -99,7 +116,12 @@ export const paramsShapes = {
     rootUri: optional(string),
     workspaceFolders: optional(arrayOf(object({ uri }))),
     initializationOptions: optional(
-      object({ settings: optional(settingsShape), defaultModelPath: optional(string), trusted: optional(boolean), adapter: optional(string) }),
+      object({
+        settings: optional(settingsShape),
+        defaultModelPath: optional(string),
+        trusted: optional(boolean),
+        adapter: optional(string),
+      }),
     ),
   }),
   'workspace/didChangeConfiguration': object({ settings: optional(object({ idiom: optional(settingsShape) })) }),
@@ -113,7 +135,11 @@ export const paramsShapes = {
   'textDocument/willSaveWaitUntil': object({ textDocument: textDocumentIdentifier, reason: integer }),
   'textDocument/didSave': object({ textDocument: textDocumentIdentifier, text: optional(string) }),
   'textDocument/inlineCompletion': object({ textDocument: textDocumentIdentifier, position }),
-  'textDocument/codeAction': object({ textDocument: textDocumentIdentifier, range, context: object({ diagnostics: arrayOf(object({ range })) }) }),
+  'textDocument/codeAction': object({
+    textDocument: textDocumentIdentifier,
+    range,
+    context: object({ diagnostics: arrayOf(object({ range })) }),
+  }),
   'idiom/suggestionAccepted': object({ id: string }),
   'idiom/review': object({ uri, all: optional(boolean) }),
   'idiom/setMode': object({ mode }),
@@ -123,13 +149,17 @@ export const paramsShapes = {
       minutes: optional(positive),
       tokens: optional(positiveInteger),
       method: optional(oneOf(['lora', 'full'])),
-      lora: optional(object({ r: optional(positiveInteger), alpha: optional(positive), targets: optional(arrayOf(string)) })),
+      lora: optional(
+        object({ r: optional(positiveInteger), alpha: optional(positive), targets: optional(arrayOf(string)) }),
+      ),
       device: optional(oneOf(['auto', 'cpu', 'gpu'])),
       force: optional(boolean),
       learningRate: optional(positive),
       threads: optional(positiveInteger),
       seed: optional(integer),
-      workDoneToken: optional((value, path) => (typeof value === 'string' || Number.isSafeInteger(value) ? null : must(path, 'a string or an integer', value))),
+      workDoneToken: optional((value, path) =>
+        typeof value === 'string' || Number.isSafeInteger(value) ? null : must(path, 'a string or an integer', value),
+      ),
     }),
   ),
   'idiom/adapters': optional(object({ root: optional(string) })),
@@ -158,7 +188,9 @@ export interface DocumentEvents {
   onDidChangeTextDocument(handler: (params: DidChangeTextDocumentParams) => void): Disposable;
   onDidCloseTextDocument(handler: (params: DidCloseTextDocumentParams) => void): Disposable;
   onWillSaveTextDocument(handler: (params: WillSaveTextDocumentParams) => void): Disposable;
-  onWillSaveTextDocumentWaitUntil(handler: RequestHandler<WillSaveTextDocumentParams, TextEdit[] | undefined | null, void>): Disposable;
+  onWillSaveTextDocumentWaitUntil(
+    handler: RequestHandler<WillSaveTextDocumentParams, TextEdit[] | undefined | null, void>,
+  ): Disposable;
   onDidSaveTextDocument(handler: (params: DidSaveTextDocumentParams) => void): Disposable;
 }
 
@@ -177,11 +209,14 @@ export function validatedDocumentEvents(connection: DocumentEvents, log: (line: 
     };
   return {
     onDidOpenTextDocument: (handler) => connection.onDidOpenTextDocument(checked('textDocument/didOpen', handler)),
-    onDidChangeTextDocument: (handler) => connection.onDidChangeTextDocument(checked('textDocument/didChange', handler)),
+    onDidChangeTextDocument: (handler) =>
+      connection.onDidChangeTextDocument(checked('textDocument/didChange', handler)),
     onDidCloseTextDocument: (handler) => connection.onDidCloseTextDocument(checked('textDocument/didClose', handler)),
     onWillSaveTextDocument: (handler) => connection.onWillSaveTextDocument(checked('textDocument/willSave', handler)),
     onWillSaveTextDocumentWaitUntil: (handler) =>
-      connection.onWillSaveTextDocumentWaitUntil((params, token) => handler(requireParams('textDocument/willSaveWaitUntil', params), token)),
+      connection.onWillSaveTextDocumentWaitUntil((params, token) =>
+        handler(requireParams('textDocument/willSaveWaitUntil', params), token),
+      ),
     onDidSaveTextDocument: (handler) => connection.onDidSaveTextDocument(checked('textDocument/didSave', handler)),
   };
 }

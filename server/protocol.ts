@@ -199,7 +199,9 @@ export interface SuggestionAcceptedParams {
 /** The command a compliance-mode inline completion item carries; the extension forwards it as SuggestionAcceptedNotification. */
 export const suggestionAcceptedCommand = 'idiom.suggestionAccepted';
 /** Client → server: the user accepted a served suggestion (logged as `accepted` in the audit log). */
-export const SuggestionAcceptedNotification = new NotificationType<SuggestionAcceptedParams>('idiom/suggestionAccepted');
+export const SuggestionAcceptedNotification = new NotificationType<SuggestionAcceptedParams>(
+  'idiom/suggestionAccepted',
+);
 
 export interface ReviewParams {
   uri: string;

@@ -116,7 +116,16 @@ export class IdiomServer {
 
   constructor(private readonly connection: Connection) {
     this.status = new StatusBoard(
-      { state: 'starting', mode: 'complete', model: null, adapter: null, training: null, trusted: true, message: 'starting', adapterProblem: null },
+      {
+        state: 'starting',
+        mode: 'complete',
+        model: null,
+        adapter: null,
+        training: null,
+        trusted: true,
+        message: 'starting',
+        adapterProblem: null,
+      },
       (status) => void connection.sendNotification(StatusNotification, status).catch(() => undefined),
     );
     this.completions = new CompletionProvider(
@@ -126,7 +135,9 @@ export class IdiomServer {
       () => this.completionOptions(),
       () => this.memory,
     );
-    this.documents.onDidChangeContent((change) => this.completions.documentChanged(change.document.uri, change.document.getText()));
+    this.documents.onDidChangeContent((change) =>
+      this.completions.documentChanged(change.document.uri, change.document.getText()),
+    );
     this.reviews = new ReviewService({
       model: () => (this.settings.enable ? this.model : null),
       settings: () => ({
@@ -172,7 +183,12 @@ export class IdiomServer {
     connection.languages.inlineCompletion.on(async (params, token) => {
       requireParams('textDocument/inlineCompletion', params);
       const document = this.documents.get(params.textDocument.uri);
-      if (!document || (Array.isArray(this.settings.disabledLanguages) && this.settings.disabledLanguages.includes(document.languageId))) return null;
+      if (
+        !document ||
+        (Array.isArray(this.settings.disabledLanguages) &&
+          this.settings.disabledLanguages.includes(document.languageId))
+      )
+        return null;
       const offset = document.offsetAt(params.position);
       // A position beyond the document is clamped (as offsetAt does), never echoed back.
       const at = document.positionAt(offset);
@@ -199,7 +215,11 @@ export class IdiomServer {
       const gate = this.complianceGate();
       if (!gate) return;
       gate.accepted(params.id, 'compliance').then(
-        (known) => known || this.connection.console.info(`accept of an unknown suggestion ${params.id} (not served by this server, or already logged)`),
+        (known) =>
+          known ||
+          this.connection.console.info(
+            `accept of an unknown suggestion ${params.id} (not served by this server, or already logged)`,
+          ),
         (error) => this.logError(`cannot write the audit log: ${oneLine(error)}`),
       );
     });
@@ -229,22 +249,30 @@ export class IdiomServer {
       if (changed) await this.modeChanged();
       return this.status.current;
     });
-    connection.onRequest(TrainRequest, (params, token) => this.train(requireParams<TrainParams | null>('idiom/train', params) ?? {}, token));
+    connection.onRequest(TrainRequest, (params, token) =>
+      this.train(requireParams<TrainParams | null>('idiom/train', params) ?? {}, token),
+    );
     connection.onRequest(CancelTrainingRequest, () => {
       if (!this.training) return { cancelled: false };
       this.training.job.cancel();
       return { cancelled: true };
     });
-    connection.onRequest(AdaptersRequest, async (params) => ({ adapters: await this.requireAdapters(requireParams<AdaptersParams | null>('idiom/adapters', params)?.root).list() }));
+    connection.onRequest(AdaptersRequest, async (params) => ({
+      adapters: await this.requireAdapters(requireParams<AdaptersParams | null>('idiom/adapters', params)?.root).list(),
+    }));
     connection.onRequest(ActivateRequest, async (params) => {
       requireParams('idiom/activate', params);
       const mode = this.modeParam(params.mode);
-      return this.changeRegistry(mode, (registry) => registry.activate(params.id, mode, { reason: 'activated from the editor' }));
+      return this.changeRegistry(mode, (registry) =>
+        registry.activate(params.id, mode, { reason: 'activated from the editor' }),
+      );
     });
     connection.onRequest(RollbackRequest, async (params) => {
       requireParams('idiom/rollback', params);
       const mode = this.modeParam(params?.mode);
-      return this.changeRegistry(mode, (registry) => registry.rollback(mode, { reason: 'rolled back from the editor' }));
+      return this.changeRegistry(mode, (registry) =>
+        registry.rollback(mode, { reason: 'rolled back from the editor' }),
+      );
     });
   }
 
@@ -252,7 +280,8 @@ export class IdiomServer {
     const options = (params.initializationOptions ?? {}) as InitializationOptions;
     this.settings = mergeSettings(defaultSettings, options.settings);
     // Other editors launch `idiom lsp --stdio` without options: the package's embedded model serves.
-    this.defaultModelPath = typeof options.defaultModelPath === 'string' ? options.defaultModelPath : embeddedModelPath();
+    this.defaultModelPath =
+      typeof options.defaultModelPath === 'string' ? options.defaultModelPath : embeddedModelPath();
     this.trusted = options.trusted !== false;
     this.pinnedAdapter = typeof options.adapter === 'string' && options.adapter !== '' ? options.adapter : null;
     const folders = (params.workspaceFolders ?? []).map((folder) => folder.uri);
@@ -278,7 +307,9 @@ export class IdiomServer {
   private modelPath(): string {
     const custom = this.settings.baseModelPath.trim();
     if (custom !== '' && this.trusted) {
-      return path.isAbsolute(custom) || this.workspaceRoots.length === 0 ? custom : path.join(this.workspaceRoots[0], custom);
+      return path.isAbsolute(custom) || this.workspaceRoots.length === 0
+        ? custom
+        : path.join(this.workspaceRoots[0], custom);
     }
     return this.defaultModelPath;
   }
@@ -340,10 +371,15 @@ export class IdiomServer {
   }
 
   /** Puts what is active for the current mode on `model` (the base when it cannot load); the status fields to show. */
-  private async applyServingAdapter(model: LoadedModel): Promise<Pick<StatusResult, 'adapter' | 'adapterProblem' | 'message'>> {
+  private async applyServingAdapter(
+    model: LoadedModel,
+  ): Promise<Pick<StatusResult, 'adapter' | 'adapterProblem' | 'message'>> {
     const mode = this.settings.mode;
     // A repository's .idiom/ is content of that repository: untrusted, it never reaches the engine.
-    const choice = this.adapters && this.trusted ? await this.adapters.servingFor(model, mode, this.pinnedAdapter) : { weights: { kind: 'base' } as const, adapter: null, problem: null };
+    const choice =
+      this.adapters && this.trusted
+        ? await this.adapters.servingFor(model, mode, this.pinnedAdapter)
+        : { weights: { kind: 'base' } as const, adapter: null, problem: null };
     try {
       await model.setWeights(choice.weights);
     } catch (error) {
@@ -355,7 +391,11 @@ export class IdiomServer {
     this.completions.modelChanged();
     if (choice.problem) this.logError(choice.problem);
     const serving = choice.adapter ? `${model.info.name} + adapter ${choice.adapter.id}` : model.info.name;
-    return { adapter: choice.adapter, adapterProblem: choice.problem, message: choice.problem ?? `serving ${serving} (${mode})` };
+    return {
+      adapter: choice.adapter,
+      adapterProblem: choice.problem,
+      message: choice.problem ?? `serving ${serving} (${mode})`,
+    };
   }
 
   /** The repository memory an adapter folder carries; null without one (a bad file costs one log line). */
@@ -375,7 +415,10 @@ export class IdiomServer {
     const minConfidence = Number(settings.minConfidence);
     return {
       ...defaultCompletionOptions,
-      minConfidence: Number.isFinite(minConfidence) && minConfidence >= 0 && minConfidence <= 1 ? minConfidence : defaultSettings.completion.minConfidence,
+      minConfidence:
+        Number.isFinite(minConfidence) && minConfidence >= 0 && minConfidence <= 1
+          ? minConfidence
+          : defaultSettings.completion.minConfidence,
       recall: settings.recall === false ? null : defaultCompletionOptions.recall,
       promptOrder: this.promptOrder(settings.prompt),
     };
@@ -402,7 +445,12 @@ export class IdiomServer {
   }
 
   /** The id of a suggestion the policy allows (logged as served), or null (blocked, logged, never shown). */
-  private async checkCompliance(uri: string, suggestion: string, fileText: string, offset: number): Promise<string | null> {
+  private async checkCompliance(
+    uri: string,
+    suggestion: string,
+    fileText: string,
+    offset: number,
+  ): Promise<string | null> {
     const gate = this.complianceGate();
     if (!gate) {
       this.logError('compliance mode needs a workspace folder with idiom-policy.json: nothing is served');
@@ -437,7 +485,9 @@ export class IdiomServer {
     const registry = await this.adapters.registry(false).catch(() => null);
     const activeId = registry ? await registry.activeId(this.settings.mode).catch(() => undefined) : null;
     if (activeId === undefined || activeId === model.adapterId) return;
-    this.connection.console.info(`the active ${this.settings.mode} adapter changed to ${activeId ?? 'none (base model)'}`);
+    this.connection.console.info(
+      `the active ${this.settings.mode} adapter changed to ${activeId ?? 'none (base model)'}`,
+    );
     await this.reloadAdapter();
   }
 
@@ -446,19 +496,25 @@ export class IdiomServer {
       const adapters = RepositoryAdapters.forFolder(root);
       return this.adapters && adapters.repoRoot === this.adapters.repoRoot ? this.adapters : adapters;
     }
-    if (!this.adapters) throw new ResponseError(IdiomErrorCodes.noWorkspace, 'open a folder: adapters belong to a repository');
+    if (!this.adapters)
+      throw new ResponseError(IdiomErrorCodes.noWorkspace, 'open a folder: adapters belong to a repository');
     return this.adapters;
   }
 
   private modeParam(mode: unknown): Mode {
     if (mode === undefined || mode === null) return this.settings.mode;
-    if (!MODES.includes(mode as Mode)) throw new ResponseError(IdiomErrorCodes.invalidParams, `unknown mode ${JSON.stringify(mode)}; expected one of ${MODES.join(', ')}`);
+    if (!MODES.includes(mode as Mode))
+      throw new ResponseError(
+        IdiomErrorCodes.invalidParams,
+        `unknown mode ${JSON.stringify(mode)}; expected one of ${MODES.join(', ')}`,
+      );
     return mode as Mode;
   }
 
   /** Activation or rollback: the registry changes, then the server serves what is now active. */
   private async changeRegistry(mode: Mode, change: (registry: Registry) => Promise<unknown>): Promise<AdaptersResult> {
-    if (!this.trusted) throw new ResponseError(IdiomErrorCodes.untrusted, 'adapters cannot be changed in an untrusted workspace');
+    if (!this.trusted)
+      throw new ResponseError(IdiomErrorCodes.untrusted, 'adapters cannot be changed in an untrusted workspace');
     const adapters = this.requireAdapters(undefined);
     const registry = await adapters.registry(true);
     try {
@@ -473,12 +529,15 @@ export class IdiomServer {
   // ---- training ------------------------------------------------------------------------------
 
   private async train(params: TrainParams, token: CancellationToken): Promise<TrainResult> {
-    if (!this.trusted) throw new ResponseError(IdiomErrorCodes.untrusted, 'training is disabled in an untrusted workspace');
+    if (!this.trusted)
+      throw new ResponseError(IdiomErrorCodes.untrusted, 'training is disabled in an untrusted workspace');
     const root = typeof params.root === 'string' && params.root !== '' ? params.root : this.workspaceRoots[0];
     if (!root) throw new ResponseError(IdiomErrorCodes.noWorkspace, 'open a folder to train on its repository');
-    if (this.training) throw new ResponseError(IdiomErrorCodes.busy, 'a training run is already in progress (idiom/cancel stops it)');
+    if (this.training)
+      throw new ResponseError(IdiomErrorCodes.busy, 'a training run is already in progress (idiom/cancel stops it)');
     const base = this.modelPath();
-    if (base === '') throw new ResponseError(IdiomErrorCodes.noModel, 'no base model to train (set idiom.baseModelPath)');
+    if (base === '')
+      throw new ResponseError(IdiomErrorCodes.noModel, 'no base model to train (set idiom.baseModelPath)');
     const device = params.device ?? this.settings.device;
     const lora = params.lora ?? this.settings.lora;
     const mode = this.settings.mode;
@@ -486,7 +545,10 @@ export class IdiomServer {
       repo: root,
       base,
       method: params.method ?? 'lora',
-      budget: typeof params.tokens === 'number' ? { tokens: params.tokens } : { minutes: params.minutes ?? this.settings.training.minutes },
+      budget:
+        typeof params.tokens === 'number'
+          ? { tokens: params.tokens }
+          : { minutes: params.minutes ?? this.settings.training.minutes },
       mode,
       backend: device === 'cpu' ? 'ort' : device === 'gpu' ? 'torch' : 'auto',
       force: params.force ?? false,
@@ -497,7 +559,9 @@ export class IdiomServer {
     };
 
     const reporter: WorkDoneProgressReporter & { token?: CancellationToken } =
-      params.workDoneToken !== undefined ? this.connection.window.attachWorkDoneProgress(params.workDoneToken) : await this.connection.window.createWorkDoneProgress();
+      params.workDoneToken !== undefined
+        ? this.connection.window.attachWorkDoneProgress(params.workDoneToken)
+        : await this.connection.window.createWorkDoneProgress();
     reporter.begin('Idiom: training on this repository', 0, 'starting', true);
     let percentage = 0;
     const job = TrainJob.start(options, (event) => {
@@ -511,14 +575,25 @@ export class IdiomServer {
       this.status.update({ training: progress, message: `training: ${progress.message}` });
     });
     this.training = { job, progress: null };
-    this.status.update({ state: this.displayedState(), training: { phase: 'mining', message: 'starting', fraction: 0 }, message: `training on ${root}` });
-    const cancelListeners = [token.onCancellationRequested(() => job.cancel()), reporter.token?.onCancellationRequested(() => job.cancel())];
+    this.status.update({
+      state: this.displayedState(),
+      training: { phase: 'mining', message: 'starting', fraction: 0 },
+      message: `training on ${root}`,
+    });
+    const cancelListeners = [
+      token.onCancellationRequested(() => job.cancel()),
+      reporter.token?.onCancellationRequested(() => job.cancel()),
+    ];
 
     const outcome = await job.outcome;
     for (const listener of cancelListeners) listener?.dispose();
     this.training = null;
     reporter.done();
-    this.status.update({ state: this.displayedState(), training: null, message: this.model ? `serving ${this.model.info.name}` : this.status.current.message });
+    this.status.update({
+      state: this.displayedState(),
+      training: null,
+      message: this.model ? `serving ${this.model.info.name}` : this.status.current.message,
+    });
 
     if (outcome.kind === 'cancelled') {
       this.connection.console.info(outcome.message);
@@ -536,9 +611,24 @@ export class IdiomServer {
     if (this.model && mode === this.settings.mode) await this.reloadAdapter();
     const adapters = RepositoryAdapters.forFolder(root);
     const summary = (await adapters.summary(result.adapter.id)) ?? {
-      id: result.adapter.id, created: '', mode, active: result.activated, path: result.adapter.path, parent: null, metrics: null, training: null,
+      id: result.adapter.id,
+      created: '',
+      mode,
+      active: result.activated,
+      path: result.adapter.path,
+      parent: null,
+      metrics: null,
+      training: null,
     };
-    return { adapter: summary, activated: result.activated, reason: result.promotionReason, tokens: result.tokens, seconds: result.seconds, steps: result.steps, report: result.report };
+    return {
+      adapter: summary,
+      activated: result.activated,
+      reason: result.promotionReason,
+      tokens: result.tokens,
+      seconds: result.seconds,
+      steps: result.steps,
+      report: result.report,
+    };
   }
 
   // ---- context -------------------------------------------------------------------------------
@@ -551,7 +641,11 @@ export class IdiomServer {
     for (const other of this.documents.all()) {
       if (other.uri === document.uri) continue;
       // Compliance: only files the policy allows as context reach the prompt (none without a policy).
-      if (this.settings.mode === 'compliance' && !(gate && other.uri.startsWith('file:') && gate.contextAllowed(fileURLToPath(other.uri)))) continue;
+      if (
+        this.settings.mode === 'compliance' &&
+        !(gate && other.uri.startsWith('file:') && gate.contextAllowed(fileURLToPath(other.uri)))
+      )
+        continue;
       sources.push({ path: this.relativePath(other.uri), text: other.getText() });
     }
     return similarSnippets(query, sources);

@@ -76,7 +76,13 @@ export class Generation {
 /** How `context` continues the generation: the text typed since it started, if consistent so far. */
 export function typedSince(generation: Generation, context: GenerationContext): string | null {
   const started = generation.context;
-  if (generation.aborted || context.uri !== started.uri || context.modelKey !== started.modelKey || context.suffix !== started.suffix) return null;
+  if (
+    generation.aborted ||
+    context.uri !== started.uri ||
+    context.modelKey !== started.modelKey ||
+    context.suffix !== started.suffix
+  )
+    return null;
   if (!context.prefix.startsWith(started.prefix)) return null;
   const typed = context.prefix.slice(started.prefix.length);
   if (generation.text.startsWith(typed)) return typed;

@@ -197,7 +197,8 @@ function balanceBrackets(text: string, prefix: string, restOfLine: string): stri
       }
       if (!(char in closers)) continue;
       if (completionStack.length > 0) {
-        if (completionStack[completionStack.length - 1] !== closers[char]) return text.slice(0, offset + i).replace(/\s+$/, '');
+        if (completionStack[completionStack.length - 1] !== closers[char])
+          return text.slice(0, offset + i).replace(/\s+$/, '');
         completionStack.pop();
         continue;
       }

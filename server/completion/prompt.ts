@@ -34,7 +34,12 @@ export interface PromptBudget {
 }
 
 /** Continue's split (1024 tokens, 20% suffix), with a share for repository context. */
-export const defaultPromptBudget: PromptBudget = { maxTokens: 1024, suffixShare: 0.2, contextShare: 0.15, prefixStartStep: 8 };
+export const defaultPromptBudget: PromptBudget = {
+  maxTokens: 1024,
+  suffixShare: 0.2,
+  contextShare: 0.15,
+  prefixStartStep: 8,
+};
 
 export interface PromptInput {
   prefix: string;
@@ -53,7 +58,21 @@ export interface FimPrompt {
 }
 
 const hashCommentLanguages = new Set([
-  'python', 'ruby', 'shellscript', 'bash', 'sh', 'perl', 'r', 'yaml', 'toml', 'dockerfile', 'makefile', 'julia', 'elixir', 'powershell', 'coffeescript',
+  'python',
+  'ruby',
+  'shellscript',
+  'bash',
+  'sh',
+  'perl',
+  'r',
+  'yaml',
+  'toml',
+  'dockerfile',
+  'makefile',
+  'julia',
+  'elixir',
+  'powershell',
+  'coffeescript',
 ]);
 const dashCommentLanguages = new Set(['sql', 'lua', 'haskell']);
 
@@ -150,14 +169,21 @@ function fitted(text: string, budget: number, tokenizer: PromptTokenizer, keep: 
   return text;
 }
 
-export function buildFimPrompt(input: PromptInput, tokenizer: PromptTokenizer, fim: FimTokens, budget: PromptBudget = defaultPromptBudget, order: PromptOrder = 'psm'): FimPrompt {
+export function buildFimPrompt(
+  input: PromptInput,
+  tokenizer: PromptTokenizer,
+  fim: FimTokens,
+  budget: PromptBudget = defaultPromptBudget,
+  order: PromptOrder = 'psm',
+): FimPrompt {
   const markers = order === 'psm' ? 3 : 0;
   const available = budget.maxTokens - markers;
   if (available <= 0) throw new Error(`prompt budget of ${budget.maxTokens} tokens leaves no room for text`);
   const reach = available * MAX_CHARS_PER_TOKEN;
   const prefix = input.prefix.length > reach ? input.prefix.slice(input.prefix.length - reach) : input.prefix;
   const suffix = input.suffix.length > reach ? input.suffix.slice(0, reach) : input.suffix;
-  const suffixText = order === 'psm' ? takeHeadLines(suffix, Math.floor(available * budget.suffixShare), tokenizer) : '';
+  const suffixText =
+    order === 'psm' ? takeHeadLines(suffix, Math.floor(available * budget.suffixShare), tokenizer) : '';
   const suffixTokens = tokenizer.encode(suffixText);
 
   // Whole snippets only, best first, within the context share.

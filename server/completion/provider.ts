@@ -8,7 +8,13 @@ import { CompletionCache } from './cache';
 import { credentialAddedBy } from './credentials';
 import { InflightGenerations, remainderAfter, type Generation, type GenerationContext } from './inflight';
 import { postprocessCompletion, stopSequencesFor } from './postprocess';
-import { buildFimPrompt, defaultPromptBudget, MAX_CHARS_PER_TOKEN, type ContextSnippet, type PromptOrder } from './prompt';
+import {
+  buildFimPrompt,
+  defaultPromptBudget,
+  MAX_CHARS_PER_TOKEN,
+  type ContextSnippet,
+  type PromptOrder,
+} from './prompt';
 import { defaultRecallOptions, recall, type RecallOptions } from './recall';
 
 export interface CompletionDocument {
@@ -40,7 +46,14 @@ export interface CompletionOptions {
   promptOrder: PromptOrder;
 }
 
-export const defaultCompletionOptions: CompletionOptions = { maxNewTokens: 64, maxLines: 8, reuseGraceMs: 400, minConfidence: 0.2, recall: defaultRecallOptions, promptOrder: 'psm' };
+export const defaultCompletionOptions: CompletionOptions = {
+  maxNewTokens: 64,
+  maxLines: 8,
+  reuseGraceMs: 400,
+  minConfidence: 0.2,
+  recall: defaultRecallOptions,
+  promptOrder: 'psm',
+};
 
 export type CompletionSource = 'cache' | 'reused' | 'model' | 'recall';
 
@@ -48,7 +61,10 @@ export type CompletionSource = 'cache' | 'reused' | 'model' | 'recall';
  * Characters on each side of the cursor that any step of a request reads: what can reach the
  * prompt, and recall's document window. A 20 MB minified line costs what a small file does.
  */
-export const REQUEST_WINDOW_CHARS = Math.max(defaultPromptBudget.maxTokens * MAX_CHARS_PER_TOKEN, defaultRecallOptions.documentWindowChars);
+export const REQUEST_WINDOW_CHARS = Math.max(
+  defaultPromptBudget.maxTokens * MAX_CHARS_PER_TOKEN,
+  defaultRecallOptions.documentWindowChars,
+);
 
 export interface CompletionAnswer {
   text: string;
@@ -86,10 +102,19 @@ export class CompletionProvider {
     const options = this.options();
     // The whole prefix and suffix identify the context (reuse while typing compares them); every
     // other step reads only the window around the cursor.
-    const context: GenerationContext = { uri: document.uri, modelKey: model.modelKey, prefix: document.text.slice(0, document.offset), suffix: document.text.slice(document.offset) };
+    const context: GenerationContext = {
+      uri: document.uri,
+      modelKey: model.modelKey,
+      prefix: document.text.slice(0, document.offset),
+      suffix: document.text.slice(document.offset),
+    };
     const prefix = document.text.slice(Math.max(0, document.offset - REQUEST_WINDOW_CHARS), document.offset);
     const suffix = document.text.slice(document.offset, document.offset + REQUEST_WINDOW_CHARS);
-    const finish = (raw: string, source: CompletionSource, firstLineLogprob: number | null): CompletionAnswer | null => {
+    const finish = (
+      raw: string,
+      source: CompletionSource,
+      firstLineLogprob: number | null,
+    ): CompletionAnswer | null => {
       if (firstLineLogprob !== null && Math.exp(firstLineLogprob) < options.minConfidence) return null;
       const text = postprocessCompletion({ prefix, suffix, completion: raw, maxLines: options.maxLines });
       if (text === '') return null;
@@ -108,8 +133,11 @@ export class CompletionProvider {
     const running = this.inflight.find(context);
     if (running) {
       // The user is typing what the model decoded: its rest passes the gate the whole did.
-      const rest = await this.await(running.generation, cancellation, () => remainderAfter(running.generation, running.typed));
-      if (rest !== undefined && rest !== null) return finish(rest, 'reused', this.cache.get(running.generation.context)?.firstLineLogprob ?? null);
+      const rest = await this.await(running.generation, cancellation, () =>
+        remainderAfter(running.generation, running.typed),
+      );
+      if (rest !== undefined && rest !== null)
+        return finish(rest, 'reused', this.cache.get(running.generation.context)?.firstLineLogprob ?? null);
       if (cancellation.isCancellationRequested) return null;
     }
 
@@ -123,10 +151,18 @@ export class CompletionProvider {
 
     const generation = this.inflight.start(context);
     const prompt = buildFimPrompt(
-      { prefix, suffix, languageId: document.languageId, snippets: this.snippetsFor({ ...document, text: prefix + suffix, offset: prefix.length }) },
+      {
+        prefix,
+        suffix,
+        languageId: document.languageId,
+        snippets: this.snippetsFor({ ...document, text: prefix + suffix, offset: prefix.length }),
+      },
       model.tokenizer,
       model.fim,
-      { ...defaultPromptBudget, maxTokens: Math.min(defaultPromptBudget.maxTokens, model.contextLength - options.maxNewTokens) },
+      {
+        ...defaultPromptBudget,
+        maxTokens: Math.min(defaultPromptBudget.maxTokens, model.contextLength - options.maxNewTokens),
+      },
       options.promptOrder,
     );
     model
@@ -145,7 +181,8 @@ export class CompletionProvider {
           generation.finish(generated.text);
         },
         (error) => {
-          if (!generation.aborted) this.log.error(`completion failed: ${error instanceof Error ? error.message : String(error)}`);
+          if (!generation.aborted)
+            this.log.error(`completion failed: ${error instanceof Error ? error.message : String(error)}`);
           generation.fail(error);
         },
       );
@@ -159,7 +196,11 @@ export class CompletionProvider {
    * generation itself runs on for a grace period in case the next keystroke can reuse it.
    * Resolves undefined when cancelled or when the generation was aborted or failed.
    */
-  private async await<T>(generation: Generation, cancellation: Cancellation, value: () => Promise<T>): Promise<T | undefined> {
+  private async await<T>(
+    generation: Generation,
+    cancellation: Cancellation,
+    value: () => Promise<T>,
+  ): Promise<T | undefined> {
     generation.subscribe();
     let listener: { dispose(): void } | undefined;
     const cancelled = new Promise<undefined>((resolve) => {

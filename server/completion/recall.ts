@@ -15,14 +15,24 @@ export interface RecallOptions {
   documentWindowChars: number;
 }
 
-export const defaultRecallOptions: RecallOptions = { minMatchedUnits: 8, minAgreement: 0.5, documentWindowChars: 32_000 };
+export const defaultRecallOptions: RecallOptions = {
+  minMatchedUnits: 8,
+  minAgreement: 0.5,
+  documentWindowChars: 32_000,
+};
 
 export interface Recalled extends MemoryMatch {
   source: 'document' | 'repository';
 }
 
 /** The best recalled continuation at the cursor, or null when nothing agrees enough. */
-export function recall(prefix: string, suffix: string, path: string, repository: RepositoryMemory | null, options: RecallOptions = defaultRecallOptions): Recalled | null {
+export function recall(
+  prefix: string,
+  suffix: string,
+  path: string,
+  repository: RepositoryMemory | null,
+  options: RecallOptions = defaultRecallOptions,
+): Recalled | null {
   // The document around the cursor, in two parts, so the cursor's own place never matches itself.
   const before = prefix.slice(-options.documentWindowChars);
   const after = suffix.slice(0, options.documentWindowChars / 2);
@@ -32,7 +42,9 @@ export function recall(prefix: string, suffix: string, path: string, repository:
   ]).lookup(before);
   const fromRepository = repository?.lookup(prefix) ?? null;
   let best: Recalled | null = document ? { ...document, source: 'document' } : null;
-  if (fromRepository && (!best || fromRepository.matchedUnits > best.matchedUnits)) best = { ...fromRepository, source: 'repository' };
-  if (!best || best.matchedUnits < options.minMatchedUnits || best.votes / best.places <= options.minAgreement) return null;
+  if (fromRepository && (!best || fromRepository.matchedUnits > best.matchedUnits))
+    best = { ...fromRepository, source: 'repository' };
+  if (!best || best.matchedUnits < options.minMatchedUnits || best.votes / best.places <= options.minAgreement)
+    return null;
   return best;
 }

@@ -8,7 +8,13 @@ import * as path from 'node:path';
 import { readManifest } from '../../trainer/adapters/folder';
 import { AUDIT_FILE, AuditLog } from '../../trainer/modes/compliance/audit';
 import { checkSuggestion, type Verdict } from '../../trainer/modes/compliance/check';
-import { isContextAllowed, loadPolicy, POLICY_FILE, policyPath, type Policy } from '../../trainer/modes/compliance/policy';
+import {
+  isContextAllowed,
+  loadPolicy,
+  POLICY_FILE,
+  policyPath,
+  type Policy,
+} from '../../trainer/modes/compliance/policy';
 import { registryLocation } from '../../trainer/adapters/registry';
 import type { AdapterSummary, Mode } from '../protocol';
 import { oneLine } from '../model/adapters';
@@ -48,8 +54,13 @@ export class ComplianceGate {
     } catch {
       stat = null;
     }
-    if (!stat) return { policy: null, error: `${POLICY_FILE} is missing at the repository root: compliance mode serves nothing without a policy` };
-    if (this.policyCache && this.policyCache.mtimeMs === stat.mtimeMs && this.policyCache.size === stat.size) return this.policyCache;
+    if (!stat)
+      return {
+        policy: null,
+        error: `${POLICY_FILE} is missing at the repository root: compliance mode serves nothing without a policy`,
+      };
+    if (this.policyCache && this.policyCache.mtimeMs === stat.mtimeMs && this.policyCache.size === stat.size)
+      return this.policyCache;
     let policy: Policy | null = null;
     let error: string | null = null;
     try {
@@ -73,11 +84,23 @@ export class ComplianceGate {
   }
 
   /** Checks a suggestion, logs it as served or blocked, and gives the id of a served one. */
-  async check(request: { file: string | null; text: string; fileText: string; offset: number; mode: Mode; adapter: AdapterSummary | null }): Promise<GateAnswer> {
+  async check(request: {
+    file: string | null;
+    text: string;
+    fileText: string;
+    offset: number;
+    mode: Mode;
+    adapter: AdapterSummary | null;
+  }): Promise<GateAnswer> {
     const { policy, error } = this.policy();
     if (!policy) return { allowed: false, reason: error ?? 'no policy' };
     const relative = request.file === null ? null : this.relativePath(request.file);
-    const result = checkSuggestion(policy, { path: relative, text: request.text, fileText: request.fileText, offset: request.offset });
+    const result = checkSuggestion(policy, {
+      path: relative,
+      text: request.text,
+      fileText: request.fileText,
+      offset: request.offset,
+    });
     const record: ServedSuggestion = {
       path: relative ?? request.file ?? '(untitled)',
       suggestion: request.text,
@@ -87,7 +110,9 @@ export class ComplianceGate {
     };
     await this.audit.append({ event: result.allowed ? 'served' : 'blocked', mode: request.mode, ...record });
     if (!result.allowed) {
-      const failed = result.verdicts.filter((verdict) => !verdict.passed).map((verdict) => `${verdict.rule} (${verdict.violations.map((v) => v.message).join('; ')})`);
+      const failed = result.verdicts
+        .filter((verdict) => !verdict.passed)
+        .map((verdict) => `${verdict.rule} (${verdict.violations.map((v) => v.message).join('; ')})`);
       return { allowed: false, reason: `blocked by ${POLICY_FILE}: ${failed.join(', ')}` };
     }
     const id = randomUUID();

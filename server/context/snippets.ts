@@ -19,7 +19,12 @@ export interface SnippetOptions {
   maxSourceChars: number;
 }
 
-export const defaultSnippetOptions: SnippetOptions = { windowLines: 20, maxSnippets: 3, minSimilarity: 0.1, maxSourceChars: 1_000_000 };
+export const defaultSnippetOptions: SnippetOptions = {
+  windowLines: 20,
+  maxSnippets: 3,
+  minSimilarity: 0.1,
+  maxSourceChars: 1_000_000,
+};
 
 const identifier = /[A-Za-z_$][A-Za-z0-9_$]*/g;
 
@@ -53,7 +58,8 @@ export function similarSnippets(
       const score = jaccard(target, identifierSet(text));
       // Credentials in other open files never enter the prompt, so the model cannot copy them
       // (scanned only for a window that would become the best: this runs on every request).
-      if (score >= options.minSimilarity && (best === null || score > best.score) && scanSecrets(text).length === 0) best = { snippet: { path: source.path, text }, score };
+      if (score >= options.minSimilarity && (best === null || score > best.score) && scanSecrets(text).length === 0)
+        best = { snippet: { path: source.path, text }, score };
       if (start + options.windowLines >= lines.length) break;
     }
     if (best) scored.push(best);

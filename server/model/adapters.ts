@@ -3,7 +3,16 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { findRepoRoot, loadActive, loadAdapterFolder, loadById, Registry, REGISTRY_FILE, registryLocation, type AdapterEntry } from '../../trainer/adapters/registry';
+import {
+  findRepoRoot,
+  loadActive,
+  loadAdapterFolder,
+  loadById,
+  Registry,
+  REGISTRY_FILE,
+  registryLocation,
+  type AdapterEntry,
+} from '../../trainer/adapters/registry';
 import type { AdapterSummary, Mode } from '../protocol';
 import type { LoadedModel, ServingWeights } from './host';
 
@@ -91,21 +100,39 @@ export class RepositoryAdapters {
     if (pinned !== null && path.isAbsolute(pinned)) {
       // An adapter folder outside the registry: a candidate replayed before it is added.
       try {
-        const { model: folder, entry } = await loadAdapterFolder(pinned, { config: model.config, sha256: model.baseSha256 });
-        const weights: ServingWeights = folder.kind === 'lora' ? { kind: 'lora', id: entry.id, adapter: folder.adapter } : { kind: 'full', id: entry.id, dir: folder.model.dir };
+        const { model: folder, entry } = await loadAdapterFolder(pinned, {
+          config: model.config,
+          sha256: model.baseSha256,
+        });
+        const weights: ServingWeights =
+          folder.kind === 'lora'
+            ? { kind: 'lora', id: entry.id, adapter: folder.adapter }
+            : { kind: 'full', id: entry.id, dir: folder.model.dir };
         return { weights, adapter: adapterSummary(entry), problem: null };
       } catch (error) {
-        return { weights: { kind: 'base' }, adapter: null, problem: `cannot load adapter folder ${pinned}: ${oneLine(error)}; serving the base model` };
+        return {
+          weights: { kind: 'base' },
+          adapter: null,
+          problem: `cannot load adapter folder ${pinned}: ${oneLine(error)}; serving the base model`,
+        };
       }
     }
     const registry = await this.registry(false);
-    if (!registry) return { weights: { kind: 'base' }, adapter: null, problem: pinned ? `no adapter registry for pinned adapter ${pinned}; serving the base model` : null };
+    if (!registry)
+      return {
+        weights: { kind: 'base' },
+        adapter: null,
+        problem: pinned ? `no adapter registry for pinned adapter ${pinned}; serving the base model` : null,
+      };
     let activeId: string | null = null;
     try {
       if (pinned !== null) {
         activeId = pinned;
         const pinnedModel = await loadById(registry, pinned, { config: model.config, sha256: model.baseSha256 });
-        const weights: ServingWeights = pinnedModel.kind === 'lora' ? { kind: 'lora', id: pinned, adapter: pinnedModel.adapter } : { kind: 'full', id: pinned, dir: pinnedModel.model.dir };
+        const weights: ServingWeights =
+          pinnedModel.kind === 'lora'
+            ? { kind: 'lora', id: pinned, adapter: pinnedModel.adapter }
+            : { kind: 'full', id: pinned, dir: pinnedModel.model.dir };
         return { weights, adapter: await this.summary(pinned), problem: null };
       }
       activeId = await registry.activeId(mode);
@@ -118,11 +145,18 @@ export class RepositoryAdapters {
       if (activeId === null) return { weights: { kind: 'base' }, adapter: null, problem: null };
       const active = await loadActive(registry, servingMode, { config: model.config, sha256: model.baseSha256 });
       if (!active) return { weights: { kind: 'base' }, adapter: null, problem: null };
-      const weights: ServingWeights = active.kind === 'lora' ? { kind: 'lora', id: active.id, adapter: active.adapter } : { kind: 'full', id: active.id, dir: active.model.dir };
+      const weights: ServingWeights =
+        active.kind === 'lora'
+          ? { kind: 'lora', id: active.id, adapter: active.adapter }
+          : { kind: 'full', id: active.id, dir: active.model.dir };
       return { weights, adapter: await this.summary(active.id), problem: null };
     } catch (error) {
       const which = activeId ? `adapter ${activeId} (active for ${mode})` : `the adapter registry (${mode})`;
-      return { weights: { kind: 'base' }, adapter: null, problem: `cannot load ${which}: ${oneLine(error)}; serving the base model` };
+      return {
+        weights: { kind: 'base' },
+        adapter: null,
+        problem: `cannot load ${which}: ${oneLine(error)}; serving the base model`,
+      };
     }
   }
 }

@@ -37,7 +37,11 @@ export interface GeneratedText {
 }
 
 /** Sum of `logprobs` over the tokens that make up `text`'s first non-blank line (and the newline ending it). */
-export function firstLineLogprob(tokens: readonly number[], logprobs: readonly number[], decode: (ids: number[]) => string): number {
+export function firstLineLogprob(
+  tokens: readonly number[],
+  logprobs: readonly number[],
+  decode: (ids: number[]) => string,
+): number {
   let sum = 0;
   for (let i = 0; i < tokens.length; i++) {
     sum += logprobs[i] ?? 0;
@@ -49,7 +53,10 @@ export function firstLineLogprob(tokens: readonly number[], logprobs: readonly n
 }
 
 /** What serves on top of the base: nothing, a LoRA adapter (a feed), or a full fine-tune (other weights). */
-export type ServingWeights = { kind: 'base' } | { kind: 'lora'; id: string; adapter: LoadedAdapter } | { kind: 'full'; id: string; dir: string };
+export type ServingWeights =
+  | { kind: 'base' }
+  | { kind: 'lora'; id: string; adapter: LoadedAdapter }
+  | { kind: 'full'; id: string; dir: string };
 
 /** A base model (+ adapter) ready to decode. */
 export interface LoadedModel {
@@ -115,10 +122,13 @@ export function adapterMessage(adapter: LoadedAdapter): AdapterMessage {
  * decoding graph takes LoRA A/B as inputs, so an adapter switch is a different feed.
  */
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<ModelLoadResult> {
-  if (dir === '') return { model: null, reason: 'no base model is configured and none is bundled yet (set idiom.baseModelPath)' };
+  if (dir === '')
+    return { model: null, reason: 'no base model is configured and none is bundled yet (set idiom.baseModelPath)' };
   if (!fs.existsSync(dir)) return { model: null, reason: `base model directory ${dir} does not exist` };
   const config = loadModelConfig(dir); // throws one clear line on a missing or malformed config.json
-  const weights = ['model.safetensors', 'model.safetensors.index.json'].find((file) => fs.existsSync(path.join(dir, file)));
+  const weights = ['model.safetensors', 'model.safetensors.index.json'].find((file) =>
+    fs.existsSync(path.join(dir, file)),
+  );
   if (!weights) return { model: null, reason: `${dir} has no model.safetensors` };
   if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) return { model: null, reason: `${dir} has no tokenizer.json` };
   const tokenizer = await Tokenizer.load(dir);
@@ -188,7 +198,10 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
           if (options.signal.aborted || result.stopReason === 'cancelled') throw new Error('aborted');
           const text = result.text ?? cutAtStop(tokenizer.decode(result.tokens), options.stop ?? []);
           options.onText?.(text);
-          return { text, firstLineLogprob: firstLineLogprob(result.tokens, result.logprobs, (ids) => tokenizer.decode(ids)) };
+          return {
+            text,
+            firstLineLogprob: firstLineLogprob(result.tokens, result.logprobs, (ids) => tokenizer.decode(ids)),
+          };
         } finally {
           options.signal.removeEventListener('abort', onAbort);
         }
@@ -220,8 +233,13 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     },
     reviewScorer() {
       // Only `call` is used by the scorer; routing it through the queue interleaves review with completions.
-      const queued = { call: (method: string, ...args: unknown[]) => serialized(() => (worker.call as (m: string, ...a: unknown[]) => Promise<unknown>)(method, ...args)) };
-      return ReviewScorer.attach(queued as unknown as EngineWorker, base.id, tokenizer, config.maxPositionEmbeddings, { hasAdapter: weightsKind === 'lora' });
+      const queued = {
+        call: (method: string, ...args: unknown[]) =>
+          serialized(() => (worker.call as (m: string, ...a: unknown[]) => Promise<unknown>)(method, ...args)),
+      };
+      return ReviewScorer.attach(queued as unknown as EngineWorker, base.id, tokenizer, config.maxPositionEmbeddings, {
+        hasAdapter: weightsKind === 'lora',
+      });
     },
     async dispose() {
       await worker.terminate();

@@ -8,8 +8,17 @@ import { CodeActionKind, DiagnosticSeverity, type CodeAction, type Diagnostic } 
 import type { TextDocument } from 'vscode-languageserver-textdocument';
 import { registryLocation } from '../../trainer/adapters/registry';
 import { changedLineNumbers, headVersion } from '../../trainer/modes/review/changes';
-import { DEFAULT_AGGREGATE, DEFAULT_PERCENTILE, reviewLines, unusualLineMessage } from '../../trainer/modes/review/review';
-import { distributionThreshold, repositoryDistribution, type LineDistribution } from '../../trainer/modes/review/threshold';
+import {
+  DEFAULT_AGGREGATE,
+  DEFAULT_PERCENTILE,
+  reviewLines,
+  unusualLineMessage,
+} from '../../trainer/modes/review/review';
+import {
+  distributionThreshold,
+  repositoryDistribution,
+  type LineDistribution,
+} from '../../trainer/modes/review/threshold';
 import type { Aggregate } from '../../trainer/modes/review/lines';
 import { credentialAddedBy } from '../completion/credentials';
 import type { LoadedModel } from '../model/host';
@@ -86,7 +95,8 @@ export class ReviewService {
     if (!document) return none('the document is not open');
     if (!uri.startsWith('file:')) return none('only files in a git repository are reviewed');
     if (!model) return none('no model is loaded');
-    if (model.weightsKind === 'full') return none('a full fine-tune cannot be compared with its base: review needs a LoRA adapter');
+    if (model.weightsKind === 'full')
+      return none('a full fine-tune cannot be compared with its base: review needs a LoRA adapter');
     const version = document.version;
     const text = document.getText();
     const { percentile, aggregate } = this.host.settings();
@@ -95,7 +105,13 @@ export class ReviewService {
     const key = `${head.root}\n${model.adapterId ?? 'base'}\n${model.baseSha256}`;
     let distribution = this.distributions.get(key);
     if (!distribution) {
-      distribution = repositoryDistribution({ repoRoot: head.root, registryDir: registryLocation(head.root), scorer, adapterId: model.adapterId, baseSha256: model.baseSha256 });
+      distribution = repositoryDistribution({
+        repoRoot: head.root,
+        registryDir: registryLocation(head.root),
+        scorer,
+        adapterId: model.adapterId,
+        baseSha256: model.baseSha256,
+      });
       this.distributions.set(key, distribution);
       distribution.catch(() => this.distributions.delete(key));
     }
@@ -104,11 +120,20 @@ export class ReviewService {
     const selected = all ? null : new Set(changedLineNumbers(head.text, text));
     const lines = reviewLines(scored.lines, scored.adapter, scored.base, selected, threshold, aggregate);
     const flagged = lines.filter((line) => line.flagged);
-    if (this.host.document(uri)?.version !== version) return { reviewed: lines.length, flagged: flagged.map((l) => l.line), threshold, problem: 'the document changed while it was reviewed' };
+    if (this.host.document(uri)?.version !== version)
+      return {
+        reviewed: lines.length,
+        flagged: flagged.map((l) => l.line),
+        threshold,
+        problem: 'the document changed while it was reviewed',
+      };
     const diagnostics: Diagnostic[] = flagged.map((line) => {
       const start = line.text.length - line.text.trimStart().length;
       return {
-        range: { start: { line: line.line - 1, character: start }, end: { line: line.line - 1, character: line.text.length } },
+        range: {
+          start: { line: line.line - 1, character: start },
+          end: { line: line.line - 1, character: line.text.length },
+        },
         severity: DiagnosticSeverity.Information,
         source: reviewDiagnosticSource,
         code: unusualLineCode,
@@ -143,7 +168,16 @@ export class ReviewService {
         title: `${alternativeActionTitle}: ${alternative.trim()}`,
         kind: CodeActionKind.QuickFix,
         diagnostics: [diagnostic],
-        edit: { changes: { [uri]: [{ range: { start: { line, character: 0 }, end: { line, character: current.length } }, newText: alternative }] } },
+        edit: {
+          changes: {
+            [uri]: [
+              {
+                range: { start: { line, character: 0 }, end: { line, character: current.length } },
+                newText: alternative,
+              },
+            ],
+          },
+        },
       });
     }
     return actions;

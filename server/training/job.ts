@@ -67,7 +67,10 @@ export class TrainJob {
         if (settled) return resolve(settled);
         if (this.cancelRequested) return resolve({ kind: 'cancelled', message: 'training cancelled' });
         const last = stderrTail.join('').trim().split('\n').pop() ?? '';
-        resolve({ kind: 'failed', message: `the training process exited (${signal ?? `code ${code}`})${last ? `: ${last}` : ''}` });
+        resolve({
+          kind: 'failed',
+          message: `the training process exited (${signal ?? `code ${code}`})${last ? `: ${last}` : ''}`,
+        });
       });
     });
     this.post({ type: 'start', options });

@@ -45,9 +45,18 @@ export function progressAfter(previous: TrainingProgress | null, event: TrainEve
         fraction: within('training', event.fraction),
       };
     case 'evaluating':
-      return { phase: 'evaluating', message: `evaluating ${event.model} on the held-out commits`, fraction: within('evaluating', event.fraction) };
+      return {
+        phase: 'evaluating',
+        message: `evaluating ${event.model} on the held-out commits`,
+        fraction: within('evaluating', event.fraction),
+      };
     case 'metrics':
-      return previous && { ...previous, message: `${event.model}: held-out loss ${event.metrics.loss.toFixed(3)}, exact match ${(event.metrics.exactMatch * 100).toFixed(0)}%` };
+      return (
+        previous && {
+          ...previous,
+          message: `${event.model}: held-out loss ${event.metrics.loss.toFixed(3)}, exact match ${(event.metrics.exactMatch * 100).toFixed(0)}%`,
+        }
+      );
     case 'checkpoint':
     case 'log':
       return null;

@@ -47,7 +47,8 @@ async function run(message: Extract<ToTrainer, { type: 'start' }>): Promise<void
       },
     });
   } catch (error) {
-    if (error instanceof TrainingCancelledError) await send({ type: 'cancelled', message: error.message, checkpoint: error.checkpoint });
+    if (error instanceof TrainingCancelledError)
+      await send({ type: 'cancelled', message: error.message, checkpoint: error.checkpoint });
     else await send({ type: 'error', message: error instanceof Error ? error.message : String(error) });
   }
   process.disconnect?.();

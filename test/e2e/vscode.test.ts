@@ -30,7 +30,8 @@ function freePort(): Promise<number> {
 
 function run(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): string {
   const result = spawnSync(command, args, { encoding: 'utf8', ...options });
-  if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${result.status}): ${result.stderr}${result.stdout}`);
+  if (result.status !== 0)
+    throw new Error(`${command} ${args.join(' ')} failed (${result.status}): ${result.stderr}${result.stdout}`);
   return result.stdout;
 }
 
@@ -75,7 +76,9 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
 
   before(async () => {
     if (!fs.existsSync(codeServer) || !fs.existsSync(chromiumPath)) {
-      throw new Error(`the e2e runtime is missing (${codeServer}, ${chromiumPath}): run bash test/e2e/runtime/install.sh`);
+      throw new Error(
+        `the e2e runtime is missing (${codeServer}, ${chromiumPath}): run bash test/e2e/runtime/install.sh`,
+      );
     }
     fs.rmSync(artifacts, { recursive: true, force: true });
     fs.mkdirSync(artifacts, { recursive: true });
@@ -144,21 +147,30 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
       XDG_CACHE_HOME: path.join(temp, 'cache'),
     };
     const node24 = path.join(node24Bin, 'node');
-    run(node24, [codeServer, '--install-extension', vsix, '--extensions-dir', extensions, '--user-data-dir', userData], { env });
+    run(
+      node24,
+      [codeServer, '--install-extension', vsix, '--extensions-dir', extensions, '--user-data-dir', userData],
+      { env },
+    );
 
     const port = await freePort();
     server = spawn(
       node24,
       [
         codeServer,
-        '--bind-addr', `127.0.0.1:${port}`,
-        '--auth', 'none',
+        '--bind-addr',
+        `127.0.0.1:${port}`,
+        '--auth',
+        'none',
         '--disable-telemetry',
         '--disable-update-check',
         '--disable-workspace-trust',
-        '--reconnection-grace-time', '5',
-        '--user-data-dir', userData,
-        '--extensions-dir', extensions,
+        '--reconnection-grace-time',
+        '5',
+        '--user-data-dir',
+        userData,
+        '--extensions-dir',
+        extensions,
         workspace,
       ],
       { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
@@ -169,7 +181,16 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
 
     browser = await chromium.launch({
       executablePath: chromiumPath,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace)}`);
@@ -209,14 +230,22 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     await page.locator('.quick-input-list .monaco-list-row', { hasText: '.idiomignore' }).first().waitFor();
     await page.keyboard.press('Enter');
     const language = page.locator('[id="status.editor.mode"]');
-    await page.waitForFunction("/Idiom Ignore/.test(document.querySelector('[id=\"status.editor.mode\"]')?.textContent || '')", undefined, { timeout: 30_000 });
+    await page.waitForFunction(
+      "/Idiom Ignore/.test(document.querySelector('[id=\"status.editor.mode\"]')?.textContent || '')",
+      undefined,
+      { timeout: 30_000 },
+    );
     await screenshot('03-idiomignore');
     assert.match((await language.textContent()) ?? '', /Idiom Ignore/);
   });
 
   it('turns inline completions off and on again from the command palette', async () => {
     const statusShows = (pattern: string) =>
-      page.waitForFunction(`[...document.querySelectorAll('.statusbar-item')].some((el) => /${pattern}/.test(el.textContent || ''))`, undefined, { timeout: 30_000 });
+      page.waitForFunction(
+        `[...document.querySelectorAll('.statusbar-item')].some((el) => /${pattern}/.test(el.textContent || ''))`,
+        undefined,
+        { timeout: 30_000 },
+      );
     await runCommand('Idiom: Enable or disable inline completions');
     await statusShows('Idiom: complete · \\S+ · disabled');
     await screenshot('03b-disabled');
@@ -262,7 +291,11 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     await page.keyboard.press('Tab');
     await page.keyboard.press('Control+S');
     const file = path.join(workspace, 'src', 'main.ts');
-    const accepted = () => fs.readFileSync(file, 'utf8').split('\n').some((line) => line.trim() === shown);
+    const accepted = () =>
+      fs
+        .readFileSync(file, 'utf8')
+        .split('\n')
+        .some((line) => line.trim() === shown);
     const start = Date.now();
     while (!accepted() && Date.now() - start < 10_000) {
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -275,7 +308,11 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     // main.ts is open and saved with the line accepted above: changed since HEAD.
     const file = path.join(workspace, 'src', 'main.ts');
     const headLines = new Set(run('git', ['show', 'HEAD:src/main.ts'], { cwd: workspace }).split('\n'));
-    const changedLine = fs.readFileSync(file, 'utf8').split('\n').findIndex((line) => line.trim() !== '' && !headLines.has(line)) + 1;
+    const changedLine =
+      fs
+        .readFileSync(file, 'utf8')
+        .split('\n')
+        .findIndex((line) => line.trim() !== '' && !headLines.has(line)) + 1;
     assert.ok(changedLine > 0, 'main.ts has a line that HEAD does not');
     await runCommand('Idiom: Switch mode');
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'review' }).first().waitFor();
@@ -292,7 +329,10 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     await problem.first().waitFor({ timeout: 30_000 });
     await screenshot('10-review-diagnostics');
     const rows = await problem.allTextContents();
-    assert.ok(rows.some((row) => row.includes(`Ln ${changedLine},`)), `no review problem on line ${changedLine}: ${JSON.stringify(rows)}`);
+    assert.ok(
+      rows.some((row) => row.includes(`Ln ${changedLine},`)),
+      `no review problem on line ${changedLine}: ${JSON.stringify(rows)}`,
+    );
     // Back to completion for the tests after this one, through the status bar item's menu.
     await page.locator('.statusbar-item', { hasText: 'Idiom: review' }).first().click();
     await page.locator('.quick-input-list .monaco-list-row', { hasText: 'Switch mode' }).first().waitFor();
@@ -316,7 +356,9 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     const message = (await outcome.first().textContent()) ?? '';
     const id = /Idiom: trained (\d{8}-\d{6}-[0-9a-f]{6})/.exec(message)![1];
     // The adapter is in the repository's registry, with its provenance.
-    const manifest = JSON.parse(fs.readFileSync(path.join(workspace, '.idiom', 'adapters', id, 'manifest.json'), 'utf8')) as { id: string; training: { steps: number }; mode: string };
+    const manifest = JSON.parse(
+      fs.readFileSync(path.join(workspace, '.idiom', 'adapters', id, 'manifest.json'), 'utf8'),
+    ) as { id: string; training: { steps: number }; mode: string };
     assert.equal(manifest.id, id);
     assert.equal(manifest.mode, 'complete');
     assert.ok(manifest.training.steps > 0);
@@ -336,7 +378,8 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
       await report.locator('canvas').first().waitFor({ timeout: 30_000 });
     } catch (error) {
       await screenshot('09-training-report-missing');
-      for (const frame of page.frames()) console.error('frame', frame.url().slice(0, 120), (await frame.content().catch(() => '')).slice(0, 300));
+      for (const frame of page.frames())
+        console.error('frame', frame.url().slice(0, 120), (await frame.content().catch(() => '')).slice(0, 300));
       throw error;
     }
     assert.ok((await report.locator('body').textContent())?.includes(id));
@@ -344,13 +387,16 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     retrainedId = id;
   });
 
-  it("after Retrain, completes a line the way this repository writes it, exactly", async () => {
+  it('after Retrain, completes a line the way this repository writes it, exactly', async () => {
     assert.ok(retrainedId, 'the retraining test ran first');
     const serving = `[...document.querySelectorAll('.statusbar-item')].some((el) => (el.textContent || '').includes('${retrainedId}'))`;
     if (!(await page.evaluate(serving))) {
       // Not promoted on held-out loss (a 6-second run): activate it as a user would.
       await runCommand('Idiom: Show adapters');
-      await page.locator('.quick-input-list .monaco-list-row', { hasText: retrainedId }).first().waitFor({ timeout: 30_000 });
+      await page
+        .locator('.quick-input-list .monaco-list-row', { hasText: retrainedId })
+        .first()
+        .waitFor({ timeout: 30_000 });
       await page.locator('.quick-input-widget input').fill(retrainedId);
       await page.keyboard.press('Enter');
     }
@@ -378,7 +424,11 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     const shownLine = page.locator('.view-line', { has: page.locator('.ghost-text-decoration') }).first();
     const shown = ((await shownLine.textContent()) ?? '').replace(/\u00a0/g, ' ').trim();
     await screenshot('11-idiom-ghost-text');
-    const expected = fs.readFileSync(path.join(workspace, 'src', 'invoice.ts'), 'utf8').split('\n').find((line) => line.trim().startsWith('const total = '))!.trim();
+    const expected = fs
+      .readFileSync(path.join(workspace, 'src', 'invoice.ts'), 'utf8')
+      .split('\n')
+      .find((line) => line.trim().startsWith('const total = '))!
+      .trim();
     assert.equal(shown, expected);
   });
 });

@@ -19,9 +19,14 @@ interface Manifest {
 const manifest = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as Manifest;
 
 /** `value` as package.json's dotted keys: { lora: { r: 16 } } under 'idiom' is idiom.lora.r = 16. */
-function dotted(value: Record<string, unknown>, prefix: string, into: Record<string, unknown> = {}): Record<string, unknown> {
+function dotted(
+  value: Record<string, unknown>,
+  prefix: string,
+  into: Record<string, unknown> = {},
+): Record<string, unknown> {
   for (const [key, inner] of Object.entries(value)) {
-    if (inner !== null && typeof inner === 'object' && !Array.isArray(inner)) dotted(inner as Record<string, unknown>, `${prefix}.${key}`, into);
+    if (inner !== null && typeof inner === 'object' && !Array.isArray(inner))
+      dotted(inner as Record<string, unknown>, `${prefix}.${key}`, into);
     else into[`${prefix}.${key}`] = inner;
   }
   return into;
@@ -29,14 +34,23 @@ function dotted(value: Record<string, unknown>, prefix: string, into: Record<str
 
 describe('package.json contributes', () => {
   it("every setting's default is the one the server uses when the setting is absent", () => {
-    const contributed = Object.fromEntries(Object.entries(manifest.contributes.configuration.properties).map(([key, p]) => [key, p.default]));
+    const contributed = Object.fromEntries(
+      Object.entries(manifest.contributes.configuration.properties).map(([key, p]) => [key, p.default]),
+    );
     // Review settings are optional on the wire; the server falls back to review mode's constants.
-    const server = dotted({ ...defaultSettings, review: { percentile: DEFAULT_PERCENTILE, aggregate: DEFAULT_AGGREGATE } }, 'idiom');
+    const server = dotted(
+      { ...defaultSettings, review: { percentile: DEFAULT_PERCENTILE, aggregate: DEFAULT_AGGREGATE } },
+      'idiom',
+    );
     assert.deepEqual(contributed, server);
   });
 
   it("the LoRA defaults are the trainer's", () => {
-    assert.deepEqual(defaultSettings.lora, { r: DEFAULT_LORA.r, alpha: DEFAULT_LORA.alpha, targets: [...DEFAULT_LORA.targets] });
+    assert.deepEqual(defaultSettings.lora, {
+      r: DEFAULT_LORA.r,
+      alpha: DEFAULT_LORA.alpha,
+      targets: [...DEFAULT_LORA.targets],
+    });
   });
 
   it('contributes exactly the commands the extension registers (its table is typed by these ids)', () => {

@@ -29,7 +29,9 @@ export function adapterKind(dir: string): AdapterKind {
   ) {
     return 'full';
   }
-  throw new Error(`${dir}: not an adapter folder (no ${ADAPTER_CONFIG_FILE}, and no ${FULL_CONFIG_FILE} with ${FULL_WEIGHTS_FILE})`);
+  throw new Error(
+    `${dir}: not an adapter folder (no ${ADAPTER_CONFIG_FILE}, and no ${FULL_CONFIG_FILE} with ${FULL_WEIGHTS_FILE})`,
+  );
 }
 
 export function assertFolder(dir: string): void {

@@ -128,7 +128,8 @@ const SHA256_PATTERN = /^[0-9a-f]{64}$/;
 
 /** `20261128-130501-ab12cd`: UTC time of `created`, then the first 6 hex digits of the weights' sha256. */
 export function makeAdapterId(created: Date, weightsSha256: string): string {
-  if (!SHA256_PATTERN.test(weightsSha256)) throw new Error(`adapter id: weights sha256 must be 64 hex digits, got "${weightsSha256}"`);
+  if (!SHA256_PATTERN.test(weightsSha256))
+    throw new Error(`adapter id: weights sha256 must be 64 hex digits, got "${weightsSha256}"`);
   const pad = (n: number, width = 2): string => String(n).padStart(width, '0');
   const date = `${pad(created.getUTCFullYear(), 4)}${pad(created.getUTCMonth() + 1)}${pad(created.getUTCDate())}`;
   const time = `${pad(created.getUTCHours())}${pad(created.getUTCMinutes())}${pad(created.getUTCSeconds())}`;
@@ -214,7 +215,8 @@ export function parseManifest(json: unknown, source = MANIFEST_FILE): AdapterMan
       examples: v.count(heldOut.examples, 'dataset.heldOut.examples'),
       tokens: v.count(heldOut.tokens, 'dataset.heldOut.tokens'),
     };
-    if (heldOut.sha256 !== undefined) manifest.dataset.heldOut.sha256 = v.sha256(heldOut.sha256, 'dataset.heldOut.sha256');
+    if (heldOut.sha256 !== undefined)
+      manifest.dataset.heldOut.sha256 = v.sha256(heldOut.sha256, 'dataset.heldOut.sha256');
   }
   if (metrics.others !== undefined && metrics.others !== null) {
     const others = v.object(metrics.others, 'metrics.others');
@@ -232,10 +234,14 @@ export function parseManifest(json: unknown, source = MANIFEST_FILE): AdapterMan
       points: v.count(quality.points, 'metrics.quality.points'),
       seed: v.integer(quality.seed, 'metrics.quality.seed'),
       candidate: v.replayScore(quality.candidate, 'metrics.quality.candidate'),
-      reference: { name: v.string(reference.name, 'metrics.quality.reference.name'), score: v.replayScore(reference.score, 'metrics.quality.reference.score') },
+      reference: {
+        name: v.string(reference.name, 'metrics.quality.reference.name'),
+        score: v.replayScore(reference.score, 'metrics.quality.reference.score'),
+      },
     };
   }
-  if (manifest.parent !== null && !isAdapterId(manifest.parent)) v.fail('parent', `"${manifest.parent}" is not an adapter id`);
+  if (manifest.parent !== null && !isAdapterId(manifest.parent))
+    v.fail('parent', `"${manifest.parent}" is not an adapter id`);
   return manifest;
 }
 
@@ -287,7 +293,8 @@ class Validator {
 
   number(value: unknown, field: string): number {
     if (value === undefined) this.fail(field, 'is missing');
-    if (typeof value !== 'number' || !Number.isFinite(value)) this.fail(field, `must be a finite number, got ${describe(value)}`);
+    if (typeof value !== 'number' || !Number.isFinite(value))
+      this.fail(field, `must be a finite number, got ${describe(value)}`);
     return value as number;
   }
 
@@ -328,7 +335,12 @@ class Validator {
       if (n > 1) this.fail(`${field}.${key}`, `must be a share between 0 and 1, got ${n}`);
       return n;
     };
-    return { shown: share('shown'), exactMatch: share('exactMatch'), acceptedCharShare: share('acceptedCharShare'), precision: share('precision') };
+    return {
+      shown: share('shown'),
+      exactMatch: share('exactMatch'),
+      acceptedCharShare: share('acceptedCharShare'),
+      precision: share('precision'),
+    };
   }
 
   counts(value: unknown, field: string): Record<string, number> {
@@ -339,10 +351,12 @@ class Validator {
   }
 
   fileNames(value: unknown, field: string): string[] {
-    if (!Array.isArray(value) || value.length === 0) this.fail(field, `must be a non-empty list of file names, got ${describe(value)}`);
+    if (!Array.isArray(value) || value.length === 0)
+      this.fail(field, `must be a non-empty list of file names, got ${describe(value)}`);
     return (value as unknown[]).map((item, i) => {
       const name = this.string(item, `${field}[${i}]`);
-      if (name.includes('/') || name.includes('\\') || name === '.' || name === '..') this.fail(`${field}[${i}]`, `"${name}" must be a plain file name`);
+      if (name.includes('/') || name.includes('\\') || name === '.' || name === '..')
+        this.fail(`${field}[${i}]`, `"${name}" must be a plain file name`);
       return name;
     });
   }
@@ -355,8 +369,13 @@ class Validator {
         typeof item === 'string' ||
         typeof item === 'boolean' ||
         (typeof item === 'number' && Number.isFinite(item)) ||
-        (Array.isArray(item) && (item.every((x) => typeof x === 'string') || item.every((x) => typeof x === 'number' && Number.isFinite(x))));
-      if (!ok) this.fail(`${field}.${key}`, `must be a string, number, boolean, null or a list of strings or numbers, got ${describe(item)}`);
+        (Array.isArray(item) &&
+          (item.every((x) => typeof x === 'string') || item.every((x) => typeof x === 'number' && Number.isFinite(x))));
+      if (!ok)
+        this.fail(
+          `${field}.${key}`,
+          `must be a string, number, boolean, null or a list of strings or numbers, got ${describe(item)}`,
+        );
     }
     return object as Record<string, HyperparameterValue>;
   }

@@ -18,7 +18,14 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as lockfile from 'proper-lockfile';
-import { adapterKind, checkWeightsHash, fsyncPath, readManifest, writeTextAtomically, type AdapterKind } from './folder';
+import {
+  adapterKind,
+  checkWeightsHash,
+  fsyncPath,
+  readManifest,
+  writeTextAtomically,
+  type AdapterKind,
+} from './folder';
 import { loadFullModel, type LoadedFullModel } from './full';
 import { isAdapterId, type AdapterManifest, type HeldOutMetrics } from './manifest';
 import { MODES, type Mode } from './mode';
@@ -150,15 +157,22 @@ export class Registry {
     const root = path.resolve(repoRoot);
     const dir = registryLocation(root, options);
     const readOnly = options.readOnly ?? false;
-    const registry = new Registry(root, dir, { lockStaleMs: options.lockStaleMs ?? 10_000, lockWaitMs: options.lockWaitMs ?? 30_000, readOnly });
+    const registry = new Registry(root, dir, {
+      lockStaleMs: options.lockStaleMs ?? 10_000,
+      lockWaitMs: options.lockWaitMs ?? 30_000,
+      readOnly,
+    });
     refuseLinks(dir);
     if (readOnly) return registry;
     try {
       await fs.promises.mkdir(registry.adaptersDir, { recursive: true });
     } catch (error) {
-      throw new Error(`${dir}: cannot create the adapter registry (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+      throw new Error(
+        `${dir}: cannot create the adapter registry (${(error as NodeJS.ErrnoException).code ?? String(error)})`,
+      );
     }
-    if (options.excludeFromGit ?? true) await registry.withLock(async () => ensureGitExclude(root, dir), { tidy: false });
+    if (options.excludeFromGit ?? true)
+      await registry.withLock(async () => ensureGitExclude(root, dir), { tidy: false });
     return registry;
   }
 
@@ -187,7 +201,9 @@ export class Registry {
       if (error.code === 'ENOENT') return [] as string[];
       throw new Error(`${this.adaptersDir}: cannot list (${error.code})`);
     });
-    return names.filter((name) => isAdapterId(name) && lstatOrNull(path.join(this.adaptersDir, name))?.isDirectory() === true).sort();
+    return names
+      .filter((name) => isAdapterId(name) && lstatOrNull(path.join(this.adaptersDir, name))?.isDirectory() === true)
+      .sort();
   }
 
   async has(id: string): Promise<boolean> {
@@ -264,7 +280,10 @@ export class Registry {
     const id = await this.activeId(mode);
     if (id === null) return null;
     const dir = this.adapterPath(id);
-    if (!fs.existsSync(dir)) throw new Error(`adapter ${id}, active for ${mode}, is missing from ${this.adaptersDir}; roll back or activate another`);
+    if (!fs.existsSync(dir))
+      throw new Error(
+        `adapter ${id}, active for ${mode}, is missing from ${this.adaptersDir}; roll back or activate another`,
+      );
     refuseLinksIn(dir);
     return dir;
   }
@@ -297,7 +316,10 @@ export class Registry {
           fsyncPath(this.adaptersDir);
           return manifest;
         } catch (error) {
-          if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw new Error(`${dir}: cannot move into the registry (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+          if ((error as NodeJS.ErrnoException).code !== 'EXDEV')
+            throw new Error(
+              `${dir}: cannot move into the registry (${(error as NodeJS.ErrnoException).code ?? String(error)})`,
+            );
         }
       }
       // Copy into a hidden folder first so adapters/<id> appears whole.
@@ -365,7 +387,9 @@ export class Registry {
         }
       }
       if (target === undefined) {
-        throw new Error(`nothing to roll back to for mode ${mode}: no earlier adapter was active${from ? ` before ${from}` : ''}`);
+        throw new Error(
+          `nothing to roll back to for mode ${mode}: no earlier adapter was active${from ? ` before ${from}` : ''}`,
+        );
       }
       const to = target;
       await this.update((s) => {
@@ -373,7 +397,14 @@ export class Registry {
         next.previous[mode] = stack;
         if (to === null) delete next.active[mode];
         else next.active[mode] = to;
-        next.history.push({ at: new Date().toISOString(), action: 'rollback', mode, from, to, reason: options.reason ?? 'rolled back' });
+        next.history.push({
+          at: new Date().toISOString(),
+          action: 'rollback',
+          mode,
+          from,
+          to,
+          reason: options.reason ?? 'rolled back',
+        });
         return { state: next, result: undefined };
       });
       return { mode, from, to, changed: from !== to };
@@ -384,14 +415,19 @@ export class Registry {
    * Deletes adapter `id`. Refuses while it is active for any mode unless `force`, which first rolls
    * those modes back. Only adapters/<id> is touched.
    */
-  async remove(id: string, options: { force?: boolean } = {}): Promise<{ id: string; deactivated: ActivationResult[] }> {
+  async remove(
+    id: string,
+    options: { force?: boolean } = {},
+  ): Promise<{ id: string; deactivated: ActivationResult[] }> {
     const dir = this.adapterPath(id);
     return this.withLock(async () => {
       if (!fs.existsSync(dir)) throw new Error(`no adapter ${id} in ${this.adaptersDir}`);
       const state = await this.readState();
       const activeModes = MODES.filter((mode) => state.active[mode] === id);
       if (activeModes.length > 0 && !options.force) {
-        throw new Error(`adapter ${id} is active for ${activeModes.join(', ')}; activate another or roll back first (or force the removal)`);
+        throw new Error(
+          `adapter ${id} is active for ${activeModes.join(', ')}; activate another or roll back first (or force the removal)`,
+        );
       }
       const deactivated: ActivationResult[] = [];
       const existing = new Set(await this.ids());
@@ -410,7 +446,14 @@ export class Registry {
             }
             if (to === null) delete next.active[mode];
             else next.active[mode] = to;
-            next.history.push({ at: new Date().toISOString(), action: 'remove', mode, from: id, to, reason: `removed ${id}` });
+            next.history.push({
+              at: new Date().toISOString(),
+              action: 'remove',
+              mode,
+              from: id,
+              to,
+              reason: `removed ${id}`,
+            });
             deactivated.push({ mode, from: id, to, changed: true });
           }
           if (stack.length > 0) next.previous[mode] = stack;
@@ -447,7 +490,8 @@ export class Registry {
    * `tidy` first removes what writers that died left behind.
    */
   private async withLock<T>(fn: () => Promise<T>, options: { tidy?: boolean } = {}): Promise<T> {
-    if (this.options.readOnly) throw new Error(`${this.dir}: the registry was opened read-only; it cannot be changed here`);
+    if (this.options.readOnly)
+      throw new Error(`${this.dir}: the registry was opened read-only; it cannot be changed here`);
     const key = this.dir;
     const before = inProcessQueues.get(key) ?? Promise.resolve();
     const run = before.catch(() => undefined).then(() => this.withFileLock(fn, options.tidy ?? true));
@@ -477,13 +521,17 @@ export class Registry {
       });
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ELOCKED') throw new Error(`${this.dir}: the registry is locked by another Idiom process (waited ${this.options.lockWaitMs} ms)`);
+      if (code === 'ELOCKED')
+        throw new Error(
+          `${this.dir}: the registry is locked by another Idiom process (waited ${this.options.lockWaitMs} ms)`,
+        );
       throw new Error(`${this.dir}: cannot lock the registry (${code ?? (error as Error).message})`);
     }
     try {
       if (tidy) this.removeLeftovers();
       const result = await fn();
-      if (compromised) throw new Error(`${this.dir}: lost the registry lock while changing it (${(compromised as Error).message})`);
+      if (compromised)
+        throw new Error(`${this.dir}: lost the registry lock while changing it (${(compromised as Error).message})`);
       return result;
     } finally {
       await release().catch(() => undefined);
@@ -507,7 +555,8 @@ export class Registry {
       }
       for (const name of names) {
         const stat = lstatOrNull(path.join(folder, name));
-        if (stat && !stat.isSymbolicLink() && isLeftover(name, stat)) fs.rmSync(path.join(folder, name), { recursive: true, force: true });
+        if (stat && !stat.isSymbolicLink() && isLeftover(name, stat))
+          fs.rmSync(path.join(folder, name), { recursive: true, force: true });
       }
     };
     const stateTemp = /^\.registry\.json\.\d+\.[0-9a-z]+\.tmp$/; // writeTextAtomically's temp name
@@ -526,7 +575,9 @@ export class Registry {
     // A mark whose entry is gone (the crash came before the rename or after the delete).
     clean(trash, (name, stat) => {
       const entry = name.slice(0, -TRASH_MARK.length);
-      return stat.isFile() && name.endsWith(TRASH_MARK) && trashEntry(entry) && lstatOrNull(path.join(trash, entry)) === null;
+      return (
+        stat.isFile() && name.endsWith(TRASH_MARK) && trashEntry(entry) && lstatOrNull(path.join(trash, entry)) === null
+      );
     });
     // writeAdapter's temp folders in staging/ are written without the lock: only those of dead processes go.
     clean(path.join(this.dir, STAGING_DIR), (name, stat) => {
@@ -545,7 +596,9 @@ function lstatOrNull(file: string): fs.Stats | null {
 }
 
 function linkError(file: string): Error {
-  return new Error(`${file} is a symbolic link; Idiom never follows links inside an adapter registry (a registry Idiom did not write?): remove the link or pass another --registry`);
+  return new Error(
+    `${file} is a symbolic link; Idiom never follows links inside an adapter registry (a registry Idiom did not write?): remove the link or pass another --registry`,
+  );
 }
 
 /**
@@ -571,29 +624,43 @@ function refuseLinksIn(dir: string): void {
   } catch (error) {
     throw new Error(`${dir}: cannot list (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
   }
-  for (const name of names) if (lstatOrNull(path.join(dir, name))?.isSymbolicLink()) throw linkError(path.join(dir, name));
+  for (const name of names)
+    if (lstatOrNull(path.join(dir, name))?.isSymbolicLink()) throw linkError(path.join(dir, name));
 }
 
-export type ActiveModel = { kind: 'lora'; id: string; adapter: LoadedAdapter } | { kind: 'full'; id: string; model: LoadedFullModel };
+export type ActiveModel =
+  | { kind: 'lora'; id: string; adapter: LoadedAdapter }
+  | { kind: 'full'; id: string; model: LoadedFullModel };
 
 /**
  * Loads what serves `mode` on top of `base` (config and weights sha256 from loadCheckpoint): the
  * active LoRA adapter or full fine-tune, checked against that base, or null for the base alone.
  */
-export async function loadActive(registry: Registry, mode: Mode, base: { config: ModelConfig; sha256: string }): Promise<ActiveModel | null> {
+export async function loadActive(
+  registry: Registry,
+  mode: Mode,
+  base: { config: ModelConfig; sha256: string },
+): Promise<ActiveModel | null> {
   const dir = await registry.activePath(mode);
   if (dir === null) return null;
   return loadAdapterDir(dir, base);
 }
 
 /** Adapter `id` of the registry, checked against the base; a one-line error when it is not there. */
-export async function loadById(registry: Registry, id: string, base: { config: ModelConfig; sha256: string }): Promise<ActiveModel> {
+export async function loadById(
+  registry: Registry,
+  id: string,
+  base: { config: ModelConfig; sha256: string },
+): Promise<ActiveModel> {
   if (!(await registry.has(id))) throw new Error(`no adapter ${id} in ${registry.adaptersDir}`);
   return loadAdapterDir(registry.adapterPath(id), base);
 }
 
 /** An adapter folder outside any registry (a candidate before it is added), checked against the base. */
-export async function loadAdapterFolder(dir: string, base: { config: ModelConfig; sha256: string }): Promise<{ model: ActiveModel; entry: AdapterEntry }> {
+export async function loadAdapterFolder(
+  dir: string,
+  base: { config: ModelConfig; sha256: string },
+): Promise<{ model: ActiveModel; entry: AdapterEntry }> {
   const manifest = readManifest(dir);
   if (!manifest) throw new Error(`${dir}: no manifest.json`);
   const model = await loadAdapterDir(dir, base);
@@ -615,7 +682,8 @@ export async function loadAdapterFolder(dir: string, base: { config: ModelConfig
 
 async function loadAdapterDir(dir: string, base: { config: ModelConfig; sha256: string }): Promise<ActiveModel> {
   const id = path.basename(dir);
-  if (adapterKind(dir) === 'lora') return { kind: 'lora', id, adapter: await loadAdapter(dir, base.config, { baseSha256: base.sha256 }) };
+  if (adapterKind(dir) === 'lora')
+    return { kind: 'lora', id, adapter: await loadAdapter(dir, base.config, { baseSha256: base.sha256 }) };
   return { kind: 'full', id, model: await loadFullModel(dir, base.config, { baseSha256: base.sha256 }) };
 }
 
@@ -637,7 +705,10 @@ export function decidePromotion(input: {
   if (!onLoss.activated || onLoss.reason.startsWith('forced') || !quality) return onLoss;
   const { candidate, reference } = quality;
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-  const loses = candidate.exactMatch < reference.score.exactMatch || (candidate.exactMatch === reference.score.exactMatch && candidate.acceptedCharShare < reference.score.acceptedCharShare);
+  const loses =
+    candidate.exactMatch < reference.score.exactMatch ||
+    (candidate.exactMatch === reference.score.exactMatch &&
+      candidate.acceptedCharShare < reference.score.acceptedCharShare);
   const replay = `replayed held-out lines: ${pct(candidate.exactMatch)} exact, ${pct(candidate.acceptedCharShare)} accepted characters vs ${reference.name}'s ${pct(reference.score.exactMatch)}, ${pct(reference.score.acceptedCharShare)}`;
   if (!loses) return { ...onLoss, reason: `${onLoss.reason}; ${replay}` };
   const refused = `${onLoss.reason}, but it loses on ${replay}`;
@@ -655,28 +726,56 @@ function decideOnLoss(input: {
   const candidateLoss = candidate.metrics.adapter?.loss ?? null;
   const baseLoss = candidate.metrics.base?.loss ?? null;
   const sameSplit = activeId !== null ? candidate.metrics.others?.[activeId] : undefined;
-  const activeLoss = activeId === null || activeId === candidate.id ? null : (sameSplit?.loss ?? active?.metrics.adapter?.loss ?? null);
-  const result = (activated: boolean, reason: string): PromotionResult => ({ activated, reason, candidateLoss, baseLoss, activeId, activeLoss });
-  const refuse = (reason: string): PromotionResult => (force ? result(true, `forced: ${reason}`) : result(false, reason));
+  const activeLoss =
+    activeId === null || activeId === candidate.id ? null : (sameSplit?.loss ?? active?.metrics.adapter?.loss ?? null);
+  const result = (activated: boolean, reason: string): PromotionResult => ({
+    activated,
+    reason,
+    candidateLoss,
+    baseLoss,
+    activeId,
+    activeLoss,
+  });
+  const refuse = (reason: string): PromotionResult =>
+    force ? result(true, `forced: ${reason}`) : result(false, reason);
   const fmt = (n: number): string => n.toFixed(4);
 
   if (activeId === candidate.id) return result(false, `${candidate.id} is already active`);
   if (candidateLoss === null) return refuse(`${candidate.id} has no held-out metrics to compare`);
   if (baseLoss === null) return refuse(`${candidate.id} has no held-out loss of the base model to compare with`);
-  if (!(candidateLoss < baseLoss)) return refuse(`held-out loss ${fmt(candidateLoss)} does not beat the base model's ${fmt(baseLoss)}`);
-  if (activeId === null) return result(true, `held-out loss ${fmt(candidateLoss)} beats the base model's ${fmt(baseLoss)}; no adapter was active`);
+  if (!(candidateLoss < baseLoss))
+    return refuse(`held-out loss ${fmt(candidateLoss)} does not beat the base model's ${fmt(baseLoss)}`);
+  if (activeId === null)
+    return result(
+      true,
+      `held-out loss ${fmt(candidateLoss)} beats the base model's ${fmt(baseLoss)}; no adapter was active`,
+    );
   if (activeLoss === null) {
     const why = input.activeProblem ?? `active adapter ${activeId} has no held-out metrics`;
-    return result(true, `held-out loss ${fmt(candidateLoss)} beats the base model's ${fmt(baseLoss)}; ${why}, so it was compared with the base only`);
+    return result(
+      true,
+      `held-out loss ${fmt(candidateLoss)} beats the base model's ${fmt(baseLoss)}; ${why}, so it was compared with the base only`,
+    );
   }
   const source = sameSplit ? 'on the same held-out split' : 'from its own manifest';
   if (!(candidateLoss < activeLoss)) {
-    return refuse(`held-out loss ${fmt(candidateLoss)} does not beat active adapter ${activeId}'s ${fmt(activeLoss)} (${source})`);
+    return refuse(
+      `held-out loss ${fmt(candidateLoss)} does not beat active adapter ${activeId}'s ${fmt(activeLoss)} (${source})`,
+    );
   }
-  return result(true, `held-out loss ${fmt(candidateLoss)} beats the base model's ${fmt(baseLoss)} and active adapter ${activeId}'s ${fmt(activeLoss)} (${source})`);
+  return result(
+    true,
+    `held-out loss ${fmt(candidateLoss)} beats the base model's ${fmt(baseLoss)} and active adapter ${activeId}'s ${fmt(activeLoss)} (${source})`,
+  );
 }
 
-function setActive(state: RegistryState, mode: Mode, id: string, action: HistoryAction, reason: string): { state: RegistryState; result: ActivationResult } {
+function setActive(
+  state: RegistryState,
+  mode: Mode,
+  id: string,
+  action: HistoryAction,
+  reason: string,
+): { state: RegistryState; result: ActivationResult } {
   const from = state.active[mode] ?? null;
   if (from === id) return { state, result: { mode, from, to: id, changed: false } };
   const next = clone(state);
@@ -689,7 +788,9 @@ function setActive(state: RegistryState, mode: Mode, id: string, action: History
 /** A compliance adapter is trained on the configured paths under a policy; nothing else serves that mode. */
 function checkModeFit(manifest: AdapterManifest, mode: Mode): void {
   if (mode === 'compliance' && manifest.mode !== 'compliance') {
-    throw new Error(`adapter ${manifest.id} was trained for mode ${manifest.mode}; only an adapter trained for compliance can serve compliance`);
+    throw new Error(
+      `adapter ${manifest.id} was trained for mode ${manifest.mode}; only an adapter trained for compliance can serve compliance`,
+    );
   }
 }
 
@@ -727,7 +828,8 @@ export function parseRegistryState(text: string, source = REGISTRY_FILE): Regist
   }
   if (json === null || typeof json !== 'object' || Array.isArray(json)) return fail('must be a JSON object');
   const raw = json as Record<string, unknown>;
-  if (raw.version !== REGISTRY_VERSION) fail(`version is ${JSON.stringify(raw.version)}; this Idiom reads version ${REGISTRY_VERSION}`);
+  if (raw.version !== REGISTRY_VERSION)
+    fail(`version is ${JSON.stringify(raw.version)}; this Idiom reads version ${REGISTRY_VERSION}`);
   const objectField = (key: string): Record<string, unknown> => {
     const value = raw[key] ?? {};
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return fail(`"${key}" must be an object`);
@@ -735,7 +837,8 @@ export function parseRegistryState(text: string, source = REGISTRY_FILE): Regist
   };
   const idOrNull = (value: unknown, where: string): string | null => {
     if (value === null) return null;
-    if (typeof value !== 'string' || !isAdapterId(value)) return fail(`${where} must be an adapter id or null, got ${JSON.stringify(value)}`);
+    if (typeof value !== 'string' || !isAdapterId(value))
+      return fail(`${where} must be an adapter id or null, got ${JSON.stringify(value)}`);
     return value;
   };
   const state = emptyState();
@@ -755,7 +858,8 @@ export function parseRegistryState(text: string, source = REGISTRY_FILE): Regist
     if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) fail(`history[${i}] must be an object`);
     const e = entry as Record<string, unknown>;
     if (typeof e.at !== 'string' || Number.isNaN(Date.parse(e.at))) fail(`history[${i}].at must be an ISO 8601 date`);
-    if (!['activate', 'promote', 'rollback', 'remove'].includes(e.action as string)) fail(`history[${i}].action ${JSON.stringify(e.action)} is unknown`);
+    if (!['activate', 'promote', 'rollback', 'remove'].includes(e.action as string))
+      fail(`history[${i}].action ${JSON.stringify(e.action)} is unknown`);
     if (!MODES.includes(e.mode as Mode)) fail(`history[${i}].mode ${JSON.stringify(e.mode)} is unknown`);
     if (typeof e.reason !== 'string') fail(`history[${i}].reason must be a string`);
     state.history.push({
@@ -789,7 +893,8 @@ export function ensureGitExclude(repoRoot: string, registryDir: string): string 
   try {
     text = fs.readFileSync(excludeFile, 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`${excludeFile}: cannot read (${(error as NodeJS.ErrnoException).code})`);
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new Error(`${excludeFile}: cannot read (${(error as NodeJS.ErrnoException).code})`);
   }
   const bare = entry.slice(1, -1);
   const equivalent = new Set([entry, `/${bare}`, bare, `${bare}/`]);

@@ -32,7 +32,8 @@ export function installInterruptHandlers(): void {
       received++;
       if (received > 1 || handlers.size === 0) quit(signal, '');
       for (const handler of [...handlers]) handler(signal);
-      if (signal === 'SIGTERM') setTimeout(() => quit(signal, ` (no clean stop within ${CLEAN_STOP_MS / 1000} s)`), CLEAN_STOP_MS).unref();
+      if (signal === 'SIGTERM')
+        setTimeout(() => quit(signal, ` (no clean stop within ${CLEAN_STOP_MS / 1000} s)`), CLEAN_STOP_MS).unref();
     });
   }
 }

@@ -25,12 +25,14 @@ export function resolveBaseDir(base: string | undefined): string {
   if (base) {
     const dir = path.resolve(base);
     if (!fs.existsSync(path.join(dir, 'config.json'))) throw new Error(`${dir}: not a model folder (no config.json)`);
-    if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) throw new Error(`${dir}: the base model has no tokenizer.json`);
+    if (!fs.existsSync(path.join(dir, 'tokenizer.json')))
+      throw new Error(`${dir}: the base model has no tokenizer.json`);
     return dir;
   }
   const root = packageRoot();
   const dir = root ? path.join(root, 'models') : null;
-  if (!dir || !fs.existsSync(path.join(dir, 'config.json'))) throw new Error('no base model: the default model (models/) is not installed; pass --base DIR');
+  if (!dir || !fs.existsSync(path.join(dir, 'config.json')))
+    throw new Error('no base model: the default model (models/) is not installed; pass --base DIR');
   return dir;
 }
 
@@ -39,7 +41,8 @@ export async function baseWeightsSha256(dir: string): Promise<string> {
   const index = path.join(dir, WEIGHTS_INDEX_FILE);
   if (fs.existsSync(path.join(dir, SINGLE_WEIGHTS_FILE))) files = [SINGLE_WEIGHTS_FILE];
   else if (fs.existsSync(index)) {
-    const map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {};
+    const map =
+      (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {};
     files = [...new Set(Object.values(map))].sort();
   } else throw new Error(`${dir}: no ${SINGLE_WEIGHTS_FILE} or ${WEIGHTS_INDEX_FILE}`);
   return sha256OfFiles(files.map((file) => path.join(dir, file)));

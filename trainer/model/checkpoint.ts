@@ -61,12 +61,16 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   for (const spec of weightNames(config)) {
     const entry = found.get(spec.name);
     if (!entry) {
-      const where = weightMap?.[spec.name] ? path.join(dir, weightMap[spec.name]) : path.join(dir, files.length === 1 ? files[0] : WEIGHTS_INDEX_FILE);
+      const where = weightMap?.[spec.name]
+        ? path.join(dir, weightMap[spec.name])
+        : path.join(dir, files.length === 1 ? files[0] : WEIGHTS_INDEX_FILE);
       throw new Error(`${where}: missing tensor "${spec.name}" [${spec.shape.join(', ')}] required by ${CONFIG_FILE}`);
     }
     const { tensor, file } = entry;
     if (!sameShape(tensor.shape, spec.shape)) {
-      throw new Error(`${file}: tensor "${spec.name}" has shape [${tensor.shape.join(', ')}], expected [${spec.shape.join(', ')}] from ${CONFIG_FILE}`);
+      throw new Error(
+        `${file}: tensor "${spec.name}" has shape [${tensor.shape.join(', ')}], expected [${spec.shape.join(', ')}] from ${CONFIG_FILE}`,
+      );
     }
     if (tensor.dtype !== 'F32' && tensor.dtype !== 'F16' && tensor.dtype !== 'BF16') {
       throw new Error(`${file}: tensor "${spec.name}" is ${tensor.dtype}; weights must be F32, F16 or BF16`);
@@ -82,11 +86,14 @@ async function listWeightFiles(dir: string): Promise<{ files: string[]; weightMa
   try {
     indexText = await fs.promises.readFile(indexPath, 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`${indexPath}: cannot read (${(error as NodeJS.ErrnoException).code})`);
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new Error(`${indexPath}: cannot read (${(error as NodeJS.ErrnoException).code})`);
   }
   if (indexText === null) {
     if (!fs.existsSync(path.join(dir, SINGLE_WEIGHTS_FILE))) {
-      throw new Error(`${dir}: no ${SINGLE_WEIGHTS_FILE} or ${WEIGHTS_INDEX_FILE} (not a safetensors checkpoint folder)`);
+      throw new Error(
+        `${dir}: no ${SINGLE_WEIGHTS_FILE} or ${WEIGHTS_INDEX_FILE} (not a safetensors checkpoint folder)`,
+      );
     }
     return { files: [SINGLE_WEIGHTS_FILE] };
   }
@@ -102,8 +109,16 @@ async function listWeightFiles(dir: string): Promise<{ files: string[]; weightMa
   }
   const files = new Set<string>();
   for (const [name, file] of Object.entries(weightMap as Record<string, unknown>)) {
-    if (typeof file !== 'string' || file.length === 0 || path.basename(file) !== file || file === '.' || file === '..') {
-      throw new Error(`${indexPath}: weight_map entry for "${name}" must be a file name in the same folder, got ${JSON.stringify(file)}`);
+    if (
+      typeof file !== 'string' ||
+      file.length === 0 ||
+      path.basename(file) !== file ||
+      file === '.' ||
+      file === '..'
+    ) {
+      throw new Error(
+        `${indexPath}: weight_map entry for "${name}" must be a file name in the same folder, got ${JSON.stringify(file)}`,
+      );
     }
     files.add(file);
   }
@@ -131,7 +146,9 @@ export async function saveCheckpoint(
     const tensor = weights.get(spec.name);
     if (!tensor) throw new Error(`saveCheckpoint: missing tensor "${spec.name}" [${spec.shape.join(', ')}]`);
     if (!sameShape(tensor.shape, spec.shape)) {
-      throw new Error(`saveCheckpoint: tensor "${spec.name}" has shape [${tensor.shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
+      throw new Error(
+        `saveCheckpoint: tensor "${spec.name}" has shape [${tensor.shape.join(', ')}], expected [${spec.shape.join(', ')}]`,
+      );
     }
     if (tensor.dtype !== 'float32' && tensor.dtype !== 'float16') {
       throw new Error(`saveCheckpoint: tensor "${spec.name}" is ${tensor.dtype}; weights must be float32 or float16`);
@@ -173,10 +190,14 @@ export async function saveCheckpoint(
       files.push(file);
     });
     const index = { metadata: { total_size: totalSize }, weight_map: weightMap };
-    writeFileAtomically(path.join(dir, WEIGHTS_INDEX_FILE), [new TextEncoder().encode(`${JSON.stringify(index, null, 2)}\n`)]);
+    writeFileAtomically(path.join(dir, WEIGHTS_INDEX_FILE), [
+      new TextEncoder().encode(`${JSON.stringify(index, null, 2)}\n`),
+    ]);
   }
   const configJson = { ...toHfConfigJson(config), torch_dtype: dtype };
-  writeFileAtomically(path.join(dir, CONFIG_FILE), [new TextEncoder().encode(`${JSON.stringify(configJson, null, 2)}\n`)]);
+  writeFileAtomically(path.join(dir, CONFIG_FILE), [
+    new TextEncoder().encode(`${JSON.stringify(configJson, null, 2)}\n`),
+  ]);
 
   const sorted = [...files].sort();
   return { sha256: await sha256OfFiles(sorted.map((file) => path.join(dir, file))), files: sorted };
@@ -186,7 +207,11 @@ export async function saveCheckpoint(
  * Deterministic random weights for `cfg` (tests, benchmarks, the untrained default model):
  * matrices and biases ~ N(0, std), RMSNorm weights = 1.
  */
-export function randomCheckpointWeights(cfg: ModelConfig, seed: number, options: { std?: number } = {}): Map<string, HostTensor> {
+export function randomCheckpointWeights(
+  cfg: ModelConfig,
+  seed: number,
+  options: { std?: number } = {},
+): Map<string, HostTensor> {
   const std = options.std ?? 0.02;
   const rng = new Rng(seed);
   const weights = new Map<string, HostTensor>();

@@ -91,7 +91,9 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
   }
   if (raw.head_dim === undefined || raw.head_dim === null) {
     if (hiddenSize % numHeads !== 0) {
-      fail(`hidden_size (${hiddenSize}) must be divisible by num_attention_heads (${numHeads}) when head_dim is absent`);
+      fail(
+        `hidden_size (${hiddenSize}) must be divisible by num_attention_heads (${numHeads}) when head_dim is absent`,
+      );
     }
   }
   const headDim = positiveInt('head_dim', hiddenSize / numHeads);
@@ -191,7 +193,8 @@ export function toHfConfigJson(cfg: ModelConfig): Record<string, unknown> {
     json.use_sliding_window = false;
   }
   if (cfg.bosTokenId !== undefined) json.bos_token_id = cfg.bosTokenId;
-  if (cfg.eosTokenId !== undefined) json.eos_token_id = Array.isArray(cfg.eosTokenId) ? [...cfg.eosTokenId] : cfg.eosTokenId;
+  if (cfg.eosTokenId !== undefined)
+    json.eos_token_id = Array.isArray(cfg.eosTokenId) ? [...cfg.eosTokenId] : cfg.eosTokenId;
   if (cfg.torchDtype !== undefined) json.torch_dtype = cfg.torchDtype;
   return json;
 }
@@ -205,7 +208,15 @@ export const LM_HEAD_WEIGHT = 'lm_head.weight';
 export type AttentionProjection = 'q_proj' | 'k_proj' | 'v_proj' | 'o_proj';
 export type MlpProjection = 'gate_proj' | 'up_proj' | 'down_proj';
 export type Projection = AttentionProjection | MlpProjection;
-export const PROJECTIONS: readonly Projection[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+export const PROJECTIONS: readonly Projection[] = [
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'o_proj',
+  'gate_proj',
+  'up_proj',
+  'down_proj',
+];
 export type LayerNorm = 'input_layernorm' | 'post_attention_layernorm';
 
 /** `model.layers.{layer}.self_attn.q_proj` / `model.layers.{layer}.mlp.gate_proj` (PEFT target module path). */

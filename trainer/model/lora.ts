@@ -21,9 +21,11 @@ export function loraScaling(lora: { r: number; alpha: number; useRslora?: boolea
 
 export function validateLora(lora: LoraConfig): void {
   if (!Number.isSafeInteger(lora.r) || lora.r < 1) throw new Error(`LoRA r must be a positive integer, got ${lora.r}`);
-  if (!Number.isFinite(lora.alpha) || lora.alpha <= 0) throw new Error(`LoRA alpha must be a positive number, got ${lora.alpha}`);
+  if (!Number.isFinite(lora.alpha) || lora.alpha <= 0)
+    throw new Error(`LoRA alpha must be a positive number, got ${lora.alpha}`);
   if (lora.targets.length === 0) throw new Error('LoRA needs at least one target module');
   for (const target of lora.targets) {
-    if (!PROJECTIONS.includes(target)) throw new Error(`unknown LoRA target module "${target}" (known: ${PROJECTIONS.join(', ')})`);
+    if (!PROJECTIONS.includes(target))
+      throw new Error(`unknown LoRA target module "${target}" (known: ${PROJECTIONS.join(', ')})`);
   }
 }

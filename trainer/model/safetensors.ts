@@ -11,7 +11,18 @@ import { bfloat16ArrayToFloat32, float32ArrayToBfloat16, float32ArrayToHalf, hal
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
-const ITEM_SIZE: Record<SafetensorsDType, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+const ITEM_SIZE: Record<SafetensorsDType, number> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
 const SUPPORTED_DTYPES = Object.keys(ITEM_SIZE) as SafetensorsDType[];
 
 /** The reference implementation refuses headers above 100 MB; so do we. */
@@ -101,7 +112,11 @@ export class SafetensorsTensor {
       case 'I16':
         return { dtype: 'int32', shape, data: Int32Array.from(this.integers()) };
       case 'I8':
-        return { dtype: 'int8', shape, data: new Int8Array(this.bytes.buffer, this.bytes.byteOffset, this.bytes.length) };
+        return {
+          dtype: 'int8',
+          shape,
+          data: new Int8Array(this.bytes.buffer, this.bytes.byteOffset, this.bytes.length),
+        };
       case 'U8':
         return { dtype: 'uint8', shape, data: this.bytes };
       case 'BOOL':
@@ -209,7 +224,8 @@ export function parseHeaderBytes(bytes: Uint8Array, fileSize: number, source: st
   const low = view.getUint32(0, true);
   const high = view.getUint32(4, true);
   const headerLength = high * 2 ** 32 + low;
-  if (high !== 0 || headerLength > MAX_HEADER_BYTES) fail(`header length ${headerLength} is absurd (limit ${MAX_HEADER_BYTES})`);
+  if (high !== 0 || headerLength > MAX_HEADER_BYTES)
+    fail(`header length ${headerLength} is absurd (limit ${MAX_HEADER_BYTES})`);
   if (headerLength < 2) fail(`header length ${headerLength} is too small for a JSON object`);
   if (8 + headerLength > fileSize) fail(`header length ${headerLength} runs past the end of the ${fileSize}-byte file`);
   if (bytes.length < 8 + headerLength) fail(`only ${bytes.length} of ${8 + headerLength} header bytes available`);
@@ -237,7 +253,8 @@ export function parseHeaderBytes(bytes: Uint8Array, fileSize: number, source: st
       metadata = parseMetadata(value, fail);
       continue;
     }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(`tensor "${name}": entry must be an object`);
+    if (value === null || typeof value !== 'object' || Array.isArray(value))
+      fail(`tensor "${name}": entry must be an object`);
     const entry = value as Record<string, unknown>;
     const dtype = entry.dtype;
     if (typeof dtype !== 'string') fail(`tensor "${name}": missing or non-string "dtype"`);
@@ -254,14 +271,19 @@ export function parseHeaderBytes(bytes: Uint8Array, fileSize: number, source: st
       offsets.length !== 2 ||
       !offsets.every((o) => typeof o === 'number' && Number.isSafeInteger(o) && o >= 0)
     ) {
-      fail(`tensor "${name}": "data_offsets" must be [begin, end] non-negative integers, got ${JSON.stringify(offsets)}`);
+      fail(
+        `tensor "${name}": "data_offsets" must be [begin, end] non-negative integers, got ${JSON.stringify(offsets)}`,
+      );
     }
     const [begin, end] = offsets as [number, number];
     if (begin > end) fail(`tensor "${name}": data_offsets [${begin}, ${end}] are reversed`);
-    if (end > dataLength) fail(`tensor "${name}": data_offsets [${begin}, ${end}] out of bounds of the ${dataLength}-byte data buffer`);
+    if (end > dataLength)
+      fail(`tensor "${name}": data_offsets [${begin}, ${end}] out of bounds of the ${dataLength}-byte data buffer`);
     const expectedBytes = elementCount(shape as number[]) * ITEM_SIZE[dtype as SafetensorsDType];
     if (end - begin !== expectedBytes) {
-      fail(`tensor "${name}": data_offsets span ${end - begin} bytes but ${dtype} [${(shape as number[]).join(', ')}] needs ${expectedBytes}`);
+      fail(
+        `tensor "${name}": data_offsets span ${end - begin} bytes but ${dtype} [${(shape as number[]).join(', ')}] needs ${expectedBytes}`,
+      );
     }
     tensors.set(name, { dtype: dtype as SafetensorsDType, shape: [...(shape as number[])], dataOffsets: [begin, end] });
   }
@@ -279,7 +301,8 @@ export function parseHeaderBytes(bytes: Uint8Array, fileSize: number, source: st
 }
 
 function parseMetadata(value: unknown, fail: (message: string) => never): Record<string, string> {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail('"__metadata__" must be an object of strings');
+  if (value === null || typeof value !== 'object' || Array.isArray(value))
+    fail('"__metadata__" must be an object of strings');
   const metadata: Record<string, string> = {};
   for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
     if (typeof item !== 'string') fail(`"__metadata__" value for "${key}" must be a string`);
@@ -316,7 +339,11 @@ interface PlannedFile {
   totalBytes: number;
 }
 
-function planSafetensors(tensors: TensorSet, metadata: Record<string, string> | undefined, options: WriteSafetensorsOptions): PlannedFile {
+function planSafetensors(
+  tensors: TensorSet,
+  metadata: Record<string, string> | undefined,
+  options: WriteSafetensorsOptions,
+): PlannedFile {
   assertLittleEndianHost();
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   const prepared = entries.map(([name, tensor]) => {
@@ -326,7 +353,9 @@ function planSafetensors(tensors: TensorSet, metadata: Record<string, string> | 
     }
     const n = elementCount(tensor.shape);
     if (tensor.data.length !== n) {
-      throw new Error(`safetensors: tensor "${name}" of shape [${tensor.shape.join(', ')}] needs ${n} values, has ${tensor.data.length}`);
+      throw new Error(
+        `safetensors: tensor "${name}" of shape [${tensor.shape.join(', ')}] needs ${n} values, has ${tensor.data.length}`,
+      );
     }
     const { dtype, bytes } = encodeTensor(name, tensor, options.floatDtype ?? 'F32');
     return { name, dtype, shape: tensor.shape, bytes };
@@ -343,7 +372,11 @@ function planSafetensors(tensors: TensorSet, metadata: Record<string, string> | 
   }
   let offset = 0;
   for (const tensor of prepared) {
-    headerJson[tensor.name] = { dtype: tensor.dtype, shape: tensor.shape, data_offsets: [offset, offset + tensor.bytes.length] };
+    headerJson[tensor.name] = {
+      dtype: tensor.dtype,
+      shape: tensor.shape,
+      data_offsets: [offset, offset + tensor.bytes.length],
+    };
     offset += tensor.bytes.length;
   }
   const json = new TextEncoder().encode(JSON.stringify(headerJson));
@@ -354,10 +387,17 @@ function planSafetensors(tensors: TensorSet, metadata: Record<string, string> | 
   return { header, chunks: prepared.map((t) => t.bytes), totalBytes: header.length + offset };
 }
 
-function encodeTensor(name: string, tensor: HostTensor, floatDtype: 'F32' | 'F16' | 'BF16'): { dtype: SafetensorsDType; bytes: Uint8Array } {
+function encodeTensor(
+  name: string,
+  tensor: HostTensor,
+  floatDtype: 'F32' | 'F16' | 'BF16',
+): { dtype: SafetensorsDType; bytes: Uint8Array } {
   const asBytes = (data: ArrayBufferView): Uint8Array => new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   const expect = <T>(ok: boolean, data: T): T => {
-    if (!ok) throw new Error(`safetensors: tensor "${name}" has dtype ${tensor.dtype} but its data is a ${tensor.data.constructor.name}`);
+    if (!ok)
+      throw new Error(
+        `safetensors: tensor "${name}" has dtype ${tensor.dtype} but its data is a ${tensor.data.constructor.name}`,
+      );
     return data;
   };
   const data = tensor.data;
@@ -386,7 +426,11 @@ function encodeTensor(name: string, tensor: HostTensor, floatDtype: 'F32' | 'F16
 }
 
 /** The whole safetensors image in memory (for small tensors and tests). */
-export function serializeSafetensors(tensors: TensorSet, metadata?: Record<string, string>, options: WriteSafetensorsOptions = {}): Uint8Array {
+export function serializeSafetensors(
+  tensors: TensorSet,
+  metadata?: Record<string, string>,
+  options: WriteSafetensorsOptions = {},
+): Uint8Array {
   const plan = planSafetensors(tensors, metadata, options);
   const out = new Uint8Array(plan.totalBytes);
   out.set(plan.header, 0);
@@ -411,7 +455,10 @@ export function writeSafetensors(
 
 /** Writes `chunks` to `file` through a temp file + rename, so readers never see a partial file. */
 export function writeFileAtomically(file: string, chunks: Uint8Array[]): void {
-  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
+  const temp = path.join(
+    path.dirname(file),
+    `.${path.basename(file)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`,
+  );
   let fd: number | null = null;
   try {
     fd = fs.openSync(temp, 'w');
@@ -440,7 +487,9 @@ function openForReading(file: string): number {
   try {
     return fs.openSync(file, 'r');
   } catch (error) {
-    throw new Error(`${file}: cannot open safetensors file (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+    throw new Error(
+      `${file}: cannot open safetensors file (${(error as NodeJS.ErrnoException).code ?? String(error)})`,
+    );
   }
 }
 

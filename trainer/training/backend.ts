@@ -2,7 +2,14 @@ import type { ModelConfig } from '../model/config';
 import type { EngineWorker } from '../compute/runtime/client';
 import type { HostTensor } from '../model/tensor';
 import type { TrainableTensor } from './ort/graph';
-import { Trainer, type EvaluationResult, type OptimizerState, type StepResult, type TrainingBatch, type WeightSource } from './ort/trainer';
+import {
+  Trainer,
+  type EvaluationResult,
+  type OptimizerState,
+  type StepResult,
+  type TrainingBatch,
+  type WeightSource,
+} from './ort/trainer';
 import { probeTorch, type ProbeOptions, type TorchProbe } from './torch-bridge/python';
 import { TorchTrainer, type TorchTrainerOptions } from './torch-bridge/torch-trainer';
 
@@ -45,7 +52,10 @@ export interface SelectOptions extends ProbeOptions {
   probe?: () => Promise<TorchProbe>;
 }
 
-export async function selectTrainingBackend(request: BackendRequest, options: SelectOptions = {}): Promise<BackendSelection> {
+export async function selectTrainingBackend(
+  request: BackendRequest,
+  options: SelectOptions = {},
+): Promise<BackendSelection> {
   if (request !== 'auto' && request !== 'ort' && request !== 'torch') {
     throw new Error(`unknown backend "${String(request)}" (expected auto, ort or torch)`);
   }
@@ -53,12 +63,29 @@ export async function selectTrainingBackend(request: BackendRequest, options: Se
   const probe = await (options.probe ?? (() => probeTorch(options)))();
   if (request === 'auto') {
     if (probe.ok && probe.cuda) {
-      return { backend: 'torch', device: cudaDevice(probe), python: probe.python, torchVersion: probe.torchVersion, message: `training on ${cudaDevice(probe)} with PyTorch ${probe.torchVersion}` };
+      return {
+        backend: 'torch',
+        device: cudaDevice(probe),
+        python: probe.python,
+        torchVersion: probe.torchVersion,
+        message: `training on ${cudaDevice(probe)} with PyTorch ${probe.torchVersion}`,
+      };
     }
     return { backend: 'ort', device: 'cpu', message: null };
   }
-  if (!probe.ok) return { backend: 'ort', device: 'cpu', message: `PyTorch backend unavailable (${probe.reason}); training with ONNX Runtime on the CPU` };
-  return { backend: 'torch', device: probe.cuda ? cudaDevice(probe) : 'cpu', python: probe.python, torchVersion: probe.torchVersion, message: null };
+  if (!probe.ok)
+    return {
+      backend: 'ort',
+      device: 'cpu',
+      message: `PyTorch backend unavailable (${probe.reason}); training with ONNX Runtime on the CPU`,
+    };
+  return {
+    backend: 'torch',
+    device: probe.cuda ? cudaDevice(probe) : 'cpu',
+    python: probe.python,
+    torchVersion: probe.torchVersion,
+    message: null,
+  };
 }
 
 /**
@@ -72,7 +99,11 @@ export async function createStepTrainer(
   options: TorchTrainerOptions,
 ): Promise<StepTrainer> {
   if (selection.backend === 'ort') return Trainer.create(worker, source, options);
-  return TorchTrainer.create(source, { ...options, python: options.python ?? selection.python, device: options.device ?? (selection.device === 'cpu' ? 'cpu' : 'cuda') });
+  return TorchTrainer.create(source, {
+    ...options,
+    python: options.python ?? selection.python,
+    device: options.device ?? (selection.device === 'cpu' ? 'cpu' : 'cuda'),
+  });
 }
 
 function cudaDevice(probe: Extract<TorchProbe, { ok: true }>): string {

@@ -9,7 +9,9 @@ export async function hashFileInto(hash: Hash, file: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     fs.createReadStream(file, { highWaterMark: 4 * 1024 * 1024 })
       .on('data', (chunk) => hash.update(chunk))
-      .on('error', (error: NodeJS.ErrnoException) => reject(new Error(`${file}: cannot read (${error.code ?? error.message})`)))
+      .on('error', (error: NodeJS.ErrnoException) =>
+        reject(new Error(`${file}: cannot read (${error.code ?? error.message})`)),
+      )
       .on('end', () => resolve());
   });
 }

@@ -16,7 +16,12 @@ const bin = path.join(__dirname, '..', '..', '..', 'trainer', 'cli', 'bin.js');
 function idiom(args: string[], timeoutMs = 120_000) {
   const started = Date.now();
   // SIGKILL on timeout: a command that spins would ignore a gentler signal.
-  const run = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 26 });
+  const run = spawnSync(process.execPath, [bin, ...args], {
+    encoding: 'utf8',
+    timeout: timeoutMs,
+    killSignal: 'SIGKILL',
+    maxBuffer: 1 << 26,
+  });
   return { status: run.status, signal: run.signal, stdout: run.stdout, stderr: run.stderr, ms: Date.now() - started };
 }
 
@@ -56,7 +61,10 @@ describe('idiom CLI: hostile paths, signals and broken state', function () {
     assert.deepEqual(fs.readdirSync(folder), []);
   });
 
-  for (const [signal, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+  for (const [signal, code] of [
+    ['SIGTERM', 143],
+    ['SIGINT', 130],
+  ] as const) {
     it(`${signal} ends a running command with status ${code} and one line`, async () => {
       // The language server waits on stdin forever: only the signal can end it.
       const child = spawn(process.execPath, [bin, 'lsp', '--stdio'], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -64,7 +72,9 @@ describe('idiom CLI: hostile paths, signals and broken state', function () {
       child.stderr.on('data', (chunk) => (stderr += String(chunk)));
       child.stdout.resume();
       await new Promise((resolve) => setTimeout(resolve, 3000));
-      const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.once('exit', (exitCode, exitSignal) => resolve({ code: exitCode, signal: exitSignal })));
+      const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+        child.once('exit', (exitCode, exitSignal) => resolve({ code: exitCode, signal: exitSignal })),
+      );
       child.kill(signal);
       const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
       const result = await exited;
@@ -91,7 +101,10 @@ describe('idiom CLI: hostile paths, signals and broken state', function () {
       await writeAdapter(staging, {
         config: { r: 2, alpha: 4, targets: ['q_proj'] },
         tensors: randomLoraTensors(tinyConfig, 2, ['q_proj'], second),
-        manifest: draftManifest({ created: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(), mode: (['complete', 'review', 'compliance'] as const)[second - 1] }),
+        manifest: draftManifest({
+          created: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(),
+          mode: (['complete', 'review', 'compliance'] as const)[second - 1],
+        }),
         baseConfig: tinyConfig,
       });
       ids.push((await registry.add(staging)).id);
@@ -123,7 +136,11 @@ describe('idiom CLI: hostile paths, signals and broken state', function () {
     // A header, one row per adapter, one warning per broken one; nothing else.
     assert.equal(lines.length, 1 + 3 + 3, human.stdout);
     assert.ok(!lines.some((line) => line.startsWith('INJECTED')), human.stdout);
-    for (const id of ids) assert.ok(lines.some((line) => line.startsWith(`warning: active ${id} is unusable`)), human.stdout);
+    for (const id of ids)
+      assert.ok(
+        lines.some((line) => line.startsWith(`warning: active ${id} is unusable`)),
+        human.stdout,
+      );
   });
 
   it('a train that fails on NaN base weights says so (not "lower learning rate") and leaves no .idiom/', async () => {
@@ -137,10 +154,25 @@ describe('idiom CLI: hostile paths, signals and broken state', function () {
     fs.copyFileSync(path.join(model.dir, 'tokenizer.json'), path.join(nanDir, 'tokenizer.json'));
     const trainRepo = buildIdiomRepo(path.join(base, 'nan-train')).root;
 
-    const run = idiom(['train', trainRepo, '--base', nanDir, '--tokens', '4000', '--threads', '1', '--no-report', '--backend', 'ort']);
+    const run = idiom([
+      'train',
+      trainRepo,
+      '--base',
+      nanDir,
+      '--tokens',
+      '4000',
+      '--threads',
+      '1',
+      '--no-report',
+      '--backend',
+      'ort',
+    ]);
     assert.equal(run.status, 1, run.stderr);
     assert.match(run.stderr, /base model's weights are not finite/);
     assert.doesNotMatch(run.stderr, /lower learning rate/);
-    assert.ok(!fs.existsSync(path.join(trainRepo, '.idiom')), `.idiom/ left behind: ${fs.existsSync(path.join(trainRepo, '.idiom')) ? fs.readdirSync(path.join(trainRepo, '.idiom')).join(', ') : ''}`);
+    assert.ok(
+      !fs.existsSync(path.join(trainRepo, '.idiom')),
+      `.idiom/ left behind: ${fs.existsSync(path.join(trainRepo, '.idiom')) ? fs.readdirSync(path.join(trainRepo, '.idiom')).join(', ') : ''}`,
+    );
   });
 });

@@ -16,7 +16,15 @@ describe('engine generation inside the worker', function () {
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-gen-worker-'));
-    const cfg = tinyModelConfig({ model_type: 'qwen2', hidden_size: 64, intermediate_size: 96, vocab_size: 97, rms_norm_eps: 1e-6, max_position_embeddings: 256, tie_word_embeddings: true });
+    const cfg = tinyModelConfig({
+      model_type: 'qwen2',
+      hidden_size: 64,
+      intermediate_size: 96,
+      vocab_size: 97,
+      rms_norm_eps: 1e-6,
+      max_position_embeddings: 256,
+      tie_word_embeddings: true,
+    });
     await saveCheckpoint(dir, cfg, randomCheckpointWeights(cfg, 3, { std: 0.2 }));
     worker = EngineWorker.start();
   });
@@ -37,9 +45,18 @@ describe('engine generation inside the worker', function () {
     assert.deepEqual(inWorker.tokens, (await local.generate(prompt, { maxTokens: 16 })).tokens);
 
     const rng = new Rng(4);
-    const modules: Record<string, { a: { dtype: 'float32'; shape: number[]; data: Float32Array }; b: { dtype: 'float32'; shape: number[]; data: Float32Array } }> = {};
+    const modules: Record<
+      string,
+      {
+        a: { dtype: 'float32'; shape: number[]; data: Float32Array };
+        b: { dtype: 'float32'; shape: number[]; data: Float32Array };
+      }
+    > = {};
     for (let layer = 0; layer < 2; layer++) {
-      for (const [projection, out] of [['self_attn.q_proj', 64], ['self_attn.v_proj', 32]] as const) {
+      for (const [projection, out] of [
+        ['self_attn.q_proj', 64],
+        ['self_attn.v_proj', 32],
+      ] as const) {
         modules[`model.layers.${layer}.${projection}`] = {
           a: { dtype: 'float32', shape: [4, 64], data: rng.fillNormal(new Float32Array(4 * 64), 0, 0.5) },
           b: { dtype: 'float32', shape: [out, 4], data: rng.fillNormal(new Float32Array(out * 4), 0, 0.5) },
@@ -57,9 +74,15 @@ describe('engine generation inside the worker', function () {
     for (const [w, window] of windows.entries()) {
       const expected = await local.session.nll(window);
       const got = baseNll.subarray(w * (prompt.length - 1), (w + 1) * (prompt.length - 1));
-      assert.ok(expected.every((v, i) => Math.abs(v - got[i]) < 1e-5), `window ${w}: worker base NLL differs from in-process`);
+      assert.ok(
+        expected.every((v, i) => Math.abs(v - got[i]) < 1e-5),
+        `window ${w}: worker base NLL differs from in-process`,
+      );
     }
-    assert.ok(adaptedNll.some((v, i) => Math.abs(v - baseNll[i]) > 1e-3), 'the adapter should change the NLL');
+    assert.ok(
+      adaptedNll.some((v, i) => Math.abs(v - baseNll[i]) > 1e-3),
+      'the adapter should change the NLL',
+    );
     await worker.call('setAdapter', loaded.id, null);
     assert.deepEqual((await worker.call('generate', loaded.id, { prompt, maxTokens: 16 })).tokens, inWorker.tokens);
 

@@ -7,7 +7,12 @@ import { languageForPath } from '../../../trainer/data/mining/languages';
 import { trainByteLevelBpe } from '../../../trainer/model/tokenizer/bpe-trainer';
 import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 import { commitFiles, initRepo, removeDir, tempDir } from '../../fixtures/mining/git-repo';
-import { DISGUISE_LOOKALIKES, disguisedSecrets, plantedSecrets, SECRET_LOOKALIKES } from '../../fixtures/mining/planted-secrets';
+import {
+  DISGUISE_LOOKALIKES,
+  disguisedSecrets,
+  plantedSecrets,
+  SECRET_LOOKALIKES,
+} from '../../fixtures/mining/planted-secrets';
 import { tsModule } from '../../fixtures/mining/sample-repo';
 
 const checkout = path.join(__dirname, '..', '..', '..');
@@ -30,7 +35,10 @@ describe('idiom mine: disguised credentials never reach the dataset', function (
     base = tempDir('disguised');
     root = initRepo(path.join(base, 'repo'));
     // This repository's own sources: ordinary code that talks about tokens, keys and passwords.
-    const tracked = execFileSync('git', ['ls-files', 'trainer', 'server', 'extension', 'test'], { cwd: checkout, encoding: 'utf8' });
+    const tracked = execFileSync('git', ['ls-files', 'trainer', 'server', 'extension', 'test'], {
+      cwd: checkout,
+      encoding: 'utf8',
+    });
     for (const file of tracked.split('\n')) {
       if (!file || !languageForPath(file) || !fs.existsSync(path.join(checkout, file))) continue;
       ownSources[`own/${file}`] = fs.readFileSync(path.join(checkout, file), 'utf8');
@@ -71,7 +79,11 @@ describe('idiom mine: disguised credentials never reach the dataset', function (
     const bytes = fs.readFileSync(out);
     const canaries = [...disguised.flatMap((secret) => secret.canaries), ...planted.map((secret) => secret.canary)];
     const leaked = canaries.filter((canary) => decoded.includes(canary) || bytes.includes(Buffer.from(canary)));
-    assert.deepEqual(leaked.map((canary) => `${canary.slice(0, 4)}…`), [], `${leaked.length} of ${canaries.length} credential pieces reached the dataset`);
+    assert.deepEqual(
+      leaked.map((canary) => `${canary.slice(0, 4)}…`),
+      [],
+      `${leaked.length} of ${canaries.length} credential pieces reached the dataset`,
+    );
     for (const canary of canaries) assert.ok(!run.stdout.includes(canary) && !run.stderr.includes(canary));
     // The lookalikes did reach it (they were mined, not dropped for another reason).
     assert.ok(decoded.includes('Basic authentication sends the user and password'));

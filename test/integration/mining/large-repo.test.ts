@@ -25,7 +25,8 @@ function buildLargeRepo(root: string): void {
   for (let i = 0; i < FILES; i++) all.push([`src/d${i % 1000}/m${i}.ts`, moduleText(i, 1)]);
   commit(1_600_000_000, 'import', all);
   const changed: [string, string][] = [];
-  for (let i = 0; i < CHANGED; i++) changed.push([`src/d${i % 1000}/m${i}.ts`, `${moduleText(i, 1)}export const revision${i} = 2;\n`]);
+  for (let i = 0; i < CHANGED; i++)
+    changed.push([`src/d${i % 1000}/m${i}.ts`, `${moduleText(i, 1)}export const revision${i} = 2;\n`]);
   commit(1_700_000_000, 'revise', changed);
   git(root, ['fast-import', '--quiet'], undefined, parts.join(''));
   // HEAD points at main; no checkout needed: mining reads blobs, not the work tree.

@@ -41,7 +41,14 @@ describe('idiom train --mode compliance', function () {
     assert.ok(mined.files.every((f) => f.path.startsWith('src/')));
     assert.ok(!JSON.stringify(mined.examples).includes(CANARY));
 
-    const result = await trainRepository({ repo: repo.root, base: model.dir, mode: 'compliance', budget: { tokens: 12_000 }, threads: 1, force: true });
+    const result = await trainRepository({
+      repo: repo.root,
+      base: model.dir,
+      mode: 'compliance',
+      budget: { tokens: 12_000 },
+      threads: 1,
+      force: true,
+    });
     const manifest = JSON.parse(fs.readFileSync(path.join(result.adapter.path, 'manifest.json'), 'utf8'));
     assert.equal(manifest.mode, 'compliance');
     assert.ok((manifest.dataset.excluded.policy ?? 0) >= 1, JSON.stringify(manifest.dataset.excluded));

@@ -16,7 +16,15 @@ import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-mode
 // only read the repository, so none of them may run: each program here leaves a marker file.
 
 const bin = path.join(__dirname, '..', '..', '..', 'trainer', 'cli', 'bin.js');
-const HOOKS = ['post-index-change', 'reference-transaction', 'post-checkout', 'pre-commit', 'post-commit', 'pre-auto-gc', 'fsmonitor-watchman'];
+const HOOKS = [
+  'post-index-change',
+  'reference-transaction',
+  'post-checkout',
+  'pre-commit',
+  'post-commit',
+  'pre-auto-gc',
+  'fsmonitor-watchman',
+];
 
 describe('git programs named by a repository Idiom did not write never run', function () {
   this.timeout(180_000);
@@ -45,12 +53,17 @@ describe('git programs named by a repository Idiom did not write never run', fun
   /** New mtimes, same content: comparing the work tree with the index now means hashing (and cleaning) files. */
   function touchTrackedFiles(): void {
     const later = new Date(Date.now() + 5_000);
-    for (const file of safeTestGit(['ls-files', '-z']).split('\0').filter(Boolean)) fs.utimesSync(path.join(root, file), later, later);
+    for (const file of safeTestGit(['ls-files', '-z']).split('\0').filter(Boolean))
+      fs.utimesSync(path.join(root, file), later, later);
   }
 
   function assertNothingRan(step: string): void {
     const ran = fs.readdirSync(markers);
-    assert.deepEqual(ran, [], `${step} ran ${ran.map((name) => `${name} (${fs.readFileSync(path.join(markers, name), 'utf8').trim()})`).join(', ')}`);
+    assert.deepEqual(
+      ran,
+      [],
+      `${step} ran ${ran.map((name) => `${name} (${fs.readFileSync(path.join(markers, name), 'utf8').trim()})`).join(', ')}`,
+    );
   }
 
   before(async () => {
@@ -59,8 +72,13 @@ describe('git programs named by a repository Idiom did not write never run', fun
     fs.mkdirSync(markers);
     model = await makeTinyModel(path.join(base, 'model'));
     root = buildIdiomRepo(base, 6).root;
-    commitFiles(root, '2024-01-01T10:00:00Z', 'fix: order lookup throws', { 'src/order.ts': entityModule('order').replace('repo.get(id)', 'repo.get(id.trim())') });
-    commitFiles(root, '2024-02-01T10:00:00Z', 'attributes', { '.gitattributes': '* filter=evil diff=evil\n*.json filter=proc\n', 'settings.json': '{"a": 1}\n' });
+    commitFiles(root, '2024-01-01T10:00:00Z', 'fix: order lookup throws', {
+      'src/order.ts': entityModule('order').replace('repo.get(id)', 'repo.get(id.trim())'),
+    });
+    commitFiles(root, '2024-02-01T10:00:00Z', 'attributes', {
+      '.gitattributes': '* filter=evil diff=evil\n*.json filter=proc\n',
+      'settings.json': '{"a": 1}\n',
+    });
 
     // Armed only now, so that building the repository ran none of them.
     const config: Array<[string, string]> = [
@@ -80,7 +98,10 @@ describe('git programs named by a repository Idiom did not write never run', fun
     // The scripts work: plain git runs them.
     touchTrackedFiles();
     spawnSync('git', ['status', '--porcelain'], { cwd: root });
-    assert.ok(fs.existsSync(path.join(markers, 'fsmonitor')) && fs.existsSync(path.join(markers, 'clean')), 'the armed repository runs its programs under plain git');
+    assert.ok(
+      fs.existsSync(path.join(markers, 'fsmonitor')) && fs.existsSync(path.join(markers, 'clean')),
+      'the armed repository runs its programs under plain git',
+    );
   });
   after(() => fs.rmSync(base, { recursive: true, force: true }));
 
@@ -99,9 +120,20 @@ describe('git programs named by a repository Idiom did not write never run', fun
   it('idiom review (a file against HEAD) and review --eval-fixes', async () => {
     fs.appendFileSync(path.join(root, 'src', 'user.ts'), 'export const unusual = 42;\n');
     try {
-      const review = await reviewFile({ file: path.join(root, 'src', 'user.ts'), base: model.dir, threads: 1, sampleLines: 40 });
+      const review = await reviewFile({
+        file: path.join(root, 'src', 'user.ts'),
+        base: model.dir,
+        threads: 1,
+        sampleLines: 40,
+      });
       assert.ok(review.lines.length >= 1);
-      const fixes = await evaluateFixCommits({ repo: root, base: model.dir, includeTrained: true, threads: 1, maxCommits: 1 });
+      const fixes = await evaluateFixCommits({
+        repo: root,
+        base: model.dir,
+        includeTrained: true,
+        threads: 1,
+        maxCommits: 1,
+      });
       assert.equal(fixes.commits.evaluated, 1);
     } finally {
       restore('src/user.ts');
@@ -120,7 +152,14 @@ describe('git programs named by a repository Idiom did not write never run', fun
   });
 
   it('idiom train', async () => {
-    const result = await trainRepository({ repo: root, base: model.dir, budget: { tokens: 4000 }, threads: 1, report: false, force: true });
+    const result = await trainRepository({
+      repo: root,
+      base: model.dir,
+      budget: { tokens: 4000 },
+      threads: 1,
+      report: false,
+      force: true,
+    });
     const manifest = JSON.parse(fs.readFileSync(path.join(result.adapter.path, 'manifest.json'), 'utf8'));
     assert.equal(manifest.repo.dirty, false);
     assertNothingRan('train');

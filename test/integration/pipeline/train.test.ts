@@ -27,12 +27,18 @@ type JsonLine = Record<string, unknown> & { type: string };
 
 function runCli(args: string[]): { status: number | null; lines: JsonLine[]; stderr: string } {
   const out = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
-  const lines = out.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as JsonLine);
+  const lines = out.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as JsonLine);
   return { status: out.status, lines, stderr: out.stderr };
 }
 
 /** Starts the CLI; `onLine` sees each JSON line of stdout as it comes. */
-function startCli(args: string[], onLine: (line: JsonLine, child: ChildProcess) => void = () => {}): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; lines: JsonLine[] }> } {
+function startCli(
+  args: string[],
+  onLine: (line: JsonLine, child: ChildProcess) => void = () => {},
+): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; lines: JsonLine[] }> } {
   const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: JsonLine[] = [];
   let buffer = '';
@@ -49,7 +55,10 @@ function startCli(args: string[], onLine: (line: JsonLine, child: ChildProcess) 
     }
   });
   child.stderr!.resume();
-  return { child, done: new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, lines }))) };
+  return {
+    child,
+    done: new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, lines }))),
+  };
 }
 
 async function registryIntact(root: string): Promise<void> {
@@ -79,7 +88,10 @@ describe('idiom train: end to end on a fixture repository with a tiny model', fu
     assert.equal(status, 0, stderr);
     const result = lines[lines.length - 1] as JsonLine & {
       adapter: { id: string; path: string };
-      metrics: { base: { loss: number; bitsPerByte: number; exactMatch: number; editSimilarity: number }; adapter: { loss: number } };
+      metrics: {
+        base: { loss: number; bitsPerByte: number; exactMatch: number; editSimilarity: number };
+        adapter: { loss: number };
+      };
       activated: boolean;
       tokens: number;
       tokensPerSecond: number;
@@ -91,9 +103,18 @@ describe('idiom train: end to end on a fixture repository with a tiny model', fu
     const phases = lines.filter((l) => l.type === 'phase').map((l) => l.phase);
     assert.deepEqual(phases, ['mining', 'tokenizing', 'compiling', 'training', 'evaluating', 'saving']);
     const steps = lines.filter((l) => l.type === 'step');
-    assert.ok(steps.length > 0 && steps.every((s) => typeof s.loss === 'number' && typeof s.etaSeconds === 'number' && typeof s.tokensPerSecond === 'number'));
+    assert.ok(
+      steps.length > 0 &&
+        steps.every(
+          (s) =>
+            typeof s.loss === 'number' && typeof s.etaSeconds === 'number' && typeof s.tokensPerSecond === 'number',
+        ),
+    );
 
-    assert.ok(result.metrics.adapter.loss < result.metrics.base.loss, `adapter ${result.metrics.adapter.loss} vs base ${result.metrics.base.loss}`);
+    assert.ok(
+      result.metrics.adapter.loss < result.metrics.base.loss,
+      `adapter ${result.metrics.adapter.loss} vs base ${result.metrics.base.loss}`,
+    );
     assert.ok(result.heldOut.commits >= 1 && result.heldOut.lines > 0);
     assert.ok(result.tokens > 0 && result.tokensPerSecond > 0);
     assert.equal(result.activated, true);
@@ -103,7 +124,15 @@ describe('idiom train: end to end on a fixture repository with a tiny model', fu
     const loaded = await loadAdapter(result.adapter.path, checkpoint.config, { baseSha256: checkpoint.sha256 });
     assert.equal(loaded.config.r, 16);
     assert.equal(loaded.config.alpha, 32);
-    assert.deepEqual(loaded.config.targets, ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
+    assert.deepEqual(loaded.config.targets, [
+      'q_proj',
+      'k_proj',
+      'v_proj',
+      'o_proj',
+      'gate_proj',
+      'up_proj',
+      'down_proj',
+    ]);
     const manifest = loaded.manifest!;
     assert.equal(manifest.repo.head, git(repo.root, ['rev-parse', 'HEAD']).trim());
     assert.equal(manifest.training.method, 'lora');
@@ -111,7 +140,11 @@ describe('idiom train: end to end on a fixture repository with a tiny model', fu
     assert.ok(manifest.dataset.heldOut && manifest.dataset.heldOut.commits === result.heldOut.commits);
     const registry = await Registry.open(repo.root);
     assert.equal(await registry.activeId('complete'), result.adapter.id);
-    assert.deepEqual(fs.readdirSync(path.join(registry.dir, 'staging')), [], 'the run folder is removed once registered');
+    assert.deepEqual(
+      fs.readdirSync(path.join(registry.dir, 'staging')),
+      [],
+      'the run folder is removed once registered',
+    );
 
     const html = fs.readFileSync(result.report, 'utf8');
     assert.match(html, /new Chart\(/);
@@ -121,9 +154,23 @@ describe('idiom train: end to end on a fixture repository with a tiny model', fu
   });
 
   it('idiom eval recomputes the same held-out loss for the active adapter', () => {
-    const { status, lines, stderr } = runCli(['eval', repo.root, '--base', model.dir, '--json', '--threads', '1', '--max-lines', '12']);
+    const { status, lines, stderr } = runCli([
+      'eval',
+      repo.root,
+      '--base',
+      model.dir,
+      '--json',
+      '--threads',
+      '1',
+      '--max-lines',
+      '12',
+    ]);
     assert.equal(status, 0, stderr);
-    const result = lines[0] as JsonLine & { metrics: { base: { loss: number }; adapter: { loss: number } }; heldOut: { commits: number; lines: number }; adapter: { id: string } };
+    const result = lines[0] as JsonLine & {
+      metrics: { base: { loss: number }; adapter: { loss: number } };
+      heldOut: { commits: number; lines: number };
+      adapter: { id: string };
+    };
     assert.equal(result.adapter.id, loraId);
     assert.ok(Math.abs(result.metrics.adapter.loss - loraLoss) < 1e-6, `${result.metrics.adapter.loss} vs ${loraLoss}`);
     assert.ok(result.metrics.adapter.loss < result.metrics.base.loss);
@@ -145,13 +192,19 @@ describe('idiom train: end to end on a fixture repository with a tiny model', fu
     const checkpoint = await loadCheckpoint(model.dir);
     const full = await loadFullModel(result.adapter.path, checkpoint.config, { baseSha256: checkpoint.sha256 });
     assert.equal(full.manifest.training.method, 'full');
-    assert.equal(result.trainableParameters, [...checkpoint.weights.values()].reduce((n, t) => n + t.data.length, 0));
+    assert.equal(
+      result.trainableParameters,
+      [...checkpoint.weights.values()].reduce((n, t) => n + t.data.length, 0),
+    );
     const methods = result.comparison.map((row) => row.method);
     assert.deepEqual(methods.filter((m) => m !== 'base').sort(), ['full', 'lora']);
     const lora = result.comparison.find((row) => row.method === 'lora')!;
     assert.equal(lora.id, loraId);
     for (const row of result.comparison.filter((r) => r.method !== 'base')) {
-      assert.ok(row.trainableParameters! > 0 && row.fileBytes! > 0 && row.seconds! > 0 && row.peakRssBytes! > 0, JSON.stringify(row));
+      assert.ok(
+        row.trainableParameters! > 0 && row.fileBytes! > 0 && row.seconds! > 0 && row.peakRssBytes! > 0,
+        JSON.stringify(row),
+      );
     }
     assert.ok(result.comparison.find((r) => r.method === 'full')!.trainableParameters! > lora.trainableParameters!);
     const html = fs.readFileSync(result.report!, 'utf8');
@@ -175,7 +228,21 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
     const interrupted = buildIdiomRepo(path.join(base, 'interrupted'));
     // More steps than the other tests: the child runs ahead of the signals it is sent (its progress
     // lines reach the test a little late), so a short run could finish before all three land.
-    const args = (root: string) => ['train', root, '--base', model.dir, '--json', '--checkpoint-steps', '7', '--no-report', ...COMMON, '--tokens', '150000', '--epochs', '30'];
+    const args = (root: string) => [
+      'train',
+      root,
+      '--base',
+      model.dir,
+      '--json',
+      '--checkpoint-steps',
+      '7',
+      '--no-report',
+      ...COMMON,
+      '--tokens',
+      '150000',
+      '--epochs',
+      '30',
+    ];
 
     const seed = Number(process.env.IDIOM_TEST_SEED) || Date.now() % 1_000_000;
     const rng = new Rng(seed);
@@ -184,7 +251,11 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
      * Runs the CLI and sends `how` when `trigger` picks a line of its progress output. Moments are
      * chosen by event, not by clock, so a fast machine cannot finish a run before its signal arrives.
      */
-    const interrupt = async (extra: string[], how: NodeJS.Signals, trigger: (line: JsonLine, index: number) => boolean) => {
+    const interrupt = async (
+      extra: string[],
+      how: NodeJS.Signals,
+      trigger: (line: JsonLine, index: number) => boolean,
+    ) => {
       let index = 0;
       let sent = false;
       const { done } = startCli([...args(interrupted.root), ...extra], (line, process) => {
@@ -214,19 +285,33 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
       assert.equal(killed.signal, 'SIGKILL', why);
     }
     const stopped = await interrupt(['--resume'], 'SIGINT', (line) => line.type === 'step');
-    assert.equal(stopped.code, 130, `Ctrl-C stops cleanly with status 130 (${why}; ${stopped.lines.map((l) => l.type).join(" ")})`);
+    assert.equal(
+      stopped.code,
+      130,
+      `Ctrl-C stops cleanly with status 130 (${why}; ${stopped.lines.map((l) => l.type).join(' ')})`,
+    );
     const cancelled = stopped.lines.find((l) => l.type === 'cancelled');
-    assert.ok(cancelled && typeof cancelled.checkpoint === 'string' && fs.existsSync(cancelled.checkpoint as string), 'Ctrl-C leaves a checkpoint');
+    assert.ok(
+      cancelled && typeof cancelled.checkpoint === 'string' && fs.existsSync(cancelled.checkpoint as string),
+      'Ctrl-C leaves a checkpoint',
+    );
 
     const finished = runCli([...args(interrupted.root), '--resume']);
     assert.equal(finished.status, 0, finished.stderr);
-    const resumed = finished.lines[finished.lines.length - 1] as JsonLine & { adapter: { id: string; path: string }; resumedFrom: number | null; steps: number };
+    const resumed = finished.lines[finished.lines.length - 1] as JsonLine & {
+      adapter: { id: string; path: string };
+      resumedFrom: number | null;
+      steps: number;
+    };
     assert.ok(resumed.resumedFrom !== null && resumed.resumedFrom > 0, `resumed from ${resumed.resumedFrom}`);
     await registryIntact(interrupted.root);
 
     const straight = runCli(args(reference.root));
     assert.equal(straight.status, 0, straight.stderr);
-    const uninterrupted = straight.lines[straight.lines.length - 1] as JsonLine & { adapter: { path: string }; steps: number };
+    const uninterrupted = straight.lines[straight.lines.length - 1] as JsonLine & {
+      adapter: { path: string };
+      steps: number;
+    };
     assert.equal(resumed.steps, uninterrupted.steps);
 
     const checkpoint = await loadCheckpoint(model.dir);
@@ -240,7 +325,15 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
 
   /** In-process trainRepository on `repo` with the tiny model, small and single-threaded. */
   const inProcess = (repo: IdiomRepo, options: Partial<Parameters<typeof trainRepository>[0]> = {}) =>
-    trainRepository({ repo: repo.root, base: model.dir, budget: { tokens: 36_000 }, threads: 1, report: false, heldOut: { maxLines: 4 }, ...options });
+    trainRepository({
+      repo: repo.root,
+      base: model.dir,
+      budget: { tokens: 36_000 },
+      threads: 1,
+      report: false,
+      heldOut: { maxLines: 4 },
+      ...options,
+    });
 
   it('plans a --minutes run from the measured token slots per second, so the run uses its budget', async () => {
     const repo = buildIdiomRepo(path.join(base, 'minutes'));
@@ -252,7 +345,10 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
     // three steps, so ~0.9 here). Measuring targets/s (a share of the slots) instead planned too
     // few steps: 1.44 on this fixture, ~2 on real repositories.
     const achieved = (result.steps * batch * seqLen) / result.seconds;
-    assert.ok(achieved / measured > 0.25 && achieved / measured < 1.25, `achieved ${achieved.toFixed(0)} vs measured ${measured.toFixed(0)} slots/s`);
+    assert.ok(
+      achieved / measured > 0.25 && achieved / measured < 1.25,
+      `achieved ${achieved.toFixed(0)} vs measured ${measured.toFixed(0)} slots/s`,
+    );
   });
 
   it('an AbortSignal while mining stops before training and leaves no run folder behind', async () => {
@@ -268,7 +364,8 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
           if (event.phase === 'mining') controller.abort();
         },
       }),
-      (error: unknown) => error instanceof TrainingCancelledError && error.checkpoint === null && /while mining/.test(error.message),
+      (error: unknown) =>
+        error instanceof TrainingCancelledError && error.checkpoint === null && /while mining/.test(error.message),
     );
     assert.deepEqual(phases, ['mining'], 'nothing after mining started');
     const staging = path.dirname((await Registry.open(repo.root)).stagingPath('probe'));
@@ -286,7 +383,8 @@ describe('idiom train: kill -9 and Ctrl-C at random moments, then --resume', fun
           if (event.type === 'step' && ++steps === 3) controller.abort();
         },
       }),
-      (error: unknown) => error instanceof TrainingCancelledError && error.checkpoint !== null && fs.existsSync(error.checkpoint),
+      (error: unknown) =>
+        error instanceof TrainingCancelledError && error.checkpoint !== null && fs.existsSync(error.checkpoint),
     );
     const result = await inProcess(repo, { resume: true });
     assert.ok(result.resumedFrom !== null && result.resumedFrom > 0);

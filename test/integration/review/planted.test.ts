@@ -24,7 +24,10 @@ const bin = path.join(__dirname, '..', '..', '..', 'trainer', 'cli', 'bin.js');
 const PLANTED = '  while (Math.random() > 0.5) process.exit(JSON.stringify(globalThis) as never);';
 
 function review(args: string[]): ReviewFileResult {
-  const out = spawnSync(process.execPath, [bin, 'review', ...args, '--json', '--threads', '1'], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const out = spawnSync(process.execPath, [bin, 'review', ...args, '--json', '--threads', '1'], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 26,
+  });
   assert.equal(out.status, 0, out.stderr);
   return JSON.parse(out.stdout) as ReviewFileResult;
 }
@@ -41,7 +44,18 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-review-'));
     model = await makeTinyModel(path.join(base, 'model'));
     repo = buildIdiomRepo(base);
-    const trained = await trainRepository({ repo: repo.root, base: model.dir, budget: { tokens: 100_000 }, learningRate: 1e-2, batch: 4, maxEpochs: 30, threads: 1, seed: 1, heldOut: { maxLines: 8 }, report: false });
+    const trained = await trainRepository({
+      repo: repo.root,
+      base: model.dir,
+      budget: { tokens: 100_000 },
+      learningRate: 1e-2,
+      batch: 4,
+      maxEpochs: 30,
+      threads: 1,
+      seed: 1,
+      heldOut: { maxLines: 8 },
+      report: false,
+    });
     assert.ok(trained.activated);
     const lines = entityModule('widget').split('\n');
     plantedLine = lines.findIndex((l) => l.includes('repo.put(renamed)')) + 1;
@@ -69,7 +83,10 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
     assert.ok(result.distribution.lines > 100);
     for (const line of result.lines) {
       assert.deepEqual(Object.keys(line).sort(), ['baseSurprisal', 'flagged', 'line', 'surprisal', 'text']);
-      assert.ok(line.baseSurprisal! > line.surprisal, `the adapter knows this idiom better than the base (line ${line.line})`);
+      assert.ok(
+        line.baseSurprisal! > line.surprisal,
+        `the adapter knows this idiom better than the base (line ${line.line})`,
+      );
     }
     // The repository distribution is cached per adapter in the registry folder.
     assert.ok(fs.existsSync(path.join(repo.root, '.idiom', 'review', `${result.adapter!.id}.json`)));
@@ -85,7 +102,10 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
     try {
       const result = review([file, '--base', model.dir]);
       assert.equal(result.aggregate, 'max');
-      assert.deepEqual(result.lines.map((l) => l.line), [changed]);
+      assert.deepEqual(
+        result.lines.map((l) => l.line),
+        [changed],
+      );
       const all = review([file, '--base', model.dir, '--all']);
       assert.equal(all.scope, 'all');
       assert.equal(all.lines.length, lines.filter((l) => /\S/.test(l)).length);
@@ -98,7 +118,9 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
   it("the adapter's greedy alternative for the odd line is one line, and less surprising than the odd line", async () => {
     const registry = await Registry.open(repo.root);
     const checkpoint = await loadCheckpoint(model.dir);
-    const adapter = loraAdapterOf(await loadAdapter((await registry.activePath('complete'))!, checkpoint.config, { baseSha256: checkpoint.sha256 }));
+    const adapter = loraAdapterOf(
+      await loadAdapter((await registry.activePath('complete'))!, checkpoint.config, { baseSha256: checkpoint.sha256 }),
+    );
     const worker = EngineWorker.start();
     try {
       const scorer = await ReviewScorer.load(worker, model.dir, model.tokenizer, { threads: 1 });
@@ -110,7 +132,10 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
       lines[plantedLine - 1] = alternative;
       const before = await scorer.fileSurprisal(widgetText); // mean, as the planted-line test
       const after = await scorer.fileSurprisal(lines.join('\n'));
-      assert.ok(after.adapter.mean[plantedLine - 1] < before.adapter.mean[plantedLine - 1], `${JSON.stringify(alternative)}: ${after.adapter.mean[plantedLine - 1]} vs ${before.adapter.mean[plantedLine - 1]}`);
+      assert.ok(
+        after.adapter.mean[plantedLine - 1] < before.adapter.mean[plantedLine - 1],
+        `${JSON.stringify(alternative)}: ${after.adapter.mean[plantedLine - 1]} vs ${before.adapter.mean[plantedLine - 1]}`,
+      );
       await scorer.dispose();
     } finally {
       await worker.terminate();
@@ -119,7 +144,9 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
 
   it('--eval-fixes: a later fix commit that removes the odd line ranks it first (AUC 1); commits the adapter trained on are left out', async () => {
     commitFiles(repo.root, '2025-01-01T10:00:00Z', 'add widget', { 'src/widget.ts': widgetText });
-    commitFiles(repo.root, '2025-01-02T10:00:00Z', 'fix: widget rename stores the renamed widget', { 'src/widget.ts': entityModule('widget') });
+    commitFiles(repo.root, '2025-01-02T10:00:00Z', 'fix: widget rename stores the renamed widget', {
+      'src/widget.ts': entityModule('widget'),
+    });
     const result = await evaluateFixCommits({ repo: repo.root, base: model.dir, threads: 1 });
     assert.deepEqual(result.commits, { matched: 1, afterTraining: 1, evaluated: 1 });
     assert.equal(result.lines.removedByFix, 1);
@@ -127,11 +154,16 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
     assert.equal(result.auc.adapter.mean, 1, JSON.stringify(result.auc));
     assert.equal(result.perFileAuc.files, 1);
     // Trained on HEAD: nothing left to evaluate without leakage.
-    await assert.rejects(evaluateFixCommits({ repo: repo.root, base: model.dir, threads: 1, fixesAfter: 'HEAD' }), /no fix commits to evaluate \(1 match .*none after the adapter's training commit/);
+    await assert.rejects(
+      evaluateFixCommits({ repo: repo.root, base: model.dir, threads: 1, fixesAfter: 'HEAD' }),
+      /no fix commits to evaluate \(1 match .*none after the adapter's training commit/,
+    );
   });
 
   it('one-line errors: a missing file, a file outside git without --all', () => {
-    const missing = spawnSync(process.execPath, [bin, 'review', path.join(repo.root, 'nope.ts'), '--base', model.dir], { encoding: 'utf8' });
+    const missing = spawnSync(process.execPath, [bin, 'review', path.join(repo.root, 'nope.ts'), '--base', model.dir], {
+      encoding: 'utf8',
+    });
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, /^idiom: .*nope\.ts: no such file\n$/);
     const outside = path.join(base, 'loose.ts');

@@ -29,7 +29,10 @@ describe('the bundled server (dist/ as the .vsix ships it)', function () {
     }
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-bundle-'));
     // Far from the checkout's node_modules: what resolves must come from dist/ itself.
-    fs.cpSync(path.join(packageRoot, 'dist'), path.join(base, 'extension', 'dist'), { recursive: true, filter: (source) => !source.endsWith('.map') });
+    fs.cpSync(path.join(packageRoot, 'dist'), path.join(base, 'extension', 'dist'), {
+      recursive: true,
+      filter: (source) => !source.endsWith('.map'),
+    });
     serverJs = path.join(base, 'extension', 'dist', 'server.js');
     model = await makePrintableModel(path.join(base, 'model'));
     repo = buildIdiomRepo(base);
@@ -53,7 +56,10 @@ describe('the bundled server (dist/ as the .vsix ships it)', function () {
       // The report draws its charts with chart.js, shipped beside the bundle.
       assert.match(fs.readFileSync(result.report!, 'utf8'), /new Chart\(/);
       assert.equal((await session.connection.sendRequest(StatusRequest, {})).adapter?.id, result.adapter.id);
-      assert.ok(session.logs.some((line) => /trained .*: /.test(line)), session.logs.join('\n'));
+      assert.ok(
+        session.logs.some((line) => /trained .*: /.test(line)),
+        session.logs.join('\n'),
+      );
       assert.ok(!session.logs.some((line) => /tree-sitter|grammar/.test(line)), session.logs.join('\n'));
     } finally {
       await stopServer(session);

@@ -1,9 +1,20 @@
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { AUDIT_FILE, AuditLog, headFileOf, parseEntryLine, verifyAuditLog } from '../../../trainer/modes/compliance/audit';
+import {
+  AUDIT_FILE,
+  AuditLog,
+  headFileOf,
+  parseEntryLine,
+  verifyAuditLog,
+} from '../../../trainer/modes/compliance/audit';
 import { sha256Hex } from '../../../trainer/modes/compliance/policy';
-import { SetModeRequest, StatusRequest, SuggestionAcceptedNotification, suggestionAcceptedCommand } from '../../../server/protocol';
+import {
+  SetModeRequest,
+  StatusRequest,
+  SuggestionAcceptedNotification,
+  suggestionAcceptedCommand,
+} from '../../../server/protocol';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { commitFiles, initRepo, removeDir, tempDir } from '../../fixtures/mining/git-repo';
 import { engineCompletion } from './reference';
@@ -22,7 +33,11 @@ function escapeRegExp(text: string): string {
 
 function auditEvents(file: string): string[] {
   if (!fs.existsSync(file)) return [];
-  return fs.readFileSync(file, 'utf8').split('\n').filter((line) => line !== '').map((line) => parseEntryLine(line)?.event ?? 'unparsable');
+  return fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => parseEntryLine(line)?.event ?? 'unparsable');
 }
 
 describe('language server: compliance mode checks and audits every suggestion', function () {
@@ -48,22 +63,35 @@ describe('language server: compliance mode checks and audits every suggestion', 
   after(() => removeDir(dir));
 
   async function complete(uri: string): Promise<ItemWithCommand[] | null> {
-    const answer = await session!.connection.sendRequest<{ items: ItemWithCommand[] } | null>('textDocument/inlineCompletion', {
-      textDocument: { uri },
-      position: { line: 1, character: 9 },
-      context: { triggerKind: 1 },
-    });
+    const answer = await session!.connection.sendRequest<{ items: ItemWithCommand[] } | null>(
+      'textDocument/inlineCompletion',
+      {
+        textDocument: { uri },
+        position: { line: 1, character: 9 },
+        context: { triggerKind: 1 },
+      },
+    );
     return answer ? answer.items : null;
   }
 
   it('blocks a suggestion with a banned pattern, serves and audits an allowed one, logs its accept; the log verifies', async () => {
     const expected = await engineCompletion(modelDir, null, { text, offset });
-    assert.ok(expected && expected.trim() !== '', 'this checkpoint decodes something at the cursor (else the check proves little)');
+    assert.ok(
+      expected && expected.trim() !== '',
+      'this checkpoint decodes something at the cursor (else the check proves little)',
+    );
     // The banned pattern: the first few visible characters the model would suggest.
     const banned = expected.trim().slice(0, 3);
     const policyFile = path.join(repo, 'idiom-policy.json');
     const paths = { training: ['src/**'], context: ['src/**'] };
-    fs.writeFileSync(policyFile, JSON.stringify({ version: 1, paths, bannedPatterns: [{ pattern: escapeRegExp(banned), message: 'banned in this test' }] }));
+    fs.writeFileSync(
+      policyFile,
+      JSON.stringify({
+        version: 1,
+        paths,
+        bannedPatterns: [{ pattern: escapeRegExp(banned), message: 'banned in this test' }],
+      }),
+    );
     const auditFile = path.join(repo, '.idiom', AUDIT_FILE);
 
     session = await startServer(repo, { settings: { baseModelPath: modelDir } });
@@ -76,9 +104,19 @@ describe('language server: compliance mode checks and audits every suggestion', 
     assert.deepEqual(auditEvents(auditFile), ['blocked']);
 
     // A policy the same suggestion passes (re-read on change): served, with the accept command.
-    fs.writeFileSync(policyFile, JSON.stringify({ version: 1, paths, bannedPatterns: [`${escapeRegExp(banned)}_never_in_this_suggestion_\\d{9}`] }));
+    fs.writeFileSync(
+      policyFile,
+      JSON.stringify({
+        version: 1,
+        paths,
+        bannedPatterns: [`${escapeRegExp(banned)}_never_in_this_suggestion_\\d{9}`],
+      }),
+    );
     const items = await complete(uri);
-    assert.deepEqual(items?.map((item) => item.insertText), [expected]);
+    assert.deepEqual(
+      items?.map((item) => item.insertText),
+      [expected],
+    );
     const command = items![0].command!;
     assert.equal(command.command, suggestionAcceptedCommand);
     assert.equal(typeof command.arguments?.[0], 'string');
@@ -91,7 +129,11 @@ describe('language server: compliance mode checks and audits every suggestion', 
     const verification = verifyAuditLog(auditFile);
     assert.ok(verification.ok, verification.message);
     assert.equal(verification.entries, 3);
-    const entries = fs.readFileSync(auditFile, 'utf8').trim().split('\n').map((line) => parseEntryLine(line)!);
+    const entries = fs
+      .readFileSync(auditFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => parseEntryLine(line)!);
     const blocked = entries[0];
     assert.equal(blocked.mode, 'compliance');
     assert.deepEqual(blocked.adapter, { id: null, sha256: null }, 'the base model served (no adapter trained)');
@@ -110,7 +152,13 @@ describe('language server: compliance mode checks and audits every suggestion', 
     fs.rmSync(auditFile, { force: true });
     fs.rmSync(headFileOf(auditFile), { force: true });
     // Every suggestion of this random checkpoint shown: the test is about the log, not the confidence gate.
-    session = await startServer(repo, { settings: { baseModelPath: modelDir, mode: 'compliance', completion: { minConfidence: 0, recall: false, prompt: 'fim' } } });
+    session = await startServer(repo, {
+      settings: {
+        baseModelPath: modelDir,
+        mode: 'compliance',
+        completion: { minConfidence: 0, recall: false, prompt: 'fim' },
+      },
+    });
     assert.equal((await waitForModel(session)).state, 'ready');
     const uri = openDocument(session, path.join(repo, 'src', 'add.ts'), text);
     assert.equal((await complete(uri))?.length, 1, 'an intact log: served');
@@ -118,7 +166,9 @@ describe('language server: compliance mode checks and audits every suggestion', 
     fs.truncateSync(auditFile, fs.statSync(auditFile).size - 10);
     const tampered = fs.readFileSync(auditFile);
     assert.equal(await complete(uri), null, 'served although its audit entry could not be written');
-    const line = await waitFor('the refusal in the log', () => session!.logs.find((l) => /cannot write the audit log/.test(l)));
+    const line = await waitFor('the refusal in the log', () =>
+      session!.logs.find((l) => /cannot write the audit log/.test(l)),
+    );
     assert.match(line, /incomplete line.*idiom audit repair/);
     assert.doesNotMatch(line, /\n/);
     assert.deepEqual(fs.readFileSync(auditFile), tampered, 'the server cut or changed the tampered log');

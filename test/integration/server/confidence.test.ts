@@ -31,10 +31,18 @@ async function engineDecode(modelDir: string): Promise<{ text: string | null; pr
     const { id } = await worker.call('loadModel', modelDir, { loraInputs: true, threads });
     const prefix = text.slice(0, offset);
     const suffix = text.slice(offset);
-    const prompt = buildFimPrompt({ prefix, suffix, languageId: 'typescript', snippets: [] }, tokenizer, tokenizer.fim!, {
-      ...defaultPromptBudget,
-      maxTokens: Math.min(defaultPromptBudget.maxTokens, checkpoint.config.maxPositionEmbeddings - defaultCompletionOptions.maxNewTokens),
-    });
+    const prompt = buildFimPrompt(
+      { prefix, suffix, languageId: 'typescript', snippets: [] },
+      tokenizer,
+      tokenizer.fim!,
+      {
+        ...defaultPromptBudget,
+        maxTokens: Math.min(
+          defaultPromptBudget.maxTokens,
+          checkpoint.config.maxPositionEmbeddings - defaultCompletionOptions.maxNewTokens,
+        ),
+      },
+    );
     const stop = stopSequencesFor(prefix, suffix);
     const result = await worker.call('generate', id, {
       prompt: Array.from(prompt.tokens),
@@ -43,8 +51,16 @@ async function engineDecode(modelDir: string): Promise<{ text: string | null; pr
       stop,
     });
     const raw = result.text ?? cutAtStop(tokenizer.decode(result.tokens), stop);
-    const completion = postprocessCompletion({ prefix, suffix, completion: raw, maxLines: defaultCompletionOptions.maxLines });
-    return { text: completion === '' ? null : completion, probability: Math.exp(firstLineLogprob(result.tokens, result.logprobs, (ids) => tokenizer.decode(ids))) };
+    const completion = postprocessCompletion({
+      prefix,
+      suffix,
+      completion: raw,
+      maxLines: defaultCompletionOptions.maxLines,
+    });
+    return {
+      text: completion === '' ? null : completion,
+      probability: Math.exp(firstLineLogprob(result.tokens, result.logprobs, (ids) => tokenizer.decode(ids))),
+    };
   } finally {
     await worker.terminate();
   }
@@ -63,7 +79,9 @@ describe('language server: the confidence gate over stdio (random-weights checkp
 
   /** A fresh server (nothing cached) with this threshold and recall off; its ghost text. */
   async function ghostText(minConfidence: number): Promise<string | null> {
-    const session = await startServer(dir, { settings: { baseModelPath: modelDir, completion: { minConfidence, recall: false, prompt: 'fim' } } });
+    const session = await startServer(dir, {
+      settings: { baseModelPath: modelDir, completion: { minConfidence, recall: false, prompt: 'fim' } },
+    });
     try {
       const ready = await waitForModel(session);
       assert.equal(ready.state, 'ready', ready.message);
@@ -81,7 +99,7 @@ describe('language server: the confidence gate over stdio (random-weights checkp
     assert.equal(await ghostText(1), null);
   });
 
-  it('gates on the first line\'s probability: shown below it, hidden above it', async () => {
+  it("gates on the first line's probability: shown below it, hidden above it", async () => {
     const engine = await engineDecode(modelDir);
     assert.ok(engine.text, 'the engine decodes something at the cursor (else the check proves little)');
     assert.ok(engine.probability > 0 && engine.probability < 0.5, `first-line probability ${engine.probability}`);

@@ -5,7 +5,14 @@ import * as path from 'node:path';
 import { StatusRequest } from '../../../server/protocol';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { engineCompletion } from './reference';
-import { cancelledInlineCompletion, inlineCompletion, openDocument, startServer, stopServer, waitForModel } from './session';
+import {
+  cancelledInlineCompletion,
+  inlineCompletion,
+  openDocument,
+  startServer,
+  stopServer,
+  waitForModel,
+} from './session';
 
 describe('language server with the real engine (random-weights checkpoint)', function () {
   this.timeout(60_000);
@@ -32,7 +39,10 @@ describe('language server with the real engine (random-weights checkpoint)', fun
       // The same prompt, decoded by the engine in this process, post-processed the same way.
       const expected = await engineCompletion(modelDir, null, { text, offset });
       assert.ok(expected, 'this checkpoint decodes something at the cursor (else the check proves little)');
-      assert.deepEqual(result?.items.map((item) => item.insertText), [expected]);
+      assert.deepEqual(
+        result?.items.map((item) => item.insertText),
+        [expected],
+      );
     } finally {
       await stopServer(session);
     }
@@ -45,9 +55,14 @@ describe('language server with the real engine (random-weights checkpoint)', fun
       await waitForModel(session);
       const uri = openDocument(session, path.join(dir, 'notes.md'), text, 'markdown');
       assert.equal(await inlineCompletion(session, uri, 1, 9), null);
-      await session.connection.sendNotification('workspace/didChangeConfiguration', { settings: { idiom: { baseModelPath: modelDir, disabledLanguages: [] } } });
+      await session.connection.sendNotification('workspace/didChangeConfiguration', {
+        settings: { idiom: { baseModelPath: modelDir, disabledLanguages: [] } },
+      });
       const answer = await inlineCompletion(session, uri, 1, 9);
-      assert.deepEqual(answer?.items.map((item) => item.insertText), [await engineCompletion(modelDir, null, { text, offset, languageId: 'markdown' })]);
+      assert.deepEqual(
+        answer?.items.map((item) => item.insertText),
+        [await engineCompletion(modelDir, null, { text, offset, languageId: 'markdown' })],
+      );
     } finally {
       await stopServer(session);
     }
@@ -62,7 +77,10 @@ describe('language server with the real engine (random-weights checkpoint)', fun
       const answer = await cancelledInlineCompletion(session, uri, 1, 9);
       assert.ok('value' in answer ? answer.value === null : answer.code === -32800, JSON.stringify(answer));
       const next = await inlineCompletion(session, uri, 1, 9);
-      assert.deepEqual(next?.items.map((item) => item.insertText), [await engineCompletion(modelDir, null, { text, offset })]);
+      assert.deepEqual(
+        next?.items.map((item) => item.insertText),
+        [await engineCompletion(modelDir, null, { text, offset })],
+      );
     } finally {
       await stopServer(session);
     }

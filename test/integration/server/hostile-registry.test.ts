@@ -25,7 +25,10 @@ describe('language server on a repository whose .idiom/ it did not write', funct
     fs.writeFileSync(path.join(mal, 'a.ts'), 'export const x = 1;\n');
     fs.mkdirSync(path.join(mal, '.idiom'));
     fs.symlinkSync(victim, path.join(mal, '.idiom', 'trash'));
-    fs.writeFileSync(path.join(mal, '.idiom', 'registry.json'), '{"version":1,"active":{},"previous":{},"history":[]}\n');
+    fs.writeFileSync(
+      path.join(mal, '.idiom', 'registry.json'),
+      '{"version":1,"active":{},"previous":{},"history":[]}\n',
+    );
     git(mal, ['add', '-f', '.']);
     git(mal, ['commit', '-qm', 'x']);
     clone = path.join(base, 'clone');
@@ -45,7 +48,11 @@ describe('language server on a repository whose .idiom/ it did not write', funct
         assert.equal(fs.readFileSync(path.join(victim, 'keep.txt'), 'utf8'), 'precious\n');
         const status = await session.connection.sendRequest(StatusRequest, {});
         assert.equal(status.trusted, trusted);
-        assert.deepEqual(fs.readdirSync(path.join(clone, '.idiom')).sort(), ['registry.json', 'trash'], 'nothing created in the registry');
+        assert.deepEqual(
+          fs.readdirSync(path.join(clone, '.idiom')).sort(),
+          ['registry.json', 'trash'],
+          'nothing created in the registry',
+        );
       } finally {
         await stopServer(session);
       }

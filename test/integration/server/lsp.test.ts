@@ -2,7 +2,14 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AdaptersRequest, IdiomErrorCodes, RollbackRequest, SetModeRequest, StatusRequest, TrainRequest } from '../../../server/protocol';
+import {
+  AdaptersRequest,
+  IdiomErrorCodes,
+  RollbackRequest,
+  SetModeRequest,
+  StatusRequest,
+  TrainRequest,
+} from '../../../server/protocol';
 import { cancelledInlineCompletion, openDocument, startServer, stopServer, waitFor } from './session';
 
 describe('language server over stdio (idiom lsp --stdio)', function () {
@@ -20,7 +27,11 @@ describe('language server over stdio (idiom lsp --stdio)', function () {
       assert.equal(session.capabilities.inlineCompletionProvider, true);
       const status = await waitFor('the no-model status', () => session.statuses.find((s) => s.state === 'no-model'));
       assert.match(status.message, /no model/);
-      const uri = openDocument(session, path.join(root, 'a.ts'), 'export function add(a: number, b: number) {\n  return \n}\n');
+      const uri = openDocument(
+        session,
+        path.join(root, 'a.ts'),
+        'export function add(a: number, b: number) {\n  return \n}\n',
+      );
       const result = await session.connection.sendRequest('textDocument/inlineCompletion', {
         textDocument: { uri },
         position: { line: 1, character: 9 },
@@ -30,7 +41,10 @@ describe('language server over stdio (idiom lsp --stdio)', function () {
       const current = await session.connection.sendRequest(StatusRequest, {});
       assert.equal(current.state, 'no-model');
       assert.equal(current.mode, 'complete');
-      assert.ok(session.logs.some((line) => /no model/.test(line)), session.logs.join('\n'));
+      assert.ok(
+        session.logs.some((line) => /no model/.test(line)),
+        session.logs.join('\n'),
+      );
     } finally {
       await stopServer(session);
     }
@@ -64,16 +78,23 @@ describe('language server over stdio (idiom lsp --stdio)', function () {
     const modelDir = path.join(root, 'broken-model');
     fs.mkdirSync(modelDir);
     fs.writeFileSync(path.join(modelDir, 'config.json'), 'not json');
-    const session = await startServer(root, { settings: { baseModelPath: modelDir }, trusted: false, defaultModelPath: '' });
+    const session = await startServer(root, {
+      settings: { baseModelPath: modelDir },
+      trusted: false,
+      defaultModelPath: '',
+    });
     try {
       const status = await waitFor('the no-model status', () => session.statuses.find((s) => s.state === 'no-model'));
       assert.equal(status.trusted, false);
       assert.ok(!session.logs.some((line) => line.includes('cannot load')), 'the custom model was not even read');
-      await assert.rejects(session.connection.sendRequest(TrainRequest, {}), (error: { code: number; message: string }) => {
-        assert.equal(error.code, IdiomErrorCodes.untrusted);
-        assert.match(error.message, /untrusted/);
-        return true;
-      });
+      await assert.rejects(
+        session.connection.sendRequest(TrainRequest, {}),
+        (error: { code: number; message: string }) => {
+          assert.equal(error.code, IdiomErrorCodes.untrusted);
+          assert.match(error.message, /untrusted/);
+          return true;
+        },
+      );
     } finally {
       await stopServer(session);
     }
@@ -85,15 +106,24 @@ describe('language server over stdio (idiom lsp --stdio)', function () {
       const status = await session.connection.sendRequest(SetModeRequest, { mode: 'review' });
       assert.equal(status.mode, 'review');
       await waitFor('the mode notification', () => session.statuses.find((s) => s.mode === 'review'));
-      await assert.rejects(session.connection.sendRequest(SetModeRequest, { mode: 'poetry' as never }), /unknown mode "poetry"/);
-      await assert.rejects(session.connection.sendRequest(TrainRequest, {}), (error: { code: number; message: string }) => {
-        assert.equal(error.code, IdiomErrorCodes.noModel);
-        assert.match(error.message, /no base model to train/);
-        return true;
-      });
+      await assert.rejects(
+        session.connection.sendRequest(SetModeRequest, { mode: 'poetry' as never }),
+        /unknown mode "poetry"/,
+      );
+      await assert.rejects(
+        session.connection.sendRequest(TrainRequest, {}),
+        (error: { code: number; message: string }) => {
+          assert.equal(error.code, IdiomErrorCodes.noModel);
+          assert.match(error.message, /no base model to train/);
+          return true;
+        },
+      );
       assert.deepEqual(await session.connection.sendRequest(AdaptersRequest, {}), { adapters: [] });
       assert.ok(!fs.existsSync(path.join(root, '.idiom')), 'listing adapters creates nothing');
-      await assert.rejects(session.connection.sendRequest(RollbackRequest, { mode: 'poetry' as never }), /unknown mode "poetry"/);
+      await assert.rejects(
+        session.connection.sendRequest(RollbackRequest, { mode: 'poetry' as never }),
+        /unknown mode "poetry"/,
+      );
     } finally {
       await stopServer(session);
     }

@@ -13,7 +13,10 @@ import { bin, inlineCompletion, openDocument, startServer, stopServer, waitForMo
 // notification with one log line, and keeps serving; broken framing closes the connection and
 // the process exits instead of hanging.
 
-type RangeItem = { insertText: string; range?: { start: { line: number; character: number }; end: { line: number; character: number } } };
+type RangeItem = {
+  insertText: string;
+  range?: { start: { line: number; character: number }; end: { line: number; character: number } };
+};
 type Answer = { items: RangeItem[] } | null;
 
 /** Writes raw bytes to a fresh server; resolves with its exit status and stderr, or null if it is still running after `ms`. */
@@ -65,7 +68,12 @@ describe('language server: malformed and hostile input', function () {
 
   describe('framing', () => {
     it('a message without Content-Length closes the connection and the server exits, with one line', async () => {
-      const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { processId: null, rootUri: null, capabilities: {} } });
+      const body = JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'initialize',
+        params: { processId: null, rootUri: null, capabilities: {} },
+      });
       const ended = await rawSession(`Content-Type: application/json\r\n\r\n${body}`, 20_000);
       assert.ok(ended, 'the server was still running 20 s later');
       assert.notEqual(ended.code, 0);
@@ -98,14 +106,27 @@ describe('language server: malformed and hostile input', function () {
     after(() => stopServer(session));
 
     it('drops a didOpen whose uri is not a string; completions elsewhere go on', async () => {
-      await session.connection.sendNotification('textDocument/didOpen', { textDocument: { uri: 42, languageId: 'typescript', version: 1, text } });
-      await session.connection.sendNotification('textDocument/didOpen', { textDocument: { uri: pathToFileURL(path.join(dir, 'b.ts')).href, languageId: 7, version: 'x', text: null } });
+      await session.connection.sendNotification('textDocument/didOpen', {
+        textDocument: { uri: 42, languageId: 'typescript', version: 1, text },
+      });
+      await session.connection.sendNotification('textDocument/didOpen', {
+        textDocument: { uri: pathToFileURL(path.join(dir, 'b.ts')).href, languageId: 7, version: 'x', text: null },
+      });
       const answer = (await inlineCompletion(session, uri, 1, 9)) as Answer;
-      assert.deepEqual(answer?.items.map((item) => item.insertText), expected);
+      assert.deepEqual(
+        answer?.items.map((item) => item.insertText),
+        expected,
+      );
       const other = openDocument(session, path.join(dir, 'other.ts'), text);
       const second = (await inlineCompletion(session, other, 1, 9)) as Answer;
-      assert.deepEqual(second?.items.map((item) => item.insertText), expected);
-      assert.ok(session.logs.some((line) => /textDocument\/didOpen/.test(line) && /uri/.test(line)), session.logs.join('\n'));
+      assert.deepEqual(
+        second?.items.map((item) => item.insertText),
+        expected,
+      );
+      assert.ok(
+        session.logs.some((line) => /textDocument\/didOpen/.test(line) && /uri/.test(line)),
+        session.logs.join('\n'),
+      );
     });
 
     it('answers idiom/train with InvalidParams when its params are not an object, and starts nothing', async () => {
@@ -118,11 +139,22 @@ describe('language server: malformed and hostile input', function () {
     });
 
     it('answers a request without a position, or with a negative one, with InvalidParams naming it', async () => {
-      const missing = await errorOf(session.connection.sendRequest('textDocument/inlineCompletion', { textDocument: { uri }, context: { triggerKind: 1 } }));
+      const missing = await errorOf(
+        session.connection.sendRequest('textDocument/inlineCompletion', {
+          textDocument: { uri },
+          context: { triggerKind: 1 },
+        }),
+      );
       assert.equal(missing?.code, -32602);
       assert.match(missing!.message, /position/);
       assert.doesNotMatch(missing!.message, /TypeError|Cannot read/);
-      const negative = await errorOf(session.connection.sendRequest('textDocument/inlineCompletion', { textDocument: { uri }, position: { line: -1, character: 0 }, context: { triggerKind: 1 } }));
+      const negative = await errorOf(
+        session.connection.sendRequest('textDocument/inlineCompletion', {
+          textDocument: { uri },
+          position: { line: -1, character: 0 },
+          context: { triggerKind: 1 },
+        }),
+      );
       assert.equal(negative?.code, -32602);
       for (const [method, params] of [
         ['idiom/setMode', { mode: 7 }],
@@ -140,12 +172,22 @@ describe('language server: malformed and hostile input', function () {
     it('clamps a position beyond the document: result ranges never point outside it', async () => {
       const lines = text.split('\n');
       const end = { line: lines.length - 1, character: lines[lines.length - 1].length };
-      for (const position of [{ line: 1000, character: 3 }, { line: 1, character: 1000 }]) {
-        const answer = (await session.connection.sendRequest('textDocument/inlineCompletion', { textDocument: { uri }, position, context: { triggerKind: 1 } })) as Answer;
+      for (const position of [
+        { line: 1000, character: 3 },
+        { line: 1, character: 1000 },
+      ]) {
+        const answer = (await session.connection.sendRequest('textDocument/inlineCompletion', {
+          textDocument: { uri },
+          position,
+          context: { triggerKind: 1 },
+        })) as Answer;
         for (const item of answer?.items ?? []) {
           assert.ok(item.range, 'items carry a range');
           for (const at of [item.range.start, item.range.end]) {
-            assert.ok(at.line < lines.length && at.character <= lines[at.line].length, `${JSON.stringify(position)} -> ${JSON.stringify(item.range)}`);
+            assert.ok(
+              at.line < lines.length && at.character <= lines[at.line].length,
+              `${JSON.stringify(position)} -> ${JSON.stringify(item.range)}`,
+            );
           }
         }
         if (position.line === 1000) for (const item of answer?.items ?? []) assert.deepEqual(item.range!.start, end);
@@ -154,15 +196,26 @@ describe('language server: malformed and hostile input', function () {
   });
 
   it('a 20 MB one-line document costs a completion about what a small one does, in time and memory', async () => {
-    const session = await startServer(dir, { settings: { baseModelPath: modelDir, completion: { minConfidence: 0, recall: true, prompt: 'fim' } } });
+    const session = await startServer(dir, {
+      settings: { baseModelPath: modelDir, completion: { minConfidence: 0, recall: true, prompt: 'fim' } },
+    });
     try {
       await waitForModel(session);
-      const small = openDocument(session, path.join(dir, 'small.js'), 'var a=function(b){return b*2};'.repeat(20), 'javascript');
+      const small = openDocument(
+        session,
+        path.join(dir, 'small.js'),
+        'var a=function(b){return b*2};'.repeat(20),
+        'javascript',
+      );
       const line = 'var a=function(b){return b*2};'.repeat(Math.ceil(20_000_000 / 30));
       const huge = openDocument(session, path.join(dir, 'huge.min.js'), line, 'javascript');
       const time = async (target: string, character: number) => {
         const started = performance.now();
-        await session.connection.sendRequest('textDocument/inlineCompletion', { textDocument: { uri: target }, position: { line: 0, character }, context: { triggerKind: 1 } });
+        await session.connection.sendRequest('textDocument/inlineCompletion', {
+          textDocument: { uri: target },
+          position: { line: 0, character },
+          context: { triggerKind: 1 },
+        });
         return performance.now() - started;
       };
       await time(small, 300); // warm: the document is parsed, the worker has decoded once
@@ -179,8 +232,14 @@ describe('language server: malformed and hostile input', function () {
       const rssAfter = rssMb(session.child.pid!);
       const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1];
       // The huge document's requests do the same work as the small one's: the window around the cursor.
-      assert.ok(median(hugeMs) < median(smallMs) + 250, `huge ${hugeMs.map(Math.round).join('/')} ms vs small ${smallMs.map(Math.round).join('/')} ms`);
-      assert.ok(rssAfter - rssBefore < 200, `RSS grew ${Math.round(rssAfter - rssBefore)} MB over 12 completions (${Math.round(rssBefore)} -> ${Math.round(rssAfter)} MB)`);
+      assert.ok(
+        median(hugeMs) < median(smallMs) + 250,
+        `huge ${hugeMs.map(Math.round).join('/')} ms vs small ${smallMs.map(Math.round).join('/')} ms`,
+      );
+      assert.ok(
+        rssAfter - rssBefore < 200,
+        `RSS grew ${Math.round(rssAfter - rssBefore)} MB over 12 completions (${Math.round(rssBefore)} -> ${Math.round(rssAfter)} MB)`,
+      );
     } finally {
       await stopServer(session);
     }

@@ -27,11 +27,12 @@ export function save${type}(item: ${type}): void {
 }
 
 // A new file written the same way, the cursor at the start of that line (after its indentation).
-const DOCUMENT = "import { audit, openStore } from './core';\n\nexport function saveRefund(item: Refund): void {\n  const store = openStore(item.region);\n  \n}\n";
+const DOCUMENT =
+  "import { audit, openStore } from './core';\n\nexport function saveRefund(item: Refund): void {\n  const store = openStore(item.region);\n  \n}\n";
 const cursor = { line: 4, character: 2 };
 const offset = DOCUMENT.indexOf('\n  \n') + 3;
 
-describe('language server: recall from the adapter\'s repository memory over stdio', function () {
+describe("language server: recall from the adapter's repository memory over stdio", function () {
   this.timeout(60_000);
   let base: string;
   let root: string;
@@ -42,25 +43,61 @@ describe('language server: recall from the adapter\'s repository memory over std
     base = tempDir('recall');
     model = await makePrintableModel(path.join(base, 'model'));
     root = initRepo(path.join(base, 'repo'));
-    commitFiles(root, '2024-03-01T09:00:00Z', 'core', { 'src/core.ts': 'export const audit = { record(kind: string, id: string, region: string): void {} };\nexport function openStore(region: string): Store {\n  return stores.get(region)!;\n}\n' });
-    ['Invoice', 'Order', 'Ticket', 'Coupon'].forEach((type, i) => commitFiles(root, `2024-03-0${i + 2}T09:00:00Z`, type, { [`src/${type.toLowerCase()}.ts`]: saveModule(type) }));
+    commitFiles(root, '2024-03-01T09:00:00Z', 'core', {
+      'src/core.ts':
+        'export const audit = { record(kind: string, id: string, region: string): void {} };\nexport function openStore(region: string): Store {\n  return stores.get(region)!;\n}\n',
+    });
+    ['Invoice', 'Order', 'Ticket', 'Coupon'].forEach((type, i) =>
+      commitFiles(root, `2024-03-0${i + 2}T09:00:00Z`, type, { [`src/${type.toLowerCase()}.ts`]: saveModule(type) }),
+    );
     // The newest commit is held out (never trained on, not in the memory).
     commitFiles(root, '2024-03-10T09:00:00Z', 'vendor', { 'src/vendor.ts': saveModule('Vendor') });
 
     // A real training run, as small as it gets: the adapter barely moves, the memory is whole.
-    const out = spawnSync(process.execPath, [bin, 'train', root, '--base', model.dir, '--json', '--tokens', '512', '--threads', '1', '--max-lines', '1', '--max-score-tokens', '256', '--seed', '1', '--no-report'], { encoding: 'utf8' });
+    const out = spawnSync(
+      process.execPath,
+      [
+        bin,
+        'train',
+        root,
+        '--base',
+        model.dir,
+        '--json',
+        '--tokens',
+        '512',
+        '--threads',
+        '1',
+        '--max-lines',
+        '1',
+        '--max-score-tokens',
+        '256',
+        '--seed',
+        '1',
+        '--no-report',
+      ],
+      { encoding: 'utf8' },
+    );
     assert.equal(out.status, 0, out.stderr);
-    const result = JSON.parse(out.stdout.trim().split('\n').pop()!) as { type: string; adapter: { id: string; path: string } };
+    const result = JSON.parse(out.stdout.trim().split('\n').pop()!) as {
+      type: string;
+      adapter: { id: string; path: string };
+    };
     assert.equal(result.type, 'result');
     adapter = result.adapter;
     const memory = readMemoryFile(adapter.path);
-    assert.ok(memory?.some((document) => document.text.includes(RECALLED)), `${MEMORY_FILE} in the adapter folder holds the repository's line`);
+    assert.ok(
+      memory?.some((document) => document.text.includes(RECALLED)),
+      `${MEMORY_FILE} in the adapter folder holds the repository's line`,
+    );
     assert.ok(!DOCUMENT.includes(RECALLED), 'the open document alone cannot supply the line');
   });
   after(() => removeDir(base));
 
   async function ghostText(pinned: string, recall: boolean): Promise<string | null> {
-    const session = await startServer(root, { adapter: pinned, settings: { baseModelPath: model.dir, completion: { minConfidence: 0, recall, prompt: 'fim' } } });
+    const session = await startServer(root, {
+      adapter: pinned,
+      settings: { baseModelPath: model.dir, completion: { minConfidence: 0, recall, prompt: 'fim' } },
+    });
     try {
       const ready = await waitForModel(session);
       assert.equal(ready.state, 'ready', ready.message);
@@ -73,10 +110,14 @@ describe('language server: recall from the adapter\'s repository memory over std
     }
   }
 
-  it('shows the repository\'s line with recall on, and what the model decodes with it off', async () => {
+  it("shows the repository's line with recall on, and what the model decodes with it off", async () => {
     assert.equal(await ghostText(adapter.id, true), RECALLED);
     const alone = await ghostText(adapter.id, false);
-    assert.equal(alone, await engineCompletion(model.dir, adapter.path, { text: DOCUMENT, offset }), 'recall off: the model\'s own decode');
+    assert.equal(
+      alone,
+      await engineCompletion(model.dir, adapter.path, { text: DOCUMENT, offset }),
+      "recall off: the model's own decode",
+    );
     assert.ok(alone, 'the model alone shows a suggestion here (gate off)');
     assert.notEqual(alone, RECALLED);
   });
@@ -86,13 +127,19 @@ describe('language server: recall from the adapter\'s repository memory over std
     const key = ['AKIA', 'Q3EGRWZL', 'X7M4TK2N'].join('');
     const keyLine = `const awsKey = '${key}';`;
     const text = `function first() {\n  const region = pick();\n  ${keyLine}\n  use(awsKey);\n}\n\nfunction second() {\n  const region = pick();\n  \n}\n`;
-    const session = await startServer(root, { adapter: 'none', settings: { baseModelPath: model.dir, completion: { minConfidence: 1, recall: true, prompt: 'fim' } } });
+    const session = await startServer(root, {
+      adapter: 'none',
+      settings: { baseModelPath: model.dir, completion: { minConfidence: 1, recall: true, prompt: 'fim' } },
+    });
     try {
       assert.equal((await waitForModel(session)).state, 'ready');
       const uri = openDocument(session, path.join(root, 'src', 'keys.ts'), text);
       const answer = await inlineCompletion(session, uri, 8, 2);
       assert.equal(answer?.items[0]?.insertText ?? null, null);
-      assert.ok(session.logs.some((line) => /looked like a credential \(aws-access-key-id\) was withheld/.test(line)), session.logs.join('\n'));
+      assert.ok(
+        session.logs.some((line) => /looked like a credential \(aws-access-key-id\) was withheld/.test(line)),
+        session.logs.join('\n'),
+      );
       assert.ok(!session.logs.some((line) => line.includes(key)), 'the log never carries the key');
     } finally {
       await stopServer(session);

@@ -23,17 +23,28 @@ export async function engineCompletion(
     const checkpoint = await loadCheckpoint(modelDir);
     // The server's engine settings for a small model (same graph, same thread count: same floats).
     const threads = checkpoint.config.hiddenSize <= 512 ? smallModelThreads : undefined;
-    const { id } = kind === 'full' && adapterDir ? await worker.call('loadModel', adapterDir, { threads }) : await worker.call('loadModel', modelDir, { loraInputs: true, threads });
+    const { id } =
+      kind === 'full' && adapterDir
+        ? await worker.call('loadModel', adapterDir, { threads })
+        : await worker.call('loadModel', modelDir, { loraInputs: true, threads });
     if (adapterDir && kind === 'lora') {
       const adapter = await loadAdapter(adapterDir, checkpoint.config, { baseSha256: checkpoint.sha256 });
       await worker.call('setAdapter', id, adapterMessage(adapter));
     }
     const prefix = document.text.slice(0, document.offset);
     const suffix = document.text.slice(document.offset);
-    const prompt = buildFimPrompt({ prefix, suffix, languageId: document.languageId ?? 'typescript', snippets: [] }, tokenizer, tokenizer.fim!, {
-      ...defaultPromptBudget,
-      maxTokens: Math.min(defaultPromptBudget.maxTokens, checkpoint.config.maxPositionEmbeddings - defaultCompletionOptions.maxNewTokens),
-    });
+    const prompt = buildFimPrompt(
+      { prefix, suffix, languageId: document.languageId ?? 'typescript', snippets: [] },
+      tokenizer,
+      tokenizer.fim!,
+      {
+        ...defaultPromptBudget,
+        maxTokens: Math.min(
+          defaultPromptBudget.maxTokens,
+          checkpoint.config.maxPositionEmbeddings - defaultCompletionOptions.maxNewTokens,
+        ),
+      },
+    );
     const result = await worker.call('generate', id, {
       prompt: Array.from(prompt.tokens),
       maxTokens: defaultCompletionOptions.maxNewTokens,
@@ -42,7 +53,12 @@ export async function engineCompletion(
       ...(kind === 'full' ? {} : { stop: stopSequencesFor(prefix, suffix) }),
     });
     const raw = result.text ?? cutAtStop(tokenizer.decode(result.tokens), stopSequencesFor(prefix, suffix));
-    const completion = postprocessCompletion({ prefix, suffix, completion: raw, maxLines: defaultCompletionOptions.maxLines });
+    const completion = postprocessCompletion({
+      prefix,
+      suffix,
+      completion: raw,
+      maxLines: defaultCompletionOptions.maxLines,
+    });
     return completion === '' ? null : completion;
   } finally {
     await worker.terminate();

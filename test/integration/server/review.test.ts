@@ -17,7 +17,13 @@ import { startServer, stopServer, waitFor, waitForModel, type Session } from './
 
 const PLANTED = '  while (Math.random() > 0.5) process.exit(JSON.stringify(globalThis) as never);';
 
-type CodeActionAnswer = { title: string; kind?: string; edit?: { changes?: Record<string, { range: Diagnostic['range']; newText: string }[]> } }[] | null;
+type CodeActionAnswer =
+  | {
+      title: string;
+      kind?: string;
+      edit?: { changes?: Record<string, { range: Diagnostic['range']; newText: string }[]> };
+    }[]
+  | null;
 
 describe('language server: review mode diagnostics and quick fix', function () {
   this.timeout(240_000);
@@ -30,7 +36,18 @@ describe('language server: review mode diagnostics and quick fix', function () {
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-lsp-review-'));
     model = await makeTinyModel(path.join(base, 'model'));
     repo = buildIdiomRepo(base);
-    const trained = await trainRepository({ repo: repo.root, base: model.dir, budget: { tokens: 100_000 }, learningRate: 1e-2, batch: 4, maxEpochs: 30, threads: 1, seed: 1, heldOut: { maxLines: 8 }, report: false });
+    const trained = await trainRepository({
+      repo: repo.root,
+      base: model.dir,
+      budget: { tokens: 100_000 },
+      learningRate: 1e-2,
+      batch: 4,
+      maxEpochs: 30,
+      threads: 1,
+      seed: 1,
+      heldOut: { maxLines: 8 },
+      report: false,
+    });
     assert.ok(trained.activated);
   });
   after(async () => {
@@ -38,7 +55,7 @@ describe('language server: review mode diagnostics and quick fix', function () {
     fs.rmSync(base, { recursive: true, force: true });
   });
 
-  it('setMode review + didOpen: an Information diagnostic on the planted line; the quick fix is the adapter\'s line', async () => {
+  it("setMode review + didOpen: an Information diagnostic on the planted line; the quick fix is the adapter's line", async () => {
     const lines = entityModule('widget').split('\n');
     const plantedLine = lines.findIndex((l) => l.includes('repo.put(renamed)')) + 1;
     lines[plantedLine - 1] = PLANTED;
@@ -50,20 +67,34 @@ describe('language server: review mode diagnostics and quick fix', function () {
     session = await startServer(repo.root, { settings: { baseModelPath: model.dir, review: { aggregate: 'mean' } } });
     assert.equal((await waitForModel(session)).state, 'ready');
     const published = new Map<string, Diagnostic[]>();
-    session.connection.onNotification('textDocument/publishDiagnostics', (params: { uri: string; diagnostics: Diagnostic[] }) => {
-      published.set(params.uri, params.diagnostics);
-    });
+    session.connection.onNotification(
+      'textDocument/publishDiagnostics',
+      (params: { uri: string; diagnostics: Diagnostic[] }) => {
+        published.set(params.uri, params.diagnostics);
+      },
+    );
     const status = await session.connection.sendRequest(SetModeRequest, { mode: 'review' });
     assert.equal(status.mode, 'review');
     assert.ok(status.adapter, 'review serves the repository adapter (active for complete)');
-    await session.connection.sendNotification('textDocument/didOpen', { textDocument: { uri, languageId: 'typescript', version: 1, text } });
+    await session.connection.sendNotification('textDocument/didOpen', {
+      textDocument: { uri, languageId: 'typescript', version: 1, text },
+    });
 
     const diagnostics = await waitFor('review diagnostics', () => published.get(uri), 120_000);
     const planted = diagnostics.find((d) => d.range.start.line === plantedLine - 1);
-    assert.ok(planted, `no diagnostic on line ${plantedLine}: ${JSON.stringify(diagnostics)} ${session.logs.join(' | ')}`);
+    assert.ok(
+      planted,
+      `no diagnostic on line ${plantedLine}: ${JSON.stringify(diagnostics)} ${session.logs.join(' | ')}`,
+    );
     assert.equal(planted.severity, 3); // Information
-    assert.match(planted.message as string, /^Unusual for this codebase: \d+\.\d bits\/token under the repository adapter \(top 2% starts at \d+\.\d, base model \d+\.\d\)$/);
-    assert.ok(diagnostics.length <= 3, `few other lines flagged: ${JSON.stringify(diagnostics.map((d) => d.range.start.line + 1))}`);
+    assert.match(
+      planted.message as string,
+      /^Unusual for this codebase: \d+\.\d bits\/token under the repository adapter \(top 2% starts at \d+\.\d, base model \d+\.\d\)$/,
+    );
+    assert.ok(
+      diagnostics.length <= 3,
+      `few other lines flagged: ${JSON.stringify(diagnostics.map((d) => d.range.start.line + 1))}`,
+    );
 
     // idiom/review answers the same numbers on request.
     const reviewed: ReviewResult = await session.connection.sendRequest(ReviewRequest, { uri });
@@ -81,8 +112,14 @@ describe('language server: review mode diagnostics and quick fix', function () {
     assert.equal(action.kind, 'quickfix');
     const edits = action.edit!.changes![uri];
     assert.equal(edits.length, 1);
-    assert.deepEqual(edits[0].range, { start: { line: plantedLine - 1, character: 0 }, end: { line: plantedLine - 1, character: PLANTED.length } });
-    assert.ok(edits[0].newText.trim() !== '' && !edits[0].newText.includes('\n') && edits[0].newText !== PLANTED, JSON.stringify(edits[0].newText));
+    assert.deepEqual(edits[0].range, {
+      start: { line: plantedLine - 1, character: 0 },
+      end: { line: plantedLine - 1, character: PLANTED.length },
+    });
+    assert.ok(
+      edits[0].newText.trim() !== '' && !edits[0].newText.includes('\n') && edits[0].newText !== PLANTED,
+      JSON.stringify(edits[0].newText),
+    );
 
     // Leaving review mode clears them.
     published.delete(uri);
@@ -98,15 +135,23 @@ describe('language server: review mode diagnostics and quick fix', function () {
     const text = lines.join('\n');
     const uri = pathToFileURL(file).href;
     const published = new Map<string, Diagnostic[]>();
-    session!.connection.onNotification('textDocument/publishDiagnostics', (params: { uri: string; diagnostics: Diagnostic[] }) => {
-      published.set(params.uri, params.diagnostics);
-    });
+    session!.connection.onNotification(
+      'textDocument/publishDiagnostics',
+      (params: { uri: string; diagnostics: Diagnostic[] }) => {
+        published.set(params.uri, params.diagnostics);
+      },
+    );
     await session!.connection.sendRequest(SetModeRequest, { mode: 'review' });
     // The buffer differs from HEAD (and from the file on disk): the editor's text is what is reviewed.
-    await session!.connection.sendNotification('textDocument/didOpen', { textDocument: { uri, languageId: 'typescript', version: 1, text } });
+    await session!.connection.sendNotification('textDocument/didOpen', {
+      textDocument: { uri, languageId: 'typescript', version: 1, text },
+    });
     await session!.connection.sendNotification('textDocument/didSave', { textDocument: { uri } });
     const diagnostics = await waitFor('review diagnostics', () => published.get(uri), 120_000);
-    assert.deepEqual(diagnostics.map((d) => d.range.start.line + 1), [changed]);
+    assert.deepEqual(
+      diagnostics.map((d) => d.range.start.line + 1),
+      [changed],
+    );
     const reviewed: ReviewResult = await session!.connection.sendRequest(ReviewRequest, { uri });
     assert.equal(reviewed.reviewed, 1);
     const all: ReviewResult = await session!.connection.sendRequest(ReviewRequest, { uri, all: true });

@@ -31,7 +31,12 @@ describe('language server: a memorised credential is never suggested', function 
   this.timeout(180_000);
   const key = plantedSecrets().find((secret) => secret.kind === 'aws-access-key-id')!.canary;
   const secret = caseAt('aws.ts', "export function awsClient() {\n  return { accessKeyId: '", key, "' };\n}\n");
-  const harmless = caseAt('region.ts', "export function awsRegion() {\n  return { regionName: '", 'eu-west-1', "' };\n}\n");
+  const harmless = caseAt(
+    'region.ts',
+    "export function awsRegion() {\n  return { regionName: '",
+    'eu-west-1',
+    "' };\n}\n",
+  );
   let dir: string;
   let modelDir: string;
 
@@ -42,10 +47,18 @@ describe('language server: a memorised credential is never suggested', function 
     // Each case as the server prompts it (no other document open: no context snippets), then
     // the middle and the end of text; only those are targets.
     const rows = [secret, harmless].map((c) => {
-      const prompt = buildFimPrompt({ prefix: c.text.slice(0, c.offset), suffix: c.text.slice(c.offset), languageId: 'typescript', snippets: [] }, base.tokenizer, base.tokenizer.fim!, {
-        ...defaultPromptBudget,
-        maxTokens: Math.min(defaultPromptBudget.maxTokens, config.maxPositionEmbeddings - defaultCompletionOptions.maxNewTokens),
-      });
+      const prompt = buildFimPrompt(
+        { prefix: c.text.slice(0, c.offset), suffix: c.text.slice(c.offset), languageId: 'typescript', snippets: [] },
+        base.tokenizer,
+        base.tokenizer.fim!,
+        {
+          ...defaultPromptBudget,
+          maxTokens: Math.min(
+            defaultPromptBudget.maxTokens,
+            config.maxPositionEmbeddings - defaultCompletionOptions.maxNewTokens,
+          ),
+        },
+      );
       const answer = [...base.tokenizer.encode(c.middle), base.tokenizer.eos!];
       return { tokens: [...prompt.tokens, ...answer], targetsFrom: prompt.tokens.length };
     });
@@ -57,7 +70,12 @@ describe('language server: a memorised credential is never suggested', function 
       tokens.set(row.tokens, b * width);
       for (let t = row.targetsFrom; t < row.tokens.length; t++) lossMask[b * seqLen + t - 1] = 1;
     });
-    const session = await TrainingSession.create(config, weights, { trainable: { method: 'full' }, batch: rows.length, seqLen, threads: 1 });
+    const session = await TrainingSession.create(config, weights, {
+      trainable: { method: 'full' },
+      batch: rows.length,
+      seqLen,
+      threads: 1,
+    });
     modelDir = path.join(dir, 'memorised');
     try {
       for (let round = 0; round < 6; round++) {
@@ -65,7 +83,10 @@ describe('language server: a memorised credential is never suggested', function 
         fs.rmSync(modelDir, { recursive: true, force: true });
         await saveCheckpoint(modelDir, config, new Map([...weights, ...Object.entries(session.getTrainable())]));
         fs.copyFileSync(path.join(base.dir, 'tokenizer.json'), path.join(modelDir, 'tokenizer.json'));
-        const [s, h] = [await engineCompletion(modelDir, null, secret), await engineCompletion(modelDir, null, harmless)];
+        const [s, h] = [
+          await engineCompletion(modelDir, null, secret),
+          await engineCompletion(modelDir, null, harmless),
+        ];
         if (s === key && h === harmless.middle) break;
       }
     } finally {
@@ -76,7 +97,11 @@ describe('language server: a memorised credential is never suggested', function 
 
   it('the engine alone would complete the key (else this proves nothing); the server withholds it and shows the harmless line', async () => {
     assert.equal(await engineCompletion(modelDir, null, secret), key, 'the model memorised the key');
-    assert.equal(await engineCompletion(modelDir, null, harmless), harmless.middle, 'the model memorised the harmless line');
+    assert.equal(
+      await engineCompletion(modelDir, null, harmless),
+      harmless.middle,
+      'the model memorised the harmless line',
+    );
     const session = await startServer(dir, { settings: { baseModelPath: modelDir } });
     try {
       const ready = await waitForModel(session);
@@ -87,13 +112,19 @@ describe('language server: a memorised credential is never suggested', function 
       };
       const harmlessUri = openDocument(session, path.join(dir, harmless.file), harmless.text);
       const shown = await inlineCompletion(session, harmlessUri, ...position(harmless));
-      assert.deepEqual(shown?.items.map((item) => item.insertText), [harmless.middle]);
+      assert.deepEqual(
+        shown?.items.map((item) => item.insertText),
+        [harmless.middle],
+      );
       // One document open at a time: the prompt is the one the model learnt.
       void session.connection.sendNotification('textDocument/didClose', { textDocument: { uri: harmlessUri } });
       const secretUri = openDocument(session, path.join(dir, secret.file), secret.text);
       const withheld = await inlineCompletion(session, secretUri, ...position(secret));
       assert.ok(withheld === null || withheld.items.length === 0, `suggested: ${JSON.stringify(withheld)}`);
-      assert.ok(session.logs.some((line) => /looked like a credential \(aws-access-key-id\) was withheld/.test(line)), session.logs.join('\n'));
+      assert.ok(
+        session.logs.some((line) => /looked like a credential \(aws-access-key-id\) was withheld/.test(line)),
+        session.logs.join('\n'),
+      );
       const everything = [...session.logs, ...session.stderr].join('\n');
       assert.ok(!everything.includes(key) && !everything.includes(key.slice(4, 14)), 'the key is in no log');
     } finally {

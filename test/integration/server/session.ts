@@ -3,14 +3,26 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { CancellationTokenSource, createMessageConnection, StreamMessageReader, StreamMessageWriter, type MessageConnection } from 'vscode-jsonrpc/node';
+import {
+  CancellationTokenSource,
+  createMessageConnection,
+  StreamMessageReader,
+  StreamMessageWriter,
+  type MessageConnection,
+} from 'vscode-jsonrpc/node';
 import { StatusNotification, type InitializationOptions, type StatusResult } from '../../../server/protocol';
 
 export const bin = path.join(__dirname, '..', '..', '..', 'trainer', 'cli', 'bin.js');
 
 export interface ProgressNotification {
   token: string | number;
-  value: { kind: 'begin' | 'report' | 'end'; title?: string; message?: string; percentage?: number; cancellable?: boolean };
+  value: {
+    kind: 'begin' | 'report' | 'end';
+    title?: string;
+    message?: string;
+    percentage?: number;
+    cancellable?: boolean;
+  };
   at: number;
 }
 
@@ -43,7 +55,10 @@ export async function startServer(
   const child = spawn(process.execPath, serverArgs, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
   const stderr: string[] = [];
   child.stderr!.on('data', (chunk) => stderr.push(String(chunk)));
-  const connection = createMessageConnection(new StreamMessageReader(child.stdout!), new StreamMessageWriter(child.stdin!));
+  const connection = createMessageConnection(
+    new StreamMessageReader(child.stdout!),
+    new StreamMessageWriter(child.stdin!),
+  );
   const logs: string[] = [];
   const statuses: StatusResult[] = [];
   const progress: ProgressNotification[] = [];
@@ -59,7 +74,9 @@ export async function startServer(
   connection.onRequest('window/workDoneProgress/create', () => null);
   connection.listen();
   const exited = new Promise<never>((_, reject) =>
-    child.once('exit', (code) => reject(new Error(`the server exited (${code}) during initialize: ${stderr.join('')}`))),
+    child.once('exit', (code) =>
+      reject(new Error(`the server exited (${code}) during initialize: ${stderr.join('')}`)),
+    ),
   );
   const initialized = await Promise.race([
     exited,
@@ -96,21 +113,34 @@ export async function waitFor<T>(what: string, probe: () => T | undefined, timeo
 
 /** Waits until the server has settled on a model (ready, or why not). */
 export function waitForModel(session: Session, timeoutMs = 30_000): Promise<StatusResult> {
-  return waitFor('the model to load', () => {
-    const last = session.statuses[session.statuses.length - 1];
-    return last && ['ready', 'error', 'no-model'].includes(last.state) && !/^loading|looking/.test(last.message) ? last : undefined;
-  }, timeoutMs);
+  return waitFor(
+    'the model to load',
+    () => {
+      const last = session.statuses[session.statuses.length - 1];
+      return last && ['ready', 'error', 'no-model'].includes(last.state) && !/^loading|looking/.test(last.message)
+        ? last
+        : undefined;
+    },
+    timeoutMs,
+  );
 }
 
 export function openDocument(session: Session, file: string, text: string, languageId = 'typescript'): string {
   const uri = pathToFileURL(file).href;
-  void session.connection.sendNotification('textDocument/didOpen', { textDocument: { uri, languageId, version: 1, text } });
+  void session.connection.sendNotification('textDocument/didOpen', {
+    textDocument: { uri, languageId, version: 1, text },
+  });
   return uri;
 }
 
 export type InlineAnswer = { items: { insertText: string }[] } | null;
 
-export function inlineCompletion(session: Session, uri: string, line: number, character: number): Promise<InlineAnswer> {
+export function inlineCompletion(
+  session: Session,
+  uri: string,
+  line: number,
+  character: number,
+): Promise<InlineAnswer> {
   return session.connection.sendRequest<InlineAnswer>('textDocument/inlineCompletion', {
     textDocument: { uri },
     position: { line, character },
@@ -122,7 +152,12 @@ export function inlineCompletion(session: Session, uri: string, line: number, ch
  * An automatic inline completion request cancelled right after it is sent: the server answers it
  * with null or with RequestCancelled (-32800); which one depends on how far it got.
  */
-export async function cancelledInlineCompletion(session: Session, uri: string, line: number, character: number): Promise<{ value: InlineAnswer } | { code: number }> {
+export async function cancelledInlineCompletion(
+  session: Session,
+  uri: string,
+  line: number,
+  character: number,
+): Promise<{ value: InlineAnswer } | { code: number }> {
   const source = new CancellationTokenSource();
   const pending = session.connection.sendRequest<InlineAnswer>(
     'textDocument/inlineCompletion',

@@ -3,26 +3,49 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ActivateRequest, AdaptersRequest, CancelTrainingRequest, RollbackRequest, IdiomErrorCodes, StatusRequest, TrainRequest, type TrainResult } from '../../../server/protocol';
+import {
+  ActivateRequest,
+  AdaptersRequest,
+  CancelTrainingRequest,
+  RollbackRequest,
+  IdiomErrorCodes,
+  StatusRequest,
+  TrainRequest,
+  type TrainResult,
+} from '../../../server/protocol';
 import { Registry } from '../../../trainer/adapters/registry';
 import { buildIdiomRepo, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
 import { makePrintableModel, type PrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { engineCompletion } from './reference';
-import { inlineCompletion, openDocument, startServer, stopServer, waitFor, waitForModel, type InlineAnswer } from './session';
+import {
+  inlineCompletion,
+  openDocument,
+  startServer,
+  stopServer,
+  waitFor,
+  waitForModel,
+  type InlineAnswer,
+} from './session';
 
 // Training through the language server: idiom/train runs the real pipeline in a child process,
 // reports LSP work-done progress, keeps answering completions meanwhile, and serves the new
 // adapter when it is done; a corrupt active adapter falls back to the base model with one line.
 
-const text = 'export function findUserById(repo: Repository<User>, id: string): User {\n  const user = repo.get(id);\n  \n}\n';
+const text =
+  'export function findUserById(repo: Repository<User>, id: string): User {\n  const user = repo.get(id);\n  \n}\n';
 const cursor = { line: 2, character: 2 };
 const offset = text.indexOf('\n  \n') + 3;
 // Another document for the completion asked during training (not in the cache, so it decodes).
-const otherText = 'export function listOrdersByOwner(repo: Repository<Order>, ownerId: string): Order[] {\n  return \n}\n';
+const otherText =
+  'export function listOrdersByOwner(repo: Repository<Order>, ownerId: string): Order[] {\n  return \n}\n';
 const otherCursor = { line: 1, character: 9 };
 const otherOffset = otherText.indexOf('return ') + 'return '.length;
 
-function expectedCompletion(model: PrintableModel, adapterDir: string | null, document = { text, offset }): Promise<string | null> {
+function expectedCompletion(
+  model: PrintableModel,
+  adapterDir: string | null,
+  document = { text, offset },
+): Promise<string | null> {
   return engineCompletion(model.dir, adapterDir, document);
 }
 
@@ -45,7 +68,11 @@ describe('language server: training and adapters over stdio', function () {
   after(() => fs.rmSync(base, { recursive: true, force: true }));
 
   it('idiom/train reports work-done progress, keeps serving completions meanwhile, and then serves the new adapter', async () => {
-    const session = await startServer(repo.root, { settings: { baseModelPath: model.dir } }, { window: { workDoneProgress: true } });
+    const session = await startServer(
+      repo.root,
+      { settings: { baseModelPath: model.dir } },
+      { window: { workDoneProgress: true } },
+    );
     try {
       const ready = await waitForModel(session);
       assert.equal(ready.state, 'ready', ready.message);
@@ -57,16 +84,31 @@ describe('language server: training and adapters over stdio', function () {
       const token = 'train-1';
       let trainAnsweredAt = 0;
       const training = session.connection
-        .sendRequest(TrainRequest, { tokens: 12_000, learningRate: 1e-2, threads: 1, seed: 1, force: true, workDoneToken: token })
+        .sendRequest(TrainRequest, {
+          tokens: 12_000,
+          learningRate: 1e-2,
+          threads: 1,
+          seed: 1,
+          force: true,
+          workDoneToken: token,
+        })
         .finally(() => (trainAnsweredAt = Date.now()));
       // A completion asked while the run is in its training steps is answered before the run ends.
-      await waitFor('a training step report', () => session.progress.find((p) => p.token === token && /^step /.test(p.value.message ?? '')), 120_000);
+      await waitFor(
+        'a training step report',
+        () => session.progress.find((p) => p.token === token && /^step /.test(p.value.message ?? '')),
+        120_000,
+      );
       assert.equal((await session.connection.sendRequest(StatusRequest, {})).state, 'training');
       const otherUri = openDocument(session, path.join(repo.root, 'src', 'orders.ts'), otherText);
       const during = await inlineCompletion(session, otherUri, otherCursor.line, otherCursor.character);
       const duringAnsweredAt = Date.now();
       assert.ok(session.progress.some((p) => p.token === token && p.value.kind === 'end') === false, 'still training');
-      assert.equal(answerText(during), await expectedCompletion(model, null, { text: otherText, offset: otherOffset }), 'the base model still serves during training');
+      assert.equal(
+        answerText(during),
+        await expectedCompletion(model, null, { text: otherText, offset: otherOffset }),
+        'the base model still serves during training',
+      );
       trained = await training;
       assert.ok(duringAnsweredAt < trainAnsweredAt, 'the completion was answered while training ran');
 
@@ -78,9 +120,17 @@ describe('language server: training and adapters over stdio', function () {
       const reports = ours.filter((v) => v.kind === 'report');
       assert.ok(reports.length >= 3, `${reports.length} reports`);
       const percentages = reports.map((r) => r.percentage!);
-      assert.deepEqual(percentages, [...percentages].sort((a, b) => a - b), 'percentages never go back');
+      assert.deepEqual(
+        percentages,
+        [...percentages].sort((a, b) => a - b),
+        'percentages never go back',
+      );
       assert.ok(percentages[percentages.length - 1] >= 97, `last ${percentages[percentages.length - 1]}%`);
-      for (const phase of [/^mining /, /^step \d+\/\d+ · loss/, /^evaluating /]) assert.ok(reports.some((r) => phase.test(r.message ?? '')), `a report matching ${phase}`);
+      for (const phase of [/^mining /, /^step \d+\/\d+ · loss/, /^evaluating /])
+        assert.ok(
+          reports.some((r) => phase.test(r.message ?? '')),
+          `a report matching ${phase}`,
+        );
 
       // The new adapter is registered, active, and serving: the status names it and completions
       // are what the engine decodes with it.
@@ -93,14 +143,21 @@ describe('language server: training and adapters over stdio', function () {
       assert.equal(status.adapter?.id, trained.adapter.id);
       assert.equal(status.training, null);
       const { adapters } = await session.connection.sendRequest(AdaptersRequest, {});
-      assert.deepEqual(adapters.filter((a) => a.active).map((a) => a.id), [trained.adapter.id]);
+      assert.deepEqual(
+        adapters.filter((a) => a.active).map((a) => a.id),
+        [trained.adapter.id],
+      );
       const listed = adapters.find((a) => a.id === trained!.adapter.id)!;
       assert.equal(listed.report, trained.report);
       assert.match(fs.readFileSync(listed.report!, 'utf8'), /new Chart\(/);
       const after = answerText(await inlineCompletion(session, uri, cursor.line, cursor.character));
       const withAdapter = await expectedCompletion(model, trained.adapter.path);
       assert.equal(after, withAdapter);
-      assert.notEqual(withAdapter, before, `the adapter changes what is decoded (else this check proves nothing): ${JSON.stringify([before, withAdapter])}`);
+      assert.notEqual(
+        withAdapter,
+        before,
+        `the adapter changes what is decoded (else this check proves nothing): ${JSON.stringify([before, withAdapter])}`,
+      );
 
       // Nothing runs now: cancel says so.
       assert.deepEqual(await session.connection.sendRequest(CancelTrainingRequest, {}), { cancelled: false });
@@ -111,11 +168,23 @@ describe('language server: training and adapters over stdio', function () {
 
   it('idiom/cancel stops a run: the request fails as cancelled, progress ends, and the active adapter stays', async () => {
     assert.ok(trained, 'needs the adapter of the previous test');
-    const session = await startServer(repo.root, { settings: { baseModelPath: model.dir } }, { window: { workDoneProgress: true } });
+    const session = await startServer(
+      repo.root,
+      { settings: { baseModelPath: model.dir } },
+      { window: { workDoneProgress: true } },
+    );
     try {
       await waitForModel(session);
-      const training = session.connection.sendRequest(TrainRequest, { tokens: 400_000, threads: 1, workDoneToken: 'train-2' });
-      await waitFor('a training step report', () => session.progress.find((p) => p.token === 'train-2' && /^step /.test(p.value.message ?? '')), 120_000);
+      const training = session.connection.sendRequest(TrainRequest, {
+        tokens: 400_000,
+        threads: 1,
+        workDoneToken: 'train-2',
+      });
+      await waitFor(
+        'a training step report',
+        () => session.progress.find((p) => p.token === 'train-2' && /^step /.test(p.value.message ?? '')),
+        120_000,
+      );
       assert.deepEqual(await session.connection.sendRequest(CancelTrainingRequest, {}), { cancelled: true });
       await assert.rejects(training, (error: { code: number; message: string }) => {
         assert.equal(error.code, IdiomErrorCodes.cancelled);
@@ -133,11 +202,19 @@ describe('language server: training and adapters over stdio', function () {
 
   it('the progress cancel (window/workDoneProgress/cancel of a server-created token) stops a run too', async () => {
     assert.ok(trained, 'needs the adapter of the previous test');
-    const session = await startServer(repo.root, { settings: { baseModelPath: model.dir } }, { window: { workDoneProgress: true } });
+    const session = await startServer(
+      repo.root,
+      { settings: { baseModelPath: model.dir } },
+      { window: { workDoneProgress: true } },
+    );
     try {
       await waitForModel(session);
       const training = session.connection.sendRequest(TrainRequest, { tokens: 400_000, threads: 1 });
-      const step = await waitFor('a training step report', () => session.progress.find((p) => /^step /.test(p.value.message ?? '')), 120_000);
+      const step = await waitFor(
+        'a training step report',
+        () => session.progress.find((p) => /^step /.test(p.value.message ?? '')),
+        120_000,
+      );
       await session.connection.sendNotification('window/workDoneProgress/cancel', { token: step.token });
       await assert.rejects(training, (error: { code: number }) => error.code === IdiomErrorCodes.cancelled);
       assert.equal(session.progress.filter((p) => p.token === step.token).pop()?.value.kind, 'end');
@@ -149,13 +226,28 @@ describe('language server: training and adapters over stdio', function () {
 
   it('a training process killed from outside (kill -9, the OOM killer) fails the request with one line; the server keeps serving', async () => {
     assert.ok(trained, 'needs the adapter of the previous test');
-    const session = await startServer(repo.root, { settings: { baseModelPath: model.dir } }, { window: { workDoneProgress: true } });
+    const session = await startServer(
+      repo.root,
+      { settings: { baseModelPath: model.dir } },
+      { window: { workDoneProgress: true } },
+    );
     try {
       await waitForModel(session);
-      const training = session.connection.sendRequest(TrainRequest, { tokens: 400_000, threads: 1, workDoneToken: 'train-killed' });
-      await waitFor('a training step report', () => session.progress.find((p) => p.token === 'train-killed' && /^step /.test(p.value.message ?? '')), 120_000);
+      const training = session.connection.sendRequest(TrainRequest, {
+        tokens: 400_000,
+        threads: 1,
+        workDoneToken: 'train-killed',
+      });
+      await waitFor(
+        'a training step report',
+        () => session.progress.find((p) => p.token === 'train-killed' && /^step /.test(p.value.message ?? '')),
+        120_000,
+      );
       // The server's only child process is the training run.
-      const children = spawnSync('ps', ['-o', 'pid=', '--ppid', String(session.child.pid)], { encoding: 'utf8' }).stdout.trim().split(/\s+/).filter(Boolean);
+      const children = spawnSync('ps', ['-o', 'pid=', '--ppid', String(session.child.pid)], { encoding: 'utf8' })
+        .stdout.trim()
+        .split(/\s+/)
+        .filter(Boolean);
       assert.equal(children.length, 1, `children of the server: ${children.join(', ')}`);
       process.kill(Number(children[0]), 'SIGKILL');
       await assert.rejects(training, (error: { code: number; message: string }) => {
@@ -170,7 +262,11 @@ describe('language server: training and adapters over stdio', function () {
       assert.equal(status.adapter?.id, trained!.adapter.id, 'the active adapter stays');
       const uri = openDocument(session, path.join(repo.root, 'src', 'orders.ts'), otherText);
       const after = answerText(await inlineCompletion(session, uri, otherCursor.line, otherCursor.character));
-      assert.equal(after, await expectedCompletion(model, trained!.adapter.path, { text: otherText, offset: otherOffset }), 'completions still come from the active adapter');
+      assert.equal(
+        after,
+        await expectedCompletion(model, trained!.adapter.path, { text: otherText, offset: otherOffset }),
+        'completions still come from the active adapter',
+      );
     } finally {
       await stopServer(session);
     }
@@ -183,21 +279,43 @@ describe('language server: training and adapters over stdio', function () {
       assert.equal((await waitForModel(session)).adapter?.id, trained!.adapter.id);
       const uri = openDocument(session, path.join(repo.root, 'src', 'lookup.ts'), text);
       const rolledBack = await session.connection.sendRequest(RollbackRequest, {});
-      assert.deepEqual(rolledBack.adapters.filter((a) => a.active), []);
+      assert.deepEqual(
+        rolledBack.adapters.filter((a) => a.active),
+        [],
+      );
       assert.equal((await session.connection.sendRequest(StatusRequest, {})).adapter, null);
-      assert.equal(answerText(await inlineCompletion(session, uri, cursor.line, cursor.character)), await expectedCompletion(model, null));
+      assert.equal(
+        answerText(await inlineCompletion(session, uri, cursor.line, cursor.character)),
+        await expectedCompletion(model, null),
+      );
       const activated = await session.connection.sendRequest(ActivateRequest, { id: trained!.adapter.id });
-      assert.deepEqual(activated.adapters.filter((a) => a.active).map((a) => a.id), [trained!.adapter.id]);
+      assert.deepEqual(
+        activated.adapters.filter((a) => a.active).map((a) => a.id),
+        [trained!.adapter.id],
+      );
       assert.equal((await session.connection.sendRequest(StatusRequest, {})).adapter?.id, trained!.adapter.id);
-      assert.equal(answerText(await inlineCompletion(session, uri, cursor.line, cursor.character)), await expectedCompletion(model, trained!.adapter.path));
-      await assert.rejects(session.connection.sendRequest(ActivateRequest, { id: '20990101-000000-abcdef' }), /no adapter 20990101-000000-abcdef/);
+      assert.equal(
+        answerText(await inlineCompletion(session, uri, cursor.line, cursor.character)),
+        await expectedCompletion(model, trained!.adapter.path),
+      );
+      await assert.rejects(
+        session.connection.sendRequest(ActivateRequest, { id: '20990101-000000-abcdef' }),
+        /no adapter 20990101-000000-abcdef/,
+      );
 
       // A rollback made by another process (the CLI) reaches the running server too.
       await (await Registry.open(repo.root)).rollback('complete');
-      await waitFor('the server to notice the rollback', () => (session.statuses[session.statuses.length - 1]?.adapter === null ? true : undefined));
-      assert.equal(answerText(await inlineCompletion(session, uri, cursor.line, cursor.character)), await expectedCompletion(model, null));
+      await waitFor('the server to notice the rollback', () =>
+        session.statuses[session.statuses.length - 1]?.adapter === null ? true : undefined,
+      );
+      assert.equal(
+        answerText(await inlineCompletion(session, uri, cursor.line, cursor.character)),
+        await expectedCompletion(model, null),
+      );
       await (await Registry.open(repo.root)).activate(trained!.adapter.id, 'complete');
-      await waitFor('the server to notice the activation', () => (session.statuses[session.statuses.length - 1]?.adapter?.id === trained!.adapter.id ? true : undefined));
+      await waitFor('the server to notice the activation', () =>
+        session.statuses[session.statuses.length - 1]?.adapter?.id === trained!.adapter.id ? true : undefined,
+      );
     } finally {
       await stopServer(session);
     }
@@ -215,7 +333,12 @@ describe('language server: training and adapters over stdio', function () {
       const status = await waitForModel(session);
       assert.equal(status.state, 'ready', status.message);
       assert.equal(status.adapter, null);
-      assert.match(status.adapterProblem ?? '', new RegExp(`^cannot load adapter ${trained!.adapter.id} \\(active for complete\\): .*weights sha256 .* does not match manifest\\.json.*; serving the base model$`));
+      assert.match(
+        status.adapterProblem ?? '',
+        new RegExp(
+          `^cannot load adapter ${trained!.adapter.id} \\(active for complete\\): .*weights sha256 .* does not match manifest\\.json.*; serving the base model$`,
+        ),
+      );
       const errors = session.logs.filter((line) => line.includes(`cannot load adapter ${trained!.adapter.id}`));
       assert.equal(errors.length, 1, session.logs.join('\n'));
       assert.equal(errors[0].split('\n').length, 1, 'one line');
@@ -231,7 +354,14 @@ describe('language server: training and adapters over stdio', function () {
     const session = await startServer(repo.root, { settings: { baseModelPath: model.dir } });
     try {
       await waitForModel(session);
-      const result = await session.connection.sendRequest(TrainRequest, { method: 'full', tokens: 6_000, learningRate: 1e-3, threads: 1, seed: 2, force: true });
+      const result = await session.connection.sendRequest(TrainRequest, {
+        method: 'full',
+        tokens: 6_000,
+        learningRate: 1e-3,
+        threads: 1,
+        seed: 2,
+        force: true,
+      });
       assert.equal(result.activated, true);
       const status = await session.connection.sendRequest(StatusRequest, {});
       assert.equal(status.adapter?.id, result.adapter.id);

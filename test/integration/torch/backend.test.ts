@@ -15,7 +15,14 @@ import { tinyModelConfig } from '../../fixtures/tiny-config';
 // without PyTorch (python3 -S: no site-packages), one that hangs, and the machine's own; then the
 // PyTorch step server's behaviour a training loop relies on (resume, bad input, a diverging step).
 
-const config = tinyModelConfig({ model_type: 'qwen2', hidden_size: 32, intermediate_size: 48, vocab_size: 64, rms_norm_eps: 1e-6, tie_word_embeddings: true });
+const config = tinyModelConfig({
+  model_type: 'qwen2',
+  hidden_size: 32,
+  intermediate_size: 48,
+  vocab_size: 64,
+  rms_norm_eps: 1e-6,
+  tie_word_embeddings: true,
+});
 const source = { random: { config, seed: 1, std: 0.05 } };
 const options: TrainingOptions = {
   trainable: { method: 'lora', lora: { targets: ['q_proj', 'v_proj', 'down_proj'], r: 4, alpha: 8 } },
@@ -27,7 +34,9 @@ const options: TrainingOptions = {
 
 function batches(count: number): Int32Array[] {
   const rng = new Rng(4);
-  return Array.from({ length: count }, () => Int32Array.from({ length: 2 * 17 }, (_, i) => (rng.next() < 0.1 ? rng.int(64) : (i * 3) % 64)));
+  return Array.from({ length: count }, () =>
+    Int32Array.from({ length: 2 * 17 }, (_, i) => (rng.next() < 0.1 ? rng.int(64) : (i * 3) % 64)),
+  );
 }
 
 describe('training backend selection', function () {
@@ -52,7 +61,10 @@ describe('training backend selection', function () {
   it('torch without a Python falls back to ONNX Runtime with one line saying why', async () => {
     const selection = await selectTrainingBackend('torch', { python: path.join(dir, 'no-such-python3') });
     assert.equal(selection.backend, 'ort');
-    assert.match(selection.message!, /^PyTorch backend unavailable \(.*no-such-python3: not found \(install Python 3\)\); training with ONNX Runtime on the CPU$/);
+    assert.match(
+      selection.message!,
+      /^PyTorch backend unavailable \(.*no-such-python3: not found \(install Python 3\)\); training with ONNX Runtime on the CPU$/,
+    );
   });
 
   it('torch with a Python that has no PyTorch falls back, naming the import error', async () => {
@@ -88,7 +100,8 @@ describe('PyTorch step server', function () {
   before(async function () {
     const probe = await probeTorch();
     if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH) throw new Error(`PyTorch is required here: ${probe.reason}`);
+      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH)
+        throw new Error(`PyTorch is required here: ${probe.reason}`);
       this.skip();
     }
   });
@@ -116,7 +129,12 @@ describe('PyTorch step server', function () {
     const after = await resumed.getTrainable();
     await resumed.release();
     assert.deepEqual(rest, losses.slice(5));
-    for (const [name, tensor] of final) assert.deepEqual(Array.from(after.get(name)!.data as Float32Array), Array.from(tensor.data as Float32Array), name);
+    for (const [name, tensor] of final)
+      assert.deepEqual(
+        Array.from(after.get(name)!.data as Float32Array),
+        Array.from(tensor.data as Float32Array),
+        name,
+      );
   });
 
   it('bad input gets one line and the server keeps serving; a diverging step changes nothing', async () => {
@@ -125,7 +143,10 @@ describe('PyTorch step server', function () {
       const [good] = batches(1);
       const outOfRange = Int32Array.from(good);
       outOfRange[3] = 64;
-      await assert.rejects(trainer.step({ tokens: outOfRange }, 1e-3), /^Error: PyTorch backend: token id 64 out of range \[0, 64\)$/);
+      await assert.rejects(
+        trainer.step({ tokens: outOfRange }, 1e-3),
+        /^Error: PyTorch backend: token id 64 out of range \[0, 64\)$/,
+      );
       await assert.rejects(trainer.step({ tokens: good.subarray(0, 10) }, 1e-3), /batch has 10 tokens; expected 2×17/);
       const before = await trainer.getTrainable();
       const nanMask = new Float32Array(32).fill(1);
@@ -136,7 +157,12 @@ describe('PyTorch step server', function () {
       const result = await trainer.step({ tokens: good }, 1e-3);
       assert.equal(result.step, 1);
       assert.ok(Number.isFinite(result.loss));
-      await assert.rejects(trainer.setTrainable(new Map<string, HostTensor>([['nonsense', { dtype: 'float32', shape: [1], data: new Float32Array(1) }]])), /unexpected trainable tensor nonsense/);
+      await assert.rejects(
+        trainer.setTrainable(
+          new Map<string, HostTensor>([['nonsense', { dtype: 'float32', shape: [1], data: new Float32Array(1) }]]),
+        ),
+        /unexpected trainable tensor nonsense/,
+      );
     } finally {
       await trainer.release();
     }
@@ -148,7 +174,10 @@ describe('PyTorch step server', function () {
       const [batch] = batches(1);
       const losses: number[] = [];
       const selections = [await selectTrainingBackend('ort'), await selectTrainingBackend('torch')];
-      assert.deepEqual(selections.map((s) => s.backend), ['ort', 'torch']);
+      assert.deepEqual(
+        selections.map((s) => s.backend),
+        ['ort', 'torch'],
+      );
       for (const selection of selections) {
         const trainer = await createStepTrainer(selection, worker, source, options);
         // 2 layers × r 4 × (in + out) of q_proj [32, 32], v_proj [16, 32], down_proj [32, 48]

@@ -23,19 +23,31 @@ const ADAPTER_TOLERANCE = 1e-4;
 const ALL_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 
 function tinyConfig(overrides: Record<string, unknown>): ModelConfig {
-  return tinyModelConfig({ hidden_size: 64, intermediate_size: 96, vocab_size: 256, rms_norm_eps: 1e-6, max_position_embeddings: 64, ...overrides });
+  return tinyModelConfig({
+    hidden_size: 64,
+    intermediate_size: 96,
+    vocab_size: 256,
+    rms_norm_eps: 1e-6,
+    max_position_embeddings: 64,
+    ...overrides,
+  });
 }
 
 /** Rows of a noisy repeating pattern (learnable) with padding masked at the end of each row. */
 function batches(config: ModelConfig, batch: number, seqLen: number, seed: number): TrainingBatch[] {
   const rng = new Rng(seed);
   return Array.from({ length: STEPS }, () => ({
-    tokens: Int32Array.from({ length: batch * (seqLen + 1) }, (_, i) => (rng.next() < 0.2 ? rng.int(config.vocabSize) : (i * 7) % config.vocabSize)),
+    tokens: Int32Array.from({ length: batch * (seqLen + 1) }, (_, i) =>
+      rng.next() < 0.2 ? rng.int(config.vocabSize) : (i * 7) % config.vocabSize,
+    ),
     lossMask: Float32Array.from({ length: batch * seqLen }, (_, i) => (i % seqLen < seqLen - 4 ? 1 : 0)),
   }));
 }
 
-function relativeDifference(reference: ReadonlyMap<string, HostTensor>, other: ReadonlyMap<string, HostTensor>): { maxAbs: number; maxRef: number; frobenius: number } {
+function relativeDifference(
+  reference: ReadonlyMap<string, HostTensor>,
+  other: ReadonlyMap<string, HostTensor>,
+): { maxAbs: number; maxRef: number; frobenius: number } {
   assert.deepEqual([...other.keys()].sort(), [...reference.keys()].sort());
   let maxAbs = 0;
   let maxRef = 0;
@@ -91,7 +103,10 @@ async function compareBackends(config: ModelConfig, options: TrainingOptions, pe
 function assertEquivalent(result: Awaited<ReturnType<typeof compareBackends>>): void {
   result.losses.forEach(({ ort, torch }, i) => {
     const relative = Math.abs(ort - torch) / Math.abs(ort);
-    assert.ok(relative <= LOSS_TOLERANCE, `step ${i + 1}: loss ort ${ort} vs torch ${torch} (relative ${relative.toExponential(2)})`);
+    assert.ok(
+      relative <= LOSS_TOLERANCE,
+      `step ${i + 1}: loss ort ${ort} vs torch ${torch} (relative ${relative.toExponential(2)})`,
+    );
   });
   assert.ok(result.losses[STEPS - 1].ort < result.losses[0].ort, 'training lowers the loss');
   assert.ok(result.moved.frobenius > 100 * ADAPTER_TOLERANCE, 'the tensors moved far more than the tolerance');
@@ -106,7 +121,8 @@ describe('PyTorch backend ≡ ONNX Runtime backend (fp32, CPU)', function () {
   before(async function () {
     const probe = await probeTorch();
     if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH) throw new Error(`PyTorch is required here: ${probe.reason} (run trainer/training/torch/install-ci.sh)`);
+      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH)
+        throw new Error(`PyTorch is required here: ${probe.reason} (run trainer/training/torch/install-ci.sh)`);
       this.skip();
     }
   });
@@ -126,7 +142,13 @@ describe('PyTorch backend ≡ ONNX Runtime backend (fp32, CPU)', function () {
 
   it('full fine-tuning (llama: untied lm_head, no biases): 20 steps of losses and every weight agree', async () => {
     const config = tinyConfig({ model_type: 'llama', tie_word_embeddings: false, num_key_value_heads: 4 });
-    const options: TrainingOptions = { trainable: { method: 'full' }, batch: 2, seqLen: 32, threads: 1, optimizer: { weightDecay: 0.1 } };
+    const options: TrainingOptions = {
+      trainable: { method: 'full' },
+      batch: 2,
+      seqLen: 32,
+      threads: 1,
+      optimizer: { weightDecay: 0.1 },
+    };
     assertEquivalent(await compareBackends(config, options, 1e-3));
   });
 });

@@ -20,7 +20,8 @@ describe('idiom train with the PyTorch backend', function () {
   before(async function () {
     const probe = await probeTorch();
     if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH) throw new Error(`PyTorch is required here: ${probe.reason}`);
+      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH)
+        throw new Error(`PyTorch is required here: ${probe.reason}`);
       this.skip();
     }
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-torch-pipeline-'));
@@ -40,7 +41,10 @@ describe('idiom train with the PyTorch backend', function () {
       force: true,
       onProgress: (event) => events.push(event),
     });
-    assert.ok(events.some((e) => e.type === 'step'), 'progress events arrive from the PyTorch steps');
+    assert.ok(
+      events.some((e) => e.type === 'step'),
+      'progress events arrive from the PyTorch steps',
+    );
     const manifest = JSON.parse(fs.readFileSync(path.join(result.adapter.path, 'manifest.json'), 'utf8'));
     assert.equal(manifest.training.backend, 'torch');
     const { config, sha256 } = await loadCheckpoint(model.dir);

@@ -40,7 +40,8 @@ describe('trainer/training/torch/train.py (standalone PyTorch trainer)', functio
   before(async function () {
     const probe = await probeTorch();
     if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH) throw new Error(`PyTorch is required here: ${probe.reason}`);
+      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH)
+        throw new Error(`PyTorch is required here: ${probe.reason}`);
       this.skip();
     }
     python = probe.python;
@@ -56,17 +57,59 @@ describe('trainer/training/torch/train.py (standalone PyTorch trainer)', functio
   });
 
   const trainArgs = (out: string, extra: string[] = []) => [
-    TRAIN_PY, '--base', model.dir, '--dataset', dataset, '--out', out, '--steps', String(STEPS), '--batch', String(BATCH), '--seq', String(SEQ),
-    '--lora-r', '4', '--lora-alpha', '8', '--targets', 'q_proj,v_proj,up_proj', '--lr', String(PEAK_LR), '--seed', String(SEED), '--threads', '1', '--device', 'cpu', ...extra,
+    TRAIN_PY,
+    '--base',
+    model.dir,
+    '--dataset',
+    dataset,
+    '--out',
+    out,
+    '--steps',
+    String(STEPS),
+    '--batch',
+    String(BATCH),
+    '--seq',
+    String(SEQ),
+    '--lora-r',
+    '4',
+    '--lora-alpha',
+    '8',
+    '--targets',
+    'q_proj,v_proj,up_proj',
+    '--lr',
+    String(PEAK_LR),
+    '--seed',
+    String(SEED),
+    '--threads',
+    '1',
+    '--device',
+    'cpu',
+    ...extra,
   ];
 
   it('writes an adapter Idiom loads for that base, having trained as the TypeScript pipeline would', async () => {
     const out = path.join(dir, 'adapter');
     const { stdout } = await run(python, trainArgs(out), { maxBuffer: 1 << 24 });
-    const events = stdout.trim().split('\n').map((line) => JSON.parse(line));
+    const events = stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     const steps = events.filter((e) => e.type === 'step');
-    assert.deepEqual(steps.map((e) => e.step), Array.from({ length: STEPS }, (_, i) => i + 1));
-    for (const e of steps) for (const key of ['loss', 'learningRate', 'tokens', 'tokensPerSecond', 'elapsedSeconds', 'etaSeconds', 'fraction']) assert.equal(typeof e[key], 'number', key);
+    assert.deepEqual(
+      steps.map((e) => e.step),
+      Array.from({ length: STEPS }, (_, i) => i + 1),
+    );
+    for (const e of steps)
+      for (const key of [
+        'loss',
+        'learningRate',
+        'tokens',
+        'tokensPerSecond',
+        'elapsedSeconds',
+        'etaSeconds',
+        'fraction',
+      ])
+        assert.equal(typeof e[key], 'number', key);
     const result = events.at(-1);
     assert.equal(result.type, 'result');
     assert.equal(result.steps, STEPS);
@@ -80,32 +123,57 @@ describe('trainer/training/torch/train.py (standalone PyTorch trainer)', functio
 
     // The same run through the ONNX Runtime trainer, batches built by the pipeline's own code.
     const reader = DatasetReader.open(dataset);
-    const examples: TrainExample[] = [...reader.examples('train')].map((e) => ({ tokens: e.tokens, lossStart: e.record.lossStart }));
+    const examples: TrainExample[] = [...reader.examples('train')].map((e) => ({
+      tokens: e.tokens,
+      lossStart: e.record.lossStart,
+    }));
     const padId = reader.header.tokenizer.eos ?? 0;
     reader.close();
     const rows = packEpoch(examples, SEQ + 1, SEED, 0);
     assert.ok(rows.length >= STEPS * BATCH, `the fixture needs ${STEPS * BATCH} rows, has ${rows.length}`);
-    const schedule = { peakLearningRate: PEAK_LR, warmupSteps: warmupStepsFor(STEPS), totalSteps: STEPS, minRatio: 0.1 };
+    const schedule = {
+      peakLearningRate: PEAK_LR,
+      warmupSteps: warmupStepsFor(STEPS),
+      totalSteps: STEPS,
+      minRatio: 0.1,
+    };
     const worker = EngineWorker.start();
     try {
-      const trainer = await Trainer.create(worker, { checkpointDir: model.dir }, {
-        trainable: { method: 'lora', lora: { targets: ['q_proj', 'v_proj', 'up_proj'], r: 4, alpha: 8 } },
-        batch: BATCH, seqLen: SEQ, threads: 1, seed: SEED, optimizer: { weightDecay: 0.1 },
-      });
+      const trainer = await Trainer.create(
+        worker,
+        { checkpointDir: model.dir },
+        {
+          trainable: { method: 'lora', lora: { targets: ['q_proj', 'v_proj', 'up_proj'], r: 4, alpha: 8 } },
+          batch: BATCH,
+          seqLen: SEQ,
+          threads: 1,
+          seed: SEED,
+          optimizer: { weightDecay: 0.1 },
+        },
+      );
       for (let step = 1; step <= STEPS; step++) {
         const batch = fillRows(examples, rows.slice((step - 1) * BATCH, step * BATCH), BATCH, SEQ, padId);
         const learningRate = learningRateAt(schedule, step);
         const ort = await trainer.step({ tokens: batch.tokens, lossMask: batch.lossMask }, learningRate);
         const torch = steps[step - 1];
-        assert.ok(Math.abs(torch.learningRate - learningRate) <= 1e-12 * learningRate, `step ${step}: learning rate ${torch.learningRate} vs ${learningRate}`);
-        assert.ok(Math.abs(torch.loss - ort.loss) <= 1e-4 * ort.loss, `step ${step}: loss torch ${torch.loss} vs ort ${ort.loss}`);
+        assert.ok(
+          Math.abs(torch.learningRate - learningRate) <= 1e-12 * learningRate,
+          `step ${step}: learning rate ${torch.learningRate} vs ${learningRate}`,
+        );
+        assert.ok(
+          Math.abs(torch.loss - ort.loss) <= 1e-4 * ort.loss,
+          `step ${step}: loss torch ${torch.loss} vs ort ${ort.loss}`,
+        );
       }
       const trained = await trainer.getTrainable();
       await trainer.release();
       let difference = 0;
       let reference = 0;
       for (const [module, { a, b }] of adapter.modules) {
-        for (const [which, tensor] of [['A', a], ['B', b]] as const) {
+        for (const [which, tensor] of [
+          ['A', a],
+          ['B', b],
+        ] as const) {
           const ours = trained.get(`base_model.model.${module}.lora_${which}.weight`)!.data as Float32Array;
           const theirs = tensor.data as Float32Array;
           for (let i = 0; i < ours.length; i++) {
@@ -114,7 +182,10 @@ describe('trainer/training/torch/train.py (standalone PyTorch trainer)', functio
           }
         }
       }
-      assert.ok(Math.sqrt(difference / reference) <= 1e-4, `adapter relative difference ${Math.sqrt(difference / reference)}`);
+      assert.ok(
+        Math.sqrt(difference / reference) <= 1e-4,
+        `adapter relative difference ${Math.sqrt(difference / reference)}`,
+      );
     } finally {
       await worker.terminate();
     }
@@ -123,11 +194,17 @@ describe('trainer/training/torch/train.py (standalone PyTorch trainer)', functio
   it('refuses bad input with one line and a non-zero status', async () => {
     const corrupt = path.join(dir, 'corrupt.idiomds');
     fs.writeFileSync(corrupt, fs.readFileSync(dataset).subarray(0, 100));
-    await assert.rejects(run(python, trainArgs(path.join(dir, 'never'), ['--dataset', corrupt])), (error: { code: number; stderr: string }) => {
-      assert.equal(error.code, 1);
-      assert.match(error.stderr.trim(), /^error: .*corrupt\.idiomds: not a valid Idiom dataset: header offset\/length do not match the file size$/);
-      return true;
-    });
+    await assert.rejects(
+      run(python, trainArgs(path.join(dir, 'never'), ['--dataset', corrupt])),
+      (error: { code: number; stderr: string }) => {
+        assert.equal(error.code, 1);
+        assert.match(
+          error.stderr.trim(),
+          /^error: .*corrupt\.idiomds: not a valid Idiom dataset: header offset\/length do not match the file size$/,
+        );
+        return true;
+      },
+    );
     assert.equal(fs.existsSync(path.join(dir, 'never')), false);
     const existing = path.join(dir, 'adapter');
     await assert.rejects(run(python, trainArgs(existing)), /already exists/);
@@ -135,8 +212,14 @@ describe('trainer/training/torch/train.py (standalone PyTorch trainer)', functio
 
   it('trains data-parallel over two CPU processes (DDP over gloo, --processes 2)', async () => {
     const out = path.join(dir, 'adapter-ddp');
-    const { stdout } = await run(python, trainArgs(out, ['--batch', '1', '--processes', '2']), { maxBuffer: 1 << 24, env: { ...process.env, OMP_NUM_THREADS: '1' } });
-    const events = stdout.trim().split('\n').map((line) => JSON.parse(line));
+    const { stdout } = await run(python, trainArgs(out, ['--batch', '1', '--processes', '2']), {
+      maxBuffer: 1 << 24,
+      env: { ...process.env, OMP_NUM_THREADS: '1' },
+    });
+    const events = stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     const result = events.find((e) => e.type === 'result');
     assert.equal(result.processes, 2);
     assert.equal(events.filter((e) => e.type === 'step').length, STEPS, 'only rank 0 reports');

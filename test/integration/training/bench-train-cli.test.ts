@@ -17,15 +17,42 @@ describe('idiom bench train (CLI)', () => {
   let dir: string;
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-bench-'));
-    const config = tinyConfigJson({ hidden_size: 64, intermediate_size: 128, vocab_size: 512, max_position_embeddings: 64 });
+    const config = tinyConfigJson({
+      hidden_size: 64,
+      intermediate_size: 128,
+      vocab_size: 512,
+      max_position_embeddings: 64,
+    });
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('prints one JSON object with the contract keys', async () => {
-    const { stdout } = await run(process.execPath, [bin, 'bench', 'train', '--model-config', path.join(dir, 'config.json'), '--batch', '2', '--seq', '32', '--steps', '2', '--warmup', '1', '--threads', '1', '--quiet'], { timeout: 120_000 });
+    const { stdout } = await run(
+      process.execPath,
+      [
+        bin,
+        'bench',
+        'train',
+        '--model-config',
+        path.join(dir, 'config.json'),
+        '--batch',
+        '2',
+        '--seq',
+        '32',
+        '--steps',
+        '2',
+        '--warmup',
+        '1',
+        '--threads',
+        '1',
+        '--quiet',
+      ],
+      { timeout: 120_000 },
+    );
     const result = JSON.parse(stdout);
-    for (const key of ['tokensPerSecond', 'achievedGflops', 'peakGflops', 'mfu', 'config']) assert.ok(key in result, `missing ${key}`);
+    for (const key of ['tokensPerSecond', 'achievedGflops', 'peakGflops', 'mfu', 'config'])
+      assert.ok(key in result, `missing ${key}`);
     assert.ok(result.tokensPerSecond > 0);
     assert.ok(Math.abs(result.mfu - result.achievedGflops / result.peakGflops) < 0.01);
     assert.equal(result.config.method, 'lora');
@@ -36,10 +63,13 @@ describe('idiom bench train (CLI)', () => {
   });
 
   it('rejects a bad option with one clear line and a non-zero status', async () => {
-    await assert.rejects(run(process.execPath, [bin, 'bench', 'train', '--method', 'adapter']), (error: { code: number; stderr: string }) => {
-      assert.equal(error.code, 1);
-      assert.match(error.stderr, /--method must be lora or full, got "adapter"/);
-      return true;
-    });
+    await assert.rejects(
+      run(process.execPath, [bin, 'bench', 'train', '--method', 'adapter']),
+      (error: { code: number; stderr: string }) => {
+        assert.equal(error.code, 1);
+        assert.match(error.stderr, /--method must be lora or full, got "adapter"/);
+        return true;
+      },
+    );
   });
 });

@@ -10,10 +10,21 @@ import type { HostTensor } from '../../../trainer/model/tensor';
 // must follow the uninterrupted one step for step.
 
 // qwen2: q/k/v biases; GQA.
-const config = tinyModelConfig({ model_type: 'qwen2', hidden_size: 64, intermediate_size: 96, vocab_size: 64, rms_norm_eps: 1e-6, max_position_embeddings: 64, tie_word_embeddings: true });
+const config = tinyModelConfig({
+  model_type: 'qwen2',
+  hidden_size: 64,
+  intermediate_size: 96,
+  vocab_size: 64,
+  rms_norm_eps: 1e-6,
+  max_position_embeddings: 64,
+  tie_word_embeddings: true,
+});
 const source = { random: { config, seed: 3, std: 0.05 } };
 const options: TrainingOptions = {
-  trainable: { method: 'lora', lora: { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], r: 8, alpha: 16 } },
+  trainable: {
+    method: 'lora',
+    lora: { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], r: 8, alpha: 16 },
+  },
   batch: 4,
   seqLen: 32,
   threads: 1,
@@ -24,7 +35,9 @@ const options: TrainingOptions = {
 function batches(count: number): number[][] {
   const rng = new Rng(21);
   return Array.from({ length: count }, () =>
-    Array.from({ length: options.batch * (options.seqLen + 1) }, (_, i) => (rng.next() < 0.1 ? rng.int(64) : (i * 5) % 64)),
+    Array.from({ length: options.batch * (options.seqLen + 1) }, (_, i) =>
+      rng.next() < 0.1 ? rng.int(64) : (i * 5) % 64,
+    ),
   );
 }
 
@@ -48,7 +61,10 @@ describe('training in the engine worker: stop and resume', () => {
       for (let i = 0; i < data.length; i++) losses.push((await trainer.step({ tokens: data[i] }, lr(i))).loss);
       return { losses, adapter: await trainer.getTrainable() };
     });
-    assert.ok(straight.losses[15] < 0.85 * straight.losses[0], `loss should fall: ${straight.losses[0]} → ${straight.losses[15]}`);
+    assert.ok(
+      straight.losses[15] < 0.85 * straight.losses[0],
+      `loss should fall: ${straight.losses[0]} → ${straight.losses[15]}`,
+    );
 
     const saved = await withWorker(async (worker) => {
       const trainer = await Trainer.create(worker, source, options);
@@ -66,7 +82,11 @@ describe('training in the engine worker: stop and resume', () => {
 
     assert.deepEqual(resumed.losses, straight.losses.slice(9));
     for (const [name, tensor] of straight.adapter) {
-      assert.deepEqual(Array.from(resumed.adapter.get(name)!.data as Float32Array), Array.from(tensor.data as Float32Array), name);
+      assert.deepEqual(
+        Array.from(resumed.adapter.get(name)!.data as Float32Array),
+        Array.from(tensor.data as Float32Array),
+        name,
+      );
     }
   });
 });

@@ -4,7 +4,13 @@ import * as path from 'node:path';
 import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
 import { adapterKind } from '../../../trainer/adapters/folder';
 import { loadFullModel, writeFullModel } from '../../../trainer/adapters/full';
-import { completeManifest, isAdapterId, makeAdapterId, parseManifest, sha256Hex } from '../../../trainer/adapters/manifest';
+import {
+  completeManifest,
+  isAdapterId,
+  makeAdapterId,
+  parseManifest,
+  sha256Hex,
+} from '../../../trainer/adapters/manifest';
 import { loadAdapter } from '../../../trainer/adapters/peft';
 import { BASE_SHA, draftManifest, tempDir, tinyConfig } from './helpers';
 import { tinyModelConfig } from '../../fixtures/tiny-config';
@@ -34,13 +40,22 @@ describe('full fine-tuning output', () => {
     assert.deepEqual(loaded.manifest, manifest);
     for (const [name, tensor] of weights) {
       const back = loaded.checkpoint.weights.get(name)!;
-      assert.ok(Buffer.from(back.data.buffer, back.data.byteOffset, back.data.byteLength).equals(Buffer.from(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength)), name);
+      assert.ok(
+        Buffer.from(back.data.buffer, back.data.byteOffset, back.data.byteLength).equals(
+          Buffer.from(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength),
+        ),
+        name,
+      );
     }
   });
 
   it('refuses a wrong base, another architecture, changed weights, and the wrong loader', async () => {
     const dir = path.join(root, 'full');
-    await writeFullModel(dir, { config: tinyConfig, weights: randomCheckpointWeights(tinyConfig, 4), manifest: fullDraft() });
+    await writeFullModel(dir, {
+      config: tinyConfig,
+      weights: randomCheckpointWeights(tinyConfig, 4),
+      manifest: fullDraft(),
+    });
     await assert.rejects(loadFullModel(dir, tinyConfig, { baseSha256: 'c'.repeat(64) }), /wrong base model/);
     const other = tinyModelConfig({ num_hidden_layers: 3 });
     await assert.rejects(loadFullModel(dir, other), /does not match the base model \(numLayers is 2, the base has 3\)/);
@@ -51,7 +66,11 @@ describe('full fine-tuning output', () => {
     fs.writeFileSync(file, bytes);
     await assert.rejects(loadFullModel(dir, tinyConfig), /does not match manifest\.json/);
     await assert.rejects(
-      writeFullModel(path.join(root, 'lora-draft'), { config: tinyConfig, weights: randomCheckpointWeights(tinyConfig, 4), manifest: draftManifest() }),
+      writeFullModel(path.join(root, 'lora-draft'), {
+        config: tinyConfig,
+        weights: randomCheckpointWeights(tinyConfig, 4),
+        manifest: draftManifest(),
+      }),
       /method is "lora"/,
     );
   });
@@ -86,15 +105,42 @@ describe('manifest.json', () => {
       change(copy);
       return () => parseManifest(copy, 'm.json');
     };
-    assert.throws(broken((m) => delete m.schemaVersion), /^Error: m\.json: field "schemaVersion" missing/);
-    assert.throws(broken((m) => (m.schemaVersion = 99)), /this Idiom reads schema 1/);
-    assert.throws(broken((m) => (m.base.sha256 = 'xyz')), /field "base\.sha256" must be 64 lowercase hex digits/);
-    assert.throws(broken((m) => (m.metrics.adapter.loss = 'low')), /field "metrics\.adapter\.loss" must be a finite number/);
-    assert.throws(broken((m) => (m.metrics.adapter.exactMatch = 2)), /between 0 and 1/);
-    assert.throws(broken((m) => (m.training.method = 'qlora')), /field "training\.method" must be one of lora, full/);
-    assert.throws(broken((m) => (m.dataset.excluded.binary = -1)), /field "dataset\.excluded\.binary" must not be negative/);
-    assert.throws(broken((m) => (m.weights.files = ['../x'])), /must be a plain file name/);
-    assert.throws(broken((m) => (m.parent = 'x')), /field "parent" "x" is not an adapter id/);
+    assert.throws(
+      broken((m) => delete m.schemaVersion),
+      /^Error: m\.json: field "schemaVersion" missing/,
+    );
+    assert.throws(
+      broken((m) => (m.schemaVersion = 99)),
+      /this Idiom reads schema 1/,
+    );
+    assert.throws(
+      broken((m) => (m.base.sha256 = 'xyz')),
+      /field "base\.sha256" must be 64 lowercase hex digits/,
+    );
+    assert.throws(
+      broken((m) => (m.metrics.adapter.loss = 'low')),
+      /field "metrics\.adapter\.loss" must be a finite number/,
+    );
+    assert.throws(
+      broken((m) => (m.metrics.adapter.exactMatch = 2)),
+      /between 0 and 1/,
+    );
+    assert.throws(
+      broken((m) => (m.training.method = 'qlora')),
+      /field "training\.method" must be one of lora, full/,
+    );
+    assert.throws(
+      broken((m) => (m.dataset.excluded.binary = -1)),
+      /field "dataset\.excluded\.binary" must not be negative/,
+    );
+    assert.throws(
+      broken((m) => (m.weights.files = ['../x'])),
+      /must be a plain file name/,
+    );
+    assert.throws(
+      broken((m) => (m.parent = 'x')),
+      /field "parent" "x" is not an adapter id/,
+    );
     assert.throws(() => parseManifest([], 'm.json'), /must be a JSON object/);
   });
 });

@@ -17,31 +17,59 @@ export const tinyConfig: ModelConfig = tinyModelConfig();
 export const ALL_TARGETS: Projection[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
 /** PEFT key → random A [r, in] / B [out, r] for every layer × target. */
-export function randomLoraTensors(cfg: ModelConfig, r: number, targets: readonly Projection[], seed: number): Map<string, HostTensor> {
+export function randomLoraTensors(
+  cfg: ModelConfig,
+  r: number,
+  targets: readonly Projection[],
+  seed: number,
+): Map<string, HostTensor> {
   const rng = new Rng(seed);
   const tensors = new Map<string, HostTensor>();
   for (let layer = 0; layer < cfg.numLayers; layer++) {
     for (const projection of targets) {
       const [outFeatures, inFeatures] = projectionShape(cfg, projection);
-      tensors.set(peftKey(layer, projection, 'A'), { dtype: 'float32', shape: [r, inFeatures], data: rng.fillNormal(new Float32Array(r * inFeatures)) });
-      tensors.set(peftKey(layer, projection, 'B'), { dtype: 'float32', shape: [outFeatures, r], data: rng.fillNormal(new Float32Array(outFeatures * r)) });
+      tensors.set(peftKey(layer, projection, 'A'), {
+        dtype: 'float32',
+        shape: [r, inFeatures],
+        data: rng.fillNormal(new Float32Array(r * inFeatures)),
+      });
+      tensors.set(peftKey(layer, projection, 'B'), {
+        dtype: 'float32',
+        shape: [outFeatures, r],
+        data: rng.fillNormal(new Float32Array(outFeatures * r)),
+      });
     }
   }
   return tensors;
 }
 
 export function metrics(loss: number): HeldOutMetrics {
-  return { loss, perplexity: Math.exp(loss), bitsPerByte: loss / Math.LN2 / 3.5, exactMatch: 0.25, editSimilarity: 0.5 };
+  return {
+    loss,
+    perplexity: Math.exp(loss),
+    bitsPerByte: loss / Math.LN2 / 3.5,
+    exactMatch: 0.25,
+    editSimilarity: 0.5,
+  };
 }
 
 const FAKE_BASE_SHA = 'b'.repeat(64);
 
-export function draftManifest(overrides: Partial<ManifestDraft> & { adapterLoss?: number | null; baseLoss?: number | null } = {}): ManifestDraft {
+export function draftManifest(
+  overrides: Partial<ManifestDraft> & { adapterLoss?: number | null; baseLoss?: number | null } = {},
+): ManifestDraft {
   const { adapterLoss = 1.5, baseLoss = 2.0, ...rest } = overrides;
   return {
     base: { name: 'tiny-llama', sha256: FAKE_BASE_SHA },
     repo: { root: '/repo', head: 'c0ffee'.padEnd(40, '0'), dirty: false },
-    dataset: { files: 3, examples: 10, tokens: 1000, sha256: 'd'.repeat(64), excluded: { binary: 1 }, secretsExcluded: 0 },
+    dataset: {
+      files: 3,
+      examples: 10,
+      tokens: 1000,
+      sha256: 'd'.repeat(64),
+      excluded: { binary: 1 },
+      secretsExcluded: 0,
+    },
     training: {
       method: 'lora',
       backend: 'ort',
@@ -52,7 +80,10 @@ export function draftManifest(overrides: Partial<ManifestDraft> & { adapterLoss?
       seed: 7,
       hyperparameters: { lr: 3e-4, weightDecay: 0.1, r: 4, alpha: 8, targets: ['q_proj', 'v_proj'] },
     },
-    metrics: { base: baseLoss === null ? null : metrics(baseLoss), adapter: adapterLoss === null ? null : metrics(adapterLoss) },
+    metrics: {
+      base: baseLoss === null ? null : metrics(baseLoss),
+      adapter: adapterLoss === null ? null : metrics(adapterLoss),
+    },
     mode: 'complete' as Mode,
     purpose: 'test',
     parent: null,

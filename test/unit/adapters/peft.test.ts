@@ -11,7 +11,14 @@ import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
 import { projectionWeightName } from '../../../trainer/model/config';
 import { adapterKind } from '../../../trainer/adapters/folder';
 import { isAdapterId } from '../../../trainer/adapters/manifest';
-import { loadAdapter, loraAdapterOf, loraParameterCount, peftKey, peftTensorsOf, writeAdapter } from '../../../trainer/adapters/peft';
+import {
+  loadAdapter,
+  loraAdapterOf,
+  loraParameterCount,
+  peftKey,
+  peftTensorsOf,
+  writeAdapter,
+} from '../../../trainer/adapters/peft';
 import type { HostTensor } from '../../../trainer/model/tensor';
 import { ALL_TARGETS, BASE_SHA, draftManifest, randomLoraTensors, tempDir, tinyConfig } from './helpers';
 
@@ -87,7 +94,9 @@ describe('PEFT adapters', () => {
     assert.deepEqual(fs.readdirSync(root), ['adapter'], 'no temp folder left behind');
     assert.equal(adapterKind(dir), 'lora');
 
-    const fileSha = createHash('sha256').update(fs.readFileSync(path.join(dir, 'adapter_model.safetensors'))).digest('hex');
+    const fileSha = createHash('sha256')
+      .update(fs.readFileSync(path.join(dir, 'adapter_model.safetensors')))
+      .digest('hex');
     assert.equal(manifest.weights.sha256, fileSha);
     assert.ok(isAdapterId(manifest.id), manifest.id);
     assert.ok(manifest.id.endsWith(fileSha.slice(0, 6)));
@@ -132,13 +141,24 @@ describe('PEFT adapters', () => {
   it('writes float16 when asked, and refuses to overwrite an existing folder', async () => {
     const tensors = randomLoraTensors(tinyConfig, 2, ['q_proj'], 2);
     const dir = path.join(root, 'half');
-    await writeAdapter(dir, { config: { r: 2, alpha: 4, targets: ['q_proj'] }, tensors, manifest: draftManifest(), baseConfig: tinyConfig, dtype: 'float16' });
+    await writeAdapter(dir, {
+      config: { r: 2, alpha: 4, targets: ['q_proj'] },
+      tensors,
+      manifest: draftManifest(),
+      baseConfig: tinyConfig,
+      dtype: 'float16',
+    });
     const loaded = await loadAdapter(dir, tinyConfig);
     const a = loaded.modules.get('model.layers.0.self_attn.q_proj')!.a.data as Float32Array;
     const original = tensors.get(peftKey(0, 'q_proj', 'A'))!.data as Float32Array;
     for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - original[i]) <= Math.abs(original[i]) * 1e-3 + 1e-6);
     await assert.rejects(
-      writeAdapter(dir, { config: { r: 2, alpha: 4, targets: ['q_proj'] }, tensors, manifest: draftManifest(), baseConfig: tinyConfig }),
+      writeAdapter(dir, {
+        config: { r: 2, alpha: 4, targets: ['q_proj'] },
+        tensors,
+        manifest: draftManifest(),
+        baseConfig: tinyConfig,
+      }),
       /already exists/,
     );
   });
@@ -164,7 +184,8 @@ describe('PEFT adapters', () => {
   it('loads keys that still carry the adapter name (lora_A.default.weight), rsLoRA, regex and layer selections', async () => {
     const tensors = randomLoraTensors(tinyConfig, 4, ['k_proj', 'down_proj'], 4);
     const renamed = new Map<string, HostTensor>();
-    for (const [key, tensor] of tensors) renamed.set(key.replace(/\.lora_([AB])\.weight$/, '.lora_$1.default.weight'), tensor);
+    for (const [key, tensor] of tensors)
+      renamed.set(key.replace(/\.lora_([AB])\.weight$/, '.lora_$1.default.weight'), tensor);
     const dir = path.join(root, 'old-names');
     writePeftStyleAdapter(dir, { target_modules: ['k_proj', 'down_proj'], use_rslora: true, lora_alpha: 6 }, renamed);
     const loaded = await loadAdapter(dir, tinyConfig);
@@ -191,7 +212,8 @@ describe('PEFT adapters', () => {
     writePeftStyleAdapter(dir, { target_modules: ['o_proj'], use_rslora: true, lora_alpha: 12 }, tensors);
     const adapter: LoraAdapter = loraAdapterOf(await loadAdapter(dir, tinyConfig));
     const weight = randomCheckpointWeights(tinyConfig, 7).get(projectionWeightName(1, 'o_proj'))!;
-    const merged = mergeLora(weight, adapter.modules.get('model.layers.1.self_attn.o_proj')!, adapter.scaling).data as Float32Array;
+    const merged = mergeLora(weight, adapter.modules.get('model.layers.1.self_attn.o_proj')!, adapter.scaling)
+      .data as Float32Array;
     // Reference: plain loops over the tensors as written, with PEFT's rsLoRA scaling.
     const A = tensors.get(peftKey(1, 'o_proj', 'A'))!.data as Float32Array;
     const B = tensors.get(peftKey(1, 'o_proj', 'B'))!.data as Float32Array;

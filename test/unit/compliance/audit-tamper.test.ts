@@ -4,7 +4,15 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AuditLog, auditKeyFrom, canonicalJson, entryHash, headFileOf, verifyAuditLog, type AuditRecord } from '../../../trainer/modes/compliance/audit';
+import {
+  AuditLog,
+  auditKeyFrom,
+  canonicalJson,
+  entryHash,
+  headFileOf,
+  verifyAuditLog,
+  type AuditRecord,
+} from '../../../trainer/modes/compliance/audit';
 
 // The audit log's writer never repairs away tampering: after a cut-off tail, a removed head or an
 // edited last entry it refuses to append and says why, and nothing in the file changes. Only
@@ -16,11 +24,22 @@ const secret = 'a key of at least sixteen bytes, kept outside the repository';
 const key = auditKeyFrom(secret);
 
 function record(i: number): AuditRecord {
-  return { event: 'served', mode: 'compliance', adapter: { id: null, sha256: null }, path: 'src/a.ts', suggestion: `const v${i} = ${i};`, verdicts: [], policySha256: null };
+  return {
+    event: 'served',
+    mode: 'compliance',
+    adapter: { id: null, sha256: null },
+    path: 'src/a.ts',
+    suggestion: `const v${i} = ${i};`,
+    verdicts: [],
+    policySha256: null,
+  };
 }
 
 function idiom(env: NodeJS.ProcessEnv, ...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const run = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env: { ...process.env, XDG_CONFIG_HOME: path.join(os.tmpdir(), 'idiom-no-config'), ...env } });
+  const run = spawnSync(process.execPath, [bin, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, XDG_CONFIG_HOME: path.join(os.tmpdir(), 'idiom-no-config'), ...env },
+  });
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
@@ -94,7 +113,10 @@ describe('audit log: tampering is refused, never repaired away', function () {
     await assert.rejects(AuditLog.open(linked, { key: null }).append(record(0)), /symbolic link/);
     assert.equal(fs.readFileSync(elsewhere, 'utf8'), 'not a log\n');
     fs.symlinkSync(path.join(dir, '.idiom'), path.join(dir, 'linked-folder'));
-    await assert.rejects(AuditLog.open(path.join(dir, 'linked-folder', 'audit.jsonl'), { key: null }).append(record(0)), /symbolic link/);
+    await assert.rejects(
+      AuditLog.open(path.join(dir, 'linked-folder', 'audit.jsonl'), { key: null }).append(record(0)),
+      /symbolic link/,
+    );
   });
 
   it('idiom audit repair records what it found in the chain; appends go on; verify shows the repair', async () => {
@@ -108,7 +130,11 @@ describe('audit log: tampering is refused, never repaired away', function () {
     assert.deepEqual(repaired.entry.repair.head.seq, 4, 'the head as found is kept in the entry');
     assert.equal(repaired.entry.repair.cut.bytes, torn.length);
     assert.equal(repaired.entry.repair.cut.sha256, createHash('sha256').update(torn).digest('hex'));
-    assert.deepEqual(fs.readFileSync(path.join(path.dirname(file), repaired.entry.repair.cut.keptIn)), torn, 'the cut bytes are kept beside the log');
+    assert.deepEqual(
+      fs.readFileSync(path.join(path.dirname(file), repaired.entry.repair.cut.keptIn)),
+      torn,
+      'the cut bytes are kept beside the log',
+    );
     assert.equal(repaired.entry.repair.reason, 'disk full on the build host');
 
     await log.append(record(5));
@@ -135,14 +161,18 @@ describe('audit log: tampering is refused, never repaired away', function () {
 
     // Rewrite every entry (one edited) and recompute every hash and the head: consistent, but unkeyed.
     let prev = '0'.repeat(64);
-    const rewritten = fs.readFileSync(keyed, 'utf8').split('\n').filter(Boolean).map((line, i) => {
-      const { mac: _mac, keyId: _keyId, ...entry } = JSON.parse(line);
-      if (i === 2) entry.event = 'blocked';
-      entry.prev = prev;
-      entry.hash = entryHash(entry);
-      prev = entry.hash;
-      return canonicalJson(entry);
-    });
+    const rewritten = fs
+      .readFileSync(keyed, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((line, i) => {
+        const { mac: _mac, keyId: _keyId, ...entry } = JSON.parse(line);
+        if (i === 2) entry.event = 'blocked';
+        entry.prev = prev;
+        entry.hash = entryHash(entry);
+        prev = entry.hash;
+        return canonicalJson(entry);
+      });
     fs.writeFileSync(keyed, `${rewritten.join('\n')}\n`);
     fs.writeFileSync(headFileOf(keyed), JSON.stringify({ seq: 3, hash: prev }));
     assert.equal(verifyAuditLog(keyed, { key: null }).ok, true, 'without the key the rewrite is consistent');
@@ -153,7 +183,10 @@ describe('audit log: tampering is refused, never repaired away', function () {
     // The same rewrite with a made-up key: the MACs do not match.
     fs.rmSync(keyed);
     fs.rmSync(headFileOf(keyed));
-    const forger = AuditLog.open(keyed, { durable: false, key: { ...auditKeyFrom('another key, also sixteen bytes or more'), id: key.id } });
+    const forger = AuditLog.open(keyed, {
+      durable: false,
+      key: { ...auditKeyFrom('another key, also sixteen bytes or more'), id: key.id },
+    });
     for (let i = 0; i < 4; i++) await forger.append(record(i));
     assert.match(verifyAuditLog(keyed, { key }).message, /entry 0 \(line 1\): its MAC does not match/);
 

@@ -3,7 +3,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AuditLog, canonicalJson, entryHash, headFileOf, verifyAuditLog, type AuditRecord } from '../../../trainer/modes/compliance/audit';
+import {
+  AuditLog,
+  canonicalJson,
+  entryHash,
+  headFileOf,
+  verifyAuditLog,
+  type AuditRecord,
+} from '../../../trainer/modes/compliance/audit';
 import { checkSuggestion } from '../../../trainer/modes/compliance/check';
 import { parsePolicy } from '../../../trainer/modes/compliance/policy';
 
@@ -53,7 +60,10 @@ describe('compliance audit log', function () {
     assert.equal(result.ok, true, result.message);
     assert.equal(result.entries, 6);
     const entries = lines(file).map((l) => JSON.parse(l));
-    assert.deepEqual(entries.map((e) => e.seq), [0, 1, 2, 3, 4, 5]);
+    assert.deepEqual(
+      entries.map((e) => e.seq),
+      [0, 1, 2, 3, 4, 5],
+    );
     for (let i = 1; i < entries.length; i++) assert.equal(entries[i].prev, entries[i - 1].hash);
     for (const e of entries) assert.equal(e.hash, entryHash(e));
     assert.equal(entries[0].event, 'blocked', 'eval( was blocked by the policy');
@@ -103,7 +113,10 @@ describe('compliance audit log', function () {
     writeLines(file, content);
     const result = verifyAuditLog(file);
     assert.equal(result.ok, false);
-    assert.match(result.message, /entries out of order: line 2 holds entry 3 but entry 1 comes later, at line 4 \(reordered\)/);
+    assert.match(
+      result.message,
+      /entries out of order: line 2 holds entry 3 but entry 1 comes later, at line 4 \(reordered\)/,
+    );
   });
 
   it('detects a duplicated entry', async () => {
@@ -119,7 +132,10 @@ describe('compliance audit log', function () {
     writeLines(file, lines(file).slice(0, 3));
     const result = verifyAuditLog(file);
     assert.equal(result.ok, false);
-    assert.match(result.message, /the log was truncated: it ends at entry 2 but its head records entry 4; entries 3\.\.4 are missing/);
+    assert.match(
+      result.message,
+      /the log was truncated: it ends at entry 2 but its head records entry 4; entries 3\.\.4 are missing/,
+    );
     fs.rmSync(headFileOf(file));
     const unanchored = verifyAuditLog(file);
     assert.equal(unanchored.ok, false);
@@ -175,7 +191,9 @@ describe('compliance audit log', function () {
     const bad = spawnSync(process.execPath, [bin, 'audit', 'verify', '--log', file], { encoding: 'utf8' });
     assert.equal(bad.status, 1);
     assert.match(bad.stdout, /TAMPERED: .*entry 1 \(line 2\) was edited/);
-    const missing = spawnSync(process.execPath, [bin, 'audit', 'verify', '--log', path.join(dir, 'nope.jsonl')], { encoding: 'utf8' });
+    const missing = spawnSync(process.execPath, [bin, 'audit', 'verify', '--log', path.join(dir, 'nope.jsonl')], {
+      encoding: 'utf8',
+    });
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, /^idiom: .*nope\.jsonl: cannot read the audit log \(ENOENT\)\n$/);
   });

@@ -15,7 +15,14 @@ describe('bench/infer benchInfer', () => {
       prefillRepeats: 1,
       completion: { coldRequests: 1, warmRequests: 3, promptTokens: 60, maxTokens: 5 },
     });
-    for (const key of ['prefillMs', 'decodeMsPerToken', 'weightMatmulMsPerToken', 'completionP50Ms', 'completionP95Ms', 'completionColdP50Ms']) {
+    for (const key of [
+      'prefillMs',
+      'decodeMsPerToken',
+      'weightMatmulMsPerToken',
+      'completionP50Ms',
+      'completionP95Ms',
+      'completionColdP50Ms',
+    ]) {
       assert.ok(typeof result[key] === 'number' && (result[key] as number) > 0, `${key} = ${result[key]}`);
     }
     // The reported times are rounded to 0.001 ms, so on a tiny model their quotient is only close
@@ -24,14 +31,20 @@ describe('bench/infer benchInfer', () => {
     const matmul = result.weightMatmulMsPerToken as number;
     const ratio = decode / matmul;
     const roundingError = ratio * (0.0005 / decode + 0.0005 / matmul) + 0.0005;
-    assert.ok(Math.abs((result.ratio as number) - ratio) <= roundingError, `ratio ${result.ratio} vs ${decode}/${matmul}`);
+    assert.ok(
+      Math.abs((result.ratio as number) - ratio) <= roundingError,
+      `ratio ${result.ratio} vs ${decode}/${matmul}`,
+    );
     assert.equal(result.precision, 'float32');
     const int8 = (result.others as Record<string, Record<string, number>>).int8;
     assert.ok(int8.decodeMsPerToken > 0 && int8.ratio > 0);
     const completion = result.completion as Record<string, number>;
     assert.equal(completion.warmRequests, 3);
     // Typing reuses the cached prompt: only the changed prefix tail, the suffix and <fim_middle> run again.
-    assert.ok(completion.meanPromptTokensRun < 60 / 2, `warm requests re-ran ${completion.meanPromptTokensRun} of 60 prompt tokens`);
+    assert.ok(
+      completion.meanPromptTokensRun < 60 / 2,
+      `warm requests re-ran ${completion.meanPromptTokensRun} of 60 prompt tokens`,
+    );
     assert.ok(completion.meanTokensGenerated >= 1 && completion.meanTokensGenerated <= 5);
   });
 });

@@ -1,7 +1,12 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { type Checkpoint, loadCheckpoint, randomCheckpointWeights, saveCheckpoint } from '../../../trainer/model/checkpoint';
+import {
+  type Checkpoint,
+  loadCheckpoint,
+  randomCheckpointWeights,
+  saveCheckpoint,
+} from '../../../trainer/model/checkpoint';
 import type { ModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import type { HostTensor } from '../../../trainer/model/tensor';
@@ -15,14 +20,35 @@ import { tinyModelConfig } from '../../fixtures/tiny-config';
 export type TinyKind = 'llama-gqa' | 'qwen2-tied' | 'llama-bias';
 
 export function tinyConfig(kind: TinyKind): ModelConfig {
-  const common = { hidden_act: 'silu', max_position_embeddings: 160, vocab_size: 61, intermediate_size: 40, head_dim: 16 };
+  const common = {
+    hidden_act: 'silu',
+    max_position_embeddings: 160,
+    vocab_size: 61,
+    intermediate_size: 40,
+    head_dim: 16,
+  };
   switch (kind) {
     case 'llama-gqa':
       return tinyModelConfig({ ...common, hidden_size: 32, rope_theta: 10000, tie_word_embeddings: false });
     case 'qwen2-tied':
-      return tinyModelConfig({ ...common, model_type: 'qwen2', hidden_size: 32, num_key_value_heads: 1, rope_theta: 1000000, tie_word_embeddings: true });
+      return tinyModelConfig({
+        ...common,
+        model_type: 'qwen2',
+        hidden_size: 32,
+        num_key_value_heads: 1,
+        rope_theta: 1000000,
+        tie_word_embeddings: true,
+      });
     case 'llama-bias':
-      return tinyModelConfig({ ...common, hidden_size: 24, num_hidden_layers: 1, num_attention_heads: 2, rope_theta: 500, tie_word_embeddings: false, attention_bias: true });
+      return tinyModelConfig({
+        ...common,
+        hidden_size: 24,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        rope_theta: 500,
+        tie_word_embeddings: false,
+        attention_bias: true,
+      });
   }
 }
 
@@ -49,14 +75,22 @@ export function randomTokens(rng: Rng, count: number, vocab: number): number[] {
 }
 
 /** A random adapter on `targets`; `zeroB` gives PEFT's initial state (B = 0). */
-export function randomAdapter(cfg: ModelConfig, targets: readonly Projection[], rank: number, seed: number, zeroB = false): LoraAdapter {
+export function randomAdapter(
+  cfg: ModelConfig,
+  targets: readonly Projection[],
+  rank: number,
+  seed: number,
+  zeroB = false,
+): LoraAdapter {
   const rng = new Rng(seed);
   const modules = new Map<string, { a: HostTensor; b: HostTensor }>();
   for (let layer = 0; layer < cfg.numLayers; layer++) {
     for (const projection of targets) {
       const [outFeatures, inFeatures] = projectionShape(cfg, projection);
       const a = rng.fillNormal(new Float32Array(rank * inFeatures), 0, 0.3);
-      const b = zeroB ? new Float32Array(outFeatures * rank) : rng.fillNormal(new Float32Array(outFeatures * rank), 0, 0.3);
+      const b = zeroB
+        ? new Float32Array(outFeatures * rank)
+        : rng.fillNormal(new Float32Array(outFeatures * rank), 0, 0.3);
       modules.set(projectionModule(layer, projection), {
         a: { dtype: 'float32', shape: [rank, inFeatures], data: a },
         b: { dtype: 'float32', shape: [outFeatures, rank], data: b },

@@ -10,7 +10,12 @@ import { maxAbsDiff, randomAdapter, randomTokens, tinyCheckpoint } from './fixtu
 import { referenceLogits } from './reference';
 
 /** Logits [T·V] of buildForward's graph for one sequence. */
-async function forwardLogits(checkpoint: Checkpoint, tokens: number[], options: ForwardOptions, adapter?: LoraAdapter): Promise<Float32Array> {
+async function forwardLogits(
+  checkpoint: Checkpoint,
+  tokens: number[],
+  options: ForwardOptions,
+  adapter?: LoraAdapter,
+): Promise<Float32Array> {
   const g = new Graph('forward');
   const fwd = buildForward(g, checkpoint.config, checkpoint.weights, { batch: 1, ...options });
   g.output(fwd.logits, 'logits');
@@ -18,7 +23,10 @@ async function forwardLogits(checkpoint: Checkpoint, tokens: number[], options: 
   const T = tokens.length;
   const feeds: Record<string, ort.Tensor> = {
     input_ids: int64Tensor(tokens, [1, T]),
-    position_ids: int64Tensor(tokens.map((_, i) => i), [1, T]),
+    position_ids: int64Tensor(
+      tokens.map((_, i) => i),
+      [1, T],
+    ),
   };
   for (const [module, inputs] of fwd.loraInputs) {
     const lora = adapter?.modules.get(module);
@@ -58,7 +66,8 @@ describe('engine/llama buildForward', () => {
     const targets = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
     const tokens = randomTokens(new Rng(5), 7, cfg.vocabSize);
     const base = await forwardLogits(checkpoint, tokens, {});
-    const lora = (adapter: LoraAdapter) => forwardLogits(checkpoint, tokens, { lora: { targets, rank: 'r', scaling: adapter.scaling } }, adapter);
+    const lora = (adapter: LoraAdapter) =>
+      forwardLogits(checkpoint, tokens, { lora: { targets, rank: 'r', scaling: adapter.scaling } }, adapter);
 
     const zero = await lora(randomAdapter(cfg, targets, 4, 11, true));
     assert.deepEqual(zero, base);
@@ -96,8 +105,14 @@ describe('engine/llama buildForward', () => {
     const checkpoint = await tinyCheckpoint('llama-gqa');
     const weights = new Map(checkpoint.weights);
     weights.delete('model.layers.1.mlp.up_proj.weight');
-    assert.throws(() => buildForward(new Graph(), checkpoint.config, weights), /missing weight model\.layers\.1\.mlp\.up_proj\.weight/);
+    assert.throws(
+      () => buildForward(new Graph(), checkpoint.config, weights),
+      /missing weight model\.layers\.1\.mlp\.up_proj\.weight/,
+    );
     weights.set('model.layers.1.mlp.up_proj.weight', { dtype: 'float32', shape: [3, 3], data: new Float32Array(9) });
-    assert.throws(() => buildForward(new Graph(), checkpoint.config, weights), /has shape \[3, 3\], expected \[40, 32\]/);
+    assert.throws(
+      () => buildForward(new Graph(), checkpoint.config, weights),
+      /has shape \[3, 3\], expected \[40, 32\]/,
+    );
   });
 });

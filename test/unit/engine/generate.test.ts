@@ -49,8 +49,14 @@ describe('engine/generate Generator', () => {
     assert.equal(cancelled.stopReason, 'cancelled');
     assert.equal(cancelled.tokens.length, 3);
 
-    const sampledA = await generator.generate(prompt, { maxTokens: 10, sampling: { temperature: 1, topP: 0.9, seed: 5 } });
-    const sampledB = await generator.generate(prompt, { maxTokens: 10, sampling: { temperature: 1, topP: 0.9, seed: 5 } });
+    const sampledA = await generator.generate(prompt, {
+      maxTokens: 10,
+      sampling: { temperature: 1, topP: 0.9, seed: 5 },
+    });
+    const sampledB = await generator.generate(prompt, {
+      maxTokens: 10,
+      sampling: { temperature: 1, topP: 0.9, seed: 5 },
+    });
     assert.deepEqual(sampledA.tokens, sampledB.tokens);
     await session.dispose();
     await fresh.dispose();
@@ -64,17 +70,27 @@ describe('engine/generate Generator', () => {
     const limit = Math.max(...free.tokens); // the largest id chosen without a limit
     assert.ok(limit > 0);
     const limited = await generator.generate(prompt, { maxTokens: 16, vocabSize: limit });
-    assert.ok(limited.tokens.every((t) => t < limit), `tokens ${limited.tokens} must stay below ${limit}`);
+    assert.ok(
+      limited.tokens.every((t) => t < limit),
+      `tokens ${limited.tokens} must stay below ${limit}`,
+    );
     assert.notDeepEqual(limited.tokens, free.tokens);
     for (let seed = 0; seed < 4; seed++) {
-      const sampled = await generator.generate(prompt, { maxTokens: 16, vocabSize: limit, sampling: { temperature: 2, seed } });
+      const sampled = await generator.generate(prompt, {
+        maxTokens: 16,
+        vocabSize: limit,
+        sampling: { temperature: 2, seed },
+      });
       assert.ok(sampled.tokens.every((t) => t < limit));
     }
-    await assert.rejects(generator.generate(prompt, { maxTokens: 1, vocabSize: 0 }), /vocabSize must be a positive integer/);
+    await assert.rejects(
+      generator.generate(prompt, { maxTokens: 1, vocabSize: 0 }),
+      /vocabSize must be a positive integer/,
+    );
     await generator.session.dispose();
   });
 
-  it('logprobs are each chosen token\'s log softmax; minFirstLineLogprob stops a line that got too unlikely', async () => {
+  it("logprobs are each chosen token's log softmax; minFirstLineLogprob stops a line that got too unlikely", async () => {
     const checkpoint = await tinyCheckpoint('llama-gqa');
     const session = await KvCacheSession.create(checkpoint.config, checkpoint.weights, { threads: 1 });
     const generator = new Generator(session);

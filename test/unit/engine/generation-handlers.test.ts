@@ -42,7 +42,8 @@ describe('engine/generation-handlers', () => {
     // Logit 0 for special and padded ids, so the plain model's greedy text never meets them.
     const head = weights.get(LM_HEAD_WEIGHT)!.data as Float32Array;
     for (let id = 0; id < cfg.vocabSize; id++) {
-      if (id >= tokenizer.vocabSize || tokenizer.specialIds.has(id)) head.fill(0, id * cfg.hiddenSize, (id + 1) * cfg.hiddenSize);
+      if (id >= tokenizer.vocabSize || tokenizer.specialIds.has(id))
+        head.fill(0, id * cfg.hiddenSize, (id + 1) * cfg.hiddenSize);
     }
     edit?.(weights);
     await saveCheckpoint(dir, cfg, weights);
@@ -54,7 +55,15 @@ describe('engine/generation-handlers', () => {
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-gen-handlers-'));
     fs.writeFileSync(path.join(root, 'tokenizer.json'), JSON.stringify(trainByteLevelBpe(corpus, { vocabSize: 290 })));
     tokenizer = await Tokenizer.load(root);
-    cfg = tinyModelConfig({ model_type: 'qwen2', hidden_size: 32, intermediate_size: 48, vocab_size: tokenizer.vocabSize + 11, rms_norm_eps: 1e-6, max_position_embeddings: 128, tie_word_embeddings: false });
+    cfg = tinyModelConfig({
+      model_type: 'qwen2',
+      hidden_size: 32,
+      intermediate_size: 48,
+      vocab_size: tokenizer.vocabSize + 11,
+      rms_norm_eps: 1e-6,
+      max_position_embeddings: 128,
+      tie_word_embeddings: false,
+    });
   });
 
   after(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -98,7 +107,10 @@ describe('engine/generation-handlers', () => {
     const boosted = await generationHandlers.loadModel(boostedDir, { threads: 1 });
     const guarded = await generationHandlers.generate(boosted.id, { prompt, maxTokens: 8 });
     assert.equal(guarded.stopReason, 'eos');
-    assert.ok(guarded.tokens.every((t) => t < tokenizer.vocabSize && !tokenizer.specialIds.has(t)), `tokens ${guarded.tokens}`);
+    assert.ok(
+      guarded.tokens.every((t) => t < tokenizer.vocabSize && !tokenizer.specialIds.has(t)),
+      `tokens ${guarded.tokens}`,
+    );
     assert.deepEqual(guarded.tokens, baseline.tokens.slice(0, guarded.tokens.length));
     assert.ok(guarded.tokens.length <= 3);
     assert.ok(!guarded.text!.includes('<|'), `text ${JSON.stringify(guarded.text)}`);
@@ -107,8 +119,15 @@ describe('engine/generation-handlers', () => {
     assert.deepEqual(withExtra.tokens, guarded.tokens);
     // Sampling obeys the same limits.
     for (let seed = 0; seed < 5; seed++) {
-      const sampled = await generationHandlers.generate(boosted.id, { prompt, maxTokens: 8, sampling: { temperature: 1.5, seed } });
-      assert.ok(sampled.tokens.every((t) => t < tokenizer.vocabSize && !tokenizer.specialIds.has(t)), `sampled ${sampled.tokens}`);
+      const sampled = await generationHandlers.generate(boosted.id, {
+        prompt,
+        maxTokens: 8,
+        sampling: { temperature: 1.5, seed },
+      });
+      assert.ok(
+        sampled.tokens.every((t) => t < tokenizer.vocabSize && !tokenizer.specialIds.has(t)),
+        `sampled ${sampled.tokens}`,
+      );
     }
     await generationHandlers.disposeModel(boosted.id);
   });
@@ -121,7 +140,10 @@ describe('engine/generation-handlers', () => {
     assert.equal(base.length, windows.length * (prompt.length - 1));
     const { loadCheckpoint } = await import('../../../trainer/model/checkpoint');
     const checkpoint = await loadCheckpoint(dir);
-    const session = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1, vocabLimit: tokenizer.vocabSize });
+    const session = await KvCacheSession.create(cfg, checkpoint.weights, {
+      threads: 1,
+      vocabLimit: tokenizer.vocabSize,
+    });
     for (const [w, window] of windows.entries()) {
       const expected = await session.nll(window);
       assert.ok(maxAbsDiff(base.subarray(w * 9, (w + 1) * 9), expected) < 1e-5, `window ${w}`);
@@ -130,14 +152,24 @@ describe('engine/generation-handlers', () => {
     for (let layer = 0; layer < 2; layer++) {
       modules[`model.layers.${layer}.self_attn.v_proj`] = {
         a: { dtype: 'float32', shape: [2, 32], data: Float32Array.from({ length: 64 }, (_, i) => Math.sin(i + layer)) },
-        b: { dtype: 'float32', shape: [16, 2], data: Float32Array.from({ length: 32 }, (_, i) => Math.cos(i * 3 + layer)) },
+        b: {
+          dtype: 'float32',
+          shape: [16, 2],
+          data: Float32Array.from({ length: 32 }, (_, i) => Math.cos(i * 3 + layer)),
+        },
       };
     }
     await generationHandlers.setAdapter(loaded.id, { scaling: 2, modules });
     const adapted = await generationHandlers.score(loaded.id, windows);
     assert.ok(maxAbsDiff(adapted, base) > 0.01, 'the adapter should change the NLL');
-    assert.ok(maxAbsDiff(await generationHandlers.score(loaded.id, windows, { base: true }), base) < 1e-5, 'base: true ignores the adapter');
-    await assert.rejects(generationHandlers.score(loaded.id, [prompt, prompt.slice(1)]), /one length: window 1 has 9 tokens, window 0 has 10/);
+    assert.ok(
+      maxAbsDiff(await generationHandlers.score(loaded.id, windows, { base: true }), base) < 1e-5,
+      'base: true ignores the adapter',
+    );
+    await assert.rejects(
+      generationHandlers.score(loaded.id, [prompt, prompt.slice(1)]),
+      /one length: window 1 has 9 tokens, window 0 has 10/,
+    );
     await generationHandlers.disposeModel(loaded.id);
     await session.dispose();
   });

@@ -25,7 +25,13 @@ async function fullPrefixRunner(checkpoint: Checkpoint) {
   return {
     async lastLogits(tokens: number[]): Promise<Float32Array> {
       const T = tokens.length;
-      const out = await session.run({ input_ids: int64Tensor(tokens, [1, T]), position_ids: int64Tensor(tokens.map((_, i) => i), [1, T]) });
+      const out = await session.run({
+        input_ids: int64Tensor(tokens, [1, T]),
+        position_ids: int64Tensor(
+          tokens.map((_, i) => i),
+          [1, T],
+        ),
+      });
       return (out.logits.data as Float32Array).slice((T - 1) * V);
     },
     release: () => session.release(),
@@ -109,12 +115,18 @@ describe('engine/inference KvCacheSession', () => {
 
     // The same adapter through buildForward's LoRA inputs (the training graph's forward).
     const g = new Graph('forward');
-    const fwd = buildForward(g, cfg, checkpoint.weights, { batch: 1, lora: { targets: PROJECTIONS, rank: 3, scaling: adapter.scaling } });
+    const fwd = buildForward(g, cfg, checkpoint.weights, {
+      batch: 1,
+      lora: { targets: PROJECTIONS, rank: 3, scaling: adapter.scaling },
+    });
     g.output(fwd.logits, 'logits');
     const session = await createSession(g, { threads: 1 });
     const feeds: Record<string, ort.Tensor> = {
       input_ids: int64Tensor(prompt, [1, prompt.length]),
-      position_ids: int64Tensor(prompt.map((_, i) => i), [1, prompt.length]),
+      position_ids: int64Tensor(
+        prompt.map((_, i) => i),
+        [1, prompt.length],
+      ),
     };
     for (const [module, inputs] of fwd.loraInputs) {
       const lora = adapter.modules.get(module)!;
@@ -128,7 +140,15 @@ describe('engine/inference KvCacheSession', () => {
   });
 
   it('the cache grows past its first capacity and still matches the full prefix', async () => {
-    const cfg = tinyModelConfig({ hidden_size: 32, intermediate_size: 40, vocab_size: 61, max_position_embeddings: 700, head_dim: 16, rope_theta: 10000, tie_word_embeddings: false });
+    const cfg = tinyModelConfig({
+      hidden_size: 32,
+      intermediate_size: 40,
+      vocab_size: 61,
+      max_position_embeddings: 700,
+      head_dim: 16,
+      rope_theta: 10000,
+      tie_word_embeddings: false,
+    });
     const checkpoint = { config: cfg, weights: randomCheckpointWeights(cfg, 5, { std: 0.3 }) } as Checkpoint;
     const full = await fullPrefixRunner(checkpoint);
     const session = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1 });
@@ -176,7 +196,10 @@ describe('engine/inference KvCacheSession', () => {
     for (const chunkTokens of [undefined, 7, 1]) {
       const nll = await session.nll(tokens, { chunkTokens });
       assert.equal(nll.length, tokens.length - 1);
-      assert.ok(maxAbsDiff(nll, adapted) < 1e-4, `adapter NLL (chunks of ${chunkTokens}) differs by ${maxAbsDiff(nll, adapted)}`);
+      assert.ok(
+        maxAbsDiff(nll, adapted) < 1e-4,
+        `adapter NLL (chunks of ${chunkTokens}) differs by ${maxAbsDiff(nll, adapted)}`,
+      );
     }
     const baseNll = await session.nll(tokens, { base: true });
     assert.ok(maxAbsDiff(baseNll, base) < 1e-4, `base NLL differs by ${maxAbsDiff(baseNll, base)}`);
@@ -184,7 +207,10 @@ describe('engine/inference KvCacheSession', () => {
     assert.equal(session.length, prompt.length);
     session.setAdapter(undefined);
     session.truncate(prompt.length - 1);
-    assert.ok(maxAbsDiff(await session.append(prompt.slice(-1)), before) < 1e-5, 'scoring must not touch the generation cache');
+    assert.ok(
+      maxAbsDiff(await session.append(prompt.slice(-1)), before) < 1e-5,
+      'scoring must not touch the generation cache',
+    );
 
     // Generation and scoring started together (as the worker may receive them) do not disturb each other.
     const generator = new Generator(session);
@@ -199,9 +225,16 @@ describe('engine/inference KvCacheSession', () => {
     assert.ok(maxAbsDiff(nllTogether, base) < 1e-4, 'NLL computed alongside a generation');
 
     await assert.rejects(session.nll([1]), /at least 2 tokens/);
-    await assert.rejects(session.nll([1, vocabLimit]), new RegExp(`token id ${vocabLimit} at position 1 is outside the vocabulary \\(${vocabLimit} ids\\)`));
+    await assert.rejects(
+      session.nll([1, vocabLimit]),
+      new RegExp(`token id ${vocabLimit} at position 1 is outside the vocabulary \\(${vocabLimit} ids\\)`),
+    );
     await assert.rejects(session.nll(new Array(161).fill(1)), /exceeds the model's limit of 160/);
-    const merged = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1, mergedAdapter: adapter, vocabLimit });
+    const merged = await KvCacheSession.create(cfg, checkpoint.weights, {
+      threads: 1,
+      mergedAdapter: adapter,
+      vocabLimit,
+    });
     assert.ok(maxAbsDiff(await merged.nll(tokens), adapted) < 1e-4, 'merged adapter NLL');
     await assert.rejects(merged.nll(tokens, { base: true }), /cannot score the base model/);
     await Promise.all([session.dispose(), merged.dispose()]);
@@ -215,15 +248,21 @@ describe('engine/inference KvCacheSession', () => {
     const x = rng.fillNormal(new Float32Array(2 * K));
     // Independent dequantization of what the packers produced.
     const q8 = quantizeInt8(weight);
-    const deq8 = (n: number, k: number) => (q8.weight.data as Int8Array)[k * N + n] * (q8.scale.data as Float32Array)[n];
+    const deq8 = (n: number, k: number) =>
+      (q8.weight.data as Int8Array)[k * N + n] * (q8.scale.data as Float32Array)[n];
     const q4 = quantizeInt4(weight);
     const blocks = Math.ceil(K / INT4_BLOCK);
     const deq4 = (n: number, k: number) => {
-      const byte = (q4.packed.data as Uint8Array)[(n * blocks + Math.floor(k / INT4_BLOCK)) * (INT4_BLOCK / 2) + Math.floor((k % INT4_BLOCK) / 2)];
+      const byte = (q4.packed.data as Uint8Array)[
+        (n * blocks + Math.floor(k / INT4_BLOCK)) * (INT4_BLOCK / 2) + Math.floor((k % INT4_BLOCK) / 2)
+      ];
       const nibble = k % 2 === 0 ? byte & 15 : byte >> 4;
       return (nibble - 8) * (q4.scales.data as Float32Array)[n * blocks + Math.floor(k / INT4_BLOCK)];
     };
-    for (const [precision, deq, tolerance] of [['int8', deq8, 0.05], ['int4', deq4, 0.05]] as const) {
+    for (const [precision, deq, tolerance] of [
+      ['int8', deq8, 0.05],
+      ['int4', deq4, 0.05],
+    ] as const) {
       const g = new Graph('q');
       g.output(frozenLinear(g, g.input('x', 'float32', [2, K]), 'w', weight, precision), 'y');
       const session = await createSession(g, { threads: 1 });

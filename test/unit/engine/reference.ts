@@ -55,7 +55,12 @@ function rope(vec: Float64Array, heads: number, hd: number, position: number, th
 }
 
 /** Logits [T, V] for one sequence, positions 0..T-1. */
-export function referenceLogits(cfg: ModelConfig, weights: Weights, tokens: number[], adapter?: ReferenceAdapter): Float64Array[] {
+export function referenceLogits(
+  cfg: ModelConfig,
+  weights: Weights,
+  tokens: number[],
+  adapter?: ReferenceAdapter,
+): Float64Array[] {
   const D = cfg.hiddenSize;
   const H = cfg.numHeads;
   const KV = cfg.numKvHeads;
@@ -68,7 +73,12 @@ export function referenceLogits(cfg: ModelConfig, weights: Weights, tokens: numb
   const project = (x: Float64Array, layer: number, projection: Projection, outFeatures: number): Float64Array => {
     const module = projectionModule(layer, projection);
     const hasBias = cfg.attentionBias && ['q_proj', 'k_proj', 'v_proj'].includes(projection);
-    const y = linear(x, w(weights, `${module}.weight`), outFeatures, hasBias ? w(weights, `${module}.bias`) : undefined);
+    const y = linear(
+      x,
+      w(weights, `${module}.weight`),
+      outFeatures,
+      hasBias ? w(weights, `${module}.bias`) : undefined,
+    );
     const lora = adapter?.modules.get(module);
     if (lora) {
       const r = lora.a.shape[0];
@@ -109,7 +119,7 @@ export function referenceLogits(cfg: ModelConfig, weights: Weights, tokens: numb
           maxScore = Math.max(maxScore, scores[s]);
         }
         let total = 0;
-        for (let s = 0; s <= t; s++) total += (scores[s] = Math.exp(scores[s] - maxScore));
+        for (let s = 0; s <= t; s++) total += scores[s] = Math.exp(scores[s] - maxScore);
         for (let s = 0; s <= t; s++) {
           for (let i = 0; i < hd; i++) context[h * hd + i] += (scores[s] / total) * vs[s][kvHead * hd + i];
         }

@@ -18,7 +18,12 @@ describe('engine/sampling', () => {
 
   it('the nucleus is the smallest most-probable set reaching top-p, renormalized', () => {
     const rng = new Rng(3);
-    for (const [V, temperature, topP] of [[50, 1, 0.9], [1000, 0.7, 0.5], [300, 1.3, 0.99], [20, 1, 1]] as const) {
+    for (const [V, temperature, topP] of [
+      [50, 1, 0.9],
+      [1000, 0.7, 0.5],
+      [300, 1.3, 0.99],
+      [20, 1, 1],
+    ] as const) {
       const logits = Array.from({ length: V }, () => 3 * rng.normal());
       const probs = softmax(logits, temperature);
       const order = probs.map((p, i) => [p, i] as const).sort((a, b) => b[0] - a[0]);

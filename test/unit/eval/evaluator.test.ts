@@ -16,7 +16,13 @@ import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-mode
 
 function randomAdapter(model: TinyModel, seed: number): LoraAdapter {
   const rng = new Rng(seed);
-  const modules = new Map<string, { a: { dtype: 'float32'; shape: number[]; data: Float32Array }; b: { dtype: 'float32'; shape: number[]; data: Float32Array } }>();
+  const modules = new Map<
+    string,
+    {
+      a: { dtype: 'float32'; shape: number[]; data: Float32Array };
+      b: { dtype: 'float32'; shape: number[]; data: Float32Array };
+    }
+  >();
   for (let layer = 0; layer < model.config.numLayers; layer++) {
     for (const projection of PROJECTIONS) {
       const [out, inFeatures] = projectionShape(model.config, projection);
@@ -66,7 +72,10 @@ describe('eval: scoring and greedy line completion in the engine worker', functi
     const long = Array.from({ length: 70 }, () => rng.int(model.config.vocabSize)); // spans three windows of T = 32
     const short = Array.from({ length: 20 }, () => rng.int(model.config.vocabSize));
     const heldOut: HeldOutSet = {
-      sequences: [{ tokens: long, lossStart: 0 }, { tokens: short, lossStart: 6 }],
+      sequences: [
+        { tokens: long, lossStart: 0 },
+        { tokens: short, lossStart: 6 },
+      ],
       bytes: 100,
       tokens: 69 + 14,
       lines: [],
@@ -77,7 +86,13 @@ describe('eval: scoring and greedy line completion in the engine worker', functi
       exampleTokens: 90,
       sha256: '',
     };
-    const evaluator = await Evaluator.create(worker, { checkpointDir: dir }, { seqLen: 32, maxContext: 128, loraInputs: true, threads: 1 }, model.tokenizer, []);
+    const evaluator = await Evaluator.create(
+      worker,
+      { checkpointDir: dir },
+      { seqLen: 32, maxContext: 128, loraInputs: true, threads: 1 },
+      model.tokenizer,
+      [],
+    );
     const checkpoint = await loadCheckpoint(dir);
     const adapter = randomAdapter(model, 9);
     try {
@@ -85,13 +100,20 @@ describe('eval: scoring and greedy line completion in the engine worker', functi
         await evaluator.setAdapter(which);
         const metrics = await evaluator.evaluate(heldOut);
         assert.equal(metrics.tokens, 69 + 14);
-        const reference = await KvCacheSession.create(checkpoint.config, checkpoint.weights, { threads: 1, mergedAdapter: which ?? undefined });
+        const reference = await KvCacheSession.create(checkpoint.config, checkpoint.weights, {
+          threads: 1,
+          mergedAdapter: which ?? undefined,
+        });
         // Window starts see no earlier context: score each window of 33 tokens on its own.
         let expected = 0;
-        for (let from = 0; from + 1 < long.length; from += 32) expected += await referenceNll(reference, long.slice(from, from + 33), 1);
+        for (let from = 0; from + 1 < long.length; from += 32)
+          expected += await referenceNll(reference, long.slice(from, from + 33), 1);
         expected += await referenceNll(reference, short, 6);
         await reference.dispose();
-        assert.ok(Math.abs(metrics.loss * metrics.tokens! - expected) < 1e-3 * expected, `${metrics.loss * metrics.tokens!} vs ${expected}`);
+        assert.ok(
+          Math.abs(metrics.loss * metrics.tokens! - expected) < 1e-3 * expected,
+          `${metrics.loss * metrics.tokens!} vs ${expected}`,
+        );
         assert.ok(Math.abs(metrics.bitsPerByte - expected / Math.LN2 / 100) < 1e-3);
       }
     } finally {
@@ -103,14 +125,29 @@ describe('eval: scoring and greedy line completion in the engine worker', functi
     const prompt = model.tokenizer.encode('function add(a, b) {\n  return');
     const newlineIds = newlineTokenIds(model.tokenizer);
     assert.ok(newlineIds.length > 0);
-    const evaluator = await Evaluator.create(worker, { checkpointDir: dir }, { seqLen: 32, maxContext: 128, loraInputs: true, threads: 1 }, model.tokenizer, newlineIds);
+    const evaluator = await Evaluator.create(
+      worker,
+      { checkpointDir: dir },
+      { seqLen: 32, maxContext: 128, loraInputs: true, threads: 1 },
+      model.tokenizer,
+      newlineIds,
+    );
     const checkpoint = await loadCheckpoint(dir);
     try {
       for (const which of [null, randomAdapter(model, 4)]) {
         await evaluator.setAdapter(which);
-        const [generated] = await worker.call('evalComplete', (evaluator as unknown as { id: number }).id, [{ prompt, maxTokens: 12 }], [], newlineIds);
+        const [generated] = await worker.call(
+          'evalComplete',
+          (evaluator as unknown as { id: number }).id,
+          [{ prompt, maxTokens: 12 }],
+          [],
+          newlineIds,
+        );
         // Reference: argmax step by step through a fresh decoder.
-        const reference = await KvCacheSession.create(checkpoint.config, checkpoint.weights, { threads: 1, mergedAdapter: which ?? undefined });
+        const reference = await KvCacheSession.create(checkpoint.config, checkpoint.weights, {
+          threads: 1,
+          mergedAdapter: which ?? undefined,
+        });
         const expected: number[] = [];
         let logits = await reference.append(prompt);
         while (expected.length < 12) {
@@ -141,6 +178,9 @@ describe('eval: scoring and greedy line completion in the engine worker', functi
     assert.equal(m.exactMatch, 0.25);
     assert.equal(m.editSimilarity, 0.75);
     assert.deepEqual(evenlySpaced(10, 3), [0, 3, 6]);
-    assert.throws(() => heldOutMetrics({ nll: 0, tokens: 0, bytes: 0 }, { lines: 0, exact: 0, similarity: 0 }), /no held-out tokens/);
+    assert.throws(
+      () => heldOutMetrics({ nll: 0, tokens: 0, bytes: 0 }, { lines: 0, exact: 0, similarity: 0 }),
+      /no held-out tokens/,
+    );
   });
 });

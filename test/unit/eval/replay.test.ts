@@ -64,9 +64,12 @@ const REFUNDS_NEW = [
 ];
 
 const OTHERS: Record<string, string> = {
-  'src/money.ts': 'export interface Money {\n  cents: number;\n}\n\nexport function addMoney(a: Money, b: Money): Money {\n  return { cents: a.cents + b.cents };\n}\n',
-  'src/audit.ts': 'const entries: string[] = [];\n\nexport const audit = {\n  record(kind: string, id: string): void {\n    entries.push(`${kind} ${id}`);\n  },\n};\n',
-  'src/users.ts': 'export interface User {\n  id: string;\n  name: string;\n}\n\nexport function displayName(user: User): string {\n  return user.name.trim();\n}\n',
+  'src/money.ts':
+    'export interface Money {\n  cents: number;\n}\n\nexport function addMoney(a: Money, b: Money): Money {\n  return { cents: a.cents + b.cents };\n}\n',
+  'src/audit.ts':
+    'const entries: string[] = [];\n\nexport const audit = {\n  record(kind: string, id: string): void {\n    entries.push(`${kind} ${id}`);\n  },\n};\n',
+  'src/users.ts':
+    'export interface User {\n  id: string;\n  name: string;\n}\n\nexport function displayName(user: User): string {\n  return user.name.trim();\n}\n',
   'src/format.ts': 'export function formatCents(cents: number): string {\n  return (cents / 100).toFixed(2);\n}\n',
   'src/config.ts': 'export const config = {\n  currency: "EUR",\n  locale: "de-DE",\n};\n',
 };
@@ -97,11 +100,23 @@ describe('held-out replay points on a real git repository', () => {
 
   before(async () => {
     dir = initRepo(tempDir('replay'));
-    commitFiles(dir, '2024-01-01T09:00:00Z', 'money and orders', { 'src/money.ts': OTHERS['src/money.ts'], 'src/orders.ts': unmark(ORDERS_OLD) });
-    commitFiles(dir, '2024-01-02T09:00:00Z', 'users and audit', { 'src/users.ts': OTHERS['src/users.ts'], 'src/audit.ts': OTHERS['src/audit.ts'] });
-    commitFiles(dir, '2024-01-03T09:00:00Z', 'format and config', { 'src/format.ts': OTHERS['src/format.ts'], 'src/config.ts': OTHERS['src/config.ts'] });
+    commitFiles(dir, '2024-01-01T09:00:00Z', 'money and orders', {
+      'src/money.ts': OTHERS['src/money.ts'],
+      'src/orders.ts': unmark(ORDERS_OLD),
+    });
+    commitFiles(dir, '2024-01-02T09:00:00Z', 'users and audit', {
+      'src/users.ts': OTHERS['src/users.ts'],
+      'src/audit.ts': OTHERS['src/audit.ts'],
+    });
+    commitFiles(dir, '2024-01-03T09:00:00Z', 'format and config', {
+      'src/format.ts': OTHERS['src/format.ts'],
+      'src/config.ts': OTHERS['src/config.ts'],
+    });
     // The newest commit: the held-out split.
-    commitFiles(dir, '2024-01-10T09:00:00Z', 'audit order totals, refunds', { 'src/orders.ts': unmark(ORDERS_NEW), 'src/refunds.ts': unmark(REFUNDS_NEW) });
+    commitFiles(dir, '2024-01-10T09:00:00Z', 'audit order totals, refunds', {
+      'src/orders.ts': unmark(ORDERS_NEW),
+      'src/refunds.ts': unmark(REFUNDS_NEW),
+    });
     mined = [];
     await mineRepository(dir, {}, (file) => void mined.push(file));
     expected = [...markedPoints('src/orders.ts', ORDERS_NEW), ...markedPoints('src/refunds.ts', REFUNDS_NEW)];
@@ -112,13 +127,19 @@ describe('held-out replay points on a real git repository', () => {
   it('replays exactly the lines the held-out commit added or changed: at the start of their code and after the first token', () => {
     const set = replayPoints(mined, expectedLines.length + 10, 1);
     assert.deepEqual(set.files.map((file) => file.path).sort(), ['src/orders.ts', 'src/refunds.ts']);
-    assert.equal(set.files.find((file) => file.path === 'src/refunds.ts')!.text, unmark(REFUNDS_NEW), 'the file as it is at HEAD');
+    assert.equal(
+      set.files.find((file) => file.path === 'src/refunds.ts')!.text,
+      unmark(REFUNDS_NEW),
+      'the file as it is at HEAD',
+    );
     assert.deepEqual(set.trainingFiles.map((file) => file.path).sort(), Object.keys(OTHERS).sort());
     assert.equal(set.candidates, expectedLines.length);
     assert.equal(set.lines, expectedLines.length);
     // Points come in file order, then line order.
     const fileOrder = set.files.map((file) => file.path);
-    const inOrder = [...expected].sort((a, b) => fileOrder.indexOf(a.path) - fileOrder.indexOf(b.path) || a.line - b.line);
+    const inOrder = [...expected].sort(
+      (a, b) => fileOrder.indexOf(a.path) - fileOrder.indexOf(b.path) || a.line - b.line,
+    );
     assert.deepEqual(set.points, inOrder);
     // The fixture has both a line without a mid point and added punctuation-only lines.
     assert.ok(expectedLines.some((key) => !expected.some((p) => lineKey(p) === key && p.kind === 'mid')));
@@ -130,7 +151,11 @@ describe('held-out replay points on a real git repository', () => {
       const lines = text.split('\n');
       const { prefix, suffix, text: shown } = replayDocument(text, point);
       const lineStart = lines.slice(0, point.line).join('\n').length + (point.line > 0 ? 1 : 0);
-      assert.equal(prefix + point.expected, text.slice(0, lineStart) + lines[point.line].replace(/\s+$/, ''), `${lineKey(point)} ${point.kind}`);
+      assert.equal(
+        prefix + point.expected,
+        text.slice(0, lineStart) + lines[point.line].replace(/\s+$/, ''),
+        `${lineKey(point)} ${point.kind}`,
+      );
       assert.equal(suffix, text.slice(lineStart + lines[point.line].length));
       assert.equal(shown, prefix + suffix);
     }
@@ -150,7 +175,12 @@ describe('held-out replay points on a real git repository', () => {
       const chosen = [...new Set(set.points.map(lineKey))];
       assert.equal(chosen.length, maxLines);
       // Each chosen line is replayed with exactly the points the whole set has for it.
-      for (const key of chosen) assert.deepEqual(set.points.filter((p) => lineKey(p) === key), byKey.get(key), key);
+      for (const key of chosen)
+        assert.deepEqual(
+          set.points.filter((p) => lineKey(p) === key),
+          byKey.get(key),
+          key,
+        );
       samples.add(chosen.sort().join(' '));
     }
     assert.ok(samples.size > 1, `12 seeds chose ${samples.size} different sample(s)`);

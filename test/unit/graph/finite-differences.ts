@@ -35,7 +35,9 @@ export interface CheckResult {
 }
 
 function toOrt(dtype: DType, shape: number[], values: Float64Array): ort.Tensor {
-  return dtype === 'float64' ? new ort.Tensor('float64', values, shape) : new ort.Tensor('float32', Float32Array.from(values), shape);
+  return dtype === 'float64'
+    ? new ort.Tensor('float64', values, shape)
+    : new ort.Tensor('float32', Float32Array.from(values), shape);
 }
 
 /**
@@ -55,7 +57,11 @@ export async function checkGradients(
     const out = body(graph, inputs);
     const outShape = out.staticShape();
     const r = graph.constant(op.tensorOf(out.dtype, outShape, weights(outShape)), 'r');
-    const loss = op.reduceSum(op.mul(out, r), Array.from({ length: out.rank }, (_, i) => i), false);
+    const loss = op.reduceSum(
+      op.mul(out, r),
+      Array.from({ length: out.rank }, (_, i) => i),
+      false,
+    );
     graph.output(loss, 'loss');
     if (withGradients) {
       const grads = gradients(graph, loss, inputs);
@@ -64,12 +70,14 @@ export async function checkGradients(
     return graph;
   };
   let cachedWeights: number[] | undefined;
-  const weights = (shape: number[]) => (cachedWeights ??= Array.from({ length: elementCount(shape) }, () => random() * 2 - 1));
+  const weights = (shape: number[]) =>
+    (cachedWeights ??= Array.from({ length: elementCount(shape) }, () => random() * 2 - 1));
 
   const graph = lossGraph(dtype, build, true);
   const ops = graph.nodes.map((n) => (n.domain ? `${n.domain}.${n.op}` : n.op));
   // 'basic': ORT's contrib fusions (e.g. x·σ(x) → QuickGelu) have float32 kernels only.
-  const open = async (g: Graph) => ort.InferenceSession.create(serializeModel(g).model, { logSeverityLevel: 3, graphOptimizationLevel: 'basic' });
+  const open = async (g: Graph) =>
+    ort.InferenceSession.create(serializeModel(g).model, { logSeverityLevel: 3, graphOptimizationLevel: 'basic' });
   const session = await open(graph);
   const fdDtype = options.reference ? 'float64' : dtype;
   const fdSession = options.reference ? await open(lossGraph('float64', options.reference, false)) : session;
@@ -77,7 +85,8 @@ export async function checkGradients(
     const [lo, hi] = s.range ?? [-1, 1];
     return Float64Array.from({ length: elementCount(s.shape) }, () => lo + (hi - lo) * random());
   });
-  const feeds = (feedDtype: DType) => Object.fromEntries(specs.map((s, i) => [`x${i}`, toOrt(feedDtype, s.shape, values[i])]));
+  const feeds = (feedDtype: DType) =>
+    Object.fromEntries(specs.map((s, i) => [`x${i}`, toOrt(feedDtype, s.shape, values[i])]));
   const analytic = await session.run(feeds(dtype));
   const lossAt = async () => Number((await fdSession.run(feeds(fdDtype), ['loss'])).loss.data[0]);
 

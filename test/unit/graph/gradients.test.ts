@@ -22,14 +22,49 @@ interface Case {
 
 const cases: Case[] = [
   { name: 'Identity', rule: 'Identity', inputs: [{ shape: [2, 3] }], build: (g, [a]) => op.identity(a) },
-  { name: 'Add with broadcasting both ways', rule: 'Add', inputs: [{ shape: [2, 3, 4] }, { shape: [3, 1] }], build: (g, [a, b]) => op.add(a, b) },
-  { name: 'Sub with a lower-rank left side', rule: 'Sub', inputs: [{ shape: [4] }, { shape: [2, 3, 4] }], build: (g, [a, b]) => op.sub(a, b) },
-  { name: 'Mul with broadcasting', rule: 'Mul', inputs: [{ shape: [2, 1, 4] }, { shape: [3, 4] }], build: (g, [a, b]) => op.mul(a, b) },
-  { name: 'Div', rule: 'Div', inputs: [{ shape: [2, 3] }, { shape: [3], range: positive }], build: (g, [a, b]) => op.div(a, b) },
-  { name: 'Sum of three with broadcasting', rule: 'Sum', inputs: [{ shape: [2, 3] }, { shape: [3] }, { shape: [2, 1] }], build: (g, x) => op.sum(x) },
+  {
+    name: 'Add with broadcasting both ways',
+    rule: 'Add',
+    inputs: [{ shape: [2, 3, 4] }, { shape: [3, 1] }],
+    build: (g, [a, b]) => op.add(a, b),
+  },
+  {
+    name: 'Sub with a lower-rank left side',
+    rule: 'Sub',
+    inputs: [{ shape: [4] }, { shape: [2, 3, 4] }],
+    build: (g, [a, b]) => op.sub(a, b),
+  },
+  {
+    name: 'Mul with broadcasting',
+    rule: 'Mul',
+    inputs: [{ shape: [2, 1, 4] }, { shape: [3, 4] }],
+    build: (g, [a, b]) => op.mul(a, b),
+  },
+  {
+    name: 'Div',
+    rule: 'Div',
+    inputs: [{ shape: [2, 3] }, { shape: [3], range: positive }],
+    build: (g, [a, b]) => op.div(a, b),
+  },
+  {
+    name: 'Sum of three with broadcasting',
+    rule: 'Sum',
+    inputs: [{ shape: [2, 3] }, { shape: [3] }, { shape: [2, 1] }],
+    build: (g, x) => op.sum(x),
+  },
   { name: 'Neg', rule: 'Neg', inputs: [{ shape: [5] }], build: (g, [a]) => op.neg(a) },
-  { name: 'Pow, constant exponent 3', rule: 'Pow', inputs: [{ shape: [2, 3], range: positive }], build: (g, [a]) => op.pow(a, op.scalar(g, 3, 'float64')) },
-  { name: 'Pow, constant exponent 2', rule: 'Pow', inputs: [{ shape: [2, 3] }], build: (g, [a]) => op.pow(a, op.scalar(g, 2, 'float64')) },
+  {
+    name: 'Pow, constant exponent 3',
+    rule: 'Pow',
+    inputs: [{ shape: [2, 3], range: positive }],
+    build: (g, [a]) => op.pow(a, op.scalar(g, 3, 'float64')),
+  },
+  {
+    name: 'Pow, constant exponent 2',
+    rule: 'Pow',
+    inputs: [{ shape: [2, 3] }],
+    build: (g, [a]) => op.pow(a, op.scalar(g, 2, 'float64')),
+  },
   {
     name: 'Pow, tensor exponent (both differentiated)',
     rule: 'Pow',
@@ -39,10 +74,20 @@ const cases: Case[] = [
   { name: 'Exp', rule: 'Exp', inputs: [{ shape: [2, 3] }], build: (g, [a]) => op.exp(a) },
   { name: 'Log', rule: 'Log', inputs: [{ shape: [2, 3], range: positive }], build: (g, [a]) => op.log(a) },
   { name: 'Sqrt', rule: 'Sqrt', inputs: [{ shape: [2, 3], range: positive }], build: (g, [a]) => op.sqrt(a) },
-  { name: 'Reciprocal', rule: 'Reciprocal', inputs: [{ shape: [2, 3], range: positive }], build: (g, [a]) => op.reciprocal(a) },
+  {
+    name: 'Reciprocal',
+    rule: 'Reciprocal',
+    inputs: [{ shape: [2, 3], range: positive }],
+    build: (g, [a]) => op.reciprocal(a),
+  },
   { name: 'Sigmoid', rule: 'Sigmoid', inputs: [{ shape: [2, 3], range: [-3, 3] }], build: (g, [a]) => op.sigmoid(a) },
   { name: 'Tanh', rule: 'Tanh', inputs: [{ shape: [2, 3], range: [-2, 2] }], build: (g, [a]) => op.tanh(a) },
-  { name: 'Max with broadcasting', rule: 'Max', inputs: [{ shape: [2, 3] }, { shape: [3] }], build: (g, [a, b]) => op.max(a, b) },
+  {
+    name: 'Max with broadcasting',
+    rule: 'Max',
+    inputs: [{ shape: [2, 3] }, { shape: [3] }],
+    build: (g, [a, b]) => op.max(a, b),
+  },
   { name: 'Min', rule: 'Min', inputs: [{ shape: [2, 3] }, { shape: [2, 3] }], build: (g, [a, b]) => op.min(a, b) },
   {
     name: 'Cast (float64 → float64; a float32 round trip would swamp finite differences)',
@@ -56,7 +101,12 @@ const cases: Case[] = [
     inputs: [{ shape: [2, 3] }, { shape: [3] }],
     build: (g, [a, b]) => op.where(g.constant(op.tensorOf('bool', [2, 3], [1, 0, 1, 0, 0, 1]), 'cond'), a, b),
   },
-  { name: 'MatMul 2-D', rule: 'MatMul', inputs: [{ shape: [3, 4] }, { shape: [4, 5] }], build: (g, [a, b]) => op.matmul(a, b) },
+  {
+    name: 'MatMul 2-D',
+    rule: 'MatMul',
+    inputs: [{ shape: [3, 4] }, { shape: [4, 5] }],
+    build: (g, [a, b]) => op.matmul(a, b),
+  },
   {
     name: 'MatMul batch × shared weight',
     rule: 'MatMul',
@@ -91,7 +141,12 @@ const cases: Case[] = [
       },
     ]),
   ),
-  { name: 'Transpose', rule: 'Transpose', inputs: [{ shape: [2, 3, 4] }], build: (g, [a]) => op.transpose(a, [1, 2, 0]) },
+  {
+    name: 'Transpose',
+    rule: 'Transpose',
+    inputs: [{ shape: [2, 3, 4] }],
+    build: (g, [a]) => op.transpose(a, [1, 2, 0]),
+  },
   { name: 'Reshape', rule: 'Reshape', inputs: [{ shape: [2, 3, 4] }], build: (g, [a]) => op.reshape(a, [4, -1]) },
   { name: 'Unsqueeze', rule: 'Unsqueeze', inputs: [{ shape: [2, 3] }], build: (g, [a]) => op.unsqueeze(a, [0, 2]) },
   { name: 'Squeeze', rule: 'Squeeze', inputs: [{ shape: [2, 1, 3] }], build: (g, [a]) => op.squeeze(a, [1]) },
@@ -123,9 +178,24 @@ const cases: Case[] = [
       return op.concat([r, p], 1);
     },
   },
-  { name: 'ReduceSum keepdims', rule: 'ReduceSum', inputs: [{ shape: [2, 3, 4] }], build: (g, [a]) => op.reduceSum(a, [0, 2], true) },
-  { name: 'ReduceSum no keepdims', rule: 'ReduceSum', inputs: [{ shape: [2, 3, 4] }], build: (g, [a]) => op.reduceSum(a, [-1], false) },
-  { name: 'ReduceMean', rule: 'ReduceMean', inputs: [{ shape: [2, 3, 4] }], build: (g, [a]) => op.reduceMean(a, [1], false) },
+  {
+    name: 'ReduceSum keepdims',
+    rule: 'ReduceSum',
+    inputs: [{ shape: [2, 3, 4] }],
+    build: (g, [a]) => op.reduceSum(a, [0, 2], true),
+  },
+  {
+    name: 'ReduceSum no keepdims',
+    rule: 'ReduceSum',
+    inputs: [{ shape: [2, 3, 4] }],
+    build: (g, [a]) => op.reduceSum(a, [-1], false),
+  },
+  {
+    name: 'ReduceMean',
+    rule: 'ReduceMean',
+    inputs: [{ shape: [2, 3, 4] }],
+    build: (g, [a]) => op.reduceMean(a, [1], false),
+  },
   { name: 'Softmax last axis', rule: 'Softmax', inputs: [{ shape: [2, 3, 4] }], build: (g, [a]) => op.softmax(a, -1) },
   { name: 'Softmax middle axis', rule: 'Softmax', inputs: [{ shape: [2, 3, 4] }], build: (g, [a]) => op.softmax(a, 1) },
   { name: 'LogSoftmax', rule: 'LogSoftmax', inputs: [{ shape: [2, 5] }], build: (g, [a]) => op.logSoftmax(a, -1) },
@@ -176,7 +246,14 @@ function rmsNormReference(x: Value, gamma: Value, eps: number): Value {
 }
 
 /** rotate_half RoPE from primitives on x [B, T, heads·hd], positions [B, T]. */
-function ropeReference(g: Graph, x: Value, positions: number[], cosTable: number[], sinTable: number[], heads: number): Value {
+function ropeReference(
+  g: Graph,
+  x: Value,
+  positions: number[],
+  cosTable: number[],
+  sinTable: number[],
+  heads: number,
+): Value {
   const [B, T, width] = x.staticShape();
   const hd = width / heads;
   const half = hd / 2;
@@ -215,7 +292,16 @@ const float32Cases: Float32Case[] = [
     name: 'QuickGelu alpha 1.702',
     rule: 'com.microsoft.QuickGelu',
     inputs: [{ shape: [2, 7], range: [-4, 4] }],
-    build: (g, [x]) => g.node('QuickGelu', [x], { alpha: { float: 1.702 } }, [{ dtype: x.dtype, shape: x.shape }], undefined, false, 'com.microsoft')[0],
+    build: (g, [x]) =>
+      g.node(
+        'QuickGelu',
+        [x],
+        { alpha: { float: 1.702 } },
+        [{ dtype: x.dtype, shape: x.shape }],
+        undefined,
+        false,
+        'com.microsoft',
+      )[0],
     reference: (g, [x]) => op.mul(x, op.sigmoid(op.mul(x, op.scalarLike(x, 1.702)))),
   },
   {
@@ -247,7 +333,10 @@ describe('gradient rules against central finite differences (float64, ONNX Runti
 
   for (const c of float32Cases) {
     it(`${c.name} (float32 kernel; finite differences of a float64 reference)`, async () => {
-      const { relativeErrors, ops } = await checkGradients(c.inputs, c.build, { dtype: 'float32', reference: c.reference });
+      const { relativeErrors, ops } = await checkGradients(c.inputs, c.build, {
+        dtype: 'float32',
+        reference: c.reference,
+      });
       assert.ok(ops.includes(c.rule), `case does not use ${c.rule}: ${ops.join(', ')}`);
       covered.add(c.rule);
       // float32 rounding of the analytic gradient bounds the agreement at ~1e-7 relative.
@@ -275,7 +364,10 @@ describe('autodiff walk', () => {
     const x = g.input('x', 'float32', [3]);
     const y = op.sin(x);
     const loss = op.reduceSum(y, [0], false);
-    assert.throws(() => gradients(g, loss, [x]), (e: Error) => /no gradient rule for op Sin/.test(e.message) && e.message.includes(y.name));
+    assert.throws(
+      () => gradients(g, loss, [x]),
+      (e: Error) => /no gradient rule for op Sin/.test(e.message) && e.message.includes(y.name),
+    );
   });
 
   it('does no gradient work for frozen inputs (only the input-gradient MatMul is added)', () => {
@@ -303,8 +395,14 @@ describe('autodiff walk', () => {
     g.output(grads.get(unused)!, 'du');
     const session = await ort.InferenceSession.create(serializeModel(g).model);
     const xs = Float64Array.from([0.5, -2, 3]);
-    const out = await session.run({ x: new ort.Tensor('float64', xs, [3]), u: new ort.Tensor('float64', new Float64Array(2), [2]) });
-    assert.deepEqual(Array.from(out.dx.data as Float64Array), Array.from(xs, (v) => 2 * v + 1));
+    const out = await session.run({
+      x: new ort.Tensor('float64', xs, [3]),
+      u: new ort.Tensor('float64', new Float64Array(2), [2]),
+    });
+    assert.deepEqual(
+      Array.from(out.dx.data as Float64Array),
+      Array.from(xs, (v) => 2 * v + 1),
+    );
     assert.deepEqual(Array.from(out.du.data as Float64Array), [0, 0]);
   });
 

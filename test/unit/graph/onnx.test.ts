@@ -42,7 +42,13 @@ describe('graph → ONNX', () => {
     assert.deepEqual(op.transpose(a, [0, 2, 1]).shape, [2, 4, 3]);
     assert.deepEqual(op.reshape(a, [0, -1]).shape, [2, 12]);
     assert.deepEqual(op.reduceSum(a, [-1]).shape, [2, 3, 1]);
-    assert.deepEqual(op.split(a, 2, [1, 3]).map((v) => v.shape), [[2, 3, 1], [2, 3, 3]]);
+    assert.deepEqual(
+      op.split(a, 2, [1, 3]).map((v) => v.shape),
+      [
+        [2, 3, 1],
+        [2, 3, 3],
+      ],
+    );
     assert.throws(() => op.matmul(b, a), /MatMul: inner dimensions differ/);
     assert.throws(() => op.add(a, g.input('c', 'float32', [5])), /Add: cannot broadcast/);
   });

@@ -15,7 +15,10 @@ const handlers = (name: string) => `export async function ${name}(request: Reque
   return respond(body, { status: 200, headers: defaultHeaders });
 }
 `;
-const files = ['users', 'orders', 'invoices', 'payments'].map((name) => ({ path: `src/${name}.ts`, text: handlers(name) }));
+const files = ['users', 'orders', 'invoices', 'payments'].map((name) => ({
+  path: `src/${name}.ts`,
+  text: handlers(name),
+}));
 
 describe('trainer/data/memory: repository memory', () => {
   const memory = new RepositoryMemory(files);
@@ -33,13 +36,18 @@ describe('trainer/data/memory: repository memory', () => {
   });
 
   it('continues a word being typed, mid-line', () => {
-    const match = memory.lookup(`export async function refunds(request: Request): Promise<Response> {\n  const body = await rea`);
+    const match = memory.lookup(
+      `export async function refunds(request: Request): Promise<Response> {\n  const body = await rea`,
+    );
     assert.equal(match?.text, 'dBody(request);');
   });
 
   it('ignores indentation and spacing differences', () => {
     const match = memory.lookup(`function x() {\n\t\tconst   body = await readBody( request );\n\t\t`);
-    assert.equal(match?.text, "logger.info('handling users', { id: request.id });".replace('users', match!.text.match(/handling (\w+)/)![1]));
+    assert.equal(
+      match?.text,
+      "logger.info('handling users', { id: request.id });".replace('users', match!.text.match(/handling (\w+)/)![1]),
+    );
   });
 
   it('returns null when nothing agrees', () => {
@@ -56,7 +64,10 @@ describe('trainer/data/memory: repository memory', () => {
       assert.equal(writer.skipped, 2);
       assert.deepEqual(readMemoryFile(dir), files.slice(0, 2));
       fs.writeFileSync(path.join(dir, MEMORY_FILE), 'not gzip');
-      assert.throws(() => readMemoryFile(dir), (error: Error) => /not a gzip file/.test(error.message) && !error.message.includes('\n'));
+      assert.throws(
+        () => readMemoryFile(dir),
+        (error: Error) => /not a gzip file/.test(error.message) && !error.message.includes('\n'),
+      );
       assert.equal(readMemoryFile(`${os.tmpdir()}/no-such-idiom-dir`), null);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

@@ -28,9 +28,29 @@ describe('idiom mine (CLI)', () => {
   it('prints the summary as one JSON object and writes identical datasets on two runs', () => {
     const outA = path.join(sample.base, 'a.idiomds');
     const outB = path.join(sample.base, 'b.idiomds');
-    const runA = idiom(['mine', sample.root, '--json', '--tokenizer', tokenizerFile, '--out', outA, '--max-tokens', '512']);
+    const runA = idiom([
+      'mine',
+      sample.root,
+      '--json',
+      '--tokenizer',
+      tokenizerFile,
+      '--out',
+      outA,
+      '--max-tokens',
+      '512',
+    ]);
     assert.equal(runA.status, 0, runA.stderr);
-    const runB = idiom(['mine', sample.root, '--json', '--tokenizer', tokenizerFile, '--out', outB, '--max-tokens', '512']);
+    const runB = idiom([
+      'mine',
+      sample.root,
+      '--json',
+      '--tokenizer',
+      tokenizerFile,
+      '--out',
+      outB,
+      '--max-tokens',
+      '512',
+    ]);
     assert.equal(runB.status, 0, runB.stderr);
     assert.ok(fs.readFileSync(outA).equals(fs.readFileSync(outB)), 'datasets differ between runs');
 
@@ -41,7 +61,10 @@ describe('idiom mine (CLI)', () => {
     assert.equal(result.secretsExcluded, sample.secrets.length);
     assert.equal(typeof result.examples, 'number');
     assert.ok(result.examples > 0);
-    assert.equal(Object.values(result.languages as Record<string, number>).reduce((a, b) => a + b, 0), result.files.kept);
+    assert.equal(
+      Object.values(result.languages as Record<string, number>).reduce((a, b) => a + b, 0),
+      result.files.kept,
+    );
     const reader = DatasetReader.open(outA);
     try {
       assert.equal(result.tokens, reader.header.counts.tokens);

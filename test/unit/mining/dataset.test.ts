@@ -47,7 +47,11 @@ describe('dataset: tokenised examples, file writer and readers', () => {
     it('trims FIM context to maxTokens, keeping the middle whole and the context nearest to it', () => {
       const prefix = `${'x'.repeat(10)}\n${tsModule('far', 4)}`;
       const suffix = tsModule('after', 4);
-      const [piece] = tokenizeExample({ ...base, kind: 'fim-block', prefix, middle: '  return 42;\n', suffix }, tokenizer, 64);
+      const [piece] = tokenizeExample(
+        { ...base, kind: 'fim-block', prefix, middle: '  return 42;\n', suffix },
+        tokenizer,
+        64,
+      );
       assert.equal(piece.tokens.length, 64);
       const ids = Array.from(piece.tokens);
       const middleText = tokenizer.decode(ids.slice(piece.lossStart, -1));
@@ -59,7 +63,14 @@ describe('dataset: tokenised examples, file writer and readers', () => {
     });
 
     it('drops a FIM example whose middle cannot fit, and splits long plain windows', () => {
-      assert.deepEqual(tokenizeExample({ ...base, kind: 'fim-block', prefix: '', middle: tsModule('m', 3), suffix: '' }, tokenizer, 32), []);
+      assert.deepEqual(
+        tokenizeExample(
+          { ...base, kind: 'fim-block', prefix: '', middle: tsModule('m', 3), suffix: '' },
+          tokenizer,
+          32,
+        ),
+        [],
+      );
       const text = tsModule('long', 6);
       const pieces = tokenizeExample({ ...base, kind: 'plain', text, endsFile: true }, tokenizer, 50);
       assert.ok(pieces.length > 2);
@@ -67,11 +78,18 @@ describe('dataset: tokenised examples, file writer and readers', () => {
       const ids = pieces.flatMap((piece) => Array.from(piece.tokens));
       assert.equal(ids[ids.length - 1], eos);
       assert.equal(tokenizer.decode(ids.slice(0, -1)), text);
-      assert.deepEqual(pieces.map((piece) => piece.flags), pieces.map((_, i) => (i > 0 ? 2 : 0) | (i === pieces.length - 1 ? 1 : 0)));
+      assert.deepEqual(
+        pieces.map((piece) => piece.flags),
+        pieces.map((_, i) => (i > 0 ? 2 : 0) | (i === pieces.length - 1 ? 1 : 0)),
+      );
     });
 
     it('encodes special-token text in a source file as text', () => {
-      const [piece] = tokenizeExample({ ...base, kind: 'plain', text: 'const s = "<|endoftext|><|fim_prefix|>";\n', endsFile: false }, tokenizer, 256);
+      const [piece] = tokenizeExample(
+        { ...base, kind: 'plain', text: 'const s = "<|endoftext|><|fim_prefix|>";\n', endsFile: false },
+        tokenizer,
+        256,
+      );
       assert.ok(!piece.tokens.includes(eos) && !piece.tokens.includes(fim.prefix));
     });
   });
@@ -128,11 +146,15 @@ describe('dataset: tokenised examples, file writer and readers', () => {
         assert.equal(heldOut, header.counts.heldout.examples);
         assert.ok(heldOut > 0);
         const heldOutFile = header.files.find((file) => file.split === 'heldout')!;
-        assert.deepEqual(heldOutFile.changedLines, [[sample.heldOutLines[0], sample.heldOutLines[sample.heldOutLines.length - 1]]]);
+        assert.deepEqual(heldOutFile.changedLines, [
+          [sample.heldOutLines[0], sample.heldOutLines[sample.heldOutLines.length - 1]],
+        ]);
         const all = texts.join('\n');
         assert.ok(all.includes('export function util0('));
         for (const line of sample.heldOutText.filter((l) => l.length > 3)) {
-          const inTrain = [...reader.examples('train')].some(({ tokens: ids }) => tokenizer.decode(Array.from(ids)).includes(line));
+          const inTrain = [...reader.examples('train')].some(({ tokens: ids }) =>
+            tokenizer.decode(Array.from(ids)).includes(line),
+          );
           assert.ok(!inTrain, 'held-out line in a training example');
         }
         assert.equal(reader.tokens(0).length, reader.record(0).length);
@@ -164,7 +186,13 @@ describe('dataset: tokenised examples, file writer and readers', () => {
       if (probe.status !== 0) this.skip();
       const run = spawnSync('python3', [pythonReader, fileA], { encoding: 'utf8' });
       assert.equal(run.status, 0, run.stderr);
-      const fromPython = JSON.parse(run.stdout) as { examples: number; tokens: number; checksum: number; targets: number; heldOutCommits: string[] };
+      const fromPython = JSON.parse(run.stdout) as {
+        examples: number;
+        tokens: number;
+        checksum: number;
+        targets: number;
+        heldOutCommits: string[];
+      };
       const reader = DatasetReader.open(fileA);
       let checksum = 0n;
       let targets = 0;

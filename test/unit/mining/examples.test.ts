@@ -44,7 +44,11 @@ describe('mining/examples', () => {
 
   it('mixes plain and FIM examples whose pieces rebuild the file', async () => {
     const syntax = await indexSyntax(text, languageById('typescript')!);
-    const examples = buildExamples({ path: 'src/load.ts', language: 'typescript', text, split: 'train' }, syntax, options);
+    const examples = buildExamples(
+      { path: 'src/load.ts', language: 'typescript', text, split: 'train' },
+      syntax,
+      options,
+    );
     assert.equal(examples.map(textOf).join(''), text);
     const fim = examples.filter((example): example is FimExample => example.kind !== 'plain');
     const plain = examples.length - fim.length;

@@ -29,7 +29,10 @@ describe('mining/mine (real git repositories)', () => {
     expected.set('unsupported-language', (expected.get('unsupported-language') ?? 0) + 3);
     assert.deepEqual(summary.files.excluded, Object.fromEntries([...expected].sort(([a], [b]) => (a < b ? -1 : 1))));
     assert.equal(summary.files.kept, sample.kept.length);
-    assert.equal(summary.files.tracked, summary.files.kept + Object.values(summary.files.excluded).reduce((a, b) => a + (b ?? 0), 0));
+    assert.equal(
+      summary.files.tracked,
+      summary.files.kept + Object.values(summary.files.excluded).reduce((a, b) => a + (b ?? 0), 0),
+    );
   });
 
   it('counts languages, including an extensionless #! script', () => {
@@ -37,7 +40,8 @@ describe('mining/mine (real git repositories)', () => {
     for (const file of files) byLanguage[file.language] = (byLanguage[file.language] ?? 0) + 1;
     assert.deepEqual(summary.languages, byLanguage);
     assert.equal(files.find((file) => file.path === 'tools/run')?.language, 'python');
-    for (const id of ['typescript', 'tsx', 'javascript', 'python', 'go', 'rust', 'java']) assert.ok(byLanguage[id] > 0, id);
+    for (const id of ['typescript', 'tsx', 'javascript', 'python', 'go', 'rust', 'java'])
+      assert.ok(byLanguage[id] > 0, id);
   });
 
   it('follows renames for churn and last commit time', () => {
@@ -123,10 +127,7 @@ describe('mining/mine (real git repositories)', () => {
     assert.equal(result.summary.repo.shallow, true);
     assert.equal(result.summary.split.commits, 3);
     assert.deepEqual(result.summary.split.heldOutCommits, [sample.commits[sample.commits.length - 1].id]);
-    assert.deepEqual(
-      result.files.map((file) => file.path).sort(),
-      [...sample.kept].sort(),
-    );
+    assert.deepEqual(result.files.map((file) => file.path).sort(), [...sample.kept].sort());
     // Files older than the shallow boundary date from the boundary commit.
     const boundary = Date.parse(sample.commits[sample.commits.length - 3].date) / 1000;
     assert.equal(result.files.find((file) => file.path === 'src/crlf.ts')?.lastCommitTime, boundary);

@@ -2,7 +2,12 @@ import { strict as assert } from 'node:assert';
 import { exclusionByPath } from '../../../trainer/data/mining/filters';
 import { looksRandom, passwordLike, scanSecrets, shannonEntropy } from '../../../trainer/data/mining/secrets';
 import { secretlintRuleNames } from '../../../trainer/data/mining/secretlint';
-import { DISGUISE_LOOKALIKES, disguisedSecrets, plantedSecrets, SECRET_LOOKALIKES } from '../../fixtures/mining/planted-secrets';
+import {
+  DISGUISE_LOOKALIKES,
+  disguisedSecrets,
+  plantedSecrets,
+  SECRET_LOOKALIKES,
+} from '../../fixtures/mining/planted-secrets';
 
 describe('mining/secrets', () => {
   const planted = plantedSecrets();
@@ -62,12 +67,14 @@ describe('mining/secrets', () => {
 
   it("runs secretlint's recommended rules, but not the one a comment in a mined file could switch off", () => {
     const names = secretlintRuleNames();
-    for (const rule of ['aws', 'basicauth', 'database-connection-string', 'linear', '1password']) assert.ok(names.includes(rule), rule);
+    for (const rule of ['aws', 'basicauth', 'database-connection-string', 'linear', '1password'])
+      assert.ok(names.includes(rule), rule);
     assert.ok(!names.includes('filter-comments'));
     // Formats only secretlint's rules know, in a file that asks secretlint to look away.
     const linear = `lin_api_${['Qk8mZ2xR7v', 'Lp4Tn9Wc3H', 'y6Jb1Fd5Gs', '0Ae2Ku8Mo4'].join('')}`;
     const password = ['Wq7v', 'K2pZ', '9xL'].join('');
-    const text = `// secretlint-disable\nconst client = new LinearClient({ apiKey: process.env.KEY ?? ${JSON.stringify(linear)} });\n` +
+    const text =
+      `// secretlint-disable\nconst client = new LinearClient({ apiKey: process.env.KEY ?? ${JSON.stringify(linear)} });\n` +
       `const uri = "mongodb://orders:${password}@mongo.internal:27017/orders";\n`;
     const kinds = scanSecrets(text).map((hit) => hit.kind);
     assert.ok(kinds.includes('secretlint-linear'), JSON.stringify(kinds));
@@ -75,8 +82,23 @@ describe('mining/secrets', () => {
   });
 
   it('tells passwords that context names from identifiers, paths and templates', () => {
-    for (const value of ['Xk7#pQ2m!vR9', 'Hunter2!x', 'Rvwbzqtm&KX', 'q8ZfR2mLx0Pw']) assert.ok(passwordLike(value), value);
-    for (const value of ['DB_PASSWORD', 'db_password_1', '${DB_PASSWORD}', '{{ .Values.password }}', '%DB_PW%', '$PGPASS', 'changeme', '<password>', '/run/secrets/db', 'ops@example.com', 'Password:', 'argon2id', 'input[name=password]']) {
+    for (const value of ['Xk7#pQ2m!vR9', 'Hunter2!x', 'Rvwbzqtm&KX', 'q8ZfR2mLx0Pw'])
+      assert.ok(passwordLike(value), value);
+    for (const value of [
+      'DB_PASSWORD',
+      'db_password_1',
+      '${DB_PASSWORD}',
+      '{{ .Values.password }}',
+      '%DB_PW%',
+      '$PGPASS',
+      'changeme',
+      '<password>',
+      '/run/secrets/db',
+      'ops@example.com',
+      'Password:',
+      'argon2id',
+      'input[name=password]',
+    ]) {
       assert.ok(!passwordLike(value), value);
     }
   });

@@ -13,7 +13,10 @@ describe('mining/split temporalSplit', () => {
     const commits = history(Array.from({ length: 40 }, (_, i) => [i]));
     const split = temporalSplit(commits, () => true, 40);
     assert.equal(split.heldOutCommits.length, Math.ceil(40 * 0.1));
-    assert.deepEqual([...split.heldOutFiles].sort((a, b) => a - b), [0, 1, 2, 3]);
+    assert.deepEqual(
+      [...split.heldOutFiles].sort((a, b) => a - b),
+      [0, 1, 2, 3],
+    );
     assert.equal(split.baseCommit, 'c4');
   });
 

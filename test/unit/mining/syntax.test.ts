@@ -19,10 +19,26 @@ const PROGRAMS: [string, string, string[]][] = [
     'class Timer {\n  start() {\n    return Date.now();\n  }\n}\nconst stop = (t) => {\n  return t;\n};\n',
     ['class Timer', 'method start', 'function stop'],
   ],
-  ['python', 'class Repo:\n    def mine(self):\n        return []\n\n\ndef main():\n    Repo().mine()\n', ['class Repo', 'method mine', 'function main']],
-  ['go', 'package repo\n\ntype Repo struct{}\n\nfunc (r *Repo) Mine() int {\n\treturn 1\n}\n\nfunc New() *Repo {\n\treturn &Repo{}\n}\n', ['class null', 'method Mine', 'function New']],
-  ['rust', 'struct Repo;\n\nimpl Repo {\n    fn mine(&self) -> u32 {\n        1\n    }\n}\n\nfn main() {}\n', ['class Repo', 'class null', 'method mine', 'function main']],
-  ['java', 'public class Repo {\n  public Repo() {}\n  int mine() {\n    return 1;\n  }\n}\n', ['class Repo', 'method Repo', 'method mine']],
+  [
+    'python',
+    'class Repo:\n    def mine(self):\n        return []\n\n\ndef main():\n    Repo().mine()\n',
+    ['class Repo', 'method mine', 'function main'],
+  ],
+  [
+    'go',
+    'package repo\n\ntype Repo struct{}\n\nfunc (r *Repo) Mine() int {\n\treturn 1\n}\n\nfunc New() *Repo {\n\treturn &Repo{}\n}\n',
+    ['class null', 'method Mine', 'function New'],
+  ],
+  [
+    'rust',
+    'struct Repo;\n\nimpl Repo {\n    fn mine(&self) -> u32 {\n        1\n    }\n}\n\nfn main() {}\n',
+    ['class Repo', 'class null', 'method mine', 'function main'],
+  ],
+  [
+    'java',
+    'public class Repo {\n  public Repo() {}\n  int mine() {\n    return 1;\n  }\n}\n',
+    ['class Repo', 'method Repo', 'method mine'],
+  ],
 ];
 
 describe('mining/syntax', () => {

@@ -9,10 +9,26 @@ import { loadCheckpoint, randomCheckpointWeights, saveCheckpoint } from '../../.
 import { writeSafetensors } from '../../../trainer/model/safetensors';
 import { tinyModelConfig } from '../../fixtures/tiny-config';
 
-const tinyLlama: ModelConfig = tinyModelConfig({ hidden_size: 32, num_key_value_heads: 4, intermediate_size: 48, vocab_size: 50, max_position_embeddings: 64, tie_word_embeddings: false });
+const tinyLlama: ModelConfig = tinyModelConfig({
+  hidden_size: 32,
+  num_key_value_heads: 4,
+  intermediate_size: 48,
+  vocab_size: 50,
+  max_position_embeddings: 64,
+  tie_word_embeddings: false,
+});
 
 // GQA (4 query heads share 2 KV heads), q/k/v bias, tied embeddings.
-const tinyQwen2: ModelConfig = tinyModelConfig({ model_type: 'qwen2', hidden_size: 32, intermediate_size: 40, vocab_size: 60, rms_norm_eps: 1e-6, max_position_embeddings: 64, rope_theta: 1000000, tie_word_embeddings: true });
+const tinyQwen2: ModelConfig = tinyModelConfig({
+  model_type: 'qwen2',
+  hidden_size: 32,
+  intermediate_size: 40,
+  vocab_size: 60,
+  rms_norm_eps: 1e-6,
+  max_position_embeddings: 64,
+  rope_theta: 1000000,
+  tie_word_embeddings: true,
+});
 
 let dir: string;
 beforeEach(() => {
@@ -47,7 +63,10 @@ describe('checkpoints', () => {
     assert.deepEqual(loaded.config, { ...tinyLlama, torchDtype: 'float32' });
     assert.equal(loaded.sha256, sha256Of(path.join(dir, 'model.safetensors')));
     assert.equal(saved.sha256, loaded.sha256);
-    assert.deepEqual([...loaded.weights.keys()], weightNames(tinyLlama).map((s) => s.name));
+    assert.deepEqual(
+      [...loaded.weights.keys()],
+      weightNames(tinyLlama).map((s) => s.name),
+    );
     for (const [name, tensor] of weights) {
       assert.deepEqual(loaded.weights.get(name)!.shape, tensor.shape);
       assert.deepEqual(floats(loaded.weights.get(name)), tensor.data, name);
@@ -80,13 +99,25 @@ describe('checkpoints', () => {
     const first = new Map(names.slice(0, half).map((n) => [n, weights.get(n)!]));
     const second = new Map<string, HostTensor>(names.slice(half).map((n) => [n, weights.get(n)!]));
     // Rotary inverse frequencies are buffers some exporters save; they are not weights.
-    second.set('model.layers.0.self_attn.rotary_emb.inv_freq', { dtype: 'float32', shape: [4], data: new Float32Array(4) });
+    second.set('model.layers.0.self_attn.rotary_emb.inv_freq', {
+      dtype: 'float32',
+      shape: [4],
+      data: new Float32Array(4),
+    });
     writeSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), first, { format: 'pt' });
-    writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), second, { format: 'pt' }, { floatDtype: 'BF16' });
+    writeSafetensors(
+      path.join(dir, 'model-00002-of-00002.safetensors'),
+      second,
+      { format: 'pt' },
+      { floatDtype: 'BF16' },
+    );
     const weightMap: Record<string, string> = {};
     for (const n of first.keys()) weightMap[n] = 'model-00001-of-00002.safetensors';
     for (const n of second.keys()) weightMap[n] = 'model-00002-of-00002.safetensors';
-    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    fs.writeFileSync(
+      path.join(dir, 'model.safetensors.index.json'),
+      JSON.stringify({ metadata: {}, weight_map: weightMap }),
+    );
     writeConfig(dir, tinyQwen2);
 
     const loaded = await loadCheckpoint(dir);
@@ -98,7 +129,8 @@ describe('checkpoints', () => {
       const original = weights.get(n)!.data as Float32Array;
       const back = floats(loaded.weights.get(n));
       // BF16 keeps 8 significant bits.
-      for (let i = 0; i < original.length; i++) assert.ok(Math.abs(back[i] - original[i]) <= Math.abs(original[i]) * 2 ** -8);
+      for (let i = 0; i < original.length; i++)
+        assert.ok(Math.abs(back[i] - original[i]) <= Math.abs(original[i]) * 2 ** -8);
     }
   });
 
@@ -144,10 +176,16 @@ describe('checkpoints', () => {
     const missing = new Map(weights);
     missing.delete('model.layers.1.mlp.up_proj.weight');
     writeSafetensors(path.join(dir, 'model.safetensors'), missing);
-    await check(/model\.safetensors: missing tensor "model\.layers\.1\.mlp\.up_proj\.weight" \[48, 32\] required by config\.json/);
+    await check(
+      /model\.safetensors: missing tensor "model\.layers\.1\.mlp\.up_proj\.weight" \[48, 32\] required by config\.json/,
+    );
 
     const wrongShape = new Map(weights);
-    wrongShape.set('model.layers.0.self_attn.k_proj.weight', { dtype: 'float32', shape: [16, 32], data: new Float32Array(512) });
+    wrongShape.set('model.layers.0.self_attn.k_proj.weight', {
+      dtype: 'float32',
+      shape: [16, 32],
+      data: new Float32Array(512),
+    });
     writeSafetensors(path.join(dir, 'model.safetensors'), wrongShape);
     await check(/tensor "model\.layers\.0\.self_attn\.k_proj\.weight" has shape \[16, 32\], expected \[32, 32\]/);
 
@@ -168,6 +206,9 @@ describe('checkpoints', () => {
     fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), '{oops');
     await check(/model\.safetensors\.index\.json: invalid JSON/);
 
-    await assert.rejects(saveCheckpoint(path.join(dir, 'out'), tinyLlama, missing), /missing tensor "model\.layers\.1\.mlp\.up_proj\.weight"/);
+    await assert.rejects(
+      saveCheckpoint(path.join(dir, 'out'), tinyLlama, missing),
+      /missing tensor "model\.layers\.1\.mlp\.up_proj\.weight"/,
+    );
   });
 });

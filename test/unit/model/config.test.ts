@@ -87,7 +87,10 @@ describe('ModelConfig', () => {
     const { vocabSize: V, intermediateSize: F, numHeads: H, numKvHeads: KV, numLayers: L } = cfg;
     const perLayer = 2 * D + (H * hd * D + H * hd) + 2 * (KV * hd * D + KV * hd) + D * H * hd + 3 * D * F;
     assert.equal(countParameters(cfg), V * D + L * perLayer + D);
-    assert.equal(weightNames(cfg).reduce((sum, s) => sum + product(s.shape), 0), countParameters(cfg));
+    assert.equal(
+      weightNames(cfg).reduce((sum, s) => sum + product(s.shape), 0),
+      countParameters(cfg),
+    );
   });
 
   it('applies llama defaults (KV heads, head_dim, rope_theta, no bias, untied lm_head)', () => {
@@ -112,7 +115,11 @@ describe('ModelConfig', () => {
   });
 
   it('round-trips through toHfConfigJson', () => {
-    for (const json of [qwen2Json, llamaJson, { ...llamaJson, eos_token_id: [1, 2], bos_token_id: 0, tie_word_embeddings: true }]) {
+    for (const json of [
+      qwen2Json,
+      llamaJson,
+      { ...llamaJson, eos_token_id: [1, 2], bos_token_id: 0, tie_word_embeddings: true },
+    ]) {
       const cfg = parseModelConfig(json);
       const again: ModelConfig = parseModelConfig(JSON.parse(JSON.stringify(toHfConfigJson(cfg))));
       assert.deepEqual(again, cfg);

@@ -31,7 +31,13 @@ function bfloat16Value(bits: number): number {
 }
 
 /** Checks that `bits` is a nearest 16-bit value to x, ties to even; infinity counts as the next step. */
-function assertNearest(x: number, bits: number, decode: (b: number) => number, infBits: number, infStandIn: number): void {
+function assertNearest(
+  x: number,
+  bits: number,
+  decode: (b: number) => number,
+  infBits: number,
+  infStandIn: number,
+): void {
   const magnitude = Math.abs(x);
   const r = bits & 0x7fff;
   assert.equal(bits & 0x8000 ? -1 : 1, x < 0 || Object.is(x, -0) ? -1 : 1, `sign of ${x}`);
@@ -56,7 +62,10 @@ describe('float16 / bfloat16 conversions', () => {
     const halves = halfArrayToFloat32(all);
     const bfloats = bfloat16ArrayToFloat32(all);
     for (let bits = 0; bits < 65536; bits++) {
-      assert.ok(Object.is(halves[bits], halfValue(bits)) || (Number.isNaN(halves[bits]) && Number.isNaN(halfValue(bits))), `half ${bits}`);
+      assert.ok(
+        Object.is(halves[bits], halfValue(bits)) || (Number.isNaN(halves[bits]) && Number.isNaN(halfValue(bits))),
+        `half ${bits}`,
+      );
       assert.ok(Object.is(halfBitsToFloat32(bits), halves[bits]) || Number.isNaN(halves[bits]));
       const b = bfloat16Value(bits);
       assert.ok(Object.is(bfloats[bits], b) || (Number.isNaN(bfloats[bits]) && Number.isNaN(b)), `bf16 ${bits}`);
@@ -67,10 +76,19 @@ describe('float16 / bfloat16 conversions', () => {
   it('encodes float32 to half and bfloat16 with round-to-nearest-even', () => {
     const rng = new Rng(7);
     const values: number[] = [0, -0, 1, -1, 65504, 65519, 65520, 1e6, -1e6, 2 ** -24, 2.9802322387695312e-8];
-    values.push(2.9802322387695312e-8 * 1.0000001, 6.103515625e-5, 6.1e-5, 1e-10, (2 - 2 ** -23) * 2 ** 127, 1.1754943508222875e-38);
+    values.push(
+      2.9802322387695312e-8 * 1.0000001,
+      6.103515625e-5,
+      6.1e-5,
+      1e-10,
+      (2 - 2 ** -23) * 2 ** 127,
+      1.1754943508222875e-38,
+    );
     // Exact halfway points between neighbouring halves, and between neighbouring bfloat16 values.
-    for (const bits of [0x0001, 0x0002, 0x03ff, 0x0400, 0x3c00, 0x3c01, 0x7bfe]) values.push((halfValue(bits) + halfValue(bits + 1)) / 2);
-    for (const bits of [0x0001, 0x3f80, 0x3f81, 0x7f7e]) values.push(f32((bfloat16Value(bits) + bfloat16Value(bits + 1)) / 2));
+    for (const bits of [0x0001, 0x0002, 0x03ff, 0x0400, 0x3c00, 0x3c01, 0x7bfe])
+      values.push((halfValue(bits) + halfValue(bits + 1)) / 2);
+    for (const bits of [0x0001, 0x3f80, 0x3f81, 0x7f7e])
+      values.push(f32((bfloat16Value(bits) + bfloat16Value(bits + 1)) / 2));
     for (let i = 0; i < 20000; i++) {
       const exponent = rng.int(80) - 40;
       values.push(f32((rng.next() * 2 - 1) * Math.pow(2, exponent)));

@@ -54,7 +54,11 @@ describe('safetensors', () => {
       'model.weight': { dtype: 'float32', shape: [3, 5], data: f32 },
       specials: { dtype: 'float32', shape: [6], data: specials },
       payload: { dtype: 'float32', shape: [1], data: new Float32Array(nanWithPayload.buffer) },
-      half: { dtype: 'float16', shape: [2, 3], data: new Uint16Array([0x0001, 0x3c00, 0x7bff, 0xfc00, 0x7e01, 0x8000]) },
+      half: {
+        dtype: 'float16',
+        shape: [2, 3],
+        data: new Uint16Array([0x0001, 0x3c00, 0x7bff, 0xfc00, 0x7e01, 0x8000]),
+      },
       odd: { dtype: 'uint8', shape: [3], data: new Uint8Array([1, 2, 255]) },
       i8: { dtype: 'int8', shape: [2], data: new Int8Array([-128, 127]) },
       i32: { dtype: 'int32', shape: [2], data: new Int32Array([-5, 2147483647]) },
@@ -71,7 +75,11 @@ describe('safetensors', () => {
     const headerLength = Number(raw.readBigUInt64LE(0));
     assert.equal((8 + headerLength) % 8, 0, 'data starts 8-byte aligned');
     const headerText = raw.subarray(8, 8 + headerLength).toString('utf8');
-    assert.equal(headerText, headerText.trimEnd() + ' '.repeat(headerText.length - headerText.trimEnd().length), 'padded with spaces');
+    assert.equal(
+      headerText,
+      headerText.trimEnd() + ' '.repeat(headerText.length - headerText.trimEnd().length),
+      'padded with spaces',
+    );
 
     for (const source of [file, new Uint8Array(raw)]) {
       const read = readSafetensors(source);
@@ -86,7 +94,9 @@ describe('safetensors', () => {
       }
       // Every tensor's offset is a multiple of its item size (wider dtypes first).
       for (const entry of read.header.tensors.values()) {
-        const itemSize = { F64: 8, I64: 8, F32: 4, I32: 4, F16: 2, BF16: 2, I16: 2, I8: 1, U8: 1, BOOL: 1 }[entry.dtype];
+        const itemSize = { F64: 8, I64: 8, F32: 4, I32: 4, F16: 2, BF16: 2, I16: 2, I8: 1, U8: 1, BOOL: 1 }[
+          entry.dtype
+        ];
         assert.equal(entry.dataOffsets[0] % itemSize, 0);
       }
       assert.deepEqual(Array.from(read.tensors.get('half')!.toFloat32().slice(0, 3)), [2 ** -24, 1, 65504]);
@@ -126,8 +136,14 @@ describe('safetensors', () => {
     const halfValues = Array.from(half.toFloat32());
     const bfValues = Array.from(bf.toFloat32());
     for (let i = 0; i < input.length; i++) {
-      assert.ok(Object.is(halfValues[i], expectedHalf[i]), `F16 ${input[i]} -> ${halfValues[i]}, expected ${expectedHalf[i]}`);
-      assert.ok(Object.is(bfValues[i], expectedBf16[i]), `BF16 ${input[i]} -> ${bfValues[i]}, expected ${expectedBf16[i]}`);
+      assert.ok(
+        Object.is(halfValues[i], expectedHalf[i]),
+        `F16 ${input[i]} -> ${halfValues[i]}, expected ${expectedHalf[i]}`,
+      );
+      assert.ok(
+        Object.is(bfValues[i], expectedBf16[i]),
+        `BF16 ${input[i]} -> ${bfValues[i]}, expected ${expectedBf16[i]}`,
+      );
     }
     assert.equal(bf.toHostTensor().dtype, 'float32');
   });
@@ -156,20 +172,43 @@ describe('safetensors', () => {
       ['garbled', handMade('{"a": {"dtype": "F32", "shape": [2, 2], "data_offs', data), /header is not valid JSON/],
       ['notobject', handMade('[1, 2, 3]', data), /header must be a JSON object/],
       ['badutf8', badUtf8, /header is not valid UTF-8/],
-      ['dtype', handMade({ a: { dtype: 'F8_E4M3', shape: [16], data_offsets: [0, 16] } }, data), /tensor "a": unknown or unsupported dtype "F8_E4M3"/],
-      ['shape', handMade({ a: { dtype: 'F32', shape: [2, -2], data_offsets: [0, 16] } }, data), /"shape" must be a list of non-negative integers/],
-      ['oob', handMade({ a: { dtype: 'F32', shape: [2, 4], data_offsets: [0, 32] } }, data), /data_offsets \[0, 32\] out of bounds of the 16-byte data buffer/],
+      [
+        'dtype',
+        handMade({ a: { dtype: 'F8_E4M3', shape: [16], data_offsets: [0, 16] } }, data),
+        /tensor "a": unknown or unsupported dtype "F8_E4M3"/,
+      ],
+      [
+        'shape',
+        handMade({ a: { dtype: 'F32', shape: [2, -2], data_offsets: [0, 16] } }, data),
+        /"shape" must be a list of non-negative integers/,
+      ],
+      [
+        'oob',
+        handMade({ a: { dtype: 'F32', shape: [2, 4], data_offsets: [0, 32] } }, data),
+        /data_offsets \[0, 32\] out of bounds of the 16-byte data buffer/,
+      ],
       ['reversed', handMade({ a: { dtype: 'F32', shape: [0], data_offsets: [8, 4] } }, data), /reversed/],
-      ['size', handMade({ a: { dtype: 'F32', shape: [3], data_offsets: [0, 16] } }, data), /span 16 bytes but F32 \[3\] needs 12/],
+      [
+        'size',
+        handMade({ a: { dtype: 'F32', shape: [3], data_offsets: [0, 16] } }, data),
+        /span 16 bytes but F32 \[3\] needs 12/,
+      ],
       [
         'overlap',
         handMade(
-          { a: { dtype: 'F32', shape: [3], data_offsets: [0, 12] }, b: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } },
+          {
+            a: { dtype: 'F32', shape: [3], data_offsets: [0, 12] },
+            b: { dtype: 'F32', shape: [2], data_offsets: [8, 16] },
+          },
           data,
         ),
         /tensors "a" and "b" overlap/,
       ],
-      ['offsets', handMade({ a: { dtype: 'F32', shape: [4], data_offsets: [0] } }, data), /"data_offsets" must be \[begin, end\]/],
+      [
+        'offsets',
+        handMade({ a: { dtype: 'F32', shape: [4], data_offsets: [0] } }, data),
+        /"data_offsets" must be \[begin, end\]/,
+      ],
       ['metadata', handMade({ __metadata__: { n: 1 }, ...ok }, data), /"__metadata__" value for "n" must be a string/],
       ['truncated', handMade(ok, data).subarray(0, 8 + JSON.stringify(ok).length + 10), /out of bounds/],
     ];
@@ -180,7 +219,11 @@ describe('safetensors', () => {
       assertClearError(() => readSafetensorsHeader(file), pattern, file);
       assertClearError(() => readSafetensors(image, name), pattern, name);
     }
-    assertClearError(() => readSafetensors(path.join(dir, 'missing.safetensors')), /cannot open safetensors file \(ENOENT\)/, dir);
+    assertClearError(
+      () => readSafetensors(path.join(dir, 'missing.safetensors')),
+      /cannot open safetensors file \(ENOENT\)/,
+      dir,
+    );
   });
 
   it('never crashes on randomly corrupted files', () => {
@@ -220,6 +263,9 @@ describe('safetensors', () => {
       () => serializeSafetensors({ w: { dtype: 'float16', shape: [2], data: new Float32Array(2) } }),
       /dtype float16 but its data is a Float32Array/,
     );
-    assert.throws(() => writeSafetensors(path.join(dir, 'no', 'such', 'dir.safetensors'), {}), /cannot write \(ENOENT\)/);
+    assert.throws(
+      () => writeSafetensors(path.join(dir, 'no', 'such', 'dir.safetensors'), {}),
+      /cannot write \(ENOENT\)/,
+    );
   });
 });

@@ -4,7 +4,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { tinyModelConfig } from '../../fixtures/tiny-config';
 import { Rng } from '../../../trainer/model/random';
-import { OPEN_ROWS, fillRows, packEpoch, stepsPerEpoch, type TrainExample } from '../../../trainer/training/pipeline/batches';
+import {
+  OPEN_ROWS,
+  fillRows,
+  packEpoch,
+  stepsPerEpoch,
+  type TrainExample,
+} from '../../../trainer/training/pipeline/batches';
 import { MIN_STEPS, chooseShape, learningRateAt, warmupStepsFor } from '../../../trainer/training/pipeline/plan';
 import { RunFolder, type CheckpointState } from '../../../trainer/training/pipeline/run-folder';
 import type { HostTensor } from '../../../trainer/model/tensor';
@@ -59,9 +65,16 @@ describe('pipeline: packed training rows', () => {
   it('fills rows by first fit: little padding for lengths spread over the whole row', () => {
     const rowTokens = 513;
     const rng = new Rng(7);
-    const spread: TrainExample[] = Array.from({ length: 4000 }, () => ({ tokens: new Int32Array(2 + rng.int(rowTokens - 1)), lossStart: 0 }));
+    const spread: TrainExample[] = Array.from({ length: 4000 }, () => ({
+      tokens: new Int32Array(2 + rng.int(rowTokens - 1)),
+      lossStart: 0,
+    }));
     const rows = packEpoch(spread, rowTokens, 3, 0);
-    assert.deepEqual(rows.flat().sort((a, b) => a - b), spread.map((_, i) => i), 'every example once');
+    assert.deepEqual(
+      rows.flat().sort((a, b) => a - b),
+      spread.map((_, i) => i),
+      'every example once',
+    );
     const used = rows.map((row) => row.reduce((n, i) => n + spread[i].tokens.length, 0));
     for (const u of used) assert.ok(u <= rowTokens);
     // The last OPEN_ROWS rows are whatever was left open when the epoch ran out of examples.
@@ -89,22 +102,37 @@ describe('pipeline: run folder checkpoints', () => {
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  const tensor = (values: number[]): HostTensor => ({ dtype: 'float32', shape: [values.length], data: Float32Array.from(values) });
+  const tensor = (values: number[]): HostTensor => ({
+    dtype: 'float32',
+    shape: [values.length],
+    data: Float32Array.from(values),
+  });
   const state = (step: number): CheckpointState => ({
-    version: 1, step, cursor: { epoch: 0, row: step * 2 }, rng: { seed: 3, epoch: 0 }, tokens: step * 10, seconds: step,
-    plan: { batch: 2, seqLen: 8, totalSteps: 10, warmupSteps: 1, measuredTokensPerSecond: null, rowsPerEpoch: 20 }, losses: [], finished: false,
+    version: 1,
+    step,
+    cursor: { epoch: 0, row: step * 2 },
+    rng: { seed: 3, epoch: 0 },
+    tokens: step * 10,
+    seconds: step,
+    plan: { batch: 2, seqLen: 8, totalSteps: 10, warmupSteps: 1, measuredTokensPerSecond: null, rowsPerEpoch: 20 },
+    losses: [],
+    finished: false,
   });
 
   it('round-trips parameters, moments and state; keeps the previous checkpoint; survives a broken latest', () => {
     const run = RunFolder.create(dir, { method: 'lora' });
     assert.equal(run.loadCheckpoint(), null);
     for (const step of [1, 2, 3]) {
-      run.saveCheckpoint(state(step), new Map([['w', tensor([step, step + 0.5])]]), { step, m: { w: tensor([0.1 * step, 0]) }, v: { w: tensor([0.2, 0.3]) } });
+      run.saveCheckpoint(state(step), new Map([['w', tensor([step, step + 0.5])]]), {
+        step,
+        m: { w: tensor([0.1 * step, 0]) },
+        v: { w: tensor([0.2, 0.3]) },
+      });
     }
     const loaded = run.loadCheckpoint()!;
     assert.equal(loaded.state.step, 3);
     assert.deepEqual(loaded.state.cursor, { epoch: 0, row: 6 });
-    assert.deepEqual(Array.from(loaded.trainable.get("w")!.data as Float32Array), [3, 3.5]);
+    assert.deepEqual(Array.from(loaded.trainable.get('w')!.data as Float32Array), [3, 3.5]);
     assert.equal(loaded.optimizer.step, 3);
     assert.deepEqual(Array.from(loaded.optimizer.v.w.data as Float32Array), [Math.fround(0.2), Math.fround(0.3)]);
     const kept = fs.readdirSync(path.join(run.dir, 'checkpoints')).sort();
@@ -119,8 +147,14 @@ describe('pipeline: run folder checkpoints', () => {
     const full = RunFolder.create(dir, { method: 'full' });
     const found = RunFolder.findResumable<{ method: string }>(dir, (info) => info.method === 'lora');
     // This process owns them (it created them), which does not block itself.
-    assert.deepEqual(found.map((r) => r.id), [older.id]);
+    assert.deepEqual(
+      found.map((r) => r.id),
+      [older.id],
+    );
     fs.writeFileSync(path.join(full.dir, 'owner.json'), JSON.stringify({ pid: process.ppid }));
-    assert.deepEqual(RunFolder.findResumable<{ method: string }>(dir, (info) => info.method === 'full'), []);
+    assert.deepEqual(
+      RunFolder.findResumable<{ method: string }>(dir, (info) => info.method === 'full'),
+      [],
+    );
   });
 });

@@ -16,13 +16,23 @@ describe('pipeline: --resume keeps the run plan', () => {
   };
 
   it('names each setting given now that differs from the plan', () => {
-    const ignored = settingsIgnoredOnResume({ repo: '.', budget: { minutes: 20 }, lora: { r: 8 }, learningRate: 1e-3, batch: 8 }, planned);
+    const ignored = settingsIgnoredOnResume(
+      { repo: '.', budget: { minutes: 20 }, lora: { r: 8 }, learningRate: 1e-3, batch: 8 },
+      planned,
+    );
     assert.deepEqual(ignored, ['budget', 'LoRA settings', 'learning rate', 'batch']);
   });
 
   it('says nothing for settings left out or repeated as planned', () => {
     assert.deepEqual(settingsIgnoredOnResume({ repo: '.', lora: {} }, planned), []);
-    assert.deepEqual(settingsIgnoredOnResume({ repo: '.', budget: { minutes: 5 }, seed: 1, lora: { r: 16 }, threads: 2 }, planned), []);
-    assert.deepEqual(settingsIgnoredOnResume({ repo: '.', lora: {} }, { ...planned, lora: null }), [], 'a full fine-tuning run and no LoRA flags');
+    assert.deepEqual(
+      settingsIgnoredOnResume({ repo: '.', budget: { minutes: 5 }, seed: 1, lora: { r: 16 }, threads: 2 }, planned),
+      [],
+    );
+    assert.deepEqual(
+      settingsIgnoredOnResume({ repo: '.', lora: {} }, { ...planned, lora: null }),
+      [],
+      'a full fine-tuning run and no LoRA flags',
+    );
   });
 });

@@ -31,10 +31,20 @@ function input(overrides: Partial<DraftInput> = {}): DraftInput {
     },
     data: {
       repo: { head: 'c'.repeat(40), dirty: true },
-      dataset: { files: 4, examples: 20, tokens: 2000, sha256: 'd'.repeat(64), excluded: { binary: 1 }, secretsExcluded: 2 },
+      dataset: {
+        files: 4,
+        examples: 20,
+        tokens: 2000,
+        sha256: 'd'.repeat(64),
+        excluded: { binary: 1 },
+        secretsExcluded: 2,
+      },
       heldOut: { commits: 2, files: 3, examples: 6, exampleTokens: 600, sha256: 'e'.repeat(64) },
     },
-    training: { state: { step: 12, tokens: 12288, seconds: 4.56789, plan: { warmupSteps: 1, totalSteps: 12 } }, trainableParameters: 4096 },
+    training: {
+      state: { step: 12, tokens: 12288, seconds: 4.56789, plan: { warmupSteps: 1, totalSteps: 12 } },
+      trainableParameters: 4096,
+    },
     selection: { backend: 'ort', device: 'cpu' },
     metrics: { base: metrics(2), adapter: metrics(1.5), others: {} },
     peakRssBytes: 123456789,
@@ -45,10 +55,20 @@ function input(overrides: Partial<DraftInput> = {}): DraftInput {
 describe('pipeline: train stages', () => {
   it('drafts a manifest that validates, from the run plan, its data and its training', () => {
     const draft = draftManifest(input());
-    const manifest = completeManifest(draft, { files: ['adapter_model.safetensors'], sha256: 'f'.repeat(64), bytes: 10 });
+    const manifest = completeManifest(draft, {
+      files: ['adapter_model.safetensors'],
+      sha256: 'f'.repeat(64),
+      bytes: 10,
+    });
     assert.deepEqual(manifest.base, { name: 'tiny-llama', sha256: 'b'.repeat(64) });
     assert.deepEqual(manifest.repo, { root: '/repo', head: 'c'.repeat(40), dirty: true });
-    assert.deepEqual(manifest.dataset.heldOut, { commits: 2, files: 3, examples: 6, tokens: 600, sha256: 'e'.repeat(64) });
+    assert.deepEqual(manifest.dataset.heldOut, {
+      commits: 2,
+      files: 3,
+      examples: 6,
+      tokens: 600,
+      sha256: 'e'.repeat(64),
+    });
     assert.equal(manifest.dataset.secretsExcluded, 2);
     assert.equal(manifest.training.seconds, 4.568);
     assert.equal(manifest.training.hyperparameters.budget, '2.5 minutes');

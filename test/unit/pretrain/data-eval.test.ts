@@ -2,8 +2,22 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { CorpusFile } from '../../../trainer/tools/pretrain/corpus';
-import { FIM_SEGMENT_CHARS, RowSampler, WORD_CUT_KEEP, encodeTrainingStream, randomFimSplit, segmentText, specialIds } from '../../../trainer/tools/pretrain/data';
-import { fimPromptAt, pickLines, promptBefore, scoringWindows, xzCompressedBytes } from '../../../trainer/tools/pretrain/evaluate';
+import {
+  FIM_SEGMENT_CHARS,
+  RowSampler,
+  WORD_CUT_KEEP,
+  encodeTrainingStream,
+  randomFimSplit,
+  segmentText,
+  specialIds,
+} from '../../../trainer/tools/pretrain/data';
+import {
+  fimPromptAt,
+  pickLines,
+  promptBefore,
+  scoringWindows,
+  xzCompressedBytes,
+} from '../../../trainer/tools/pretrain/evaluate';
 import { learningRateAt, DEFAULT_HYPERPARAMETERS } from '../../../trainer/tools/pretrain/train';
 import { trainingFlopsPerToken } from '../../../trainer/tools/pretrain/vocab';
 import { Rng } from '../../../trainer/model/random';
@@ -12,13 +26,23 @@ import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 
 const ROOT = path.join(__dirname, '..', '..', '..');
 // Real files of this repository stand in for a corpus.
-const files: CorpusFile[] = ['trainer/tools/pretrain/corpus.ts', 'trainer/tools/pretrain/data.ts', 'trainer/tools/pretrain/evaluate.ts', 'trainer/tools/pretrain/train.ts'].map((p) => ({
+const files: CorpusFile[] = [
+  'trainer/tools/pretrain/corpus.ts',
+  'trainer/tools/pretrain/data.ts',
+  'trainer/tools/pretrain/evaluate.ts',
+  'trainer/tools/pretrain/train.ts',
+].map((p) => ({
   source: 'idiom',
   path: p,
   language: 'typescript',
   text: fs.readFileSync(path.join(ROOT, p), 'utf8'),
 }));
-const tokenizer = Tokenizer.fromJson(trainByteLevelBpe(files.map((f) => f.text), { vocabSize: 600 }));
+const tokenizer = Tokenizer.fromJson(
+  trainByteLevelBpe(
+    files.map((f) => f.text),
+    { vocabSize: 600 },
+  ),
+);
 
 describe('pretrain data', () => {
   it('segments at line ends within the budget and loses nothing', () => {
@@ -41,7 +65,8 @@ describe('pretrain data', () => {
   });
 
   it("'word' cuts put most span ends at word boundaries; 'char' cuts mostly fall inside words", () => {
-    const text = 'export function invoiceTotal(invoice: Invoice): number {\n  return invoice.lines.reduce((sum, line) => sum + line.price, 0);\n}\n';
+    const text =
+      'export function invoiceTotal(invoice: Invoice): number {\n  return invoice.lines.reduce((sum, line) => sum + line.price, 0);\n}\n';
     const insideWord = (cuts: 'char' | 'word'): number => {
       const rng = new Rng(9);
       let inside = 0;
@@ -73,7 +98,11 @@ describe('pretrain data', () => {
           const s = current.indexOf(ids.suffix);
           const m = current.indexOf(ids.middle);
           assert.ok(s > 0 && m > s, 'PSM order');
-          docs.push(tokenizer.decode(current.slice(1, s)) + tokenizer.decode(current.slice(m + 1)) + tokenizer.decode(current.slice(s + 1, m)));
+          docs.push(
+            tokenizer.decode(current.slice(1, s)) +
+              tokenizer.decode(current.slice(m + 1)) +
+              tokenizer.decode(current.slice(s + 1, m)),
+          );
         } else docs.push(tokenizer.decode(current));
         current = [];
       } else current.push(t);
@@ -156,7 +185,13 @@ describe('pretrain evaluation helpers', () => {
   });
 
   it('learning rate: warm-up, constant, linear decay to the floor', () => {
-    const h = { ...DEFAULT_HYPERPARAMETERS, peakLearningRate: 1, warmupSteps: 10, decayFraction: 0.25, finalLearningRateFraction: 0.1 };
+    const h = {
+      ...DEFAULT_HYPERPARAMETERS,
+      peakLearningRate: 1,
+      warmupSteps: 10,
+      decayFraction: 0.25,
+      finalLearningRateFraction: 0.1,
+    };
     assert.equal(learningRateAt(h, 0, 0), 0.1);
     assert.equal(learningRateAt(h, 9, 0.01), 1);
     assert.equal(learningRateAt(h, 500, 0.5), 1);
@@ -175,12 +210,19 @@ describe('pretrain evaluation helpers', () => {
 
 describe('pretrain evaluation file selection', () => {
   it('cuts long files at a line end and stops near the byte budget', async () => {
-    const { selectEvalFiles, truncateAtLine, MAX_EVAL_FILE_CHARS } = await import('../../../trainer/tools/pretrain/evaluate');
+    const { selectEvalFiles, truncateAtLine, MAX_EVAL_FILE_CHARS } = await import(
+      '../../../trainer/tools/pretrain/evaluate'
+    );
     assert.equal(truncateAtLine('ab\ncd\nef', 7), 'ab\ncd\n');
     assert.equal(truncateAtLine('abcdef', 4), 'abcd');
     assert.equal(truncateAtLine('short\n', 100), 'short\n');
     const big: CorpusFile = { source: 'x', path: 'big.py', language: 'python', text: 'value = 1\n'.repeat(10_000) };
-    const small: CorpusFile[] = Array.from({ length: 10 }, (_, i) => ({ source: 'x', path: `s${i}.py`, language: 'python', text: `x = ${i}\n`.repeat(100) }));
+    const small: CorpusFile[] = Array.from({ length: 10 }, (_, i) => ({
+      source: 'x',
+      path: `s${i}.py`,
+      language: 'python',
+      text: `x = ${i}\n`.repeat(100),
+    }));
     const picked = selectEvalFiles([big, ...small, files[0]], 'python', 1e9);
     assert.equal(picked.length, 11, 'only python files');
     const cut = picked.find((f) => f.path === 'big.py')!;

@@ -22,12 +22,18 @@ describe('idiom adapters (CLI)', function () {
     fs.mkdirSync(path.join(repo, '.git'));
     const registry = await Registry.open(repo);
     ids = [];
-    for (const [second, loss] of [[1, 1.5], [2, 1.2]] as const) {
+    for (const [second, loss] of [
+      [1, 1.5],
+      [2, 1.2],
+    ] as const) {
       const staging = registry.stagingPath();
       await writeAdapter(staging, {
         config: { r: 2, alpha: 4, targets: ['q_proj'] },
         tensors: randomLoraTensors(tinyConfig, 2, ['q_proj'], second),
-        manifest: draftManifest({ created: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(), adapterLoss: loss }),
+        manifest: draftManifest({
+          created: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(),
+          adapterLoss: loss,
+        }),
         baseConfig: tinyConfig,
       });
       ids.push((await registry.add(staging)).id);
@@ -39,7 +45,10 @@ describe('idiom adapters (CLI)', function () {
     const list = idiom('adapters', 'list', '--repo', path.join(repo, '.idiom'), '--json');
     assert.equal(list.status, 0, list.stderr);
     const listed = JSON.parse(list.stdout);
-    assert.deepEqual(listed.adapters.map((a: { id: string }) => a.id), ids);
+    assert.deepEqual(
+      listed.adapters.map((a: { id: string }) => a.id),
+      ids,
+    );
     for (const adapter of listed.adapters) {
       for (const key of ['id', 'created', 'active', 'mode', 'metrics']) assert.ok(key in adapter, key);
     }
@@ -48,7 +57,10 @@ describe('idiom adapters (CLI)', function () {
     assert.equal(idiom('adapters', 'activate', ids[0], '--repo', repo).status, 0);
     const activated = JSON.parse(idiom('adapters', 'activate', ids[1], '--repo', repo, '--json').stdout);
     assert.deepEqual(activated.change, { mode: 'complete', from: ids[0], to: ids[1], changed: true });
-    assert.deepEqual(activated.adapters.map((a: { active: boolean }) => a.active), [false, true]);
+    assert.deepEqual(
+      activated.adapters.map((a: { active: boolean }) => a.active),
+      [false, true],
+    );
 
     const rolled = JSON.parse(idiom('adapters', 'rollback', '--repo', repo, '--json').stdout);
     assert.deepEqual(rolled.change, { mode: 'complete', from: ids[1], to: ids[0], changed: true });
@@ -58,15 +70,26 @@ describe('idiom adapters (CLI)', function () {
     assert.match(refused.stderr, /^idiom: adapter .* is active for complete; .*\n$/);
 
     const removed = JSON.parse(idiom('adapters', 'remove', ids[1], '--repo', repo, '--json').stdout);
-    assert.deepEqual(removed.adapters.map((a: { id: string }) => a.id), [ids[0]]);
+    assert.deepEqual(
+      removed.adapters.map((a: { id: string }) => a.id),
+      [ids[0]],
+    );
 
     const table = idiom('adapters', '--repo', repo);
     assert.equal(table.status, 0);
-    assert.match(table.stdout, new RegExp(`^${ids[0]}\\s+2026-01-01 00:00:01Z\\s+complete\\s+complete\\s+lora\\s+1\\.5000\\s+2\\.0000`, 'm'));
+    assert.match(
+      table.stdout,
+      new RegExp(`^${ids[0]}\\s+2026-01-01 00:00:01Z\\s+complete\\s+complete\\s+lora\\s+1\\.5000\\s+2\\.0000`, 'm'),
+    );
   });
 
   it('refuses bad input with one line and a non-zero status', () => {
-    for (const args of [['adapters', 'frobnicate'], ['adapters', 'activate'], ['adapters', 'list', '--mode', 'nope'], ['adapters', 'activate', 'not-an-id', '--repo', repo]]) {
+    for (const args of [
+      ['adapters', 'frobnicate'],
+      ['adapters', 'activate'],
+      ['adapters', 'list', '--mode', 'nope'],
+      ['adapters', 'activate', 'not-an-id', '--repo', repo],
+    ]) {
       const run = idiom(...args);
       assert.notEqual(run.status, 0, args.join(' '));
       assert.equal(run.stderr.trim().split('\n').length, 1, run.stderr);

@@ -11,7 +11,15 @@ import { draftManifest, randomLoraTensors, tempDir, tinyConfig } from '../adapte
 const HAMMER = path.join(__dirname, 'hammer.ts');
 
 function startHammer(repo: string, mode: Mode, count: number, startAt?: number): ChildProcess {
-  const args = ['--import', 'tsx', HAMMER, repo, mode, String(count), ...(startAt === undefined ? [] : [String(startAt)])];
+  const args = [
+    '--import',
+    'tsx',
+    HAMMER,
+    repo,
+    mode,
+    String(count),
+    ...(startAt === undefined ? [] : [String(startAt)]),
+  ];
   return spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
@@ -30,7 +38,8 @@ function waitForLine(child: ChildProcess, line: string): Promise<void> {
 
 function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve({ code: child.exitCode, signal: child.signalCode });
+    if (child.exitCode !== null || child.signalCode !== null)
+      resolve({ code: child.exitCode, signal: child.signalCode });
     else child.on('exit', (code, signal) => resolve({ code, signal }));
   });
 }
@@ -96,17 +105,29 @@ describe('registry under kill -9 and concurrent writers', function () {
     const registry = await Registry.open(repo, { lockStaleMs: 2000, excludeFromGit: false });
     await registry.activate(ids[steps % ids.length], 'complete', { reason: `hammer ${steps}` });
     assert.equal(assertHammerState(await registry.readState(), 'complete', ids), steps + 1);
-    assert.deepEqual((await registry.list()).map((entry) => entry.id), ids);
-    assert.deepEqual(fs.readdirSync(path.join(repo, '.idiom')).filter((name) => name.endsWith('.tmp')), []);
+    assert.deepEqual(
+      (await registry.list()).map((entry) => entry.id),
+      ids,
+    );
+    assert.deepEqual(
+      fs.readdirSync(path.join(repo, '.idiom')).filter((name) => name.endsWith('.tmp')),
+      [],
+    );
   });
 
   it('two processes writing at once lose no update (the lock serializes them)', async () => {
     const perProcess = 40;
     // Both start writing at the same moment (after their start-up), so their writes interleave.
     const startAt = Date.now() + 2500;
-    const children = [startHammer(repo, 'complete', perProcess, startAt), startHammer(repo, 'review', perProcess, startAt)];
+    const children = [
+      startHammer(repo, 'complete', perProcess, startAt),
+      startHammer(repo, 'review', perProcess, startAt),
+    ];
     const results = await Promise.all(children.map(exited));
-    assert.deepEqual(results.map((r) => r.code), [0, 0]);
+    assert.deepEqual(
+      results.map((r) => r.code),
+      [0, 0],
+    );
     const state = await (await Registry.open(repo, { excludeFromGit: false })).readState();
     assert.equal(state.history.length, 2 * perProcess);
     assert.equal(assertHammerState(state, 'complete', ids), perProcess);

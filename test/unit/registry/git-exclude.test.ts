@@ -7,7 +7,10 @@ import { Registry, findRepoRoot } from '../../../trainer/adapters/registry';
 import { draftManifest, randomLoraTensors, tempDir, tinyConfig } from '../adapters/helpers';
 
 function git(cwd: string, ...args: string[]): string {
-  return execFileSync('git', ['-c', 'user.name=Idiom Test', '-c', 'user.email=test@example.invalid', ...args], { cwd, encoding: 'utf8' });
+  return execFileSync('git', ['-c', 'user.name=Idiom Test', '-c', 'user.email=test@example.invalid', ...args], {
+    cwd,
+    encoding: 'utf8',
+  });
 }
 
 function excludeLines(repo: string): string[] {
@@ -17,7 +20,12 @@ function excludeLines(repo: string): string[] {
 
 async function addOne(registry: Registry): Promise<string> {
   const staging = registry.stagingPath();
-  await writeAdapter(staging, { config: { r: 2, alpha: 4, targets: ['q_proj'] }, tensors: randomLoraTensors(tinyConfig, 2, ['q_proj'], 1), manifest: draftManifest(), baseConfig: tinyConfig });
+  await writeAdapter(staging, {
+    config: { r: 2, alpha: 4, targets: ['q_proj'] },
+    tensors: randomLoraTensors(tinyConfig, 2, ['q_proj'], 1),
+    manifest: draftManifest(),
+    baseConfig: tinyConfig,
+  });
   return (await registry.add(staging)).id;
 }
 

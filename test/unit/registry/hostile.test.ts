@@ -101,7 +101,10 @@ describe('registry of a repository Idiom did not write', function () {
     const id = await addAdapter(registry, 1);
     await registry.remove(id);
     assert.equal(fs.readFileSync(path.join(folder, 'trash', 'notes.txt'), 'utf8'), 'mine\n');
-    assert.equal(fs.readFileSync(path.join(folder, 'trash', '20260101-000000-abcdef-123456', 'x.txt'), 'utf8'), 'mine too\n');
+    assert.equal(
+      fs.readFileSync(path.join(folder, 'trash', '20260101-000000-abcdef-123456', 'x.txt'), 'utf8'),
+      'mine too\n',
+    );
   });
 
   it('opening and reading never delete; a write tidies only what Idiom left behind', async () => {
@@ -119,15 +122,25 @@ describe('registry of a repository Idiom did not write', function () {
     }
     const before = spawnSync('find', [dir, '-print'], { encoding: 'utf8' }).stdout.split('\n').sort();
     const reader = await Registry.open(repo, { readOnly: true });
-    assert.deepEqual((await reader.list()).map((entry) => entry.id), [kept, gone]);
+    assert.deepEqual(
+      (await reader.list()).map((entry) => entry.id),
+      [kept, gone],
+    );
     await Registry.open(repo);
-    assert.deepEqual(spawnSync('find', [dir, '-print'], { encoding: 'utf8' }).stdout.split('\n').sort(), before, 'open or list changed the folder');
+    assert.deepEqual(
+      spawnSync('find', [dir, '-print'], { encoding: 'utf8' }).stdout.split('\n').sort(),
+      before,
+      'open or list changed the folder',
+    );
     await assert.rejects(reader.activate(kept, 'complete'), /read-only/);
 
     await writer.remove(gone);
     assert.equal(fs.existsSync(staleState), false, 'a dead writer’s temp file goes');
     for (const file of strangers) assert.equal(fs.readFileSync(file, 'utf8'), 'not idiom\n');
-    assert.deepEqual((await writer.list()).map((entry) => entry.id), [kept]);
+    assert.deepEqual(
+      (await writer.list()).map((entry) => entry.id),
+      [kept],
+    );
   });
 
   it('removing an adapter whose folder holds a link deletes the link, never its target', async () => {

@@ -12,7 +12,11 @@ import { Registry, decidePromotion, loadActive, parseRegistryState } from '../..
 import { BASE_SHA, draftManifest, metrics, randomLoraTensors, tempDir, tinyConfig } from '../adapters/helpers';
 
 /** Writes a real adapter into staging and adds it; `second` orders creation times. */
-async function addAdapter(registry: Registry, second: number, draft: Partial<ManifestDraft> & { adapterLoss?: number | null; baseLoss?: number | null } = {}): Promise<AdapterManifest> {
+async function addAdapter(
+  registry: Registry,
+  second: number,
+  draft: Partial<ManifestDraft> & { adapterLoss?: number | null; baseLoss?: number | null } = {},
+): Promise<AdapterManifest> {
   const staging = registry.stagingPath();
   await writeAdapter(staging, {
     config: { r: 2, alpha: 4, targets: ['q_proj'] },
@@ -46,7 +50,10 @@ describe('adapter registry', () => {
     const b = await addAdapter(registry, 2, { adapterLoss: 1.6, mode: 'review' });
     await registry.activate(b.id, 'review');
     const list = await registry.list();
-    assert.deepEqual(list.map((e) => e.id), [a.id, b.id]);
+    assert.deepEqual(
+      list.map((e) => e.id),
+      [a.id, b.id],
+    );
     assert.equal(list[0].metrics!.adapter!.loss, 1.8);
     assert.equal(list[1].mode, 'review');
     assert.equal(list[1].active, true);
@@ -59,7 +66,12 @@ describe('adapter registry', () => {
 
   it('refuses to add a folder whose weights changed after the manifest was written', async () => {
     const staging = registry.stagingPath();
-    await writeAdapter(staging, { config: { r: 2, alpha: 4, targets: ['q_proj'] }, tensors: randomLoraTensors(tinyConfig, 2, ['q_proj'], 9), manifest: draftManifest(), baseConfig: tinyConfig });
+    await writeAdapter(staging, {
+      config: { r: 2, alpha: 4, targets: ['q_proj'] },
+      tensors: randomLoraTensors(tinyConfig, 2, ['q_proj'], 9),
+      manifest: draftManifest(),
+      baseConfig: tinyConfig,
+    });
     const file = path.join(staging, 'adapter_model.safetensors');
     const bytes = fs.readFileSync(file);
     bytes[bytes.length - 1] ^= 4;
@@ -77,7 +89,12 @@ describe('adapter registry', () => {
     await registry.activate(b.id, 'complete');
     await registry.activate(c.id, 'complete');
     await registry.activate(a.id, 'review');
-    assert.deepEqual(await registry.activate(c.id, 'complete'), { mode: 'complete', from: c.id, to: c.id, changed: false });
+    assert.deepEqual(await registry.activate(c.id, 'complete'), {
+      mode: 'complete',
+      from: c.id,
+      to: c.id,
+      changed: false,
+    });
 
     assert.deepEqual(await registry.rollback('complete'), { mode: 'complete', from: c.id, to: b.id, changed: true });
     assert.equal(await registry.activeId('complete'), b.id);
@@ -130,7 +147,11 @@ describe('adapter registry', () => {
     const lora = await addAdapter(registry, 1);
     const staging = registry.stagingPath();
     const draft = draftManifest({ created: new Date(Date.UTC(2026, 0, 1, 0, 0, 2)).toISOString() });
-    const full = await writeFullModel(staging, { config: tinyConfig, weights: randomCheckpointWeights(tinyConfig, 5), manifest: { ...draft, training: { ...draft.training, method: 'full' } } });
+    const full = await writeFullModel(staging, {
+      config: tinyConfig,
+      weights: randomCheckpointWeights(tinyConfig, 5),
+      manifest: { ...draft, training: { ...draft.training, method: 'full' } },
+    });
     await registry.add(staging);
     const base = { config: tinyConfig, sha256: BASE_SHA };
 
@@ -142,8 +163,14 @@ describe('adapter registry', () => {
     assert.equal(complete?.kind === 'lora' && complete.adapter.manifest?.id, lora.id);
     const review = await loadActive(registry, 'review', base);
     assert.equal(review?.kind === 'full' && review.model.manifest.id, full.id);
-    assert.deepEqual((await registry.list()).map((entry) => entry.kind), ['lora', 'full']);
-    await assert.rejects(loadActive(registry, 'complete', { config: tinyConfig, sha256: '0'.repeat(64) }), /wrong base model/);
+    assert.deepEqual(
+      (await registry.list()).map((entry) => entry.kind),
+      ['lora', 'full'],
+    );
+    await assert.rejects(
+      loadActive(registry, 'complete', { config: tinyConfig, sha256: '0'.repeat(64) }),
+      /wrong base model/,
+    );
   });
 
   it('clears temp folders of dead writers from staging, and keeps those of live ones', async () => {
@@ -179,7 +206,10 @@ describe('adapter registry', () => {
       assert.match(r1.reason, /beats the base model's 2\.0000; no adapter was active/);
 
       const r2 = await registry.promote(worseThanBase.id, 'complete');
-      assert.deepEqual([r2.activated, r2.candidateLoss, r2.baseLoss], [false, worseThanBase.metrics.adapter!.loss, worseThanBase.metrics.base!.loss]);
+      assert.deepEqual(
+        [r2.activated, r2.candidateLoss, r2.baseLoss],
+        [false, worseThanBase.metrics.adapter!.loss, worseThanBase.metrics.base!.loss],
+      );
       assert.match(r2.reason, /does not beat the base model's/);
 
       const r3 = await registry.promote(worseThanActive.id, 'complete');
@@ -196,7 +226,11 @@ describe('adapter registry', () => {
       assert.match(forced.reason, /^forced: /);
       assert.equal(await registry.activeId('complete'), worseThanBase.id);
       const history = (await registry.readState()).history.map((e) => [e.action, e.to]);
-      assert.deepEqual(history, [['promote', first.id], ['promote', better.id], ['promote', worseThanBase.id]]);
+      assert.deepEqual(history, [
+        ['promote', first.id],
+        ['promote', better.id],
+        ['promote', worseThanBase.id],
+      ]);
     });
 
     it('prefers the candidate’s own evaluation of the active adapter on the same split', async () => {
@@ -217,7 +251,14 @@ describe('adapter registry', () => {
     it('is a pure function of the manifests', () => {
       const weights = { files: ['adapter_model.safetensors'], sha256: 'e'.repeat(64), bytes: 1 };
       const make = (second: number, base: number | null, adapter: number | null) =>
-        completeManifest(draftManifest({ created: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(), baseLoss: base, adapterLoss: adapter }), weights);
+        completeManifest(
+          draftManifest({
+            created: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(),
+            baseLoss: base,
+            adapterLoss: adapter,
+          }),
+          weights,
+        );
       const active = make(1, 2.0, 1.5);
       const cases: Array<[AdapterManifest, boolean]> = [
         [make(2, 2.0, 1.4), true],
@@ -228,8 +269,11 @@ describe('adapter registry', () => {
       ];
       for (const [candidate, expected] of cases) {
         const decision = decidePromotion({ candidate, activeId: active.id, active, force: false });
-        const beatsBoth = candidate.metrics.adapter !== null && candidate.metrics.base !== null &&
-          candidate.metrics.adapter.loss < candidate.metrics.base.loss && candidate.metrics.adapter.loss < active.metrics.adapter!.loss;
+        const beatsBoth =
+          candidate.metrics.adapter !== null &&
+          candidate.metrics.base !== null &&
+          candidate.metrics.adapter.loss < candidate.metrics.base.loss &&
+          candidate.metrics.adapter.loss < active.metrics.adapter!.loss;
         assert.equal(decision.activated, beatsBoth, decision.reason);
         assert.equal(decision.activated, expected, decision.reason);
         assert.equal(decidePromotion({ candidate, activeId: active.id, active, force: true }).activated, true);
@@ -238,11 +282,36 @@ describe('adapter registry', () => {
 
     it('also needs the candidate not to lose on the replayed held-out lines', () => {
       const weights = { files: ['adapter_model.safetensors'], sha256: 'e'.repeat(64), bytes: 1 };
-      const active = completeManifest(draftManifest({ created: new Date(Date.UTC(2026, 0, 1)).toISOString(), baseLoss: 2.0, adapterLoss: 1.5 }), weights);
-      const score = (exactMatch: number, acceptedCharShare: number) => ({ shown: 0.5, exactMatch, acceptedCharShare, precision: exactMatch / 0.5 });
-      const withReplay = (second: number, candidate: ReturnType<typeof score>, reference: ReturnType<typeof score>): AdapterManifest => {
-        const manifest = completeManifest(draftManifest({ created: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(), baseLoss: 2.0, adapterLoss: 1.4 }), weights);
-        return { ...manifest, metrics: { ...manifest.metrics, quality: { lines: 10, points: 20, seed: 1, candidate, reference: { name: active.id, score: reference } } } };
+      const active = completeManifest(
+        draftManifest({ created: new Date(Date.UTC(2026, 0, 1)).toISOString(), baseLoss: 2.0, adapterLoss: 1.5 }),
+        weights,
+      );
+      const score = (exactMatch: number, acceptedCharShare: number) => ({
+        shown: 0.5,
+        exactMatch,
+        acceptedCharShare,
+        precision: exactMatch / 0.5,
+      });
+      const withReplay = (
+        second: number,
+        candidate: ReturnType<typeof score>,
+        reference: ReturnType<typeof score>,
+      ): AdapterManifest => {
+        const manifest = completeManifest(
+          draftManifest({
+            created: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(),
+            baseLoss: 2.0,
+            adapterLoss: 1.4,
+          }),
+          weights,
+        );
+        return {
+          ...manifest,
+          metrics: {
+            ...manifest.metrics,
+            quality: { lines: 10, points: 20, seed: 1, candidate, reference: { name: active.id, score: reference } },
+          },
+        };
       };
       const cases: Array<[AdapterManifest, boolean]> = [
         [withReplay(2, score(0.3, 0.2), score(0.2, 0.3)), true], // more exact lines

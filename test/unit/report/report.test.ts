@@ -3,17 +3,48 @@ import type { ComparisonRow } from '../../../trainer/training/report/compare';
 import { trainingReportHtml } from '../../../trainer/training/report/html';
 import { formatBytes, formatComparisonTable } from '../../../trainer/training/report/table';
 
-const metrics = (loss: number) => ({ loss, perplexity: Math.exp(loss), bitsPerByte: loss / Math.LN2 / 3, exactMatch: 0.25, editSimilarity: 0.5 });
-const row = (name: string, method: ComparisonRow['method'], loss: number, extra: Partial<ComparisonRow> = {}): ComparisonRow => ({
-  name, method, id: method === 'base' ? null : `20260101-000000-${method === 'lora' ? 'aaaaaa' : 'bbbbbb'}`, metrics: metrics(loss), source: 'this split',
-  trainableParameters: null, fileBytes: null, seconds: null, peakRssBytes: null, steps: null, tokens: null, ...extra,
+const metrics = (loss: number) => ({
+  loss,
+  perplexity: Math.exp(loss),
+  bitsPerByte: loss / Math.LN2 / 3,
+  exactMatch: 0.25,
+  editSimilarity: 0.5,
+});
+const row = (
+  name: string,
+  method: ComparisonRow['method'],
+  loss: number,
+  extra: Partial<ComparisonRow> = {},
+): ComparisonRow => ({
+  name,
+  method,
+  id: method === 'base' ? null : `20260101-000000-${method === 'lora' ? 'aaaaaa' : 'bbbbbb'}`,
+  metrics: metrics(loss),
+  source: 'this split',
+  trainableParameters: null,
+  fileBytes: null,
+  seconds: null,
+  peakRssBytes: null,
+  steps: null,
+  tokens: null,
+  ...extra,
 });
 
 describe('report: comparison table and HTML', () => {
   const rows = [
     row('base', 'base', 2.5),
-    row('LoRA (this run)', 'lora', 1.75, { trainableParameters: 1_234_567, fileBytes: 5 * 1024 * 1024, seconds: 90, peakRssBytes: 2 ** 30 }),
-    row('full <script>', 'full', 1.5, { trainableParameters: 50_000_000, fileBytes: 200 * 1024 * 1024, seconds: 300, peakRssBytes: 3 * 2 ** 30 }),
+    row('LoRA (this run)', 'lora', 1.75, {
+      trainableParameters: 1_234_567,
+      fileBytes: 5 * 1024 * 1024,
+      seconds: 90,
+      peakRssBytes: 2 ** 30,
+    }),
+    row('full <script>', 'full', 1.5, {
+      trainableParameters: 50_000_000,
+      fileBytes: 200 * 1024 * 1024,
+      seconds: 300,
+      peakRssBytes: 3 * 2 ** 30,
+    }),
   ];
 
   it('prints one aligned line per model with the numbers that differ between LoRA and full', () => {
@@ -27,10 +58,23 @@ describe('report: comparison table and HTML', () => {
 
   it('writes one self-contained HTML file: Chart.js inlined, data as JSON, text escaped', () => {
     const html = trainingReportHtml({
-      adapterId: '20260101-000000-aaaaaa', method: 'lora', created: '2026-01-01T00:00:00Z',
-      repo: { root: '/r', head: 'abc' }, base: { name: 'tiny', sha256: 'f'.repeat(64) },
-      losses: Array.from({ length: 5000 }, (_, i) => ({ step: i + 1, loss: 3 - i / 5000, learningRate: 1e-3, tokens: i * 10, seconds: i })),
-      rows, heldOut: { commits: 2, lines: 40, completedLines: 12, tokens: 900 }, promotion: 'beats </script> base', activated: true, plan: { r: 16 },
+      adapterId: '20260101-000000-aaaaaa',
+      method: 'lora',
+      created: '2026-01-01T00:00:00Z',
+      repo: { root: '/r', head: 'abc' },
+      base: { name: 'tiny', sha256: 'f'.repeat(64) },
+      losses: Array.from({ length: 5000 }, (_, i) => ({
+        step: i + 1,
+        loss: 3 - i / 5000,
+        learningRate: 1e-3,
+        tokens: i * 10,
+        seconds: i,
+      })),
+      rows,
+      heldOut: { commits: 2, lines: 40, completedLines: 12, tokens: 900 },
+      promotion: 'beats </script> base',
+      activated: true,
+      plan: { r: 16 },
     });
     assert.match(html, /new Chart\(/);
     assert.ok(html.length > 100_000, 'the chart library is inside the file');
@@ -38,6 +82,9 @@ describe('report: comparison table and HTML', () => {
     assert.ok(html.includes('full &lt;script&gt;') && html.includes('beats &lt;/script&gt; base'));
     const data = JSON.parse(/const data = (.*);\n/.exec(html)![1]) as { losses: unknown[]; models: { name: string }[] };
     assert.ok(data.losses.length <= 2001, 'long curves are thinned');
-    assert.deepEqual(data.models.map((m) => m.name), ['base', 'LoRA (this run)', 'full <script>']);
+    assert.deepEqual(
+      data.models.map((m) => m.name),
+      ['base', 'LoRA (this run)', 'full <script>'],
+    );
   });
 });

@@ -3,7 +3,17 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { changedLineNumbers, headVersion } from '../../../trainer/modes/review/changes';
-import { aggregateLines, contentLines, percentileThreshold, pickTokenNll, removedLinesFromUnifiedDiff, rocAuc, scoringWindows, splitLines, tokenLines } from '../../../trainer/modes/review/lines';
+import {
+  aggregateLines,
+  contentLines,
+  percentileThreshold,
+  pickTokenNll,
+  removedLinesFromUnifiedDiff,
+  rocAuc,
+  scoringWindows,
+  splitLines,
+  tokenLines,
+} from '../../../trainer/modes/review/lines';
 import { reviewLines } from '../../../trainer/modes/review/review';
 import { Rng } from '../../../trainer/model/random';
 import { commitFiles, initRepo } from '../../fixtures/mining/git-repo';
@@ -16,25 +26,49 @@ describe('review: tokens to lines', () => {
     const text = 'ab;\n  cd\n\nxé\n';
     // tokens: "ab" ";\n" "  cd" "\n\n" "x" "é" "\n"
     const pieces = ['ab', ';\n', '  cd', '\n\n', 'x', 'é', '\n'];
-    const lines = tokenLines(text, pieces.map((p) => Buffer.byteLength(p)));
+    const lines = tokenLines(
+      text,
+      pieces.map((p) => Buffer.byteLength(p)),
+    );
     assert.deepEqual([...lines], [0, 0, 1, 1, 3, 3, 3]);
-    const indent = tokenLines('a\n    b', ['a', '\n    ', 'b'].map((p) => Buffer.byteLength(p)));
-    assert.deepEqual([...indent], [0, 1, 1], 'a newline + indentation token is the next line\'s indentation');
+    const indent = tokenLines(
+      'a\n    b',
+      ['a', '\n    ', 'b'].map((p) => Buffer.byteLength(p)),
+    );
+    assert.deepEqual([...indent], [0, 1, 1], "a newline + indentation token is the next line's indentation");
     assert.throws(() => tokenLines('abc', [1, 1]), /add up to 2, the text has 3 bytes/);
   });
 
   it('aggregates bits per line (mean, max), skipping lines without content and unscored tokens', () => {
     const lines = splitLines('a\n   \nb');
-    const scores = aggregateLines(Int32Array.from([0, 0, 1, 2, 2]), [NaN, 2, 5, 1, 3], lines.length, contentLines(lines));
-    assert.deepEqual([...scores.mean].map((v) => (Number.isNaN(v) ? null : v)), [2, null, 2]);
-    assert.deepEqual([...scores.max].map((v) => (Number.isNaN(v) ? null : v)), [2, null, 3]);
+    const scores = aggregateLines(
+      Int32Array.from([0, 0, 1, 2, 2]),
+      [NaN, 2, 5, 1, 3],
+      lines.length,
+      contentLines(lines),
+    );
+    assert.deepEqual(
+      [...scores.mean].map((v) => (Number.isNaN(v) ? null : v)),
+      [2, null, 2],
+    );
+    assert.deepEqual(
+      [...scores.max].map((v) => (Number.isNaN(v) ? null : v)),
+      [2, null, 3],
+    );
     assert.deepEqual([...scores.tokens], [1, 1, 2]);
   });
 });
 
 describe('review: scoring windows', () => {
   it('cover every token, each from the window that gives it the most context', () => {
-    for (const [n, max] of [[5, 8], [8, 8], [9, 8], [100, 8], [1000, 64], [513, 512]]) {
+    for (const [n, max] of [
+      [5, 8],
+      [8, 8],
+      [9, 8],
+      [100, 8],
+      [1000, 64],
+      [513, 512],
+    ]) {
       const { starts, length } = scoringWindows(n, max);
       assert.equal(length, Math.min(n, max));
       assert.equal(starts[starts.length - 1] + length, n, 'the last window ends at the last token');
@@ -50,7 +84,8 @@ describe('review: scoring windows', () => {
         assert.equal(Math.floor(picked[p] / 1000), p);
         const best = Math.min(...starts.filter((s) => s < p && p <= s + length - 1));
         assert.equal(windowStart, best, `n ${n} max ${max} p ${p}`);
-        if (n > max) assert.ok(p - windowStart >= Math.min(p, max - Math.floor(max / 2)), 'at least half a window of context');
+        if (n > max)
+          assert.ok(p - windowStart >= Math.min(p, max - Math.floor(max / 2)), 'at least half a window of context');
       }
     }
   });
@@ -83,8 +118,21 @@ describe('review: percentile and AUC', () => {
     const lines = ['a', '', 'b', 'c'];
     const scores = aggregateLines(Int32Array.from([0, 2, 3]), [1, 9, 3], lines.length, contentLines(lines));
     const reviewed = reviewLines(lines, scores, null, new Set([3, 4]), 2.5, 'mean');
-    assert.deepEqual(reviewed.map((l) => [l.line, l.surprisal, l.baseSurprisal, l.flagged]), [[3, 9, null, true], [4, 3, null, true]]);
-    assert.deepEqual(reviewLines(lines, scores, scores, null, 5, 'max').map((l) => [l.line, l.baseSurprisal, l.flagged]), [[1, 1, false], [3, 9, true], [4, 3, false]]);
+    assert.deepEqual(
+      reviewed.map((l) => [l.line, l.surprisal, l.baseSurprisal, l.flagged]),
+      [
+        [3, 9, null, true],
+        [4, 3, null, true],
+      ],
+    );
+    assert.deepEqual(
+      reviewLines(lines, scores, scores, null, 5, 'max').map((l) => [l.line, l.baseSurprisal, l.flagged]),
+      [
+        [1, 1, false],
+        [3, 9, true],
+        [4, 3, false],
+      ],
+    );
   });
 });
 

@@ -53,8 +53,13 @@ describe('engine worker', () => {
     const x = g.input('x', 'float32', [2]);
     g.output(op.exp(x), 'y');
     const { id } = await worker.call('createSession', serializeModel(g));
-    await assert.rejects(worker.call('runSession', id, { x: { dtype: 'float32', shape: [3], data: new Float32Array(3) } }), /dimension|Got invalid/i);
-    const ok = await worker.call('runSession', id, { x: { dtype: 'float32', shape: [2], data: Float32Array.from([0, 1]) } });
+    await assert.rejects(
+      worker.call('runSession', id, { x: { dtype: 'float32', shape: [3], data: new Float32Array(3) } }),
+      /dimension|Got invalid/i,
+    );
+    const ok = await worker.call('runSession', id, {
+      x: { dtype: 'float32', shape: [2], data: Float32Array.from([0, 1]) },
+    });
     assert.deepEqual(Array.from(ok.y.data as Float32Array), [1, Math.fround(Math.E)]);
   });
 
@@ -66,7 +71,9 @@ describe('engine worker', () => {
 
   it('terminates cleanly, rejecting what was still pending', async () => {
     const { id } = await worker.call('createSession', slowModel(256, 20), { threads: 1 });
-    const pending = worker.call('runSession', id, { x: { dtype: 'float32', shape: [256, 256], data: new Float32Array(256 * 256) } });
+    const pending = worker.call('runSession', id, {
+      x: { dtype: 'float32', shape: [256, 256], data: new Float32Array(256 * 256) },
+    });
     const rejected = assert.rejects(pending, /terminated/);
     await worker.terminate();
     await rejected;

@@ -1,6 +1,11 @@
 import { strict as assert } from 'node:assert';
 import { credentialAddedBy } from '../../../server/completion/credentials';
-import { DISGUISE_LOOKALIKES, SECRET_LOOKALIKES, disguisedSecrets, plantedSecrets } from '../../fixtures/mining/planted-secrets';
+import {
+  DISGUISE_LOOKALIKES,
+  SECRET_LOOKALIKES,
+  disguisedSecrets,
+  plantedSecrets,
+} from '../../fixtures/mining/planted-secrets';
 
 describe('server/completion/credentials', () => {
   const inCode = plantedSecrets().filter((secret) => secret.expected === 'secret');
@@ -11,10 +16,18 @@ describe('server/completion/credentials', () => {
       const at = secret.content.indexOf(secret.canary);
       const prefix = secret.content.slice(0, at);
       const suffix = secret.content.slice(at + secret.canary.length);
-      assert.notEqual(credentialAddedBy(prefix, secret.canary, suffix), null, `${secret.kind} (${secret.path}) was not withheld`);
+      assert.notEqual(
+        credentialAddedBy(prefix, secret.canary, suffix),
+        null,
+        `${secret.kind} (${secret.path}) was not withheld`,
+      );
       // Typed so far: only the credential's first half is left to complete.
       const half = Math.floor(secret.canary.length / 2);
-      assert.notEqual(credentialAddedBy(prefix + secret.canary.slice(0, half), secret.canary.slice(half), suffix), null, `${secret.kind}: the second half`);
+      assert.notEqual(
+        credentialAddedBy(prefix + secret.canary.slice(0, half), secret.canary.slice(half), suffix),
+        null,
+        `${secret.kind}: the second half`,
+      );
     }
   });
 
@@ -25,7 +38,11 @@ describe('server/completion/credentials', () => {
         if (at < 0) continue; // the decoded form of an encoded key
         const prefix = secret.content.slice(0, at);
         const suffix = secret.content.slice(at + canary.length);
-        assert.notEqual(credentialAddedBy(prefix, canary, suffix), null, `${secret.kind} (${secret.path}) was not withheld`);
+        assert.notEqual(
+          credentialAddedBy(prefix, canary, suffix),
+          null,
+          `${secret.kind} (${secret.path}) was not withheld`,
+        );
       }
     }
   });
@@ -46,6 +63,9 @@ describe('server/completion/credentials', () => {
     const secret = inCode.find((s) => s.kind === 'aws-access-key-id')!;
     const at = secret.content.indexOf(secret.canary) + secret.canary.length;
     // After the key, the completion closes the object: nothing new.
-    assert.equal(credentialAddedBy(secret.content.slice(0, at), "' };", secret.content.slice(at).replace(/^' };/, '')), null);
+    assert.equal(
+      credentialAddedBy(secret.content.slice(0, at), "' };", secret.content.slice(at).replace(/^' };/, '')),
+      null,
+    );
   });
 });

@@ -19,12 +19,16 @@ function run(input: Buffer, sizes: number[], max?: number): Promise<{ out: Buffe
   });
 }
 
-const message = (body: string, extra = '') => Buffer.from(`Content-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`);
+const message = (body: string, extra = '') =>
+  Buffer.from(`Content-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`);
 
 describe('server/framing', () => {
   const stream = Buffer.concat([
     message('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}'),
-    message('{"jsonrpc":"2.0","method":"x","params":{"text":"ünïcödé \\r\\n\\r\\n Content-Length: 5"}}', 'Content-Type: application/vscode-jsonrpc; charset=utf-8\r\n'),
+    message(
+      '{"jsonrpc":"2.0","method":"x","params":{"text":"ünïcödé \\r\\n\\r\\n Content-Length: 5"}}',
+      'Content-Type: application/vscode-jsonrpc; charset=utf-8\r\n',
+    ),
     Buffer.from('content-length: 2\r\n\r\n{}'),
     message(''),
   ]);

@@ -4,7 +4,16 @@ import type { TrainEvent } from '../../../trainer/training/pipeline/events';
 import type { TrainingProgress } from '../../../server/protocol';
 
 const step = (stepNumber: number, totalSteps: number): TrainEvent => ({
-  type: 'step', step: stepNumber, totalSteps, loss: 2.5, learningRate: 3e-4, tokens: stepNumber * 512, tokensPerSecond: 1000, elapsedSeconds: stepNumber, etaSeconds: totalSteps - stepNumber, fraction: stepNumber / totalSteps,
+  type: 'step',
+  step: stepNumber,
+  totalSteps,
+  loss: 2.5,
+  learningRate: 3e-4,
+  tokens: stepNumber * 512,
+  tokensPerSecond: 1000,
+  elapsedSeconds: stepNumber,
+  etaSeconds: totalSteps - stepNumber,
+  fraction: stepNumber / totalSteps,
 });
 
 describe('training progress as a person follows it', () => {
@@ -14,11 +23,17 @@ describe('training progress as a person follows it', () => {
       { type: 'phase', phase: 'tokenizing', message: '10 examples' },
       { type: 'phase', phase: 'compiling', message: 'graph' },
       { type: 'phase', phase: 'training', message: '4 steps' },
-      step(1, 4), step(2, 4), step(4, 4),
+      step(1, 4),
+      step(2, 4),
+      step(4, 4),
       { type: 'checkpoint', step: 4, path: '/x' },
       { type: 'phase', phase: 'evaluating', message: 'held-out' },
       { type: 'evaluating', model: 'base', fraction: 0.5 },
-      { type: 'metrics', model: 'base', metrics: { loss: 3, perplexity: 20, bitsPerByte: 1.2, exactMatch: 0.25, editSimilarity: 0.5 } },
+      {
+        type: 'metrics',
+        model: 'base',
+        metrics: { loss: 3, perplexity: 20, bitsPerByte: 1.2, exactMatch: 0.25, editSimilarity: 0.5 },
+      },
       { type: 'phase', phase: 'saving', message: 'writing' },
     ];
     let progress: TrainingProgress | null = null;
@@ -32,7 +47,10 @@ describe('training progress as a person follows it', () => {
       seen.push({ fraction: next.fraction ?? -1, percentage, message: next.message });
     }
     const fractions = seen.map((s) => s.fraction);
-    assert.deepEqual(fractions, [...fractions].sort((a, b) => a - b));
+    assert.deepEqual(
+      fractions,
+      [...fractions].sort((a, b) => a - b),
+    );
     assert.ok(fractions.every((f) => f >= 0 && f <= 1));
     assert.equal(seen.length, events.length - 1, 'a checkpoint shows nothing new');
     assert.equal(seen[4].message, 'step 1/4 · loss 2.500 · 1000 tokens/s · 3 s left');

@@ -1,5 +1,11 @@
 import { strict as assert } from 'node:assert';
-import { buildFimPrompt, formatSnippets, takeHeadLines, takeTailLines, type PromptTokenizer } from '../../../server/completion/prompt';
+import {
+  buildFimPrompt,
+  formatSnippets,
+  takeHeadLines,
+  takeTailLines,
+  type PromptTokenizer,
+} from '../../../server/completion/prompt';
 
 // A byte-level tokenizer with no merges: one token per UTF-8 byte, so counts are easy to compute.
 const bytes: PromptTokenizer = { encode: (text) => new TextEncoder().encode(text) };
@@ -12,7 +18,11 @@ function numberedLines(count: number, tag: string): string {
 
 describe('server/completion/prompt', () => {
   it('keeps a short document whole, in PSM order', () => {
-    const prompt = buildFimPrompt({ prefix: 'const a = ', suffix: ';\n', languageId: 'typescript', snippets: [] }, bytes, fim);
+    const prompt = buildFimPrompt(
+      { prefix: 'const a = ', suffix: ';\n', languageId: 'typescript', snippets: [] },
+      bytes,
+      fim,
+    );
     const tokens = Array.from(prompt.tokens);
     assert.equal(tokens[0], fim.prefix);
     assert.equal(tokens[tokens.length - 1], fim.middle);
@@ -32,11 +42,19 @@ describe('server/completion/prompt', () => {
       },
     };
     const budget = { maxTokens: 512, suffixShare: 0.25, contextShare: 0 };
-    const prompt = buildFimPrompt({ prefix: line.slice(0, half), suffix: line.slice(half), languageId: 'javascript', snippets: [] }, counting, fim, budget);
+    const prompt = buildFimPrompt(
+      { prefix: line.slice(0, half), suffix: line.slice(half), languageId: 'javascript', snippets: [] },
+      counting,
+      fim,
+      budget,
+    );
     assert.ok(prompt.tokens.length <= budget.maxTokens);
     assert.ok(prompt.prefixText.length > 0.5 * (budget.maxTokens - 3), `prefix ${prompt.prefixText.length} characters`);
     assert.ok(line.slice(0, half).endsWith(prompt.prefixText), 'the text right before the cursor');
-    assert.ok(prompt.suffixText.length > 0 && line.slice(half).startsWith(prompt.suffixText), 'the text right after the cursor');
+    assert.ok(
+      prompt.suffixText.length > 0 && line.slice(half).startsWith(prompt.suffixText),
+      'the text right after the cursor',
+    );
     assert.ok(encoded < 0.1 * line.length, `tokenized ${encoded} of ${line.length} characters`);
   });
 
@@ -49,7 +67,10 @@ describe('server/completion/prompt', () => {
     assert.equal(prefix[prefix.length - prompt.prefixText.length - 1], '\n', 'the cut falls right after a newline');
     // The unused suffix share went to the prefix: it fills all but less than one line of the room.
     const room = budget.maxTokens - 3;
-    assert.ok(room - prompt.prefixText.length < 'p line 499\n'.length + 1, `prefix ${prompt.prefixText.length} of ${room}`);
+    assert.ok(
+      room - prompt.prefixText.length < 'p line 499\n'.length + 1,
+      `prefix ${prompt.prefixText.length} of ${room}`,
+    );
   });
 
   it('starts the prefix at a multiple of prefixStartStep lines, so typing keeps the prompt head (KV reuse)', () => {
@@ -70,8 +91,15 @@ describe('server/completion/prompt', () => {
     const moves = heads.filter((head, i) => i > 0 && head !== heads[i - 1]).length;
     assert.ok(moves <= 2, `${moves} moves`);
     const unaligned = { ...budget, prefixStartStep: 1 };
-    const unalignedHeads = Array.from({ length: typed.length + 1 }, (_, n) =>
-      buildFimPrompt({ prefix: `${document}\n${typed.slice(0, n)}`, suffix: '', languageId: 'typescript', snippets: [] }, bytes, fim, unaligned).prefixText.split('\n')[0],
+    const unalignedHeads = Array.from(
+      { length: typed.length + 1 },
+      (_, n) =>
+        buildFimPrompt(
+          { prefix: `${document}\n${typed.slice(0, n)}`, suffix: '', languageId: 'typescript', snippets: [] },
+          bytes,
+          fim,
+          unaligned,
+        ).prefixText.split('\n')[0],
     );
     assert.ok(unalignedHeads.filter((head, i) => i > 0 && head !== unalignedHeads[i - 1]).length > moves);
   });
@@ -92,7 +120,12 @@ describe('server/completion/prompt', () => {
     const small = { path: 'a.ts', text: 'export const a = 1;' };
     const huge = { path: 'b.ts', text: numberedLines(200, 'b') };
     const budget = { maxTokens: 512, suffixShare: 0.2, contextShare: 0.2 };
-    const prompt = buildFimPrompt({ prefix: 'const b = ', suffix: '', languageId: 'typescript', snippets: [huge, small] }, bytes, fim, budget);
+    const prompt = buildFimPrompt(
+      { prefix: 'const b = ', suffix: '', languageId: 'typescript', snippets: [huge, small] },
+      bytes,
+      fim,
+      budget,
+    );
     assert.equal(prompt.contextText, '// Path: a.ts\n// export const a = 1;\n');
     const suffixAt = Array.from(prompt.tokens).indexOf(fim.suffix);
     assert.equal(decode(prompt.tokens.subarray(1, suffixAt)), `${prompt.contextText}const b = `);

@@ -41,9 +41,15 @@ describe('server/context/snippets', () => {
   });
 
   it('skips documents larger than maxSourceChars', () => {
-    const source = { path: 'big.ts', text: 'export function invoiceTotal(invoice: Invoice) {\n  return invoice.total;\n}\n' };
+    const source = {
+      path: 'big.ts',
+      text: 'export function invoiceTotal(invoice: Invoice) {\n  return invoice.total;\n}\n',
+    };
     const cursor = 'function invoiceTotal(invoice: Invoice) {';
     assert.equal(similarSnippets(cursor, [source]).length, 1);
-    assert.deepEqual(similarSnippets(cursor, [source], { ...defaultSnippetOptions, maxSourceChars: source.text.length - 1 }), []);
+    assert.deepEqual(
+      similarSnippets(cursor, [source], { ...defaultSnippetOptions, maxSourceChars: source.text.length - 1 }),
+      [],
+    );
   });
 });

@@ -1,6 +1,10 @@
 import { strict as assert } from 'node:assert';
 import { Rng } from '../../../trainer/model/random';
-import { DEFAULT_SPECIAL_TOKENS, trainByteLevelBpe, trainByteLevelBpeWithStats } from '../../../trainer/model/tokenizer/bpe-trainer';
+import {
+  DEFAULT_SPECIAL_TOKENS,
+  trainByteLevelBpe,
+  trainByteLevelBpeWithStats,
+} from '../../../trainer/model/tokenizer/bpe-trainer';
 import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 import { heldOutText, trainingTexts, trickyCode } from './corpus';
 
@@ -37,7 +41,10 @@ describe('byte-level BPE trainer', () => {
     assert.equal(trained.stats.vocabSize, 2000);
     assert.equal(tokenizer.vocabSize, 2000);
     const ids = Object.values(json.model.vocab).sort((a, b) => a - b);
-    assert.deepEqual(ids, Array.from({ length: ids.length }, (_, i) => i));
+    assert.deepEqual(
+      ids,
+      Array.from({ length: ids.length }, (_, i) => i),
+    );
     assert.equal(json.model.merges.length, trained.stats.merges);
     for (const merge of json.model.merges) {
       const [left, right, extra] = merge.split(' ');
@@ -77,7 +84,11 @@ describe('byte-level BPE trainer', () => {
     }
     // Specials inside the training text are not learned as ordinary pieces.
     const withSpecials = trainByteLevelBpe(['a<|endoftext|>b '.repeat(50)], { vocabSize: 300 });
-    assert.ok(!Object.keys(withSpecials.model.vocab).some((token) => token.includes('|>') && token !== '<|endoftext|>' && !DEFAULT_SPECIAL_TOKENS.includes(token)));
+    assert.ok(
+      !Object.keys(withSpecials.model.vocab).some(
+        (token) => token.includes('|>') && token !== '<|endoftext|>' && !DEFAULT_SPECIAL_TOKENS.includes(token),
+      ),
+    );
   });
 
   it('compresses held-out code better as the vocabulary grows', () => {
@@ -88,7 +99,10 @@ describe('byte-level BPE trainer', () => {
       return bytes / tok.encode(heldOut).length;
     });
     for (let i = 1; i < bytesPerToken.length; i++) {
-      assert.ok(bytesPerToken[i] > bytesPerToken[i - 1], `bytes/token ${bytesPerToken.map((x) => x.toFixed(2)).join(' < ')}`);
+      assert.ok(
+        bytesPerToken[i] > bytesPerToken[i - 1],
+        `bytes/token ${bytesPerToken.map((x) => x.toFixed(2)).join(' < ')}`,
+      );
     }
     assert.ok(bytesPerToken[0] > 1, 'even the smallest vocabulary beats one byte per token');
   });
@@ -97,7 +111,11 @@ describe('byte-level BPE trainer', () => {
     const again = trainByteLevelBpe(texts, { vocabSize: 2000 });
     assert.equal(JSON.stringify(again), JSON.stringify(trained.tokenizer));
 
-    const sparse = trainByteLevelBpeWithStats(['abc abc abd xyz'], { vocabSize: 5000, minFrequency: 2, specialTokens: ['<s>'] });
+    const sparse = trainByteLevelBpeWithStats(['abc abc abd xyz'], {
+      vocabSize: 5000,
+      minFrequency: 2,
+      specialTokens: ['<s>'],
+    });
     assert.ok(sparse.stats.vocabSize < 5000, 'stops when no pair is frequent enough');
     assert.equal(sparse.tokenizer.model.vocab['<s>'], 0);
     assert.equal(sparse.tokenizer.added_tokens.length, 1);
@@ -109,8 +127,17 @@ describe('byte-level BPE trainer', () => {
 
   it('rejects bad options with one clear error', () => {
     assert.throws(() => trainByteLevelBpe(texts, { vocabSize: 100 }), /vocabSize must be an integer in \[261, \d+\]/);
-    assert.throws(() => trainByteLevelBpe(texts, { vocabSize: 1000, minFrequency: 0 }), /minFrequency must be a positive integer/);
-    assert.throws(() => trainByteLevelBpe(texts, { vocabSize: 1000, specialTokens: ['<a>', '<a>'] }), /distinct and non-empty/);
-    assert.throws(() => trainByteLevelBpe([42 as unknown as string], { vocabSize: 1000 }), /every training text must be a string/);
+    assert.throws(
+      () => trainByteLevelBpe(texts, { vocabSize: 1000, minFrequency: 0 }),
+      /minFrequency must be a positive integer/,
+    );
+    assert.throws(
+      () => trainByteLevelBpe(texts, { vocabSize: 1000, specialTokens: ['<a>', '<a>'] }),
+      /distinct and non-empty/,
+    );
+    assert.throws(
+      () => trainByteLevelBpe([42 as unknown as string], { vocabSize: 1000 }),
+      /every training text must be a string/,
+    );
   });
 });

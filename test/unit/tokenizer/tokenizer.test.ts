@@ -56,8 +56,20 @@ describe('Tokenizer', () => {
     assert.equal(qwen.idToToken(qwen.fileSeparator!), '<|file_sep|>');
     assert.ok(qwen.specialIds.has(qwen.fim.middle));
 
-    const starcoderSpecials = ['<|endoftext|>', '<fim_prefix>', '<fim_middle>', '<fim_suffix>', '<fim_pad>', '<file_sep>'];
-    const starcoder = Tokenizer.fromJson(trainByteLevelBpe(texts.map((t) => t.slice(0, 5000)), { vocabSize: 400, specialTokens: starcoderSpecials }));
+    const starcoderSpecials = [
+      '<|endoftext|>',
+      '<fim_prefix>',
+      '<fim_middle>',
+      '<fim_suffix>',
+      '<fim_pad>',
+      '<file_sep>',
+    ];
+    const starcoder = Tokenizer.fromJson(
+      trainByteLevelBpe(
+        texts.map((t) => t.slice(0, 5000)),
+        { vocabSize: 400, specialTokens: starcoderSpecials },
+      ),
+    );
     assert.deepEqual(starcoder.fim, {
       prefix: starcoderSpecials.indexOf('<fim_prefix>'),
       suffix: starcoderSpecials.indexOf('<fim_suffix>'),
@@ -91,10 +103,17 @@ describe('Tokenizer', () => {
 
   it('encodes exactly as the library does (cached path), with and without an NFC normalizer', () => {
     const rng = new Rng(12);
-    const samples = [trickyCode, heldOutText().slice(0, 30000), 'x<|endoftext|><|fim_prefix|>y<|fim_suffix|>', '<|file_sep|>', ''];
+    const samples = [
+      trickyCode,
+      heldOutText().slice(0, 30000),
+      'x<|endoftext|><|fim_prefix|>y<|fim_suffix|>',
+      '<|file_sep|>',
+      '',
+    ];
     for (let i = 0; i < 300; i++) {
       let text = '';
-      for (let n = rng.int(40); n >= 0; n--) text += String.fromCodePoint([rng.int(128), 0xe9, 0x65, 0x301, 0x1f600, 0x3000, 0x4e2d][rng.int(7)]);
+      for (let n = rng.int(40); n >= 0; n--)
+        text += String.fromCodePoint([rng.int(128), 0xe9, 0x65, 0x301, 0x1f600, 0x3000, 0x4e2d][rng.int(7)]);
       samples.push(text);
     }
     for (const json of [qwenStyle, { ...qwenStyle, normalizer: { type: 'NFC' } }]) {
@@ -109,7 +128,10 @@ describe('Tokenizer', () => {
   it('decodes [] to "" and rejects ids outside the vocabulary with a clear error', () => {
     const tokenizer = Tokenizer.fromJson(qwenStyle);
     assert.equal(tokenizer.decode([]), '');
-    assertClearError(() => tokenizer.decode([1, tokenizer.vocabSize]), /token id 800 is not in the vocabulary \(size 800\)/);
+    assertClearError(
+      () => tokenizer.decode([1, tokenizer.vocabSize]),
+      /token id 800 is not in the vocabulary \(size 800\)/,
+    );
     assertClearError(() => tokenizer.decode([-1]), /token id -1 is not in the vocabulary/);
     assertClearError(() => tokenizer.decode([1.5]), /token id 1.5 is not in the vocabulary/);
   });
@@ -133,7 +155,10 @@ describe('Tokenizer', () => {
       [{ model: { type: 'BPE', merges: [] } }, /missing "model\.vocab"/],
       [{ model: { type: 'BPE', vocab: { a: 0 } } }, /BPE model needs a "merges" list/],
       [{ model: { type: 'BPE', vocab: { a: 0 }, merges: [] }, added_tokens: 'x' }, /"added_tokens" must be a list/],
-      [{ ...qwenStyle, pre_tokenizer: { type: 'NoSuchPreTokenizer' } }, /invalid tokenizer\.json: Unknown PreTokenizer type: NoSuchPreTokenizer/],
+      [
+        { ...qwenStyle, pre_tokenizer: { type: 'NoSuchPreTokenizer' } },
+        /invalid tokenizer\.json: Unknown PreTokenizer type: NoSuchPreTokenizer/,
+      ],
       [{ ...qwenStyle, decoder: { type: 'Nope' } }, /invalid tokenizer\.json: .*Nope/],
     ];
     for (const [json, pattern] of cases) assertClearError(() => Tokenizer.fromJson(json, 'bad.json'), pattern);

@@ -19,7 +19,11 @@ const cfg: ModelConfig = tinyModelConfig();
 const weights = randomCheckpointWeights(cfg, 5, { std: 0.2 });
 const B = 2;
 const T = 6;
-const allTargets: LoraConfig = { targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], r: 4, alpha: 8 };
+const allTargets: LoraConfig = {
+  targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  r: 4,
+  alpha: 8,
+};
 
 function tokenRows(seed: number): number[] {
   const rng = new Rng(seed);
@@ -38,16 +42,24 @@ function randomLike(tensors: Record<string, HostTensor>, seed: number, scale: nu
 }
 
 /** Logits [B, T, V] of the forward graph with an optional adapter fed as inputs. */
-async function logits(tokens: number[], lora?: { options: LoraConfig; tensors: Map<string, HostTensor> }): Promise<Float32Array> {
+async function logits(
+  tokens: number[],
+  lora?: { options: LoraConfig; tensors: Map<string, HostTensor> },
+): Promise<Float32Array> {
   const g = new Graph('fwd');
   const fwd = buildForward(g, cfg, weights, {
     batch: B,
     seqLen: T,
-    lora: lora ? { targets: lora.options.targets, rank: lora.options.r, scaling: loraScaling(lora.options) } : undefined,
+    lora: lora
+      ? { targets: lora.options.targets, rank: lora.options.r, scaling: loraScaling(lora.options) }
+      : undefined,
   });
   g.output(fwd.logits, 'logits');
   const { model, externalData, externalDataName } = serializeModel(g);
-  const session = await ort.InferenceSession.create(model, { externalData: [{ path: externalDataName, data: externalData }], logSeverityLevel: 3 });
+  const session = await ort.InferenceSession.create(model, {
+    externalData: [{ path: externalDataName, data: externalData }],
+    logSeverityLevel: 3,
+  });
   const ids = new BigInt64Array(B * T);
   const positions = new BigInt64Array(B * T);
   for (let b = 0; b < B; b++) {
@@ -60,7 +72,8 @@ async function logits(tokens: number[], lora?: { options: LoraConfig; tensors: M
     input_ids: new ort.Tensor('int64', ids, [B, T]),
     position_ids: new ort.Tensor('int64', positions, [B, T]),
   };
-  for (const [name, t] of lora?.tensors ?? []) feeds[name] = new ort.Tensor('float32', Float32Array.from(t.data as Float32Array), t.shape);
+  for (const [name, t] of lora?.tensors ?? [])
+    feeds[name] = new ort.Tensor('float32', Float32Array.from(t.data as Float32Array), t.shape);
   const out = await session.run(feeds);
   await session.release();
   return out.logits.data as Float32Array;
@@ -108,7 +121,12 @@ describe('training graph', () => {
   it('LoRA with B = 0 gives logits identical to the base; after training steps the adapter changes them', async () => {
     const tokens = tokenRows(1);
     const base = await logits(tokens);
-    const session = await TrainingSession.create(cfg, weights, { trainable: { method: 'lora', lora: allTargets }, batch: B, seqLen: T, threads: 1 });
+    const session = await TrainingSession.create(cfg, weights, {
+      trainable: { method: 'lora', lora: allTargets },
+      batch: B,
+      seqLen: T,
+      threads: 1,
+    });
     const fresh = new Map(Object.entries(session.getTrainable()));
     const names = [...fresh.keys()];
     assert.ok(names.includes('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'), names.join(', '));
@@ -118,7 +136,10 @@ describe('training graph', () => {
     assert.deepEqual(Array.from(withFresh), Array.from(base), 'a fresh adapter must not change the logits');
 
     for (let i = 0; i < 3; i++) await session.step({ tokens }, 1e-2);
-    const trained = await logits(tokens, { options: allTargets, tensors: new Map(Object.entries(session.getTrainable())) });
+    const trained = await logits(tokens, {
+      options: allTargets,
+      tensors: new Map(Object.entries(session.getTrainable())),
+    });
     const change = maxRelativeError(trained, base);
     assert.ok(change > 1e-3, `trained adapter changed the logits by only ${change}`);
     await session.release();
@@ -128,7 +149,13 @@ describe('training graph', () => {
     it(`the loss is the masked mean NLL of the forward logits (${lossRowsPerChunk ? 'loss in chunks' : 'one chunk'})`, async () => {
       const tokens = tokenRows(2);
       const mask = Array.from({ length: B * T }, (_, i) => (i % 3 === 1 ? 0 : i % 5 === 0 ? 0.5 : 1));
-      const session = await TrainingSession.create(cfg, weights, { trainable: { method: 'full' }, batch: B, seqLen: T, threads: 1, lossRowsPerChunk });
+      const session = await TrainingSession.create(cfg, weights, {
+        trainable: { method: 'full' },
+        batch: B,
+        seqLen: T,
+        threads: 1,
+        lossRowsPerChunk,
+      });
       const { loss, tokens: counted } = await session.step({ tokens, lossMask: mask }, 0);
       const z = await logits(tokens);
       const V = cfg.vocabSize;
@@ -179,7 +206,10 @@ describe('training graph', () => {
         const numeric: number[] = [];
         for (let k = 0; k < 3; k++) {
           const index = rng.int(start[name].data.length);
-          const perturbed = { ...start, [name]: { ...start[name], data: Float64Array.from(start[name].data as Float64Array) } };
+          const perturbed = {
+            ...start,
+            [name]: { ...start[name], data: Float64Array.from(start[name].data as Float64Array) },
+          };
           const data = perturbed[name].data as Float64Array;
           data[index] += h;
           const up = await lossAt(perturbed);
@@ -209,7 +239,8 @@ describe('training graph', () => {
         fusedKernels,
       });
       const ops = new Set(session.built.graph.nodes.map((n) => n.op));
-      for (const kernel of ['SimplifiedLayerNormalization', 'RotaryEmbedding', 'QuickGelu']) assert.equal(ops.has(kernel), fusedKernels, kernel);
+      for (const kernel of ['SimplifiedLayerNormalization', 'RotaryEmbedding', 'QuickGelu'])
+        assert.equal(ops.has(kernel), fusedKernels, kernel);
       const { loss } = await session.step({ tokens }, 0);
       results.push({ loss, grads: session.lastGradients! });
       await session.release();
@@ -238,7 +269,12 @@ describe('training graph', () => {
       // Non-zero moments and a later step, as in the middle of a run.
       const state = session.getOptimizerState();
       const moments = randomLike(state.m, 11, 0.01);
-      const variances = Object.fromEntries(Object.entries(randomLike(state.v, 12, 0.01)).map(([k, t]) => [k, { ...t, data: (t.data as Float64Array).map((x) => x * x) }]));
+      const variances = Object.fromEntries(
+        Object.entries(randomLike(state.v, 12, 0.01)).map(([k, t]) => [
+          k,
+          { ...t, data: (t.data as Float64Array).map((x) => x * x) },
+        ]),
+      );
       session.setOptimizerState({ step: 4, m: moments, v: variances });
       const before = session.getTrainable();
       const lr = 3e-3;
@@ -311,7 +347,8 @@ describe('training graph', () => {
 
     const want = straight.getTrainable();
     const got = resumed.getTrainable();
-    for (const name of Object.keys(want)) assert.deepEqual(Array.from(got[name].data as Float32Array), Array.from(want[name].data as Float32Array), name);
+    for (const name of Object.keys(want))
+      assert.deepEqual(Array.from(got[name].data as Float32Array), Array.from(want[name].data as Float32Array), name);
     await straight.release();
     await resumed.release();
   });
@@ -330,7 +367,10 @@ describe('training graph', () => {
     for (let i = 0; i < 3; i++) await session.step({ tokens: train }, 1e-2);
     const before = session.getOptimizerState();
     const evaluated = await session.evaluate({ tokens: heldOut, lossMask: mask });
-    assert.equal(evaluated.tokens, mask.reduce((a: number, b: number) => a + b, 0));
+    assert.equal(
+      evaluated.tokens,
+      mask.reduce((a: number, b: number) => a + b, 0),
+    );
     assert.deepEqual(session.getOptimizerState(), before);
     const stepped = await session.step({ tokens: heldOut, lossMask: mask }, 0);
     assert.ok(Math.abs(evaluated.loss - stepped.loss) < 1e-6 * stepped.loss, `${evaluated.loss} vs ${stepped.loss}`);
@@ -338,12 +378,23 @@ describe('training graph', () => {
   });
 
   it('rejects bad batches and mismatched tensors with one clear error', async () => {
-    const session = await TrainingSession.create(cfg, weights, { trainable: { method: 'lora', lora: allTargets }, batch: B, seqLen: T, threads: 1 });
+    const session = await TrainingSession.create(cfg, weights, {
+      trainable: { method: 'lora', lora: allTargets },
+      batch: B,
+      seqLen: T,
+      threads: 1,
+    });
     await assert.rejects(session.step({ tokens: [1, 2, 3] }, 1e-3), /batch has 3 tokens; expected 2×7/);
-    await assert.rejects(session.step({ tokens: tokenRows(1).map((t, i) => (i === 4 ? 999 : t)) }, 1e-3), /token id 999 out of range/);
+    await assert.rejects(
+      session.step({ tokens: tokenRows(1).map((t, i) => (i === 4 ? 999 : t)) }, 1e-3),
+      /token id 999 out of range/,
+    );
     const trainable = session.getTrainable();
     const name = Object.keys(trainable)[0];
-    assert.throws(() => session.setTrainable({ ...trainable, [name]: { dtype: 'float32', shape: [1], data: new Float32Array(1) } }), /shape \[1\] does not match/);
+    assert.throws(
+      () => session.setTrainable({ ...trainable, [name]: { dtype: 'float32', shape: [1], data: new Float32Array(1) } }),
+      /shape \[1\] does not match/,
+    );
     await session.release();
   });
 });
@@ -355,7 +406,12 @@ describe('Trainer (in the engine worker)', () => {
       const trainer = await Trainer.create(
         worker,
         { random: { config: cfg, seed: 5, std: 0.2 } },
-        { trainable: { method: 'lora', lora: { targets: ['q_proj', 'v_proj'], r: 2, alpha: 4 } }, batch: B, seqLen: T, threads: 1 },
+        {
+          trainable: { method: 'lora', lora: { targets: ['q_proj', 'v_proj'], r: 2, alpha: 4 } },
+          batch: B,
+          seqLen: T,
+          threads: 1,
+        },
       );
       assert.equal(trainer.trainable.length, 2 * 2 * cfg.numLayers);
       assert.ok(trainer.flopsPerStep.total > trainer.flopsPerStep.backward && trainer.flopsPerStep.backward > 0);

@@ -43,22 +43,33 @@ export interface AdaptersCommandResult {
   registry: string;
   /** What changed (activate / rollback / remove / promote). */
   change?: Record<string, unknown>;
-  adapters: Array<Pick<AdapterEntry, 'id' | 'created' | 'active' | 'activeModes' | 'mode' | 'kind' | 'metrics' | 'parent' | 'path' | 'training'> & { problem?: string }>;
+  adapters: Array<
+    Pick<
+      AdapterEntry,
+      'id' | 'created' | 'active' | 'activeModes' | 'mode' | 'kind' | 'metrics' | 'parent' | 'path' | 'training'
+    > & { problem?: string }
+  >;
 }
 
-export async function runAdapters(actionText: string, id: string | undefined, options: AdaptersOptions): Promise<AdaptersCommandResult> {
+export async function runAdapters(
+  actionText: string,
+  id: string | undefined,
+  options: AdaptersOptions,
+): Promise<AdaptersCommandResult> {
   if (!ACTIONS.includes(actionText as Action)) {
     throw new Error(`unknown action "${actionText}" (expected list, activate ID, rollback, remove ID or promote ID)`);
   }
   const action = actionText as Action;
-  if (!MODES.includes(options.mode as Mode)) throw new Error(`unknown mode "${options.mode}" (expected ${MODES.join(', ')})`);
+  if (!MODES.includes(options.mode as Mode))
+    throw new Error(`unknown mode "${options.mode}" (expected ${MODES.join(', ')})`);
   const mode = options.mode as Mode;
   const needsId = action === 'activate' || action === 'remove' || action === 'promote';
   if (needsId && !id) throw new Error(`adapters ${action} needs an adapter id (see \`idiom adapters list\`)`);
   if (!needsId && id) throw new Error(`adapters ${action} takes no id (got "${id}")`);
 
   const start = options.repo ? path.resolve(options.repo) : process.cwd();
-  if (!fs.existsSync(start) || !fs.statSync(start).isDirectory()) throw new Error(`${start}: no such repository folder`);
+  if (!fs.existsSync(start) || !fs.statSync(start).isDirectory())
+    throw new Error(`${start}: no such repository folder`);
   const repo = findRepoRoot(start);
   const location = registryLocation(repo, { location: options.registry });
   if (action === 'list' && !fs.existsSync(location)) return { action, mode, registry: location, adapters: [] };
@@ -112,14 +123,27 @@ async function flagBrokenActive(registry: Registry, adapters: ListedAdapter[]): 
     if (!id) continue;
     const listed = adapters.find((adapter) => adapter.id === id);
     if (!listed) {
-      adapters.push({ id, created: '', active: true, activeModes: [mode], mode, kind: null, metrics: null, parent: null, path: '', training: null, problem: `active for ${mode}, but its folder is missing` });
+      adapters.push({
+        id,
+        created: '',
+        active: true,
+        activeModes: [mode],
+        mode,
+        kind: null,
+        metrics: null,
+        parent: null,
+        path: '',
+        training: null,
+        problem: `active for ${mode}, but its folder is missing`,
+      });
       continue;
     }
     if (listed.problem || listed.activeModes.indexOf(mode) > 0) continue; // already flagged, or checked for an earlier mode
     try {
       const manifest = await registry.manifest(id);
       const actual = await sha256OfFiles(manifest.weights.files.map((file) => path.join(listed.path, file)));
-      if (actual !== manifest.weights.sha256) listed.problem = 'its weights do not match manifest.json (changed or corrupt)';
+      if (actual !== manifest.weights.sha256)
+        listed.problem = 'its weights do not match manifest.json (changed or corrupt)';
     } catch (error) {
       listed.problem = error instanceof Error ? error.message : String(error);
     }
@@ -139,15 +163,22 @@ function formatHuman(result: AdaptersCommandResult): string {
     switch (result.action) {
       case 'activate':
       case 'rollback':
-        lines.push(change.changed ? `${result.mode}: ${name(change.from)} -> ${name(change.to)}` : `${result.mode}: ${name(change.to)} was already active`);
+        lines.push(
+          change.changed
+            ? `${result.mode}: ${name(change.from)} -> ${name(change.to)}`
+            : `${result.mode}: ${name(change.to)} was already active`,
+        );
         break;
       case 'remove': {
         lines.push(`removed ${String(change.id)}`);
-        for (const d of change.deactivated as Array<{ mode: string; to: string | null }>) lines.push(`${d.mode}: now ${name(d.to)}`);
+        for (const d of change.deactivated as Array<{ mode: string; to: string | null }>)
+          lines.push(`${d.mode}: now ${name(d.to)}`);
         break;
       }
       case 'promote':
-        lines.push(`${change.activated ? 'activated' : 'not activated'} ${String(change.id)} for ${result.mode}: ${String(change.reason)}`);
+        lines.push(
+          `${change.activated ? 'activated' : 'not activated'} ${String(change.id)} for ${result.mode}: ${String(change.reason)}`,
+        );
         break;
       default:
         break;
@@ -161,22 +192,33 @@ function formatHuman(result: AdaptersCommandResult): string {
   for (const a of result.adapters) {
     const m = a.metrics?.adapter;
     const b = a.metrics?.base;
-    rows.push([
-      a.id,
-      a.created ? a.created.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '?',
-      a.mode,
-      a.activeModes.join(',') || '-',
-      a.problem ? 'UNUSABLE' : (a.training?.method ?? '?'),
-      m ? m.loss.toFixed(4) : '-',
-      b ? b.loss.toFixed(4) : '-',
-      m ? m.exactMatch.toFixed(3) : '-',
-      m ? m.editSimilarity.toFixed(3) : '-',
-    ].map(oneLine));
+    rows.push(
+      [
+        a.id,
+        a.created ? a.created.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '?',
+        a.mode,
+        a.activeModes.join(',') || '-',
+        a.problem ? 'UNUSABLE' : (a.training?.method ?? '?'),
+        m ? m.loss.toFixed(4) : '-',
+        b ? b.loss.toFixed(4) : '-',
+        m ? m.exactMatch.toFixed(3) : '-',
+        m ? m.editSimilarity.toFixed(3) : '-',
+      ].map(oneLine),
+    );
   }
   const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
-  for (const row of rows) lines.push(row.map((cell, column) => cell.padEnd(widths[column])).join('  ').trimEnd());
+  for (const row of rows)
+    lines.push(
+      row
+        .map((cell, column) => cell.padEnd(widths[column]))
+        .join('  ')
+        .trimEnd(),
+    );
   for (const a of result.adapters) {
-    if (a.problem) lines.push(`${a.activeModes.length > 0 ? 'warning: active ' : ''}${a.id} is unusable: ${oneLine(a.problem)}${a.activeModes.length > 0 ? ' (the base model serves instead)' : ''}`);
+    if (a.problem)
+      lines.push(
+        `${a.activeModes.length > 0 ? 'warning: active ' : ''}${a.id} is unusable: ${oneLine(a.problem)}${a.activeModes.length > 0 ? ' (the base model serves instead)' : ''}`,
+      );
   }
   return `${lines.join('\n')}\n`;
 }

@@ -26,7 +26,9 @@ export function registerAuditCommand(program: Command): void {
   const audit = program.command('audit').description('the compliance audit log and policy');
   audit
     .command('verify')
-    .description('verify the audit log: every entry intact, in order, chained to the one before, nothing cut off the end')
+    .description(
+      'verify the audit log: every entry intact, in order, chained to the one before, nothing cut off the end',
+    )
     .option('--log <file>', 'audit log (default: .idiom/audit.jsonl of the repository around the current folder)')
     .option('--repo <dir>', 'repository whose log to verify')
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
@@ -39,7 +41,9 @@ export function registerAuditCommand(program: Command): void {
     });
   audit
     .command('repair')
-    .description('after a refused append: cut a torn tail (kept beside the log) and record what was wrong as a repair entry in the chain')
+    .description(
+      'after a refused append: cut a torn tail (kept beside the log) and record what was wrong as a repair entry in the chain',
+    )
     .option('--log <file>', 'audit log (default: .idiom/audit.jsonl of the repository around the current folder)')
     .option('--repo <dir>', 'repository whose log to repair')
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
@@ -49,7 +53,10 @@ export function registerAuditCommand(program: Command): void {
       const file = auditLogPath(options);
       const entry = await AuditLog.open(file).repair(options.reason ?? 'repaired by hand');
       if (options.json) process.stdout.write(`${JSON.stringify({ file, entry })}\n`);
-      else process.stdout.write(`repaired: ${file}: entry ${entry.seq} records ${entry.repair.problems.length} problem(s)${entry.repair.cut ? `, ${entry.repair.cut.bytes} bytes cut (kept in ${entry.repair.cut.keptIn})` : ''}; first: ${entry.repair.problems[0]}\n`);
+      else
+        process.stdout.write(
+          `repaired: ${file}: entry ${entry.seq} records ${entry.repair.problems.length} problem(s)${entry.repair.cut ? `, ${entry.repair.cut.bytes} bytes cut (kept in ${entry.repair.cut.keptIn})` : ''}; first: ${entry.repair.problems[0]}\n`,
+        );
     });
   audit
     .command('policy')
@@ -64,12 +71,17 @@ export function registerAuditCommand(program: Command): void {
       if (!policy) throw new Error(`${file}: no policy file`);
       const summary = policySummary(policy);
       if (options.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-      else process.stdout.write(`${file}: valid (sha256 ${policy.sha256.slice(0, 12)}): ${summary.bannedPatterns} banned patterns, ${summary.bannedApis.length} banned APIs, header ${summary.requiredHeader ? 'required' : 'not required'}, training paths [${summary.paths.training.join(', ')}], context paths [${summary.paths.context.join(', ')}]\n`);
+      else
+        process.stdout.write(
+          `${file}: valid (sha256 ${policy.sha256.slice(0, 12)}): ${summary.bannedPatterns} banned patterns, ${summary.bannedApis.length} banned APIs, header ${summary.requiredHeader ? 'required' : 'not required'}, training paths [${summary.paths.training.join(', ')}], context paths [${summary.paths.context.join(', ')}]\n`,
+        );
     });
 }
 
 function auditLogPath(options: AuditOptions): string {
-  return options.log ? path.resolve(options.log) : defaultAuditLogPath(findRepoRoot(options.repo ?? process.cwd()), options.registry);
+  return options.log
+    ? path.resolve(options.log)
+    : defaultAuditLogPath(findRepoRoot(options.repo ?? process.cwd()), options.registry);
 }
 
 export function policySummary(policy: Policy) {

@@ -40,7 +40,9 @@ export function registerBenchCommand(program: Command): void {
 
   bench
     .command('train')
-    .description('training speed on the reference config (d 512, 8 layers, seq 256, batch 8) and MFU against the same-run MatMul peak')
+    .description(
+      'training speed on the reference config (d 512, 8 layers, seq 256, batch 8) and MFU against the same-run MatMul peak',
+    )
     .option('--threads <n>', 'ONNX Runtime intra-op threads', positiveInt('--threads'), 2)
     .option('--steps <n>', 'timed steps', positiveInt('--steps'), 5)
     .option('--warmup <n>', 'warm-up steps', positiveInt('--warmup'), 2)
@@ -48,12 +50,16 @@ export function registerBenchCommand(program: Command): void {
     .option('--batch <n>', 'rows per step', positiveInt('--batch'), 8)
     .option('--seq <n>', 'tokens per row', positiveInt('--seq'), 256)
     .option('--spin', 'let idle ONNX Runtime threads spin (faster on an idle machine, slower on a shared one)')
-    .option('--model-config <file>', 'a Hugging Face config.json to bench instead of the reference shape (random weights)')
+    .option(
+      '--model-config <file>',
+      'a Hugging Face config.json to bench instead of the reference shape (random weights)',
+    )
     .option('--profile <prefix>', "write ONNX Runtime's per-node profile of the training session to <prefix>_*.json")
     .option('--json', 'print JSON (always on)', true)
     .option('--quiet', 'no progress lines on stderr')
     .action(async (opts: BenchTrainCliOptions) => {
-      if (opts.method !== 'lora' && opts.method !== 'full') throw new Error(`--method must be lora or full, got "${opts.method}"`);
+      if (opts.method !== 'lora' && opts.method !== 'full')
+        throw new Error(`--method must be lora or full, got "${opts.method}"`);
       printJson(
         await benchTrain({
           threads: opts.threads,
@@ -81,7 +87,9 @@ export function registerBenchCommand(program: Command): void {
 
   bench
     .command('lsp')
-    .description('inline completion latency (cold, typing) and RSS of the real language server over stdio, on a real file')
+    .description(
+      'inline completion latency (cold, typing) and RSS of the real language server over stdio, on a real file',
+    )
     .option('--base <dir>', 'base model folder (default: the embedded model)')
     .option('--file <file>', 'source file to complete in (default: server/completion/postprocess.ts)')
     .option('--repo <dir>', "workspace folder: its repository's active adapter serves (default: the base model alone)")
@@ -89,25 +97,62 @@ export function registerBenchCommand(program: Command): void {
     .option('--typed-lines <n>', 'lines typed back one keystroke at a time', positiveInt('--typed-lines'), 4)
     .option('--json', 'print JSON (always on)', true)
     .action(async (opts: { base?: string; file?: string; repo?: string; cold: number; typedLines: number }) => {
-      printJson(await benchLsp({ base: opts.base, file: opts.file, repo: opts.repo, coldRequests: opts.cold, typedLines: opts.typedLines, log }));
+      printJson(
+        await benchLsp({
+          base: opts.base,
+          file: opts.file,
+          repo: opts.repo,
+          coldRequests: opts.cold,
+          typedLines: opts.typedLines,
+          log,
+        }),
+      );
     });
 
   bench
     .command('quality')
-    .description("replays the held-out commits' added lines through the real server: exact lines, accepted characters, precision, latency, against copy references")
+    .description(
+      "replays the held-out commits' added lines through the real server: exact lines, accepted characters, precision, latency, against copy references",
+    )
     .argument('<repo>', 'repository folder')
     .option('--base <dir>', 'base model folder (default: the embedded model)')
     .option('--adapter <id>', 'adapter id to serve as "adapter" (default: the active one)')
     .option('--lines <n>', 'held-out lines to replay (two points each)', positiveInt('--lines'), 150)
     .option('--seed <n>', 'which lines are sampled', positiveInt('--seed'), 1)
     .option('--mode <mode>', 'complete, or compliance (every suggestion through the policy gate)', 'complete')
-    .option('--levers', 'also serve the adapter with each serving lever (prefix prompt, confidence gate, recall) off in turn')
+    .option(
+      '--levers',
+      'also serve the adapter with each serving lever (prefix prompt, confidence gate, recall) off in turn',
+    )
     .option('--json', 'print JSON instead of a table')
-    .action(async (repo: string, opts: { base?: string; adapter?: string; lines: number; seed: number; mode: string; levers?: boolean; json?: boolean }) => {
-      if (opts.mode !== 'complete' && opts.mode !== 'compliance') throw new Error(`--mode must be complete or compliance, got "${opts.mode}"`);
-      const extraVariants = opts.levers ? leverVariants(opts.adapter, opts.mode) : [];
-      const result = await benchQuality({ repo, base: opts.base, adapter: opts.adapter, lines: opts.lines, seed: opts.seed, mode: opts.mode, extraVariants, log });
-      if (opts.json) printJson(result as unknown as Record<string, unknown>);
-      else process.stdout.write(`${qualityTable(result)}\n`);
-    });
+    .action(
+      async (
+        repo: string,
+        opts: {
+          base?: string;
+          adapter?: string;
+          lines: number;
+          seed: number;
+          mode: string;
+          levers?: boolean;
+          json?: boolean;
+        },
+      ) => {
+        if (opts.mode !== 'complete' && opts.mode !== 'compliance')
+          throw new Error(`--mode must be complete or compliance, got "${opts.mode}"`);
+        const extraVariants = opts.levers ? leverVariants(opts.adapter, opts.mode) : [];
+        const result = await benchQuality({
+          repo,
+          base: opts.base,
+          adapter: opts.adapter,
+          lines: opts.lines,
+          seed: opts.seed,
+          mode: opts.mode,
+          extraVariants,
+          log,
+        });
+        if (opts.json) printJson(result as unknown as Record<string, unknown>);
+        else process.stdout.write(`${qualityTable(result)}\n`);
+      },
+    );
 }

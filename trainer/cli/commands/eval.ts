@@ -28,16 +28,24 @@ function positiveInteger(name: string) {
 export function registerEvalCommand(program: Command): void {
   program
     .command('eval')
-    .description('evaluate the base model and an adapter on the repository\'s newest commits (held-out split)')
+    .description("evaluate the base model and an adapter on the repository's newest commits (held-out split)")
     .argument('<repo>', 'repository folder (a git repository)')
     .option('--base <dir>', 'base model folder; default: the embedded model')
     .option('--adapter <id|dir>', 'adapter id in the registry or adapter folder (default: the active one)')
-    .addOption(new Option('--mode <mode>', 'mode whose active adapter is evaluated by default').choices([...MODES]).default('complete'))
+    .addOption(
+      new Option('--mode <mode>', 'mode whose active adapter is evaluated by default')
+        .choices([...MODES])
+        .default('complete'),
+    )
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
     .option('--json', 'print one JSON object on stdout')
     .option('--max-lines <n>', 'held-out lines completed (default 64)', positiveInteger('--max-lines'))
     .option('--max-score-tokens <n>', 'held-out tokens scored (default 32768)', positiveInteger('--max-score-tokens'))
-    .option('--seq-len <n>', 'tokens per scoring window (default: the adapter\'s training length)', positiveInteger('--seq-len'))
+    .option(
+      '--seq-len <n>',
+      "tokens per scoring window (default: the adapter's training length)",
+      positiveInteger('--seq-len'),
+    )
     .option('--threads <n>', 'compute threads (default: every core)', positiveInteger('--threads'))
     .action(async (repo: string, options: EvalCommandOptions) => {
       const result = await evalRepository({

@@ -71,7 +71,14 @@ export interface MineCommandResult {
   languages: Record<string, number>;
   chunks: number;
   bytes: { tracked: number; read: number; kept: number };
-  split: { commits: number; heldOutCommits: string[]; baseCommit: string | null; heldOutFiles: number; heldOutLines: number; note: string | null };
+  split: {
+    commits: number;
+    heldOutCommits: string[];
+    baseCommit: string | null;
+    heldOutFiles: number;
+    heldOutLines: number;
+    note: string | null;
+  };
   repo: { root: string; folder: string; head: string | null; shallow: boolean };
   tokenizer: { path: string; sha256: string } | null;
   dataset: {
@@ -86,7 +93,14 @@ export interface MineCommandResult {
   } | null;
   warnings: string[];
   seconds: number;
-  stats?: { seconds: number; cpuSeconds: number; sourceMb: number; mbPerSecond: number; mbPerCpuSecond: number; peakRssMb: number };
+  stats?: {
+    seconds: number;
+    cpuSeconds: number;
+    sourceMb: number;
+    mbPerSecond: number;
+    mbPerCpuSecond: number;
+    peakRssMb: number;
+  };
 }
 
 export async function runMine(repo: string, options: MineCommandOptions): Promise<MineCommandResult> {
@@ -102,7 +116,8 @@ export async function runMine(repo: string, options: MineCommandOptions): Promis
   if (options.out) prepareOutputFile(options.out, '--out');
   let result: MineCommandResult;
   if (!tokenizerPath) {
-    if (options.out) throw new Error('--out needs a tokenizer: pass --tokenizer PATH (no default model is installed in models/)');
+    if (options.out)
+      throw new Error('--out needs a tokenizer: pass --tokenizer PATH (no default model is installed in models/)');
     const mining = await mineRepository(
       repo,
       { ...mine, examples: { ...mine.examples, windowChars: windowCharsFor(options.maxTokens) } },
@@ -181,7 +196,9 @@ function formatHuman(result: MineCommandResult): string {
   const lines: string[] = [];
   const where = result.repo.folder ? `${result.repo.root} (${result.repo.folder})` : result.repo.root;
   lines.push(`Mined ${where} at ${result.repo.head ?? '(no commits)'}${result.repo.shallow ? ' (shallow clone)' : ''}`);
-  lines.push(`  files kept      ${result.files.kept} of ${result.files.tracked} tracked (${(result.bytes.kept / 1e6).toFixed(2)} MB)`);
+  lines.push(
+    `  files kept      ${result.files.kept} of ${result.files.tracked} tracked (${(result.bytes.kept / 1e6).toFixed(2)} MB)`,
+  );
   const excluded = Object.entries(result.files.excluded);
   if (excluded.length > 0) {
     lines.push('  files excluded');
@@ -190,7 +207,13 @@ function formatHuman(result: MineCommandResult): string {
   lines.push(`  secrets         ${result.secretsExcluded} file(s) excluded`);
   const languages = Object.entries(result.languages).map(([language, count]) => `${language} ${count}`);
   lines.push(`  languages       ${languages.join(', ') || 'none'}`);
-  lines.push(`  examples        ${result.examples} (${Object.entries(result.examplesByKind).map(([k, n]) => `${k} ${n}`).join(', ') || 'none'})`);
+  lines.push(
+    `  examples        ${result.examples} (${
+      Object.entries(result.examplesByKind)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ') || 'none'
+    })`,
+  );
   lines.push(`  tokens          ${result.tokens ?? 'not counted (no tokenizer)'}`);
   const split = result.split;
   lines.push(
@@ -198,9 +221,13 @@ function formatHuman(result: MineCommandResult): string {
       ? `  held out        ${split.heldOutCommits.length} of ${split.commits} commits: ${split.heldOutFiles} file(s), ${split.heldOutLines} changed line(s)`
       : `  held out        none (${split.note ?? 'no split'})`,
   );
-  if (result.dataset) lines.push(`  dataset         ${result.dataset.path} (${(result.dataset.bytes / 1e6).toFixed(2)} MB)`);
+  if (result.dataset)
+    lines.push(`  dataset         ${result.dataset.path} (${(result.dataset.bytes / 1e6).toFixed(2)} MB)`);
   lines.push(`  time            ${result.seconds.toFixed(2)} s`);
-  if (result.stats) lines.push(`  throughput      ${result.stats.mbPerSecond.toFixed(2)} MB/s, peak RSS ${result.stats.peakRssMb.toFixed(0)} MB`);
+  if (result.stats)
+    lines.push(
+      `  throughput      ${result.stats.mbPerSecond.toFixed(2)} MB/s, peak RSS ${result.stats.peakRssMb.toFixed(0)} MB`,
+    );
   return `${lines.join('\n')}\n`;
 }
 
@@ -211,7 +238,10 @@ export function registerMineCommand(program: Command): void {
     .argument('<repo>', 'folder inside a git work tree (only files under it are mined)')
     .option('--json', 'print one JSON object on stdout')
     .option('--out <file>', 'write the tokenised dataset (.idiomds) here')
-    .option('--tokenizer <path>', 'tokenizer.json (or a folder holding one) to count and write tokens with (default: models/tokenizer.json)')
+    .option(
+      '--tokenizer <path>',
+      'tokenizer.json (or a folder holding one) to count and write tokens with (default: models/tokenizer.json)',
+    )
     .option('--max-tokens <n>', 'longest token sequence per example', integer('--max-tokens', 16), DEFAULT_MAX_TOKENS)
     .option('--seed <n>', 'seed for FIM choices', integer('--seed', 0), 0)
     .option('--fim-rate <r>', 'share of windows made FIM examples', fraction('--fim-rate'), 0.5)

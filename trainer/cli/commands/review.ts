@@ -1,6 +1,12 @@
 import { type Command, Option } from 'commander';
 import { AGGREGATES, type Aggregate } from '../../modes/review/lines';
-import { DEFAULT_AGGREGATE, DEFAULT_PERCENTILE, reviewFile, unusualLineMessage, type ReviewFileResult } from '../../modes/review/review';
+import {
+  DEFAULT_AGGREGATE,
+  DEFAULT_PERCENTILE,
+  reviewFile,
+  unusualLineMessage,
+  type ReviewFileResult,
+} from '../../modes/review/review';
 import { evaluateFixCommits, formatFixEvaluation } from '../../modes/review/evaluate';
 
 // `idiom review <file> [--all] [--json]`: lines unusual for this codebase (surprisal under the
@@ -29,7 +35,8 @@ interface ReviewCommandOptions {
 function positiveNumber(name: string, integer: boolean) {
   return (value: string): number => {
     const n = Number(value);
-    if (!(Number.isFinite(n) && n > 0 && (!integer || Number.isInteger(n)))) throw new Error(`${name} must be a positive ${integer ? 'integer' : 'number'}, got "${value}"`);
+    if (!(Number.isFinite(n) && n > 0 && (!integer || Number.isInteger(n))))
+      throw new Error(`${name} must be a positive ${integer ? 'integer' : 'number'}, got "${value}"`);
     return n;
   };
 }
@@ -44,16 +51,40 @@ export function registerReviewCommand(program: Command): void {
     .option('--base <dir>', 'base model folder; default: the embedded model')
     .option('--adapter <id|dir>', 'adapter (default: the one active for review, else for complete)')
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
-    .option('--percentile <p>', `flag lines in the repository's top p % (default ${DEFAULT_PERCENTILE})`, positiveNumber('--percentile', false))
-    .addOption(new Option('--aggregate <how>', 'line score from its tokens').choices([...AGGREGATES]).default(DEFAULT_AGGREGATE))
+    .option(
+      '--percentile <p>',
+      `flag lines in the repository's top p % (default ${DEFAULT_PERCENTILE})`,
+      positiveNumber('--percentile', false),
+    )
+    .addOption(
+      new Option('--aggregate <how>', 'line score from its tokens').choices([...AGGREGATES]).default(DEFAULT_AGGREGATE),
+    )
     .option('--refresh', "resample the repository's line distribution (cached per adapter)")
-    .option('--sample-lines <n>', 'lines sampled for the repository distribution (default 3000)', positiveNumber('--sample-lines', true))
+    .option(
+      '--sample-lines <n>',
+      'lines sampled for the repository distribution (default 3000)',
+      positiveNumber('--sample-lines', true),
+    )
     .option('--threads <n>', 'compute threads (default: every core)', positiveNumber('--threads', true))
     .option('--eval-fixes <repo>', 'evaluate instead: AUC of surprisal for the lines real fix commits removed')
-    .option('--max-commits <n>', 'with --eval-fixes: fix commits evaluated at most (default 200)', positiveNumber('--max-commits', true))
-    .option('--max-file-lines <n>', 'with --eval-fixes: skip files longer than this (default 2000)', positiveNumber('--max-file-lines', true))
-    .option('--fixes-after <commit>', "with --eval-fixes: only fix commits after this one (default: the adapter's training commit)")
-    .option('--include-trained', "with --eval-fixes: also use fix commits the adapter's training snapshot already contains (leaks: the fixed code was trained on)")
+    .option(
+      '--max-commits <n>',
+      'with --eval-fixes: fix commits evaluated at most (default 200)',
+      positiveNumber('--max-commits', true),
+    )
+    .option(
+      '--max-file-lines <n>',
+      'with --eval-fixes: skip files longer than this (default 2000)',
+      positiveNumber('--max-file-lines', true),
+    )
+    .option(
+      '--fixes-after <commit>',
+      "with --eval-fixes: only fix commits after this one (default: the adapter's training commit)",
+    )
+    .option(
+      '--include-trained',
+      "with --eval-fixes: also use fix commits the adapter's training snapshot already contains (leaks: the fixed code was trained on)",
+    )
     .action(async (file: string | undefined, options: ReviewCommandOptions) => {
       const log = (message: string) => process.stderr.write(`${message}\n`);
       if (options.evalFixes) {
@@ -96,7 +127,10 @@ export function formatReview(result: ReviewFileResult): string {
     `adapter: ${result.adapter ? `${result.adapter.id ?? result.adapter.path} (${result.adapter.source})` : 'none (base model only)'}`,
   ];
   for (const line of result.lines) {
-    if (line.flagged) out.push(`  ${String(line.line).padStart(5)}: ${unusualLineMessage(line, result.threshold, result.percentile)}\n         ${line.text.trim()}`);
+    if (line.flagged)
+      out.push(
+        `  ${String(line.line).padStart(5)}: ${unusualLineMessage(line, result.threshold, result.percentile)}\n         ${line.text.trim()}`,
+      );
   }
   return `${out.join('\n')}\n`;
 }

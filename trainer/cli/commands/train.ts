@@ -71,16 +71,27 @@ export function registerTrainCommand(program: Command): void {
     .command('train')
     .description('train an adapter on a repository (mine, train, evaluate on the newest commits, register)')
     .argument('<repo>', 'repository folder (a git repository)')
-    .option('--base <dir>', 'base model folder (config.json, model.safetensors, tokenizer.json); default: the embedded model')
+    .option(
+      '--base <dir>',
+      'base model folder (config.json, model.safetensors, tokenizer.json); default: the embedded model',
+    )
     .addOption(new Option('--method <method>', 'lora or full fine-tuning').choices(['lora', 'full']).default('lora'))
-    .addOption(new Option('--minutes <n>', 'training budget in minutes (default 10)').argParser(positiveNumber('--minutes')).conflicts('tokens'))
+    .addOption(
+      new Option('--minutes <n>', 'training budget in minutes (default 10)')
+        .argParser(positiveNumber('--minutes'))
+        .conflicts('tokens'),
+    )
     .addOption(new Option('--tokens <n>', 'training budget in tokens').argParser(positiveInteger('--tokens')))
     .addOption(new Option('--backend <backend>', 'training backend').choices(['auto', 'ort', 'torch']).default('auto'))
     .addOption(new Option('--mode <mode>', 'mode the adapter serves').choices([...MODES]).default('complete'))
     .option('--force', 'activate even if it does not beat the base and the active adapter on the held-out split')
     .option('--resume', 'continue the newest unfinished run (same method, base and mode)')
     .option('--json', 'JSON lines on stdout: progress events, then the result object')
-    .option('--seed <n>', 'seed of the data order and the LoRA initialisation (default 0)', nonNegativeInteger('--seed'))
+    .option(
+      '--seed <n>',
+      'seed of the data order and the LoRA initialisation (default 0)',
+      nonNegativeInteger('--seed'),
+    )
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
     .option('--r <n>', `LoRA rank (default ${DEFAULT_LORA.r})`, positiveInteger('--r'))
     .option('--alpha <n>', `LoRA alpha (default ${DEFAULT_LORA.alpha})`, positiveNumber('--alpha'))
@@ -93,12 +104,28 @@ export function registerTrainCommand(program: Command): void {
     })
     .option('--epochs <n>', 'at most this many passes over the training data (default 3)', positiveInteger('--epochs'))
     .option('--batch <n>', 'rows per step (default: fitted to the budget)', positiveInteger('--batch'))
-    .option('--seq-len <n>', 'tokens per row (default: fitted to the budget and the model)', positiveInteger('--seq-len'))
+    .option(
+      '--seq-len <n>',
+      'tokens per row (default: fitted to the budget and the model)',
+      positiveInteger('--seq-len'),
+    )
     .option('--threads <n>', 'compute threads (default: every core)', positiveInteger('--threads'))
-    .option('--checkpoint-seconds <n>', 'checkpoint after this many seconds of training (default 60)', positiveNumber('--checkpoint-seconds'))
+    .option(
+      '--checkpoint-seconds <n>',
+      'checkpoint after this many seconds of training (default 60)',
+      positiveNumber('--checkpoint-seconds'),
+    )
     .option('--checkpoint-steps <n>', 'also checkpoint every this many steps', positiveInteger('--checkpoint-steps'))
-    .option('--max-lines <n>', 'held-out lines completed for exact match / edit similarity (default 64)', positiveInteger('--max-lines'))
-    .option('--max-score-tokens <n>', 'held-out tokens scored for loss (default 32768)', positiveInteger('--max-score-tokens'))
+    .option(
+      '--max-lines <n>',
+      'held-out lines completed for exact match / edit similarity (default 64)',
+      positiveInteger('--max-lines'),
+    )
+    .option(
+      '--max-score-tokens <n>',
+      'held-out tokens scored for loss (default 32768)',
+      positiveInteger('--max-score-tokens'),
+    )
     .option('--no-report', 'do not write the HTML report')
     .action(async (repo: string, options: TrainCommandOptions) => {
       await runTrainCommand(repo, options);
@@ -107,15 +134,29 @@ export function registerTrainCommand(program: Command): void {
 
 function parseTargets(text: string | undefined): Projection[] | undefined {
   if (text === undefined) return undefined;
-  const targets = text.split(',').map((t) => t.trim()).filter(Boolean);
+  const targets = text
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean);
   const full = targets.map((t) => (t.endsWith('_proj') ? t : `${t}_proj`));
-  for (const t of full) if (!PROJECTIONS.includes(t as Projection)) throw new Error(`unknown LoRA target "${t}" (expected some of ${PROJECTIONS.join(', ')})`);
+  for (const t of full)
+    if (!PROJECTIONS.includes(t as Projection))
+      throw new Error(`unknown LoRA target "${t}" (expected some of ${PROJECTIONS.join(', ')})`);
   return full as Projection[];
 }
 
 export async function runTrainCommand(repo: string, options: TrainCommandOptions): Promise<void> {
-  const budget: Budget | undefined = options.tokens !== undefined ? { tokens: options.tokens } : options.minutes !== undefined ? { minutes: options.minutes } : undefined;
-  const lora = { ...(options.r ? { r: options.r } : {}), ...(options.alpha ? { alpha: options.alpha } : {}), ...(options.targets ? { targets: parseTargets(options.targets) } : {}) };
+  const budget: Budget | undefined =
+    options.tokens !== undefined
+      ? { tokens: options.tokens }
+      : options.minutes !== undefined
+        ? { minutes: options.minutes }
+        : undefined;
+  const lora = {
+    ...(options.r ? { r: options.r } : {}),
+    ...(options.alpha ? { alpha: options.alpha } : {}),
+    ...(options.targets ? { targets: parseTargets(options.targets) } : {}),
+  };
   const controller = new AbortController();
   // The first SIGINT/SIGTERM stops after this step with a checkpoint; a second one quits now.
   const stopInterrupt = onInterrupt(() => {
@@ -155,7 +196,10 @@ export async function runTrainCommand(repo: string, options: TrainCommandOptions
   } catch (error) {
     progress.stop();
     if (error instanceof TrainingCancelledError) {
-      if (options.json) process.stdout.write(`${JSON.stringify({ type: 'cancelled', step: error.step, checkpoint: error.checkpoint })}\n`);
+      if (options.json)
+        process.stdout.write(
+          `${JSON.stringify({ type: 'cancelled', step: error.step, checkpoint: error.checkpoint })}\n`,
+        );
       process.stderr.write(`idiom: ${error.message}\n`);
       process.exitCode = 130;
       return;
@@ -252,7 +296,9 @@ function barProgress(): ProgressSink {
           break;
         case 'metrics':
           stopBar();
-          process.stderr.write(`${event.model}: held-out loss ${event.metrics.loss.toFixed(4)}, exact match ${(event.metrics.exactMatch * 100).toFixed(1)}%\n`);
+          process.stderr.write(
+            `${event.model}: held-out loss ${event.metrics.loss.toFixed(4)}, exact match ${(event.metrics.exactMatch * 100).toFixed(1)}%\n`,
+          );
           break;
         default:
           break;

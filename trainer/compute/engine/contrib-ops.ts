@@ -56,9 +56,15 @@ export function rmsNormFused(x: Value, gamma: Value, eps: number): Value {
 export function dynamicQuantizeMatMul(x: Value, weight: Value, scale: Value, bias?: Value): Value {
   const N = weight.shape[1];
   const inputs = [x, weight, scale, null, bias ?? null];
-  return x.graph.node('DynamicQuantizeMatMul', bias ? inputs : inputs.slice(0, 3), {}, [
-    { dtype: x.dtype, shape: [...x.shape.slice(0, -1), N] },
-  ], 'dq_matmul', false, MS)[0];
+  return x.graph.node(
+    'DynamicQuantizeMatMul',
+    bias ? inputs : inputs.slice(0, 3),
+    {},
+    [{ dtype: x.dtype, shape: [...x.shape.slice(0, -1), N] }],
+    'dq_matmul',
+    false,
+    MS,
+  )[0];
 }
 
 /** x [.., K] · Wᵀ for W [N, K] stored as 4-bit blocks: packed uint8 [N, K/block, block/2], scales [N·K/block]. */

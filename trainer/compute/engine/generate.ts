@@ -130,7 +130,16 @@ export class Generator {
       this.cachedTokens.push(next);
     }
     if (options.decode && text === undefined) text = options.decode(tokens);
-    return { tokens, logprobs, text, stopReason, promptTokens: prompt.length, reusedTokens: reused, prefillMs, decodeMs: performance.now() - decodeStart };
+    return {
+      tokens,
+      logprobs,
+      text,
+      stopReason,
+      promptTokens: prompt.length,
+      reusedTokens: reused,
+      prefillMs,
+      decodeMs: performance.now() - decodeStart,
+    };
   }
 }
 

@@ -54,7 +54,13 @@ export function stopTokenIds(tokenizer: Tokenizer | null, configEos: number | nu
   const ids = new Set<number>(configEos === undefined ? [] : [configEos].flat());
   if (tokenizer) {
     for (const id of tokenizer.specialIds) ids.add(id);
-    for (const id of [tokenizer.eos, tokenizer.fileSeparator, tokenizer.fim?.prefix, tokenizer.fim?.suffix, tokenizer.fim?.middle]) {
+    for (const id of [
+      tokenizer.eos,
+      tokenizer.fileSeparator,
+      tokenizer.fim?.prefix,
+      tokenizer.fim?.suffix,
+      tokenizer.fim?.middle,
+    ]) {
       if (id !== null && id !== undefined) ids.add(id);
     }
   }
@@ -80,7 +86,14 @@ export const generationHandlers = {
     const id = nextModelId++;
     const stopIds = stopTokenIds(tokenizer, checkpoint.config.eosTokenId);
     models.set(id, { generator: new Generator(session), stopIds, vocabSize, tokenizer, cancelRequested: false });
-    return { id, config: checkpoint.config, sha256: checkpoint.sha256, hasTokenizer: tokenizer !== null, stopIds, vocabSize };
+    return {
+      id,
+      config: checkpoint.config,
+      sha256: checkpoint.sha256,
+      hasTokenizer: tokenizer !== null,
+      stopIds,
+      vocabSize,
+    };
   },
 
   /** Switches the adapter of a model loaded with loraInputs (null = the base); clears its cache. */
@@ -118,13 +131,20 @@ export const generationHandlers = {
    * or the base model with `base: true` (models loaded with loraInputs). The completion cache is
    * kept.
    */
-  async score(id: number, windows: readonly (readonly number[])[], options: { base?: boolean } = {}): Promise<Float32Array> {
+  async score(
+    id: number,
+    windows: readonly (readonly number[])[],
+    options: { base?: boolean } = {},
+  ): Promise<Float32Array> {
     const model = modelById(id);
     if (windows.length === 0) return new Float32Array(0);
     const T = windows[0].length;
     if (T < 2) throw new Error(`score needs windows of at least 2 tokens, got ${T}`);
     const uneven = windows.findIndex((w) => w.length !== T);
-    if (uneven >= 0) throw new Error(`score needs windows of one length: window ${uneven} has ${windows[uneven].length} tokens, window 0 has ${T}`);
+    if (uneven >= 0)
+      throw new Error(
+        `score needs windows of one length: window ${uneven} has ${windows[uneven].length} tokens, window 0 has ${T}`,
+      );
     const result = new Float32Array(windows.length * (T - 1));
     for (const [w, window] of windows.entries()) {
       result.set(await model.generator.session.nll(window, { base: options.base }), w * (T - 1));

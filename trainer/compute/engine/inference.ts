@@ -76,9 +76,16 @@ export const pastKeyName = (layer: number) => `past_key.${layer}`;
 export const pastValueName = (layer: number) => `past_value.${layer}`;
 export const newKeyName = (layer: number) => `new_key.${layer}`;
 export const newValueName = (layer: number) => `new_value.${layer}`;
-export const loraGroupInputName = (layer: number, group: ProjectionGroup, which: 'A' | 'B') => `lora.${layer}.${group}.${which}`;
+export const loraGroupInputName = (layer: number, group: ProjectionGroup, which: 'A' | 'B') =>
+  `lora.${layer}.${group}.${which}`;
 
-function groupWeight(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, layer: number, group: ProjectionGroup, adapter?: LoraAdapter): HostTensor {
+function groupWeight(
+  cfg: ModelConfig,
+  weights: ReadonlyMap<string, HostTensor>,
+  layer: number,
+  group: ProjectionGroup,
+  adapter?: LoraAdapter,
+): HostTensor {
   const parts = PROJECTION_GROUPS[group].map((projection) => {
     const weight = weights.get(projectionWeightName(layer, projection))!;
     const lora = adapter?.modules.get(projectionModule(layer, projection));
@@ -113,7 +120,11 @@ function groupShape(cfg: ModelConfig, group: ProjectionGroup): [number, number] 
   return [out, inFeatures];
 }
 
-export function buildInferenceGraph(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: InferenceGraphOptions): Graph {
+export function buildInferenceGraph(
+  cfg: ModelConfig,
+  weights: ReadonlyMap<string, HostTensor>,
+  options: InferenceGraphOptions,
+): Graph {
   checkWeights(cfg, weights);
   const maxContext = options.maxContext ?? cfg.maxPositionEmbeddings;
   if (!(maxContext > 0 && maxContext <= cfg.maxPositionEmbeddings)) {
@@ -121,7 +132,9 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: ReadonlyMap<strin
   }
   const vocabLimit = options.vocabLimit ?? cfg.vocabSize;
   if (!(Number.isInteger(vocabLimit) && vocabLimit > 0 && vocabLimit <= cfg.vocabSize)) {
-    throw new Error(`vocabLimit ${options.vocabLimit} must be an integer in 1..${cfg.vocabSize} (the model's vocabulary)`);
+    throw new Error(
+      `vocabLimit ${options.vocabLimit} must be an integer in 1..${cfg.vocabSize} (the model's vocabulary)`,
+    );
   }
   const precision = options.precision ?? 'float32';
   const graph = new Graph('decoder');
@@ -144,9 +157,10 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: ReadonlyMap<strin
 
   const linear = (x: Value, layer: number, group: ProjectionGroup): Value => {
     let weight = groupWeight(cfg, weights, layer, group, options.mergedAdapter);
-    let bias = group === 'qkv' && cfg.attentionBias
-      ? concatRows((['q_proj', 'k_proj', 'v_proj'] as const).map((p) => w(projectionBiasName(layer, p))))
-      : undefined;
+    let bias =
+      group === 'qkv' && cfg.attentionBias
+        ? concatRows((['q_proj', 'k_proj', 'v_proj'] as const).map((p) => w(projectionBiasName(layer, p))))
+        : undefined;
     if (group === 'qkv') {
       weight = scaleLeadingRows(weight, H * hd, QUERY_SCALE(hd));
       if (bias) bias = scaleLeadingRows(bias, H * hd, QUERY_SCALE(hd));
@@ -164,8 +178,19 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: ReadonlyMap<strin
 
   /** Reshape to `shape`, where the one symbolic dim ('T') is inferred (-1) and keeps its name. */
   const reshapeTo = (x: Value, shape: Dim[], exactName?: string): Value => {
-    const target = op.int64s(graph, shape.map((d) => (typeof d === 'number' ? d : -1)), 'shape');
-    return graph.node('Reshape', [x, target], {}, [{ dtype: x.dtype, shape }], exactName ?? 'reshape', exactName !== undefined)[0];
+    const target = op.int64s(
+      graph,
+      shape.map((d) => (typeof d === 'number' ? d : -1)),
+      'shape',
+    );
+    return graph.node(
+      'Reshape',
+      [x, target],
+      {},
+      [{ dtype: x.dtype, shape }],
+      exactName ?? 'reshape',
+      exactName !== undefined,
+    )[0];
   };
 
   /** Causal attention of the T new positions over S cached + T new keys; the cache is read in place. */
@@ -183,12 +208,24 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: ReadonlyMap<strin
     const scoreOptions = { transB: true, transBatchA: true, transBatchB: true };
     const pastScores = fusedMatMulBatch(q4, pastKey, scoreOptions, [KV, G, 'T', 'past'], 'past_scores');
     const newScores = fusedMatMulBatch(q4, k4, scoreOptions, [KV, G, 'T', 'T'], 'new_scores');
-    const joined = graph.node('Concat', [pastScores, newScores], { axis: -1 }, [{ dtype: 'float32', shape: [KV, G, 'T', 'context'] }], 'scores')[0];
+    const joined = graph.node(
+      'Concat',
+      [pastScores, newScores],
+      { axis: -1 },
+      [{ dtype: 'float32', shape: [KV, G, 'T', 'context'] }],
+      'scores',
+    )[0];
     const scores = op.add(joined, bias); // [KV, G, T, S + T]
-    const [pastProbs, newProbs] = graph.node('Split', [op.softmax(scores, -1), attentionSplit], { axis: 3 }, [
-      { dtype: 'float32', shape: [KV, G, 'T', 'past'] },
-      { dtype: 'float32', shape: [KV, G, 'T', 'T'] },
-    ], 'probs');
+    const [pastProbs, newProbs] = graph.node(
+      'Split',
+      [op.softmax(scores, -1), attentionSplit],
+      { axis: 3 },
+      [
+        { dtype: 'float32', shape: [KV, G, 'T', 'past'] },
+        { dtype: 'float32', shape: [KV, G, 'T', 'T'] },
+      ],
+      'probs',
+    );
     const context = op.add(
       fusedMatMulBatch(pastProbs, pastValue, { transBatchB: true }, [KV, G, 'T', hd], 'past_context'),
       fusedMatMulBatch(newProbs, v4, { transBatchB: true }, [KV, G, 'T', hd], 'new_context'),
@@ -197,19 +234,32 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: ReadonlyMap<strin
   };
 
   let residual = op.gather(graph.initializer(EMBED_TOKENS_WEIGHT, w(EMBED_TOKENS_WEIGHT)), tokens); // [1, T, D]
-  let normed = rmsNormFused(residual, graph.initializer('layer0.input_layernorm', w(layerNormWeightName(0, 'input_layernorm'))), eps);
+  let normed = rmsNormFused(
+    residual,
+    graph.initializer('layer0.input_layernorm', w(layerNormWeightName(0, 'input_layernorm'))),
+    eps,
+  );
   let pending: Value | undefined; // the last block's output, not yet added to the residual
   for (let layer = 0; layer < cfg.numLayers; layer++) {
     graph.scope(`layer${layer}`, () => {
       if (pending) {
-        const gamma = graph.initializer(`layer${layer}.input_layernorm`, w(layerNormWeightName(layer, 'input_layernorm')));
+        const gamma = graph.initializer(
+          `layer${layer}.input_layernorm`,
+          w(layerNormWeightName(layer, 'input_layernorm')),
+        );
         ({ normed, sum: residual } = skipRmsNorm(pending, residual, gamma, eps));
       }
       const attended = attention(linear(normed, layer, 'qkv'), layer); // [1, T, H·hd]
-      const postGamma = graph.initializer(`layer${layer}.post_attention_layernorm`, w(layerNormWeightName(layer, 'post_attention_layernorm')));
+      const postGamma = graph.initializer(
+        `layer${layer}.post_attention_layernorm`,
+        w(layerNormWeightName(layer, 'post_attention_layernorm')),
+      );
       const post = skipRmsNorm(linear(attended, layer, 'o'), residual, postGamma, eps);
       residual = post.sum;
-      const [gate, up] = op.split(linear(post.normed, layer, 'gate_up'), -1, [cfg.intermediateSize, cfg.intermediateSize]);
+      const [gate, up] = op.split(linear(post.normed, layer, 'gate_up'), -1, [
+        cfg.intermediateSize,
+        cfg.intermediateSize,
+      ]);
       pending = linear(op.mul(op.mul(gate, op.sigmoid(gate)), up), layer, 'down'); // silu(gate) · up → down
     });
   }
@@ -229,7 +279,11 @@ export function buildInferenceGraph(cfg: ModelConfig, weights: ReadonlyMap<strin
  * The per-token weight MatMuls of the decode graph alone (packed q|k|v, o, gate|up, down per
  * layer, and lm_head) at the same precision: what a decode step cannot go below.
  */
-export function buildWeightMatmulGraph(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, precision: Precision): Graph {
+export function buildWeightMatmulGraph(
+  cfg: ModelConfig,
+  weights: ReadonlyMap<string, HostTensor>,
+  precision: Precision,
+): Graph {
   const graph = new Graph('weight_matmuls');
   const inputs = new Map<number, Value>();
   const inputOf = (features: number) => {
@@ -239,7 +293,10 @@ export function buildWeightMatmulGraph(cfg: ModelConfig, weights: ReadonlyMap<st
   for (let layer = 0; layer < cfg.numLayers; layer++) {
     for (const group of GROUPS) {
       const weight = groupWeight(cfg, weights, layer, group);
-      graph.output(frozenLinear(graph, inputOf(weight.shape[1]), `layer${layer}.${group}`, weight, precision), `y.${layer}.${group}`);
+      graph.output(
+        frozenLinear(graph, inputOf(weight.shape[1]), `layer${layer}.${group}`, weight, precision),
+        `y.${layer}.${group}`,
+      );
     }
   }
   const head = weights.get(cfg.tieWordEmbeddings ? EMBED_TOKENS_WEIGHT : LM_HEAD_WEIGHT)!;
@@ -265,7 +322,9 @@ export function loraFeeds(cfg: ModelConfig, adapter: LoraAdapter | undefined): R
         const [o, i] = projectionShape(cfg, projection);
         if (lora) {
           if (lora.a.shape[1] !== i || lora.b.shape[0] !== o || lora.a.shape[0] !== lora.b.shape[1]) {
-            throw new Error(`adapter ${projectionModule(layer, projection)}: A [${lora.a.shape}] / B [${lora.b.shape}] do not fit [${o}, ${i}]`);
+            throw new Error(
+              `adapter ${projectionModule(layer, projection)}: A [${lora.a.shape}] / B [${lora.b.shape}] do not fit [${o}, ${i}]`,
+            );
           }
           const factor = adapter!.scaling * (projection === 'q_proj' ? QUERY_SCALE(cfg.headDim) : 1);
           parts.push({ rowOffset, a: lora.a, b: lora.b, factor });
@@ -390,12 +449,23 @@ export class KvCacheSession {
     this.cache.reserve(1);
   }
 
-  static async create(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: KvCacheSessionOptions = {}): Promise<KvCacheSession> {
+  static async create(
+    cfg: ModelConfig,
+    weights: ReadonlyMap<string, HostTensor>,
+    options: KvCacheSessionOptions = {},
+  ): Promise<KvCacheSession> {
     const graph = buildInferenceGraph(cfg, weights, options);
     const session = await createSession(graph, { threads: options.threads });
     const maxContext = options.maxContext ?? cfg.maxPositionEmbeddings;
     const vocabLimit = options.vocabLimit ?? cfg.vocabSize;
-    return new KvCacheSession(cfg, maxContext, options.loraInputs ?? false, options.mergedAdapter !== undefined, vocabLimit, session);
+    return new KvCacheSession(
+      cfg,
+      maxContext,
+      options.loraInputs ?? false,
+      options.mergedAdapter !== undefined,
+      vocabLimit,
+      session,
+    );
   }
 
   /** Tokens in the cache. */
@@ -410,7 +480,8 @@ export class KvCacheSession {
 
   /** Switches the adapter (graphs built with loraInputs); undefined = the base model. Keeps the cache. */
   setAdapter(adapter: LoraAdapter | undefined): void {
-    if (!this.hasLoraInputs) throw new Error('this session was built without LoRA inputs (merged weights or base only)');
+    if (!this.hasLoraInputs)
+      throw new Error('this session was built without LoRA inputs (merged weights or base only)');
     this.adapterFeeds = loraFeeds(this.cfg, adapter);
   }
 
@@ -436,7 +507,10 @@ export class KvCacheSession {
    */
   private exclusive<T>(operation: () => Promise<T>): Promise<T> {
     const result = this.tail.then(operation);
-    this.tail = result.then(() => undefined, () => undefined);
+    this.tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
     return result;
   }
 
@@ -446,7 +520,8 @@ export class KvCacheSession {
     this.checkRoom(this.cache, total);
     // Long prompts run in chunks: attention scores are [H, T, S + T] per layer.
     for (let start = 0; start < total; start += MAX_CHUNK) {
-      const piece = total <= MAX_CHUNK ? tokens : (Array.prototype.slice.call(tokens, start, start + MAX_CHUNK) as number[]);
+      const piece =
+        total <= MAX_CHUNK ? tokens : (Array.prototype.slice.call(tokens, start, start + MAX_CHUNK) as number[]);
       const T = piece.length;
       const feeds = T === 1 ? this.decodeStepFeeds(piece[0]) : this.chunkFeeds(this.cache, piece, [T - 1], [0]);
       const fetches = this.newRowFetches(this.cache, T);
@@ -469,19 +544,23 @@ export class KvCacheSession {
   private async nllNow(tokens: ArrayLike<number>, options: NllOptions): Promise<Float32Array> {
     const n = tokens.length;
     if (n < 2) throw new Error(`scoring needs at least 2 tokens, got ${n}`);
-    if (n > this.maxContext) throw new Error(`a scoring window of ${n} tokens exceeds the model's limit of ${this.maxContext}`);
+    if (n > this.maxContext)
+      throw new Error(`a scoring window of ${n} tokens exceeds the model's limit of ${this.maxContext}`);
     for (let i = 0; i < n; i++) {
       const id = tokens[i];
-      if (!(Number.isInteger(id) && id >= 0 && id < this.vocabLimit)) throw new Error(`token id ${id} at position ${i} is outside the vocabulary (${this.vocabLimit} ids)`);
+      if (!(Number.isInteger(id) && id >= 0 && id < this.vocabLimit))
+        throw new Error(`token id ${id} at position ${i} is outside the vocabulary (${this.vocabLimit} ids)`);
     }
     let lora = this.adapterFeeds;
     if (options.base) {
-      if (this.merged) throw new Error('this session has an adapter merged into its weights: it cannot score the base model');
+      if (this.merged)
+        throw new Error('this session has an adapter merged into its weights: it cannot score the base model');
       if (this.hasLoraInputs) lora = this.baseFeeds ??= loraFeeds(this.cfg, undefined);
     }
     // [chunk, V] logits (and their log-softmax) stay within ~64 MB each.
     const chunk = options.chunkTokens ?? Math.max(16, Math.min(MAX_CHUNK, Math.floor(2 ** 24 / this.cfg.vocabSize)));
-    if (!(Number.isInteger(chunk) && chunk > 0)) throw new Error(`chunkTokens must be a positive integer, got ${chunk}`);
+    if (!(Number.isInteger(chunk) && chunk > 0))
+      throw new Error(`chunkTokens must be a positive integer, got ${chunk}`);
     const cache = (this.scoringCache ??= new KvCache(this.cfg.numLayers, this.cache.rowSize, this.maxContext));
     cache.length = 0;
     const result = new Float32Array(n - 1);
@@ -492,7 +571,10 @@ export class KvCacheSession {
       const targets = piece.map((_, i) => tokens[start + i + 1]);
       this.checkRoom(cache, piece.length);
       const fetches = this.newRowFetches(cache, piece.length);
-      const out = await this.session.run(this.withPast(cache, this.chunkFeeds(cache, piece, rows, targets), lora), { ...fetches, nll: null });
+      const out = await this.session.run(this.withPast(cache, this.chunkFeeds(cache, piece, rows, targets), lora), {
+        ...fetches,
+        nll: null,
+      });
       result.set(out.nll.data as Float32Array, start);
       cache.length += piece.length;
     }
@@ -537,7 +619,12 @@ export class KvCacheSession {
     return new ort.Tensor('float32', bias, [T, width]);
   }
 
-  private chunkFeeds(cache: KvCache, tokens: ArrayLike<number>, rows: number[], targets: number[]): Record<string, ort.Tensor> {
+  private chunkFeeds(
+    cache: KvCache,
+    tokens: ArrayLike<number>,
+    rows: number[],
+    targets: number[],
+  ): Record<string, ort.Tensor> {
     const T = tokens.length;
     const S = cache.length;
     const ids = new BigInt64Array(T);
@@ -557,12 +644,20 @@ export class KvCacheSession {
   }
 
   /** Adds the cached rows (views, not copies) and the LoRA feeds. */
-  private withPast(cache: KvCache, feeds: Record<string, ort.Tensor>, lora: Record<string, ort.Tensor>): Record<string, ort.Tensor> {
+  private withPast(
+    cache: KvCache,
+    feeds: Record<string, ort.Tensor>,
+    lora: Record<string, ort.Tensor>,
+  ): Record<string, ort.Tensor> {
     const S = cache.length;
     const rows = S * cache.rowSize;
     for (let layer = 0; layer < this.cfg.numLayers; layer++) {
-      feeds[pastKeyName(layer)] = S === 0 ? this.dummyRow : new ort.Tensor('float32', cache.keys[layer].subarray(0, rows), [S, ...this.rowShape]);
-      feeds[pastValueName(layer)] = S === 0 ? this.dummyRow : new ort.Tensor('float32', cache.values[layer].subarray(0, rows), [S, ...this.rowShape]);
+      feeds[pastKeyName(layer)] =
+        S === 0 ? this.dummyRow : new ort.Tensor('float32', cache.keys[layer].subarray(0, rows), [S, ...this.rowShape]);
+      feeds[pastValueName(layer)] =
+        S === 0
+          ? this.dummyRow
+          : new ort.Tensor('float32', cache.values[layer].subarray(0, rows), [S, ...this.rowShape]);
     }
     return Object.assign(feeds, lora);
   }
@@ -573,8 +668,14 @@ export class KvCacheSession {
     const from = cache.length * cache.rowSize;
     const to = from + T * cache.rowSize;
     for (let layer = 0; layer < this.cfg.numLayers; layer++) {
-      fetches[newKeyName(layer)] = new ort.Tensor('float32', cache.keys[layer].subarray(from, to), [T, ...this.rowShape]);
-      fetches[newValueName(layer)] = new ort.Tensor('float32', cache.values[layer].subarray(from, to), [T, ...this.rowShape]);
+      fetches[newKeyName(layer)] = new ort.Tensor('float32', cache.keys[layer].subarray(from, to), [
+        T,
+        ...this.rowShape,
+      ]);
+      fetches[newValueName(layer)] = new ort.Tensor('float32', cache.values[layer].subarray(from, to), [
+        T,
+        ...this.rowShape,
+      ]);
     }
     return fetches;
   }

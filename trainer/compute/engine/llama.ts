@@ -110,13 +110,19 @@ export function loraInputName(module: string, which: 'A' | 'B'): string {
 }
 
 /** Checks every tensor a config needs is present with the right shape; one clear error otherwise. */
-export function checkWeights(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, skip?: (name: string) => boolean): void {
+export function checkWeights(
+  cfg: ModelConfig,
+  weights: ReadonlyMap<string, HostTensor>,
+  skip?: (name: string) => boolean,
+): void {
   for (const spec of weightNames(cfg)) {
     if (skip?.(spec.name)) continue;
     const tensor = weights.get(spec.name);
     if (!tensor) throw new Error(`checkpoint is missing weight ${spec.name} [${spec.shape.join(', ')}]`);
     if (tensor.shape.length !== spec.shape.length || tensor.shape.some((d, i) => d !== spec.shape[i])) {
-      throw new Error(`weight ${spec.name} has shape [${tensor.shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
+      throw new Error(
+        `weight ${spec.name} has shape [${tensor.shape.join(', ')}], expected [${spec.shape.join(', ')}]`,
+      );
     }
     if (tensor.dtype !== 'float32' && tensor.dtype !== 'float64') {
       throw new Error(`weight ${spec.name} has dtype ${tensor.dtype}, expected float32`);
@@ -125,7 +131,11 @@ export function checkWeights(cfg: ModelConfig, weights: ReadonlyMap<string, Host
 }
 
 /** cos/sin of position · θ^(-2i/hd) for i < hd/2, computed in float64: [positions, hd/2] each. */
-export function ropeTables(cfg: ModelConfig, positions: number, dtype: FloatDType = 'float32'): { cos: HostTensor; sin: HostTensor } {
+export function ropeTables(
+  cfg: ModelConfig,
+  positions: number,
+  dtype: FloatDType = 'float32',
+): { cos: HostTensor; sin: HostTensor } {
   const half = cfg.headDim / 2;
   const Arr = dtype === 'float64' ? Float64Array : Float32Array;
   const cos = new Arr(positions * half);
@@ -144,7 +154,10 @@ export function ropeTables(cfg: ModelConfig, positions: number, dtype: FloatDTyp
 
 export function convertTensor(tensor: HostTensor, dtype: FloatDType): HostTensor {
   if (tensor.dtype === dtype) return tensor;
-  const data = dtype === 'float64' ? Float64Array.from(tensor.data as Float32Array) : Float32Array.from(tensor.data as Float64Array);
+  const data =
+    dtype === 'float64'
+      ? Float64Array.from(tensor.data as Float32Array)
+      : Float32Array.from(tensor.data as Float64Array);
   return { dtype, shape: tensor.shape, data };
 }
 
@@ -206,7 +219,12 @@ function trainablePredicate(option: ForwardOptions['trainableWeights']): (name: 
 }
 
 /** Creates the LoRA A/B inputs of every targeted projection. */
-export function addLoraInputs(graph: Graph, cfg: ModelConfig, lora: LoraSpec, dtype: FloatDType): Map<string, LoraInput> {
+export function addLoraInputs(
+  graph: Graph,
+  cfg: ModelConfig,
+  lora: LoraSpec,
+  dtype: FloatDType,
+): Map<string, LoraInput> {
   const inputs = new Map<string, LoraInput>();
   for (let layer = 0; layer < cfg.numLayers; layer++) {
     for (const projection of lora.targets) {
@@ -268,7 +286,8 @@ export function buildForward(
   const loraScaling = options.lora?.scaling ?? 1;
 
   const fused = options.fusedKernels === true;
-  if (fused && dtype !== 'float32') throw new Error('fusedKernels needs float32 (ONNX Runtime has these CPU kernels in float32 only)');
+  if (fused && dtype !== 'float32')
+    throw new Error('fusedKernels needs float32 (ONNX Runtime has these CPU kernels in float32 only)');
   const rope = ropeTables(cfg, cfg.maxPositionEmbeddings, dtype);
   const cosTable = graph.initializer(ROPE_COS, rope.cos); // [maxPositions, hd/2]
   const sinTable = graph.initializer(ROPE_SIN, rope.sin);
@@ -276,7 +295,8 @@ export function buildForward(
   const sin = fused ? undefined : op.unsqueeze(op.gather(sinTable, positions), [2, 3]);
   const mask = causalMask(graph, positions, T, dtype);
   const queryScale = op.scalar(graph, 1 / Math.sqrt(hd), dtype);
-  const norm = (x: Value, weight: Value) => (fused ? op.rmsNormalization(x, weight, cfg.rmsNormEps) : rmsNorm(x, weight, cfg.rmsNormEps));
+  const norm = (x: Value, weight: Value) =>
+    fused ? op.rmsNormalization(x, weight, cfg.rmsNormEps) : rmsNorm(x, weight, cfg.rmsNormEps);
 
   const project = (x: Value, layer: number, projection: Projection): Value => {
     const bias =
@@ -306,7 +326,9 @@ export function buildForward(
       }
       const v = op.reshape(project(normed, layer, 'v_proj'), [0, 0, KV, 1, hd]);
       const vHeads = op.transpose(v, [0, 2, 3, 1, 4]); // [B, KV, 1, T, hd]
-      const product = fused ? op.fusedMatmul(qHeads, kHeadsT, { alpha: 1 / Math.sqrt(hd) }) : op.matmul(qHeads, kHeadsT);
+      const product = fused
+        ? op.fusedMatmul(qHeads, kHeadsT, { alpha: 1 / Math.sqrt(hd) })
+        : op.matmul(qHeads, kHeadsT);
       const scores = op.add(product, mask); // [B, KV, G, T, T]
       const context = op.matmul(op.softmax(scores, -1), vHeads); // [B, KV, G, T, hd]
       const merged = op.reshape(op.transpose(context, [0, 3, 1, 2, 4]), [0, 0, H * hd]); // [B, T, H·hd]

@@ -77,7 +77,10 @@ export function quantizeInt8(weight: HostTensor): { weight: HostTensor; scale: H
     scale[o] = s;
     for (let i = 0; i < inFeatures; i++) q[i * outFeatures + o] = Math.round(W[o * inFeatures + i] / s);
   }
-  return { weight: { dtype: 'int8', shape: [inFeatures, outFeatures], data: q }, scale: { dtype: 'float32', shape: [outFeatures], data: scale } };
+  return {
+    weight: { dtype: 'int8', shape: [inFeatures, outFeatures], data: q },
+    scale: { dtype: 'float32', shape: [outFeatures], data: scale },
+  };
 }
 
 export const INT4_BLOCK = 32;
@@ -116,17 +119,35 @@ export function quantizeInt4(weight: HostTensor): { packed: HostTensor; scales: 
 }
 
 /** x [.., in] · Wᵀ (+ bias) with W [out, in] stored at `precision`, as frozen initializers named `name.*`. */
-export function frozenLinear(graph: Graph, x: Value, name: string, weight: HostTensor, precision: Precision, bias?: HostTensor): Value {
+export function frozenLinear(
+  graph: Graph,
+  x: Value,
+  name: string,
+  weight: HostTensor,
+  precision: Precision,
+  bias?: HostTensor,
+): Value {
   const biasValue = bias ? graph.initializer(`${name}.bias`, bias, false) : undefined;
   const [N, K] = weight.shape;
   if (precision === 'int8') {
     const q = quantizeInt8(weight);
-    return dynamicQuantizeMatMul(x, graph.initializer(`${name}.int8`, q.weight), graph.initializer(`${name}.scale`, q.scale), biasValue);
+    return dynamicQuantizeMatMul(
+      x,
+      graph.initializer(`${name}.int8`, q.weight),
+      graph.initializer(`${name}.scale`, q.scale),
+      biasValue,
+    );
   }
   if (precision === 'int4') {
     const q = quantizeInt4(weight);
     const options = { K, N, blockSize: INT4_BLOCK, accuracyLevel: 4 };
-    return matMulNBits(x, graph.initializer(`${name}.int4`, q.packed), graph.initializer(`${name}.scales`, q.scales), options, biasValue);
+    return matMulNBits(
+      x,
+      graph.initializer(`${name}.int4`, q.packed),
+      graph.initializer(`${name}.scales`, q.scales),
+      options,
+      biasValue,
+    );
   }
   const y = op.fusedMatmul(x, graph.initializer(`${name}.weight`, weight), { transB: true });
   return biasValue ? op.add(y, biasValue) : y;

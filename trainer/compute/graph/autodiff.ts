@@ -17,7 +17,12 @@ export interface GradientOptions {
  * Appends the gradient of `loss` with respect to each of `wrt` to the loss's graph.
  * A `wrt` value the loss does not depend on gets a zero gradient.
  */
-export function gradients(graph: Graph, loss: Value, wrt: readonly Value[], options: GradientOptions = {}): Map<Value, Value> {
+export function gradients(
+  graph: Graph,
+  loss: Value,
+  wrt: readonly Value[],
+  options: GradientOptions = {},
+): Map<Value, Value> {
   if (loss.graph !== graph) throw new Error(`gradients: loss ${loss.name} belongs to another graph`);
   if (!isFloat(loss.dtype)) throw new Error(`gradients: loss ${loss} must be a float tensor`);
   return gradientsFromSeeds(graph, [{ value: loss, seed: options.seed ?? onesLike(graph, loss) }], wrt);
@@ -28,7 +33,11 @@ export function gradients(graph: Graph, loss: Value, wrt: readonly Value[], opti
  * seed · d(value)/d(w), for each w of `wrt` (e.g. a loss computed in chunks, each chunk with its
  * own analytic gradient).
  */
-export function gradientsFromSeeds(graph: Graph, seeds: readonly { value: Value; seed: Value }[], wrt: readonly Value[]): Map<Value, Value> {
+export function gradientsFromSeeds(
+  graph: Graph,
+  seeds: readonly { value: Value; seed: Value }[],
+  wrt: readonly Value[],
+): Map<Value, Value> {
   for (const { value } of seeds) {
     if (value.graph !== graph) throw new Error(`gradients: ${value.name} belongs to another graph`);
   }
@@ -43,7 +52,9 @@ export function gradientsFromSeeds(graph: Graph, seeds: readonly { value: Value;
   const contributions = new Map<Value, Value[]>();
   const contribute = (value: Value, grad: Value) => {
     if (grad.dtype !== value.dtype || !sameShape(grad.shape, value.shape)) {
-      throw new Error(`gradients: gradient ${grad} does not match ${value} (rule for ${value.producer?.op ?? 'input'})`);
+      throw new Error(
+        `gradients: gradient ${grad} does not match ${value} (rule for ${value.producer?.op ?? 'input'})`,
+      );
     }
     const list = contributions.get(value);
     if (list) list.push(grad);

@@ -21,7 +21,10 @@ export function matmulFlops(node: Node): number {
 }
 
 /** Total product FLOPs, and the share of nodes whose name starts with each given scope. */
-export function graphMatmulFlops(graph: Graph, scopes: readonly string[] = []): { total: number; byScope: Record<string, number> } {
+export function graphMatmulFlops(
+  graph: Graph,
+  scopes: readonly string[] = [],
+): { total: number; byScope: Record<string, number> } {
   let total = 0;
   const byScope: Record<string, number> = Object.fromEntries(scopes.map((s) => [s, 0]));
   for (const node of graph.nodes) {

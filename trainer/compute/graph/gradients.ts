@@ -23,7 +23,8 @@ export function constantInts(node: Node, index: number): number[] | undefined {
   const value = node.inputs[index];
   if (!value) return undefined;
   const tensor = value.graph.constants.get(value);
-  if (!tensor) throw new Error(`${node.op} (${node.name}): input ${index} (${value.name}) must be a constant for its gradient`);
+  if (!tensor)
+    throw new Error(`${node.op} (${node.name}): input ${index} (${value.name}) must be a constant for its gradient`);
   return Array.from(tensor.data as ArrayLike<number | bigint>, Number);
 }
 
@@ -62,7 +63,11 @@ export function unbroadcast(grad: Value, target: Value): Value {
     else throw new Error(`unbroadcast: cannot reduce ${grad} to ${target}`);
   }
   let out = op.reduceSum(grad, axes, true);
-  if (lead > 0) out = op.squeeze(out, Array.from({ length: lead }, (_, i) => i));
+  if (lead > 0)
+    out = op.squeeze(
+      out,
+      Array.from({ length: lead }, (_, i) => i),
+    );
   return out;
 }
 
@@ -143,7 +148,10 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
 
   Sub: (c) => {
     const g = grad0(c);
-    return [c.needs[0] ? unbroadcast(g, input(c.node, 0)) : null, c.needs[1] ? unbroadcast(op.neg(g), input(c.node, 1)) : null];
+    return [
+      c.needs[0] ? unbroadcast(g, input(c.node, 0)) : null,
+      c.needs[1] ? unbroadcast(op.neg(g), input(c.node, 1)) : null,
+    ];
   },
 
   Sum: (c) => c.node.inputs.map((v, k) => (c.needs[k] && v ? unbroadcast(grad0(c), v) : null)),
@@ -180,7 +188,8 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
       if (constant && constant.shape.length === 0) {
         // x^p with a scalar constant p: p · x^(p-1), folded at build time.
         const pv = Number((constant.data as ArrayLike<number>)[0]);
-        const derivative = pv === 2 ? op.mul(x, scalarLike(x, 2)) : op.mul(op.pow(x, scalarLike(x, pv - 1)), scalarLike(x, pv));
+        const derivative =
+          pv === 2 ? op.mul(x, scalarLike(x, 2)) : op.mul(op.pow(x, scalarLike(x, pv - 1)), scalarLike(x, pv));
         dx = op.mul(g, derivative);
       } else {
         const pMinusOne = op.sub(p, scalarLike(p, 1));
@@ -239,14 +248,16 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
 
   'com.microsoft.FusedMatMul': (c) => {
     const attrs = c.node.attrs;
-    if (attrs.transBatchA || attrs.transBatchB) throw new Error(`FusedMatMul (${c.node.name}): no gradient with transBatchA/B`);
+    if (attrs.transBatchA || attrs.transBatchB)
+      throw new Error(`FusedMatMul (${c.node.name}): no gradient with transBatchA/B`);
     const alpha = attrs.alpha === undefined ? 1 : (attrs.alpha as { float: number }).float;
     return matmulGradients(c, attrs.transA === 1, attrs.transB === 1, alpha);
   },
 
   Transpose: (c) => {
     const x = input(c.node, 0);
-    const perm = (c.node.attrs.perm as number[] | undefined) ?? Array.from({ length: x.rank }, (_, i) => x.rank - 1 - i);
+    const perm =
+      (c.node.attrs.perm as number[] | undefined) ?? Array.from({ length: x.rank }, (_, i) => x.rank - 1 - i);
     const inverse = new Array<number>(perm.length);
     perm.forEach((p, i) => (inverse[p] = i));
     return [op.transpose(grad0(c), inverse)];
@@ -263,7 +274,8 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const axis = c.node.attrs.axis as number;
     const sizes = c.node.inputs.map((v) => {
       const d = v?.shape[axis];
-      if (typeof d !== 'number') throw new Error(`Concat (${c.node.name}): gradient needs static sizes along axis ${axis}`);
+      if (typeof d !== 'number')
+        throw new Error(`Concat (${c.node.name}): gradient needs static sizes along axis ${axis}`);
       return d;
     });
     const parts = op.split(grad0(c), axis, sizes);
@@ -334,7 +346,8 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const r = c.node.outputs[1];
     if (!r) throw new Error(`SimplifiedLayerNormalization (${c.node.name}): gradient needs the inv_std_var output`);
     const axis = (c.node.attrs.axis as number | undefined) ?? -1;
-    if (axis !== -1 && axis !== x.rank - 1) throw new Error(`SimplifiedLayerNormalization (${c.node.name}): gradient supports the last axis`);
+    if (axis !== -1 && axis !== x.rank - 1)
+      throw new Error(`SimplifiedLayerNormalization (${c.node.name}): gradient supports the last axis`);
     const g = grad0(c);
     let dx: Value | null = null;
     if (c.needs[0]) {
@@ -363,11 +376,18 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     // with the sine cache negated.
     const [, positions, cos, sin] = c.node.inputs;
     if (!positions || !cos || !sin) throw new Error(`RotaryEmbedding (${c.node.name}): missing inputs`);
-    if (c.needs[2] || c.needs[3]) throw new Error(`RotaryEmbedding (${c.node.name}): no gradient for the cos/sin caches`);
+    if (c.needs[2] || c.needs[3])
+      throw new Error(`RotaryEmbedding (${c.node.name}): no gradient for the cos/sin caches`);
     const g = grad0(c);
-    const back = c.graph.node('RotaryEmbedding', [g, positions, cos, op.neg(sin)], { ...c.node.attrs }, [
-      { dtype: g.dtype, shape: g.shape },
-    ], 'rope_grad', false, 'com.microsoft')[0];
+    const back = c.graph.node(
+      'RotaryEmbedding',
+      [g, positions, cos, op.neg(sin)],
+      { ...c.node.attrs },
+      [{ dtype: g.dtype, shape: g.shape }],
+      'rope_grad',
+      false,
+      'com.microsoft',
+    )[0];
     return [back, null, null, null];
   },
 
@@ -376,7 +396,9 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     // onto the labels (ScatterElements with add; no one-hot tensor).
     const attrs = c.node.attrs;
     if ((attrs.reduction ?? 'mean') !== 'none' || c.node.inputs[2] || attrs.ignore_index !== undefined) {
-      throw new Error(`SoftmaxCrossEntropyLoss (${c.node.name}): gradient supports reduction 'none' without weights or ignore_index`);
+      throw new Error(
+        `SoftmaxCrossEntropyLoss (${c.node.name}): gradient supports reduction 'none' without weights or ignore_index`,
+      );
     }
     const scores = input(c.node, 0);
     if (scores.rank !== 2) throw new Error(`SoftmaxCrossEntropyLoss (${c.node.name}): gradient supports [N, C] scores`);

@@ -162,7 +162,11 @@ function matmulShape(op: string, as: Shape, bs: Shape, a: Value, b: Value): Dim[
  * com.microsoft FusedMatMul: alpha * op(A) @ op(B) with optional transposes of the last two
  * dimensions, which saves the Transpose nodes that backward passes would otherwise need.
  */
-export function fusedMatmul(a: Value, b: Value, options: { transA?: boolean; transB?: boolean; alpha?: number } = {}): Value {
+export function fusedMatmul(
+  a: Value,
+  b: Value,
+  options: { transA?: boolean; transB?: boolean; alpha?: number } = {},
+): Value {
   const graph = sameGraph('FusedMatMul', [a, b]);
   const dtype = sameDtype('FusedMatMul', [a, b]);
   const swap = (s: Shape, t?: boolean): Shape => (t ? [...s.slice(0, -2), s[s.length - 1], s[s.length - 2]] : s);
@@ -283,15 +287,25 @@ export function shapeOf(x: Value): Value {
 /** A tensor of `like`'s shape and dtype filled with `value`; static shapes need no Shape node. */
 export function fillLike(like: Value, value = 0, dtype: DType = like.dtype): Value {
   const g = like.graph;
-  const shape = like.shape.every((d) => typeof d === 'number') ? int64s(g, like.shape as number[], 'shape') : shapeOf(like);
-  return g.node('ConstantOfShape', [shape], { value: tensorOf(dtype, [1], [value]) }, [{ dtype, shape: like.shape }], 'fill')[0];
+  const shape = like.shape.every((d) => typeof d === 'number')
+    ? int64s(g, like.shape as number[], 'shape')
+    : shapeOf(like);
+  return g.node(
+    'ConstantOfShape',
+    [shape],
+    { value: tensorOf(dtype, [1], [value]) },
+    [{ dtype, shape: like.shape }],
+    'fill',
+  )[0];
 }
 
 /** Expands `x` to the shape of `like` (static shape as a constant, else a Shape node). */
 export function expandLike(x: Value, like: Value): Value {
   if (sameShape(x.shape, like.shape)) return x;
   const g = x.graph;
-  const shape = like.shape.every((d) => typeof d === 'number') ? int64s(g, like.shape as number[], 'shape') : shapeOf(like);
+  const shape = like.shape.every((d) => typeof d === 'number')
+    ? int64s(g, like.shape as number[], 'shape')
+    : shapeOf(like);
   const out = broadcastShapes('Expand', x, like);
   return g.node('Expand', [x, shape], {}, [{ dtype: x.dtype, shape: out }])[0];
 }
@@ -306,7 +320,13 @@ export function reshapeLike(x: Value, like: Value): Value {
 /** Constant zero padding (ONNX Pad): `pads` = [begin_0 … begin_n, end_0 … end_n]. */
 export function pad(x: Value, pads: readonly number[]): Value {
   if (pads.length !== 2 * x.rank) fail('Pad', `needs ${2 * x.rank} pads, got ${pads.length}`, x);
-  const shape = x.shape.map((d, i) => (typeof d === 'number' ? d + pads[i] + pads[i + x.rank] : pads[i] + pads[i + x.rank] === 0 ? d : `${x.name}_pad_${i}`));
+  const shape = x.shape.map((d, i) =>
+    typeof d === 'number'
+      ? d + pads[i] + pads[i + x.rank]
+      : pads[i] + pads[i + x.rank] === 0
+        ? d
+        : `${x.name}_pad_${i}`,
+  );
   return x.graph.node('Pad', [x, int64s(x.graph, pads, 'pads')], { mode: 'constant' }, [{ dtype: x.dtype, shape }])[0];
 }
 
@@ -324,9 +344,11 @@ function reduce(op: string, x: Value, axes: readonly number[], keepdims: boolean
 }
 
 export const reduceSum = (x: Value, axes: readonly number[], keepdims = true) => reduce('ReduceSum', x, axes, keepdims);
-export const reduceMean = (x: Value, axes: readonly number[], keepdims = true) => reduce('ReduceMean', x, axes, keepdims);
+export const reduceMean = (x: Value, axes: readonly number[], keepdims = true) =>
+  reduce('ReduceMean', x, axes, keepdims);
 /** Σ x² over `axes` in one pass (no gradient rule: used for gradient norms, after autodiff). */
-export const reduceSumSquare = (x: Value, axes: readonly number[], keepdims = true) => reduce('ReduceSumSquare', x, axes, keepdims);
+export const reduceSumSquare = (x: Value, axes: readonly number[], keepdims = true) =>
+  reduce('ReduceSumSquare', x, axes, keepdims);
 
 export function softmax(x: Value, axis = -1): Value {
   return unary('Softmax', x, { axis: normalizeAxis('Softmax', axis, x.rank) });
@@ -343,7 +365,8 @@ export function logSoftmax(x: Value, axis = -1): Value {
  */
 export function softmaxCrossEntropy(scores: Value, labels: Value): { loss: Value; logProb: Value } {
   if (scores.rank !== 2) fail('SoftmaxCrossEntropyLoss', 'scores must be [N, C]', scores);
-  if (labels.rank !== 1 || labels.dtype !== 'int64') fail('SoftmaxCrossEntropyLoss', 'labels must be int64 [N]', labels);
+  if (labels.rank !== 1 || labels.dtype !== 'int64')
+    fail('SoftmaxCrossEntropyLoss', 'labels must be int64 [N]', labels);
   const [loss, logProb] = scores.graph.node('SoftmaxCrossEntropyLoss', [scores, labels], { reduction: 'none' }, [
     { dtype: scores.dtype, shape: [scores.shape[0]] },
     { dtype: scores.dtype, shape: scores.shape },
@@ -359,16 +382,30 @@ export function softmaxCrossEntropy(scores: Value, labels: Value): { loss: Value
 /** RMSNorm over the last axis: x · rsqrt(mean(x²) + eps) · gamma (SimplifiedLayerNormalization). */
 export function rmsNormalization(x: Value, gamma: Value, eps: number): Value {
   const rowShape = [...x.shape.slice(0, -1), 1];
-  return x.graph.node('SimplifiedLayerNormalization', [x, gamma], { axis: -1, epsilon: { float: eps } }, [
-    { dtype: x.dtype, shape: x.shape },
-    // inv_std_var [..., 1]: kept for the gradient rule.
-    { dtype: x.dtype, shape: rowShape },
-  ], 'rms_norm')[0];
+  return x.graph.node(
+    'SimplifiedLayerNormalization',
+    [x, gamma],
+    { axis: -1, epsilon: { float: eps } },
+    [
+      { dtype: x.dtype, shape: x.shape },
+      // inv_std_var [..., 1]: kept for the gradient rule.
+      { dtype: x.dtype, shape: rowShape },
+    ],
+    'rms_norm',
+  )[0];
 }
 
 /** SiLU x · σ(x) as com.microsoft QuickGelu with alpha 1. */
 export function silu(x: Value): Value {
-  return x.graph.node('QuickGelu', [x], { alpha: { float: 1 } }, [{ dtype: x.dtype, shape: x.shape }], 'silu', false, 'com.microsoft')[0];
+  return x.graph.node(
+    'QuickGelu',
+    [x],
+    { alpha: { float: 1 } },
+    [{ dtype: x.dtype, shape: x.shape }],
+    'silu',
+    false,
+    'com.microsoft',
+  )[0];
 }
 
 /**
@@ -377,9 +414,15 @@ export function silu(x: Value): Value {
  */
 export function rotaryEmbedding(x: Value, positions: Value, cos: Value, sin: Value, numHeads: number): Value {
   if (x.rank !== 3) fail('RotaryEmbedding', 'input must be [B, T, heads·hd]', x);
-  return x.graph.node('RotaryEmbedding', [x, positions, cos, sin], { num_heads: numHeads, interleaved: 0 }, [
-    { dtype: x.dtype, shape: x.shape },
-  ], 'rope', false, 'com.microsoft')[0];
+  return x.graph.node(
+    'RotaryEmbedding',
+    [x, positions, cos, sin],
+    { num_heads: numHeads, interleaved: 0 },
+    [{ dtype: x.dtype, shape: x.shape }],
+    'rope',
+    false,
+    'com.microsoft',
+  )[0];
 }
 
 // ---------------------------------------------------------------- indexing
@@ -396,13 +439,22 @@ export function gather(data: Value, indices: Value, axis = 0): Value {
 export function gatherElements(data: Value, indices: Value, axis: number): Value {
   const a = normalizeAxis('GatherElements', axis, data.rank);
   if (indices.rank !== data.rank) fail('GatherElements', 'ranks differ', data, indices);
-  return data.graph.node('GatherElements', [data, indices], { axis: a }, [{ dtype: data.dtype, shape: indices.shape }])[0];
+  return data.graph.node('GatherElements', [data, indices], { axis: a }, [
+    { dtype: data.dtype, shape: indices.shape },
+  ])[0];
 }
 
 /** ONNX ScatterElements; reduction 'add' accumulates duplicates. */
-export function scatterElements(data: Value, indices: Value, updates: Value, axis: number, reduction: 'none' | 'add' = 'none'): Value {
+export function scatterElements(
+  data: Value,
+  indices: Value,
+  updates: Value,
+  axis: number,
+  reduction: 'none' | 'add' = 'none',
+): Value {
   const a = normalizeAxis('ScatterElements', axis, data.rank);
-  if (!sameShape(indices.shape, updates.shape)) fail('ScatterElements', 'indices and updates shapes differ', indices, updates);
+  if (!sameShape(indices.shape, updates.shape))
+    fail('ScatterElements', 'indices and updates shapes differ', indices, updates);
   return data.graph.node('ScatterElements', [data, indices, updates], { axis: a, reduction }, [
     { dtype: data.dtype, shape: data.shape },
   ])[0];
@@ -411,7 +463,9 @@ export function scatterElements(data: Value, indices: Value, updates: Value, axi
 /** ONNX ScatterND; `indices` [..., k] address the first k dims of data; reduction 'add' accumulates. */
 export function scatterND(data: Value, indices: Value, updates: Value, reduction: 'none' | 'add' = 'none'): Value {
   if (indices.dtype !== 'int64') fail('ScatterND', 'indices must be int64', indices);
-  return data.graph.node('ScatterND', [data, indices, updates], { reduction }, [{ dtype: data.dtype, shape: data.shape }])[0];
+  return data.graph.node('ScatterND', [data, indices, updates], { reduction }, [
+    { dtype: data.dtype, shape: data.shape },
+  ])[0];
 }
 
 // ---------------------------------------------------------------- ONNX data types

@@ -21,7 +21,11 @@ export function workerEntry(): { file: string; fromSource: boolean } {
   const fromSource = __filename.endsWith('.ts');
   const candidates = fromSource
     ? [path.join(__dirname, '..', '..', 'worker.ts')]
-    : [path.join(__dirname, 'runtime', 'worker.js'), path.join(__dirname, '..', 'runtime', 'worker.js'), path.join(__dirname, 'worker.js')];
+    : [
+        path.join(__dirname, 'runtime', 'worker.js'),
+        path.join(__dirname, '..', 'runtime', 'worker.js'),
+        path.join(__dirname, 'worker.js'),
+      ];
   const file = candidates.find((c) => fs.existsSync(c));
   if (!file) throw new Error(`engine worker entry not found (looked for ${candidates.join(', ')}); run npm run build`);
   return { file, fromSource };
@@ -51,7 +55,9 @@ export class EngineWorker {
   }
 
   static start(options: EngineWorkerOptions = {}): EngineWorker {
-    const { file, fromSource } = options.entry ? { file: options.entry, fromSource: options.entry.endsWith('.ts') } : workerEntry();
+    const { file, fromSource } = options.entry
+      ? { file: options.entry, fromSource: options.entry.endsWith('.ts') }
+      : workerEntry();
     const stopFlag = new Int32Array(new SharedArrayBuffer(4));
     const workerData: WorkerData = { stopFlag };
     if (!fromSource) return new EngineWorker(new Worker(file, { workerData }), stopFlag);
@@ -64,7 +70,10 @@ export class EngineWorker {
   }
 
   /** Calls `method` in the worker. Arguments are copied (structured clone); results are moved. */
-  call<K extends keyof WorkerHandlers>(method: K, ...args: Parameters<WorkerHandlers[K]>): Promise<Awaited<ReturnType<WorkerHandlers[K]>>> {
+  call<K extends keyof WorkerHandlers>(
+    method: K,
+    ...args: Parameters<WorkerHandlers[K]>
+  ): Promise<Awaited<ReturnType<WorkerHandlers[K]>>> {
     return this.send(method, args, []) as Promise<Awaited<ReturnType<WorkerHandlers[K]>>>;
   }
 

@@ -24,7 +24,8 @@ export function collectTransferables(value: unknown, into: Set<ArrayBuffer> = ne
     into.add(value);
     return into;
   }
-  const entries = value instanceof Map ? value.values() : Array.isArray(value) ? value.values() : Object.values(value).values();
+  const entries =
+    value instanceof Map ? value.values() : Array.isArray(value) ? value.values() : Object.values(value).values();
   for (const item of entries) collectTransferables(item, into, depth + 1);
   return into;
 }

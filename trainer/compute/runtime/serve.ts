@@ -7,7 +7,8 @@ import { type Request, type Response, type WorkerData, collectTransferables } fr
 // that calls it with every area's handlers is trainer/worker.ts.
 
 export function serveRequests(handlers: WorkerHandlers): void {
-  if (isMainThread || !parentPort) throw new Error('trainer/worker is the engine worker entry; start it with EngineWorker.start()');
+  if (isMainThread || !parentPort)
+    throw new Error('trainer/worker is the engine worker entry; start it with EngineWorker.start()');
   const port = parentPort;
   const stopFlag = (workerData as WorkerData | undefined)?.stopFlag;
 

@@ -25,7 +25,11 @@ export const sessionHandlers = {
   },
 
   /** Runs a session; `fetch` limits which outputs come back (ORT still computes every node). */
-  async runSession(id: number, feeds: Record<string, HostTensor>, fetch?: string[]): Promise<Record<string, HostTensor>> {
+  async runSession(
+    id: number,
+    feeds: Record<string, HostTensor>,
+    fetch?: string[],
+  ): Promise<Record<string, HostTensor>> {
     const session = sessionById(id);
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [name, tensor] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(tensor);

@@ -30,11 +30,15 @@ export function defaultThreadCount(): number {
   return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
 }
 
-export async function openSession(model: SerializedModel, options: RuntimeSessionOptions = {}): Promise<ort.InferenceSession> {
+export async function openSession(
+  model: SerializedModel,
+  options: RuntimeSessionOptions = {},
+): Promise<ort.InferenceSession> {
   const threads = options.threads ?? defaultThreadCount();
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`threads must be a positive integer, got ${threads}`);
   return ort.InferenceSession.create(model.model, {
-    externalData: model.externalData.byteLength > 0 ? [{ path: model.externalDataName, data: model.externalData }] : undefined,
+    externalData:
+      model.externalData.byteLength > 0 ? [{ path: model.externalDataName, data: model.externalData }] : undefined,
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     executionMode: 'sequential',

@@ -43,7 +43,9 @@ export interface DatasetSummary {
 }
 
 // A tokenizer file with the sha256 of its bytes.
-export async function loadTokenizerFile(pathOrDir: string): Promise<{ tokenizer: Tokenizer; sha256: string; file: string }> {
+export async function loadTokenizerFile(
+  pathOrDir: string,
+): Promise<{ tokenizer: Tokenizer; sha256: string; file: string }> {
   let file = pathOrDir;
   try {
     if (fs.statSync(pathOrDir).isDirectory()) file = path.join(pathOrDir, 'tokenizer.json');
@@ -57,7 +59,8 @@ export async function loadTokenizerFile(pathOrDir: string): Promise<{ tokenizer:
 
 export async function buildDataset(folder: string, options: BuildDatasetOptions): Promise<DatasetSummary> {
   const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
-  if (!Number.isInteger(maxTokens) || maxTokens < 16) throw new Error(`maxTokens must be an integer >= 16, got ${maxTokens}`);
+  if (!Number.isInteger(maxTokens) || maxTokens < 16)
+    throw new Error(`maxTokens must be an integer >= 16, got ${maxTokens}`);
   const mineOptions = mergeMineOptions({
     ...options.mine,
     examples: { windowChars: windowCharsFor(maxTokens), ...options.mine?.examples },

@@ -101,7 +101,8 @@ export function encodeRecord(record: ExampleRecord, into: Buffer, at: number): v
 export function decodeRecord(from: Buffer, at: number): ExampleRecord {
   const kind = EXAMPLE_KINDS[from.readUInt8(at + 20)];
   const split = SPLITS[from.readUInt8(at + 21)];
-  if (kind === undefined || split === undefined) throw new Error('corrupt dataset: unknown example kind or split in the index');
+  if (kind === undefined || split === undefined)
+    throw new Error('corrupt dataset: unknown example kind or split in the index');
   return {
     tokenStart: Number(from.readBigUInt64LE(at)),
     length: from.readUInt32LE(at + 8),

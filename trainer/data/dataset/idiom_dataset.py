@@ -83,7 +83,7 @@ class IdiomDataset:
             count = min(block, n - first)
             self._f.seek(self._index["offset"] + first * RECORD.size)
             raw = self._f.read(count * RECORD.size)
-            records = [self._decode(raw[k * RECORD.size:(k + 1) * RECORD.size]) for k in range(count)]
+            records = [self._decode(raw[k * RECORD.size : (k + 1) * RECORD.size]) for k in range(count)]
             for k, rec in enumerate(records):
                 if split is not None and rec["split"] != split:
                     continue
@@ -114,8 +114,13 @@ def _summary(path):
             for position, token in enumerate(ex["tokens"]):
                 checksum = (checksum * 31 + token + position) % 1000000007
             targets += len(ex["tokens"]) - max(1, ex["loss_start"])
-        return {"examples": len(ds), "tokens": total, "checksum": checksum, "targets": targets,
-                "heldOutCommits": ds.header["split"]["heldOutCommits"]}
+        return {
+            "examples": len(ds),
+            "tokens": total,
+            "checksum": checksum,
+            "targets": targets,
+            "heldOutCommits": ds.header["split"]["heldOutCommits"],
+        }
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ export class DatasetReader {
 
   // The index record of example i, validated against the header.
   record(i: number): ExampleRecord {
-    if (!Number.isInteger(i) || i < 0 || i >= this.count) throw new RangeError(`example ${i} out of range [0, ${this.count})`);
+    if (!Number.isInteger(i) || i < 0 || i >= this.count)
+      throw new RangeError(`example ${i} out of range [0, ${this.count})`);
     const buffer = Buffer.alloc(RECORD_BYTES);
     this.readAt(buffer, this.header.sections.index.offset + i * RECORD_BYTES);
     return this.checked(decodeRecord(buffer, 0), i);
@@ -119,8 +120,10 @@ export class DatasetReader {
     if (record.tokenStart + record.length > tokens || record.length === 0) {
       throw new Error(`${this.path}: corrupt dataset: example ${i} lies outside the token section`);
     }
-    if (record.lossStart > record.length) throw new Error(`${this.path}: corrupt dataset: example ${i} has lossStart past its end`);
-    if (record.file >= this.header.files.length) throw new Error(`${this.path}: corrupt dataset: example ${i} names file ${record.file}`);
+    if (record.lossStart > record.length)
+      throw new Error(`${this.path}: corrupt dataset: example ${i} has lossStart past its end`);
+    if (record.file >= this.header.files.length)
+      throw new Error(`${this.path}: corrupt dataset: example ${i} names file ${record.file}`);
     return record;
   }
 

@@ -41,7 +41,13 @@ export function tokenizeExample(example: Example, tokenizer: DatasetTokenizer, m
       const end = Math.min(ids.length, start + maxTokens);
       let flags = start > 0 ? FLAG_CONTINUATION : 0;
       if (endsWithEos && end === ids.length) flags |= FLAG_ENDS_WITH_EOS;
-      pieces.push({ tokens: Int32Array.from(ids.slice(start, end)), lossStart: 0, kind: 'plain', split: example.split, flags });
+      pieces.push({
+        tokens: Int32Array.from(ids.slice(start, end)),
+        lossStart: 0,
+        kind: 'plain',
+        split: example.split,
+        flags,
+      });
     }
     return pieces;
   }

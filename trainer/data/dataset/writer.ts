@@ -98,7 +98,8 @@ export class DatasetWriter {
     const { tokens } = example;
     for (let i = 0; i < tokens.length; i++) {
       const id = tokens[i];
-      if (!(id >= 0 && id < this.vocabSize)) throw new Error(`token id ${id} outside the vocabulary (${this.vocabSize})`);
+      if (!(id >= 0 && id < this.vocabSize))
+        throw new Error(`token id ${id} outside the vocabulary (${this.vocabSize})`);
     }
     const record: ExampleRecord = {
       tokenStart: this.tokenCount,
@@ -181,7 +182,12 @@ export class DatasetWriter {
       fs.closeSync(this.index.fd);
       fs.rmSync(this.indexPath, { force: true });
       fs.renameSync(this.tempPath, this.outputPath);
-      return { path: this.outputPath, bytes: headerOffset + json.length, sha256: sha256OfFileSync(this.outputPath), header };
+      return {
+        path: this.outputPath,
+        bytes: headerOffset + json.length,
+        sha256: sha256OfFileSync(this.outputPath),
+        header,
+      };
     } catch (error) {
       this.abort();
       throw error;

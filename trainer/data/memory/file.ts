@@ -59,7 +59,8 @@ export function readMemoryFile(dir: string): MemoryDocument[] | null {
       throw new Error(`${file}: line ${index + 1} is not JSON`);
     }
     const { path: documentPath, text: documentText } = (record ?? {}) as Record<string, unknown>;
-    if (typeof documentPath !== 'string' || typeof documentText !== 'string') throw new Error(`${file}: line ${index + 1} needs string "path" and "text"`);
+    if (typeof documentPath !== 'string' || typeof documentText !== 'string')
+      throw new Error(`${file}: line ${index + 1} needs string "path" and "text"`);
     return { path: documentPath, text: documentText };
   });
 }

@@ -106,7 +106,10 @@ export class RepositoryMemory {
   private readonly sortedPositions: Int32Array;
   private readonly sortedKeys: Uint32Array;
 
-  constructor(documents: readonly MemoryDocument[], readonly options: MemoryOptions = defaultMemoryOptions) {
+  constructor(
+    documents: readonly MemoryDocument[],
+    readonly options: MemoryOptions = defaultMemoryOptions,
+  ) {
     this.documents = [...documents];
     const ids: number[] = [];
     const starts: number[] = [];
@@ -133,7 +136,8 @@ export class RepositoryMemory {
     const k = options.keyUnits;
     // Sorted as one float64 per place, key * 2^21 + position (exact below 2^53): a numeric typed
     // array sort, several times faster than sorting indices with a comparator.
-    if (this.ids.length >= 2 ** 21) throw new Error(`repository memory holds at most ${2 ** 21} units, got ${this.ids.length}`);
+    if (this.ids.length >= 2 ** 21)
+      throw new Error(`repository memory holds at most ${2 ** 21} units, got ${this.ids.length}`);
     const packed: number[] = [];
     for (let i = k - 1; i < this.ids.length; i++) {
       let ok = true;
@@ -185,7 +189,8 @@ export class RepositoryMemory {
     }
     let chosen: MemoryMatch | null = null;
     for (const [text, entry] of scored) {
-      if (!chosen || entry.votes > chosen.votes) chosen = { text, matchedUnits: best, votes: entry.votes, places, path: entry.path };
+      if (!chosen || entry.votes > chosen.votes)
+        chosen = { text, matchedUnits: best, votes: entry.votes, places, path: entry.path };
     }
     return chosen;
   }
@@ -215,7 +220,14 @@ export class RepositoryMemory {
   /** How many units before the cursor agree with those ending at `position`. */
   private agreement(query: readonly number[], position: number): number {
     let n = 0;
-    while (n < this.options.maxUnits && n < query.length && position - n >= 0 && this.ids[position - n] === query[query.length - 1 - n] && query[query.length - 1 - n] >= 0) n++;
+    while (
+      n < this.options.maxUnits &&
+      n < query.length &&
+      position - n >= 0 &&
+      this.ids[position - n] === query[query.length - 1 - n] &&
+      query[query.length - 1 - n] >= 0
+    )
+      n++;
     return n;
   }
 
@@ -229,7 +241,8 @@ export class RepositoryMemory {
       if (next >= this.ids.length || this.doc[next] !== this.doc[position] || this.ids[next] < 0) return null;
       const start = this.starts[next];
       if (!document.text.startsWith(query.partial, start)) return null;
-      if (this.ids[position] !== this.vocabulary.id('\n', false) && document.text.slice(from, start).includes('\n')) return null;
+      if (this.ids[position] !== this.vocabulary.id('\n', false) && document.text.slice(from, start).includes('\n'))
+        return null;
       from = start + query.partial.length;
     } else if (query.atLineStart || query.afterSpace) {
       while (from < document.text.length && (document.text[from] === ' ' || document.text[from] === '\t')) from++;

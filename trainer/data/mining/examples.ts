@@ -137,9 +137,9 @@ function largestAtMost(sorted: readonly number[], limit: number): number {
 export function windowsOf(text: string, syntax: SyntaxIndex | null, windowChars: number): [number, number][] {
   const lines = new SourceLines(text);
   const chunkCuts = syntax
-    ? [...new Set(syntax.chunks.filter((chunk) => chunk.depth === 0).map((chunk) => lines.starts[chunk.startLine]))].sort(
-        (a, b) => a - b,
-      )
+    ? [
+        ...new Set(syntax.chunks.filter((chunk) => chunk.depth === 0).map((chunk) => lines.starts[chunk.startLine])),
+      ].sort((a, b) => a - b)
     : [];
   const blankCuts: number[] = [];
   for (let line = 1; line < lines.starts.length; line++) {

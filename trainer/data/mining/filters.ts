@@ -141,7 +141,8 @@ const BINARY_EXTENSIONS = new Set(
 );
 
 // Names of generated files (protobuf, minified bundles, designer files).
-const GENERATED_NAME = /(\.min\.(js|css|mjs)|\.pb\.go|_pb2(_grpc)?\.pyi?|\.pb\.(cc|h)|\.generated\.\w+|\.g\.cs|\.designer\.cs|\.bundle\.js|\.js\.map|\.d\.ts\.map)$/i;
+const GENERATED_NAME =
+  /(\.min\.(js|css|mjs)|\.pb\.go|_pb2(_grpc)?\.pyi?|\.pb\.(cc|h)|\.generated\.\w+|\.g\.cs|\.designer\.cs|\.bundle\.js|\.js\.map|\.d\.ts\.map)$/i;
 
 function baseName(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);

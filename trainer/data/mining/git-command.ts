@@ -53,9 +53,17 @@ function verb(args: readonly string[]): string {
 }
 
 /** Runs git in `cwd` and resolves with its stdout; rejects with one line (git's first stderr line). */
-export function runGit(cwd: string, args: readonly string[], options: { input?: string; extra?: readonly string[] } = {}): Promise<string> {
+export function runGit(
+  cwd: string,
+  args: readonly string[],
+  options: { input?: string; extra?: readonly string[] } = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn('git', safeGitArgs(args, options.extra), { cwd, env: gitEnvironment(), stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('git', safeGitArgs(args, options.extra), {
+      cwd,
+      env: gitEnvironment(),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
@@ -73,7 +81,13 @@ export function runGit(cwd: string, args: readonly string[], options: { input?: 
 /** runGit, blocking (for the few synchronous callers). */
 export function runGitSync(cwd: string, args: readonly string[], extra: readonly string[] = []): string {
   try {
-    return execFileSync('git', safeGitArgs(args, extra), { cwd, env: gitEnvironment(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 28 });
+    return execFileSync('git', safeGitArgs(args, extra), {
+      cwd,
+      env: gitEnvironment(),
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      maxBuffer: 1 << 28,
+    });
   } catch (error) {
     const stderr = (error as { stderr?: string }).stderr;
     throw new Error(`git ${verb(args)} failed: ${firstLine(stderr || (error as Error).message)}`);
@@ -98,8 +112,16 @@ export function filterOverrides(cwd: string): string[] {
   }
   const settings: string[] = [];
   for (const name of names) {
-    if (/[=\n\0]/.test(name)) throw new Error(`${cwd}: git filter driver ${JSON.stringify(name)} has a name that cannot be switched off on the command line`);
-    settings.push(`filter.${name}.clean=`, `filter.${name}.smudge=`, `filter.${name}.process=`, `filter.${name}.required=false`);
+    if (/[=\n\0]/.test(name))
+      throw new Error(
+        `${cwd}: git filter driver ${JSON.stringify(name)} has a name that cannot be switched off on the command line`,
+      );
+    settings.push(
+      `filter.${name}.clean=`,
+      `filter.${name}.smudge=`,
+      `filter.${name}.process=`,
+      `filter.${name}.required=false`,
+    );
   }
   return settings;
 }
@@ -111,7 +133,11 @@ export function filterOverrides(cwd: string): string[] {
  */
 export function dirtyWorkTree(root: string): boolean {
   try {
-    const output = runGitSync(root, ['status', '--porcelain', '--untracked-files=no', '--ignore-submodules=all', '--no-renames'], filterOverrides(root));
+    const output = runGitSync(
+      root,
+      ['status', '--porcelain', '--untracked-files=no', '--ignore-submodules=all', '--no-renames'],
+      filterOverrides(root),
+    );
     return output.trim().length > 0;
   } catch {
     return true;

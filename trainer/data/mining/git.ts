@@ -97,7 +97,14 @@ export class GitRepository {
   // excludes file) would ignore: files force-added despite a rule.
   async ignoredTrackedPaths(): Promise<Set<string>> {
     if (!this.head) return new Set();
-    const output = await runGit(this.root, ['ls-files', '-z', '--cached', '--ignored', '--exclude-standard', '--full-name']);
+    const output = await runGit(this.root, [
+      'ls-files',
+      '-z',
+      '--cached',
+      '--ignored',
+      '--exclude-standard',
+      '--full-name',
+    ]);
     return new Set(output.split('\0').filter((entry) => entry.length > 0));
   }
 
@@ -344,7 +351,11 @@ export class BlobReader {
   private failure: Error | null = null;
 
   constructor(cwd: string) {
-    this.child = spawn('git', safeGitArgs(['cat-file', '--batch']), { cwd, env: gitEnvironment(), stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = spawn('git', safeGitArgs(['cat-file', '--batch']), {
+      cwd,
+      env: gitEnvironment(),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     const stderr: Buffer[] = [];
     this.child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
     this.child.stdout.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -352,7 +363,9 @@ export class BlobReader {
     this.child.stdin.on('error', () => undefined); // reported through 'close'
     this.child.on('close', (code) => {
       if (!this.closed || this.pending.length > 0) {
-        this.fail(new Error(`git cat-file stopped (exit ${code}): ${firstLine(Buffer.concat(stderr).toString('utf8'))}`));
+        this.fail(
+          new Error(`git cat-file stopped (exit ${code}): ${firstLine(Buffer.concat(stderr).toString('utf8'))}`),
+        );
       }
     });
   }

@@ -37,7 +37,12 @@ const typescriptChunks: Record<string, ChunkKind> = {
 };
 
 export const LANGUAGES: readonly LanguageSpec[] = [
-  { id: 'typescript', grammar: 'tree-sitter-typescript.wasm', extensions: ['.ts', '.mts', '.cts'], chunkNodes: typescriptChunks },
+  {
+    id: 'typescript',
+    grammar: 'tree-sitter-typescript.wasm',
+    extensions: ['.ts', '.mts', '.cts'],
+    chunkNodes: typescriptChunks,
+  },
   { id: 'tsx', grammar: 'tree-sitter-tsx.wasm', extensions: ['.tsx'], chunkNodes: typescriptChunks },
   {
     id: 'javascript',
@@ -57,7 +62,12 @@ export const LANGUAGES: readonly LanguageSpec[] = [
     id: 'go',
     grammar: 'tree-sitter-go.wasm',
     extensions: ['.go'],
-    chunkNodes: { function_declaration: 'function', method_declaration: 'method', func_literal: 'function', type_declaration: 'class' },
+    chunkNodes: {
+      function_declaration: 'function',
+      method_declaration: 'method',
+      func_literal: 'function',
+      type_declaration: 'class',
+    },
   },
   {
     id: 'rust',
@@ -127,7 +137,13 @@ export const LANGUAGES: readonly LanguageSpec[] = [
     grammar: 'tree-sitter-ruby.wasm',
     extensions: ['.rb', '.rake', '.gemspec'],
     shebangs: ['ruby'],
-    chunkNodes: { method: 'method', singleton_method: 'method', class: 'class', module: 'class', singleton_class: 'class' },
+    chunkNodes: {
+      method: 'method',
+      singleton_method: 'method',
+      class: 'class',
+      module: 'class',
+      singleton_class: 'class',
+    },
   },
   {
     id: 'php',

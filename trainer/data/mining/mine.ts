@@ -209,7 +209,8 @@ export async function mineRepository(
   const inFlight: Promise<Buffer | null>[] = [];
   let next = 0;
   const fill = () => {
-    while (next < ordered.length && inFlight.length < options.readAhead) inFlight.push(reader.read(ordered[next++].entry.oid));
+    while (next < ordered.length && inFlight.length < options.readAhead)
+      inFlight.push(reader.read(ordered[next++].entry.oid));
   };
   try {
     for (let position = 0; position < ordered.length; position++) {
@@ -244,7 +245,8 @@ export async function mineRepository(
       const secrets = scanSecrets(text);
       if (secrets.length > 0) {
         exclude('secret');
-        for (const kind of new Set(secrets.map((hit) => hit.kind))) secretKinds.set(kind, (secretKinds.get(kind) ?? 0) + 1);
+        for (const kind of new Set(secrets.map((hit) => hit.kind)))
+          secretKinds.set(kind, (secretKinds.get(kind) ?? 0) + 1);
         continue;
       }
       const contentReason = exclusionByContent(text, options.filters);

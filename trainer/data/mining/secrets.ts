@@ -108,7 +108,8 @@ export function passwordLike(value: string, minLength = 8): boolean {
   return /[0-9]/.test(value) || (/[a-z]/.test(value) && /[A-Z]/.test(value) && wordShare(value) < 0.6);
 }
 
-const CREDENTIAL_KEYWORD = /password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|credential|private[_-]?key|client[_-]?secret|signing[_-]?key/i;
+const CREDENTIAL_KEYWORD =
+  /password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|credential|private[_-]?key|client[_-]?secret|signing[_-]?key/i;
 // `pass` alone counts as a whole word only, so case matters: `dbPass`, `DB_PASS`, `db_pass`, not
 // `bypass`, `BYPASS`, `compass` or `passive`.
 const PASS_WORD = /(?:^|[^A-Za-z])(?:pass|Pass|PASS)(?![a-z])|[a-z0-9]Pass(?![a-z])|(?:^|[^A-Z])PASS(?![A-Za-z])/;
@@ -124,7 +125,8 @@ const PATTERNS: Pattern[] = [
     // The header followed by key material (optional `Proc-Type:` lines, escaped newlines and
     // string-concatenation characters between): a comment that only names the header is no leak.
     kind: 'private-key',
-    regex: /-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:\\[rn]|[\s"'`+,]|[A-Za-z-]+:[^\n]*\n)*[A-Za-z0-9+/=]{32,}/g,
+    regex:
+      /-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:\\[rn]|[\s"'`+,]|[A-Za-z-]+:[^\n]*\n)*[A-Za-z0-9+/=]{32,}/g,
   },
   { kind: 'aws-access-key-id', regex: /\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b/g },
   {
@@ -162,7 +164,8 @@ const PATTERNS: Pattern[] = [
     kind: 'assigned-secret',
     regex: /(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]+)["'\]]?\s*(?::=|=>|[:=])\s*["'\x60]([^"'\x60\s]{8,256})["'\x60]/g,
     // Passwords are often short human strings: a lower bar for those names.
-    accept: (match) => isCredentialName(match[1]) && (PASS_NAME.test(match[1]) ? passwordLike(match[2]) : looksRandom(match[2])),
+    accept: (match) =>
+      isCredentialName(match[1]) && (PASS_NAME.test(match[1]) ? passwordLike(match[2]) : looksRandom(match[2])),
   },
   {
     // The unquoted config-file form, a whole line: `DB_PASSWORD=…`, `api_key: …`, `export TOKEN=…`.
@@ -175,7 +178,8 @@ const PATTERNS: Pattern[] = [
     // The same for password names with a shorter, person-made value: `password: Xk7#…` in YAML,
     // `DB_PASS=…` in an env file.
     kind: 'assigned-secret',
-    regex: /^[ \t]*(?:export[ \t]+|-[ \t]+)?([A-Za-z0-9_.-]+)["']?[ \t]*[:=][ \t]*([^\s"'\x60#]{6,128})[ \t]*(?:#.*)?$/gm,
+    regex:
+      /^[ \t]*(?:export[ \t]+|-[ \t]+)?([A-Za-z0-9_.-]+)["']?[ \t]*[:=][ \t]*([^\s"'\x60#]{6,128})[ \t]*(?:#.*)?$/gm,
     accept: (match) => isCredentialName(match[1]) && PASS_NAME.test(match[1]) && passwordLike(match[2], 6),
     trigger: PASS_NAME,
   },
@@ -210,14 +214,16 @@ const PATTERNS: Pattern[] = [
   {
     // The MySQL clients take the password glued to `-p`: `mysql -u root -p…`.
     kind: 'command-line-password',
-    regex: /\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mariadb|mariadb-dump)\b[^\n]{0,300}?[ \t]-p([^\s"'$-][^\s"']{3,127})/g,
+    regex:
+      /\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mariadb|mariadb-dump)\b[^\n]{0,300}?[ \t]-p([^\s"'$-][^\s"']{3,127})/g,
     accept: (match) => passwordLike(match[1], 6),
     trigger: /mysql|mariadb/,
   },
   {
     // `--password=…`, `--password …`, `sshpass -p …` on a command line.
     kind: 'command-line-password',
-    regex: /(?:--(?:[a-z]+-)?(?:password|passwd|pass)(?:=|[ \t]+)|\bsshpass[ \t]+-p[ \t]*)["']?([^\s"'$<{-][^\s"']{3,127})/gi,
+    regex:
+      /(?:--(?:[a-z]+-)?(?:password|passwd|pass)(?:=|[ \t]+)|\bsshpass[ \t]+-p[ \t]*)["']?([^\s"'$<{-][^\s"']{3,127})/gi,
     accept: (match) => passwordLike(match[1], 6),
     trigger: /--[a-z-]*pass|sshpass/i,
   },
@@ -226,9 +232,11 @@ const PATTERNS: Pattern[] = [
 // A string literal on one line: double, single or backquoted (no template substitutions).
 const LITERAL = /"((?:[^"\\\n]|\\.){0,256})"|'((?:[^'\\\n]|\\.){0,256})'|\x60((?:[^\x60\\\n$]|\\.){0,256})\x60/g;
 // Credential-like words a literal may sit next to (`"X-Api-Key", "…"`, `auth: "…"`).
-const CREDENTIAL_WORD = /password|passwd|passphrase|pwd|secret|token(?!iz)|api[_-]?key|apikey|access[_-]?key|auth(?!or)|bearer|credential|private[_-]?key/i;
+const CREDENTIAL_WORD =
+  /password|passwd|passphrase|pwd|secret|token(?!iz)|api[_-]?key|apikey|access[_-]?key|auth(?!or)|bearer|credential|private[_-]?key/i;
 // A call whose name says it takes a credential: `login(…)`, `setPassword(…)`, `withToken(…)`.
-const CREDENTIAL_CALL = /((?:log_?in|log_?on|sign_?in|auth|pass|pwd|secret|token|credential|api_?key|connect)[\w$]{0,80})[ \t]*\(([^()\n]{1,300})\)/gi;
+const CREDENTIAL_CALL =
+  /((?:log_?in|log_?on|sign_?in|auth|pass|pwd|secret|token|credential|api_?key|connect)[\w$]{0,80})[ \t]*\(([^()\n]{1,300})\)/gi;
 const NEAR_CHARS = 48;
 
 // String literals that hold a credential by their context: arguments of a credential call, or
@@ -244,7 +252,11 @@ function credentialLiterals(text: string, spans: SecretSpan[]): void {
     while ((literal = LITERAL.exec(call[2])) !== null) {
       const value = literal[1] ?? literal[2] ?? literal[3] ?? '';
       if (passCall ? passwordLike(value) : looksRandom(value)) {
-        spans.push({ kind: 'credential-literal', start: argsAt + literal.index, end: argsAt + literal.index + literal[0].length });
+        spans.push({
+          kind: 'credential-literal',
+          start: argsAt + literal.index,
+          end: argsAt + literal.index + literal[0].length,
+        });
       }
     }
   }
@@ -300,14 +312,18 @@ function directSpans(text: string): SecretSpan[] {
     }
     credentialLiterals(text, spans);
   }
-  for (const hit of secretlintSpans(text)) spans.push({ kind: `secretlint-${hit.rule}`, start: hit.start, end: hit.end });
+  for (const hit of secretlintSpans(text))
+    spans.push({ kind: `secretlint-${hit.rule}`, start: hit.start, end: hit.end });
   return spans;
 }
 
 const LITERAL_SOURCE = LITERAL.source;
 // Two or more string literals joined by `+`, `.`/`..` (PHP, Lua) or nothing (Python, C, shell),
 // across line breaks: `"AKIA…" + "…"`.
-const JOINED = new RegExp(String.raw`(?:${LITERAL_SOURCE})(?:[ \t\r\n]*(?:(?:\+|\.\.?)[ \t\r\n]*)?(?:${LITERAL_SOURCE}))+`, 'g');
+const JOINED = new RegExp(
+  String.raw`(?:${LITERAL_SOURCE})(?:[ \t\r\n]*(?:(?:\+|\.\.?)[ \t\r\n]*)?(?:${LITERAL_SOURCE}))+`,
+  'g',
+);
 const MIN_JOINED = 12;
 
 // Each joined literal is scanned as one literal in its line (so `id = "…" + "…"` keeps its
@@ -330,13 +346,15 @@ function joinedSpans(text: string, spans: SecretSpan[]): void {
     const head = `${text.slice(lineStart, start)}"`;
     const snippet = `${head + joined}"${text.slice(end, lineEnd < 0 ? text.length : lineEnd)}`;
     for (const span of directSpans(snippet)) {
-      if (span.end > head.length - 1 && span.start < head.length + joined.length + 1) spans.push({ kind: span.kind, start, end });
+      if (span.end > head.length - 1 && span.start < head.length + joined.length + 1)
+        spans.push({ kind: span.kind, start, end });
     }
   }
 }
 
 // Standard base64 of 15 bytes or more, padded to a multiple of 4.
-const BASE64_RUN = /(?<![A-Za-z0-9+/=_-])(?:[A-Za-z0-9+/]{4}){5,256}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?![A-Za-z0-9+/=_-])/g;
+const BASE64_RUN =
+  /(?<![A-Za-z0-9+/=_-])(?:[A-Za-z0-9+/]{4}){5,256}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?![A-Za-z0-9+/=_-])/g;
 
 // A base64 run that decodes to printable text is scanned decoded: `Buffer.from("QUtJQ…", "base64")`.
 function decodedSpans(text: string, spans: SecretSpan[]): void {
@@ -347,7 +365,8 @@ function decodedSpans(text: string, spans: SecretSpan[]): void {
     if (!/[0-9]/.test(value) || !/[a-z]/.test(value) || !/[A-Z]/.test(value)) continue;
     const decoded = Buffer.from(value, 'base64').toString('latin1');
     if (!/^[\x20-\x7e\t\r\n]+$/.test(decoded)) continue;
-    for (const span of directSpans(decoded)) spans.push({ kind: span.kind, start: run.index, end: run.index + value.length });
+    for (const span of directSpans(decoded))
+      spans.push({ kind: span.kind, start: run.index, end: run.index + value.length });
   }
 }
 

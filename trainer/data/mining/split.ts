@@ -21,7 +21,13 @@ export interface SplitOptions {
   maxFileFraction: number;
 }
 
-export const DEFAULT_SPLIT_OPTIONS: SplitOptions = { fraction: 0.1, minCommits: 1, minFiles: 1, maxFraction: 0.25, maxFileFraction: 0.25 };
+export const DEFAULT_SPLIT_OPTIONS: SplitOptions = {
+  fraction: 0.1,
+  minCommits: 1,
+  minFiles: 1,
+  maxFraction: 0.25,
+  maxFileFraction: 0.25,
+};
 
 export interface TemporalSplit {
   // Commits scanned (non-merge, newest first).
@@ -58,7 +64,8 @@ export function temporalSplit(
     for (const file of commit.files) if (eligible(file)) files.add(file);
   };
   const fileCap = Math.max(options.minFiles, Math.floor(eligibleCount * options.maxFileFraction));
-  const newFiles = (commit: CommitRecord) => new Set(commit.files.filter((file) => eligible(file) && !files.has(file))).size;
+  const newFiles = (commit: CommitRecord) =>
+    new Set(commit.files.filter((file) => eligible(file) && !files.has(file))).size;
   for (let i = 0; i < count; i++) {
     const enough = i >= options.minCommits && files.size >= options.minFiles;
     if (enough && files.size + newFiles(commits[i]) > fileCap) {

@@ -50,7 +50,9 @@ function locateWasm(file: string, packageFile: () => string): string {
   try {
     return packageFile();
   } catch {
-    throw new Error(`tree-sitter file ${file} not found (install @vscode/tree-sitter-wasm and web-tree-sitter, or set IDIOM_TREE_SITTER_DIR)`);
+    throw new Error(
+      `tree-sitter file ${file} not found (install @vscode/tree-sitter-wasm and web-tree-sitter, or set IDIOM_TREE_SITTER_DIR)`,
+    );
   }
 }
 
@@ -63,7 +65,9 @@ function grammarPath(grammar: string): string {
 async function initialise(): Promise<void> {
   initialised ??= Parser.init({
     locateFile: (file: string) =>
-      file.endsWith('.wasm') ? locateWasm('web-tree-sitter.wasm', () => require.resolve('web-tree-sitter/web-tree-sitter.wasm')) : file,
+      file.endsWith('.wasm')
+        ? locateWasm('web-tree-sitter.wasm', () => require.resolve('web-tree-sitter/web-tree-sitter.wasm'))
+        : file,
   });
   return initialised;
 }
@@ -73,10 +77,11 @@ async function loadLanguage(spec: LanguageSpec): Promise<Language> {
   let language = languages.get(spec.grammar);
   if (!language) {
     language = Promise.resolve()
-      .then(() => Language.load(grammarPath(spec.grammar))).catch((error: unknown) => {
-      languages.delete(spec.grammar);
-      throw new Error(`cannot load tree-sitter grammar ${spec.grammar}: ${(error as Error).message}`);
-    });
+      .then(() => Language.load(grammarPath(spec.grammar)))
+      .catch((error: unknown) => {
+        languages.delete(spec.grammar);
+        throw new Error(`cannot load tree-sitter grammar ${spec.grammar}: ${(error as Error).message}`);
+      });
     languages.set(spec.grammar, language);
   }
   return language;
@@ -209,7 +214,16 @@ export async function indexSyntax(text: string, spec: LanguageSpec): Promise<Syn
                   parent?.childForFieldName('name')?.text ??
                   parent?.childForFieldName('key')?.text ??
                   null;
-                chunks.push({ kind, type, name, startIndex: start, endIndex: end, startLine, endLine, depth: open.length });
+                chunks.push({
+                  kind,
+                  type,
+                  name,
+                  startIndex: start,
+                  endIndex: end,
+                  startLine,
+                  endLine,
+                  depth: open.length,
+                });
                 open.push({ end, kind });
               }
             }

@@ -13,7 +13,13 @@ import { BYTE_TO_CHAR } from './byte-level';
 export const PRETOKENIZE_PATTERN =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-export const DEFAULT_SPECIAL_TOKENS: readonly string[] = ['<|endoftext|>', '<|fim_prefix|>', '<|fim_middle|>', '<|fim_suffix|>', '<|file_sep|>'];
+export const DEFAULT_SPECIAL_TOKENS: readonly string[] = [
+  '<|endoftext|>',
+  '<|fim_prefix|>',
+  '<|fim_middle|>',
+  '<|fim_suffix|>',
+  '<|file_sep|>',
+];
 
 export interface BpeTrainerOptions {
   /** Total ids: special tokens + 256 bytes + merged tokens. Training stops early when no pair reaches minFrequency. */
@@ -85,9 +91,12 @@ export function trainByteLevelBpeWithStats(
   }
   const baseSize = specials.length + 256;
   if (!Number.isInteger(options.vocabSize) || options.vocabSize < baseSize || options.vocabSize > MAX_VOCAB) {
-    throw new Error(`trainByteLevelBpe: vocabSize must be an integer in [${baseSize}, ${MAX_VOCAB}] (specials + 256 bytes at least), got ${options.vocabSize}`);
+    throw new Error(
+      `trainByteLevelBpe: vocabSize must be an integer in [${baseSize}, ${MAX_VOCAB}] (specials + 256 bytes at least), got ${options.vocabSize}`,
+    );
   }
-  if (!Number.isInteger(minFrequency) || minFrequency < 1) throw new Error(`trainByteLevelBpe: minFrequency must be a positive integer, got ${minFrequency}`);
+  if (!Number.isInteger(minFrequency) || minFrequency < 1)
+    throw new Error(`trainByteLevelBpe: minFrequency must be a positive integer, got ${minFrequency}`);
 
   // 1. Unique pre-tokens with their frequencies, split exactly as the library will split at encode time.
   const { wordCounts, inputBytes, specialCount } = countPreTokens(texts, specials);
@@ -251,7 +260,10 @@ export function trainByteLevelBpeWithStats(
     normalizer: null, // none: encode -> decode must give back the exact text
     pre_tokenizer: {
       type: 'Sequence',
-      pretokenizers: [{ type: 'Split', pattern: { Regex: PRETOKENIZE_PATTERN }, behavior: 'Isolated', invert: false }, byteLevel],
+      pretokenizers: [
+        { type: 'Split', pattern: { Regex: PRETOKENIZE_PATTERN }, behavior: 'Isolated', invert: false },
+        byteLevel,
+      ],
     },
     post_processor: { ...byteLevel },
     decoder: { ...byteLevel },
@@ -289,13 +301,24 @@ function countPreTokens(
   texts: Iterable<string>,
   specials: string[],
 ): { wordCounts: Map<string, number>; inputBytes: number; specialCount: number } {
-  const splitter = new SplitPreTokenizer({ type: 'Split', pattern: { Regex: PRETOKENIZE_PATTERN }, behavior: 'Isolated', invert: false });
+  const splitter = new SplitPreTokenizer({
+    type: 'Split',
+    pattern: { Regex: PRETOKENIZE_PATTERN },
+    behavior: 'Isolated',
+    invert: false,
+  });
   const pattern = splitter.pattern;
   if (!pattern) throw new Error('trainByteLevelBpe: the pre-tokenizer pattern did not compile');
   // Longest first, as the library's added-token splitter prefers the longest match.
   const specialPattern =
     specials.length > 0
-      ? new RegExp([...specials].sort((x, y) => y.length - x.length).map(escapeRegExp).join('|'), 'g')
+      ? new RegExp(
+          [...specials]
+            .sort((x, y) => y.length - x.length)
+            .map(escapeRegExp)
+            .join('|'),
+          'g',
+        )
       : null;
   const wordCounts = new Map<string, number>();
   let inputBytes = 0;

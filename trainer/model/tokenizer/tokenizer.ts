@@ -77,7 +77,9 @@ export class Tokenizer {
     try {
       if ((await fs.promises.stat(pathOrDir)).isDirectory()) file = path.join(pathOrDir, 'tokenizer.json');
     } catch (error) {
-      throw new Error(`${pathOrDir}: cannot read tokenizer (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+      throw new Error(
+        `${pathOrDir}: cannot read tokenizer (${(error as NodeJS.ErrnoException).code ?? String(error)})`,
+      );
     }
     let text: string;
     try {
@@ -116,7 +118,13 @@ export class Tokenizer {
       throw new Error(`${source}: invalid tokenizer.json: "added_tokens" must be a list`);
     }
     // The library expects these keys to exist (null when unused).
-    const complete: Record<string, unknown> = { normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...object };
+    const complete: Record<string, unknown> = {
+      normalizer: null,
+      pre_tokenizer: null,
+      post_processor: null,
+      decoder: null,
+      ...object,
+    };
     complete.added_tokens = object.added_tokens ?? [];
     let inner: HfTokenizer;
     try {
@@ -172,7 +180,9 @@ export class Tokenizer {
       const bytes = byteLevelTokenToBytes(token);
       if (bytes) return bytes;
     }
-    return new TextEncoder().encode(this.inner.decode([id], { skip_special_tokens: false, clean_up_tokenization_spaces: false }));
+    return new TextEncoder().encode(
+      this.inner.decode([id], { skip_special_tokens: false, clean_up_tokenization_spaces: false }),
+    );
   }
 
   private checkId(id: number): void {
@@ -202,7 +212,10 @@ export class Tokenizer {
           for (let i = 0; i < bytes.length; i++) chars += BYTE_TO_CHAR[bytes[i]];
           pieceIds = model([chars]).map((token) => {
             const id = model.tokens_to_ids.get(token) ?? model.unk_token_id;
-            if (id === undefined) throw new Error(`${this.source}: cannot encode piece ${JSON.stringify(token)} (not in the vocabulary, no unk token)`);
+            if (id === undefined)
+              throw new Error(
+                `${this.source}: cannot encode piece ${JSON.stringify(token)} (not in the vocabulary, no unk token)`,
+              );
             return id;
           });
           if (this.pieceCache.size >= PIECE_CACHE_LIMIT) this.pieceCache.clear();
@@ -237,7 +250,8 @@ export class Tokenizer {
     const tokens = model(pieces);
     return tokens.map((token) => {
       const id = model.tokens_to_ids.get(token) ?? model.unk_token_id;
-      if (id === undefined) throw new Error(`${this.source}: cannot encode piece ${JSON.stringify(token)} (no unk token)`);
+      if (id === undefined)
+        throw new Error(`${this.source}: cannot encode piece ${JSON.stringify(token)} (no unk token)`);
       return id;
     });
   }
@@ -254,12 +268,27 @@ interface FastPath {
 }
 
 /** The cached path applies when pre_tokenizer = Sequence[Split, ByteLevel without regex/prefix] and the model is BPE. */
-function detectFastPath(json: Record<string, unknown>, added: Array<{ content: string; id: number; lstrip: boolean; rstrip: boolean; normalized: boolean }>): FastPath | null {
+function detectFastPath(
+  json: Record<string, unknown>,
+  added: Array<{ content: string; id: number; lstrip: boolean; rstrip: boolean; normalized: boolean }>,
+): FastPath | null {
   const model = json.model as { type?: unknown } | undefined;
   const pre = json.pre_tokenizer as { type?: unknown; pretokenizers?: unknown } | null;
-  if (model?.type !== 'BPE' || pre?.type !== 'Sequence' || !Array.isArray(pre.pretokenizers) || pre.pretokenizers.length !== 2) return null;
+  if (
+    model?.type !== 'BPE' ||
+    pre?.type !== 'Sequence' ||
+    !Array.isArray(pre.pretokenizers) ||
+    pre.pretokenizers.length !== 2
+  )
+    return null;
   const [split, byteLevel] = pre.pretokenizers as Array<Record<string, unknown>>;
-  if (split?.type !== 'Split' || byteLevel?.type !== 'ByteLevel' || byteLevel.use_regex !== false || byteLevel.add_prefix_space === true) return null;
+  if (
+    split?.type !== 'Split' ||
+    byteLevel?.type !== 'ByteLevel' ||
+    byteLevel.use_regex !== false ||
+    byteLevel.add_prefix_space === true
+  )
+    return null;
   // lstrip/rstrip trimming and normalized added tokens are left to the library.
   if (added.some((t) => t.lstrip || t.rstrip || (t.normalized && json.normalizer !== null))) return null;
   let splitter: SplitPreTokenizer;
@@ -271,9 +300,20 @@ function detectFastPath(json: Record<string, unknown>, added: Array<{ content: s
   if (!splitter.pattern) return null;
   const contents = added.map((t) => t.content).filter((c) => c.length > 0);
   const addedPattern = contents.length
-    ? new RegExp([...contents].sort((x, y) => y.length - x.length).map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g')
+    ? new RegExp(
+        [...contents]
+          .sort((x, y) => y.length - x.length)
+          .map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+          .join('|'),
+        'g',
+      )
     : null;
-  return { split: splitter, encoder: new TextEncoder(), addedPattern, addedIds: new Map(added.map((t) => [t.content, t.id])) };
+  return {
+    split: splitter,
+    encoder: new TextEncoder(),
+    addedPattern,
+    addedIds: new Map(added.map((t) => [t.content, t.id])),
+  };
 }
 
 function firstId(tokenizer: Tokenizer, names: readonly string[]): number | null {

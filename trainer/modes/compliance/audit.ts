@@ -117,7 +117,8 @@ export function auditKeyFrom(secret: Buffer | string): AuditKey {
 
 /** Where the key file lives: the user's config folder, never the repository. */
 export function auditKeyFile(env: NodeJS.ProcessEnv = process.env): string {
-  const config = env.XDG_CONFIG_HOME || (process.platform === 'win32' && env.APPDATA) || path.join(os.homedir(), '.config');
+  const config =
+    env.XDG_CONFIG_HOME || (process.platform === 'win32' && env.APPDATA) || path.join(os.homedir(), '.config');
   return path.join(config, 'idiom', 'audit.key');
 }
 
@@ -167,7 +168,9 @@ export function canonicalJson(value: unknown): string {
   }
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
   const object = value as Record<string, unknown>;
-  const keys = Object.keys(object).filter((k) => object[k] !== undefined).sort();
+  const keys = Object.keys(object)
+    .filter((k) => object[k] !== undefined)
+    .sort();
   return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(object[k])}`).join(',')}}`;
 }
 
@@ -194,7 +197,8 @@ export interface AuditLogOptions {
   key?: AuditKey | null;
 }
 
-const REFUSED = 'nothing was appended (a writer never repairs a log: run `idiom audit verify`, and `idiom audit repair` to record a repair in the chain)';
+const REFUSED =
+  'nothing was appended (a writer never repairs a log: run `idiom audit verify`, and `idiom audit repair` to record a repair in the chain)';
 
 export class AuditLog {
   private constructor(
@@ -204,7 +208,12 @@ export class AuditLog {
 
   /** The log at `file` (created with its folder on the first append). */
   static open(file: string, options: AuditLogOptions = {}): AuditLog {
-    return new AuditLog(path.resolve(file), { durable: options.durable ?? true, lockStaleMs: options.lockStaleMs ?? 10_000, lockWaitMs: options.lockWaitMs ?? 30_000, key: options.key });
+    return new AuditLog(path.resolve(file), {
+      durable: options.durable ?? true,
+      lockStaleMs: options.lockStaleMs ?? 10_000,
+      lockWaitMs: options.lockWaitMs ?? 30_000,
+      key: options.key,
+    });
   }
 
   /** Appends one entry and returns it (with its number and hash); refuses, in one line, a log that was tampered with. */
@@ -227,9 +236,11 @@ export class AuditLog {
     const before = queues.get(this.file) ?? Promise.resolve();
     const run = before.catch(() => undefined).then(() => this.withFileLock(fn));
     queues.set(this.file, run);
-    void run.finally(() => {
-      if (queues.get(this.file) === run) queues.delete(this.file);
-    }).catch(() => undefined);
+    void run
+      .finally(() => {
+        if (queues.get(this.file) === run) queues.delete(this.file);
+      })
+      .catch(() => undefined);
     return run;
   }
 
@@ -253,7 +264,11 @@ export class AuditLog {
       pathSha256: sha256Hex(record.path),
       suggestionSha256: sha256Hex(record.suggestion),
       policySha256: record.policySha256,
-      verdicts: record.verdicts.map((v) => ({ rule: v.rule, passed: v.passed, violations: v.violations.map((x) => x.id) })),
+      verdicts: record.verdicts.map((v) => ({
+        rule: v.rule,
+        passed: v.passed,
+        violations: v.violations.map((x) => x.id),
+      })),
       ...(key ? { keyId: key.id } : {}),
     };
     return this.write(body, key);
@@ -263,8 +278,12 @@ export class AuditLog {
     const key = this.key();
     const { problem: blocking, tail, head: found } = appendProblem(this.file, key);
     const head = found === 'invalid' ? null : found;
-    if (!blocking) throw new Error(`${this.file}: nothing to repair: the writer appends to it (\`idiom audit verify\` names any other problem; those stay in the log as found)`);
-    if (tail.lines.some((entry) => entry?.keyId !== undefined) && key === null) throw new Error(`${this.file}: ${blocking}; the log is keyed, so its repair needs the key too`);
+    if (!blocking)
+      throw new Error(
+        `${this.file}: nothing to repair: the writer appends to it (\`idiom audit verify\` names any other problem; those stay in the log as found)`,
+      );
+    if (tail.lines.some((entry) => entry?.keyId !== undefined) && key === null)
+      throw new Error(`${this.file}: ${blocking}; the log is keyed, so its repair needs the key too`);
     const problems = fs.existsSync(this.file) ? verifyAuditLog(this.file, { key }).problems : [];
     if (!problems.includes(blocking)) problems.push(blocking);
 
@@ -308,7 +327,11 @@ export class AuditLog {
   private write<E extends AnyAuditEntry>(body: Omit<E, 'hash'>, key: AuditKey | null): E {
     const hash = entryHash(body as unknown as AnyAuditEntry);
     const entry = { ...body, hash, ...(key ? { mac: hmac(key, hash) } : {}) } as unknown as E;
-    const fd = fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | NOFOLLOW, 0o644); // O_APPEND: the line lands at the end whatever else wrote
+    const fd = fs.openSync(
+      this.file,
+      fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | NOFOLLOW,
+      0o644,
+    ); // O_APPEND: the line lands at the end whatever else wrote
     try {
       fs.writeSync(fd, `${canonicalJson(entry)}\n`);
       if (this.options.durable) fs.fsyncSync(fd);
@@ -319,7 +342,11 @@ export class AuditLog {
     // lost in a crash only lags the log by that line (allowed) while a cut-off tail still shows.
     const head = headFileOf(this.file);
     const temp = `${head}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-    const record: AuditHead = { seq: entry.seq, hash, ...(key ? { mac: hmac(key, headMacText(entry.seq, hash)) } : {}) };
+    const record: AuditHead = {
+      seq: entry.seq,
+      hash,
+      ...(key ? { mac: hmac(key, headMacText(entry.seq, hash)) } : {}),
+    };
     fs.writeFileSync(temp, `${JSON.stringify(record)}\n`, { flag: 'wx' }); // wx: never through a planted link
     fs.renameSync(temp, head);
     return entry;
@@ -328,7 +355,8 @@ export class AuditLog {
   private async withFileLock<T>(fn: () => T): Promise<T> {
     const folder = path.dirname(this.file);
     for (const target of [folder, this.file, headFileOf(this.file)]) {
-      if (lstatOrNull(target)?.isSymbolicLink()) throw new Error(`${target} is a symbolic link; Idiom never writes an audit log through a link`);
+      if (lstatOrNull(target)?.isSymbolicLink())
+        throw new Error(`${target} is a symbolic link; Idiom never writes an audit log through a link`);
     }
     fs.mkdirSync(folder, { recursive: true });
     let release: () => Promise<void>;
@@ -342,7 +370,10 @@ export class AuditLog {
       });
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ELOCKED') throw new Error(`${this.file}: the audit log is locked by another process (waited ${this.options.lockWaitMs} ms)`);
+      if (code === 'ELOCKED')
+        throw new Error(
+          `${this.file}: the audit log is locked by another process (waited ${this.options.lockWaitMs} ms)`,
+        );
       throw new Error(`${this.file}: cannot lock the audit log (${code ?? (error as Error).message})`);
     }
     try {
@@ -397,7 +428,8 @@ function readTail(file: string, back: number | null): Tail {
       const complete = start === 0 ? pieces : pieces.slice(1); // the first piece may be cut
       const lines = complete.map(parseAnyEntryLine);
       const first = lines.find((entry) => entry !== null);
-      if (start === 0 || (lines.length > 0 && (back === null || (first !== undefined && first.seq <= back)))) return { exists: true, lines, torn };
+      if (start === 0 || (lines.length > 0 && (back === null || (first !== undefined && first.seq <= back))))
+        return { exists: true, lines, torn };
     }
   } finally {
     fs.closeSync(fd);
@@ -415,7 +447,8 @@ function readHead(file: string): AuditHead | 'invalid' | null {
   }
   try {
     const json = JSON.parse(text) as AuditHead;
-    if (!(Number.isInteger(json.seq) && json.seq >= 0 && typeof json.hash === 'string' && HEX64.test(json.hash))) return 'invalid';
+    if (!(Number.isInteger(json.seq) && json.seq >= 0 && typeof json.hash === 'string' && HEX64.test(json.hash)))
+      return 'invalid';
     if (json.mac !== undefined && !(typeof json.mac === 'string' && HEX64.test(json.mac))) return 'invalid';
     return json;
   } catch {
@@ -428,24 +461,39 @@ function readHead(file: string): AuditHead | 'invalid' | null {
  * fit), or null. A head behind the last entry is what writers killed between their line and their
  * head leave: fine while the entries after it chain to the one it records.
  */
-function appendProblem(file: string, key: AuditKey | null): { problem: string | null; tail: Tail; head: AuditHead | 'invalid' | null } {
+function appendProblem(
+  file: string,
+  key: AuditKey | null,
+): { problem: string | null; tail: Tail; head: AuditHead | 'invalid' | null } {
   const head = readHead(headFileOf(file));
   const tail = readTail(file, head !== null && head !== 'invalid' ? head.seq : null);
   return { problem: tailProblem(file, tail, head, key), tail, head };
 }
 
-function tailProblem(file: string, tail: Tail, head: AuditHead | 'invalid' | null, key: AuditKey | null): string | null {
+function tailProblem(
+  file: string,
+  tail: Tail,
+  head: AuditHead | 'invalid' | null,
+  key: AuditKey | null,
+): string | null {
   const headName = path.basename(headFileOf(file));
-  if (tail.torn > 0) return `the log ends in an incomplete line (${tail.torn} bytes after the last newline: cut off, or a writer died mid-line)`;
+  if (tail.torn > 0)
+    return `the log ends in an incomplete line (${tail.torn} bytes after the last newline: cut off, or a writer died mid-line)`;
   const last = tail.lines.length > 0 ? tail.lines[tail.lines.length - 1] : null;
   if (tail.lines.length > 0 && last === null) return 'its last line is not a valid entry (edited?)';
   if (head === 'invalid') return `${headName} is not a valid head record`;
-  if (head === null) return last ? `there is no head file (${headName}) though the log has entries: its tail may have been removed with it` : null;
+  if (head === null)
+    return last
+      ? `there is no head file (${headName}) though the log has entries: its tail may have been removed with it`
+      : null;
   if (!last) return `the log is missing or empty but its head records entry ${head.seq}: it was cut or deleted`;
-  if (entryHash(last) !== last.hash) return `the last entry (${last.seq}) was edited: its content does not match its sha256`;
-  if (head.seq > last.seq) return `the log ends at entry ${last.seq} but its head records entry ${head.seq}: its tail was removed`;
+  if (entryHash(last) !== last.hash)
+    return `the last entry (${last.seq}) was edited: its content does not match its sha256`;
+  if (head.seq > last.seq)
+    return `the log ends at entry ${last.seq} but its head records entry ${head.seq}: its tail was removed`;
   const at = tail.lines.findIndex((entry) => entry?.seq === head.seq);
-  if (at < 0 || tail.lines[at]!.hash !== head.hash) return `entry ${head.seq} differs from the one the head recorded (replaced or removed)`;
+  if (at < 0 || tail.lines[at]!.hash !== head.hash)
+    return `entry ${head.seq} differs from the one the head recorded (replaced or removed)`;
   for (let i = at + 1; i < tail.lines.length; i++) {
     const before = tail.lines[i - 1]!;
     const entry = tail.lines[i];
@@ -454,19 +502,24 @@ function tailProblem(file: string, tail: Tail, head: AuditHead | 'invalid' | nul
     }
   }
   if (last.keyId !== undefined) {
-    if (key === null) return `the log is keyed (key ${last.keyId}) and no key is set: set $${AUDIT_KEY_ENV} or ${auditKeyFile()} to append`;
+    if (key === null)
+      return `the log is keyed (key ${last.keyId}) and no key is set: set $${AUDIT_KEY_ENV} or ${auditKeyFile()} to append`;
     if (key.id !== last.keyId) return `the log is keyed with key ${last.keyId}, not the configured key ${key.id}`;
-    if (last.mac === undefined || !sameHex(last.mac, hmac(key, last.hash))) return `the last entry's (${last.seq}) MAC does not match: rewritten without the key`;
+    if (last.mac === undefined || !sameHex(last.mac, hmac(key, last.hash)))
+      return `the last entry's (${last.seq}) MAC does not match: rewritten without the key`;
     const headKeyed = tail.lines[at]!.keyId !== undefined;
-    if (headKeyed && (head.mac === undefined || !sameHex(head.mac, hmac(key, headMacText(head.seq, head.hash))))) return `${headName}'s MAC does not match: rewritten without the key`;
+    if (headKeyed && (head.mac === undefined || !sameHex(head.mac, hmac(key, headMacText(head.seq, head.hash)))))
+      return `${headName}'s MAC does not match: rewritten without the key`;
   }
   return null;
 }
 
 function validateRecord(record: AuditRecord): void {
-  if (!AUDIT_EVENTS.includes(record.event)) throw new Error(`audit: unknown event "${record.event}" (expected ${AUDIT_EVENTS.join(', ')})`);
+  if (!AUDIT_EVENTS.includes(record.event))
+    throw new Error(`audit: unknown event "${record.event}" (expected ${AUDIT_EVENTS.join(', ')})`);
   if (!MODES.includes(record.mode)) throw new Error(`audit: unknown mode "${record.mode}"`);
-  if (typeof record.path !== 'string' || typeof record.suggestion !== 'string') throw new Error('audit: path and suggestion must be strings');
+  if (typeof record.path !== 'string' || typeof record.suggestion !== 'string')
+    throw new Error('audit: path and suggestion must be strings');
 }
 
 /** Parses one line as a suggestion entry whose fields have the right types (the hash is not checked here). */
@@ -493,7 +546,8 @@ function shapeProblem(json: unknown): string | null {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) return 'not a JSON object';
   const e = json as Record<string, unknown>;
   if (e.v !== AUDIT_VERSION) return `v is ${JSON.stringify(e.v)}, expected ${AUDIT_VERSION}`;
-  if (!(typeof e.seq === 'number' && Number.isInteger(e.seq) && e.seq >= 0)) return 'seq must be a non-negative integer';
+  if (!(typeof e.seq === 'number' && Number.isInteger(e.seq) && e.seq >= 0))
+    return 'seq must be a non-negative integer';
   if (typeof e.time !== 'string' || Number.isNaN(Date.parse(e.time))) return 'time must be an ISO 8601 date';
   for (const key of ['prev', 'hash'] as const) {
     if (typeof e[key] !== 'string' || !HEX64.test(e[key] as string)) return `${key} must be 64 hex digits`;
@@ -503,7 +557,13 @@ function shapeProblem(json: unknown): string | null {
   if ((e.keyId === undefined) !== (e.mac === undefined)) return 'keyId and mac come together';
   if (e.event === REPAIR_EVENT) {
     const repair = e.repair as Record<string, unknown> | null;
-    if (repair === null || typeof repair !== 'object' || typeof repair.reason !== 'string' || !Array.isArray(repair.problems)) return 'repair must be {reason, problems, head, cut}';
+    if (
+      repair === null ||
+      typeof repair !== 'object' ||
+      typeof repair.reason !== 'string' ||
+      !Array.isArray(repair.problems)
+    )
+      return 'repair must be {reason, problems, head, cut}';
     return null;
   }
   for (const key of ['pathSha256', 'suggestionSha256'] as const) {
@@ -512,7 +572,8 @@ function shapeProblem(json: unknown): string | null {
   if (!AUDIT_EVENTS.includes(e.event as AuditEvent)) return `event ${JSON.stringify(e.event)} is unknown`;
   if (!MODES.includes(e.mode as Mode)) return `mode ${JSON.stringify(e.mode)} is unknown`;
   const adapter = e.adapter as Record<string, unknown> | null;
-  if (adapter === null || typeof adapter !== 'object' || !('id' in adapter) || !('sha256' in adapter)) return 'adapter must be {id, sha256}';
+  if (adapter === null || typeof adapter !== 'object' || !('id' in adapter) || !('sha256' in adapter))
+    return 'adapter must be {id, sha256}';
   if (!Array.isArray(e.verdicts)) return 'verdicts must be a list';
   return null;
 }
@@ -548,7 +609,8 @@ export function verifyAuditLog(file: string, options: { key?: AuditKey | null } 
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     // A head without its log: the log was deleted (reported below, as a cut to nothing).
-    if (code !== 'ENOENT' || !fs.existsSync(headFileOf(resolved))) throw new Error(`${resolved}: cannot read the audit log (${code ?? String(error)})`);
+    if (code !== 'ENOENT' || !fs.existsSync(headFileOf(resolved)))
+      throw new Error(`${resolved}: cannot read the audit log (${code ?? String(error)})`);
     text = '';
   }
   const problems: string[] = [];
@@ -558,7 +620,8 @@ export function verifyAuditLog(file: string, options: { key?: AuditKey | null } 
   };
   const rawLines = text.split('\n');
   if (rawLines[rawLines.length - 1] === '') rawLines.pop();
-  else if (rawLines.length > 0) add(`line ${rawLines.length} is not terminated by a newline (a torn or hand-made write)`);
+  else if (rawLines.length > 0)
+    add(`line ${rawLines.length} is not terminated by a newline (a torn or hand-made write)`);
 
   const entries: (AnyAuditEntry | null)[] = rawLines.map((line, i) => {
     if (line.trim() === '') {
@@ -592,22 +655,34 @@ export function verifyAuditLog(file: string, options: { key?: AuditKey | null } 
     if (entry.seq !== expected) {
       if (entry.seq > expected) {
         const later = entries.findIndex((e, j) => j > i && e?.seq === expected);
-        if (later >= 0) add(`entries out of order: line ${line} holds entry ${entry.seq} but entry ${expected} comes later, at line ${later + 1} (reordered)`);
-        else add(`entry ${expected}${entry.seq - expected > 1 ? `..${entry.seq - 1}` : ''} missing before line ${line}, which holds entry ${entry.seq} (removed)`);
+        if (later >= 0)
+          add(
+            `entries out of order: line ${line} holds entry ${entry.seq} but entry ${expected} comes later, at line ${later + 1} (reordered)`,
+          );
+        else
+          add(
+            `entry ${expected}${entry.seq - expected > 1 ? `..${entry.seq - 1}` : ''} missing before line ${line}, which holds entry ${entry.seq} (removed)`,
+          );
       } else {
         add(`line ${line} holds entry ${entry.seq} after entry ${expected - 1}: reordered or duplicated`);
       }
     } else if (entry.prev !== prevHash) {
-      add(`${name} does not chain to the entry before it: its prev hash differs (that entry was edited, replaced or removed)`);
+      add(
+        `${name} does not chain to the entry before it: its prev hash differs (that entry was edited, replaced or removed)`,
+      );
     }
     if (entry.event === REPAIR_EVENT) {
       repairs.push(entry.seq);
-      warnings.push(`entry ${entry.seq} records a repair (${entry.repair.reason}): ${entry.repair.problems[0] ?? 'no problem named'}`);
+      warnings.push(
+        `entry ${entry.seq} records a repair (${entry.repair.reason}): ${entry.repair.problems[0] ?? 'no problem named'}`,
+      );
     }
     if (entry.keyId !== undefined) {
       firstKeyed ??= i;
-      if (key && entry.keyId !== key.id) add(`${name} is keyed with key ${entry.keyId}, not the configured key ${key.id}`);
-      else if (key && !sameHex(entry.mac!, hmac(key, entry.hash))) add(`${name}: its MAC does not match (written or rewritten without the key)`);
+      if (key && entry.keyId !== key.id)
+        add(`${name} is keyed with key ${entry.keyId}, not the configured key ${key.id}`);
+      else if (key && !sameHex(entry.mac!, hmac(key, entry.hash)))
+        add(`${name}: its MAC does not match (written or rewritten without the key)`);
     } else if (firstKeyed !== null) {
       add(`${name} carries no MAC though entries before it do (written or rewritten without the key)`);
     }
@@ -618,10 +693,16 @@ export function verifyAuditLog(file: string, options: { key?: AuditKey | null } 
   const present = entries.filter((e): e is AnyAuditEntry => e !== null);
   const keyed = present.filter((e) => e.keyId !== undefined);
   if (key && present.length > 0) {
-    if (keyed.length === 0) add(`no entry carries a MAC though a key is configured (key ${key.id}): the log was written, or rewritten, without it`);
-    else if (firstKeyed! > 0) warnings.push(`the first ${firstKeyed} lines carry no MAC (written before the key was set)`);
+    if (keyed.length === 0)
+      add(
+        `no entry carries a MAC though a key is configured (key ${key.id}): the log was written, or rewritten, without it`,
+      );
+    else if (firstKeyed! > 0)
+      warnings.push(`the first ${firstKeyed} lines carry no MAC (written before the key was set)`);
   } else if (!key && keyed.length > 0) {
-    warnings.push(`${keyed.length} entries carry MACs (key ${keyed[0].keyId}) that were not checked: set $${AUDIT_KEY_ENV} or ${auditKeyFile()}`);
+    warnings.push(
+      `${keyed.length} entries carry MACs (key ${keyed[0].keyId}) that were not checked: set $${AUDIT_KEY_ENV} or ${auditKeyFile()}`,
+    );
   }
 
   const last = present.length > 0 ? present[present.length - 1] : null;
@@ -629,23 +710,38 @@ export function verifyAuditLog(file: string, options: { key?: AuditKey | null } 
   const headName = path.basename(headFile);
   const head = readHead(headFile);
   if (head === 'invalid') add(`${headName} is not a valid head record ({"seq", "hash"})`);
-  else if (head === null && entries.length > 0) add(`no ${headName} beside the log: its tail may have been removed with it`);
+  else if (head === null && entries.length > 0)
+    add(`no ${headName} beside the log: its tail may have been removed with it`);
   else if (head !== null) {
     const lastSeq = last ? last.seq : -1;
     if (head.seq > lastSeq) {
-      add(`the log was truncated: it ends at ${last ? `entry ${lastSeq}` : 'no entry'} but its head records entry ${head.seq}; entries ${lastSeq + 1}..${head.seq} are missing`);
+      add(
+        `the log was truncated: it ends at ${last ? `entry ${lastSeq}` : 'no entry'} but its head records entry ${head.seq}; entries ${lastSeq + 1}..${head.seq} are missing`,
+      );
     } else {
       const atHead = present.find((e) => e.seq === head.seq);
-      if (atHead && atHead.hash !== head.hash) add(`entry ${head.seq} differs from the one the head recorded (replaced)`);
-      if (atHead?.keyId !== undefined && key && atHead.keyId === key.id && (head.mac === undefined || !sameHex(head.mac, hmac(key, headMacText(head.seq, head.hash))))) {
+      if (atHead && atHead.hash !== head.hash)
+        add(`entry ${head.seq} differs from the one the head recorded (replaced)`);
+      if (
+        atHead?.keyId !== undefined &&
+        key &&
+        atHead.keyId === key.id &&
+        (head.mac === undefined || !sameHex(head.mac, hmac(key, headMacText(head.seq, head.hash))))
+      ) {
         add(`${headName}: its MAC does not match (rewritten without the key)`);
       }
-      if (head.seq < lastSeq) warnings.push(`${lastSeq - head.seq} entr${lastSeq - head.seq === 1 ? 'y' : 'ies'} after the head's entry ${head.seq} (a writer stopped between appending and updating the head?)`);
+      if (head.seq < lastSeq)
+        warnings.push(
+          `${lastSeq - head.seq} entr${lastSeq - head.seq === 1 ? 'y' : 'ies'} after the head's entry ${head.seq} (a writer stopped between appending and updating the head?)`,
+        );
     }
   }
   const ok = problems.length === 0;
   const checked = key && keyed.length > 0 ? `, MACs checked (key ${key.id})` : '';
-  const repaired = repairs.length > 0 ? `, ${repairs.length} repair${repairs.length === 1 ? '' : 's'} recorded (entr${repairs.length === 1 ? 'y' : 'ies'} ${repairs.join(', ')})` : '';
+  const repaired =
+    repairs.length > 0
+      ? `, ${repairs.length} repair${repairs.length === 1 ? '' : 's'} recorded (entr${repairs.length === 1 ? 'y' : 'ies'} ${repairs.join(', ')})`
+      : '';
   return {
     ok,
     file: resolved,
@@ -655,6 +751,8 @@ export function verifyAuditLog(file: string, options: { key?: AuditKey | null } 
     keyId: key && keyed.length > 0 ? key.id : null,
     problems,
     warnings,
-    message: ok ? `${resolved}: ${present.length} entries, chain intact${checked}${repaired}${last ? `, last entry ${last.seq} ${last.hash.slice(0, 12)}` : ''}` : `${resolved}: ${problems[0]}`,
+    message: ok
+      ? `${resolved}: ${present.length} entries, chain intact${checked}${repaired}${last ? `, last entry ${last.seq} ${last.hash.slice(0, 12)}` : ''}`
+      : `${resolved}: ${problems[0]}`,
   };
 }

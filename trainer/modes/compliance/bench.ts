@@ -28,7 +28,18 @@ const POLICY = {
     'innerHTML\\s*=',
     'SELECT .* FROM .* WHERE .*\\+',
   ],
-  bannedApis: ['eval', 'Function()', 'child_process.exec', 'child_process.execSync', 'Math.random()', 'document.write', 'setTimeout()', 'vm.runInNewContext', 'crypto.createCipher', 'fs.rmSync'],
+  bannedApis: [
+    'eval',
+    'Function()',
+    'child_process.exec',
+    'child_process.execSync',
+    'Math.random()',
+    'document.write',
+    'setTimeout()',
+    'vm.runInNewContext',
+    'crypto.createCipher',
+    'fs.rmSync',
+  ],
   requiredHeader: { text: '// Copyright (c) Acme Corp. All rights reserved.\n', paths: ['src/**/*.ts'] },
   paths: { training: ['src/**', '!src/vendor/**', '!**/*.test.ts'], context: ['src/**', 'lib/**', '!src/secret/**'] },
   maxSuggestionLength: { chars: 800, lines: 12 },
@@ -37,7 +48,9 @@ const POLICY = {
 function document(): string {
   const parts = ['// Copyright (c) Acme Corp. All rights reserved.\n', "import { Repository } from './core';\n\n"];
   for (let i = 0; parts.join('').length < 20_000; i++) {
-    parts.push(`export function handle${i}(repo: Repository, id: string): number {\n  const item = repo.get(id);\n  if (item === undefined) throw new Error(\`missing \${id}\`);\n  return item.value * ${i};\n}\n\n`);
+    parts.push(
+      `export function handle${i}(repo: Repository, id: string): number {\n  const item = repo.get(id);\n  if (item === undefined) throw new Error(\`missing \${id}\`);\n  return item.value * ${i};\n}\n\n`,
+    );
   }
   return parts.join('');
 }
@@ -68,7 +81,12 @@ async function main(): Promise<void> {
     'export function findById(repo: Repository, id: string): Item {\n  const item = repo.get(id);\n  if (item === undefined) throw new NotFoundError(id);\n  return item;\n}\n',
     Array.from({ length: 8 }, (_, i) => `  const v${i} = compute(${i}, options.scale);\n`).join(''),
   ];
-  const inputs: SuggestionToCheck[] = suggestions.map((text) => ({ path: 'src/handlers/items.ts', text, fileText, offset }));
+  const inputs: SuggestionToCheck[] = suggestions.map((text) => ({
+    path: 'src/handlers/items.ts',
+    text,
+    fileText,
+    offset,
+  }));
   let allowed = 0;
   for (const input of inputs) if (checkSuggestion(policy, input).allowed) allowed++;
   const checkMicros = inputs.map((input) => timeBatches(iterations, 7, () => checkSuggestion(policy, input)));
@@ -79,7 +97,15 @@ async function main(): Promise<void> {
     const { verdicts } = checkSuggestion(policy, inputs[0]);
     const appendMicros = async (durable: boolean, n: number) => {
       const log = AuditLog.open(path.join(dir, `audit-${durable}.jsonl`), { durable });
-      const record = { event: 'served' as const, mode: 'compliance' as const, adapter: { id: '20261128-130501-ab12cd', sha256: 'a'.repeat(64) }, path: 'src/a.ts', suggestion: suggestions[0], verdicts, policySha256: policy.sha256 };
+      const record = {
+        event: 'served' as const,
+        mode: 'compliance' as const,
+        adapter: { id: '20261128-130501-ab12cd', sha256: 'a'.repeat(64) },
+        path: 'src/a.ts',
+        suggestion: suggestions[0],
+        verdicts,
+        policySha256: policy.sha256,
+      };
       const times: number[] = [];
       for (let i = 0; i < n; i++) {
         const start = performance.now();
@@ -90,11 +116,23 @@ async function main(): Promise<void> {
     };
     const result = {
       checkSuggestion: {
-        microsecondsMedian: { oneLine: round(checkMicros[0], 1), fiveLines: round(checkMicros[1], 1), eightLines: round(checkMicros[2], 1) },
-        blockedMicroseconds: round(timeBatches(iterations, 7, () => checkSuggestion(policy, blocked)), 1),
+        microsecondsMedian: {
+          oneLine: round(checkMicros[0], 1),
+          fiveLines: round(checkMicros[1], 1),
+          eightLines: round(checkMicros[2], 1),
+        },
+        blockedMicroseconds: round(
+          timeBatches(iterations, 7, () => checkSuggestion(policy, blocked)),
+          1,
+        ),
         allowedOfSamples: `${allowed}/${inputs.length}`,
         documentChars: fileText.length,
-        policy: { bannedPatterns: policy.bannedPatterns.length, bannedApis: policy.bannedApis.length, requiredHeader: true, maxSuggestionLength: policy.maxSuggestionLength },
+        policy: {
+          bannedPatterns: policy.bannedPatterns.length,
+          bannedApis: policy.bannedApis.length,
+          requiredHeader: true,
+          maxSuggestionLength: policy.maxSuggestionLength,
+        },
         iterations,
       },
       auditAppend: {

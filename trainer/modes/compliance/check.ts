@@ -42,13 +42,22 @@ export function checkSuggestion(policy: Policy, suggestion: SuggestionToCheck): 
     throw new Error(`checkSuggestion: offset ${offset} is outside the document (0..${fileText.length})`);
   }
   const verdicts: Verdict[] = [];
-  const verdict = (rule: ComplianceRule, violations: Violation[]) => verdicts.push({ rule, passed: violations.length === 0, violations });
+  const verdict = (rule: ComplianceRule, violations: Violation[]) =>
+    verdicts.push({ rule, passed: violations.length === 0, violations });
 
   verdict(
     'context-path',
     isContextAllowed(policy, suggestion.path)
       ? []
-      : [{ id: 'paths.context', message: suggestion.path === null ? 'the file is not inside the repository' : `${suggestion.path} is not allowed as context by paths.context` }],
+      : [
+          {
+            id: 'paths.context',
+            message:
+              suggestion.path === null
+                ? 'the file is not inside the repository'
+                : `${suggestion.path} is not allowed as context by paths.context`,
+          },
+        ],
   );
 
   const limits = policy.maxSuggestionLength;
@@ -56,8 +65,16 @@ export function checkSuggestion(policy: Policy, suggestion: SuggestionToCheck): 
     const violations: Violation[] = [];
     const chars = codePoints(text);
     const lines = lineCount(text);
-    if (limits.chars !== null && chars > limits.chars) violations.push({ id: 'maxSuggestionLength.chars', message: `${chars} characters exceed the limit of ${limits.chars}` });
-    if (limits.lines !== null && lines > limits.lines) violations.push({ id: 'maxSuggestionLength.lines', message: `${lines} lines exceed the limit of ${limits.lines}` });
+    if (limits.chars !== null && chars > limits.chars)
+      violations.push({
+        id: 'maxSuggestionLength.chars',
+        message: `${chars} characters exceed the limit of ${limits.chars}`,
+      });
+    if (limits.lines !== null && lines > limits.lines)
+      violations.push({
+        id: 'maxSuggestionLength.lines',
+        message: `${lines} lines exceed the limit of ${limits.lines}`,
+      });
     verdict('max-length', violations);
   }
 
@@ -73,20 +90,27 @@ export function checkSuggestion(policy: Policy, suggestion: SuggestionToCheck): 
     if (policy.bannedPatterns.length > 0) {
       verdict(
         'banned-pattern',
-        policy.bannedPatterns.filter((p) => overlaps(p.regex, region, from, to)).map((p) => ({ id: p.id, message: p.message })),
+        policy.bannedPatterns
+          .filter((p) => overlaps(p.regex, region, from, to))
+          .map((p) => ({ id: p.id, message: p.message })),
       );
     }
     if (policy.bannedApis.length > 0) {
       verdict(
         'banned-api',
-        policy.bannedApis.filter((api) => overlaps(api.regex, region, from, to)).map((api) => ({ id: api.id, message: api.message })),
+        policy.bannedApis
+          .filter((api) => overlaps(api.regex, region, from, to))
+          .map((api) => ({ id: api.id, message: api.message })),
       );
     }
   }
 
   const header = policy.requiredHeader;
   if (header && appliesTo(header.paths, suggestion.path)) {
-    verdict('required-header', headerHolds(header, fileText, text, offset) ? [] : [{ id: 'requiredHeader', message: header.message }]);
+    verdict(
+      'required-header',
+      headerHolds(header, fileText, text, offset) ? [] : [{ id: 'requiredHeader', message: header.message }],
+    );
   }
 
   return { allowed: verdicts.every((v) => v.passed), verdicts };
@@ -123,10 +147,18 @@ function appliesTo(rules: PathRules | null, relativePath: string | null): boolea
  * The document with the suggestion inserted starts with the header (after a BOM and a #! line),
  * or is still being written towards it (the whole document is a prefix of a literal header).
  */
-function headerHolds(header: NonNullable<Policy['requiredHeader']>, fileText: string, text: string, offset: number): boolean {
+function headerHolds(
+  header: NonNullable<Policy['requiredHeader']>,
+  fileText: string,
+  text: string,
+  offset: number,
+): boolean {
   // Only the start of the document matters; build at most `window` characters of it.
   const window = Math.max((header.text ?? '').length, 4096);
-  const doc = offset >= window ? fileText.slice(0, window) : (fileText.slice(0, offset) + text + fileText.slice(offset, window)).slice(0, window);
+  const doc =
+    offset >= window
+      ? fileText.slice(0, window)
+      : (fileText.slice(0, offset) + text + fileText.slice(offset, window)).slice(0, window);
   const whole = fileText.length + text.length <= window;
   let start = doc.replace(/\r\n?/g, '\n').replace(/^\uFEFF/, '');
   if (start.startsWith('#!')) {

@@ -68,14 +68,25 @@ export interface Policy {
   maxSuggestionLength: { chars: number | null; lines: number | null };
 }
 
-export const POLICY_FIELDS = ['$schema', 'version', 'bannedPatterns', 'bannedApis', 'requiredHeader', 'paths', 'maxSuggestionLength'];
+export const POLICY_FIELDS = [
+  '$schema',
+  'version',
+  'bannedPatterns',
+  'bannedApis',
+  'requiredHeader',
+  'paths',
+  'maxSuggestionLength',
+];
 const IDENTIFIER = /^[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)*$/;
 
 class PolicyError extends Error {}
 
 /** Reads and validates `<repoRoot>/idiom-policy.json` (or the file `file`); null when there is none. */
 export function loadPolicy(repoRootOrFile: string): Policy | null {
-  const file = fs.existsSync(repoRootOrFile) && fs.statSync(repoRootOrFile).isDirectory() ? path.join(repoRootOrFile, POLICY_FILE) : repoRootOrFile;
+  const file =
+    fs.existsSync(repoRootOrFile) && fs.statSync(repoRootOrFile).isDirectory()
+      ? path.join(repoRootOrFile, POLICY_FILE)
+      : repoRootOrFile;
   let bytes: Buffer;
   try {
     bytes = fs.readFileSync(file);
@@ -118,7 +129,11 @@ function isObject(value: unknown): value is Record<string, unknown> {
 
 function checkKeys(value: Record<string, unknown>, field: string, allowed: string[]): void {
   for (const key of Object.keys(value)) {
-    if (!allowed.includes(key)) fail(field === '' ? key : `${field}.${key}`, `unknown field (expected one of ${allowed.filter((k) => k !== '$schema').join(', ')})`);
+    if (!allowed.includes(key))
+      fail(
+        field === '' ? key : `${field}.${key}`,
+        `unknown field (expected one of ${allowed.filter((k) => k !== '$schema').join(', ')})`,
+      );
   }
 }
 
@@ -139,7 +154,10 @@ function compileRegex(pattern: string, flags: string, field: string, anchored = 
   try {
     return new RegExp(anchored ? `^(?:${pattern})` : pattern, flags);
   } catch (error) {
-    return fail(field, `invalid regular expression (${(error as Error).message.replace(/^Invalid regular expression: /, '')})`);
+    return fail(
+      field,
+      `invalid regular expression (${(error as Error).message.replace(/^Invalid regular expression: /, '')})`,
+    );
   }
 }
 
@@ -163,7 +181,8 @@ function pathRules(value: unknown, field: string): PathRules {
 
 function positiveIntegerOrNull(value: unknown, field: string): number | null {
   if (value === undefined) return null;
-  if (!(typeof value === 'number' && Number.isInteger(value) && value > 0)) fail(field, `must be a positive integer, got ${describe(value)}`);
+  if (!(typeof value === 'number' && Number.isInteger(value) && value > 0))
+    fail(field, `must be a positive integer, got ${describe(value)}`);
   return value;
 }
 
@@ -171,22 +190,34 @@ function validate(json: unknown, source: string, sha256: string): Policy {
   if (!isObject(json)) fail('(top level)', `must be a JSON object, got ${describe(json)}`);
   checkKeys(json, '', POLICY_FIELDS);
   if (json.version === undefined) fail('version', `missing (write "version": ${POLICY_VERSION})`);
-  if (json.version !== POLICY_VERSION) fail('version', `is ${describe(json.version)}; this Idiom reads policy version ${POLICY_VERSION}`);
+  if (json.version !== POLICY_VERSION)
+    fail('version', `is ${describe(json.version)}; this Idiom reads policy version ${POLICY_VERSION}`);
 
   const bannedPatterns: BannedPattern[] = [];
   if (json.bannedPatterns !== undefined) {
-    if (!Array.isArray(json.bannedPatterns)) fail('bannedPatterns', `must be a list, got ${describe(json.bannedPatterns)}`);
+    if (!Array.isArray(json.bannedPatterns))
+      fail('bannedPatterns', `must be a list, got ${describe(json.bannedPatterns)}`);
     json.bannedPatterns.forEach((entry, i) => {
       const field = `bannedPatterns[${i}]`;
       const raw = typeof entry === 'string' ? { pattern: entry } : entry;
-      if (!isObject(raw)) fail(field, `must be a regular expression string or {"pattern", "flags", "message", "id"}, got ${describe(entry)}`);
+      if (!isObject(raw))
+        fail(
+          field,
+          `must be a regular expression string or {"pattern", "flags", "message", "id"}, got ${describe(entry)}`,
+        );
       checkKeys(raw, field, ['pattern', 'flags', 'message', 'id']);
-      if (typeof raw.pattern !== 'string') fail(`${field}.pattern`, raw.pattern === undefined ? 'missing' : `must be a string, got ${describe(raw.pattern)}`);
+      if (typeof raw.pattern !== 'string')
+        fail(
+          `${field}.pattern`,
+          raw.pattern === undefined ? 'missing' : `must be a string, got ${describe(raw.pattern)}`,
+        );
       const flags = optionalString(raw.flags, `${field}.flags`) ?? '';
-      if (!/^[imsu]*$/.test(flags) || new Set(flags).size !== flags.length) fail(`${field}.flags`, `"${flags}": only i, m, s and u, each once (g and y make a pattern stateful)`);
+      if (!/^[imsu]*$/.test(flags) || new Set(flags).size !== flags.length)
+        fail(`${field}.flags`, `"${flags}": only i, m, s and u, each once (g and y make a pattern stateful)`);
       const regex = compileRegex(raw.pattern, `${flags}g`, `${field}.pattern`); // global: checkSuggestion walks every match
       const id = optionalString(raw.id, `${field}.id`) ?? raw.pattern;
-      const message = optionalString(raw.message, `${field}.message`) ?? `matches banned pattern /${raw.pattern}/${flags}`;
+      const message =
+        optionalString(raw.message, `${field}.message`) ?? `matches banned pattern /${raw.pattern}/${flags}`;
       bannedPatterns.push({ id, regex, message });
     });
   }
@@ -197,13 +228,22 @@ function validate(json: unknown, source: string, sha256: string): Policy {
     json.bannedApis.forEach((entry, i) => {
       const field = `bannedApis[${i}]`;
       const raw = typeof entry === 'string' ? { name: entry } : entry;
-      if (!isObject(raw)) fail(field, `must be an identifier string ("eval", "child_process.exec()") or {"name", "message"}, got ${describe(entry)}`);
+      if (!isObject(raw))
+        fail(
+          field,
+          `must be an identifier string ("eval", "child_process.exec()") or {"name", "message"}, got ${describe(entry)}`,
+        );
       checkKeys(raw, field, ['name', 'message']);
-      if (typeof raw.name !== 'string') fail(`${field}.name`, raw.name === undefined ? 'missing' : `must be a string, got ${describe(raw.name)}`);
+      if (typeof raw.name !== 'string')
+        fail(`${field}.name`, raw.name === undefined ? 'missing' : `must be a string, got ${describe(raw.name)}`);
       const written = raw.name.trim();
       const callOnly = written.endsWith('()');
       const name = callOnly ? written.slice(0, -2).trim() : written;
-      if (!IDENTIFIER.test(name)) fail(`${field}.name`, `"${raw.name}" is not an identifier or dotted path (e.g. "eval", "Math.random", "child_process.exec()")`);
+      if (!IDENTIFIER.test(name))
+        fail(
+          `${field}.name`,
+          `"${raw.name}" is not an identifier or dotted path (e.g. "eval", "Math.random", "child_process.exec()")`,
+        );
       const message = optionalString(raw.message, `${field}.message`) ?? `uses banned API ${written}`;
       bannedApis.push({ id: written, name, callOnly, regex: apiRegex(name, callOnly), message });
     });
@@ -212,40 +252,69 @@ function validate(json: unknown, source: string, sha256: string): Policy {
   let requiredHeader: RequiredHeader | null = null;
   if (json.requiredHeader !== undefined) {
     const raw = typeof json.requiredHeader === 'string' ? { text: json.requiredHeader } : json.requiredHeader;
-    if (!isObject(raw)) fail('requiredHeader', `must be a string or {"text" | "pattern", "paths", "message"}, got ${describe(json.requiredHeader)}`);
+    if (!isObject(raw))
+      fail(
+        'requiredHeader',
+        `must be a string or {"text" | "pattern", "paths", "message"}, got ${describe(json.requiredHeader)}`,
+      );
     checkKeys(raw, 'requiredHeader', ['text', 'pattern', 'paths', 'message']);
     const headerText = optionalString(raw.text, 'requiredHeader.text');
     const pattern = optionalString(raw.pattern, 'requiredHeader.pattern');
-    if ((headerText === null) === (pattern === null)) fail('requiredHeader', 'give exactly one of "text" (literal) or "pattern" (regular expression anchored at the start of the file)');
+    if ((headerText === null) === (pattern === null))
+      fail(
+        'requiredHeader',
+        'give exactly one of "text" (literal) or "pattern" (regular expression anchored at the start of the file)',
+      );
     if (headerText !== null && headerText.trim() === '') fail('requiredHeader.text', 'must not be empty');
     requiredHeader = {
       text: headerText === null ? null : headerText.replace(/\r\n?/g, '\n'),
       pattern: pattern === null ? null : compileRegex(pattern, '', 'requiredHeader.pattern', true),
       paths: raw.paths === undefined ? null : pathRules(raw.paths, 'requiredHeader.paths'),
-      message: optionalString(raw.message, 'requiredHeader.message') ?? 'the file does not start with the required header',
+      message:
+        optionalString(raw.message, 'requiredHeader.message') ?? 'the file does not start with the required header',
     };
   }
 
-  if (json.paths === undefined) fail('paths', 'missing: {"training": [globs], "context": [globs]} says which files may train the compliance adapter and be context for a suggestion');
+  if (json.paths === undefined)
+    fail(
+      'paths',
+      'missing: {"training": [globs], "context": [globs]} says which files may train the compliance adapter and be context for a suggestion',
+    );
   if (!isObject(json.paths)) fail('paths', `must be an object, got ${describe(json.paths)}`);
   checkKeys(json.paths, 'paths', ['training', 'context']);
-  if (json.paths.training === undefined) fail('paths.training', 'missing (globs of the files the compliance adapter may be trained on)');
+  if (json.paths.training === undefined)
+    fail('paths.training', 'missing (globs of the files the compliance adapter may be trained on)');
   const training = pathRules(json.paths.training, 'paths.training');
   const context = json.paths.context === undefined ? training : pathRules(json.paths.context, 'paths.context');
 
   let maxSuggestionLength: Policy['maxSuggestionLength'] = { chars: null, lines: null };
   if (json.maxSuggestionLength !== undefined) {
-    const raw = typeof json.maxSuggestionLength === 'number' ? { chars: json.maxSuggestionLength } : json.maxSuggestionLength;
-    if (!isObject(raw)) fail('maxSuggestionLength', `must be a number of characters or {"chars", "lines"}, got ${describe(json.maxSuggestionLength)}`);
+    const raw =
+      typeof json.maxSuggestionLength === 'number' ? { chars: json.maxSuggestionLength } : json.maxSuggestionLength;
+    if (!isObject(raw))
+      fail(
+        'maxSuggestionLength',
+        `must be a number of characters or {"chars", "lines"}, got ${describe(json.maxSuggestionLength)}`,
+      );
     checkKeys(raw, 'maxSuggestionLength', ['chars', 'lines']);
     maxSuggestionLength = {
       chars: positiveIntegerOrNull(raw.chars, 'maxSuggestionLength.chars'),
       lines: positiveIntegerOrNull(raw.lines, 'maxSuggestionLength.lines'),
     };
-    if (maxSuggestionLength.chars === null && maxSuggestionLength.lines === null) fail('maxSuggestionLength', 'give "chars", "lines" or both');
+    if (maxSuggestionLength.chars === null && maxSuggestionLength.lines === null)
+      fail('maxSuggestionLength', 'give "chars", "lines" or both');
   }
 
-  return { version: POLICY_VERSION, source, sha256, bannedPatterns, bannedApis, requiredHeader, paths: { training, context }, maxSuggestionLength };
+  return {
+    version: POLICY_VERSION,
+    source,
+    sha256,
+    bannedPatterns,
+    bannedApis,
+    requiredHeader,
+    paths: { training, context },
+    maxSuggestionLength,
+  };
 }
 
 /** `a.b.c` as a member path (optional chaining and spaces allowed), not part of a longer name. */

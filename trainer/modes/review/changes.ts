@@ -42,7 +42,9 @@ export async function headVersion(file: string): Promise<HeadVersion> {
   try {
     root = (await runGit(folder, ['rev-parse', '--show-toplevel'])).trim();
   } catch {
-    throw new Error(`${absolute}: not inside a git repository (review compares with HEAD and learns the repository's own distribution from its files)`);
+    throw new Error(
+      `${absolute}: not inside a git repository (review compares with HEAD and learns the repository's own distribution from its files)`,
+    );
   }
   const relativePath = path.relative(fs.realpathSync(root), fs.realpathSync(absolute)).split(path.sep).join('/');
   try {

@@ -76,11 +76,15 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
   if (!fs.existsSync(start)) throw new Error(`${start}: no such repository folder`);
   const repoRoot = findRepoRoot(start);
   const git = (args: string[]) => runGit(repoRoot, args);
-  if ((await git(['rev-parse', '--is-inside-work-tree']).catch(() => '')).trim() !== 'true') throw new Error(`${repoRoot}: not a git repository`);
+  if ((await git(['rev-parse', '--is-inside-work-tree']).catch(() => '')).trim() !== 'true')
+    throw new Error(`${repoRoot}: not a git repository`);
   const log = options.onLog ?? (() => {});
   const baseDir = resolveBaseDir(options.base);
   const baseSha256 = await baseWeightsSha256(baseDir);
-  const resolved = await resolveReviewAdapter(repoRoot, options.adapter, options.registry, { dir: baseDir, sha256: baseSha256 });
+  const resolved = await resolveReviewAdapter(repoRoot, options.adapter, options.registry, {
+    dir: baseDir,
+    sha256: baseSha256,
+  });
   const trainedAt = options.fixesAfter ?? (resolved ? (readManifest(resolved.dir)?.repo.head ?? null) : null);
 
   const subject = options.subject ?? FIX_SUBJECT;
@@ -99,11 +103,15 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
     try {
       trained = new Set((await git(['rev-list', trainedAt])).split('\n').filter(Boolean));
     } catch {
-      throw new Error(`commit ${trainedAt} (the adapter's training snapshot) is not in this repository; pass --fixes-after <commit> (the snapshot it was trained on) or --include-trained`);
+      throw new Error(
+        `commit ${trainedAt} (the adapter's training snapshot) is not in this repository; pass --fixes-after <commit> (the snapshot it was trained on) or --include-trained`,
+      );
     }
     candidates = matched.filter((c) => !trained.has(c.id));
   } else if (resolved && !trainedAt && !options.includeTrained) {
-    log('review eval: the adapter records no training commit; every fix commit is used (some may have been trained on)');
+    log(
+      'review eval: the adapter records no training commit; every fix commit is used (some may have been trained on)',
+    );
   }
   if (candidates.length === 0) {
     throw new Error(
@@ -122,7 +130,18 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
     const scorer = await ReviewScorer.load(worker, baseDir, tokenizer, { threads: options.threads });
     if (resolved) await scorer.setAdapter(resolved.adapter);
     for (const [index, commit] of commits.entries()) {
-      const removedByFile = removedLinesFromUnifiedDiff(await git(['diff', '-U0', '--no-color', '--no-ext-diff', '--no-textconv', '--diff-filter=M', commit.parent, commit.id]));
+      const removedByFile = removedLinesFromUnifiedDiff(
+        await git([
+          'diff',
+          '-U0',
+          '--no-color',
+          '--no-ext-diff',
+          '--no-textconv',
+          '--diff-filter=M',
+          commit.parent,
+          commit.id,
+        ]),
+      );
       let used = false;
       for (const [file, removed] of removedByFile) {
         if (removed.length === 0 || !languageForPath(file)) continue;
@@ -151,22 +170,28 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
         used = true;
       }
       if (used) evaluated++;
-      if ((index + 1) % 10 === 0) log(`review eval: ${index + 1}/${commits.length} fix commits, ${files} files, ${scored.length} lines`);
+      if ((index + 1) % 10 === 0)
+        log(`review eval: ${index + 1}/${commits.length} fix commits, ${files} files, ${scored.length} lines`);
     }
     await scorer.dispose();
   } finally {
     await worker.terminate();
   }
-  if (scored.length === 0) throw new Error(`${repoRoot}: the fix commits changed no lines of code files that could be scored`);
+  if (scored.length === 0)
+    throw new Error(`${repoRoot}: the fix commits changed no lines of code files that could be scored`);
 
-  const pooled = (score: (line: ScoredLine) => number): number => rocAuc(scored.filter((l) => l.removed).map(score), scored.filter((l) => !l.removed).map(score));
+  const pooled = (score: (line: ScoredLine) => number): number =>
+    rocAuc(scored.filter((l) => l.removed).map(score), scored.filter((l) => !l.removed).map(score));
   const perFile = (score: (line: ScoredLine) => number): { mean: number; files: number } => {
     const byFile = new Map<number, ScoredLine[]>();
     for (const line of scored) byFile.set(line.file, [...(byFile.get(line.file) ?? []), line]);
-    const aucs = [...byFile.values()].map((lines) => rocAuc(lines.filter((l) => l.removed).map(score), lines.filter((l) => !l.removed).map(score))).filter(Number.isFinite);
+    const aucs = [...byFile.values()]
+      .map((lines) => rocAuc(lines.filter((l) => l.removed).map(score), lines.filter((l) => !l.removed).map(score)))
+      .filter(Number.isFinite);
     return { mean: aucs.reduce((a, b) => a + b, 0) / aucs.length, files: aucs.length };
   };
-  const byAggregate = (f: (a: Aggregate) => number): ModelAuc => Object.fromEntries(AGGREGATES.map((a) => [a, round(f(a), 4)])) as ModelAuc;
+  const byAggregate = (f: (a: Aggregate) => number): ModelAuc =>
+    Object.fromEntries(AGGREGATES.map((a) => [a, round(f(a), 4)])) as ModelAuc;
   const auc = {
     adapter: byAggregate((a) => pooled((l) => l.adapter[a])),
     base: byAggregate((a) => pooled((l) => l.base[a])),
@@ -191,7 +216,11 @@ export async function evaluateFixCommits(options: FixEvaluationOptions): Promise
   };
 }
 
-async function showFile(git: (args: string[]) => Promise<string>, commit: string, file: string): Promise<string | null> {
+async function showFile(
+  git: (args: string[]) => Promise<string>,
+  commit: string,
+  file: string,
+): Promise<string | null> {
   try {
     const text = await git(['cat-file', 'blob', `${commit}:${file}`]);
     return text.includes('\0') ? null : text.replace(/\r\n?/g, '\n');
@@ -201,7 +230,8 @@ async function showFile(git: (args: string[]) => Promise<string>, commit: string
 }
 
 export function formatFixEvaluation(result: FixEvaluation): string {
-  const row = (name: string, auc: ModelAuc) => `  ${name.padEnd(22)} mean ${auc.mean.toFixed(3)}   max ${auc.max.toFixed(3)}`;
+  const row = (name: string, auc: ModelAuc) =>
+    `  ${name.padEnd(22)} mean ${auc.mean.toFixed(3)}   max ${auc.max.toFixed(3)}`;
   return [
     `${result.repo}: ${result.commits.evaluated} fix commits (${result.commits.matched} matched, ${result.commits.afterTraining} after the adapter's training commit), ${result.files} files, ${result.lines.removedByFix} lines removed by fixes vs ${result.lines.other} other lines`,
     'ROC AUC (0.5 = chance) of line surprisal, pooled:',

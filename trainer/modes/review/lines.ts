@@ -26,7 +26,9 @@ export function tokenLines(text: string, tokenByteLengths: readonly number[]): I
   const bytes = Buffer.from(text, 'utf8');
   const total = tokenByteLengths.reduce((sum, n) => sum + n, 0);
   if (total !== bytes.length) {
-    throw new Error(`token byte lengths add up to ${total}, the text has ${bytes.length} bytes (review needs a byte-level tokenizer)`);
+    throw new Error(
+      `token byte lengths add up to ${total}, the text has ${bytes.length} bytes (review needs a byte-level tokenizer)`,
+    );
   }
   // lineOfByte[i]: the line holding byte i ('\n' belongs to the line it ends).
   const lineOfByte = new Int32Array(bytes.length);
@@ -59,7 +61,12 @@ export interface LineScores {
  * Aggregates token surprisal (bits) into lines. `lineOfToken[t]` is the line of token t; tokens
  * with NaN surprisal (the first token of a file without a start token) are skipped.
  */
-export function aggregateLines(lineOfToken: Int32Array, bits: ArrayLike<number>, lineCount: number, hasContent: readonly boolean[]): LineScores {
+export function aggregateLines(
+  lineOfToken: Int32Array,
+  bits: ArrayLike<number>,
+  lineCount: number,
+  hasContent: readonly boolean[],
+): LineScores {
   const sum = new Float64Array(lineCount);
   const max = new Float64Array(lineCount).fill(-Infinity);
   const tokens = new Int32Array(lineCount);
@@ -89,7 +96,8 @@ export function aggregateLines(lineOfToken: Int32Array, bits: ArrayLike<number>,
  * is scored from the window that gives it the most context (at least maxLength − stride tokens).
  */
 export function scoringWindows(n: number, maxLength: number): { starts: number[]; length: number } {
-  if (!(Number.isInteger(maxLength) && maxLength >= 2)) throw new Error(`scoring windows need at least 2 tokens, got ${maxLength}`);
+  if (!(Number.isInteger(maxLength) && maxLength >= 2))
+    throw new Error(`scoring windows need at least 2 tokens, got ${maxLength}`);
   if (n <= maxLength) return { starts: [0], length: n };
   const stride = Math.max(1, Math.floor(maxLength / 2));
   const starts: number[] = [];
@@ -102,7 +110,12 @@ export function scoringWindows(n: number, maxLength: number): { starts: number[]
  * From the windows' per-token NLL (result[w·(L − 1) + i] = NLL of token starts[w] + i + 1) to one
  * NLL per token: out[p] for p = 1..n − 1 from the window where p has the longest context; out[0] = NaN.
  */
-export function pickTokenNll(nll: ArrayLike<number>, starts: readonly number[], length: number, n: number): Float64Array {
+export function pickTokenNll(
+  nll: ArrayLike<number>,
+  starts: readonly number[],
+  length: number,
+  n: number,
+): Float64Array {
   const out = new Float64Array(n);
   out[0] = NaN;
   let w = 0;
@@ -125,7 +138,8 @@ export function sortedFinite(values: Iterable<number>): number[] {
  * strictly greater.
  */
 export function percentileThreshold(sorted: readonly number[], topPercent: number): number {
-  if (!(topPercent > 0 && topPercent < 100)) throw new Error(`the review percentile must be in (0, 100), got ${topPercent}`);
+  if (!(topPercent > 0 && topPercent < 100))
+    throw new Error(`the review percentile must be in (0, 100), got ${topPercent}`);
   if (sorted.length === 0) throw new Error('no line scores to take a percentile of');
   const q = 1 - topPercent / 100;
   const position = q * (sorted.length - 1);
@@ -142,7 +156,9 @@ export function rocAuc(positives: readonly number[], negatives: readonly number[
   const P = positives.length;
   const N = negatives.length;
   if (P === 0 || N === 0) return NaN;
-  const all = [...positives.map((v) => ({ v, pos: true })), ...negatives.map((v) => ({ v, pos: false }))].sort((a, b) => a.v - b.v);
+  const all = [...positives.map((v) => ({ v, pos: true })), ...negatives.map((v) => ({ v, pos: false }))].sort(
+    (a, b) => a.v - b.v,
+  );
   let rankSum = 0;
   for (let i = 0; i < all.length; ) {
     let j = i;

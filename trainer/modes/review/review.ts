@@ -45,7 +45,14 @@ export interface ReviewLine {
  * The reviewed lines: those in `selected` (1-based; null = all) that have content, with their
  * scores and whether they exceed `threshold`.
  */
-export function reviewLines(lines: readonly string[], adapter: LineScores, base: LineScores | null, selected: ReadonlySet<number> | null, threshold: number, aggregate: Aggregate): ReviewLine[] {
+export function reviewLines(
+  lines: readonly string[],
+  adapter: LineScores,
+  base: LineScores | null,
+  selected: ReadonlySet<number> | null,
+  threshold: number,
+  aggregate: Aggregate,
+): ReviewLine[] {
   const result: ReviewLine[] = [];
   for (let i = 0; i < lines.length; i++) {
     const surprisal = adapter[aggregate][i];
@@ -80,7 +87,12 @@ export interface ResolvedAdapter {
  * The repository adapter review scores with: the one given (id or folder), else the one active
  * for review, else the one active for completion; null when there is none (base model alone).
  */
-export async function resolveReviewAdapter(repoRoot: string, given: string | undefined, registryOptions: RegistryOptions | undefined, base: { dir: string; sha256: string }): Promise<ResolvedAdapter | null> {
+export async function resolveReviewAdapter(
+  repoRoot: string,
+  given: string | undefined,
+  registryOptions: RegistryOptions | undefined,
+  base: { dir: string; sha256: string },
+): Promise<ResolvedAdapter | null> {
   let dir: string | null = null;
   let source: ResolvedAdapter['source'] = 'given';
   if (given) {
@@ -101,7 +113,8 @@ export async function resolveReviewAdapter(repoRoot: string, given: string | und
     }
   }
   if (dir === null) return null;
-  if (adapterKind(dir) !== 'lora') throw new Error(`${dir}: review scores with LoRA adapters; this is a full fine-tune`);
+  if (adapterKind(dir) !== 'lora')
+    throw new Error(`${dir}: review scores with LoRA adapters; this is a full fine-tune`);
   const loaded = await loadAdapter(dir, loadModelConfig(base.dir), { baseSha256: base.sha256 });
   return { id: readManifest(dir)?.id ?? null, dir, source, adapter: loraAdapterOf(loaded) };
 }
@@ -143,10 +156,12 @@ export async function reviewFile(options: ReviewFileOptions): Promise<ReviewFile
   const started = performance.now();
   const file = path.resolve(options.file);
   if (!fs.existsSync(file)) throw new Error(`${file}: no such file`);
-  if (fs.statSync(file).isDirectory()) throw new Error(`${file} is a folder: review takes one file (idiom review path/to/file)`);
+  if (fs.statSync(file).isDirectory())
+    throw new Error(`${file} is a folder: review takes one file (idiom review path/to/file)`);
   if (!fs.statSync(file).isFile()) throw new Error(`${file}: not a regular file`);
   const aggregate = options.aggregate ?? DEFAULT_AGGREGATE;
-  if (!AGGREGATES.includes(aggregate)) throw new Error(`unknown aggregate "${aggregate}" (expected ${AGGREGATES.join(' or ')})`);
+  if (!AGGREGATES.includes(aggregate))
+    throw new Error(`unknown aggregate "${aggregate}" (expected ${AGGREGATES.join(' or ')})`);
   const percentile = options.percentile ?? DEFAULT_PERCENTILE;
   if (!(percentile > 0 && percentile < 100)) throw new Error(`--percentile must be in (0, 100), got ${percentile}`);
   let text: string;
@@ -162,7 +177,10 @@ export async function reviewFile(options: ReviewFileOptions): Promise<ReviewFile
   const selected = options.all ? null : new Set(changedLineNumbers(head.text, text));
   const baseDir = resolveBaseDir(options.base);
   const baseSha256 = await baseWeightsSha256(baseDir);
-  const resolved = await resolveReviewAdapter(repoRoot, options.adapter, options.registry, { dir: baseDir, sha256: baseSha256 });
+  const resolved = await resolveReviewAdapter(repoRoot, options.adapter, options.registry, {
+    dir: baseDir,
+    sha256: baseSha256,
+  });
   const tokenizer = await Tokenizer.load(baseDir);
   const worker = EngineWorker.start();
   try {
@@ -190,7 +208,12 @@ export async function reviewFile(options: ReviewFileOptions): Promise<ReviewFile
       percentile,
       threshold: round(threshold, 3),
       scope: options.all ? 'all' : 'changed',
-      distribution: { lines: distribution.lines, files: distribution.files, heldOutLines: distribution.heldOutLines, trainingLines: distribution.trainingLines },
+      distribution: {
+        lines: distribution.lines,
+        files: distribution.files,
+        heldOutLines: distribution.heldOutLines,
+        trainingLines: distribution.trainingLines,
+      },
       lines,
       flagged: lines.filter((l) => l.flagged).length,
       tokens: scored.tokens,

@@ -8,7 +8,16 @@ import type { LoraAdapter } from '../../compute/engine/weights';
 import { adapterMessage } from '../../training/eval/evaluator';
 import type { EngineWorker } from '../../compute/runtime/client';
 import type { Tokenizer } from '../../model/tokenizer/tokenizer';
-import { BITS_PER_NAT, aggregateLines, contentLines, pickTokenNll, scoringWindows, splitLines, tokenLines, type LineScores } from './lines';
+import {
+  BITS_PER_NAT,
+  aggregateLines,
+  contentLines,
+  pickTokenNll,
+  scoringWindows,
+  splitLines,
+  tokenLines,
+  type LineScores,
+} from './lines';
 
 /** Tokens per scoring window (attention cost grows with its square); longer files use overlapping windows. */
 export const DEFAULT_WINDOW_TOKENS = 512;
@@ -41,25 +50,55 @@ export class ReviewScorer {
   ) {}
 
   /** Loads `baseDir` in `worker` with LoRA inputs (adapters switch by feed; the base scores with zero feeds). */
-  static async load(worker: EngineWorker, baseDir: string, tokenizer: Tokenizer, options: ReviewScorerOptions & { threads?: number } = {}): Promise<ReviewScorer> {
+  static async load(
+    worker: EngineWorker,
+    baseDir: string,
+    tokenizer: Tokenizer,
+    options: ReviewScorerOptions & { threads?: number } = {},
+  ): Promise<ReviewScorer> {
     const loaded = await worker.call('loadModel', baseDir, { loraInputs: true, threads: options.threads });
     const context = loaded.config.maxPositionEmbeddings;
-    return new ReviewScorer(worker, loaded.id, tokenizer, context, Math.min(options.windowTokens ?? DEFAULT_WINDOW_TOKENS, context), true);
+    return new ReviewScorer(
+      worker,
+      loaded.id,
+      tokenizer,
+      context,
+      Math.min(options.windowTokens ?? DEFAULT_WINDOW_TOKENS, context),
+      true,
+    );
   }
 
   /**
    * Uses a model the caller already loaded in `worker` with `loraInputs: true` (the language
    * server's). dispose() then leaves it loaded. The caller sets its adapter (or calls setAdapter).
    */
-  static attach(worker: EngineWorker, modelId: number, tokenizer: Tokenizer, maxContext: number, options: ReviewScorerOptions & { hasAdapter?: boolean } = {}): ReviewScorer {
-    const scorer = new ReviewScorer(worker, modelId, tokenizer, maxContext, Math.min(options.windowTokens ?? DEFAULT_WINDOW_TOKENS, maxContext), false);
+  static attach(
+    worker: EngineWorker,
+    modelId: number,
+    tokenizer: Tokenizer,
+    maxContext: number,
+    options: ReviewScorerOptions & { hasAdapter?: boolean } = {},
+  ): ReviewScorer {
+    const scorer = new ReviewScorer(
+      worker,
+      modelId,
+      tokenizer,
+      maxContext,
+      Math.min(options.windowTokens ?? DEFAULT_WINDOW_TOKENS, maxContext),
+      false,
+    );
     scorer.hasAdapter = options.hasAdapter ?? true;
     return scorer;
   }
 
   /** The adapter to score and generate with; null = the base model alone. */
   async setAdapter(adapter: LoraAdapter | AdapterMessage | null): Promise<void> {
-    const message = adapter === null ? null : adapter.modules instanceof Map ? adapterMessage(adapter as LoraAdapter) : (adapter as AdapterMessage);
+    const message =
+      adapter === null
+        ? null
+        : adapter.modules instanceof Map
+          ? adapterMessage(adapter as LoraAdapter)
+          : (adapter as AdapterMessage);
     await this.worker.call('setAdapter', this.modelId, message);
     this.hasAdapter = adapter !== null;
   }
@@ -89,11 +128,16 @@ export class ReviewScorer {
     const lines = splitLines(text);
     const hasContent = contentLines(lines);
     const adapterScores = await this.tokenSurprisal(text);
-    const lineOfToken = tokenLines(text, adapterScores.ids.map((id) => this.tokenizer.tokenBytes(id).length));
+    const lineOfToken = tokenLines(
+      text,
+      adapterScores.ids.map((id) => this.tokenizer.tokenBytes(id).length),
+    );
     const adapter = aggregateLines(lineOfToken, adapterScores.bits, lines.length, hasContent);
     let base: LineScores | null = null;
     if (options.base) {
-      base = this.hasAdapter ? aggregateLines(lineOfToken, (await this.tokenSurprisal(text, { base: true })).bits, lines.length, hasContent) : adapter;
+      base = this.hasAdapter
+        ? aggregateLines(lineOfToken, (await this.tokenSurprisal(text, { base: true })).bits, lines.length, hasContent)
+        : adapter;
     }
     return { lines, adapter, base, tokens: adapterScores.ids.length };
   }
@@ -104,12 +148,17 @@ export class ReviewScorer {
    */
   async alternative(text: string, line: number, options: { maxTokens?: number } = {}): Promise<string> {
     const lines = splitLines(text);
-    if (!(Number.isInteger(line) && line >= 1 && line <= lines.length)) throw new Error(`line ${line} is outside the file (1..${lines.length})`);
-    const prefix = lines.slice(0, line - 1).map((l) => `${l}\n`).join('');
+    if (!(Number.isInteger(line) && line >= 1 && line <= lines.length))
+      throw new Error(`line ${line} is outside the file (1..${lines.length})`);
+    const prefix = lines
+      .slice(0, line - 1)
+      .map((l) => `${l}\n`)
+      .join('');
     const maxTokens = options.maxTokens ?? 64;
     const { ids } = this.encode(prefix);
     const room = this.maxContext - maxTokens;
-    if (room < 2) throw new Error(`a context of ${this.maxContext} tokens leaves no room for a ${maxTokens}-token line`);
+    if (room < 2)
+      throw new Error(`a context of ${this.maxContext} tokens leaves no room for a ${maxTokens}-token line`);
     const prompt = ids.length > room ? ids.slice(ids.length - room) : ids;
     const result = await this.worker.call('generate', this.modelId, { prompt, maxTokens, stop: ['\n'] });
     const generated = result.text ?? this.tokenizer.decode(result.tokens);

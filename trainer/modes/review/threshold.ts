@@ -69,7 +69,12 @@ export async function repositoryDistribution(options: DistributionOptions): Prom
 function readDistribution(file: string): LineDistribution | null {
   try {
     const json = JSON.parse(fs.readFileSync(file, 'utf8')) as LineDistribution;
-    if (json.version !== DISTRIBUTION_VERSION || !json.scores || AGGREGATES.some((a) => !Array.isArray(json.scores[a]) || json.scores[a].length === 0)) return null;
+    if (
+      json.version !== DISTRIBUTION_VERSION ||
+      !json.scores ||
+      AGGREGATES.some((a) => !Array.isArray(json.scores[a]) || json.scores[a].length === 0)
+    )
+      return null;
     return json;
   } catch {
     return null; // missing or unreadable: sample again
@@ -82,7 +87,8 @@ async function sampleDistribution(options: DistributionOptions): Promise<LineDis
   const summary = await mineRepository(options.repoRoot, { onWarning: options.onLog }, (file) => {
     files.push({ path: file.path, text: file.text, heldOut: file.split === 'heldout' });
   });
-  if (files.length === 0) throw new Error(`${options.repoRoot}: no minable source files to learn the repository's line distribution from`);
+  if (files.length === 0)
+    throw new Error(`${options.repoRoot}: no minable source files to learn the repository's line distribution from`);
   // Held-out files first, then the others in a fixed pseudo-random order (by path hash).
   const order = (p: string) => createHash('sha256').update(p).digest('hex');
   files.sort((a, b) => (a.heldOut === b.heldOut ? (order(a.path) < order(b.path) ? -1 : 1) : a.heldOut ? -1 : 1));
@@ -105,7 +111,9 @@ async function sampleDistribution(options: DistributionOptions): Promise<LineDis
     else trainingLines += counted;
     used++;
   }
-  options.onLog?.(`review: sampled ${scores.mean.length} lines from ${used} files (${heldOutLines} held out) for the repository's surprisal distribution`);
+  options.onLog?.(
+    `review: sampled ${scores.mean.length} lines from ${used} files (${heldOutLines} held out) for the repository's surprisal distribution`,
+  );
   return {
     version: DISTRIBUTION_VERSION,
     adapterId: options.adapterId,
@@ -120,6 +128,10 @@ async function sampleDistribution(options: DistributionOptions): Promise<LineDis
 }
 
 /** The flagging threshold (bits per token) for the top `topPercent` % of the repository's lines. */
-export function distributionThreshold(distribution: LineDistribution, aggregate: Aggregate, topPercent: number): number {
+export function distributionThreshold(
+  distribution: LineDistribution,
+  aggregate: Aggregate,
+  topPercent: number,
+): number {
   return percentileThreshold(distribution.scores[aggregate], topPercent);
 }

@@ -52,7 +52,13 @@ function percentile(values: number[], p: number): number {
 const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
 
 /** A session running only the per-token weight MatMuls, with preallocated feeds and fetches. */
-async function weightMatmulRunner(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, precision: Precision, threads: number, rng: Rng) {
+async function weightMatmulRunner(
+  cfg: ModelConfig,
+  weights: ReadonlyMap<string, HostTensor>,
+  precision: Precision,
+  threads: number,
+  rng: Rng,
+) {
   const session = await createSession(buildWeightMatmulGraph(cfg, weights, precision), { threads });
   const feeds: Record<string, ort.Tensor> = {};
   const fetches: Record<string, ort.Tensor> = {};
@@ -139,7 +145,10 @@ async function measureCompletions(
   const generator = new Generator(session);
   const request = async () => {
     const start = performance.now();
-    const result = await generator.generate(prompt(), { maxTokens, eosTokenIds: [fimPrefix, fimSuffix, fimMiddle, newline] });
+    const result = await generator.generate(prompt(), {
+      maxTokens,
+      eosTokenIds: [fimPrefix, fimSuffix, fimMiddle, newline],
+    });
     return { ms: performance.now() - start, result };
   };
   const cold: number[] = [];
@@ -165,7 +174,8 @@ async function measureCompletions(
     completionColdP50Ms: round(percentile(cold, 50), 3),
     completionColdP95Ms: round(percentile(cold, 95), 3),
     completion: {
-      measured: 'Generator.generate in-process, FIM-shaped prompt of random ids; cold: empty cache; warm: typing (last prefix token changed + one appended per request, cached prefix reused); greedy up to maxTokens or a stop id',
+      measured:
+        'Generator.generate in-process, FIM-shaped prompt of random ids; cold: empty cache; warm: typing (last prefix token changed + one appended per request, cached prefix reused); greedy up to maxTokens or a stop id',
       promptTokens,
       maxTokens,
       warmRequests: warm.length,
@@ -188,7 +198,10 @@ export async function benchInfer(options: BenchInferOptions = {}): Promise<Recor
   const rng = new Rng(2);
   const prompt = Array.from({ length: promptTokens }, () => rng.int(cfg.vocabSize));
   const completionPrompt = options.completion?.promptTokens ?? 1024;
-  const maxContext = Math.min(cfg.maxPositionEmbeddings, Math.max(promptTokens + decodeTokens + 16, completionPrompt + 64));
+  const maxContext = Math.min(
+    cfg.maxPositionEmbeddings,
+    Math.max(promptTokens + decodeTokens + 16, completionPrompt + 64),
+  );
 
   const byPrecision: Record<string, DecodeMeasurement> = {};
   let completion: Awaited<ReturnType<typeof measureCompletions>> | undefined;
@@ -217,6 +230,13 @@ export async function benchInfer(options: BenchInferOptions = {}): Promise<Recor
     threads,
     promptTokens,
     decodeTokens,
-    config: { hiddenSize: cfg.hiddenSize, numLayers: cfg.numLayers, numHeads: cfg.numHeads, numKvHeads: cfg.numKvHeads, intermediateSize: cfg.intermediateSize, vocabSize: cfg.vocabSize },
+    config: {
+      hiddenSize: cfg.hiddenSize,
+      numLayers: cfg.numLayers,
+      numHeads: cfg.numHeads,
+      numKvHeads: cfg.numKvHeads,
+      intermediateSize: cfg.intermediateSize,
+      vocabSize: cfg.vocabSize,
+    },
   };
 }

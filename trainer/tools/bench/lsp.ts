@@ -47,7 +47,9 @@ interface Position {
 
 /** Lines worth completing on: code, not blank, not a lone bracket; spread evenly over the file. */
 function pickLines(lines: string[], count: number): number[] {
-  const candidates = lines.map((text, line) => ({ text: text.trim(), line })).filter((entry) => entry.text.length >= 12 && !/^[\])}]/.test(entry.text) && !entry.text.startsWith('//'));
+  const candidates = lines
+    .map((text, line) => ({ text: text.trim(), line }))
+    .filter((entry) => entry.text.length >= 12 && !/^[\])}]/.test(entry.text) && !entry.text.startsWith('//'));
   if (candidates.length === 0) throw new Error('the file has no line of code to complete on');
   const picked: number[] = [];
   for (let i = 0; i < count; i++) picked.push(candidates[Math.floor(((i + 0.5) * candidates.length) / count)].line);
@@ -69,7 +71,9 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
   const lines = original.split('\n');
   const coldLines = pickLines(lines, options.coldRequests ?? 24);
   const typedLines = coldLines.slice(0, options.typedLines ?? 4);
-  const languageId = { '.ts': 'typescript', '.tsx': 'typescriptreact', '.js': 'javascript', '.py': 'python' }[path.extname(file)] ?? 'plaintext';
+  const languageId =
+    { '.ts': 'typescript', '.tsx': 'typescriptreact', '.js': 'javascript', '.py': 'python' }[path.extname(file)] ??
+    'plaintext';
 
   const client = await startLspClient({ base, repo: options.repo, cwd: path.dirname(file) });
   const { connection, pid } = client;
@@ -80,7 +84,9 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
     await new Promise((resolve) => setTimeout(resolve, 300));
     const rssModel = rssOf(pid);
     const adapter = client.status().adapter;
-    log(`model loaded in ${Math.round(loadMs)} ms; rss idle ${Math.round(rssIdle / 2 ** 20)} MiB, with the model ${Math.round(rssModel / 2 ** 20)} MiB`);
+    log(
+      `model loaded in ${Math.round(loadMs)} ms; rss idle ${Math.round(rssIdle / 2 ** 20)} MiB, with the model ${Math.round(rssModel / 2 ** 20)} MiB`,
+    );
 
     let rssPeak = rssModel;
     const sampler = setInterval(() => {
@@ -93,20 +99,29 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
 
     const uri = pathToFileURL(file).href;
     let version = 1;
-    await connection.sendNotification('textDocument/didOpen', { textDocument: { uri, languageId, version, text: original } });
+    await connection.sendNotification('textDocument/didOpen', {
+      textDocument: { uri, languageId, version, text: original },
+    });
     const request = async (position: Position): Promise<{ ms: number; text: string | null }> => {
       const started = performance.now();
-      const answer = await connection.sendRequest<{ items: { insertText: string }[] } | null>('textDocument/inlineCompletion', {
-        textDocument: { uri },
-        position,
-        context: { triggerKind: 2 },
-      });
+      const answer = await connection.sendRequest<{ items: { insertText: string }[] } | null>(
+        'textDocument/inlineCompletion',
+        {
+          textDocument: { uri },
+          position,
+          context: { triggerKind: 2 },
+        },
+      );
       return { ms: performance.now() - started, text: answer?.items[0]?.insertText ?? null };
     };
     const setText = (text: string) =>
-      connection.sendNotification('textDocument/didChange', { textDocument: { uri, version: ++version }, contentChanges: [{ text }] });
+      connection.sendNotification('textDocument/didChange', {
+        textDocument: { uri, version: ++version },
+        contentChanges: [{ text }],
+      });
     /** The file with line `line` cut after `keep` characters. */
-    const cutAt = (line: number, keep: number) => [...lines.slice(0, line), lines[line].slice(0, keep), ...lines.slice(line + 1)].join('\n');
+    const cutAt = (line: number, keep: number) =>
+      [...lines.slice(0, line), lines[line].slice(0, keep), ...lines.slice(line + 1)].join('\n');
 
     const cold: number[] = [];
     let firstMs = NaN;
@@ -133,7 +148,12 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
         // One keystroke: an incremental change, as editors send them.
         await connection.sendNotification('textDocument/didChange', {
           textDocument: { uri, version: ++version },
-          contentChanges: [{ range: { start: { line, character: keep - 1 }, end: { line, character: keep - 1 } }, text: lines[line][keep - 1] }],
+          contentChanges: [
+            {
+              range: { start: { line, character: keep - 1 }, end: { line, character: keep - 1 } },
+              text: lines[line][keep - 1],
+            },
+          ],
         });
         warm.push((await request({ line, character: keep })).ms);
         keystrokes++;

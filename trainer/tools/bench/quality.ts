@@ -4,7 +4,16 @@ import { RepositoryMemory } from '../../data/memory/memory';
 import { findRepoRoot } from '../../adapters/registry';
 import { mineRepository, type MinedFile } from '../../data/mining/mine';
 import { resolveBaseDir } from '../../model/base-model';
-import { copyFromFile, replayDocument, replayPoints, replayThroughServer, scoreVariant, type Answer, type ServedVariant, type VariantResult } from '../../training/eval/replay';
+import {
+  copyFromFile,
+  replayDocument,
+  replayPoints,
+  replayThroughServer,
+  scoreVariant,
+  type Answer,
+  type ServedVariant,
+  type VariantResult,
+} from '../../training/eval/replay';
 
 // `idiom bench quality`: held-out lines replayed through the real server (training/eval/replay.ts)
 // for the base, the adapter and any extra variants, beside two model-free references:
@@ -17,7 +26,11 @@ import { copyFromFile, replayDocument, replayPoints, replayThroughServer, scoreV
  * prompt, every suggestion shown, no recall: how it served before them) to all on but one.
  */
 export function leverVariants(adapter: string | undefined, mode: string | undefined): ServedVariant[] {
-  const variant = (name: string, completion: Record<string, unknown>): ServedVariant => ({ name, adapter, settings: { ...(mode ? { mode } : {}), completion } });
+  const variant = (name: string, completion: Record<string, unknown>): ServedVariant => ({
+    name,
+    adapter,
+    settings: { ...(mode ? { mode } : {}), completion },
+  });
   return [
     variant('adapter, no levers (fim, no gate, no recall)', { minConfidence: 0, recall: false, prompt: 'fim' }),
     variant('adapter + prefix prompt', { minConfidence: 0, recall: false, prompt: 'prefix' }),
@@ -55,15 +68,21 @@ export interface BenchQualityResult {
 export async function benchQuality(options: BenchQualityOptions): Promise<BenchQualityResult> {
   const log = options.log ?? (() => {});
   const start = path.resolve(options.repo);
-  if (!fs.existsSync(start) || !fs.statSync(start).isDirectory()) throw new Error(`${start}: no such repository folder`);
+  if (!fs.existsSync(start) || !fs.statSync(start).isDirectory())
+    throw new Error(`${start}: no such repository folder`);
   const repo = findRepoRoot(start);
   const base = resolveBaseDir(options.base);
   const seed = options.seed ?? 1;
   const mined: MinedFile[] = [];
   const summary = await mineRepository(repo, { onWarning: log }, (file) => void mined.push(file));
   const set = replayPoints(mined, options.lines ?? 150, seed);
-  if (set.points.length === 0) throw new Error(`${repo}: no held-out lines to replay (${summary.split.note ?? 'the held-out commits add no code line'})`);
-  log(`replaying ${set.lines} held-out lines (${set.points.length} points) of ${set.files.length} files from ${summary.split.heldOutCommits.length} held-out commits`);
+  if (set.points.length === 0)
+    throw new Error(
+      `${repo}: no held-out lines to replay (${summary.split.note ?? 'the held-out commits add no code line'})`,
+    );
+  log(
+    `replaying ${set.lines} held-out lines (${set.points.length} points) of ${set.files.length} files from ${summary.split.heldOutCommits.length} held-out commits`,
+  );
 
   const variants: VariantResult[] = [];
   const settings = options.mode ? { mode: options.mode } : {};
@@ -74,7 +93,8 @@ export async function benchQuality(options: BenchQualityOptions): Promise<BenchQ
   ];
   for (const variant of served) {
     const { answers, adapter } = await replayThroughServer(set, repo, base, variant, log);
-    if (variant.name === 'adapter' && adapter === null) log('adapter: no adapter is active for this repository; the base serves this variant');
+    if (variant.name === 'adapter' && adapter === null)
+      log('adapter: no adapter is active for this repository; the base serves this variant');
     variants.push({ ...scoreVariant(variant.name, set.points, answers), adapter });
   }
 
@@ -111,9 +131,23 @@ export function qualityTable(result: BenchQualityResult): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   const rows = [
     ['variant', 'shown', 'exact', 'accepted chars', 'precision', 'edit sim', 'p50 ms', 'p95 ms'],
-    ...result.variants.map((v) => [v.name, pct(v.shown), pct(v.exactMatch), pct(v.acceptedCharShare), pct(v.precision), v.editSimilarity.toFixed(3), v.p50Ms?.toFixed(1) ?? '-', v.p95Ms?.toFixed(1) ?? '-']),
+    ...result.variants.map((v) => [
+      v.name,
+      pct(v.shown),
+      pct(v.exactMatch),
+      pct(v.acceptedCharShare),
+      pct(v.precision),
+      v.editSimilarity.toFixed(3),
+      v.p50Ms?.toFixed(1) ?? '-',
+      v.p95Ms?.toFixed(1) ?? '-',
+    ]),
   ];
   const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
   const head = `${result.repo}: ${result.lines} held-out lines, ${result.points} points, seed ${result.seed}`;
-  return [head, ...rows.map((row) => row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  '))].join('\n');
+  return [
+    head,
+    ...rows.map((row) =>
+      row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  '),
+    ),
+  ].join('\n');
 }

@@ -47,7 +47,10 @@ export async function benchEngines(options: EngineBenchOptions = {}): Promise<Re
   if (!probe.ok) throw new Error(`PyTorch backend unavailable: ${probe.reason}`);
 
   const trainingOptions: TrainingOptions = {
-    trainable: method === 'lora' ? { method: 'lora', lora: { targets: ['q_proj', 'v_proj'], r: 16, alpha: 32 } } : { method: 'full' },
+    trainable:
+      method === 'lora'
+        ? { method: 'lora', lora: { targets: ['q_proj', 'v_proj'], r: 16, alpha: 32 } }
+        : { method: 'full' },
     batch,
     seqLen,
     threads,
@@ -109,7 +112,10 @@ export async function benchEngines(options: EngineBenchOptions = {}): Promise<Re
         model: config,
       },
       torch: { version: pytorch.torchVersion, python: probe.python, threads: pytorch.threads, device: pytorch.device },
-      environment: { OPENBLAS_CORETYPE: process.env.OPENBLAS_CORETYPE ?? null, OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? null },
+      environment: {
+        OPENBLAS_CORETYPE: process.env.OPENBLAS_CORETYPE ?? null,
+        OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? null,
+      },
     };
   } finally {
     await torch?.release();
@@ -136,8 +142,11 @@ async function main(): Promise<void> {
     if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got "${value}"`);
     return n;
   };
-  if (values.method !== undefined && values.method !== 'lora' && values.method !== 'full') throw new Error(`--method must be lora or full, got "${values.method}"`);
-  const config = values['model-config'] ? parseModelConfig(JSON.parse(fs.readFileSync(values['model-config'], 'utf8')), values['model-config']) : undefined;
+  if (values.method !== undefined && values.method !== 'lora' && values.method !== 'full')
+    throw new Error(`--method must be lora or full, got "${values.method}"`);
+  const config = values['model-config']
+    ? parseModelConfig(JSON.parse(fs.readFileSync(values['model-config'], 'utf8')), values['model-config'])
+    : undefined;
   const result = await benchEngines({
     config,
     method: values.method as 'lora' | 'full' | undefined,

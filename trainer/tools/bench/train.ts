@@ -40,13 +40,16 @@ export interface BenchTrainOptions {
   log?: (line: string) => void;
 }
 
-
 /** x [rows, inner] · W [inner, cols] with W a prepacked initializer (a weight product of the model). */
 function peakMatmulModel(rows: number, inner: number, cols: number) {
   const g = new Graph('peak_matmul');
   const x = g.input('x', 'float32', [rows, inner]);
   const rng = new Rng(7);
-  const w = g.initializer('w', { dtype: 'float32', shape: [inner, cols], data: rng.fillNormal(new Float32Array(inner * cols), 0, 0.02) });
+  const w = g.initializer('w', {
+    dtype: 'float32',
+    shape: [inner, cols],
+    data: rng.fillNormal(new Float32Array(inner * cols), 0, 0.02),
+  });
   // Only a corner comes back: returning 64 MB to JS would time the copy, not the product.
   g.output(op.slice(op.matmul(x, w), [0, 1], [0, 0], [1, 1]), 'corner');
   return serializeModel(g);
@@ -63,7 +66,8 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
   const lora: LoraConfig = options.lora ?? { targets: ['q_proj', 'v_proj'], r: 16, alpha: 32 };
   const log = options.log ?? (() => {});
   const spinning = options.spinning ?? false;
-  if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a positive integer, got ${threads}`);
+  if (!Number.isInteger(threads) || threads < 1)
+    throw new Error(`--threads must be a positive integer, got ${threads}`);
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`--steps must be a positive integer, got ${steps}`);
 
   const worker = EngineWorker.start();
@@ -82,14 +86,29 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
       },
     );
     const rows = batch * seqLen;
-    const peakFeeds = { x: { dtype: 'float32' as const, shape: [rows, cfg.hiddenSize], data: new Rng(3).fillNormal(new Float32Array(rows * cfg.hiddenSize)) } };
+    const peakFeeds = {
+      x: {
+        dtype: 'float32' as const,
+        shape: [rows, cfg.hiddenSize],
+        data: new Rng(3).fillNormal(new Float32Array(rows * cfg.hiddenSize)),
+      },
+    };
     const peakProducts: { name: string; id: number; shape: string; flops: number; seconds: number[] }[] = [];
     for (const [name, columns] of [
       ['mlp', cfg.intermediateSize],
       ['lmHead', cfg.vocabSize],
     ] as const) {
-      const { id } = await worker.call('createSession', peakMatmulModel(rows, cfg.hiddenSize, columns), { threads, spinning });
-      peakProducts.push({ name, id, shape: `[${rows}, ${cfg.hiddenSize}] x [${cfg.hiddenSize}, ${columns}]`, flops: 2 * rows * cfg.hiddenSize * columns, seconds: [] as number[] });
+      const { id } = await worker.call('createSession', peakMatmulModel(rows, cfg.hiddenSize, columns), {
+        threads,
+        spinning,
+      });
+      peakProducts.push({
+        name,
+        id,
+        shape: `[${rows}, ${cfg.hiddenSize}] x [${cfg.hiddenSize}, ${columns}]`,
+        flops: 2 * rows * cfg.hiddenSize * columns,
+        seconds: [] as number[],
+      });
     }
     // Runs per measurement: about as long for each product.
     const repeats = (flops: number) => Math.max(3, Math.round((3 * peakProducts[1].flops) / flops));
@@ -106,7 +125,8 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
     const stepSeconds: number[] = [];
     const losses: number[] = [];
     for (let i = 0; i < steps; i++) {
-      for (const p of peakProducts) p.seconds.push(median(await worker.call('timeSession', p.id, peakFeeds, repeats(p.flops))) / 1000);
+      for (const p of peakProducts)
+        p.seconds.push(median(await worker.call('timeSession', p.id, peakFeeds, repeats(p.flops))) / 1000);
       const r = await trainer.step({ tokens }, learningRate);
       stepSeconds.push(r.seconds);
       losses.push(r.loss);
@@ -118,14 +138,20 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
 
     const stepTime = median(stepSeconds);
     const achieved = trainer.flopsPerStep.total / stepTime / 1e9;
-    const productGflops = Object.fromEntries(peakProducts.map((p) => [p.name, round(p.flops / median(p.seconds) / 1e9, 1)]));
+    const productGflops = Object.fromEntries(
+      peakProducts.map((p) => [p.name, round(p.flops / median(p.seconds) / 1e9, 1)]),
+    );
     const peakGflops = Math.max(...Object.values(productGflops));
     return {
       tokensPerSecond: round((batch * seqLen) / stepTime, 1),
       achievedGflops: round(achieved, 1),
       peakGflops: round(peakGflops, 1),
       mfu: round(achieved / peakGflops, 3),
-      stepSeconds: { median: round(stepTime, 4), min: round(Math.min(...stepSeconds), 4), max: round(Math.max(...stepSeconds), 4) },
+      stepSeconds: {
+        median: round(stepTime, 4),
+        min: round(Math.min(...stepSeconds), 4),
+        max: round(Math.max(...stepSeconds), 4),
+      },
       loss: { first: round(losses[0], 4), last: round(losses[losses.length - 1], 4) },
       config: {
         model: {
@@ -150,7 +176,9 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
         perStep: trainer.flopsPerStep.total,
         forward: trainer.flopsPerStep.forward,
         backward: trainer.flopsPerStep.backward,
-        peakProducts: Object.fromEntries(peakProducts.map((p) => [p.name, { shape: p.shape, gflops: productGflops[p.name] }])),
+        peakProducts: Object.fromEntries(
+          peakProducts.map((p) => [p.name, { shape: p.shape, gflops: productGflops[p.name] }]),
+        ),
         convention:
           'matrix products the training graph computes, 2*M*N*K each (forward incl. lm_head and full TxT attention, ' +
           'LoRA, backward input gradients only where a trainable tensor is upstream, trainable weight gradients); ' +

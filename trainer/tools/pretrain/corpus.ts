@@ -64,16 +64,22 @@ function pythonStdlibGroups(list: SourceList, log: (line: string) => void): Grou
   for (const pin of py.debianPackages) {
     let version: string;
     try {
-      version = execFileSync('dpkg-query', ['-W', '-f', '${Version}', pin.name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+      version = execFileSync('dpkg-query', ['-W', '-f', '${Version}', pin.name], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trim();
     } catch {
-      throw new Error(`python stdlib: Debian package ${pin.name} is not installed (needed for the Python part of the corpus)`);
+      throw new Error(
+        `python stdlib: Debian package ${pin.name} is not installed (needed for the Python part of the corpus)`,
+      );
     }
-    if (version !== pin.version) log(`warning: ${pin.name} is ${version} here, the recipe pins ${pin.version}; the corpus will differ slightly`);
+    if (version !== pin.version)
+      log(`warning: ${pin.name} is ${version} here, the recipe pins ${pin.version}; the corpus will differ slightly`);
     const listed = execFileSync('dpkg-query', ['-L', pin.name], { encoding: 'utf8' }).split('\n');
     files.push(...listed.filter((f) => f.endsWith('.py')));
   }
   const osModule = files.find((f) => f.endsWith('/os.py'));
-  if (!osModule) throw new Error('python stdlib: os.py is not among the Debian packages\' files');
+  if (!osModule) throw new Error("python stdlib: os.py is not among the Debian packages' files");
   const root = path.dirname(osModule);
   const keep = makePathFilter(['**/*.py'], py.exclude);
   const groups = new Map<string, Group>();
@@ -86,7 +92,15 @@ function pythonStdlibGroups(list: SourceList, log: (line: string) => void): Grou
     let group = groups.get(name);
     if (!group) {
       group = {
-        summary: { name, version: py.debianPackages[0].version, license: py.license, language: 'python', heldOut: py.heldOut.includes(module), files: 0, bytes: 0 },
+        summary: {
+          name,
+          version: py.debianPackages[0].version,
+          license: py.license,
+          language: 'python',
+          heldOut: py.heldOut.includes(module),
+          files: 0,
+          bytes: 0,
+        },
         candidates: [],
       };
       groups.set(name, group);
@@ -96,17 +110,37 @@ function pythonStdlibGroups(list: SourceList, log: (line: string) => void): Grou
   return [...groups.values()];
 }
 
-export async function buildCorpus(list: SourceList, cacheDir: string, outDir: string, log: (line: string) => void = () => {}): Promise<CorpusManifest> {
+export async function buildCorpus(
+  list: SourceList,
+  cacheDir: string,
+  outDir: string,
+  log: (line: string) => void = () => {},
+): Promise<CorpusManifest> {
   const groups: Group[] = [];
   for (const source of list.npm) {
     const fetched = fetchNpmPackage(source, cacheDir, log);
     const keep = makePathFilter(source.include, source.exclude);
     const candidates = listFiles(fetched.dir)
       .filter(keep)
-      .map((p) => ({ source: source.name, path: p, language: source.language, bytes: fs.readFileSync(path.join(fetched.dir, p)) }));
-    if (candidates.length === 0) throw new Error(`${source.name}@${source.version}: no file matches include ${JSON.stringify(source.include)}`);
+      .map((p) => ({
+        source: source.name,
+        path: p,
+        language: source.language,
+        bytes: fs.readFileSync(path.join(fetched.dir, p)),
+      }));
+    if (candidates.length === 0)
+      throw new Error(`${source.name}@${source.version}: no file matches include ${JSON.stringify(source.include)}`);
     groups.push({
-      summary: { name: source.name, version: source.version, license: fetched.license, language: source.language, heldOut: source.heldOut === true, files: 0, bytes: 0, integrity: fetched.integrity },
+      summary: {
+        name: source.name,
+        version: source.version,
+        license: fetched.license,
+        language: source.language,
+        heldOut: source.heldOut === true,
+        files: 0,
+        bytes: 0,
+        integrity: fetched.integrity,
+      },
       candidates,
       maxBytes: source.maxBytes,
     });
@@ -146,9 +180,16 @@ export async function buildCorpus(list: SourceList, cacheDir: string, outDir: st
       }
       group.summary.files++;
       group.summary.bytes += bytes;
-      (group.summary.heldOut ? kept.heldOut : kept.train).push({ source: c.source, path: c.path, language: c.language, text: content.text });
+      (group.summary.heldOut ? kept.heldOut : kept.train).push({
+        source: c.source,
+        path: c.path,
+        language: c.language,
+        text: content.text,
+      });
     }
-    log(`corpus ${group.summary.name}: ${group.summary.files} files, ${group.summary.bytes} bytes${group.summary.heldOut ? ' (held out)' : ''}`);
+    log(
+      `corpus ${group.summary.name}: ${group.summary.files} files, ${group.summary.bytes} bytes${group.summary.heldOut ? ' (held out)' : ''}`,
+    );
   }
 
   const emptySplit = (): Record<CorpusLanguage, { files: number; bytes: number }> => ({
@@ -196,7 +237,8 @@ export function readCorpusFiles(file: string): CorpusFile[] {
     .filter((l) => l.length > 0)
     .map((line, i) => {
       const f = JSON.parse(line) as CorpusFile;
-      if (typeof f.text !== 'string' || typeof f.language !== 'string') throw new Error(`${path.basename(file)}:${i + 1}: not a corpus file record`);
+      if (typeof f.text !== 'string' || typeof f.language !== 'string')
+        throw new Error(`${path.basename(file)}:${i + 1}: not a corpus file record`);
       return f;
     });
 }

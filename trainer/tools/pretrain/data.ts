@@ -33,7 +33,12 @@ export function specialIds(tokenizer: Tokenizer): SpecialIds {
     if (v === undefined) throw new Error(`tokenizer has no ${name} token`);
     return v;
   };
-  return { eos: id('<|endoftext|>'), prefix: id('<|fim_prefix|>'), suffix: id('<|fim_suffix|>'), middle: id('<|fim_middle|>') };
+  return {
+    eos: id('<|endoftext|>'),
+    prefix: id('<|fim_prefix|>'),
+    suffix: id('<|fim_suffix|>'),
+    middle: id('<|fim_middle|>'),
+  };
 }
 
 /** Cuts `text` into pieces of at most `maxChars`, at line ends where possible (a longer line is cut inside). */
@@ -84,7 +89,15 @@ export function randomFimSplit(text: string, rng: Rng, cuts: FimCuts = 'char'): 
 /** PSM tokens of one FIM example, ending with <|endoftext|>. */
 export function encodeFim(tokenizer: Tokenizer, ids: SpecialIds, split: FimSplit): number[] {
   const enc = (s: string): number[] => (s.length > 0 ? tokenizer.encode(s, { specialsAsText: true }) : []);
-  return [ids.prefix, ...enc(split.prefix), ids.suffix, ...enc(split.suffix), ids.middle, ...enc(split.middle), ids.eos];
+  return [
+    ids.prefix,
+    ...enc(split.prefix),
+    ids.suffix,
+    ...enc(split.suffix),
+    ids.middle,
+    ...enc(split.middle),
+    ids.eos,
+  ];
 }
 
 export interface PackStats {
@@ -101,7 +114,8 @@ export function encodeTrainingStream(
   tokenizer: Tokenizer,
   options: { fimRate: number; seed: number; fimCuts?: FimCuts; log?: (line: string) => void },
 ): { tokens: Int32Array; stats: PackStats } {
-  if (!(options.fimRate >= 0 && options.fimRate <= 1)) throw new Error(`fimRate must be in [0, 1], got ${options.fimRate}`);
+  if (!(options.fimRate >= 0 && options.fimRate <= 1))
+    throw new Error(`fimRate must be in [0, 1], got ${options.fimRate}`);
   const ids = specialIds(tokenizer);
   const rng = new Rng(options.seed);
   let buffer = new Int32Array(1 << 20);
@@ -135,7 +149,8 @@ export function encodeTrainingStream(
       } else plain += segment;
     }
     flushPlain();
-    if (options.log && stats.files % 1000 === 0) options.log(`encoded ${stats.files}/${files.length} files, ${length} tokens`);
+    if (options.log && stats.files % 1000 === 0)
+      options.log(`encoded ${stats.files}/${files.length} files, ${length} tokens`);
   }
   stats.tokens = length;
   return { tokens: buffer.slice(0, length), stats };
@@ -158,7 +173,10 @@ export class RowSampler {
     private readonly seed: number,
   ) {
     this.rows = Math.floor((stream.length - 1) / seqLen);
-    if (this.rows < batch) throw new Error(`the token stream (${stream.length} tokens) is too short for one batch of ${batch}×${seqLen + 1}`);
+    if (this.rows < batch)
+      throw new Error(
+        `the token stream (${stream.length} tokens) is too short for one batch of ${batch}×${seqLen + 1}`,
+      );
   }
 
   private order(epoch: number): Uint32Array {

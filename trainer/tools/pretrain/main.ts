@@ -18,7 +18,14 @@ import { type FimCuts, type PackStats, encodeTrainingStream } from './data';
 import { evaluateModel, sampleCompletions } from './evaluate';
 import { renderModelCard } from './model-card';
 import { loadSourceList } from './sources';
-import { DEFAULT_HYPERPARAMETERS, type PretrainHyperparameters, type RunLength, type TrainProgress, loadRunWeights, trainRun } from './train';
+import {
+  DEFAULT_HYPERPARAMETERS,
+  type PretrainHyperparameters,
+  type RunLength,
+  type TrainProgress,
+  loadRunWeights,
+  trainRun,
+} from './train';
 import { type BodyShape, type VocabMeasurement, chooseVocabSize } from './vocab';
 import { sha256OfFileSync } from '../../util/sha256';
 
@@ -63,7 +70,17 @@ interface Args {
 const ALL_STAGES = ['corpus', 'tokenizer', 'stream', 'train', 'export', 'eval', 'card'];
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { minutes: 40, cache: '.cache/pretrain', out: 'models', fresh: false, extend: false, stages: new Set(ALL_STAGES), evalBytes: 120_000, evalLines: 150, fimCuts: 'word' };
+  const args: Args = {
+    minutes: 40,
+    cache: '.cache/pretrain',
+    out: 'models',
+    fresh: false,
+    extend: false,
+    stages: new Set(ALL_STAGES),
+    evalBytes: 120_000,
+    evalLines: 150,
+    fimCuts: 'word',
+  };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = (): string => {
@@ -77,15 +94,33 @@ function parseArgs(argv: string[]): Args {
       return v;
     };
     switch (flag) {
-      case '--minutes': args.minutes = positive(); break;
-      case '--steps': args.steps = Math.round(positive()); break;
-      case '--sitting-minutes': args.sittingMinutes = positive(); break;
-      case '--cache': args.cache = value(); break;
-      case '--out': args.out = value(); break;
-      case '--fresh': args.fresh = true; break;
-      case '--extend': args.extend = true; break;
-      case '--eval-bytes': args.evalBytes = Math.round(positive()); break;
-      case '--eval-lines': args.evalLines = Math.round(positive()); break;
+      case '--minutes':
+        args.minutes = positive();
+        break;
+      case '--steps':
+        args.steps = Math.round(positive());
+        break;
+      case '--sitting-minutes':
+        args.sittingMinutes = positive();
+        break;
+      case '--cache':
+        args.cache = value();
+        break;
+      case '--out':
+        args.out = value();
+        break;
+      case '--fresh':
+        args.fresh = true;
+        break;
+      case '--extend':
+        args.extend = true;
+        break;
+      case '--eval-bytes':
+        args.evalBytes = Math.round(positive());
+        break;
+      case '--eval-lines':
+        args.evalLines = Math.round(positive());
+        break;
       case '--fim-cuts': {
         const cuts = value();
         if (cuts !== 'char' && cuts !== 'word') throw new Error(`--fim-cuts must be char or word, got "${cuts}"`);
@@ -94,7 +129,8 @@ function parseArgs(argv: string[]): Args {
       }
       case '--stages': {
         const stages = value().split(',');
-        for (const s of stages) if (!ALL_STAGES.includes(s)) throw new Error(`unknown stage "${s}" (stages: ${ALL_STAGES.join(', ')})`);
+        for (const s of stages)
+          if (!ALL_STAGES.includes(s)) throw new Error(`unknown stage "${s}" (stages: ${ALL_STAGES.join(', ')})`);
         args.stages = new Set(stages);
         break;
       }
@@ -156,7 +192,13 @@ async function main(): Promise<void> {
   const vocabFile = path.join(tokenizerDir, 'vocab-measurement.json');
   if (args.stages.has('tokenizer') && !fs.existsSync(tokenizerFile)) {
     await timed('tokenizer', () => {
-      const shape: BodyShape = { hiddenSize: BODY.hiddenSize, numLayers: BODY.numLayers, intermediateSize: BODY.intermediateSize, attentionWidth: 4 * BODY.hiddenSize, seqLen: BODY.contextLength };
+      const shape: BodyShape = {
+        hiddenSize: BODY.hiddenSize,
+        numLayers: BODY.numLayers,
+        intermediateSize: BODY.intermediateSize,
+        attentionWidth: 4 * BODY.hiddenSize,
+        seqLen: BODY.contextLength,
+      };
       const choice = chooseVocabSize(train, heldOut, shape, undefined, log);
       fs.mkdirSync(tokenizerDir, { recursive: true });
       fs.writeFileSync(tokenizerFile, JSON.stringify(choice.tokenizer));
@@ -173,11 +215,19 @@ async function main(): Promise<void> {
   // 3. Token stream.
   const tokenizerHash = sha256OfFileSync(tokenizerFile).slice(0, 12);
   // 'char' streams keep the name they had before there was a choice of cut points.
-  const streamFile = path.join(cache, `stream-${tokenizerHash}-${manifest.sha256.train.slice(0, 12)}${args.fimCuts === 'char' ? '' : `-${args.fimCuts}`}.bin`);
+  const streamFile = path.join(
+    cache,
+    `stream-${tokenizerHash}-${manifest.sha256.train.slice(0, 12)}${args.fimCuts === 'char' ? '' : `-${args.fimCuts}`}.bin`,
+  );
   const streamStatsFile = `${streamFile}.json`;
   if (args.stages.has('stream') && !fs.existsSync(streamStatsFile)) {
     await timed('stream', () => {
-      const { tokens, stats } = encodeTrainingStream(train, tokenizer, { fimRate: FIM_RATE, seed: 17, fimCuts: args.fimCuts, log });
+      const { tokens, stats } = encodeTrainingStream(train, tokenizer, {
+        fimRate: FIM_RATE,
+        seed: 17,
+        fimCuts: args.fimCuts,
+        log,
+      });
       fs.writeFileSync(streamFile, tokens);
       fs.writeFileSync(streamStatsFile, JSON.stringify(stats));
     });
@@ -227,7 +277,10 @@ async function main(): Promise<void> {
       await saveCheckpoint(out, config, weights, { dtype: 'float16' });
       // Hugging Face's name field: what adapter manifests and reports call this base model.
       const configFile = path.join(out, 'config.json');
-      fs.writeFileSync(configFile, `${JSON.stringify({ _name_or_path: MODEL_NAME, ...readJson<Record<string, unknown>>(configFile) }, null, 2)}\n`);
+      fs.writeFileSync(
+        configFile,
+        `${JSON.stringify({ _name_or_path: MODEL_NAME, ...readJson<Record<string, unknown>>(configFile) }, null, 2)}\n`,
+      );
       fs.copyFileSync(tokenizerFile, path.join(out, 'tokenizer.json'));
     });
   }
@@ -244,9 +297,17 @@ async function main(): Promise<void> {
         threads: hyperparameters.threads,
         log,
       });
-      const samples = await sampleCompletions(checkpoint.config, checkpoint.weights, shipped, heldOut, { seqLen: BODY.contextLength, threads: hyperparameters.threads });
-      fs.writeFileSync(metricsFileFor(checkpoint.sha256), JSON.stringify({ weightsSha256: checkpoint.sha256, metrics, samples }, null, 1));
-      process.stdout.write(`${JSON.stringify({ metrics, progress: { steps: progress!.step, tokens: progress!.tokens, trainSeconds: progress!.trainSeconds } }, null, 2)}\n`);
+      const samples = await sampleCompletions(checkpoint.config, checkpoint.weights, shipped, heldOut, {
+        seqLen: BODY.contextLength,
+        threads: hyperparameters.threads,
+      });
+      fs.writeFileSync(
+        metricsFileFor(checkpoint.sha256),
+        JSON.stringify({ weightsSha256: checkpoint.sha256, metrics, samples }, null, 1),
+      );
+      process.stdout.write(
+        `${JSON.stringify({ metrics, progress: { steps: progress!.step, tokens: progress!.tokens, trainSeconds: progress!.trainSeconds } }, null, 2)}\n`,
+      );
     });
   }
 
@@ -255,8 +316,13 @@ async function main(): Promise<void> {
     const checkpoint = await loadCheckpoint(out);
     const metricsFile = metricsFileFor(checkpoint.sha256);
     if (!fs.existsSync(metricsFile)) throw new Error(`no metrics for the weights in ${out}; run the eval stage first`);
-    const recorded = readJson<{ weightsSha256: string; metrics: Parameters<typeof renderModelCard>[0]['metrics']; samples: Parameters<typeof renderModelCard>[0]['samples'] }>(metricsFile);
-    if (recorded.weightsSha256 !== checkpoint.sha256) throw new Error(`${metricsFile} belongs to other weights than ${out}; run the eval stage again`);
+    const recorded = readJson<{
+      weightsSha256: string;
+      metrics: Parameters<typeof renderModelCard>[0]['metrics'];
+      samples: Parameters<typeof renderModelCard>[0]['samples'];
+    }>(metricsFile);
+    if (recorded.weightsSha256 !== checkpoint.sha256)
+      throw new Error(`${metricsFile} belongs to other weights than ${out}; run the eval stage again`);
     const card = renderModelCard({
       name: MODEL_NAME,
       configJson: toHfConfigJson(checkpoint.config),
@@ -266,7 +332,12 @@ async function main(): Promise<void> {
       weightsSha256: checkpoint.sha256,
       manifest,
       vocab,
-      stream: { tokens: stream.length, fimExamples: streamStats.fimExamples, plainDocuments: streamStats.plainDocuments, fimRate: FIM_RATE },
+      stream: {
+        tokens: stream.length,
+        fimExamples: streamStats.fimExamples,
+        plainDocuments: streamStats.plainDocuments,
+        fimRate: FIM_RATE,
+      },
       hyperparameters,
       progress: progress!,
       hardware: hardware(),

@@ -22,10 +22,22 @@ export interface ModelCardInput {
   hardware: string;
   stageSeconds: Record<string, number>;
   metrics: Record<CorpusLanguage, LanguageMetrics>;
-  samples: { language: CorpusLanguage; kind: string; source: string; prompt: string; suffix?: string; completion: string; expected: string }[];
+  samples: {
+    language: CorpusLanguage;
+    kind: string;
+    source: string;
+    prompt: string;
+    suffix?: string;
+    completion: string;
+    expected: string;
+  }[];
 }
 
-const LANGUAGE_NAMES: Record<CorpusLanguage, string> = { typescript: 'TypeScript', javascript: 'JavaScript', python: 'Python' };
+const LANGUAGE_NAMES: Record<CorpusLanguage, string> = {
+  typescript: 'TypeScript',
+  javascript: 'JavaScript',
+  python: 'Python',
+};
 
 function mb(bytes: number): string {
   return (bytes / 1e6).toFixed(2);
@@ -41,13 +53,19 @@ function sourceRows(packages: PackageSummary[]): string[] {
   const stdlibTrain = packages.filter((p) => p.name.startsWith('python-stdlib/') && !p.heldOut && p.files > 0);
   for (const p of packages) {
     if (p.name.startsWith('python-stdlib/') && !p.heldOut) continue;
-    const name = p.name.startsWith('python-stdlib/') ? `CPython stdlib \`${p.name.slice('python-stdlib/'.length)}\`` : `\`${p.name}\``;
-    rows.push(`| ${name} | ${p.version} | ${p.license} | ${LANGUAGE_NAMES[p.language]} | ${p.files} | ${mb(p.bytes)} | ${p.heldOut ? 'held out' : 'train'} |`);
+    const name = p.name.startsWith('python-stdlib/')
+      ? `CPython stdlib \`${p.name.slice('python-stdlib/'.length)}\``
+      : `\`${p.name}\``;
+    rows.push(
+      `| ${name} | ${p.version} | ${p.license} | ${LANGUAGE_NAMES[p.language]} | ${p.files} | ${mb(p.bytes)} | ${p.heldOut ? 'held out' : 'train'} |`,
+    );
   }
   if (stdlibTrain.length > 0) {
     const files = stdlibTrain.reduce((n, p) => n + p.files, 0);
     const bytes = stdlibTrain.reduce((n, p) => n + p.bytes, 0);
-    rows.push(`| CPython stdlib, ${stdlibTrain.length} other modules | ${stdlibTrain[0].version} (Debian) | ${stdlibTrain[0].license} | Python | ${files} | ${mb(bytes)} | train |`);
+    rows.push(
+      `| CPython stdlib, ${stdlibTrain.length} other modules | ${stdlibTrain[0].version} (Debian) | ${stdlibTrain[0].license} | Python | ${files} | ${mb(bytes)} | train |`,
+    );
   }
   return rows;
 }
@@ -73,15 +91,25 @@ export function renderModelCard(c: ModelCardInput): string {
   lines.push('| | |');
   lines.push('| --- | --- |');
   lines.push(`| architecture | ${cfg.model_type} (RMSNorm, RoPE θ ${cfg.rope_theta}, SwiGLU, tied embeddings) |`);
-  lines.push(`| hidden size / layers / heads / head dim | ${cfg.hidden_size} / ${cfg.num_hidden_layers} / ${cfg.num_attention_heads} (kv ${cfg.num_key_value_heads}) / ${cfg.head_dim} |`);
+  lines.push(
+    `| hidden size / layers / heads / head dim | ${cfg.hidden_size} / ${cfg.num_hidden_layers} / ${cfg.num_attention_heads} (kv ${cfg.num_key_value_heads}) / ${cfg.head_dim} |`,
+  );
   lines.push(`| SwiGLU intermediate size | ${cfg.intermediate_size} |`);
   lines.push(`| vocabulary | ${cfg.vocab_size} (byte-level BPE, ours) |`);
-  lines.push(`| context | ${cfg.max_position_embeddings} tokens (the training length; longer contexts are untrained) |`);
-  lines.push(`| parameters | ${c.parameters.toLocaleString('en-US')} (embedding ${c.embeddingParameters.toLocaleString('en-US')}) |`);
+  lines.push(
+    `| context | ${cfg.max_position_embeddings} tokens (the training length; longer contexts are untrained) |`,
+  );
+  lines.push(
+    `| parameters | ${c.parameters.toLocaleString('en-US')} (embedding ${c.embeddingParameters.toLocaleString('en-US')}) |`,
+  );
   lines.push(`| weights | model.safetensors, float16, ${mb(c.weightsBytes)} MB, sha256 \`${c.weightsSha256}\` |`);
   lines.push('');
-  lines.push('Special tokens: `<|endoftext|>` (end of document, eos), `<|fim_prefix|>`, `<|fim_middle|>`, `<|fim_suffix|>`, `<|file_sep|>`.');
-  lines.push('Fill in the middle uses PSM order: `<|fim_prefix|>` prefix `<|fim_suffix|>` suffix `<|fim_middle|>` → middle, ended by `<|endoftext|>`.');
+  lines.push(
+    'Special tokens: `<|endoftext|>` (end of document, eos), `<|fim_prefix|>`, `<|fim_middle|>`, `<|fim_suffix|>`, `<|file_sep|>`.',
+  );
+  lines.push(
+    'Fill in the middle uses PSM order: `<|fim_prefix|>` prefix `<|fim_suffix|>` suffix `<|fim_middle|>` → middle, ended by `<|endoftext|>`.',
+  );
   lines.push('');
   lines.push('## Held-out results');
   lines.push('');
@@ -97,7 +125,9 @@ export function renderModelCard(c: ModelCardInput): string {
       "line's code (after its indentation), the suffix from the line's end (a quarter of the prompt at most), greedy to the first newline.",
   );
   lines.push('');
-  lines.push('| language | files | bytes | tokens | model bits/byte | xz -9 file by file | model / xz | xz -9 concatenated | model / xz concat. | next-line exact match | FIM line exact match |');
+  lines.push(
+    '| language | files | bytes | tokens | model bits/byte | xz -9 file by file | model / xz | xz -9 concatenated | model / xz concat. | next-line exact match | FIM line exact match |',
+  );
   lines.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const l of CORPUS_LANGUAGES) {
     const m = c.metrics[l];
@@ -113,27 +143,42 @@ export function renderModelCard(c: ModelCardInput): string {
   const trainTokens = p.tokens;
   lines.push('| | |');
   lines.push('| --- | --- |');
-  lines.push(`| corpus | ${mb(trainBytes)} MB of training source → ${c.stream.tokens.toLocaleString('en-US')} tokens (${c.stream.fimExamples.toLocaleString('en-US')} FIM examples, ${c.stream.plainDocuments.toLocaleString('en-US')} plain documents) |`);
+  lines.push(
+    `| corpus | ${mb(trainBytes)} MB of training source → ${c.stream.tokens.toLocaleString('en-US')} tokens (${c.stream.fimExamples.toLocaleString('en-US')} FIM examples, ${c.stream.plainDocuments.toLocaleString('en-US')} plain documents) |`,
+  );
   const spans = (cuts: FimCuts | undefined): string =>
-    cuts === 'word' ? `span ends moved to word boundaries (${100 - 100 * WORD_CUT_KEEP}% of them)` : 'span ends uniform over characters';
-  lines.push(`| objective | next-token loss on every token (FIM and plain alike), FIM rate ${c.stream.fimRate} per ≤700-character segment, ${spans(p.fimCuts)} |`);
-  lines.push(`| steps × batch × length | ${p.step} × ${h.batch} × ${h.seqLen} = ${trainTokens.toLocaleString('en-US')} tokens (${(trainTokens / c.stream.tokens).toFixed(2)} epochs) |`);
+    cuts === 'word'
+      ? `span ends moved to word boundaries (${100 - 100 * WORD_CUT_KEEP}% of them)`
+      : 'span ends uniform over characters';
+  lines.push(
+    `| objective | next-token loss on every token (FIM and plain alike), FIM rate ${c.stream.fimRate} per ≤700-character segment, ${spans(p.fimCuts)} |`,
+  );
+  lines.push(
+    `| steps × batch × length | ${p.step} × ${h.batch} × ${h.seqLen} = ${trainTokens.toLocaleString('en-US')} tokens (${(trainTokens / c.stream.tokens).toFixed(2)} epochs) |`,
+  );
   lines.push(`| tokens per parameter | ${(trainTokens / c.parameters).toFixed(2)} |`);
   lines.push(
     `| optimizer | AdamW β (${h.beta1}, ${h.beta2}), weight decay ${h.weightDecay}, clip ${h.maxGradNorm}, peak lr ${h.peakLearningRate}, ${h.warmupSteps} warm-up steps, linear decay to ${h.finalLearningRateFraction}× over the last ${100 * h.decayFraction}% |`,
   );
   for (const e of p.extensions ?? []) {
-    const unit = (l: RunLength): string => ('steps' in l ? `${l.steps} steps` : `${Number((l.seconds / 60).toFixed(1))} min`);
+    const unit = (l: RunLength): string =>
+      'steps' in l ? `${l.steps} steps` : `${Number((l.seconds / 60).toFixed(1))} min`;
     lines.push(
       `| extension | at step ${e.step} the run was extended from ${unit(e.from)} to ${unit(e.to)} of training: the learning rate warmed up again from ${h.finalLearningRateFraction}× to the peak over ${h.warmupSteps} steps, then decayed over the last ${100 * h.decayFraction}% of the new length; FIM ${spans(e.fimCuts)} |`,
     );
   }
   lines.push(`| init | N(0, 0.02), o_proj/down_proj scaled by 1/√(2·layers), seed ${h.seed} |`);
   lines.push(`| hardware | ${c.hardware}, ${h.threads} ONNX Runtime threads (shared with other jobs) |`);
-  lines.push(`| training time | ${(p.trainSeconds / 60).toFixed(1)} min in ${p.sittings} sitting(s), ${(trainTokens / p.trainSeconds).toFixed(0)} tokens/s |`);
+  lines.push(
+    `| training time | ${(p.trainSeconds / 60).toFixed(1)} min in ${p.sittings} sitting(s), ${(trainTokens / p.trainSeconds).toFixed(0)} tokens/s |`,
+  );
   const last = p.history[p.history.length - 1];
   if (last) lines.push(`| final training loss | ${last[1]} nats/token (mean of the last logged steps) |`);
-  lines.push(`| pipeline time (this run) | ${Object.entries(c.stageSeconds).map(([k, v]) => `${k} ${v < 120 ? `${v.toFixed(0)} s` : `${(v / 60).toFixed(1)} min`}`).join(', ')} |`);
+  lines.push(
+    `| pipeline time (this run) | ${Object.entries(c.stageSeconds)
+      .map(([k, v]) => `${k} ${v < 120 ? `${v.toFixed(0)} s` : `${(v / 60).toFixed(1)} min`}`)
+      .join(', ')} |`,
+  );
   lines.push('');
   lines.push('### Reproduce');
   lines.push('');
@@ -142,7 +187,10 @@ export function renderModelCard(c: ModelCardInput): string {
   const firstLength = extensions.length > 0 ? extensions[0].from : undefined;
   const cutsFlag = (cuts: FimCuts | undefined): string => ` --fim-cuts ${cuts ?? 'char'}`;
   const commands = firstLength
-    ? [`npm run pretrain -- ${lengthFlag(firstLength)}${cutsFlag(p.fimCuts)}`, ...extensions.map((e) => `npm run pretrain -- --extend ${lengthFlag(e.to)}${cutsFlag(e.fimCuts)}`)]
+    ? [
+        `npm run pretrain -- ${lengthFlag(firstLength)}${cutsFlag(p.fimCuts)}`,
+        ...extensions.map((e) => `npm run pretrain -- --extend ${lengthFlag(e.to)}${cutsFlag(e.fimCuts)}`),
+      ]
     : [`npm run pretrain --${cutsFlag(p.fimCuts)}`];
   lines.push(fence(commands.join('\n')));
   lines.push(
@@ -159,7 +207,9 @@ export function renderModelCard(c: ModelCardInput): string {
       `The size with the lowest cost per byte was chosen: **${c.vocab.chosen}**.`,
   );
   lines.push('');
-  lines.push('| vocabulary | held-out bytes/token (all) | TS | JS | Python | embedding params | training MFLOP/token | MFLOP/byte |');
+  lines.push(
+    '| vocabulary | held-out bytes/token (all) | TS | JS | Python | embedding params | training MFLOP/token | MFLOP/byte |',
+  );
   lines.push('| --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of c.vocab.table) {
     lines.push(
@@ -171,7 +221,7 @@ export function renderModelCard(c: ModelCardInput): string {
   lines.push('## Corpus');
   lines.push('');
   lines.push(
-    'npm packages fetched with `npm pack name@version` (npm verifies the tarball against the registry\'s integrity; the recipe pins it) and accepted only if ' +
+    "npm packages fetched with `npm pack name@version` (npm verifies the tarball against the registry's integrity; the recipe pins it) and accepted only if " +
       'the package.json `license` is MIT, Apache-2.0, BSD-2/3-Clause or ISC; Python also from the CPython standard library as Debian 12 ships it ' +
       '(PSF-2.0). Per package, only the listed source folders; type declarations, tests, minified or generated files, files under 200 B or over 256 KB dropped; ' +
       'exact and near duplicates (MinHash, Jaccard ≥ 0.85) removed. Nothing from the corpus is committed; this list is the recipe (`trainer/tools/pretrain/sources.json`).',
@@ -180,10 +230,17 @@ export function renderModelCard(c: ModelCardInput): string {
   lines.push('| split | TypeScript | JavaScript | Python |');
   lines.push('| --- | --- | --- | --- |');
   for (const key of ['train', 'heldOut'] as const) {
-    lines.push(`| ${key === 'train' ? 'train' : 'held out'} | ${CORPUS_LANGUAGES.map((l) => `${split[key][l].files} files, ${mb(split[key][l].bytes)} MB`).join(' | ')} |`);
+    lines.push(
+      `| ${key === 'train' ? 'train' : 'held out'} | ${CORPUS_LANGUAGES.map((l) => `${split[key][l].files} files, ${mb(split[key][l].bytes)} MB`).join(' | ')} |`,
+    );
   }
   lines.push('');
-  lines.push(`Excluded files: ${Object.entries(c.manifest.excluded).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(', ')}.`);
+  lines.push(
+    `Excluded files: ${Object.entries(c.manifest.excluded)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}.`,
+  );
   lines.push('');
   lines.push('| source | version | license | language | files | MB | split |');
   lines.push('| --- | --- | --- | --- | --- | --- | --- |');
@@ -192,7 +249,9 @@ export function renderModelCard(c: ModelCardInput): string {
   lines.push('## Sample completions (held-out code, greedy)');
   lines.push('');
   for (const s of c.samples) {
-    lines.push(`### ${LANGUAGE_NAMES[s.language]}, ${s.kind === 'fim' ? 'fill in the middle' : 'next lines'} — \`${s.source}\``);
+    lines.push(
+      `### ${LANGUAGE_NAMES[s.language]}, ${s.kind === 'fim' ? 'fill in the middle' : 'next lines'} — \`${s.source}\``,
+    );
     lines.push('');
     lines.push(s.kind === 'fim' ? 'Prefix (end):' : 'Prompt (end):');
     lines.push(fence(s.prompt));
@@ -217,7 +276,9 @@ export function renderModelCard(c: ModelCardInput): string {
     '- Filling in the middle is much weaker than continuing left to right (compare the two exact-match columns): in PSM order the end of the prefix sits ' +
       'behind the whole suffix, and a model this small hardly uses it. Repository adapters train on FIM examples cut at syntax boundaries.',
   );
-  lines.push('- Trained on library source code of a few dozen packages; application code, other languages and prose are out of distribution.');
+  lines.push(
+    '- Trained on library source code of a few dozen packages; application code, other languages and prose are out of distribution.',
+  );
   lines.push('');
   return lines.join('\n');
 }

@@ -43,7 +43,16 @@ export interface SourceList {
 export const SOURCES_FILE = path.join(__dirname, 'sources.json');
 
 /** SPDX identifiers accepted as permissive. */
-export const PERMISSIVE_LICENSES: readonly string[] = ['MIT', 'Apache-2.0', 'BSD-2-Clause', 'BSD-3-Clause', 'ISC', '0BSD', 'PSF-2.0', 'Python-2.0'];
+export const PERMISSIVE_LICENSES: readonly string[] = [
+  'MIT',
+  'Apache-2.0',
+  'BSD-2-Clause',
+  'BSD-3-Clause',
+  'ISC',
+  '0BSD',
+  'PSF-2.0',
+  'Python-2.0',
+];
 
 /**
  * Whether an SPDX license expression from package.json is permissive: every AND operand and at
@@ -85,7 +94,10 @@ export function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${out}$`);
 }
 
-export function makePathFilter(include: readonly string[], exclude: readonly string[] = []): (relativePath: string) => boolean {
+export function makePathFilter(
+  include: readonly string[],
+  exclude: readonly string[] = [],
+): (relativePath: string) => boolean {
   const includes = include.map(globToRegExp);
   const excludes = exclude.map(globToRegExp);
   return (p) => includes.some((r) => r.test(p)) && !excludes.some((r) => r.test(p));
@@ -114,18 +126,23 @@ export function parseSourceList(raw: unknown, source = 'sources.json'): SourceLi
     const e = entry as Record<string, unknown>;
     const where = `npm[${i}]`;
     if (!e || typeof e !== 'object') fail(`${where} must be an object`);
-    if (typeof e.name !== 'string' || !/^(@[a-z0-9._-]+\/)?[a-z0-9._-]+$/.test(e.name)) fail(`${where}.name must be an npm package name`);
-    if (typeof e.version !== 'string' || !/^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/.test(e.version)) fail(`${where}.version must be an exact version`);
-    if (!CORPUS_LANGUAGES.includes(e.language as CorpusLanguage)) fail(`${where}.language must be one of ${CORPUS_LANGUAGES.join(', ')}`);
+    if (typeof e.name !== 'string' || !/^(@[a-z0-9._-]+\/)?[a-z0-9._-]+$/.test(e.name))
+      fail(`${where}.name must be an npm package name`);
+    if (typeof e.version !== 'string' || !/^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/.test(e.version))
+      fail(`${where}.version must be an exact version`);
+    if (!CORPUS_LANGUAGES.includes(e.language as CorpusLanguage))
+      fail(`${where}.language must be one of ${CORPUS_LANGUAGES.join(', ')}`);
     const globs = (key: string, required: boolean): string[] | undefined => {
       const v = e[key];
       if (v === undefined && !required) return undefined;
-      if (!Array.isArray(v) || v.length === 0 || !v.every((g) => typeof g === 'string' && g.length > 0)) fail(`${where}.${key} must be a non-empty list of globs`);
+      if (!Array.isArray(v) || v.length === 0 || !v.every((g) => typeof g === 'string' && g.length > 0))
+        fail(`${where}.${key} must be a non-empty list of globs`);
       return v as string[];
     };
     if (seen.has(e.name as string)) fail(`${where}: package ${e.name} is listed twice`);
     seen.add(e.name as string);
-    if (e.maxBytes !== undefined && !(Number.isSafeInteger(e.maxBytes) && (e.maxBytes as number) > 0)) fail(`${where}.maxBytes must be a positive integer`);
+    if (e.maxBytes !== undefined && !(Number.isSafeInteger(e.maxBytes) && (e.maxBytes as number) > 0))
+      fail(`${where}.maxBytes must be a positive integer`);
     if (e.integrity !== undefined && typeof e.integrity !== 'string') fail(`${where}.integrity must be a string`);
     return {
       name: e.name as string,
@@ -140,15 +157,19 @@ export function parseSourceList(raw: unknown, source = 'sources.json'): SourceLi
   });
   const py = obj.python as Record<string, unknown>;
   if (!py || typeof py !== 'object') fail('"python" must be an object');
-  if (!isPermissiveLicense(py.license)) fail(`python.license ${JSON.stringify(py.license)} is not a permissive license`);
-  if (!Array.isArray(py.debianPackages) || py.debianPackages.length === 0) fail('python.debianPackages must be a non-empty list');
+  if (!isPermissiveLicense(py.license))
+    fail(`python.license ${JSON.stringify(py.license)} is not a permissive license`);
+  if (!Array.isArray(py.debianPackages) || py.debianPackages.length === 0)
+    fail('python.debianPackages must be a non-empty list');
   const debianPackages = (py.debianPackages as unknown[]).map((p, i) => {
     const d = p as Record<string, unknown>;
-    if (!d || typeof d.name !== 'string' || typeof d.version !== 'string') fail(`python.debianPackages[${i}] needs name and version strings`);
+    if (!d || typeof d.name !== 'string' || typeof d.version !== 'string')
+      fail(`python.debianPackages[${i}] needs name and version strings`);
     return { name: d.name as string, version: d.version as string };
   });
   const strings = (v: unknown, key: string): string[] => {
-    if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) return fail(`python.${key} must be a list of strings`);
+    if (!Array.isArray(v) || !v.every((s) => typeof s === 'string'))
+      return fail(`python.${key} must be a list of strings`);
     return v as string[];
   };
   return {

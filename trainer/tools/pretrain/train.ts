@@ -82,7 +82,12 @@ const OPTIMIZER_FILE = 'optimizer.safetensors';
  * Learning rate at `step` given the run's progress in [0, 1]. After an extension at step
  * `restartStep`, the warm-up repeats from the final learning rate to the peak.
  */
-export function learningRateAt(h: PretrainHyperparameters, step: number, progress: number, restartStep?: number): number {
+export function learningRateAt(
+  h: PretrainHyperparameters,
+  step: number,
+  progress: number,
+  restartStep?: number,
+): number {
   let warm = Math.min(1, (step + 1) / h.warmupSteps);
   if (restartStep !== undefined && step >= restartStep) {
     const t = Math.min(1, (step - restartStep + 1) / h.warmupSteps);
@@ -128,7 +133,9 @@ function loadTensors(file: string): Map<string, HostTensor> {
   return out;
 }
 
-function loadRun(dir: string): { state: RunState; weights: Map<string, HostTensor>; optimizer: OptimizerState } | undefined {
+function loadRun(
+  dir: string,
+): { state: RunState; weights: Map<string, HostTensor>; optimizer: OptimizerState } | undefined {
   const stateFile = path.join(dir, STATE_FILE);
   if (!fs.existsSync(stateFile)) return undefined;
   const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as RunState;
@@ -175,7 +182,15 @@ export async function trainRun(options: TrainRunOptions): Promise<TrainRunResult
 
   let weights: Map<string, HostTensor>;
   let optimizer: OptimizerState | undefined;
-  let progress: TrainProgress = { step: 0, tokens: 0, trainSeconds: 0, sittings: 0, history: [], done: false, fimCuts: options.fimCuts ?? 'char' };
+  let progress: TrainProgress = {
+    step: 0,
+    tokens: 0,
+    trainSeconds: 0,
+    sittings: 0,
+    history: [],
+    done: false,
+    fimCuts: options.fimCuts ?? 'char',
+  };
   const resumed = loadRun(options.runDir);
   if (resumed) {
     const sameLength = JSON.stringify(resumed.state.length) === JSON.stringify(options.length);
@@ -184,7 +199,9 @@ export async function trainRun(options: TrainRunOptions): Promise<TrainRunResult
       JSON.stringify(resumed.state.hyperparameters) === JSON.stringify(h) &&
       (sameLength || options.extend === true);
     if (!same) {
-      throw new Error(`${options.runDir} holds a run with a different config, hyperparameters or length; remove it or pass --fresh`);
+      throw new Error(
+        `${options.runDir} holds a run with a different config, hyperparameters or length; remove it or pass --fresh`,
+      );
     }
     weights = resumed.weights;
     optimizer = resumed.optimizer;
@@ -194,14 +211,24 @@ export async function trainRun(options: TrainRunOptions): Promise<TrainRunResult
       const longer =
         ('steps' in from && 'steps' in options.length && options.length.steps > from.steps) ||
         ('seconds' in from && 'seconds' in options.length && options.length.seconds > from.seconds);
-      if (!longer) throw new Error(`${options.runDir}: an extension must be longer than the run's ${JSON.stringify(from)} in the same unit`);
-      progress.extensions = [...(progress.extensions ?? []), { step: progress.step, from, to: options.length, fimCuts: options.fimCuts ?? 'char' }];
+      if (!longer)
+        throw new Error(
+          `${options.runDir}: an extension must be longer than the run's ${JSON.stringify(from)} in the same unit`,
+        );
+      progress.extensions = [
+        ...(progress.extensions ?? []),
+        { step: progress.step, from, to: options.length, fimCuts: options.fimCuts ?? 'char' },
+      ];
       progress.done = false;
-      log(`extending the run from ${JSON.stringify(from)} to ${JSON.stringify(options.length)} at step ${progress.step}`);
+      log(
+        `extending the run from ${JSON.stringify(from)} to ${JSON.stringify(options.length)} at step ${progress.step}`,
+      );
     }
     const current = progress.extensions?.[progress.extensions.length - 1]?.fimCuts ?? progress.fimCuts ?? 'char';
     if (current !== (options.fimCuts ?? 'char')) {
-      throw new Error(`${options.runDir}: this sitting trains on FIM cuts '${current}'; resume it with --fim-cuts ${current}, or extend the run to change them`);
+      throw new Error(
+        `${options.runDir}: this sitting trains on FIM cuts '${current}'; resume it with --fim-cuts ${current}, or extend the run to change them`,
+      );
     }
     log(`resuming at step ${progress.step} (${progress.tokens} tokens, ${progress.trainSeconds.toFixed(0)} s trained)`);
   } else {
@@ -225,13 +252,21 @@ export async function trainRun(options: TrainRunOptions): Promise<TrainRunResult
         trainable: { method: 'full' },
         batch: h.batch,
         seqLen: h.seqLen,
-        optimizer: { beta1: h.beta1, beta2: h.beta2, eps: 1e-8, weightDecay: h.weightDecay, maxGradNorm: h.maxGradNorm },
+        optimizer: {
+          beta1: h.beta1,
+          beta2: h.beta2,
+          eps: 1e-8,
+          weightDecay: h.weightDecay,
+          maxGradNorm: h.maxGradNorm,
+        },
         threads: h.threads,
         seed: h.seed,
       },
     );
     if (optimizer) await trainer.setOptimizerState(optimizer);
-    log(`training graph ready in ${trainer.setupSeconds.toFixed(1)} s: ${trainer.trainableParameters} trainable parameters, ${(trainer.flopsPerStep.total / 1e9).toFixed(2)} GFLOP/step`);
+    log(
+      `training graph ready in ${trainer.setupSeconds.toFixed(1)} s: ${trainer.trainableParameters} trainable parameters, ${(trainer.flopsPerStep.total / 1e9).toFixed(2)} GFLOP/step`,
+    );
     progress.sittings++;
     const sittingStart = performance.now();
     let lastCheckpoint = performance.now();
@@ -249,7 +284,8 @@ export async function trainRun(options: TrainRunOptions): Promise<TrainRunResult
       const lr = learningRateAt(h, progress.step, fraction(), restart);
       const t0 = performance.now();
       const result = await trainer.step({ tokens: sampler.batchAt(progress.step) }, lr);
-      if (!Number.isFinite(result.loss)) throw new Error(`loss became ${result.loss} at step ${progress.step}; lower the learning rate`);
+      if (!Number.isFinite(result.loss))
+        throw new Error(`loss became ${result.loss} at step ${progress.step}; lower the learning rate`);
       progress.trainSeconds += (performance.now() - t0) / 1000;
       progress.step++;
       progress.tokens += h.batch * h.seqLen;
@@ -258,7 +294,12 @@ export async function trainRun(options: TrainRunOptions): Promise<TrainRunResult
       if (progress.step % logEvery === 0) {
         const seconds = (performance.now() - windowStart) / 1000;
         const loss = windowLoss / windowSteps;
-        progress.history.push([progress.step, Number(loss.toFixed(4)), Number(result.gradNorm.toFixed(3)), Number(lr.toPrecision(4))]);
+        progress.history.push([
+          progress.step,
+          Number(loss.toFixed(4)),
+          Number(result.gradNorm.toFixed(3)),
+          Number(lr.toPrecision(4)),
+        ]);
         log(
           `step ${progress.step} loss ${loss.toFixed(3)} gnorm ${result.gradNorm.toFixed(2)} lr ${lr.toExponential(2)} ` +
             `${((windowSteps * h.batch * h.seqLen) / seconds).toFixed(0)} tok/s, progress ${(100 * fraction()).toFixed(1)}%, epoch ${(progress.step * sampler.epochsPerStep).toFixed(2)}`,

@@ -51,7 +51,10 @@ export interface VocabChoice {
 }
 
 /** Held-out bytes per token of `tokenizer` over `files`, per language. */
-export function measureBytesPerToken(tokenizer: Tokenizer, files: readonly CorpusFile[]): Record<CorpusLanguage | 'all', number> {
+export function measureBytesPerToken(
+  tokenizer: Tokenizer,
+  files: readonly CorpusFile[],
+): Record<CorpusLanguage | 'all', number> {
   const bytes: Record<string, number> = { all: 0 };
   const tokens: Record<string, number> = { all: 0 };
   for (const f of files) {
@@ -94,7 +97,9 @@ export function chooseVocabSize(
       trainSeconds: stats.seconds,
     };
     table.push(row);
-    log(`vocab ${vocabSize}: held-out ${bytesPerToken.all.toFixed(3)} bytes/token (ts ${bytesPerToken.typescript.toFixed(2)}, js ${bytesPerToken.javascript.toFixed(2)}, py ${bytesPerToken.python.toFixed(2)}), ${(row.flopsPerByte / 1e6).toFixed(2)} MFLOP/byte`);
+    log(
+      `vocab ${vocabSize}: held-out ${bytesPerToken.all.toFixed(3)} bytes/token (ts ${bytesPerToken.typescript.toFixed(2)}, js ${bytesPerToken.javascript.toFixed(2)}, py ${bytesPerToken.python.toFixed(2)}), ${(row.flopsPerByte / 1e6).toFixed(2)} MFLOP/byte`,
+    );
   }
   const best = table.reduce((a, b) => (b.flopsPerByte < a.flopsPerByte ? b : a));
   return { chosen: best.vocabSize, table, tokenizer: tokenizers.get(best.vocabSize)! };

@@ -35,15 +35,31 @@ export interface EvaluateModelsInput {
 export async function evaluateModels(input: EvaluateModelsInput): Promise<Map<string, HeldOutMetrics>> {
   const { worker, heldOut, tokenizer, newlineIds } = input;
   const longestPrompt = heldOut.lines.reduce((n, line) => Math.max(n, line.prompt.length + line.maxTokens), 0);
-  const options = { seqLen: input.seqLen, maxContext: Math.max(longestPrompt, input.seqLen + 1), threads: input.threads };
+  const options = {
+    seqLen: input.seqLen,
+    maxContext: Math.max(longestPrompt, input.seqLen + 1),
+    threads: input.threads,
+  };
   const results = new Map<string, HeldOutMetrics>();
   const shared = input.models.filter((m) => m.kind !== 'full');
   if (shared.length > 0) {
-    const evaluator = await Evaluator.create(worker, { checkpointDir: input.baseDir }, { ...options, loraInputs: true }, tokenizer, newlineIds);
+    const evaluator = await Evaluator.create(
+      worker,
+      { checkpointDir: input.baseDir },
+      { ...options, loraInputs: true },
+      tokenizer,
+      newlineIds,
+    );
     try {
       for (const model of shared) {
         await evaluator.setAdapter(model.kind === 'lora' ? model.adapter : null);
-        results.set(model.name, await evaluator.evaluate(heldOut, { signal: input.signal, onProgress: (f) => input.onProgress?.(model.name, f) }));
+        results.set(
+          model.name,
+          await evaluator.evaluate(heldOut, {
+            signal: input.signal,
+            onProgress: (f) => input.onProgress?.(model.name, f),
+          }),
+        );
       }
     } finally {
       await evaluator.release();
@@ -51,10 +67,19 @@ export async function evaluateModels(input: EvaluateModelsInput): Promise<Map<st
   }
   for (const model of input.models) {
     if (model.kind !== 'full') continue;
-    const source = 'checkpointDir' in model ? { checkpointDir: model.checkpointDir } : { config: model.config, weights: model.weights };
+    const source =
+      'checkpointDir' in model
+        ? { checkpointDir: model.checkpointDir }
+        : { config: model.config, weights: model.weights };
     const evaluator = await Evaluator.create(worker, source, { ...options, loraInputs: false }, tokenizer, newlineIds);
     try {
-      results.set(model.name, await evaluator.evaluate(heldOut, { signal: input.signal, onProgress: (f) => input.onProgress?.(model.name, f) }));
+      results.set(
+        model.name,
+        await evaluator.evaluate(heldOut, {
+          signal: input.signal,
+          onProgress: (f) => input.onProgress?.(model.name, f),
+        }),
+      );
     } finally {
       await evaluator.release();
     }

@@ -32,7 +32,13 @@ export class Evaluator {
     private readonly newlineIds: number[],
   ) {}
 
-  static async create(worker: EngineWorker, source: EvalWeightSource, options: EvalCreateOptions, tokenizer: Tokenizer, newlineIds: number[]): Promise<Evaluator> {
+  static async create(
+    worker: EngineWorker,
+    source: EvalWeightSource,
+    options: EvalCreateOptions,
+    tokenizer: Tokenizer,
+    newlineIds: number[],
+  ): Promise<Evaluator> {
     const created = await worker.call('evalCreate', source, { vocabLimit: tokenizer.vocabSize, ...options });
     return new Evaluator(worker, created.id, created.config, created.sha256, tokenizer, newlineIds);
   }

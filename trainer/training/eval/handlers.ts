@@ -85,11 +85,18 @@ export const evalHandlers = {
     }
     const vocabLimit = Math.min(options.vocabLimit ?? config.vocabSize, config.vocabSize);
     if (options.seqLen + 1 > config.maxPositionEmbeddings) {
-      throw new Error(`evaluation rows of ${options.seqLen + 1} tokens exceed the model's ${config.maxPositionEmbeddings} positions`);
+      throw new Error(
+        `evaluation rows of ${options.seqLen + 1} tokens exceed the model's ${config.maxPositionEmbeddings} positions`,
+      );
     }
-    const score = await openSession(serializeModel(buildScoreGraph(config, weights, { seqLen: options.seqLen, loraInputs: options.loraInputs, vocabLimit })), {
-      threads: options.threads,
-    });
+    const score = await openSession(
+      serializeModel(
+        buildScoreGraph(config, weights, { seqLen: options.seqLen, loraInputs: options.loraInputs, vocabLimit }),
+      ),
+      {
+        threads: options.threads,
+      },
+    );
     const decoder = await KvCacheSession.create(config, weights, {
       maxContext: Math.min(config.maxPositionEmbeddings, options.maxContext),
       loraInputs: options.loraInputs,
@@ -155,7 +162,8 @@ export const evalHandlers = {
           if (t + 1 >= row.tokens.length) continue;
           const input = row.tokens[t];
           const target = row.tokens[t + 1];
-          if (!(input >= 0 && input < vocab && target >= 0 && target < vocab)) throw new Error(`token id out of range [0, ${vocab}) in sequence ${row.sequence}`);
+          if (!(input >= 0 && input < vocab && target >= 0 && target < vocab))
+            throw new Error(`token id out of range [0, ${vocab}) in sequence ${row.sequence}`);
           inputIds[b * T + t] = BigInt(input);
           targets[b * T + t] = BigInt(target);
           if (row.from + t + 1 >= row.firstCounted) counted[b * T + t] = 1;
@@ -183,7 +191,12 @@ export const evalHandlers = {
    * Greedy completion of each prompt: stops before an id in `endIds` (e.g. eos), after an id in
    * `stopAfterIds` (tokens holding a newline: the caller cuts the text there), or at maxTokens.
    */
-  async evalComplete(id: number, items: CompletionItem[], endIds: number[], stopAfterIds: number[]): Promise<number[][]> {
+  async evalComplete(
+    id: number,
+    items: CompletionItem[],
+    endIds: number[],
+    stopAfterIds: number[],
+  ): Promise<number[][]> {
     const evaluator = evaluatorById(id);
     const decoder = evaluator.decoder;
     const end = new Set(endIds);
@@ -192,7 +205,10 @@ export const evalHandlers = {
     for (const item of items) {
       decoder.truncate(0);
       const room = decoder.maxContext - item.prompt.length;
-      if (room < 1) throw new Error(`completion prompt of ${item.prompt.length} tokens leaves no room in a context of ${decoder.maxContext}`);
+      if (room < 1)
+        throw new Error(
+          `completion prompt of ${item.prompt.length} tokens leaves no room in a context of ${decoder.maxContext}`,
+        );
       const generated: number[] = [];
       let logits = await decoder.append(item.prompt);
       const limit = Math.min(item.maxTokens, room);

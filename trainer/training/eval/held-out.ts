@@ -57,10 +57,12 @@ export function selectHeldOut(reader: DatasetReader, tokenizer: Tokenizer, optio
     examples++;
     exampleTokens += example.tokens.length;
     if (example.record.kind === 'plain') plain.push({ tokens: example.tokens, lossStart: example.record.lossStart });
-    else if (example.record.kind === 'fim-line-rest') lineExamples.push({ tokens: example.tokens, lossStart: example.record.lossStart, file: example.record.file });
+    else if (example.record.kind === 'fim-line-rest')
+      lineExamples.push({ tokens: example.tokens, lossStart: example.record.lossStart, file: example.record.file });
   }
   const totalPlain = plain.reduce((n, p) => n + p.tokens.length, 0);
-  const wanted = totalPlain <= maxScoreTokens ? plain.length : Math.max(1, Math.floor((plain.length * maxScoreTokens) / totalPlain));
+  const wanted =
+    totalPlain <= maxScoreTokens ? plain.length : Math.max(1, Math.floor((plain.length * maxScoreTokens) / totalPlain));
   const sequences: ScoreSequence[] = [];
   let tokens = 0;
   for (const index of evenlySpaced(plain.length, wanted)) {
@@ -95,7 +97,10 @@ export function selectHeldOut(reader: DatasetReader, tokenizer: Tokenizer, optio
   const eos = tokenizer.eos;
   for (const index of evenlySpaced(lineExamples.length, Math.min(maxLines, lineExamples.length))) {
     const example = lineExamples[index];
-    const end = eos !== null && example.tokens[example.tokens.length - 1] === eos ? example.tokens.length - 1 : example.tokens.length;
+    const end =
+      eos !== null && example.tokens[example.tokens.length - 1] === eos
+        ? example.tokens.length - 1
+        : example.tokens.length;
     const middle = Array.from(example.tokens.subarray(example.lossStart, end));
     const prompt = example.tokens.slice(0, example.lossStart);
     hash.update(new Uint8Array(prompt.buffer, prompt.byteOffset, prompt.byteLength));

@@ -3,7 +3,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { packageRoot } from '../../model/base-model';
-import { createMessageConnection, StreamMessageReader, StreamMessageWriter, type MessageConnection } from 'vscode-jsonrpc/node';
+import {
+  createMessageConnection,
+  StreamMessageReader,
+  StreamMessageWriter,
+  type MessageConnection,
+} from 'vscode-jsonrpc/node';
 
 // The real language server (`idiom lsp --stdio`) driven over stdio as an editor drives it, for the
 // benchmarks that measure what a user sees: started, initialized, waited on until its model
@@ -42,22 +47,29 @@ export function serverCommand(): string[] {
     }
   }
   const root = packageRoot();
-  if (root && fs.existsSync(path.join(root, 'trainer', 'cli', 'bin.js'))) return [path.join(root, 'trainer', 'cli', 'bin.js'), 'lsp', '--stdio'];
+  if (root && fs.existsSync(path.join(root, 'trainer', 'cli', 'bin.js')))
+    return [path.join(root, 'trainer', 'cli', 'bin.js'), 'lsp', '--stdio'];
   throw new Error('cannot find the language server (dist/server.js or trainer/cli/bin.js); run npm run build');
 }
 
 export async function startLspClient(options: LspClientOptions): Promise<LspClient> {
   const child = spawn(process.execPath, serverCommand(), { cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
   child.stderr.resume();
-  const connection = createMessageConnection(new StreamMessageReader(child.stdout), new StreamMessageWriter(child.stdin));
+  const connection = createMessageConnection(
+    new StreamMessageReader(child.stdout),
+    new StreamMessageWriter(child.stdin),
+  );
   let state = 'starting';
   let message = '';
   let adapter: string | null = null;
-  connection.onNotification('idiom/statusChanged', (status: { state: string; message: string; adapter: { id: string } | null }) => {
-    state = status.state;
-    message = status.message;
-    adapter = status.adapter?.id ?? null;
-  });
+  connection.onNotification(
+    'idiom/statusChanged',
+    (status: { state: string; message: string; adapter: { id: string } | null }) => {
+      state = status.state;
+      message = status.message;
+      adapter = status.adapter?.id ?? null;
+    },
+  );
   connection.onNotification('window/logMessage', () => undefined);
   connection.listen();
   const repoUri = options.repo ? pathToFileURL(path.resolve(options.repo)).href : null;
@@ -99,8 +111,10 @@ export async function startLspClient(options: LspClientOptions): Promise<LspClie
       const started = performance.now();
       await connection.sendNotification('initialized', {});
       while (state !== 'ready' || /^loading/.test(message)) {
-        if (state === 'error' || state === 'no-model') throw new Error(`the server cannot serve ${options.base}: ${message}`);
-        if (performance.now() - started > timeoutMs) throw new Error(`the model did not load within ${Math.round(timeoutMs / 1000)} s`);
+        if (state === 'error' || state === 'no-model')
+          throw new Error(`the server cannot serve ${options.base}: ${message}`);
+        if (performance.now() - started > timeoutMs)
+          throw new Error(`the model did not load within ${Math.round(timeoutMs / 1000)} s`);
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
       return performance.now() - started;

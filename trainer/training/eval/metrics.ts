@@ -20,7 +20,10 @@ export interface CompletionTotals {
 }
 
 export function heldOutMetrics(score: ScoreTotals, completion: CompletionTotals): HeldOutMetrics {
-  if (score.tokens === 0) throw new Error('no held-out tokens to score: the repository needs a held-out split (at least two commits touching code)');
+  if (score.tokens === 0)
+    throw new Error(
+      'no held-out tokens to score: the repository needs a held-out split (at least two commits touching code)',
+    );
   const loss = score.nll / score.tokens;
   return {
     loss,

@@ -63,7 +63,11 @@ function replayable(text: string): boolean {
 export function replayPoints(mined: readonly MinedFile[], maxLines: number, seed: number): ReplaySet {
   const heldOut = mined.filter((file) => file.split === 'heldout');
   const candidates: { file: number; line: number }[] = [];
-  const files: ReplayFile[] = heldOut.map((file) => ({ path: file.path, text: file.text, languageId: languageIdOf(file.path, file.language) }));
+  const files: ReplayFile[] = heldOut.map((file) => ({
+    path: file.path,
+    text: file.text,
+    languageId: languageIdOf(file.path, file.language),
+  }));
   heldOut.forEach((file, index) => {
     const lines = file.text.split('\n');
     for (const oneBased of file.changedLines) {
@@ -85,7 +89,8 @@ export function replayPoints(mined: readonly MinedFile[], maxLines: number, seed
     points.push({ path: files[file].path, line, kind: 'start', column: indent, expected: text.slice(indent) });
     const token = firstToken.exec(text.slice(indent));
     const column = indent + (token ? token[0].length : 0);
-    if (token && column < text.length) points.push({ path: files[file].path, line, kind: 'mid', column, expected: text.slice(column) });
+    if (token && column < text.length)
+      points.push({ path: files[file].path, line, kind: 'mid', column, expected: text.slice(column) });
   }
   return {
     files,
@@ -139,7 +144,10 @@ export interface VariantResult {
   p50Ms: number | null;
   p95Ms: number | null;
   /** The same, per replay point kind. */
-  byPoint: Record<ReplayPointKind, { points: number; shown: number; exactMatch: number; acceptedCharShare: number; precision: number }>;
+  byPoint: Record<
+    ReplayPointKind,
+    { points: number; shown: number; exactMatch: number; acceptedCharShare: number; precision: number }
+  >;
   adapter?: string | null;
 }
 
@@ -183,7 +191,13 @@ export function scoreVariant(name: string, points: readonly ReplayPoint[], answe
   };
   const all = tally(points.map((_, i) => i));
   const byKind = (kind: ReplayPointKind) => {
-    const { points: count, shown, exactMatch, acceptedCharShare, precision } = tally(points.flatMap((p, i) => (p.kind === kind ? [i] : [])));
+    const {
+      points: count,
+      shown,
+      exactMatch,
+      acceptedCharShare,
+      precision,
+    } = tally(points.flatMap((p, i) => (p.kind === kind ? [i] : [])));
     return { points: count, shown, exactMatch, acceptedCharShare, precision };
   };
   const times = answers.flatMap((a) => (a.ms === undefined ? [] : [a.ms]));
@@ -208,7 +222,13 @@ export interface ServedVariant {
 }
 
 /** Asks the real server for a completion at every replay point; one answer per point. */
-export async function replayThroughServer(set: ReplaySet, repo: string, base: string, variant: ServedVariant, log: (line: string) => void): Promise<{ answers: Answer[]; adapter: string | null }> {
+export async function replayThroughServer(
+  set: ReplaySet,
+  repo: string,
+  base: string,
+  variant: ServedVariant,
+  log: (line: string) => void,
+): Promise<{ answers: Answer[]; adapter: string | null }> {
   const client = await startLspClient({ base, repo, cwd: repo, adapter: variant.adapter, settings: variant.settings });
   const { connection } = client;
   try {
@@ -225,17 +245,25 @@ export async function replayThroughServer(set: ReplaySet, repo: string, base: st
       const document = replayDocument(file.text, point);
       if (openUri !== uri) {
         if (openUri) await connection.sendNotification('textDocument/didClose', { textDocument: { uri: openUri } });
-        await connection.sendNotification('textDocument/didOpen', { textDocument: { uri, languageId: file.languageId, version: ++version, text: document.text } });
+        await connection.sendNotification('textDocument/didOpen', {
+          textDocument: { uri, languageId: file.languageId, version: ++version, text: document.text },
+        });
         openUri = uri;
       } else {
-        await connection.sendNotification('textDocument/didChange', { textDocument: { uri, version: ++version }, contentChanges: [{ text: document.text }] });
+        await connection.sendNotification('textDocument/didChange', {
+          textDocument: { uri, version: ++version },
+          contentChanges: [{ text: document.text }],
+        });
       }
       const started = performance.now();
-      const answer = await connection.sendRequest<{ items: { insertText: string }[] } | null>('textDocument/inlineCompletion', {
-        textDocument: { uri },
-        position: { line: point.line, character: point.column },
-        context: { triggerKind: 2 },
-      });
+      const answer = await connection.sendRequest<{ items: { insertText: string }[] } | null>(
+        'textDocument/inlineCompletion',
+        {
+          textDocument: { uri },
+          position: { line: point.line, character: point.column },
+          context: { triggerKind: 2 },
+        },
+      );
       answers.push({ text: answer?.items[0]?.insertText ?? null, ms: performance.now() - started });
     }
     return { answers, adapter };
@@ -243,7 +271,6 @@ export async function replayThroughServer(set: ReplaySet, repo: string, base: st
     await client.stop();
   }
 }
-
 
 export interface CompareOnReplayOptions {
   repo: string;
@@ -260,7 +287,12 @@ export interface CompareOnReplayOptions {
 }
 
 function replayScore(result: VariantResult): ReplayScore {
-  return { shown: result.shown, exactMatch: result.exactMatch, acceptedCharShare: result.acceptedCharShare, precision: result.precision };
+  return {
+    shown: result.shown,
+    exactMatch: result.exactMatch,
+    acceptedCharShare: result.acceptedCharShare,
+    precision: result.precision,
+  };
 }
 
 /** The candidate against the reference on the same replayed held-out lines; null when there are none. */
@@ -268,13 +300,28 @@ export async function compareOnReplay(options: CompareOnReplayOptions): Promise<
   const set = replayPoints(options.mined, options.lines, options.seed);
   if (set.points.length === 0) return null;
   const settings = { mode: options.mode };
-  const candidate = await replayThroughServer(set, options.repo, options.base, { name: 'candidate', adapter: options.candidate, settings }, options.log);
-  const reference = await replayThroughServer(set, options.repo, options.base, { name: 'reference', adapter: options.reference, settings }, options.log);
+  const candidate = await replayThroughServer(
+    set,
+    options.repo,
+    options.base,
+    { name: 'candidate', adapter: options.candidate, settings },
+    options.log,
+  );
+  const reference = await replayThroughServer(
+    set,
+    options.repo,
+    options.base,
+    { name: 'reference', adapter: options.reference, settings },
+    options.log,
+  );
   return {
     lines: set.lines,
     points: set.points.length,
     seed: options.seed,
     candidate: replayScore(scoreVariant('candidate', set.points, candidate.answers)),
-    reference: { name: options.reference === 'none' ? 'base' : options.reference, score: replayScore(scoreVariant('reference', set.points, reference.answers)) },
+    reference: {
+      name: options.reference === 'none' ? 'base' : options.reference,
+      score: replayScore(scoreVariant('reference', set.points, reference.answers)),
+    },
   };
 }

@@ -28,7 +28,11 @@ export interface ScoreGraphOptions {
  * Inputs: input_ids / position_ids / targets int64 [B, T] (B symbolic), LoRA A [R, in] / B [out, R].
  * Output: nll [B, T] = −log softmax(logits)[target].
  */
-export function buildScoreGraph(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: ScoreGraphOptions): Graph {
+export function buildScoreGraph(
+  cfg: ModelConfig,
+  weights: ReadonlyMap<string, HostTensor>,
+  options: ScoreGraphOptions,
+): Graph {
   const graph = new Graph('score');
   const forward = buildForward(graph, cfg, weights, {
     batch: 'batch',
@@ -64,10 +68,16 @@ export function scoreLoraFeeds(cfg: ModelConfig, adapter: LoraAdapter | null): R
       }
       const r = lora.a.shape[0];
       if (lora.a.shape[1] !== inFeatures || lora.b.shape[0] !== outFeatures || lora.b.shape[1] !== r) {
-        throw new Error(`adapter ${module}: A [${lora.a.shape}] / B [${lora.b.shape}] do not fit [${outFeatures}, ${inFeatures}]`);
+        throw new Error(
+          `adapter ${module}: A [${lora.a.shape}] / B [${lora.b.shape}] do not fit [${outFeatures}, ${inFeatures}]`,
+        );
       }
       const scaled = Float32Array.from(lora.b.data as Float32Array, (x) => x * adapter!.scaling);
-      feeds[loraInputName(module, 'A')] = { dtype: 'float32', shape: [r, inFeatures], data: Float32Array.from(lora.a.data as Float32Array) };
+      feeds[loraInputName(module, 'A')] = {
+        dtype: 'float32',
+        shape: [r, inFeatures],
+        data: Float32Array.from(lora.a.data as Float32Array),
+      };
       feeds[loraInputName(module, 'B')] = { dtype: 'float32', shape: [outFeatures, r], data: scaled };
     }
   }

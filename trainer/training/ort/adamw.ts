@@ -42,7 +42,13 @@ export function appendAdamW(
     const dtype = learningRate.dtype;
     const s = (v: number) => op.scalar(graph, v, dtype);
     // Global norm over every trainable tensor: √Σ‖g‖².
-    const squares = parameters.map((p) => op.reduceSumSquare(p.grad, Array.from({ length: p.grad.rank }, (_, i) => i), false));
+    const squares = parameters.map((p) =>
+      op.reduceSumSquare(
+        p.grad,
+        Array.from({ length: p.grad.rank }, (_, i) => i),
+        false,
+      ),
+    );
     const gradNorm = op.sqrt(op.sum(squares));
     // clip = min(1, max_norm / (norm + 1e-6)), as torch.nn.utils.clip_grad_norm_.
     const clip = Number.isFinite(options.maxGradNorm)

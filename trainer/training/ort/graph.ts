@@ -57,16 +57,24 @@ export interface TrainingGraph {
   graph: Graph;
   trainable: TrainableTensor[];
   vocabSize: number;
-  options: Required<Omit<TrainingGraphOptions, 'exposeGradients' | 'fusedKernels' | 'lossRowsPerChunk'>> & { optimizer: AdamWOptions; exposeGradients: boolean };
+  options: Required<Omit<TrainingGraphOptions, 'exposeGradients' | 'fusedKernels' | 'lossRowsPerChunk'>> & {
+    optimizer: AdamWOptions;
+    exposeGradients: boolean;
+  };
 }
 
-export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: TrainingGraphOptions): TrainingGraph {
+export function buildTrainingGraph(
+  cfg: ModelConfig,
+  weights: ReadonlyMap<string, HostTensor>,
+  options: TrainingGraphOptions,
+): TrainingGraph {
   const dtype = options.dtype ?? 'float32';
   const optimizer = { ...DEFAULT_ADAMW, ...options.optimizer };
   const { batch: B, seqLen: T, trainable: set } = options;
   if (!Number.isInteger(B) || B < 1) throw new Error(`batch must be a positive integer, got ${B}`);
   if (!Number.isInteger(T) || T < 1) throw new Error(`sequence length must be a positive integer, got ${T}`);
-  if (T > cfg.maxPositionEmbeddings) throw new Error(`sequence length ${T} exceeds the model's ${cfg.maxPositionEmbeddings} positions`);
+  if (T > cfg.maxPositionEmbeddings)
+    throw new Error(`sequence length ${T} exceeds the model's ${cfg.maxPositionEmbeddings} positions`);
   if (set.method === 'lora') validateLora(set.lora);
 
   const { graph, forward, targets, mask } = buildLossInputs('train', cfg, weights, options);
@@ -74,7 +82,9 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string
   const step = graph.input(TRAIN_IO.step, dtype, []);
 
   const rowsPerChunk = options.lossRowsPerChunk ?? lossRowsPerChunk(cfg.vocabSize, dtype === 'float64' ? 8 : 4);
-  const { loss, count, seeds } = graph.scope('loss', () => causalLmLoss(forward.hidden, forward.lmHeadWeight, targets, mask, { rowsPerChunk }));
+  const { loss, count, seeds } = graph.scope('loss', () =>
+    causalLmLoss(forward.hidden, forward.lmHeadWeight, targets, mask, { rowsPerChunk }),
+  );
 
   const params: { name: string; value: Value; decay: boolean }[] = [];
   if (set.method === 'lora') {
@@ -100,7 +110,13 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string
   }));
   const { updates, gradNorm } = appendAdamW(
     graph,
-    params.map((p, i) => ({ param: p.value, grad: grads.get(p.value)!, m: moments[i].m, v: moments[i].v, decay: p.decay })),
+    params.map((p, i) => ({
+      param: p.value,
+      grad: grads.get(p.value)!,
+      m: moments[i].m,
+      v: moments[i].v,
+      decay: p.decay,
+    })),
     learningRate,
     step,
     optimizer,
@@ -120,7 +136,14 @@ export function buildTrainingGraph(cfg: ModelConfig, weights: ReadonlyMap<string
     graph,
     trainable: params.map((p) => ({ name: p.name, shape: p.value.staticShape(), decay: p.decay })),
     vocabSize: cfg.vocabSize,
-    options: { trainable: set, batch: B, seqLen: T, dtype, optimizer, exposeGradients: options.exposeGradients ?? false },
+    options: {
+      trainable: set,
+      batch: B,
+      seqLen: T,
+      dtype,
+      optimizer,
+      exposeGradients: options.exposeGradients ?? false,
+    },
   };
 }
 
@@ -131,7 +154,11 @@ export interface EvaluationGraph {
 }
 
 /** Forward + masked loss only, with the trainable tensors as inputs: held-out loss without a step. */
-export function buildEvaluationGraph(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: TrainingGraphOptions): EvaluationGraph {
+export function buildEvaluationGraph(
+  cfg: ModelConfig,
+  weights: ReadonlyMap<string, HostTensor>,
+  options: TrainingGraphOptions,
+): EvaluationGraph {
   const dtype = options.dtype ?? 'float32';
   const { trainable: set } = options;
   const { graph, forward, targets, mask } = buildLossInputs('evaluate', cfg, weights, options);
@@ -142,12 +169,19 @@ export function buildEvaluationGraph(cfg: ModelConfig, weights: ReadonlyMap<stri
   graph.output(loss, TRAIN_IO.loss);
   graph.output(count, TRAIN_IO.tokenCount);
   const inputs =
-    set.method === 'lora' ? [...forward.loraInputs.values()].flatMap(({ a, b }) => [a, b]) : [...forward.weightInputs.values()];
+    set.method === 'lora'
+      ? [...forward.loraInputs.values()].flatMap(({ a, b }) => [a, b])
+      : [...forward.weightInputs.values()];
   return { graph, trainable: inputs.map((v) => ({ name: v.name, shape: v.staticShape(), decay: v.rank >= 2 })) };
 }
 
 /** The forward pass of the trainable set plus the loss's inputs: what training and evaluation share. */
-function buildLossInputs(name: string, cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: TrainingGraphOptions) {
+function buildLossInputs(
+  name: string,
+  cfg: ModelConfig,
+  weights: ReadonlyMap<string, HostTensor>,
+  options: TrainingGraphOptions,
+) {
   const dtype = options.dtype ?? 'float32';
   const { batch: B, seqLen: T, trainable: set } = options;
   const graph = new Graph(name);
@@ -156,7 +190,10 @@ function buildLossInputs(name: string, cfg: ModelConfig, weights: ReadonlyMap<st
     seqLen: T,
     dtype,
     trainableWeights: set.method === 'full' ? 'all' : 'none',
-    lora: set.method === 'lora' ? { targets: set.lora.targets, rank: set.lora.r, scaling: loraScaling(set.lora) } : undefined,
+    lora:
+      set.method === 'lora'
+        ? { targets: set.lora.targets, rank: set.lora.r, scaling: loraScaling(set.lora) }
+        : undefined,
     fusedKernels: options.fusedKernels ?? dtype === 'float32',
   });
   const targets = graph.input(TRAIN_IO.targets, 'int64', [B, T]);

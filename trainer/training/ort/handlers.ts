@@ -21,7 +21,9 @@ function runById(id: number): TrainingSession {
   return run;
 }
 
-async function resolveWeights(source: WeightSource): Promise<{ config: ModelConfig; weights: Map<string, HostTensor> }> {
+async function resolveWeights(
+  source: WeightSource,
+): Promise<{ config: ModelConfig; weights: Map<string, HostTensor> }> {
   if ('checkpointDir' in source) {
     const checkpoint = await loadCheckpoint(source.checkpointDir);
     return { config: checkpoint.config, weights: checkpoint.weights };
@@ -45,7 +47,11 @@ export const trainingHandlers = {
       id,
       config,
       /** Matrix-product FLOPs per step (see trainer/compute/graph/flops.ts): total and backward share. */
-      flopsPerStep: { total: flops.total, backward: flops.byScope.backward, forward: flops.total - flops.byScope.backward - flops.byScope.adamw },
+      flopsPerStep: {
+        total: flops.total,
+        backward: flops.byScope.backward,
+        forward: flops.total - flops.byScope.backward - flops.byScope.adamw,
+      },
       trainable: run.built.trainable,
       trainableParameters: run.built.trainable.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0),
       setupSeconds: (performance.now() - started) / 1000,

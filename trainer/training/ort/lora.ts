@@ -20,7 +20,11 @@ export function initLoraWeights(cfg: ModelConfig, lora: LoraConfig, seed: number
       const a = rng.fillUniform(new Float32Array(lora.r * inFeatures), -bound, bound);
       tensors.set(loraInputName(module, 'A'), { dtype: 'float32', shape: [lora.r, inFeatures], data: a });
       const bShape = [outFeatures, lora.r];
-      tensors.set(loraInputName(module, 'B'), { dtype: 'float32', shape: bShape, data: new Float32Array(elementCount(bShape)) });
+      tensors.set(loraInputName(module, 'B'), {
+        dtype: 'float32',
+        shape: bShape,
+        data: new Float32Array(elementCount(bShape)),
+      });
     }
   }
   return tensors;

@@ -31,7 +31,13 @@ export interface CausalLmLossOptions {
  * hidden [B, T, D] (after the final norm), head [V, D], targets int64 [B, T], mask [B, T]
  * (1 = the target counts).
  */
-export function causalLmLoss(hidden: Value, head: Value, targets: Value, mask: Value, options: CausalLmLossOptions = {}): CausalLmLoss {
+export function causalLmLoss(
+  hidden: Value,
+  head: Value,
+  targets: Value,
+  mask: Value,
+  options: CausalLmLossOptions = {},
+): CausalLmLoss {
   const [B, T, D] = hidden.staticShape();
   const rows = B * T;
   const perChunk = Math.max(1, Math.min(rows, options.rowsPerChunk ?? rows));

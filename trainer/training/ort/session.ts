@@ -3,7 +3,13 @@ import { serializeModel } from '../../compute/graph/onnx';
 import type { ModelConfig } from '../../model/config';
 import { type RuntimeSessionOptions, openSession } from '../../compute/runtime/session';
 import { type HostTensor, elementCount } from '../../model/tensor';
-import { TRAIN_IO, type TrainingGraph, type TrainingGraphOptions, buildEvaluationGraph, buildTrainingGraph } from './graph';
+import {
+  TRAIN_IO,
+  type TrainingGraph,
+  type TrainingGraphOptions,
+  buildEvaluationGraph,
+  buildTrainingGraph,
+} from './graph';
 import { initLoraWeights } from './lora';
 
 // One training run inside the engine worker: the training graph's session plus the trainable
@@ -100,14 +106,19 @@ export class TrainingSession {
   }
 
   /** Builds the graph, opens the session and sets the initial trainable tensors. */
-  static async create(cfg: ModelConfig, weights: ReadonlyMap<string, HostTensor>, options: TrainingOptions): Promise<TrainingSession> {
+  static async create(
+    cfg: ModelConfig,
+    weights: ReadonlyMap<string, HostTensor>,
+    options: TrainingOptions,
+  ): Promise<TrainingSession> {
     // Training runs beside an editor and other work: no spinning unless asked (see RuntimeSessionOptions).
     options = { ...options, spinning: options.spinning ?? false };
     const built = buildTrainingGraph(cfg, weights, options);
     const session = await openSession(serializeModel(built.graph), options);
     const initial = new Map<string, HostTensor>();
     if (options.trainable.method === 'lora') {
-      for (const [name, tensor] of initLoraWeights(cfg, options.trainable.lora, options.seed ?? 0)) initial.set(name, tensor);
+      for (const [name, tensor] of initLoraWeights(cfg, options.trainable.lora, options.seed ?? 0))
+        initial.set(name, tensor);
     } else {
       for (const t of built.trainable) {
         const weight = weights.get(t.name);
@@ -115,7 +126,9 @@ export class TrainingSession {
         initial.set(t.name, weight);
       }
     }
-    const evaluation = options.evaluation ? await openSession(serializeModel(buildEvaluationGraph(cfg, weights, options).graph), options) : undefined;
+    const evaluation = options.evaluation
+      ? await openSession(serializeModel(buildEvaluationGraph(cfg, weights, options).graph), options)
+      : undefined;
     return new TrainingSession(built, session, initial, evaluation);
   }
 
@@ -125,7 +138,8 @@ export class TrainingSession {
 
   /** One optimizer step: forward, backward, clip, AdamW, in one session.run(). */
   async step(batch: TrainingBatch, learningRate: number): Promise<StepResult> {
-    if (!Number.isFinite(learningRate) || learningRate < 0) throw new Error(`learning rate must be a finite number ≥ 0, got ${learningRate}`);
+    if (!Number.isFinite(learningRate) || learningRate < 0)
+      throw new Error(`learning rate must be a finite number ≥ 0, got ${learningRate}`);
     this.fillBatch(batch);
     (this.feeds[TRAIN_IO.learningRate].data as FloatArray)[0] = learningRate;
     (this.feeds[TRAIN_IO.step].data as FloatArray)[0] = this.stepCount + 1;
@@ -149,12 +163,16 @@ export class TrainingSession {
     const gradNorm = scalarOf(this.scalars[TRAIN_IO.gradNorm]);
     if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
       // Keep the last good state: a NaN step must not poison the adapter.
-      throw new Error(`training step ${this.stepCount + 1} diverged (loss ${loss}, grad norm ${gradNorm}); try a lower learning rate`);
+      throw new Error(
+        `training step ${this.stepCount + 1} diverged (loss ${loss}, grad norm ${gradNorm}); try a lower learning rate`,
+      );
     }
     [this.current, this.spare] = [this.spare, this.current];
     this.stepCount++;
     if (this.built.options.exposeGradients) {
-      this.lastGradients = new Map(this.built.trainable.map((t) => [t.name, copyOut(results[TRAIN_IO.grad(t.name)] as ort.Tensor)]));
+      this.lastGradients = new Map(
+        this.built.trainable.map((t) => [t.name, copyOut(results[TRAIN_IO.grad(t.name)] as ort.Tensor)]),
+      );
     }
     return { loss, gradNorm, tokens: scalarOf(this.scalars[TRAIN_IO.tokenCount]), step: this.stepCount, seconds };
   }
@@ -171,7 +189,10 @@ export class TrainingSession {
     };
     for (const t of this.built.trainable) feeds[t.name] = this.current.param.get(t.name)!;
     const results = await this.evaluationSession.run(feeds);
-    return { loss: scalarOf(results[TRAIN_IO.loss] as ort.Tensor), tokens: scalarOf(results[TRAIN_IO.tokenCount] as ort.Tensor) };
+    return {
+      loss: scalarOf(results[TRAIN_IO.loss] as ort.Tensor),
+      tokens: scalarOf(results[TRAIN_IO.tokenCount] as ort.Tensor),
+    };
   }
 
   /** Copies of the trainable tensors (PEFT keys for LoRA, HF names for full). */
@@ -201,7 +222,8 @@ export class TrainingSession {
   }
 
   setOptimizerState(state: OptimizerState): void {
-    if (!Number.isInteger(state.step) || state.step < 0) throw new Error(`optimizer step must be an integer ≥ 0, got ${state.step}`);
+    if (!Number.isInteger(state.step) || state.step < 0)
+      throw new Error(`optimizer step must be an integer ≥ 0, got ${state.step}`);
     for (const t of this.built.trainable) {
       const m = state.m[t.name];
       const v = state.v[t.name];
@@ -220,7 +242,12 @@ export class TrainingSession {
   private allocateSet(): StateSet {
     const dtype = this.built.options.dtype;
     const make = () =>
-      new Map(this.built.trainable.map((t) => [t.name, new ort.Tensor(dtype, new this.ArrayType(elementCount(t.shape)), t.shape)]));
+      new Map(
+        this.built.trainable.map((t) => [
+          t.name,
+          new ort.Tensor(dtype, new this.ArrayType(elementCount(t.shape)), t.shape),
+        ]),
+      );
     return { param: make(), m: make(), v: make() };
   }
 
@@ -234,7 +261,8 @@ export class TrainingSession {
     if (!shifted && tokens.length !== B * T) {
       throw new Error(`batch has ${tokens.length} tokens; expected ${B}×${T + 1} (inputs + last target) or ${B}×${T}`);
     }
-    if (batch.lossMask && batch.lossMask.length !== B * T) throw new Error(`loss mask has ${batch.lossMask.length} values; expected ${B}×${T}`);
+    if (batch.lossMask && batch.lossMask.length !== B * T)
+      throw new Error(`loss mask has ${batch.lossMask.length} values; expected ${B}×${T}`);
     const vocab = this.built.vocabSize;
     const row = shifted ? T + 1 : T;
     for (let b = 0; b < B; b++) {
@@ -243,14 +271,17 @@ export class TrainingSession {
         const input = tokens[b * row + t];
         const hasTarget = shifted || t + 1 < T;
         const target = hasTarget ? tokens[b * row + t + 1] : 0;
-        if (!Number.isInteger(input) || input < 0 || input >= vocab) throw new Error(`token id ${input} out of range [0, ${vocab})`);
-        if (!Number.isInteger(target) || target < 0 || target >= vocab) throw new Error(`token id ${target} out of range [0, ${vocab})`);
+        if (!Number.isInteger(input) || input < 0 || input >= vocab)
+          throw new Error(`token id ${input} out of range [0, ${vocab})`);
+        if (!Number.isInteger(target) || target < 0 || target >= vocab)
+          throw new Error(`token id ${target} out of range [0, ${vocab})`);
         inputIds[i] = BigInt(input);
         targets[i] = BigInt(target);
         mask[i] = hasTarget ? (batch.lossMask ? batch.lossMask[i] : 1) : 0;
       }
     }
-    if (batch.positions && batch.positions.length !== B * T) throw new Error(`positions have ${batch.positions.length} values; expected ${B}×${T}`);
+    if (batch.positions && batch.positions.length !== B * T)
+      throw new Error(`positions have ${batch.positions.length} values; expected ${B}×${T}`);
     const positions = this.feeds[TRAIN_IO.positionIds].data as BigInt64Array;
     for (let i = 0; i < positions.length; i++) positions[i] = BigInt(batch.positions ? batch.positions[i] : i % T);
   }
@@ -268,6 +299,7 @@ function copyOut(tensor: ort.Tensor): HostTensor {
 function copyInto(target: ort.Tensor, source: HostTensor, name: string): void {
   const same = source.shape.length === target.dims.length && source.shape.every((d, i) => d === target.dims[i]);
   if (!same) throw new Error(`${name}: shape [${source.shape.join(', ')}] does not match [${target.dims.join(', ')}]`);
-  if (source.dtype !== 'float32' && source.dtype !== 'float64') throw new Error(`${name}: dtype ${source.dtype} is not a float type`);
+  if (source.dtype !== 'float32' && source.dtype !== 'float64')
+    throw new Error(`${name}: dtype ${source.dtype} is not a float type`);
   (target.data as FloatArray).set(source.data as FloatArray);
 }

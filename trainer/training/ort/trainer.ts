@@ -26,7 +26,15 @@ export class Trainer {
   /** Builds the training graph for `options` in `worker` from `source`'s weights. */
   static async create(worker: EngineWorker, source: WeightSource, options: TrainingOptions): Promise<Trainer> {
     const created = await worker.call('trainingCreate', source, options);
-    return new Trainer(worker, created.id, created.config, created.trainable, created.trainableParameters, created.setupSeconds, created.flopsPerStep);
+    return new Trainer(
+      worker,
+      created.id,
+      created.config,
+      created.trainable,
+      created.trainableParameters,
+      created.setupSeconds,
+      created.flopsPerStep,
+    );
   }
 
   /** One optimizer step (forward, backward, clipping, AdamW) at learning rate `learningRate`. */

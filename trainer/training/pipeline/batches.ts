@@ -32,7 +32,12 @@ export interface TrainingRows {
 }
 
 /** Example indices of each row of `epoch`. */
-export function packEpoch(examples: readonly TrainExample[], rowTokens: number, seed: number, epoch: number): number[][] {
+export function packEpoch(
+  examples: readonly TrainExample[],
+  rowTokens: number,
+  seed: number,
+  epoch: number,
+): number[][] {
   const order = Array.from({ length: examples.length }, (_, i) => i);
   // Fisher–Yates with a generator per (seed, epoch): no state to carry across a resume.
   const rng = new Rng((seed * 1_000_003 + epoch * 7919 + 17) >>> 0);
@@ -61,7 +66,13 @@ export function packEpoch(examples: readonly TrainExample[], rowTokens: number, 
 }
 
 /** The tokens and loss mask of B rows (missing rows, past the epoch's end, are all padding). */
-export function fillRows(examples: readonly TrainExample[], rows: readonly (readonly number[])[], batch: number, seqLen: number, padId: number): TrainingRows {
+export function fillRows(
+  examples: readonly TrainExample[],
+  rows: readonly (readonly number[])[],
+  batch: number,
+  seqLen: number,
+  padId: number,
+): TrainingRows {
   const width = seqLen + 1;
   const tokens = new Int32Array(batch * width).fill(padId);
   const lossMask = new Float32Array(batch * seqLen);

@@ -46,7 +46,8 @@ export interface EvalRepositoryResult {
 
 export async function evalRepository(options: EvalRepositoryOptions): Promise<EvalRepositoryResult> {
   const repoStart = path.resolve(options.repo);
-  if (!fs.existsSync(repoStart) || !fs.statSync(repoStart).isDirectory()) throw new Error(`${repoStart}: no such repository folder`);
+  if (!fs.existsSync(repoStart) || !fs.statSync(repoStart).isDirectory())
+    throw new Error(`${repoStart}: no such repository folder`);
   const repoRoot = findRepoRoot(repoStart);
   const baseDir = resolveBaseDir(options.base);
   const config = loadModelConfig(baseDir);
@@ -61,7 +62,8 @@ export async function evalRepository(options: EvalRepositoryOptions): Promise<Ev
     if (fs.existsSync(asPath) && fs.statSync(asPath).isDirectory()) adapterDir = asPath;
     else if (isAdapterId(options.adapter)) {
       const registry = await Registry.open(repoRoot, { ...options.registry, readOnly: true });
-      if (!(await registry.has(options.adapter))) throw new Error(`no adapter ${options.adapter} in ${registry.adaptersDir}`);
+      if (!(await registry.has(options.adapter)))
+        throw new Error(`no adapter ${options.adapter} in ${registry.adaptersDir}`);
       adapterDir = registry.adapterPath(options.adapter);
     } else throw new Error(`${options.adapter}: neither an adapter folder nor an adapter id`);
   } else if (fs.existsSync(registryLocation(repoRoot, options.registry))) {
@@ -91,11 +93,20 @@ export async function evalRepository(options: EvalRepositoryOptions): Promise<Ev
   const worker = EngineWorker.start();
   try {
     const datasetPath = path.join(temp, 'heldout.idiomds');
-    await buildDataset(repoStart, { tokenizer, tokenizerSha256, output: datasetPath, maxTokens: seqLen + 1, mine: { onWarning: options.onLog } });
+    await buildDataset(repoStart, {
+      tokenizer,
+      tokenizerSha256,
+      output: datasetPath,
+      maxTokens: seqLen + 1,
+      mine: { onWarning: options.onLog },
+    });
     const reader = DatasetReader.open(datasetPath);
     const heldOut = selectHeldOut(reader, tokenizer, options.heldOut);
     reader.close();
-    if (heldOut.sequences.length === 0) throw new Error(`${repoRoot}: no held-out split to evaluate on (the repository needs at least two commits touching code)`);
+    if (heldOut.sequences.length === 0)
+      throw new Error(
+        `${repoRoot}: no held-out split to evaluate on (the repository needs at least two commits touching code)`,
+      );
     const metrics = await evaluateModels({
       worker,
       baseDir,
@@ -110,7 +121,13 @@ export async function evalRepository(options: EvalRepositoryOptions): Promise<Ev
     });
     return {
       metrics: { base: metrics.get('base')!, adapter: metrics.get('adapter') ?? null },
-      heldOut: { commits: heldOut.commits, lines: heldOut.changedLines, files: heldOut.files, tokens: heldOut.tokens, completedLines: heldOut.lines.length },
+      heldOut: {
+        commits: heldOut.commits,
+        lines: heldOut.changedLines,
+        files: heldOut.files,
+        tokens: heldOut.tokens,
+        completedLines: heldOut.lines.length,
+      },
       adapter: adapterDir ? { id: adapterId, path: adapterDir, method: method! } : null,
       base: { dir: baseDir, sha256: baseSha256 },
       seqLen,

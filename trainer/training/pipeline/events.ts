@@ -33,7 +33,9 @@ export class TrainingCancelledError extends Error {
     readonly step: number,
     when?: string,
   ) {
-    super(`training cancelled ${when ?? (step >= 0 ? `at step ${step}` : 'after training')}${checkpoint ? '; checkpoint kept, continue with --resume' : ''}`);
+    super(
+      `training cancelled ${when ?? (step >= 0 ? `at step ${step}` : 'after training')}${checkpoint ? '; checkpoint kept, continue with --resume' : ''}`,
+    );
     this.name = 'TrainingCancelledError';
   }
 }

@@ -57,7 +57,12 @@ export function chooseShape(cfg: ModelConfig, budgetTokens: number): Shape {
  * dominate them; large models do better, and then get a smaller batch than they could afford).
  * Only sizes the shape; the step count comes from a measurement.
  */
-export function estimateTokensPerSecond(cfg: ModelConfig, method: 'lora' | 'full', seqLen: number, threads: number): number {
+export function estimateTokensPerSecond(
+  cfg: ModelConfig,
+  method: 'lora' | 'full',
+  seqLen: number,
+  threads: number,
+): number {
   const parameters = countParameters(cfg);
   const perToken = (method === 'full' ? 6 : 4) * parameters + 12 * cfg.numLayers * seqLen * cfg.hiddenSize;
   return (10e9 * Math.max(1, threads)) / perToken;

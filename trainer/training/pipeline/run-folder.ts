@@ -77,14 +77,18 @@ export class RunFolder {
     const dir = path.join(stagingDir, `${RUN_PREFIX}${stamp}-${randomBytes(3).toString('hex')}`);
     fs.mkdirSync(path.join(dir, CHECKPOINTS), { recursive: true });
     const run = new RunFolder(dir);
-    writeTextAtomically(path.join(dir, INFO_FILE), `${JSON.stringify({ version: RUN_FORMAT_VERSION, ...info }, null, 2)}\n`);
+    writeTextAtomically(
+      path.join(dir, INFO_FILE),
+      `${JSON.stringify({ version: RUN_FORMAT_VERSION, ...info }, null, 2)}\n`,
+    );
     fsyncPath(stagingDir);
     run.claim();
     return run;
   }
 
   static open(dir: string): RunFolder {
-    if (!fs.existsSync(path.join(dir, INFO_FILE))) throw new Error(`${dir}: not a training run folder (no ${INFO_FILE})`);
+    if (!fs.existsSync(path.join(dir, INFO_FILE)))
+      throw new Error(`${dir}: not a training run folder (no ${INFO_FILE})`);
     return new RunFolder(dir);
   }
 
@@ -97,7 +101,10 @@ export class RunFolder {
       return [];
     }
     const runs: RunFolder[] = [];
-    for (const name of names.filter((n) => n.startsWith(RUN_PREFIX)).sort().reverse()) {
+    for (const name of names
+      .filter((n) => n.startsWith(RUN_PREFIX))
+      .sort()
+      .reverse()) {
       const run = new RunFolder(path.join(stagingDir, name));
       let info: T;
       try {
@@ -114,7 +121,8 @@ export class RunFolder {
   info<T>(): T {
     const file = path.join(this.dir, INFO_FILE);
     const json = JSON.parse(fs.readFileSync(file, 'utf8')) as { version?: number };
-    if (json.version !== RUN_FORMAT_VERSION) throw new Error(`${file}: run format ${json.version}, expected ${RUN_FORMAT_VERSION}`);
+    if (json.version !== RUN_FORMAT_VERSION)
+      throw new Error(`${file}: run format ${json.version}, expected ${RUN_FORMAT_VERSION}`);
     return json as T;
   }
 
@@ -136,7 +144,11 @@ export class RunFolder {
   }
 
   /** Writes a complete checkpoint, then points latest.json at it, then drops all but the previous one. */
-  saveCheckpoint(state: CheckpointState, trainable: ReadonlyMap<string, HostTensor>, optimizer: OptimizerState): string {
+  saveCheckpoint(
+    state: CheckpointState,
+    trainable: ReadonlyMap<string, HostTensor>,
+    optimizer: OptimizerState,
+  ): string {
     const root = path.join(this.dir, CHECKPOINTS);
     const name = `step-${String(state.step).padStart(7, '0')}`;
     const final = path.join(root, name);
@@ -148,7 +160,9 @@ export class RunFolder {
       const moments = new Map<string, HostTensor>();
       for (const [key, tensor] of Object.entries(optimizer.m)) moments.set(`adam.m/${key}`, tensor);
       for (const [key, tensor] of Object.entries(optimizer.v)) moments.set(`adam.v/${key}`, tensor);
-      writeFileAtomically(path.join(temp, OPTIMIZER_FILE), [serializeSafetensors(moments, { step: String(optimizer.step) })]);
+      writeFileAtomically(path.join(temp, OPTIMIZER_FILE), [
+        serializeSafetensors(moments, { step: String(optimizer.step) }),
+      ]);
       writeTextAtomically(path.join(temp, STATE_FILE), `${JSON.stringify(state)}\n`);
       fsyncPath(temp);
       fs.rmSync(final, { recursive: true, force: true });
@@ -174,7 +188,13 @@ export class RunFolder {
   loadCheckpoint(): RunCheckpoint | null {
     const root = path.join(this.dir, CHECKPOINTS);
     const latest = this.latestName();
-    const others = fs.existsSync(root) ? fs.readdirSync(root).filter((n) => /^step-\d{7}$/.test(n) && n !== latest).sort().reverse() : [];
+    const others = fs.existsSync(root)
+      ? fs
+          .readdirSync(root)
+          .filter((n) => /^step-\d{7}$/.test(n) && n !== latest)
+          .sort()
+          .reverse()
+      : [];
     const names = latest === null ? others : [latest, ...others];
     let firstError: Error | null = null;
     for (const name of names) {
@@ -222,7 +242,9 @@ export class RunFolder {
 
   private latestName(): string | null {
     try {
-      const { checkpoint } = JSON.parse(fs.readFileSync(path.join(this.dir, CHECKPOINTS, LATEST), 'utf8')) as { checkpoint: string };
+      const { checkpoint } = JSON.parse(fs.readFileSync(path.join(this.dir, CHECKPOINTS, LATEST), 'utf8')) as {
+        checkpoint: string;
+      };
       return /^step-\d{7}$/.test(checkpoint) ? checkpoint : null;
     } catch {
       return null;

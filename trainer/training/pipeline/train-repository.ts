@@ -3,7 +3,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { readManifest } from '../../adapters/folder';
 import { writeFullModel } from '../../adapters/full';
-import { manifestJson, type AdapterManifest, type HeldOutMetrics, type ManifestDraft, type QualityComparison } from '../../adapters/manifest';
+import {
+  manifestJson,
+  type AdapterManifest,
+  type HeldOutMetrics,
+  type ManifestDraft,
+  type QualityComparison,
+} from '../../adapters/manifest';
 import type { Mode } from '../../adapters/mode';
 import { MODES } from '../../adapters/mode';
 import { loadAdapter, loraAdapterOf, loraAdapterOfTensors, writeAdapter } from '../../adapters/peft';
@@ -19,7 +25,13 @@ import { newlineTokenIds, selectHeldOut, type HeldOutOptions, type HeldOutSet } 
 import { loadModelConfig, type ModelConfig } from '../../model/config';
 import { DEFAULT_LORA, type LoraConfig } from '../../model/lora';
 import { loadCheckpoint } from '../../model/checkpoint';
-import { Registry, findRepoRoot, registryLocation, type PromotionResult, type RegistryOptions } from '../../adapters/registry';
+import {
+  Registry,
+  findRepoRoot,
+  registryLocation,
+  type PromotionResult,
+  type RegistryOptions,
+} from '../../adapters/registry';
 import { EngineWorker } from '../../compute/runtime/client';
 import { defaultThreadCount } from '../../compute/runtime/session';
 import type { HostTensor } from '../../model/tensor';
@@ -31,7 +43,14 @@ import { writeTrainingReport, type LossPoint } from '../report/html';
 import { baseWeightsSha256, resolveBaseDir } from '../../model/base-model';
 import { fillRows, packEpoch, stepsPerEpoch, type TrainExample } from './batches';
 import { TrainingCancelledError, type TrainEvent } from './events';
-import { chooseShape, estimateTokensPerSecond, learningRateAt, warmupStepsFor, type Budget, type Schedule } from './plan';
+import {
+  chooseShape,
+  estimateTokensPerSecond,
+  learningRateAt,
+  warmupStepsFor,
+  type Budget,
+  type Schedule,
+} from './plan';
 import { RunFolder, type CheckpointState, type RunPlan } from './run-folder';
 import { round } from '../../util/round';
 import { sha256OfFileSync } from '../../util/sha256';
@@ -133,11 +152,21 @@ interface RunInfo {
 }
 
 /** Settings given now that differ from what the resumed run planned with (it keeps its plan). */
-export function settingsIgnoredOnResume(options: TrainRepositoryOptions, planned: Pick<RunInfo, 'budget' | 'seed' | 'lora' | 'learningRate' | 'weightDecay' | 'maxEpochs' | 'batch' | 'seqLen' | 'threads'>): string[] {
+export function settingsIgnoredOnResume(
+  options: TrainRepositoryOptions,
+  planned: Pick<
+    RunInfo,
+    'budget' | 'seed' | 'lora' | 'learningRate' | 'weightDecay' | 'maxEpochs' | 'batch' | 'seqLen' | 'threads'
+  >,
+): string[] {
   const given: [string, unknown, unknown][] = [
     ['budget', options.budget, planned.budget],
     ['seed', options.seed, planned.seed],
-    ['LoRA settings', options.lora && Object.keys(options.lora).length > 0 ? { ...planned.lora, ...options.lora } : undefined, planned.lora],
+    [
+      'LoRA settings',
+      options.lora && Object.keys(options.lora).length > 0 ? { ...planned.lora, ...options.lora } : undefined,
+      planned.lora,
+    ],
     ['learning rate', options.learningRate, planned.learningRate],
     ['weight decay', options.weightDecay, planned.weightDecay],
     ['epoch cap', options.maxEpochs, planned.maxEpochs],
@@ -145,7 +174,9 @@ export function settingsIgnoredOnResume(options: TrainRepositoryOptions, planned
     ['sequence length', options.seqLen, planned.seqLen],
     ['threads', options.threads, planned.threads],
   ];
-  return given.filter(([, now, then]) => now !== undefined && JSON.stringify(now) !== JSON.stringify(then)).map(([name]) => name);
+  return given
+    .filter(([, now, then]) => now !== undefined && JSON.stringify(now) !== JSON.stringify(then))
+    .map(([name]) => name);
 }
 
 interface SavedMarker {
@@ -160,7 +191,8 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
   const emit = options.onProgress ?? (() => {});
   const signal = options.signal;
   const method = options.method ?? 'lora';
-  if (method !== 'lora' && method !== 'full') throw new Error(`unknown method "${String(method)}" (expected lora or full)`);
+  if (method !== 'lora' && method !== 'full')
+    throw new Error(`unknown method "${String(method)}" (expected lora or full)`);
   const mode = options.mode ?? 'complete';
   if (!MODES.includes(mode)) throw new Error(`unknown mode "${mode}" (expected ${MODES.join(', ')})`);
   const selection = await selectTrainingBackend(options.backend ?? 'auto');
@@ -169,16 +201,19 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
   checkBudget(budget);
 
   const repoStart = path.resolve(options.repo);
-  if (!fs.existsSync(repoStart) || !fs.statSync(repoStart).isDirectory()) throw new Error(`${repoStart}: no such repository folder`);
+  if (!fs.existsSync(repoStart) || !fs.statSync(repoStart).isDirectory())
+    throw new Error(`${repoStart}: no such repository folder`);
   assertGitRepository(repoStart);
   const repoRoot = findRepoRoot(repoStart);
   // Compliance adapters learn only from the paths the repository's policy allows for training.
   const policy = mode === 'compliance' ? loadPolicy(repoRoot) : null;
-  if (mode === 'compliance' && !policy) throw new Error(`${repoRoot}: compliance mode needs a policy file (${POLICY_FILE} at the repository root)`);
+  if (mode === 'compliance' && !policy)
+    throw new Error(`${repoRoot}: compliance mode needs a policy file (${POLICY_FILE} at the repository root)`);
   const baseDir = resolveBaseDir(options.base);
   const config = loadModelConfig(baseDir);
   const { tokenizer, sha256: tokenizerSha256 } = await loadTokenizerFile(baseDir);
-  if (tokenizer.vocabSize > config.vocabSize) throw new Error(`${baseDir}: tokenizer has ${tokenizer.vocabSize} ids but the model only ${config.vocabSize}`);
+  if (tokenizer.vocabSize > config.vocabSize)
+    throw new Error(`${baseDir}: tokenizer has ${tokenizer.vocabSize} ids but the model only ${config.vocabSize}`);
   const baseSha256 = await baseWeightsSha256(baseDir);
   // A first run that fails leaves no empty registry folder in the repository.
   const registryExisted = fs.existsSync(registryLocation(repoRoot, options.registry));
@@ -190,7 +225,8 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
   makeDirectory(stagingDir);
 
   // ---- the run folder: a new one, or the newest unfinished one with --resume -------------------
-  const sameKind = (info: RunInfo) => info.method === method && info.mode === mode && info.base.sha256 === baseSha256 && info.repoRoot === repoRoot;
+  const sameKind = (info: RunInfo) =>
+    info.method === method && info.mode === mode && info.base.sha256 === baseSha256 && info.repoRoot === repoRoot;
   let run: RunFolder | null = null;
   if (options.resume) {
     run = RunFolder.findResumable<RunInfo>(stagingDir, sameKind)[0] ?? null;
@@ -208,10 +244,15 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
   if (run) {
     info = run.info<RunInfo>();
     const ignored = settingsIgnoredOnResume(options, info);
-    if (ignored.length > 0) emit({ type: 'log', message: `run ${run.id} continues as it was planned; ignoring the new ${ignored.join(', ')}` });
+    if (ignored.length > 0)
+      emit({
+        type: 'log',
+        message: `run ${run.id} continues as it was planned; ignoring the new ${ignored.join(', ')}`,
+      });
   } else {
     const threads = options.threads ?? defaultThreadCount();
-    const estimated = 'tokens' in budget ? budget.tokens : budget.minutes * 60 * estimateTokensPerSecond(config, method, 256, threads);
+    const estimated =
+      'tokens' in budget ? budget.tokens : budget.minutes * 60 * estimateTokensPerSecond(config, method, 256, threads);
     const shape = chooseShape(config, estimated);
     const lora = method === 'lora' ? { ...DEFAULT_LORA, ...options.lora } : null;
     info = {
@@ -241,7 +282,19 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
 
   const createdNow = !options.resume || run.loadCheckpoint() === null;
   try {
-    return await trainInRun(run, info, { options, emit, signal, config, tokenizer, tokenizerSha256, baseDir, repoStart, registry, selection, policy });
+    return await trainInRun(run, info, {
+      options,
+      emit,
+      signal,
+      config,
+      tokenizer,
+      tokenizerSha256,
+      baseDir,
+      repoStart,
+      registry,
+      selection,
+      policy,
+    });
   } catch (error) {
     // A run that failed or was cancelled before its first checkpoint (bad data, no examples,
     // cancelled while mining) leaves nothing behind: there is nothing to resume.
@@ -278,15 +331,43 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
   const previouslySaved = readJson<SavedMarker>(path.join(run.dir, SAVED_FILE));
   const worker = EngineWorker.start();
   try {
-    const training = await trainLoop({ run, info, config: context.config, examples: data.examples, worker, selection, tokenizer: context.tokenizer, emit, signal, options, skip: previouslySaved !== null });
+    const training = await trainLoop({
+      run,
+      info,
+      config: context.config,
+      examples: data.examples,
+      worker,
+      selection,
+      tokenizer: context.tokenizer,
+      emit,
+      signal,
+      options,
+      skip: previouslySaved !== null,
+    });
     signal?.throwIfAborted();
-    const metrics = await evaluateCandidates(run, info, context, { worker, heldOut: data.heldOut, trainable: training.trainable, exclude: previouslySaved?.id ?? null });
+    const metrics = await evaluateCandidates(run, info, context, {
+      worker,
+      heldOut: data.heldOut,
+      trainable: training.trainable,
+      exclude: previouslySaved?.id ?? null,
+    });
     signal?.throwIfAborted();
     emit({ type: 'phase', phase: 'saving', message: 'writing the adapter and its manifest' });
     const peakRssBytes = process.resourceUsage().maxRSS * 1024;
     const draft = draftManifest({ info, data, training, selection, metrics, peakRssBytes });
-    const { manifest, promotion } = await saveAndPromote(run, info, context, { draft, trainable: training.trainable, heldOutLines: data.heldOut.lines.length, previouslySaved });
-    const result = await summarize(info, context, { manifest, promotion, training, heldOut: data.heldOut, peakRssBytes });
+    const { manifest, promotion } = await saveAndPromote(run, info, context, {
+      draft,
+      trainable: training.trainable,
+      heldOutLines: data.heldOut.lines.length,
+      previouslySaved,
+    });
+    const result = await summarize(info, context, {
+      manifest,
+      promotion,
+      training,
+      heldOut: data.heldOut,
+      peakRssBytes,
+    });
     run.remove();
     return result;
   } catch (error) {
@@ -304,7 +385,14 @@ interface PreparedData {
   heldOut: HeldOutSet;
   repo: { head: string | null; dirty: boolean };
   /** The manifest's dataset fields, less the held-out split's. */
-  dataset: { files: number; examples: number; tokens: number; sha256: string; excluded: Record<string, number>; secretsExcluded: number };
+  dataset: {
+    files: number;
+    examples: number;
+    tokens: number;
+    sha256: string;
+    excluded: Record<string, number>;
+    secretsExcluded: number;
+  };
 }
 
 /**
@@ -324,12 +412,20 @@ async function prepareData(run: RunFolder, info: RunInfo, context: RunContext): 
       output: run.datasetPath,
       memory,
       maxTokens: info.seqLen + 1,
-      mine: { onWarning: (message) => emit({ type: 'log', message }), pathFilter: policy ? trainingPathFilter(policy) : undefined, signal },
+      mine: {
+        onWarning: (message) => emit({ type: 'log', message }),
+        pathFilter: policy ? trainingPathFilter(policy) : undefined,
+        signal,
+      },
     }).catch((error: unknown) => {
       throw signal?.aborted ? new TrainingCancelledError(null, -1, 'while mining the repository') : error;
     });
     memory.write(path.join(run.dir, MEMORY_FILE));
-    emit({ type: 'phase', phase: 'tokenizing', message: `${summary.train.examples} training examples (${summary.train.tokens} tokens), ${summary.heldout.examples} held out` });
+    emit({
+      type: 'phase',
+      phase: 'tokenizing',
+      message: `${summary.train.examples} training examples (${summary.train.tokens} tokens), ${summary.heldout.examples} held out`,
+    });
     reader = openDataset(run.datasetPath, tokenizerSha256)!;
   }
   try {
@@ -337,8 +433,10 @@ async function prepareData(run: RunFolder, info: RunInfo, context: RunContext): 
     const header = reader.header;
     const repo = { head: header.repo.head, dirty: dirtyWorkTree(info.repoRoot) };
     const examples: TrainExample[] = [];
-    for (const example of reader.examples('train')) examples.push({ tokens: example.tokens, lossStart: example.record.lossStart });
-    if (examples.length === 0) throw new Error(`${info.repoRoot}: no training examples (no minable source files outside the held-out split)`);
+    for (const example of reader.examples('train'))
+      examples.push({ tokens: example.tokens, lossStart: example.record.lossStart });
+    if (examples.length === 0)
+      throw new Error(`${info.repoRoot}: no training examples (no minable source files outside the held-out split)`);
     const heldOut = selectHeldOut(reader, tokenizer, options.heldOut);
     const dataset = {
       files: header.mining.files.kept,
@@ -348,7 +446,11 @@ async function prepareData(run: RunFolder, info: RunInfo, context: RunContext): 
       excluded: header.mining.files.excluded,
       secretsExcluded: header.mining.secretsExcluded,
     };
-    if (heldOut.sequences.length === 0) emit({ type: 'log', message: 'no held-out split (the repository needs at least two commits touching code): metrics are skipped' });
+    if (heldOut.sequences.length === 0)
+      emit({
+        type: 'log',
+        message: 'no held-out split (the repository needs at least two commits touching code): metrics are skipped',
+      });
     return { examples, heldOut, repo, dataset };
   } finally {
     reader.close();
@@ -370,11 +472,20 @@ async function evaluateCandidates(
   run: RunFolder,
   info: RunInfo,
   context: RunContext,
-  input: { worker: EngineWorker; heldOut: HeldOutSet; trainable: ReadonlyMap<string, HostTensor>; exclude: string | null },
+  input: {
+    worker: EngineWorker;
+    heldOut: HeldOutSet;
+    trainable: ReadonlyMap<string, HostTensor>;
+    exclude: string | null;
+  },
 ): Promise<CandidateMetrics> {
   const { emit, signal, config, tokenizer, baseDir, registry } = context;
   const { worker, heldOut } = input;
-  emit({ type: 'phase', phase: 'evaluating', message: `held-out split: ${heldOut.commits} commits, ${heldOut.sequences.length} windows, ${heldOut.lines.length} lines` });
+  emit({
+    type: 'phase',
+    phase: 'evaluating',
+    message: `held-out split: ${heldOut.commits} commits, ${heldOut.sequences.length} windows, ${heldOut.lines.length} lines`,
+  });
   const newlineIds = newlineTokenIds(tokenizer);
   const active = await activeForComparison(registry, info.mode, config, info.base.sha256, input.exclude);
   const models: ModelUnderTest[] = [];
@@ -383,7 +494,12 @@ async function evaluateCandidates(
   const trainedModel: ModelUnderTest =
     info.method === 'lora'
       ? { name: 'adapter', kind: 'lora', adapter: loraAdapterOfTensors(input.trainable, info.lora!) }
-      : { name: 'adapter', kind: 'full', config, weights: Object.fromEntries(await fullWeights(baseDir, input.trainable)) };
+      : {
+          name: 'adapter',
+          kind: 'full',
+          config,
+          weights: Object.fromEntries(await fullWeights(baseDir, input.trainable)),
+        };
   models.push(trainedModel);
   if (active) models.push(active.model);
   let metrics = new Map<string, HeldOutMetrics>();
@@ -401,7 +517,11 @@ async function evaluateCandidates(
       onProgress: (model, fraction) => emit({ type: 'evaluating', model, fraction }),
     });
     if (cachedBase && cachedBase.sha256 === heldOut.sha256) metrics.set('base', cachedBase.metrics);
-    else fs.writeFileSync(path.join(run.dir, BASE_METRICS_FILE), JSON.stringify({ sha256: heldOut.sha256, metrics: metrics.get('base') }));
+    else
+      fs.writeFileSync(
+        path.join(run.dir, BASE_METRICS_FILE),
+        JSON.stringify({ sha256: heldOut.sha256, metrics: metrics.get('base') }),
+      );
     for (const [model, m] of metrics) emit({ type: 'metrics', model, metrics: m });
   }
   const others: Record<string, HeldOutMetrics> = {};
@@ -412,8 +532,15 @@ async function evaluateCandidates(
 /** What draftManifest reads: the run's plan, its data, its training and its candidates' metrics. */
 export interface DraftInput {
   info: RunInfo;
-  data: { repo: PreparedData['repo']; dataset: PreparedData['dataset']; heldOut: Pick<HeldOutSet, 'commits' | 'files' | 'examples' | 'exampleTokens' | 'sha256'> };
-  training: { state: Pick<CheckpointState, 'step' | 'tokens' | 'seconds'> & { plan: Pick<RunPlan, 'warmupSteps' | 'totalSteps'> }; trainableParameters: number };
+  data: {
+    repo: PreparedData['repo'];
+    dataset: PreparedData['dataset'];
+    heldOut: Pick<HeldOutSet, 'commits' | 'files' | 'examples' | 'exampleTokens' | 'sha256'>;
+  };
+  training: {
+    state: Pick<CheckpointState, 'step' | 'tokens' | 'seconds'> & { plan: Pick<RunPlan, 'warmupSteps' | 'totalSteps'> };
+    trainableParameters: number;
+  };
   selection: Pick<BackendSelection, 'backend' | 'device'>;
   metrics: CandidateMetrics;
   peakRssBytes: number;
@@ -427,7 +554,13 @@ export function draftManifest({ info, data, training, selection, metrics, peakRs
     repo: { root: info.repoRoot, head: data.repo.head, dirty: data.repo.dirty },
     dataset: {
       ...data.dataset,
-      heldOut: { commits: heldOut.commits, files: heldOut.files, examples: heldOut.examples, tokens: heldOut.exampleTokens, sha256: heldOut.sha256 },
+      heldOut: {
+        commits: heldOut.commits,
+        files: heldOut.files,
+        examples: heldOut.examples,
+        tokens: heldOut.exampleTokens,
+        sha256: heldOut.sha256,
+      },
     },
     training: {
       method: info.method,
@@ -454,7 +587,11 @@ export function draftManifest({ info, data, training, selection, metrics, peakRs
         ...(info.lora ? { r: info.lora.r, alpha: info.lora.alpha, targets: info.lora.targets, dropout: 0 } : {}),
       },
     },
-    metrics: { base: metrics.base, adapter: metrics.adapter, ...(Object.keys(metrics.others).length ? { others: metrics.others } : {}) },
+    metrics: {
+      base: metrics.base,
+      adapter: metrics.adapter,
+      ...(Object.keys(metrics.others).length ? { others: metrics.others } : {}),
+    },
     mode: info.mode,
     purpose: info.purpose,
     parent: null,
@@ -471,7 +608,12 @@ async function saveAndPromote(
   run: RunFolder,
   info: RunInfo,
   context: RunContext,
-  input: { draft: ManifestDraft; trainable: ReadonlyMap<string, HostTensor>; heldOutLines: number; previouslySaved: SavedMarker | null },
+  input: {
+    draft: ManifestDraft;
+    trainable: ReadonlyMap<string, HostTensor>;
+    heldOutLines: number;
+    previouslySaved: SavedMarker | null;
+  },
 ): Promise<{ manifest: AdapterManifest; promotion: PromotionResult }> {
   const { options, emit, signal, config, baseDir, repoStart, registry, policy } = context;
   const { draft, trainable, previouslySaved } = input;
@@ -487,7 +629,13 @@ async function saveAndPromote(
       stagedManifest =
         info.method === 'lora'
           ? await writeAdapter(staged, {
-              config: { r: info.lora!.r, alpha: info.lora!.alpha, targets: info.lora!.targets, dropout: 0, baseModelNameOrPath: info.base.name },
+              config: {
+                r: info.lora!.r,
+                alpha: info.lora!.alpha,
+                targets: info.lora!.targets,
+                dropout: 0,
+                baseModelNameOrPath: info.base.name,
+              },
               tensors: trainable,
               manifest: draft,
               baseConfig: config,
@@ -495,10 +643,21 @@ async function saveAndPromote(
           : await writeFullModel(staged, { config, weights: await fullWeights(baseDir, trainable), manifest: draft });
     }
     // The repository memory travels with the adapter (the server recalls lines from it).
-    if (fs.existsSync(path.join(run.dir, MEMORY_FILE))) fs.copyFileSync(path.join(run.dir, MEMORY_FILE), path.join(staged, MEMORY_FILE));
+    if (fs.existsSync(path.join(run.dir, MEMORY_FILE)))
+      fs.copyFileSync(path.join(run.dir, MEMORY_FILE), path.join(staged, MEMORY_FILE));
     if (options.quality !== false && input.heldOutLines > 0) {
       emit({ type: 'log', message: 'replaying held-out lines through the language server' });
-      const quality = await replayStaged(staged, await registry.activeId(mode), { repoRoot, repoStart, baseDir, mode, policy, emit, signal, lines: options.quality?.lines ?? 40, seed: options.quality?.seed ?? 1 });
+      const quality = await replayStaged(staged, await registry.activeId(mode), {
+        repoRoot,
+        repoStart,
+        baseDir,
+        mode,
+        policy,
+        emit,
+        signal,
+        lines: options.quality?.lines ?? 40,
+        seed: options.quality?.seed ?? 1,
+      });
       if (quality) {
         stagedManifest = { ...stagedManifest, metrics: { ...stagedManifest.metrics, quality } };
         writeFileAtomically(path.join(staged, 'manifest.json'), [Buffer.from(manifestJson(stagedManifest))]);
@@ -516,7 +675,13 @@ async function saveAndPromote(
 async function summarize(
   info: RunInfo,
   context: RunContext,
-  input: { manifest: AdapterManifest; promotion: PromotionResult; training: LoopResult; heldOut: HeldOutSet; peakRssBytes: number },
+  input: {
+    manifest: AdapterManifest;
+    promotion: PromotionResult;
+    training: LoopResult;
+    heldOut: HeldOutSet;
+    peakRssBytes: number;
+  },
 ): Promise<TrainRepositoryResult> {
   const { options, registry } = context;
   const { manifest, promotion, training, heldOut } = input;
@@ -528,12 +693,24 @@ async function summarize(
     tokensPerSecond: training.state.seconds > 0 ? round(training.state.tokens / training.state.seconds, 1) : 0,
     steps: training.state.step,
     metrics: { base: manifest.metrics.base, adapter: manifest.metrics.adapter, others: manifest.metrics.others ?? {} },
-    heldOut: { commits: heldOut.commits, lines: heldOut.changedLines, files: heldOut.files, tokens: heldOut.tokens, completedLines: heldOut.lines.length },
+    heldOut: {
+      commits: heldOut.commits,
+      lines: heldOut.changedLines,
+      files: heldOut.files,
+      tokens: heldOut.tokens,
+      completedLines: heldOut.lines.length,
+    },
     activated: promotion.activated,
     promotion,
     trainableParameters: training.trainableParameters,
     peakRssBytes: Number(manifest.training.hyperparameters.peakRssBytes ?? input.peakRssBytes),
-    plan: { ...training.state.plan, learningRate: info.learningRate, weightDecay: info.weightDecay, method, lora: info.lora },
+    plan: {
+      ...training.state.plan,
+      learningRate: info.learningRate,
+      weightDecay: info.weightDecay,
+      method,
+      lora: info.lora,
+    },
     losses: training.state.losses,
     comparison: await comparisonRows(registry, manifest),
     quality: manifest.metrics.quality ?? null,
@@ -554,7 +731,12 @@ async function summarize(
       heldOut: result.heldOut,
       promotion: promotion.reason,
       activated: promotion.activated,
-      plan: { ...manifest.training.hyperparameters, steps: result.steps, tokens: result.tokens, seconds: result.seconds },
+      plan: {
+        ...manifest.training.hyperparameters,
+        steps: result.steps,
+        tokens: result.tokens,
+        seconds: result.seconds,
+      },
     });
   }
   return result;
@@ -589,19 +771,36 @@ async function trainLoop(input: LoopInput): Promise<LoopResult> {
   const restored = run.loadCheckpoint();
   if (restored?.state.finished) {
     const trainableParameters = [...restored.trainable.values()].reduce((n, t) => n + t.data.length, 0);
-    return { state: restored.state, trainable: restored.trainable, trainableParameters, resumedFrom: restored.state.step };
+    return {
+      state: restored.state,
+      trainable: restored.trainable,
+      trainableParameters,
+      resumedFrom: restored.state.step,
+    };
   }
   if (input.skip) throw new Error(`${run.dir}: the run was saved but its final checkpoint is missing`);
 
-  emit({ type: 'phase', phase: 'compiling', message: `building the ${info.method} training graph (batch ${info.batch} × ${info.seqLen} tokens)` });
-  const trainer = await createStepTrainer(input.selection, worker, { checkpointDir: info.base.dir }, {
-    trainable: info.method === 'lora' ? { method: 'lora', lora: { r: info.lora!.r, alpha: info.lora!.alpha, targets: info.lora!.targets } } : { method: 'full' },
-    batch: info.batch,
-    seqLen: info.seqLen,
-    optimizer: { weightDecay: info.weightDecay },
-    seed: info.seed,
-    threads: info.threads,
+  emit({
+    type: 'phase',
+    phase: 'compiling',
+    message: `building the ${info.method} training graph (batch ${info.batch} × ${info.seqLen} tokens)`,
   });
+  const trainer = await createStepTrainer(
+    input.selection,
+    worker,
+    { checkpointDir: info.base.dir },
+    {
+      trainable:
+        info.method === 'lora'
+          ? { method: 'lora', lora: { r: info.lora!.r, alpha: info.lora!.alpha, targets: info.lora!.targets } }
+          : { method: 'full' },
+      batch: info.batch,
+      seqLen: info.seqLen,
+      optimizer: { weightDecay: info.weightDecay },
+      seed: info.seed,
+      threads: info.threads,
+    },
+  );
   try {
     const padId = input.tokenizer.eos ?? 0;
     const rowTokens = info.seqLen + 1;
@@ -637,13 +836,25 @@ async function trainLoop(input: LoopInput): Promise<LoopResult> {
         rng: { seed: info.seed, epoch: 0 },
         tokens: 0,
         seconds: 0,
-        plan: { batch: info.batch, seqLen: info.seqLen, totalSteps, warmupSteps: warmupStepsFor(totalSteps), measuredTokensPerSecond: measured, rowsPerEpoch: epochRows.length },
+        plan: {
+          batch: info.batch,
+          seqLen: info.seqLen,
+          totalSteps,
+          warmupSteps: warmupStepsFor(totalSteps),
+          measuredTokensPerSecond: measured,
+          rowsPerEpoch: epochRows.length,
+        },
         losses: [],
         finished: false,
       };
     }
     const resumedFrom = restored ? restored.state.step : null;
-    const schedule: Schedule = { peakLearningRate: info.learningRate, warmupSteps: state.plan.warmupSteps, totalSteps: state.plan.totalSteps, minRatio: 0.1 };
+    const schedule: Schedule = {
+      peakLearningRate: info.learningRate,
+      warmupSteps: state.plan.warmupSteps,
+      totalSteps: state.plan.totalSteps,
+      minRatio: 0.1,
+    };
     const checkpointSeconds = input.options.checkpointSeconds ?? 60;
     const checkpointSteps = input.options.checkpointSteps ?? Infinity;
     const deadline = 'minutes' in info.budget ? info.budget.minutes * 60 * 1.25 : Infinity;
@@ -655,7 +866,11 @@ async function trainLoop(input: LoopInput): Promise<LoopResult> {
       return path;
     };
 
-    emit({ type: 'phase', phase: 'training', message: `${state.plan.totalSteps} steps of ${info.batch} × ${info.seqLen} tokens${resumedFrom !== null ? `, resuming at step ${resumedFrom}` : ''}` });
+    emit({
+      type: 'phase',
+      phase: 'training',
+      message: `${state.plan.totalSteps} steps of ${info.batch} × ${info.seqLen} tokens${resumedFrom !== null ? `, resuming at step ${resumedFrom}` : ''}`,
+    });
     let lastCheckpointAt = state.seconds;
     let lastEventAt = 0;
     let lastCheckpointPath: string | null = null;
@@ -675,7 +890,13 @@ async function trainLoop(input: LoopInput): Promise<LoopResult> {
         state.rng = { seed: info.seed, epoch: state.cursor.epoch };
         rows = rowsFor(state.cursor.epoch);
       }
-      const batch = fillRows(examples, rows.slice(state.cursor.row, state.cursor.row + info.batch), info.batch, info.seqLen, padId);
+      const batch = fillRows(
+        examples,
+        rows.slice(state.cursor.row, state.cursor.row + info.batch),
+        info.batch,
+        info.seqLen,
+        padId,
+      );
       const learningRate = learningRateAt(schedule, state.step + 1);
       const started = performance.now();
       const result = await trainer.step({ tokens: batch.tokens, lossMask: batch.lossMask }, learningRate);
@@ -684,7 +905,13 @@ async function trainLoop(input: LoopInput): Promise<LoopResult> {
       state.cursor = { epoch: state.cursor.epoch, row: state.cursor.row + info.batch };
       state.tokens += result.tokens;
       state.seconds += seconds;
-      state.losses.push({ step: state.step, loss: round(result.loss, 5), learningRate, tokens: state.tokens, seconds: round(state.seconds, 3) });
+      state.losses.push({
+        step: state.step,
+        loss: round(result.loss, 5),
+        learningRate,
+        tokens: state.tokens,
+        seconds: round(state.seconds, 3),
+      });
       recent.push(seconds);
       if (recent.length > 20) recent.shift();
       const now = performance.now();
@@ -726,7 +953,13 @@ async function trainLoop(input: LoopInput): Promise<LoopResult> {
  * optimizer state. Not targets/s: a step costs the same whatever share of its slots are targets,
  * and counting targets planned half the steps a --minutes budget pays for.
  */
-async function measureTokensPerSecond(trainer: StepTrainer, examples: TrainExample[], rows: number[][], info: RunInfo, padId: number): Promise<number> {
+async function measureTokensPerSecond(
+  trainer: StepTrainer,
+  examples: TrainExample[],
+  rows: number[][],
+  info: RunInfo,
+  padId: number,
+): Promise<number> {
   const batch = fillRows(examples, rows.slice(0, info.batch), info.batch, info.seqLen, padId);
   await trainer.step({ tokens: batch.tokens, lossMask: batch.lossMask }, 0);
   let fastest = Infinity;
@@ -736,7 +969,12 @@ async function measureTokensPerSecond(trainer: StepTrainer, examples: TrainExamp
     fastest = Math.min(fastest, (performance.now() - started) / 1000);
   }
   const zeros = (): Record<string, HostTensor> =>
-    Object.fromEntries(trainer.trainable.map((t) => [t.name, { dtype: 'float32', shape: t.shape, data: new Float32Array(t.shape.reduce((a, b) => a * b, 1)) } as HostTensor]));
+    Object.fromEntries(
+      trainer.trainable.map((t) => [
+        t.name,
+        { dtype: 'float32', shape: t.shape, data: new Float32Array(t.shape.reduce((a, b) => a * b, 1)) } as HostTensor,
+      ]),
+    );
   await trainer.setOptimizerState({ step: 0, m: zeros(), v: zeros() });
   return (info.batch * info.seqLen) / Math.max(fastest, 1e-6);
 }
@@ -756,7 +994,9 @@ async function nonFiniteBaseError(baseDir: string, error: unknown): Promise<Erro
   }
   for (const [name, tensor] of base.weights) {
     if (!tensorIsFinite(tensor)) {
-      return new Error(`${baseDir}: the base model's weights are not finite (${name} holds NaN or infinity): the checkpoint is corrupt; no learning rate trains on it`);
+      return new Error(
+        `${baseDir}: the base model's weights are not finite (${name} holds NaN or infinity): the checkpoint is corrupt; no learning rate trains on it`,
+      );
     }
   }
   return null;
@@ -773,7 +1013,10 @@ function tensorIsFinite(tensor: HostTensor): boolean {
 }
 
 /** The base's weights with the trained ones in place (full fine-tuning trains every tensor). */
-async function fullWeights(baseDir: string, trainable: ReadonlyMap<string, HostTensor>): Promise<Map<string, HostTensor>> {
+async function fullWeights(
+  baseDir: string,
+  trainable: ReadonlyMap<string, HostTensor>,
+): Promise<Map<string, HostTensor>> {
   const base = await loadCheckpoint(baseDir);
   return new Map([...base.weights].map(([name, tensor]) => [name, trainable.get(name) ?? tensor]));
 }
@@ -846,24 +1089,42 @@ function assertGitRepository(folder: string): void {
   try {
     runGitSync(folder, ['rev-parse', '--is-inside-work-tree']);
   } catch {
-    throw new Error(`not a git repository: ${folder} (Idiom mines the files git tracks; run \`git init\` and commit first)`);
+    throw new Error(
+      `not a git repository: ${folder} (Idiom mines the files git tracks; run \`git init\` and commit first)`,
+    );
   }
 }
 
 function checkBudget(budget: Budget): void {
   if ('tokens' in budget) {
-    if (!Number.isInteger(budget.tokens) || budget.tokens < 1) throw new Error(`--tokens must be a positive integer, got ${budget.tokens}`);
-  } else if (!(Number.isFinite(budget.minutes) && budget.minutes > 0)) throw new Error(`--minutes must be a positive number, got ${budget.minutes}`);
+    if (!Number.isInteger(budget.tokens) || budget.tokens < 1)
+      throw new Error(`--tokens must be a positive integer, got ${budget.tokens}`);
+  } else if (!(Number.isFinite(budget.minutes) && budget.minutes > 0))
+    throw new Error(`--minutes must be a positive number, got ${budget.minutes}`);
 }
 
 /** The staged candidate against what serves `mode` now, on replayed held-out lines (see compareOnReplay). */
 async function replayStaged(
   staged: string,
   activeId: string | null,
-  context: { repoRoot: string; repoStart: string; baseDir: string; mode: Mode; policy: Policy | null; emit: (event: TrainEvent) => void; signal?: AbortSignal; lines: number; seed: number },
+  context: {
+    repoRoot: string;
+    repoStart: string;
+    baseDir: string;
+    mode: Mode;
+    policy: Policy | null;
+    emit: (event: TrainEvent) => void;
+    signal?: AbortSignal;
+    lines: number;
+    seed: number;
+  },
 ): Promise<QualityComparison | null> {
   const mined: MinedFile[] = [];
-  await mineRepository(context.repoStart, { pathFilter: context.policy ? trainingPathFilter(context.policy) : undefined, signal: context.signal }, (file) => void mined.push(file));
+  await mineRepository(
+    context.repoStart,
+    { pathFilter: context.policy ? trainingPathFilter(context.policy) : undefined, signal: context.signal },
+    (file) => void mined.push(file),
+  );
   const quality = await compareOnReplay({
     repo: context.repoRoot,
     base: context.baseDir,
@@ -877,7 +1138,10 @@ async function replayStaged(
   });
   if (quality) {
     const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-    context.emit({ type: 'log', message: `replayed ${quality.lines} held-out lines (${quality.points} points): candidate ${pct(quality.candidate.exactMatch)} exact, ${quality.reference.name} ${pct(quality.reference.score.exactMatch)}` });
+    context.emit({
+      type: 'log',
+      message: `replayed ${quality.lines} held-out lines (${quality.points} points): candidate ${pct(quality.candidate.exactMatch)} exact, ${quality.reference.name} ${pct(quality.reference.score.exactMatch)}`,
+    });
   }
   return quality;
 }

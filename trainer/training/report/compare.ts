@@ -20,7 +20,12 @@ export interface ComparisonRow {
   tokens: number | null;
 }
 
-export function manifestRow(name: string, manifest: AdapterManifest, metrics: HeldOutMetrics | null, source: ComparisonRow['source']): ComparisonRow {
+export function manifestRow(
+  name: string,
+  manifest: AdapterManifest,
+  metrics: HeldOutMetrics | null,
+  source: ComparisonRow['source'],
+): ComparisonRow {
   const numberOrNull = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? x : null);
   return {
     name,
@@ -39,8 +44,25 @@ export function manifestRow(name: string, manifest: AdapterManifest, metrics: He
 
 export async function comparisonRows(registry: Registry, current: AdapterManifest): Promise<ComparisonRow[]> {
   const rows: ComparisonRow[] = [
-    { name: 'base', method: 'base', id: null, metrics: current.metrics.base, source: 'this split', trainableParameters: null, fileBytes: null, seconds: null, peakRssBytes: null, steps: null, tokens: null },
-    manifestRow(current.training.method === 'lora' ? 'LoRA (this run)' : 'full (this run)', current, current.metrics.adapter, 'this split'),
+    {
+      name: 'base',
+      method: 'base',
+      id: null,
+      metrics: current.metrics.base,
+      source: 'this split',
+      trainableParameters: null,
+      fileBytes: null,
+      seconds: null,
+      peakRssBytes: null,
+      steps: null,
+      tokens: null,
+    },
+    manifestRow(
+      current.training.method === 'lora' ? 'LoRA (this run)' : 'full (this run)',
+      current,
+      current.metrics.adapter,
+      'this split',
+    ),
   ];
   for (const [id, metrics] of Object.entries(current.metrics.others ?? {})) {
     try {
@@ -60,8 +82,17 @@ export async function comparisonRows(registry: Registry, current: AdapterManifes
       continue;
     }
     if (manifest.training.method !== otherMethod || manifest.base.sha256 !== current.base.sha256) continue;
-    const sameSplit = manifest.dataset.heldOut?.sha256 !== undefined && manifest.dataset.heldOut.sha256 === current.dataset.heldOut?.sha256;
-    rows.push(manifestRow(`${otherMethod === 'lora' ? 'LoRA' : 'full'} ${id}`, manifest, manifest.metrics.adapter, sameSplit ? 'this split' : 'own split'));
+    const sameSplit =
+      manifest.dataset.heldOut?.sha256 !== undefined &&
+      manifest.dataset.heldOut.sha256 === current.dataset.heldOut?.sha256;
+    rows.push(
+      manifestRow(
+        `${otherMethod === 'lora' ? 'LoRA' : 'full'} ${id}`,
+        manifest,
+        manifest.metrics.adapter,
+        sameSplit ? 'this split' : 'own split',
+      ),
+    );
     break;
   }
   return rows;

@@ -80,7 +80,12 @@ export function trainingReportHtml(input: ReportInput): string {
     '<table><thead><tr>',
     ...TABLE_COLUMNS.map((c) => `<th>${escapeHtml(c)}</th>`),
     '</tr></thead><tbody>',
-    ...input.rows.map((row) => `<tr>${rowCells(row).map((cell) => `<td>${escapeHtml(cell)}</td>`).join('')}</tr>`),
+    ...input.rows.map(
+      (row) =>
+        `<tr>${rowCells(row)
+          .map((cell) => `<td>${escapeHtml(cell)}</td>`)
+          .join('')}</tr>`,
+    ),
     '</tbody></table>',
   ].join('');
   const data = {
@@ -88,7 +93,10 @@ export function trainingReportHtml(input: ReportInput): string {
     models: input.rows.filter((r) => r.metrics).map((r) => ({ name: r.name, ...r.metrics })),
   };
   const plan = Object.entries(input.plan)
-    .map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(typeof v === 'string' ? v : JSON.stringify(v))}</td></tr>`)
+    .map(
+      ([k, v]) =>
+        `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(typeof v === 'string' ? v : JSON.stringify(v))}</td></tr>`,
+    )
     .join('');
   const charts = chart
     ? `<h2>Training loss</h2><div class="chart"><canvas id="loss"></canvas></div>

@@ -23,7 +23,19 @@ export function formatCount(n: number | null): string {
   return String(n);
 }
 
-export const TABLE_COLUMNS = ['model', 'loss', 'ppl', 'bits/byte', 'exact', 'edit sim', 'trainable', 'size', 'train min', 'peak RSS', 'split'] as const;
+export const TABLE_COLUMNS = [
+  'model',
+  'loss',
+  'ppl',
+  'bits/byte',
+  'exact',
+  'edit sim',
+  'trainable',
+  'size',
+  'train min',
+  'peak RSS',
+  'split',
+] as const;
 
 export function rowCells(row: ComparisonRow): string[] {
   const m = row.metrics;
@@ -46,6 +58,7 @@ export function rowCells(row: ComparisonRow): string[] {
 export function formatComparisonTable(rows: readonly ComparisonRow[]): string {
   const table = [TABLE_COLUMNS.slice() as string[], ...rows.map(rowCells)];
   const widths = table[0].map((_, c) => Math.max(...table.map((r) => r[c].length)));
-  const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
   return `${[line(table[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...table.slice(1).map(line)].join('\n')}\n`;
 }

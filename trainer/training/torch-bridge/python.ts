@@ -82,22 +82,42 @@ async function probeCandidates(candidates: string[], timeoutMs: number): Promise
 
 function probeOne(python: string, timeoutMs: number): Promise<TorchProbe> {
   return new Promise((resolve) => {
-    execFile(python, ['-c', PROBE_SCRIPT], { timeout: timeoutMs, encoding: 'utf8', maxBuffer: 1 << 20 }, (error, stdout) => {
-      if (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') return resolve({ ok: false, reason: `${python}: not found (install Python 3)` });
-        if (error.killed) return resolve({ ok: false, reason: `${python}: importing torch took longer than ${Math.round(timeoutMs / 1000)} s` });
-        return resolve({ ok: false, reason: `${python}: probe failed (${firstLine(error.message)})` });
-      }
-      let parsed: { python?: string; torch?: string; cuda?: boolean; devices?: string[]; error?: string };
-      try {
-        parsed = JSON.parse(stdout.trim().split('\n').pop() ?? '');
-      } catch {
-        return resolve({ ok: false, reason: `${python}: probe printed no JSON` });
-      }
-      if (!parsed.torch) return resolve({ ok: false, reason: `${python} (${parsed.python ?? '?'}) has no PyTorch (${parsed.error ?? 'import torch failed'})` });
-      resolve({ ok: true, python, pythonVersion: parsed.python ?? '', torchVersion: parsed.torch, cuda: parsed.cuda === true, devices: parsed.devices ?? [] });
-    });
+    execFile(
+      python,
+      ['-c', PROBE_SCRIPT],
+      { timeout: timeoutMs, encoding: 'utf8', maxBuffer: 1 << 20 },
+      (error, stdout) => {
+        if (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT') return resolve({ ok: false, reason: `${python}: not found (install Python 3)` });
+          if (error.killed)
+            return resolve({
+              ok: false,
+              reason: `${python}: importing torch took longer than ${Math.round(timeoutMs / 1000)} s`,
+            });
+          return resolve({ ok: false, reason: `${python}: probe failed (${firstLine(error.message)})` });
+        }
+        let parsed: { python?: string; torch?: string; cuda?: boolean; devices?: string[]; error?: string };
+        try {
+          parsed = JSON.parse(stdout.trim().split('\n').pop() ?? '');
+        } catch {
+          return resolve({ ok: false, reason: `${python}: probe printed no JSON` });
+        }
+        if (!parsed.torch)
+          return resolve({
+            ok: false,
+            reason: `${python} (${parsed.python ?? '?'}) has no PyTorch (${parsed.error ?? 'import torch failed'})`,
+          });
+        resolve({
+          ok: true,
+          python,
+          pythonVersion: parsed.python ?? '',
+          torchVersion: parsed.torch,
+          cuda: parsed.cuda === true,
+          devices: parsed.devices ?? [],
+        });
+      },
+    );
   });
 }
 
@@ -109,9 +129,16 @@ export function torchBackendDir(): string {
   if (root) candidates.push(path.join(root, 'trainer', 'training', 'torch'));
   candidates.push(path.join(__dirname, '..', 'torch'));
   for (const dir of candidates) if (fs.existsSync(path.join(dir, 'serve.py'))) return path.resolve(dir);
-  throw new Error('the PyTorch backend scripts (trainer/training/torch/serve.py) are not installed with this build; set IDIOM_TORCH_DIR');
+  throw new Error(
+    'the PyTorch backend scripts (trainer/training/torch/serve.py) are not installed with this build; set IDIOM_TORCH_DIR',
+  );
 }
 
 function firstLine(text: string): string {
-  return text.split('\n').find((line) => line.trim().length > 0)?.trim() ?? text;
+  return (
+    text
+      .split('\n')
+      .find((line) => line.trim().length > 0)
+      ?.trim() ?? text
+  );
 }

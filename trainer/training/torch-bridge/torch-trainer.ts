@@ -9,7 +9,14 @@ import { readSafetensors, serializeSafetensors, writeFileAtomically } from '../.
 import type { HostTensor } from '../../model/tensor';
 import type { TrainableTensor } from '../ort/graph';
 import { initLoraWeights } from '../ort/lora';
-import type { EvaluationResult, OptimizerState, StepResult, TrainingBatch, TrainingOptions, WeightSource } from '../ort/trainer';
+import type {
+  EvaluationResult,
+  OptimizerState,
+  StepResult,
+  TrainingBatch,
+  TrainingOptions,
+  WeightSource,
+} from '../ort/trainer';
 import { probeTorch, torchBackendDir } from './python';
 
 // The PyTorch backend behind the same calls as the ONNX Runtime Trainer (trainer/training/ort/trainer.ts):
@@ -89,7 +96,9 @@ class StepServer {
       for (const waiter of this.pending.values()) waiter.reject(error);
       this.pending.clear();
     };
-    child.on('error', (error) => fail(new Error(`PyTorch backend: cannot start ${child.spawnfile} (${error.message})`)));
+    child.on('error', (error) =>
+      fail(new Error(`PyTorch backend: cannot start ${child.spawnfile} (${error.message})`)),
+    );
     child.on('exit', (code, signal) => {
       const last = this.stderrTail.filter((l) => l.trim()).pop();
       fail(new Error(`PyTorch backend exited (${signal ?? `code ${code}`})${last ? `: ${last.trim()}` : ''}`));
@@ -149,11 +158,14 @@ export class TorchTrainer {
       if (!probe.ok) throw new Error(`PyTorch backend unavailable: ${probe.reason}`);
       const python = probe.python;
       const script = path.join(torchBackendDir(), 'serve.py');
-      server = new StepServer(spawn(python, ['-u', '-B', script], { stdio: ['pipe', 'pipe', 'pipe'], env: process.env }));
+      server = new StepServer(
+        spawn(python, ['-u', '-B', script], { stdio: ['pipe', 'pipe', 'pipe'], env: process.env }),
+      );
       await server.ready;
 
       let initial = options.initial;
-      if (!initial && options.trainable.method === 'lora') initial = initLoraWeights(config, options.trainable.lora, options.seed ?? 0);
+      if (!initial && options.trainable.method === 'lora')
+        initial = initLoraWeights(config, options.trainable.lora, options.seed ?? 0);
       let initialPath: string | null = null;
       if (initial) {
         initialPath = path.join(tempDir, 'initial.safetensors');
@@ -287,11 +299,15 @@ async function checkpointFolder(source: WeightSource, tempDir: string): Promise<
 }
 
 function encodeBatch(batch: TrainingBatch): Record<string, string | null> {
-  const bytes = (array: Int32Array | Float32Array) => Buffer.from(array.buffer, array.byteOffset, array.byteLength).toString('base64');
-  const ints = (values: Int32Array | number[]) => bytes(values instanceof Int32Array ? values : Int32Array.from(values));
+  const bytes = (array: Int32Array | Float32Array) =>
+    Buffer.from(array.buffer, array.byteOffset, array.byteLength).toString('base64');
+  const ints = (values: Int32Array | number[]) =>
+    bytes(values instanceof Int32Array ? values : Int32Array.from(values));
   return {
     tokens: ints(batch.tokens),
-    lossMask: batch.lossMask ? bytes(batch.lossMask instanceof Float32Array ? batch.lossMask : Float32Array.from(batch.lossMask)) : null,
+    lossMask: batch.lossMask
+      ? bytes(batch.lossMask instanceof Float32Array ? batch.lossMask : Float32Array.from(batch.lossMask))
+      : null,
     positions: batch.positions ? ints(batch.positions) : null,
   };
 }

@@ -17,7 +17,9 @@ from idiom_dataset import IdiomDataset  # noqa: E402  (trainer/data/dataset/idio
 def read_examples(path, split="train"):
     """[(tokens int32 tensor, loss_start)] of one split, and the dataset header."""
     with IdiomDataset(path) as ds:
-        examples = [(torch.tensor(ex["tokens"], dtype=torch.int32), ex["loss_start"]) for ex in ds.examples(split=split)]
+        examples = [
+            (torch.tensor(ex["tokens"], dtype=torch.int32), ex["loss_start"]) for ex in ds.examples(split=split)
+        ]
         return examples, ds.header
 
 
@@ -62,10 +64,10 @@ def fill_rows(examples, rows, batch, seq_len, pad_id):
         for index in row:
             ids, loss_start = examples[index]
             length = min(len(ids), width - offset)
-            tokens[b, offset:offset + length] = ids[:length]
+            tokens[b, offset : offset + length] = ids[:length]
             first = max(1, loss_start)
             if first < length:
-                mask[b, offset + first - 1:offset + length - 1] = 1
+                mask[b, offset + first - 1 : offset + length - 1] = 1
                 targets += length - first
             offset += length
     return tokens, mask, targets

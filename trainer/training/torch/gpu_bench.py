@@ -30,21 +30,43 @@ from model import PROJECTIONS, ModelConfig  # noqa: E402
 from training import TrainingRun  # noqa: E402
 
 QWEN25_CODER_05B = {
-    "model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
-    "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936, "rms_norm_eps": 1e-6,
-    "rope_theta": 1000000.0, "max_position_embeddings": 32768, "tie_word_embeddings": True,
+    "model_type": "qwen2",
+    "hidden_size": 896,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "intermediate_size": 4864,
+    "vocab_size": 151936,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "max_position_embeddings": 32768,
+    "tie_word_embeddings": True,
 }
 # The benchmarks' reference shape (trainer/tools/bench/reference.ts), used when the embedded
 # default model is not installed.
 REFERENCE = {
-    "model_type": "llama", "hidden_size": 512, "num_hidden_layers": 8, "num_attention_heads": 8,
-    "num_key_value_heads": 8, "intermediate_size": 1376, "vocab_size": 8192, "rms_norm_eps": 1e-5,
-    "max_position_embeddings": 2048, "tie_word_embeddings": False,
+    "model_type": "llama",
+    "hidden_size": 512,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 8,
+    "intermediate_size": 1376,
+    "vocab_size": 8192,
+    "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
 }
 TINY = {
-    "model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 512, "rms_norm_eps": 1e-6,
-    "max_position_embeddings": 128, "tie_word_embeddings": True,
+    "model_type": "qwen2",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 512,
+    "rms_norm_eps": 1e-6,
+    "max_position_embeddings": 128,
+    "tie_word_embeddings": True,
 }
 
 
@@ -68,7 +90,7 @@ def matmul_peak(device, size, dtype, repeats):
             torch.matmul(a, b)
         synchronize(device)
         best = min(best, (time.perf_counter() - started) / inner)
-    return 2 * size ** 3 / best
+    return 2 * size**3 / best
 
 
 def flops_per_token(config, seq_len, lora_targets, r):
@@ -104,14 +126,24 @@ def bench_model(label, raw, args, device, peak):
     amp = {"auto": "bf16" if device.type == "cuda" else None, "bf16": "bf16", "none": None}[args.amp]
     store = torch.bfloat16 if amp == "bf16" else torch.float32
     results = []
-    for compile_model in ([False, True] if args.compile else [False]):
+    for compile_model in [False, True] if args.compile else [False]:
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
         weights = random_weights(config, device, store, seed=1)
-        run = TrainingRun(config, weights, method="lora", lora={"targets": targets, "r": args.r, "alpha": 2 * args.r},
-                          batch=args.batch, seq_len=seq_len, device=str(device), amp=amp, compile=compile_model,
-                          gradient_checkpointing=args.gradient_checkpointing, optimizer={"weight_decay": 0.1})
+        run = TrainingRun(
+            config,
+            weights,
+            method="lora",
+            lora={"targets": targets, "r": args.r, "alpha": 2 * args.r},
+            batch=args.batch,
+            seq_len=seq_len,
+            device=str(device),
+            amp=amp,
+            compile=compile_model,
+            gradient_checkpointing=args.gradient_checkpointing,
+            optimizer={"weight_decay": 0.1},
+        )
         del weights
         g = torch.Generator().manual_seed(2)
         batches = [torch.randint(0, config.vocab_size, (args.batch * (seq_len + 1),), generator=g) for _ in range(4)]
@@ -129,17 +161,34 @@ def bench_model(label, raw, args, device, peak):
         tokens = args.batch * seq_len * args.steps
         per_token = flops_per_token(config, seq_len, targets, args.r)
         achieved = tokens * per_token / seconds
-        results.append({
-            "model": label, "parameters": config.parameter_count(), "trainableParameters": run.trainable_parameters(),
-            "method": "lora", "r": args.r, "targets": targets, "batch": args.batch, "seqLen": seq_len,
-            "steps": args.steps, "warmupSteps": args.warmup, "warmupSeconds": round(warmup_seconds, 3),
-            "amp": amp or "off", "fusedAdamW": run.fused, "compile": compile_model,
-            "gradientCheckpointing": args.gradient_checkpointing,
-            "tokensPerSecond": round(tokens / seconds, 1), "stepMs": round(seconds / args.steps * 1000, 2),
-            "flopsPerToken": per_token, "achievedTflops": round(achieved / 1e12, 4), "mfu": round(achieved / peak, 4),
-            "loss": {"first": losses[0], "last": losses[-1]},
-            "peakMemoryGiB": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if device.type == "cuda" else None,
-        })
+        results.append(
+            {
+                "model": label,
+                "parameters": config.parameter_count(),
+                "trainableParameters": run.trainable_parameters(),
+                "method": "lora",
+                "r": args.r,
+                "targets": targets,
+                "batch": args.batch,
+                "seqLen": seq_len,
+                "steps": args.steps,
+                "warmupSteps": args.warmup,
+                "warmupSeconds": round(warmup_seconds, 3),
+                "amp": amp or "off",
+                "fusedAdamW": run.fused,
+                "compile": compile_model,
+                "gradientCheckpointing": args.gradient_checkpointing,
+                "tokensPerSecond": round(tokens / seconds, 1),
+                "stepMs": round(seconds / args.steps * 1000, 2),
+                "flopsPerToken": per_token,
+                "achievedTflops": round(achieved / 1e12, 4),
+                "mfu": round(achieved / peak, 4),
+                "loss": {"first": losses[0], "last": losses[-1]},
+                "peakMemoryGiB": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+                if device.type == "cuda"
+                else None,
+            }
+        )
         del run
     return results
 
@@ -157,7 +206,9 @@ def main(argv):
     p.add_argument("--amp", choices=("auto", "bf16", "none"), default="auto")
     p.add_argument("--compile", action="store_true", help="also run each model with torch.compile")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--default-config", default=None, help="config.json of the default model (default: models/config.json)")
+    p.add_argument(
+        "--default-config", default=None, help="config.json of the default model (default: models/config.json)"
+    )
     p.add_argument("--peak-size", type=int, default=8192)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--tiny", action="store_true", help="tiny shapes for both models (tests the script on a CPU)")
@@ -173,9 +224,14 @@ def main(argv):
     peak_size = min(args.peak_size, 256) if args.tiny else args.peak_size
     peak = matmul_peak(device, peak_size, peak_dtype, repeats=5)
 
-    default_path = args.default_config or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "config.json")
+    default_path = args.default_config or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "config.json"
+    )
     if args.tiny:
-        models = [("qwen2.5-coder-0.5b shape (tiny)", TINY), ("default model (tiny)", dict(TINY, model_type="llama", tie_word_embeddings=False))]
+        models = [
+            ("qwen2.5-coder-0.5b shape (tiny)", TINY),
+            ("default model (tiny)", dict(TINY, model_type="llama", tie_word_embeddings=False)),
+        ]
     else:
         if os.path.exists(default_path):
             with open(default_path, encoding="utf-8") as f:
@@ -188,8 +244,14 @@ def main(argv):
         runs.extend(bench_model(label, raw, args, device, peak))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result = {
-        "device": name, "torch": torch.__version__, "cuda": torch.version.cuda if device.type == "cuda" else None,
-        "peak": {"tflops": round(peak / 1e12, 4), "dtype": str(peak_dtype).replace("torch.", ""), "shape": [peak_size] * 3},
+        "device": name,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "peak": {
+            "tflops": round(peak / 1e12, 4),
+            "dtype": str(peak_dtype).replace("torch.", ""),
+            "shape": [peak_size] * 3,
+        },
         "runs": runs,
         "flopConvention": "model FLOPs: 4 per linear weight per token (forward + input gradients; frozen weights get no weight gradients), 6·r·(in+out) per LoRA module, attention over the causal half",
     }

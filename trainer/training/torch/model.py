@@ -56,7 +56,12 @@ class ModelConfig:
                 if fallback is not None:
                     return fallback
                 fail(f'missing field "{key}"')
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or not math.isfinite(value):
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not value > 0
+                or not math.isfinite(value)
+            ):
                 fail(f'field "{key}" must be a positive number, got {value!r}')
             return float(value)
 
@@ -66,9 +71,13 @@ class ModelConfig:
         self.num_heads = positive_int("num_attention_heads")
         self.num_kv_heads = positive_int("num_key_value_heads", self.num_heads)
         if self.num_heads % self.num_kv_heads:
-            fail(f"num_attention_heads ({self.num_heads}) must be a multiple of num_key_value_heads ({self.num_kv_heads})")
+            fail(
+                f"num_attention_heads ({self.num_heads}) must be a multiple of num_key_value_heads ({self.num_kv_heads})"
+            )
         if raw.get("head_dim") is None and self.hidden_size % self.num_heads:
-            fail(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_heads}) when head_dim is absent")
+            fail(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_heads}) when head_dim is absent"
+            )
         self.head_dim = positive_int("head_dim", self.hidden_size // self.num_heads)
         if self.head_dim % 2:
             fail(f"head_dim ({self.head_dim}) must be even for rotary embeddings")
@@ -95,9 +104,21 @@ class ModelConfig:
 
     def projection_shape(self, projection):
         """[out, in] in torch Linear layout."""
-        d, q, kv, f = self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.intermediate_size
-        return {"q_proj": (q, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, q),
-                "gate_proj": (f, d), "up_proj": (f, d), "down_proj": (d, f)}[projection]
+        d, q, kv, f = (
+            self.hidden_size,
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+            self.intermediate_size,
+        )
+        return {
+            "q_proj": (q, d),
+            "k_proj": (kv, d),
+            "v_proj": (kv, d),
+            "o_proj": (d, q),
+            "gate_proj": (f, d),
+            "up_proj": (f, d),
+            "down_proj": (d, f),
+        }[projection]
 
     def weight_specs(self):
         """(HF name, shape) of every stored tensor, in model order."""
@@ -234,7 +255,9 @@ class DecoderLayer(nn.Module):
             return Linear(tensor(f"{module_path(layer, p)}.weight"), bias)
 
         self.input_norm = nn.Parameter(tensor(f"model.layers.{layer}.input_layernorm.weight"), requires_grad=False)
-        self.post_norm = nn.Parameter(tensor(f"model.layers.{layer}.post_attention_layernorm.weight"), requires_grad=False)
+        self.post_norm = nn.Parameter(
+            tensor(f"model.layers.{layer}.post_attention_layernorm.weight"), requires_grad=False
+        )
         self.proj = nn.ModuleDict({p: projection(p) for p in PROJECTIONS})
 
     def forward(self, x, cos, sin):
@@ -270,7 +293,9 @@ class LlamaModel(nn.Module):
         self.embed = nn.Parameter(weights["model.embed_tokens.weight"], requires_grad=False)  # [V, D]
         self.layers = nn.ModuleList(DecoderLayer(config, i, weights) for i in range(config.num_layers))
         self.norm = nn.Parameter(weights["model.norm.weight"], requires_grad=False)
-        self.lm_head = None if config.tie_word_embeddings else nn.Parameter(weights["lm_head.weight"], requires_grad=False)
+        self.lm_head = (
+            None if config.tie_word_embeddings else nn.Parameter(weights["lm_head.weight"], requires_grad=False)
+        )
         cos, sin = rope_tables(config, config.max_positions)
         self.register_buffer("rope_cos", cos, persistent=False)  # [maxPositions, hd/2]
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -297,7 +322,12 @@ class LlamaModel(nn.Module):
 
     def lora_modules(self, targets):
         """(module path, Linear) of every targeted projection, in layer order."""
-        return [(module_path(i, p), layer.proj[p]) for i, layer in enumerate(self.layers) for p in PROJECTIONS if p in targets]
+        return [
+            (module_path(i, p), layer.proj[p])
+            for i, layer in enumerate(self.layers)
+            for p in PROJECTIONS
+            if p in targets
+        ]
 
     def forward(self, tokens, positions):
         """tokens, positions int64 [B, T] → hidden [B, T, D] after the final norm (float32)."""
@@ -333,7 +363,7 @@ def causal_lm_loss(hidden, head, targets, mask, rows_per_chunk=None):
     chunk = rows if not rows_per_chunk else max(1, min(rows, rows_per_chunk))
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, rows, chunk):
-        logits = F.linear(h[start:start + chunk], head).float()  # [R, V]
-        nll = F.cross_entropy(logits, t[start:start + chunk], reduction="none")  # [R]
-        total = total + (nll * m[start:start + chunk]).sum()
+        logits = F.linear(h[start : start + chunk], head).float()  # [R, V]
+        nll = F.cross_entropy(logits, t[start : start + chunk], reduction="none")  # [R]
+        total = total + (nll * m[start : start + chunk]).sum()
     return total / torch.clamp(count, min=1.0), count

@@ -36,13 +36,30 @@ def base_weights_sha256(directory):
 def peft_config(r, alpha, targets, base_name):
     """adapter_config.json as peftConfigJson writes it."""
     return {
-        "alpha_pattern": {}, "auto_mapping": None, "base_model_name_or_path": base_name, "bias": "none",
-        "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True, "layer_replication": None,
-        "layers_pattern": None, "layers_to_transform": None, "loftq_config": {}, "lora_alpha": alpha,
-        "lora_dropout": 0, "megatron_config": None, "megatron_core": "megatron.core", "modules_to_save": None,
-        "peft_type": "LORA", "r": r, "rank_pattern": {}, "revision": None,
-        "target_modules": [p for p in PROJECTIONS if p in targets], "task_type": "CAUSAL_LM",
-        "use_dora": False, "use_rslora": False,
+        "alpha_pattern": {},
+        "auto_mapping": None,
+        "base_model_name_or_path": base_name,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "layer_replication": None,
+        "layers_pattern": None,
+        "layers_to_transform": None,
+        "loftq_config": {},
+        "lora_alpha": alpha,
+        "lora_dropout": 0,
+        "megatron_config": None,
+        "megatron_core": "megatron.core",
+        "modules_to_save": None,
+        "peft_type": "LORA",
+        "r": r,
+        "rank_pattern": {},
+        "revision": None,
+        "target_modules": [p for p in PROJECTIONS if p in targets],
+        "task_type": "CAUSAL_LM",
+        "use_dora": False,
+        "use_rslora": False,
     }
 
 
@@ -69,8 +86,11 @@ def _write_folder(directory, write):
 
 def _manifest(draft, files, sha256, size):
     created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    manifest = {"schemaVersion": MANIFEST_SCHEMA_VERSION, "id": adapter_id(created, sha256),
-                "created": created.isoformat().replace("+00:00", "Z")}
+    manifest = {
+        "schemaVersion": MANIFEST_SCHEMA_VERSION,
+        "id": adapter_id(created, sha256),
+        "created": created.isoformat().replace("+00:00", "Z"),
+    }
     manifest.update(draft)
     manifest["weights"] = {"files": files, "sha256": sha256, "bytes": size}
     return manifest

@@ -70,7 +70,9 @@ def read_header(f, size, source):
         for d in shape:
             count *= d
         if not 0 <= begin <= end <= data_size:
-            raise SafetensorsError(f"{source}: tensor {name!r}: data_offsets [{begin}, {end}] out of bounds (data is {data_size} bytes; truncated file?)")
+            raise SafetensorsError(
+                f"{source}: tensor {name!r}: data_offsets [{begin}, {end}] out of bounds (data is {data_size} bytes; truncated file?)"
+            )
         if end - begin != count * DTYPES[dtype][1]:
             raise SafetensorsError(f"{source}: tensor {name!r}: {end - begin} bytes do not hold {dtype} {shape}")
         entries[name] = (dtype, shape, begin, end)
@@ -102,7 +104,7 @@ def load_file(path, names=None):
                 if names is not None and name not in names:
                     continue
                 torch_dtype, _ = DTYPES[dtype]
-                buffer = bytearray(view[data_start + begin:data_start + end])
+                buffer = bytearray(view[data_start + begin : data_start + end])
                 if len(buffer) == 0:
                     tensor = torch.empty(shape, dtype=torch_dtype)
                 else:
@@ -126,7 +128,11 @@ def serialize(tensors, metadata=None):
         if tensor.dtype not in NAMES:
             raise SafetensorsError(f"tensor {name!r}: dtype {tensor.dtype} cannot be stored")
         data = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
-        header[name] = {"dtype": NAMES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": NAMES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         chunks.append(data)
         offset += len(data)
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")

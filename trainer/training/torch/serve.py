@@ -80,16 +80,32 @@ class Server:
             initial = safetensors_io.load_file(request["initialPath"])
         optimizer = options.get("optimizer") or {}
         self.run = TrainingRun(
-            config, weights,
-            method=options.get("method", "lora"), lora=options.get("lora"),
-            batch=int(options["batch"]), seq_len=int(options["seqLen"]), device=device,
-            optimizer={k: v for k, v in {
-                "beta1": optimizer.get("beta1"), "beta2": optimizer.get("beta2"), "eps": optimizer.get("eps"),
-                "weight_decay": optimizer.get("weightDecay"),
-                "max_grad_norm": float("inf") if optimizer.get("maxGradNorm") is None and "maxGradNorm" in optimizer else optimizer.get("maxGradNorm"),
-            }.items() if v is not None},
-            initial=initial, seed=int(options.get("seed", 0)), amp=amp, fused=options.get("fused"),
-            compile=bool(options.get("compile", False)), gradient_checkpointing=bool(options.get("gradientCheckpointing", False)),
+            config,
+            weights,
+            method=options.get("method", "lora"),
+            lora=options.get("lora"),
+            batch=int(options["batch"]),
+            seq_len=int(options["seqLen"]),
+            device=device,
+            optimizer={
+                k: v
+                for k, v in {
+                    "beta1": optimizer.get("beta1"),
+                    "beta2": optimizer.get("beta2"),
+                    "eps": optimizer.get("eps"),
+                    "weight_decay": optimizer.get("weightDecay"),
+                    "max_grad_norm": float("inf")
+                    if optimizer.get("maxGradNorm") is None and "maxGradNorm" in optimizer
+                    else optimizer.get("maxGradNorm"),
+                }.items()
+                if v is not None
+            },
+            initial=initial,
+            seed=int(options.get("seed", 0)),
+            amp=amp,
+            fused=options.get("fused"),
+            compile=bool(options.get("compile", False)),
+            gradient_checkpointing=bool(options.get("gradientCheckpointing", False)),
             loss_rows_per_chunk=options.get("lossRowsPerChunk"),
         )
         del weights
@@ -111,13 +127,20 @@ class Server:
 
     def step(self, request):
         run = self.need_run()
-        return run.step(decode(request["tokens"], torch.int32), decode(request.get("lossMask"), torch.float32),
-                        float(request["learningRate"]), decode(request.get("positions"), torch.int32))
+        return run.step(
+            decode(request["tokens"], torch.int32),
+            decode(request.get("lossMask"), torch.float32),
+            float(request["learningRate"]),
+            decode(request.get("positions"), torch.int32),
+        )
 
     def evaluate(self, request):
         run = self.need_run()
-        return run.evaluate(decode(request["tokens"], torch.int32), decode(request.get("lossMask"), torch.float32),
-                            decode(request.get("positions"), torch.int32))
+        return run.evaluate(
+            decode(request["tokens"], torch.int32),
+            decode(request.get("lossMask"), torch.float32),
+            decode(request.get("positions"), torch.int32),
+        )
 
     def getTrainable(self, request):
         safetensors_io.save_file(self.need_run().get_trainable(), request["path"])
@@ -138,8 +161,8 @@ class Server:
 
     def setOptimizerState(self, request):
         tensors = safetensors_io.load_file(request["path"])
-        m = {k[len("adam.m/"):]: t for k, t in tensors.items() if k.startswith("adam.m/")}
-        v = {k[len("adam.v/"):]: t for k, t in tensors.items() if k.startswith("adam.v/")}
+        m = {k[len("adam.m/") :]: t for k, t in tensors.items() if k.startswith("adam.m/")}
+        v = {k[len("adam.v/") :]: t for k, t in tensors.items() if k.startswith("adam.v/")}
         self.need_run().set_optimizer_state(int(request["step"]), m, v)
         return {}
 
@@ -159,7 +182,11 @@ def main():
             if op == "release":
                 reply({"id": request_id, "result": {}})
                 return
-            handler = getattr(server, op, None) if isinstance(op, str) and not op.startswith("_") and op not in ("need_run",) else None
+            handler = (
+                getattr(server, op, None)
+                if isinstance(op, str) and not op.startswith("_") and op not in ("need_run",)
+                else None
+            )
             if handler is None:
                 raise ValueError(f"unknown op {op!r}")
             reply({"id": request_id, "result": handler(request)})

@@ -64,10 +64,14 @@ def parse_args(argv):
     p.add_argument("--compile", action="store_true", help="torch.compile the model (PyTorch ≥ 2)")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--init-adapter", default=None, help="start from these LoRA tensors (adapter folder or .safetensors)")
+    p.add_argument(
+        "--init-adapter", default=None, help="start from these LoRA tensors (adapter folder or .safetensors)"
+    )
     p.add_argument("--mode", choices=("complete", "review", "compliance"), default="complete")
     p.add_argument("--purpose", default=None)
-    p.add_argument("--processes", type=int, default=1, help="DDP over this many local processes (nccl on CUDA, gloo on the CPU)")
+    p.add_argument(
+        "--processes", type=int, default=1, help="DDP over this many local processes (nccl on CUDA, gloo on the CPU)"
+    )
     p.add_argument("--progress-every", type=int, default=1, help="a step line every N steps")
     p.add_argument("--repo-root", default=None, help="for the manifest (default: the dataset's folder)")
     return p.parse_args(argv)
@@ -76,8 +80,15 @@ def parse_args(argv):
 def spawned(rank, argv, world, port):
     """One rank of --processes: the environment torchrun would give it."""
     global RANK, WORLD
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     RANK, WORLD = rank, world
     run_guarded(argv)
 
@@ -119,7 +130,9 @@ def main(argv):
     if not examples:
         raise ValueError(f"{args.dataset}: no training examples")
     if header["tokenizer"]["vocabSize"] > config.vocab_size:
-        raise ValueError(f"{args.dataset}: tokenizer has {header['tokenizer']['vocabSize']} ids but the model only {config.vocab_size}")
+        raise ValueError(
+            f"{args.dataset}: tokenizer has {header['tokenizer']['vocabSize']} ids but the model only {config.vocab_size}"
+        )
     pad_id = header["tokenizer"].get("eos") or 0
     row_tokens = args.seq + 1
     lengths = [len(ids) for ids, _ in examples]
@@ -138,18 +151,36 @@ def main(argv):
             path = os.path.join(path, "adapter_model.safetensors")
         initial = safetensors_io.load_file(path)
     run = TrainingRun(
-        config, load_weights(args.base, config), method=args.method,
-        lora={"targets": targets, "r": args.lora_r, "alpha": args.lora_alpha}, batch=args.batch, seq_len=args.seq, device=device,
-        optimizer={"weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm}, initial=initial, seed=args.seed,
-        amp=amp, compile=args.compile, gradient_checkpointing=args.gradient_checkpointing,
+        config,
+        load_weights(args.base, config),
+        method=args.method,
+        lora={"targets": targets, "r": args.lora_r, "alpha": args.lora_alpha},
+        batch=args.batch,
+        seq_len=args.seq,
+        device=device,
+        optimizer={"weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm},
+        initial=initial,
+        seed=args.seed,
+        amp=amp,
+        compile=args.compile,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     if WORLD > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        run.forward = DistributedDataParallel(run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+        run.forward = DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None
+        )
 
-    emit({"type": "phase", "phase": "training", "message": f"{total_steps} steps of {args.batch} × {args.seq} tokens"
-          + (f" on {WORLD} processes" if WORLD > 1 else "") + f" ({run.device}, amp {amp or 'off'})"})
+    emit(
+        {
+            "type": "phase",
+            "phase": "training",
+            "message": f"{total_steps} steps of {args.batch} × {args.seq} tokens"
+            + (f" on {WORLD} processes" if WORLD > 1 else "")
+            + f" ({run.device}, amp {amp or 'off'})",
+        }
+    )
     epoch, cursor, tokens, seconds = 0, 0, 0.0, 0.0
     recent = []
     loss_value = float("nan")
@@ -157,7 +188,7 @@ def main(argv):
         if cursor >= len(rows):
             epoch, cursor = epoch + 1, 0
             rows = pack_epoch(lengths, row_tokens, args.seed, epoch)
-        mine = rows[cursor + RANK * args.batch: cursor + (RANK + 1) * args.batch]
+        mine = rows[cursor + RANK * args.batch : cursor + (RANK + 1) * args.batch]
         batch_tokens, mask, _ = fill_rows(examples, mine, args.batch, args.seq, pad_id)
         learning_rate = learning_rate_at(lr, warmup, total_steps, 0.1, step)
         result = run.step(batch_tokens, mask, learning_rate)
@@ -171,27 +202,60 @@ def main(argv):
         seconds += result["seconds"]
         recent = (recent + [result["seconds"]])[-20:]
         if step % args.progress_every == 0 or step == total_steps:
-            emit({"type": "step", "step": step, "totalSteps": total_steps, "loss": loss_value, "learningRate": learning_rate,
-                  "tokens": tokens, "tokensPerSecond": tokens / seconds if seconds > 0 else 0.0, "elapsedSeconds": seconds,
-                  "etaSeconds": sum(recent) / len(recent) * (total_steps - step), "fraction": step / total_steps,
-                  "gradNorm": result["gradNorm"]})
+            emit(
+                {
+                    "type": "step",
+                    "step": step,
+                    "totalSteps": total_steps,
+                    "loss": loss_value,
+                    "learningRate": learning_rate,
+                    "tokens": tokens,
+                    "tokensPerSecond": tokens / seconds if seconds > 0 else 0.0,
+                    "elapsedSeconds": seconds,
+                    "etaSeconds": sum(recent) / len(recent) * (total_steps - step),
+                    "fraction": step / total_steps,
+                    "gradNorm": result["gradNorm"],
+                }
+            )
 
     if RANK == 0:
         emit({"type": "phase", "phase": "saving", "message": f"writing {args.out}"})
         draft = manifest_draft(args, header, config, run, total_steps, tokens, seconds, warmup, lr, amp)
         trained = run.get_trainable()
         if args.method == "lora":
-            manifest = write_lora_adapter(args.out, trained, num_layers=config.num_layers, r=args.lora_r, alpha=args.lora_alpha,
-                                          targets=targets, base_name=draft["base"]["name"], draft=draft)
+            manifest = write_lora_adapter(
+                args.out,
+                trained,
+                num_layers=config.num_layers,
+                r=args.lora_r,
+                alpha=args.lora_alpha,
+                targets=targets,
+                base_name=draft["base"]["name"],
+                draft=draft,
+            )
         else:
             weights = load_weights(args.base, config)
             weights.update(trained)
-            manifest = write_full_model(args.out, weights, config_json=config.raw,
-                                        weight_order=[name for name, _ in config.weight_specs()], draft=draft)
-        emit({"type": "result", "adapter": {"id": manifest["id"], "path": os.path.abspath(args.out), "method": args.method},
-              "steps": total_steps, "tokens": tokens, "seconds": round(seconds, 3),
-              "tokensPerSecond": round(tokens / seconds, 1) if seconds > 0 else 0, "finalLoss": loss_value,
-              "device": str(run.device), "processes": WORLD})
+            manifest = write_full_model(
+                args.out,
+                weights,
+                config_json=config.raw,
+                weight_order=[name for name, _ in config.weight_specs()],
+                draft=draft,
+            )
+        emit(
+            {
+                "type": "result",
+                "adapter": {"id": manifest["id"], "path": os.path.abspath(args.out), "method": args.method},
+                "steps": total_steps,
+                "tokens": tokens,
+                "seconds": round(seconds, 3),
+                "tokensPerSecond": round(tokens / seconds, 1) if seconds > 0 else 0,
+                "finalLoss": loss_value,
+                "device": str(run.device),
+                "processes": WORLD,
+            }
+        )
     if WORLD > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -204,10 +268,19 @@ def manifest_draft(args, header, config, run, steps, tokens, seconds, warmup, lr
     if run.device.type == "cuda":
         device = f"{device} ({torch.cuda.get_device_name(run.device)})"
     hyper = {
-        "learningRate": lr, "schedule": "linear warm-up, cosine to 10%", "warmupSteps": warmup, "totalSteps": steps,
-        "weightDecay": args.weight_decay, "optimizer": f"AdamW(0.9, 0.999, eps 1e-8), grad-norm clip {args.max_grad_norm:g}",
-        "batch": args.batch, "seqLen": args.seq, "processes": WORLD, "amp": amp or "off", "compile": args.compile,
-        "gradientCheckpointing": args.gradient_checkpointing, "trainableParameters": run.trainable_parameters(),
+        "learningRate": lr,
+        "schedule": "linear warm-up, cosine to 10%",
+        "warmupSteps": warmup,
+        "totalSteps": steps,
+        "weightDecay": args.weight_decay,
+        "optimizer": f"AdamW(0.9, 0.999, eps 1e-8), grad-norm clip {args.max_grad_norm:g}",
+        "batch": args.batch,
+        "seqLen": args.seq,
+        "processes": WORLD,
+        "amp": amp or "off",
+        "compile": args.compile,
+        "gradientCheckpointing": args.gradient_checkpointing,
+        "trainableParameters": run.trainable_parameters(),
         "torch": torch.__version__,
     }
     if args.method == "lora":
@@ -215,13 +288,29 @@ def manifest_draft(args, header, config, run, steps, tokens, seconds, warmup, lr
     counts = header.get("counts", {}).get("train", {})
     return {
         "base": {"name": base_name, "sha256": base_weights_sha256(args.base)},
-        "repo": {"root": args.repo_root or os.path.dirname(os.path.abspath(args.dataset)),
-                 "head": header.get("repo", {}).get("head"), "dirty": False},
-        "dataset": {"files": mining.get("files", {}).get("kept", 0), "examples": counts.get("examples", 0),
-                    "tokens": counts.get("tokens", 0), "sha256": file_sha256([args.dataset]),
-                    "excluded": mining.get("files", {}).get("excluded", {}), "secretsExcluded": mining.get("secretsExcluded", 0)},
-        "training": {"method": args.method, "backend": "torch", "device": device, "steps": steps, "tokens": int(tokens),
-                     "seconds": round(seconds, 3), "seed": args.seed, "hyperparameters": hyper},
+        "repo": {
+            "root": args.repo_root or os.path.dirname(os.path.abspath(args.dataset)),
+            "head": header.get("repo", {}).get("head"),
+            "dirty": False,
+        },
+        "dataset": {
+            "files": mining.get("files", {}).get("kept", 0),
+            "examples": counts.get("examples", 0),
+            "tokens": counts.get("tokens", 0),
+            "sha256": file_sha256([args.dataset]),
+            "excluded": mining.get("files", {}).get("excluded", {}),
+            "secretsExcluded": mining.get("secretsExcluded", 0),
+        },
+        "training": {
+            "method": args.method,
+            "backend": "torch",
+            "device": device,
+            "steps": steps,
+            "tokens": int(tokens),
+            "seconds": round(seconds, 3),
+            "seed": args.seed,
+            "hyperparameters": hyper,
+        },
         "metrics": {"base": None, "adapter": None},
         "mode": args.mode,
         "purpose": args.purpose or f"torch train ({args.method}, {args.mode})",

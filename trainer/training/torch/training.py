@@ -26,7 +26,9 @@ def init_lora_tensors(config, targets, r, seed):
             module = module_path(layer, projection)
             out_features, in_features = config.projection_shape(projection)
             bound = 1 / math.sqrt(in_features)
-            a = torch.tensor(rng.uniform_list(r * in_features, -bound, bound), dtype=torch.float32).reshape(r, in_features)
+            a = torch.tensor(rng.uniform_list(r * in_features, -bound, bound), dtype=torch.float32).reshape(
+                r, in_features
+            )
             out[lora_key(module, "A")] = a
             out[lora_key(module, "B")] = torch.zeros(out_features, r, dtype=torch.float32)
     return out
@@ -47,7 +49,9 @@ def split_batch(tokens, loss_mask, positions, batch, seq_len, vocab):
         has_target = torch.ones(batch, seq_len)
         has_target[:, -1] = 0
     else:
-        raise ValueError(f"batch has {n} tokens; expected {batch}×{seq_len + 1} (inputs + last target) or {batch}×{seq_len}")
+        raise ValueError(
+            f"batch has {n} tokens; expected {batch}×{seq_len + 1} (inputs + last target) or {batch}×{seq_len}"
+        )
     low, high = int(tokens.min()), int(tokens.max())
     if low < 0 or high >= vocab:
         raise ValueError(f"token id {low if low < 0 else high} out of range [0, {vocab})")
@@ -75,9 +79,25 @@ class TrainingRun:
     or None (fresh LoRA from `seed`; full starts from the checkpoint). amp: None or 'bf16'
     (autocast; frozen weights stored in bf16 for LoRA). fused: fused AdamW where available."""
 
-    def __init__(self, config, weights, *, method="lora", lora=None, batch, seq_len, device="cpu", optimizer=None,
-                 initial=None, seed=0, amp=None, fused=None, compile=False, gradient_checkpointing=False,
-                 loss_rows_per_chunk=None):
+    def __init__(
+        self,
+        config,
+        weights,
+        *,
+        method="lora",
+        lora=None,
+        batch,
+        seq_len,
+        device="cpu",
+        optimizer=None,
+        initial=None,
+        seed=0,
+        amp=None,
+        fused=None,
+        compile=False,
+        gradient_checkpointing=False,
+        loss_rows_per_chunk=None,
+    ):
         if method not in ("lora", "full"):
             raise ValueError(f'unknown method "{method}" (expected lora or full)')
         if not (isinstance(batch, int) and batch >= 1):
@@ -102,7 +122,11 @@ class TrainingRun:
         self.params = {}  # name → (parameter, decays)
         if method == "lora":
             lora = lora or {}
-            targets, r, alpha = list(lora.get("targets", ["q_proj", "v_proj"])), int(lora.get("r", 16)), float(lora.get("alpha", 32))
+            targets, r, alpha = (
+                list(lora.get("targets", ["q_proj", "v_proj"])),
+                int(lora.get("r", 16)),
+                float(lora.get("alpha", 32)),
+            )
             if r < 1 or alpha <= 0 or not targets:
                 raise ValueError("LoRA needs r ≥ 1, alpha > 0 and at least one target module")
             fresh = initial if initial is not None else init_lora_tensors(config, targets, r, seed)
@@ -184,7 +208,9 @@ class TrainingRun:
         for name, (p, _) in self.params.items():
             state = self.optimizer.state.get(p, {})
             m[name] = state["exp_avg"].detach().float().cpu().clone() if "exp_avg" in state else torch.zeros(p.shape)
-            v[name] = state["exp_avg_sq"].detach().float().cpu().clone() if "exp_avg_sq" in state else torch.zeros(p.shape)
+            v[name] = (
+                state["exp_avg_sq"].detach().float().cpu().clone() if "exp_avg_sq" in state else torch.zeros(p.shape)
+            )
         return {"step": self.step_count, "m": m, "v": v}
 
     def set_optimizer_state(self, step, m, v):
@@ -208,7 +234,9 @@ class TrainingRun:
     # ---- steps --------------------------------------------------------------------------------
 
     def _loss(self, tokens, loss_mask, positions):
-        inputs, targets, mask, pos = split_batch(tokens, loss_mask, positions, self.batch, self.seq_len, self.config.vocab_size)
+        inputs, targets, mask, pos = split_batch(
+            tokens, loss_mask, positions, self.batch, self.seq_len, self.config.vocab_size
+        )
         inputs, targets, mask, pos = (x.to(self.device, non_blocking=True) for x in (inputs, targets, mask, pos))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
             hidden = self.forward(inputs, pos)
@@ -228,15 +256,22 @@ class TrainingRun:
         loss_value, norm_value = float(loss), float(norm)
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             self.optimizer.zero_grad(set_to_none=True)
-            raise FloatingPointError(f"training step {self.step_count + 1} diverged (loss {loss_value}, grad norm {norm_value}); try a lower learning rate")
+            raise FloatingPointError(
+                f"training step {self.step_count + 1} diverged (loss {loss_value}, grad norm {norm_value}); try a lower learning rate"
+            )
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         self.optimizer.step()
         self.step_count += 1
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return {"loss": loss_value, "gradNorm": norm_value, "tokens": float(count), "step": self.step_count,
-                "seconds": time.perf_counter() - started}
+        return {
+            "loss": loss_value,
+            "gradNorm": norm_value,
+            "tokens": float(count),
+            "step": self.step_count,
+            "seconds": time.perf_counter() - started,
+        }
 
     @torch.no_grad()
     def evaluate(self, tokens, loss_mask, positions=None):

@@ -40,11 +40,13 @@ export function recall(
     { path, text: `${before}\n` },
     { path, text: after },
   ]).lookup(before);
+  // The open file first: where both agree enough, the file's own way of writing the line wins
+  // (measured on replayed held-out lines of three repositories: as precise, more lines exact).
+  const agrees = (match: MemoryMatch | null) =>
+    match !== null &&
+    match.matchedUnits >= options.minMatchedUnits &&
+    match.votes / match.places > options.minAgreement;
+  if (agrees(document)) return { ...document!, source: 'document' };
   const fromRepository = repository?.lookup(prefix) ?? null;
-  let best: Recalled | null = document ? { ...document, source: 'document' } : null;
-  if (fromRepository && (!best || fromRepository.matchedUnits > best.matchedUnits))
-    best = { ...fromRepository, source: 'repository' };
-  if (!best || best.matchedUnits < options.minMatchedUnits || best.votes / best.places <= options.minAgreement)
-    return null;
-  return best;
+  return agrees(fromRepository) ? { ...fromRepository!, source: 'repository' } : null;
 }

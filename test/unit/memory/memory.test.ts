@@ -89,11 +89,23 @@ describe('server/completion/recall', () => {
     assert.equal(recalled, null);
   });
 
-  it('prefers the repository memory when it agrees on more units', () => {
+  it('falls back to the repository memory when the document has nothing that agrees', () => {
     const prefix = `export async function refunds(request: Request): Promise<Response> {\n  const body = await readBody(request);\n  logger.info('handling refunds', { id: request.id });\n  `;
     const recalled = recall(prefix, '\n}\n', 'src/refunds.ts', new RepositoryMemory(files));
     assert.equal(recalled?.source, 'repository');
     assert.equal(recalled?.text, 'return respond(body, { status: 200, headers: defaultHeaders });');
+  });
+
+  it("takes the open document's way when both agree, even where the repository agrees longer", () => {
+    // The document's place agrees on 12 units before the cursor, the repository's on more.
+    const local =
+      "export function orders(request: Request) {\n  const body = await readBody(request);\n  audit('orders', request);\n}\n";
+    const prefix = `${local}\nexport async function refunds(request: Request): Promise<Response> {\n  const body = await readBody(request);\n  `;
+    const repository = new RepositoryMemory(files);
+    assert.ok(repository.lookup(prefix)!.matchedUnits > 12);
+    const recalled = recall(prefix, '\n}\n', 'src/refunds.ts', repository);
+    assert.equal(recalled?.source, 'document');
+    assert.equal(recalled?.text, "audit('orders', request);");
   });
 
   it('holds back a short or split agreement', () => {

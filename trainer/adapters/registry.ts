@@ -29,6 +29,7 @@ import {
 import { loadFullModel, type LoadedFullModel } from './full';
 import { isAdapterId, type AdapterManifest, type HeldOutMetrics } from './manifest';
 import { MODES, type Mode } from './mode';
+import { makeDirectory } from '../util/directories';
 import { sha256OfFiles } from '../util/sha256';
 import { loadAdapter, type LoadedAdapter } from './peft';
 import type { ModelConfig } from '../model/config';
@@ -165,10 +166,10 @@ export class Registry {
     refuseLinks(dir);
     if (readOnly) return registry;
     try {
-      await fs.promises.mkdir(registry.adaptersDir, { recursive: true });
+      makeDirectory(registry.adaptersDir);
     } catch (error) {
       throw new Error(
-        `${dir}: cannot create the adapter registry (${(error as NodeJS.ErrnoException).code ?? String(error)})`,
+        `${dir}: cannot create the adapter registry (${error instanceof Error ? error.message : String(error)})`,
       );
     }
     if (options.excludeFromGit ?? true)

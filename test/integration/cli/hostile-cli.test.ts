@@ -50,6 +50,18 @@ describe('idiom CLI: hostile paths, signals and broken state', function () {
     assert.ok(oneLine(run.stderr), run.stderr);
   });
 
+  it('a registry under /proc fails at once with one line instead of spinning forever', function () {
+    if (!fs.existsSync('/proc/self')) this.skip();
+    const run = idiom(
+      ['adapters', 'activate', '20240101-000000-abcdef', '--repo', repo, '--registry', '/proc/nope/registry'],
+      60_000,
+    );
+    assert.equal(run.signal, null, `killed after ${run.ms} ms: it hung`);
+    assert.equal(run.status, 1);
+    assert.match(run.stderr, /cannot create folder \/proc\/nope/);
+    assert.ok(oneLine(run.stderr), run.stderr);
+  });
+
   it('mine --out <folder> says it is a folder, not EISDIR on a temp file, and leaves no temp file', () => {
     const folder = path.join(base, 'out-folder');
     fs.mkdirSync(folder);

@@ -102,7 +102,7 @@ export function registerTrainCommand(program: Command): void {
       if (!(Number.isFinite(n) && n >= 0)) throw new Error(`--weight-decay must be a number >= 0, got "${v}"`);
       return n;
     })
-    .option('--epochs <n>', 'at most this many passes over the training data (default 3)', positiveInteger('--epochs'))
+    .option('--epochs <n>', 'at most this many passes over the training data (default 8)', positiveInteger('--epochs'))
     .option('--batch <n>', 'rows per step (default: fitted to the budget)', positiveInteger('--batch'))
     .option(
       '--seq-len <n>',

@@ -64,7 +64,12 @@ import { makeDirectory, removeEmptyFolders } from '../../util/directories';
 
 export const DEFAULT_LEARNING_RATE = { lora: 3e-4, full: 5e-5 } as const;
 export const DEFAULT_WEIGHT_DECAY = 0.1;
-export const DEFAULT_MAX_EPOCHS = 3;
+/**
+ * Passes over the training rows at most: the time budget usually ends a run first. Eight rather
+ * than three lets a 5-minute budget be spent on a small repository; the promotion rule (held-out
+ * loss and the replayed lines) still refuses an adapter that got worse.
+ */
+export const DEFAULT_MAX_EPOCHS = 8;
 export const DEFAULT_MINUTES = 10;
 
 export interface TrainRepositoryOptions {

@@ -10,7 +10,7 @@ import torch
 
 from idiom_rng import Rng
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dataset"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "dataset"))
 from idiom_dataset import IdiomDataset  # noqa: E402  (trainer/data/dataset/idiom_dataset.py)
 
 

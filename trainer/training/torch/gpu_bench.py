@@ -225,7 +225,7 @@ def main(argv):
     peak = matmul_peak(device, peak_size, peak_dtype, repeats=5)
 
     default_path = args.default_config or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "config.json"
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "models", "config.json"
     )
     if args.tiny:
         models = [

@@ -404,9 +404,13 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     await page.keyboard.press('Escape');
     await page.keyboard.press('Control+P');
     await page.locator('.quick-input-widget input').fill('main.ts');
-    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'main.ts' }).first().waitFor();
-    await page.keyboard.press('Enter');
-    await page.locator('.monaco-editor textarea').first().waitFor();
+    // A click, not Enter: the list may still show the recently opened editors (the report first)
+    // when the typed filter has not applied yet.
+    await page.locator('.quick-input-list .monaco-list-row', { hasText: 'main.ts' }).first().click();
+    // main.ts's own editor, in the editor area: other editors (the panel's, a hidden one) may come
+    // first in the page.
+    await page.locator('.part.editor .tab.active', { hasText: 'main.ts' }).waitFor({ timeout: 30_000 });
+    await page.locator('.part.editor .monaco-editor textarea').first().waitFor({ timeout: 30_000 });
     // Into printRefund(lines: InvoiceLine[]) { }, line 4: src/invoice.ts's printLines starts the
     // same way, and its first line is the repository's idiom.
     await page.keyboard.press('Control+Home');

@@ -55,6 +55,19 @@ export const defaultCompletionOptions: CompletionOptions = {
   promptOrder: 'psm',
 };
 
+/**
+ * Prompt tokens for a model that attends to `contextLength` positions: at most half of them, the
+ * sequence length adapters are trained on (trainer/training/pipeline/plan.ts), and at most the
+ * default budget; the new tokens always fit after the prompt.
+ */
+export function promptTokenBudget(contextLength: number, maxNewTokens: number): number {
+  return Math.min(
+    defaultPromptBudget.maxTokens,
+    Math.max(64, Math.floor(contextLength / 2)),
+    contextLength - maxNewTokens,
+  );
+}
+
 export type CompletionSource = 'cache' | 'reused' | 'model' | 'recall';
 
 /**
@@ -161,7 +174,7 @@ export class CompletionProvider {
       model.fim,
       {
         ...defaultPromptBudget,
-        maxTokens: Math.min(defaultPromptBudget.maxTokens, model.contextLength - options.maxNewTokens),
+        maxTokens: promptTokenBudget(model.contextLength, options.maxNewTokens),
       },
       options.promptOrder,
     );

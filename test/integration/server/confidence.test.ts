@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { postprocessCompletion, stopSequencesFor } from '../../../server/completion/postprocess';
 import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
-import { defaultCompletionOptions } from '../../../server/completion/provider';
+import { defaultCompletionOptions, promptTokenBudget } from '../../../server/completion/provider';
 import { cutAtStop, firstLineLogprob, smallModelThreads } from '../../../server/model/host';
 import { stopTokenIds } from '../../../trainer/compute/engine/generation-handlers';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
@@ -37,10 +37,7 @@ async function engineDecode(modelDir: string): Promise<{ text: string | null; pr
       tokenizer.fim!,
       {
         ...defaultPromptBudget,
-        maxTokens: Math.min(
-          defaultPromptBudget.maxTokens,
-          checkpoint.config.maxPositionEmbeddings - defaultCompletionOptions.maxNewTokens,
-        ),
+        maxTokens: promptTokenBudget(checkpoint.config.maxPositionEmbeddings, defaultCompletionOptions.maxNewTokens),
       },
     );
     const stop = stopSequencesFor(prefix, suffix);

@@ -2,7 +2,7 @@
 // worker of this test process (base, or base + the adapter in `adapterDir`), post-processed.
 import { postprocessCompletion, stopSequencesFor } from '../../../server/completion/postprocess';
 import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
-import { defaultCompletionOptions } from '../../../server/completion/provider';
+import { defaultCompletionOptions, promptTokenBudget } from '../../../server/completion/provider';
 import { adapterMessage, cutAtStop, smallModelThreads } from '../../../server/model/host';
 import { loadAdapter } from '../../../trainer/adapters/peft';
 import { stopTokenIds } from '../../../trainer/compute/engine/generation-handlers';
@@ -39,10 +39,7 @@ export async function engineCompletion(
       tokenizer.fim!,
       {
         ...defaultPromptBudget,
-        maxTokens: Math.min(
-          defaultPromptBudget.maxTokens,
-          checkpoint.config.maxPositionEmbeddings - defaultCompletionOptions.maxNewTokens,
-        ),
+        maxTokens: promptTokenBudget(checkpoint.config.maxPositionEmbeddings, defaultCompletionOptions.maxNewTokens),
       },
     );
     const result = await worker.call('generate', id, {

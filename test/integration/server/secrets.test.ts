@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
-import { defaultCompletionOptions } from '../../../server/completion/provider';
+import { defaultCompletionOptions, promptTokenBudget } from '../../../server/completion/provider';
 import { loadCheckpoint, saveCheckpoint } from '../../../trainer/model/checkpoint';
 import { TrainingSession } from '../../../trainer/training/ort/session';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
@@ -53,10 +53,7 @@ describe('language server: a memorised credential is never suggested', function 
         base.tokenizer.fim!,
         {
           ...defaultPromptBudget,
-          maxTokens: Math.min(
-            defaultPromptBudget.maxTokens,
-            config.maxPositionEmbeddings - defaultCompletionOptions.maxNewTokens,
-          ),
+          maxTokens: promptTokenBudget(config.maxPositionEmbeddings, defaultCompletionOptions.maxNewTokens),
         },
       );
       const answer = [...base.tokenizer.encode(c.middle), base.tokenizer.eos!];

@@ -50,6 +50,13 @@ describe('trainer/data/memory: repository memory', () => {
     );
   });
 
+  it('leaves out documents past the units its index can hold, instead of failing', () => {
+    const big = { path: 'big.ts', text: 'a '.repeat(1_200_000) };
+    const memory = new RepositoryMemory([big, { ...big, path: 'second.ts' }, files[0]]);
+    assert.equal(memory.size.documents, 1);
+    assert.equal(memory.size.units, 1_200_001);
+  });
+
   it('returns null when nothing agrees', () => {
     assert.equal(memory.lookup('completely unrelated words here '), null);
   });

@@ -29,11 +29,14 @@ export interface MemoryOptions {
   keyUnits: number;
   /** Agreement is counted up to this many units. */
   maxUnits: number;
-  /** Candidate places checked per query (the newest of a frequent key). */
+  /** Candidate places checked per query (for a frequent key, the last in index order). */
   maxCandidates: number;
 }
 
 export const defaultMemoryOptions: MemoryOptions = { keyUnits: 3, maxUnits: 48, maxCandidates: 400 };
+
+/** Places the index can hold (the sort key gives a place 21 bits). */
+const MAX_UNITS = 2 ** 21;
 
 const unitPattern = /[A-Za-z_$\u00c0-\uffff][\w$\u00c0-\uffff]*|\d[\w.]*|\n|[^\s\w$]/g;
 const wordChar = /[\w$\u00c0-\uffff]/;
@@ -110,13 +113,16 @@ export class RepositoryMemory {
     documents: readonly MemoryDocument[],
     readonly options: MemoryOptions = defaultMemoryOptions,
   ) {
-    this.documents = [...documents];
+    this.documents = [];
     const ids: number[] = [];
     const starts: number[] = [];
     const ends: number[] = [];
     const doc: number[] = [];
-    this.documents.forEach((document, index) => {
+    for (const document of documents) {
       const units = unitsOf(document.text, this.vocabulary, true);
+      // The sort key packs a place into 21 bits: documents past that many units stay out.
+      if (ids.length + units.ids.length + 1 >= MAX_UNITS) break;
+      const index = this.documents.push(document) - 1;
       for (let i = 0; i < units.ids.length; i++) {
         ids.push(units.ids[i]);
         starts.push(units.starts[i]);
@@ -128,7 +134,7 @@ export class RepositoryMemory {
       starts.push(document.text.length);
       ends.push(document.text.length);
       doc.push(index);
-    });
+    }
     this.ids = Int32Array.from(ids);
     this.starts = Int32Array.from(starts);
     this.ends = Int32Array.from(ends);
@@ -136,8 +142,6 @@ export class RepositoryMemory {
     const k = options.keyUnits;
     // Sorted as one float64 per place, key * 2^21 + position (exact below 2^53): a numeric typed
     // array sort, several times faster than sorting indices with a comparator.
-    if (this.ids.length >= 2 ** 21)
-      throw new Error(`repository memory holds at most ${2 ** 21} units, got ${this.ids.length}`);
     const packed: number[] = [];
     for (let i = k - 1; i < this.ids.length; i++) {
       let ok = true;

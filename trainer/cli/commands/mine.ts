@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { buildDataset, DEFAULT_MAX_TOKENS, loadTokenizerFile, windowCharsFor } from '../../data/dataset/build';
 import { mineRepository, type MineOptionsInput, type MineSummary } from '../../data/mining/mine';
+import { packageRoot } from '../../model/base-model';
 import { prepareOutputFile } from '../../util/directories';
 
 // `idiom mine <repo>`: mine a git repository into training examples and, with --out, write the
@@ -40,20 +41,6 @@ function fraction(name: string) {
 }
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
-
-// The folder of the idiom package (holds models/), found from this file whether it runs from
-// source or from the bundle.
-function packageRoot(): string | null {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    try {
-      const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string };
-      if (manifest.name === 'idiom') return dir;
-    } catch {
-      // keep looking upwards
-    }
-    if (path.dirname(dir) === dir) return null;
-  }
-}
 
 export function defaultTokenizerPath(): string | null {
   const root = packageRoot();

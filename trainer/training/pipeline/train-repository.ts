@@ -390,14 +390,7 @@ interface PreparedData {
   heldOut: HeldOutSet;
   repo: { head: string | null; dirty: boolean };
   /** The manifest's dataset fields, less the held-out split's. */
-  dataset: {
-    files: number;
-    examples: number;
-    tokens: number;
-    sha256: string;
-    excluded: Record<string, number>;
-    secretsExcluded: number;
-  };
+  dataset: Omit<AdapterManifest['dataset'], 'heldOut'>;
 }
 
 /**

@@ -104,16 +104,19 @@ export class Generator {
       tokens.push(next);
       const logprob = logSoftmaxAt(choosable, next);
       logprobs.push(logprob);
-      if (options.minFirstLineLogprob !== undefined && options.decode && !firstLineDone) {
+      const watchingLine = options.minFirstLineLogprob !== undefined && !firstLineDone;
+      // One decode per step serves both the line watch and the stop sequences.
+      const decoded = options.decode && (watchingLine || options.stop?.length) ? options.decode(tokens) : undefined;
+      if (watchingLine && decoded !== undefined) {
         firstLine += logprob;
-        if (firstLine < options.minFirstLineLogprob) {
+        if (firstLine < options.minFirstLineLogprob!) {
           stopReason = 'unlikely';
           break;
         }
-        firstLineDone = /\S[^\n]*\n/.test(options.decode(tokens));
+        firstLineDone = /\S[^\n]*\n/.test(decoded);
       }
       if (options.stop?.length) {
-        text = options.decode!(tokens);
+        text = decoded!;
         const cut = firstStop(text, options.stop);
         if (cut >= 0) {
           text = text.slice(0, cut);

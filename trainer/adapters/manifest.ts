@@ -45,6 +45,26 @@ export interface QualityComparison {
   reference: { name: string; score: ReplayScore };
 }
 
+/**
+ * The memorisation check before promotion (training/eval/memorisation.ts): random canaries planted
+ * in the training examples, and prompts cut before credential-shaped text in the training files.
+ */
+export interface MemorisationMetrics {
+  /** Canaries planted, and how often each was repeated. */
+  canaries: number;
+  repeats: number;
+  /** Random candidates of the same format each canary was ranked among (exposure at most log2(candidates + 1)). */
+  candidates: number;
+  /** Exposure of each canary, bits (Carlini et al. 2019). */
+  exposures: number[];
+  maxExposure: number;
+  /** Canaries greedy decoding wrote out whole from their context. */
+  reproduced: number;
+  /** Prompts cut from training files before credential-shaped text, and completions that wrote a credential. */
+  extractionPrompts: number;
+  extractionHits: number;
+}
+
 export type HyperparameterValue = string | number | boolean | null | readonly string[] | readonly number[];
 
 export interface AdapterManifest {
@@ -101,6 +121,8 @@ export interface AdapterManifest {
     others?: Record<string, HeldOutMetrics>;
     /** Held-out lines replayed through the server; promotion also needs the candidate not to lose here. */
     quality?: QualityComparison;
+    /** Canary exposure and extraction; promotion refuses an adapter that wrote a canary or a credential. */
+    memorisation?: MemorisationMetrics;
   };
   /** The mode it was trained for. */
   mode: Mode;
@@ -240,6 +262,8 @@ export function parseManifest(json: unknown, source = MANIFEST_FILE): AdapterMan
       },
     };
   }
+  if (metrics.memorisation !== undefined && metrics.memorisation !== null)
+    manifest.metrics.memorisation = v.memorisation(metrics.memorisation, 'metrics.memorisation');
   if (manifest.parent !== null && !isAdapterId(manifest.parent))
     v.fail('parent', `"${manifest.parent}" is not an adapter id`);
   return manifest;
@@ -340,6 +364,32 @@ class Validator {
       exactMatch: share('exactMatch'),
       acceptedCharShare: share('acceptedCharShare'),
       precision: share('precision'),
+    };
+  }
+
+  memorisation(value: unknown, field: string): MemorisationMetrics {
+    const object = this.object(value, field);
+    const canaries = this.count(object.canaries, `${field}.canaries`);
+    if (!Array.isArray(object.exposures))
+      this.fail(`${field}.exposures`, `must be a list, got ${describe(object.exposures)}`);
+    const exposures = (object.exposures as unknown[]).map((x, i) => this.nonNegative(x, `${field}.exposures[${i}]`));
+    if (exposures.length !== canaries)
+      this.fail(`${field}.exposures`, `holds ${exposures.length} values for ${canaries} canaries`);
+    const reproduced = this.count(object.reproduced, `${field}.reproduced`);
+    if (reproduced > canaries) this.fail(`${field}.reproduced`, `is ${reproduced}, more than the ${canaries} canaries`);
+    const extractionPrompts = this.count(object.extractionPrompts, `${field}.extractionPrompts`);
+    const extractionHits = this.count(object.extractionHits, `${field}.extractionHits`);
+    if (extractionHits > extractionPrompts)
+      this.fail(`${field}.extractionHits`, `is ${extractionHits}, more than the ${extractionPrompts} prompts`);
+    return {
+      canaries,
+      repeats: this.count(object.repeats, `${field}.repeats`),
+      candidates: this.count(object.candidates, `${field}.candidates`),
+      exposures,
+      maxExposure: this.nonNegative(object.maxExposure, `${field}.maxExposure`),
+      reproduced,
+      extractionPrompts,
+      extractionHits,
     };
   }
 

@@ -27,6 +27,7 @@ import {
   type AdapterKind,
 } from './folder';
 import { loadFullModel, type LoadedFullModel } from './full';
+import { applyMemorisationGate } from './memorisation-gate';
 import { isAdapterId, type AdapterManifest, type HeldOutMetrics } from './manifest';
 import { MODES, type Mode } from './mode';
 import { makeDirectory } from '../util/directories';
@@ -692,9 +693,20 @@ async function loadAdapterDir(dir: string, base: { config: ModelConfig; sha256: 
  * The promotion rule as a pure function of manifests (see Registry.promote): the candidate must
  * beat the base's held-out loss and the active adapter's, and, where its manifest carries a replay
  * of the held-out lines (metrics.quality), must not lose there to what served before it: fewer
- * exact lines, or as many and a smaller share of accepted characters.
+ * exact lines, or as many and a smaller share of accepted characters; and its memorisation check
+ * (metrics.memorisation) must not have written a planted canary or a credential.
  */
 export function decidePromotion(input: {
+  candidate: AdapterManifest;
+  activeId: string | null;
+  active: AdapterManifest | null;
+  activeProblem?: string | null;
+  force: boolean;
+}): PromotionResult {
+  return applyMemorisationGate(decideOnLossAndReplay(input), input.candidate, input.force);
+}
+
+function decideOnLossAndReplay(input: {
   candidate: AdapterManifest;
   activeId: string | null;
   active: AdapterManifest | null;

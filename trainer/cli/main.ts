@@ -3,6 +3,7 @@ import { registerAdaptersCommand } from './commands/adapters';
 import { registerBenchCommand } from './commands/bench';
 import { registerLspCommand } from './commands/lsp';
 import { registerMineCommand } from './commands/mine';
+import { registerModelsCommand } from './commands/models';
 import { registerTrainCommand } from './commands/train';
 import { registerEvalCommand } from './commands/eval';
 import { registerAuditCommand } from './commands/audit';
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerBenchCommand(program);
   registerAdaptersCommand(program);
   registerMineCommand(program);
+  registerModelsCommand(program);
   registerTrainCommand(program);
   registerEvalCommand(program);
   registerAuditCommand(program);

@@ -8,6 +8,7 @@ import { registerTrainCommand } from './commands/train';
 import { registerEvalCommand } from './commands/eval';
 import { registerAuditCommand } from './commands/audit';
 import { registerReviewCommand } from './commands/review';
+import { registerStatusCommand } from './commands/status';
 import { installInterruptHandlers } from './interrupt';
 
 // The `idiom` command line. Each subcommand lives in its own module under trainer/cli/commands/.
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerEvalCommand(program);
   registerAuditCommand(program);
   registerReviewCommand(program);
+  registerStatusCommand(program);
   return program;
 }
 

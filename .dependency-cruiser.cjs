@@ -28,12 +28,12 @@ module.exports = {
     {
       name: 'protocol-stands-alone',
       comment:
-        'server/protocol.ts is bundled into the extension: of the server and the trainer it takes types only, and adapters/mode.ts.',
+        'server/protocol.ts is bundled into the extension: of the server and the trainer it takes types only, and adapters/mode.ts and adapters/label.ts.',
       severity: 'error',
       from: { path: '^server/protocol\\.ts$' },
       to: {
         path: '^(server|trainer|extension)/',
-        pathNot: '^trainer/adapters/mode\\.ts$',
+        pathNot: '^trainer/adapters/(mode|label)\\.ts$',
         dependencyTypesNot: ['type-only'],
       },
     },

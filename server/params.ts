@@ -141,6 +141,11 @@ export const paramsShapes = {
     context: object({ diagnostics: arrayOf(object({ range })) }),
   }),
   'idiom/suggestionAccepted': object({ id: string }),
+  'idiom/suggestionEvent': object({
+    id: string,
+    event: oneOf(['shown', 'partial', 'dismissed']),
+    chars: optional(uinteger),
+  }),
   'idiom/review': object({ uri, all: optional(boolean) }),
   'idiom/setMode': object({ mode }),
   'idiom/train': optional(
@@ -163,6 +168,7 @@ export const paramsShapes = {
     }),
   ),
   'idiom/adapters': optional(object({ root: optional(string) })),
+  'idiom/adaptersReport': optional(object({ root: optional(string) })),
   'idiom/activate': object({ id: string, mode: optional(mode) }),
   'idiom/rollback': optional(object({ mode: optional(mode) })),
 } satisfies Record<string, Shape>;

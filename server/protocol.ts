@@ -5,12 +5,17 @@
 // trainer code. Any LSP client (Neovim, Helix, Emacs) can call these methods by name.
 
 import { NotificationType, RequestType, type ProgressToken } from 'vscode-jsonrpc';
+import type { AdapterWeight } from '../trainer/adapters/combine';
 import type { HeldOutMetrics } from '../trainer/adapters/manifest';
 import type { Mode } from '../trainer/adapters/mode';
 import type { AdapterEntry } from '../trainer/adapters/registry';
+import type { Acceptance, SuggestionEvent } from '../trainer/adapters/stats';
 
 export { MODES } from '../trainer/adapters/mode';
-export type { HeldOutMetrics, Mode };
+export { ageText, labelWithAge } from '../trainer/adapters/label';
+export type { Acceptance, HeldOutMetrics, Mode, SuggestionEvent };
+
+export type { AdapterWeight };
 
 export type Device = 'auto' | 'cpu' | 'gpu';
 
@@ -37,6 +42,11 @@ export interface IdiomSettings {
    * for any other.
    */
   completion: { minConfidence: number; recall: boolean; prompt: 'auto' | 'fim' | 'prefix' };
+  /**
+   * Per mode, LoRA adapters served together as one ({id, weight}; weight 1 when left out); an
+   * empty list serves the registry's combination (`idiom adapters combine`) or active adapter.
+   */
+  adapters: Record<Mode, AdapterWeight[]>;
 }
 
 export const defaultSettings: IdiomSettings = {
@@ -50,6 +60,7 @@ export const defaultSettings: IdiomSettings = {
   debounceMs: 150,
   mode: 'complete',
   completion: { minConfidence: 0.2, recall: true, prompt: 'auto' },
+  adapters: { complete: [], review: [], compliance: [] },
 };
 
 /** `initialize` params' `initializationOptions`. Every field is optional so other editors can omit them. */
@@ -86,6 +97,8 @@ export interface AdapterSummary extends Omit<AdapterEntry, 'kind' | 'base' | 'ac
   activeModes?: Mode[];
   /** The self-contained HTML training report (loss curve, comparison with the base and the previous adapter), when one was written. */
   report?: string;
+  /** What users did with its suggestions (.idiom/stats.jsonl); absent before any was shown. */
+  acceptance?: Acceptance;
 }
 
 export interface TrainingProgress {
@@ -107,6 +120,16 @@ export interface StatusResult {
   message: string;
   /** Set when the adapter active for this mode cannot be loaded (the base model serves meanwhile). */
   adapterProblem?: string | null;
+  /** Several adapters serving as one (then `adapter` is null), e.g. label "team×1 + mine×0.5". */
+  combination?: Combination | null;
+}
+
+/** Adapters served together, and where that choice came from. */
+export interface Combination {
+  adapters: AdapterWeight[];
+  label: string;
+  /** idiom/combineAdapters this session, the idiom.adapters setting, or the registry's combinations.json. */
+  source: 'session' | 'setting' | 'registry';
 }
 
 export interface TrainParams {
@@ -186,6 +209,27 @@ export const CancelTrainingRequest = new RequestType<Record<string, never>, Canc
 export const AdaptersRequest = new RequestType<AdaptersParams, AdaptersResult, void>('idiom/adapters');
 export const ActivateRequest = new RequestType<ActivateParams, AdaptersResult, void>('idiom/activate');
 export const RollbackRequest = new RequestType<RollbackParams, AdaptersResult, void>('idiom/rollback');
+export interface CombineAdaptersParams {
+  /** Default: the current mode. */
+  mode?: Mode;
+  /** Serve these together for the rest of the session; [] drops the session's choice; absent: only report. */
+  adapters?: AdapterWeight[];
+}
+
+export interface CombineAdaptersResult {
+  mode: Mode;
+  /** What serves `mode` now: a combination, or null for the active adapter (or the base). */
+  combination: Combination | null;
+  status: StatusResult;
+}
+
+/**
+ * Combines LoRA adapters for this session (one adapter of rank Σ r, served as feeds). Refused in
+ * one line (InvalidParams) when they cannot combine; what served before keeps serving.
+ */
+export const CombineAdaptersRequest = new RequestType<CombineAdaptersParams, CombineAdaptersResult, void>(
+  'idiom/combineAdapters',
+);
 export const SetModeRequest = new RequestType<SetModeParams, StatusResult, void>('idiom/setMode');
 export const StatusRequest = new RequestType<Record<string, never>, StatusResult, void>('idiom/status');
 /** Sent by the server whenever any field of StatusResult changes. */
@@ -196,11 +240,37 @@ export interface SuggestionAcceptedParams {
   id: string;
 }
 
-/** The command a compliance-mode inline completion item carries; the extension forwards it as SuggestionAcceptedNotification. */
+/** The command every inline completion item carries; the extension forwards it as SuggestionAcceptedNotification. */
 export const suggestionAcceptedCommand = 'idiom.suggestionAccepted';
-/** Client → server: the user accepted a served suggestion (logged as `accepted` in the audit log). */
+/** Client → server: the user accepted a served suggestion (counted in .idiom/stats.jsonl; in compliance mode also logged as `accepted` in the audit log). */
 export const SuggestionAcceptedNotification = new NotificationType<SuggestionAcceptedParams>(
   'idiom/suggestionAccepted',
+);
+
+export interface SuggestionEventParams {
+  /** The id in the inline completion item's command arguments (every item carries one). */
+  id: string;
+  /** 'accepted' also arrives as SuggestionAcceptedNotification (the item's command). */
+  event: Exclude<SuggestionEvent, 'accepted'>;
+  /** Characters a partial accept inserted. */
+  chars?: number;
+}
+
+/**
+ * Client → server: a served suggestion was shown, partially accepted or dismissed. The server
+ * appends it, with the adapter that served the suggestion, to .idiom/stats.jsonl (trusted
+ * workspaces with a registry only; never sent anywhere).
+ */
+export const SuggestionEventNotification = new NotificationType<SuggestionEventParams>('idiom/suggestionEvent');
+
+/** The adapters report: held-out loss, replay and acceptance per adapter version over time. */
+export interface AdaptersReportResult {
+  /** A self-contained page (inline Chart.js and data, nothing loaded from elsewhere). */
+  html: string;
+}
+
+export const AdaptersReportRequest = new RequestType<AdaptersParams, AdaptersReportResult, void>(
+  'idiom/adaptersReport',
 );
 
 export interface ReviewParams {

@@ -40,8 +40,10 @@ import {
   SetModeRequest,
   StatusNotification,
   SuggestionAcceptedNotification,
+  SuggestionEventNotification,
   suggestionAcceptedCommand,
   StatusRequest,
+  AdaptersReportRequest,
   TrainRequest,
   type ConfigurationSettings,
   type IdiomSettings,
@@ -58,6 +60,8 @@ import {
 import { paramsProblem, requireParams, validatedDocumentEvents } from './params';
 import { StatusBoard } from './status';
 import { ComplianceGate } from './compliance/gate';
+import { SuggestionStats } from './stats/suggestions';
+import { registryTimelineHtml } from '../trainer/training/report/timeline';
 import { defaultReviewSettings, ReviewService } from './review/diagnostics';
 import { TrainJob } from './training/job';
 import type { TrainJobOptions } from './training/messages';
@@ -113,6 +117,10 @@ export class IdiomServer {
   private loading: Promise<void> = Promise.resolve();
   private readonly reviews: ReviewService;
   private gate: ComplianceGate | null = null;
+  private readonly suggestions = new SuggestionStats(() => this.statsRegistry(), {
+    info: (line) => this.connection.console.info(line),
+    error: (line) => this.logError(line),
+  });
 
   constructor(private readonly connection: Connection) {
     this.status = new StatusBoard(
@@ -202,16 +210,23 @@ export class IdiomServer {
         insertText: answer.text,
         range: { start: at, end: at },
       };
+      let id = SuggestionStats.newId();
       if (this.settings.mode === 'compliance') {
-        const id = await this.checkCompliance(document.uri, answer.text, text, offset);
-        if (id === null) return null;
-        item.command = { title: 'Idiom: suggestion accepted', command: suggestionAcceptedCommand, arguments: [id] };
+        const allowed = await this.checkCompliance(document.uri, answer.text, text, offset);
+        if (allowed === null) return null;
+        id = allowed;
       }
+      // Every item carries its id: the client's events count for the adapter that served it.
+      this.suggestions.remember(id, this.status.current.adapter?.id ?? null, this.settings.mode, answer.text);
+      item.command = { title: 'Idiom: suggestion accepted', command: suggestionAcceptedCommand, arguments: [id] };
       return { items: [item] };
     });
     connection.onNotification(SuggestionAcceptedNotification, (params) => {
       const problem = paramsProblem('idiom/suggestionAccepted', params);
       if (problem) return this.connection.console.warn(`ignored ${problem}`);
+      const servedIn = this.suggestions.modeOf(params.id);
+      this.suggestions.record(params.id, 'accepted');
+      if (servedIn !== null && servedIn !== 'compliance') return;
       const gate = this.complianceGate();
       if (!gate) return;
       gate.accepted(params.id, 'compliance').then(
@@ -222,6 +237,14 @@ export class IdiomServer {
           ),
         (error) => this.logError(`cannot write the audit log: ${oneLine(error)}`),
       );
+    });
+    connection.onNotification(SuggestionEventNotification, (params) => {
+      const problem = paramsProblem('idiom/suggestionEvent', params);
+      if (problem) return this.connection.console.warn(`ignored ${problem}`);
+      if (!this.suggestions.record(params.id, params.event, params.chars ?? 0))
+        this.connection.console.info(
+          `${params.event} of an unknown suggestion ${params.id} (not served by this server)`,
+        );
     });
     connection.onCodeAction((params) => {
       requireParams('textDocument/codeAction', params);
@@ -260,6 +283,10 @@ export class IdiomServer {
     connection.onRequest(AdaptersRequest, async (params) => ({
       adapters: await this.requireAdapters(requireParams<AdaptersParams | null>('idiom/adapters', params)?.root).list(),
     }));
+    connection.onRequest(AdaptersReportRequest, async (params) => {
+      const adapters = this.requireAdapters(requireParams<AdaptersParams | null>('idiom/adaptersReport', params)?.root);
+      return { html: await registryTimelineHtml(adapters.repoRoot) };
+    });
     connection.onRequest(ActivateRequest, async (params) => {
       requireParams('idiom/activate', params);
       const mode = this.modeParam(params.mode);
@@ -478,6 +505,12 @@ export class IdiomServer {
   }
 
   // ---- registry ------------------------------------------------------------------------------
+
+  /** Where suggestion events are counted: the registry folder of a trusted workspace, once it exists. */
+  private statsRegistry(): string | null {
+    if (!this.trusted || !this.adapters) return null;
+    return this.adapters.writableRegistryDir();
+  }
 
   private async adapterMayHaveChanged(): Promise<void> {
     const model = this.model;

@@ -13,10 +13,11 @@ import {
   registryLocation,
   type AdapterEntry,
 } from '../../trainer/adapters/registry';
+import { readStats, type Acceptance } from '../../trainer/adapters/stats';
 import type { AdapterSummary, Mode } from '../protocol';
 import type { LoadedModel, ServingWeights } from './host';
 
-export function adapterSummary(entry: AdapterEntry): AdapterSummary {
+export function adapterSummary(entry: AdapterEntry, acceptance?: Acceptance): AdapterSummary {
   // trainRepository writes <registry>/reports/<id>.html next to <registry>/adapters/<id>.
   const report = path.join(path.dirname(path.dirname(entry.path)), 'reports', `${entry.id}.html`);
   return {
@@ -29,6 +30,8 @@ export function adapterSummary(entry: AdapterEntry): AdapterSummary {
     parent: entry.parent,
     metrics: entry.metrics,
     training: entry.training,
+    ...(entry.label ? { label: entry.label } : {}),
+    ...(acceptance ? { acceptance } : {}),
     ...(fs.existsSync(report) ? { report } : {}),
     ...(entry.problem ? { problem: entry.problem } : {}),
   };
@@ -82,9 +85,17 @@ export class RepositoryAdapters {
     return this.opened;
   }
 
+  /** The registry folder when it exists as a real folder (not a link): where stats.jsonl is written. */
+  writableRegistryDir(): string | null {
+    const dir = registryLocation(this.repoRoot);
+    return fs.lstatSync(dir, { throwIfNoEntry: false })?.isDirectory() ? dir : null;
+  }
+
   async list(): Promise<AdapterSummary[]> {
     const registry = await this.registry(false);
-    return registry ? (await registry.list()).map(adapterSummary) : [];
+    if (!registry) return [];
+    const stats = readStats(registry.dir);
+    return (await registry.list()).map((entry) => adapterSummary(entry, stats.byAdapter.get(entry.id)));
   }
 
   async summary(id: string): Promise<AdapterSummary | null> {

@@ -28,7 +28,8 @@ import {
 } from './folder';
 import { loadFullModel, type LoadedFullModel } from './full';
 import { applyMemorisationGate } from './memorisation-gate';
-import { isAdapterId, type AdapterManifest, type HeldOutMetrics } from './manifest';
+import { adapterLabel } from './label';
+import { isAdapterId, type AdapterManifest, type HeldOutMetrics, type QualityComparison } from './manifest';
 import { MODES, type Mode } from './mode';
 import { makeDirectory } from '../util/directories';
 import { sha256OfFiles } from '../util/sha256';
@@ -95,7 +96,9 @@ export interface AdapterEntry {
   kind: AdapterKind | null;
   parent: string | null;
   base: { name: string; sha256: string } | null;
-  metrics: { base: HeldOutMetrics | null; adapter: HeldOutMetrics | null } | null;
+  metrics: { base: HeldOutMetrics | null; adapter: HeldOutMetrics | null; quality?: QualityComparison } | null;
+  /** What a person tells it apart by: `LoRA r16 · 1a2b3c4` (label.ts); absent when unreadable. */
+  label?: string;
   training: { method: string; backend: string; device: string; steps: number; tokens: number; seconds: number } | null;
   /** Why the folder is unusable (unreadable manifest…); the other fields are then best effort. */
   problem?: string;
@@ -117,6 +120,16 @@ export interface PromotionResult {
   baseLoss: number | null;
   activeId: string | null;
   activeLoss: number | null;
+}
+
+function labelOf(manifest: AdapterManifest): string {
+  const rank = manifest.training.hyperparameters.r;
+  return adapterLabel({
+    method: manifest.training.method,
+    rank: typeof rank === 'number' ? rank : null,
+    head: manifest.repo.head,
+    dirty: manifest.repo.dirty,
+  });
 }
 
 /** The registry folder for a repository (no side effects). */
@@ -242,7 +255,12 @@ export class Registry {
           kind: adapterKind(dir),
           parent: manifest.parent,
           base: { ...manifest.base },
-          metrics: { base: manifest.metrics.base, adapter: manifest.metrics.adapter },
+          metrics: {
+            base: manifest.metrics.base,
+            adapter: manifest.metrics.adapter,
+            ...(manifest.metrics.quality ? { quality: manifest.metrics.quality } : {}),
+          },
+          label: labelOf(manifest),
           training: {
             method: manifest.training.method,
             backend: manifest.training.backend,
@@ -677,6 +695,7 @@ export async function loadAdapterFolder(
     parent: manifest.parent,
     base: manifest.base,
     metrics: { base: manifest.metrics.base, adapter: manifest.metrics.adapter },
+    label: labelOf(manifest),
     training: manifest.training,
   };
   return { model: { ...model, id: manifest.id }, entry };

@@ -217,7 +217,8 @@ export function randomCheckpointWeights(
   const weights = new Map<string, HostTensor>();
   for (const spec of weightNames(cfg)) {
     const data = new Float32Array(elementCount(spec.shape));
-    if (spec.name.endsWith('layernorm.weight') || spec.name === 'model.norm.weight') data.fill(1);
+    if (spec.name.endsWith('norm.weight'))
+      data.fill(1); // every RMSNorm: layers, final, qwen3's q/k
     else rng.fillNormal(data, 0, std);
     weights.set(spec.name, { dtype: 'float32', shape: [...spec.shape], data });
   }

@@ -1,11 +1,23 @@
 // ModelConfig: the one object that sizes graphs, batches and sessions. It is Hugging Face's
-// config.json for the llama / qwen2 family (RMSNorm, RoPE, SwiGLU, grouped-query attention,
-// optional q/k/v bias, tied or untied embeddings), with camelCase names.
+// config.json for the llama / qwen2 / qwen3 family (RMSNorm, RoPE, SwiGLU, grouped-query
+// attention, optional q/k/v bias, tied or untied embeddings, llama3 or linear RoPE scaling,
+// qwen3's per-head q/k RMSNorm), with camelCase names.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-export type ModelType = 'llama' | 'qwen2';
+export type ModelType = 'llama' | 'qwen2' | 'qwen3';
+
+/** Hugging Face's rope_scaling: how the rotary inverse frequencies are stretched for long contexts. */
+export type RopeScaling =
+  | { type: 'linear'; factor: number }
+  | {
+      type: 'llama3';
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings: number;
+    };
 
 export interface ModelConfig {
   modelType: ModelType;
@@ -18,15 +30,17 @@ export interface ModelConfig {
   vocabSize: number; // V
   rmsNormEps: number;
   ropeTheta: number;
+  ropeScaling?: RopeScaling;
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean; // lm_head shares model.embed_tokens.weight
   attentionBias: boolean; // q/k/v projections have a bias (always for qwen2)
+  qkNorm: boolean; // per-head RMSNorm on q and k before RoPE (qwen3: q_norm / k_norm, [headDim])
   bosTokenId?: number;
   eosTokenId?: number | number[];
   torchDtype?: string;
 }
 
-const SUPPORTED_MODEL_TYPES: readonly ModelType[] = ['llama', 'qwen2'];
+const SUPPORTED_MODEL_TYPES: readonly ModelType[] = ['llama', 'qwen2', 'qwen3'];
 
 /** Parses and validates a Hugging Face config.json object; `source` names the file in errors. */
 export function parseModelConfig(json: unknown, source = 'config.json'): ModelConfig {
@@ -74,11 +88,9 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
 
   const hiddenAct = raw.hidden_act ?? 'silu';
   if (hiddenAct !== 'silu') fail(`unsupported hidden_act ${describe(hiddenAct)} (only "silu" is supported)`);
-  if (raw.rope_scaling !== undefined && raw.rope_scaling !== null) {
-    fail(`unsupported rope_scaling ${JSON.stringify(raw.rope_scaling)} (only plain RoPE is supported)`);
-  }
+  const ropeScaling = parseRopeScaling(raw.rope_scaling, fail);
   if (raw.mlp_bias === true) fail('unsupported mlp_bias true (the MLP projections must have no bias)');
-  if (modelType === 'qwen2' && raw.use_sliding_window === true) {
+  if (modelType !== 'llama' && raw.use_sliding_window === true) {
     fail('unsupported use_sliding_window true (only full attention is supported)');
   }
 
@@ -113,7 +125,9 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
     maxPositionEmbeddings: positiveInt('max_position_embeddings'),
     tieWordEmbeddings: boolean('tie_word_embeddings', false),
     attentionBias: modelType === 'qwen2' ? true : boolean('attention_bias', false),
+    qkNorm: modelType === 'qwen3',
   };
+  if (ropeScaling) config.ropeScaling = ropeScaling;
 
   const tokenIdField = (key: string): number | undefined => {
     const value = raw[key];
@@ -144,6 +158,47 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
   return config;
 }
 
+/**
+ * rope_scaling: null, absent, type "default", "linear" or "llama3" (HF spells the key `type` or
+ * `rope_type`); anything else fails naming the field and the value.
+ */
+function parseRopeScaling(value: unknown, fail: (message: string) => never): RopeScaling | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    return fail(`field "rope_scaling" must be an object or null, got ${describe(value)}`);
+  }
+  const raw = value as Record<string, unknown>;
+  const key = raw.rope_type !== undefined ? 'rope_type' : 'type';
+  const type = raw[key];
+  if (type === undefined) return fail('field "rope_scaling" has no "rope_type"');
+  if (type === 'default') return undefined;
+  const number = (key: string): number => {
+    const v = raw[key];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+      return fail(`field "rope_scaling.${key}" must be a positive number, got ${describe(v)}`);
+    }
+    return v;
+  };
+  if (type === 'linear') return { type, factor: number('factor') };
+  if (type === 'llama3') {
+    const scaling: RopeScaling = {
+      type,
+      factor: number('factor'),
+      lowFreqFactor: number('low_freq_factor'),
+      highFreqFactor: number('high_freq_factor'),
+      originalMaxPositionEmbeddings: number('original_max_position_embeddings'),
+    };
+    if (scaling.highFreqFactor <= scaling.lowFreqFactor) {
+      fail(
+        `field "rope_scaling.high_freq_factor" (${scaling.highFreqFactor}) must exceed low_freq_factor (${scaling.lowFreqFactor})`,
+      );
+    }
+    return scaling;
+  }
+  const shown = typeof type === 'string' ? JSON.stringify(type) : describe(type);
+  return fail(`unsupported rope_scaling.${key} ${shown} (supported: linear, llama3)`);
+}
+
 /** Reads and parses `dir/config.json`. */
 export function loadModelConfig(dir: string): ModelConfig {
   return readModelConfigFile(path.join(dir, 'config.json'));
@@ -169,7 +224,7 @@ export function readModelConfigFile(file: string): ModelConfig {
 /** The Hugging Face config.json object for `cfg`; parseModelConfig(toHfConfigJson(cfg)) equals cfg. */
 export function toHfConfigJson(cfg: ModelConfig): Record<string, unknown> {
   const json: Record<string, unknown> = {
-    architectures: [cfg.modelType === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    architectures: [ARCHITECTURES[cfg.modelType]],
     model_type: cfg.modelType,
     hidden_act: 'silu',
     hidden_size: cfg.hiddenSize,
@@ -181,22 +236,37 @@ export function toHfConfigJson(cfg: ModelConfig): Record<string, unknown> {
     vocab_size: cfg.vocabSize,
     rms_norm_eps: cfg.rmsNormEps,
     rope_theta: cfg.ropeTheta,
-    rope_scaling: null,
+    rope_scaling: ropeScalingJson(cfg.ropeScaling),
     max_position_embeddings: cfg.maxPositionEmbeddings,
     tie_word_embeddings: cfg.tieWordEmbeddings,
     attention_dropout: 0,
   };
-  if (cfg.modelType === 'llama') {
-    json.attention_bias = cfg.attentionBias;
-    json.mlp_bias = false;
-  } else {
-    json.use_sliding_window = false;
-  }
+  if (cfg.modelType !== 'qwen2') json.attention_bias = cfg.attentionBias;
+  if (cfg.modelType === 'llama') json.mlp_bias = false;
+  else json.use_sliding_window = false;
   if (cfg.bosTokenId !== undefined) json.bos_token_id = cfg.bosTokenId;
   if (cfg.eosTokenId !== undefined)
     json.eos_token_id = Array.isArray(cfg.eosTokenId) ? [...cfg.eosTokenId] : cfg.eosTokenId;
   if (cfg.torchDtype !== undefined) json.torch_dtype = cfg.torchDtype;
   return json;
+}
+
+const ARCHITECTURES: Record<ModelType, string> = {
+  llama: 'LlamaForCausalLM',
+  qwen2: 'Qwen2ForCausalLM',
+  qwen3: 'Qwen3ForCausalLM',
+};
+
+function ropeScalingJson(scaling: RopeScaling | undefined): Record<string, unknown> | null {
+  if (!scaling) return null;
+  if (scaling.type === 'linear') return { rope_type: 'linear', factor: scaling.factor };
+  return {
+    rope_type: 'llama3',
+    factor: scaling.factor,
+    low_freq_factor: scaling.lowFreqFactor,
+    high_freq_factor: scaling.highFreqFactor,
+    original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
+  };
 }
 
 // ---- Hugging Face tensor names -------------------------------------------------------------
@@ -218,6 +288,8 @@ export const PROJECTIONS: readonly Projection[] = [
   'down_proj',
 ];
 export type LayerNorm = 'input_layernorm' | 'post_attention_layernorm';
+/** qwen3's per-head norms, [headDim] each, applied to q and k before RoPE. */
+export type HeadNorm = 'q_norm' | 'k_norm';
 
 /** `model.layers.{layer}.self_attn.q_proj` / `model.layers.{layer}.mlp.gate_proj` (PEFT target module path). */
 export function projectionModule(layer: number, projection: Projection): string {
@@ -240,6 +312,10 @@ export function projectionBiasName(layer: number, projection: 'q_proj' | 'k_proj
 
 export function layerNormWeightName(layer: number, norm: LayerNorm): string {
   return `model.layers.${layer}.${norm}.weight`;
+}
+
+export function headNormWeightName(layer: number, norm: HeadNorm): string {
+  return `model.layers.${layer}.self_attn.${norm}.weight`;
 }
 
 /** [out, in] in torch Linear layout (y = x W^T). */
@@ -279,6 +355,10 @@ export function weightNames(cfg: ModelConfig): WeightSpec[] {
       if (cfg.attentionBias && projection !== 'o_proj') {
         specs.push({ name: projectionBiasName(layer, projection), shape: [projectionShape(cfg, projection)[0]] });
       }
+    }
+    if (cfg.qkNorm) {
+      specs.push({ name: headNormWeightName(layer, 'q_norm'), shape: [cfg.headDim] });
+      specs.push({ name: headNormWeightName(layer, 'k_norm'), shape: [cfg.headDim] });
     }
     specs.push({ name: layerNormWeightName(layer, 'post_attention_layernorm'), shape: [D] });
     for (const projection of ['gate_proj', 'up_proj', 'down_proj'] as const) {

@@ -15,9 +15,28 @@ import { type Projection, projectionModule, projectionShape } from '../../../tra
 import { tinyModelConfig } from '../../fixtures/tiny-config';
 
 // Tiny configs that still exercise every branch: GQA, q/k/v bias (qwen2 and llama attention_bias),
-// tied and untied embeddings, head_dim ≠ hidden/heads. head_dim is 16: GroupQueryAttention's minimum.
+// tied and untied embeddings, head_dim ≠ hidden/heads, llama3 and linear rope_scaling, qwen3's
+// q/k norms. head_dim is 16: GroupQueryAttention's minimum.
 
-export type TinyKind = 'llama-gqa' | 'qwen2-tied' | 'llama-bias';
+export type TinyKind =
+  | 'llama-gqa'
+  | 'qwen2-tied'
+  | 'qwen2-untied'
+  | 'llama-bias'
+  | 'llama3-rope'
+  | 'linear-rope'
+  | 'qwen3';
+
+/** Every tiny kind, for tests that check each architecture. */
+export const TINY_KINDS: readonly TinyKind[] = [
+  'llama-gqa',
+  'qwen2-tied',
+  'qwen2-untied',
+  'llama-bias',
+  'llama3-rope',
+  'linear-rope',
+  'qwen3',
+];
 
 export function tinyConfig(kind: TinyKind): ModelConfig {
   const common = {
@@ -36,6 +55,46 @@ export function tinyConfig(kind: TinyKind): ModelConfig {
         model_type: 'qwen2',
         hidden_size: 32,
         num_key_value_heads: 1,
+        rope_theta: 1000000,
+        tie_word_embeddings: true,
+      });
+    case 'qwen2-untied':
+      return tinyModelConfig({
+        ...common,
+        model_type: 'qwen2',
+        hidden_size: 32,
+        rope_theta: 1000000,
+        tie_word_embeddings: false,
+      });
+    case 'llama3-rope':
+      // θ = 500 and an original context of 64 put the 8 frequencies in all three llama3 bands.
+      return tinyModelConfig({
+        ...common,
+        hidden_size: 32,
+        rope_theta: 500,
+        tie_word_embeddings: false,
+        rope_scaling: {
+          rope_type: 'llama3',
+          factor: 8,
+          low_freq_factor: 1,
+          high_freq_factor: 4,
+          original_max_position_embeddings: 64,
+        },
+      });
+    case 'linear-rope':
+      return tinyModelConfig({
+        ...common,
+        hidden_size: 32,
+        rope_theta: 500,
+        tie_word_embeddings: true,
+        rope_scaling: { type: 'linear', factor: 4 },
+      });
+    case 'qwen3':
+      // head_dim 16 while hidden / heads is 6: q is 64 wide, the residual 24.
+      return tinyModelConfig({
+        ...common,
+        model_type: 'qwen3',
+        hidden_size: 24,
         rope_theta: 1000000,
         tie_word_embeddings: true,
       });

@@ -6,7 +6,7 @@ import { createSession, int64Tensor } from '../../../trainer/compute/engine/sess
 import type { LoraAdapter } from '../../../trainer/compute/engine/weights';
 import type { Checkpoint } from '../../../trainer/model/checkpoint';
 import { Rng } from '../../../trainer/model/random';
-import { maxAbsDiff, randomAdapter, randomTokens, tinyCheckpoint } from './fixtures';
+import { TINY_KINDS, maxAbsDiff, randomAdapter, randomTokens, tinyCheckpoint } from './fixtures';
 import { referenceLogits } from './reference';
 
 /** Logits [T·V] of buildForward's graph for one sequence. */
@@ -47,18 +47,34 @@ function flatten(rows: Float64Array[]): Float64Array {
 }
 
 describe('engine/llama buildForward', () => {
-  for (const kind of ['llama-gqa', 'qwen2-tied', 'llama-bias'] as const) {
-    it(`matches a plain-loop reference within 1e-4 (${kind}), static and symbolic T`, async () => {
+  for (const kind of TINY_KINDS) {
+    it(`matches a plain-loop reference within 1e-4 (${kind}), static and symbolic T, plain and fused kernels`, async () => {
       const checkpoint = await tinyCheckpoint(kind);
-      const tokens = randomTokens(new Rng(3), 9, checkpoint.config.vocabSize);
+      // Positions up to 120 reach the long wavelengths that rope_scaling stretches.
+      const tokens = randomTokens(new Rng(3), kind.endsWith('rope') ? 120 : 9, checkpoint.config.vocabSize);
       const expected = flatten(referenceLogits(checkpoint.config, checkpoint.weights, tokens));
       assert.ok(Math.max(...expected.map(Math.abs)) > 1, 'reference logits are not trivially small');
-      for (const seqLen of [tokens.length, 'seq'] as const) {
-        const diff = maxAbsDiff(await forwardLogits(checkpoint, tokens, { seqLen }), expected);
-        assert.ok(diff < 1e-4, `max |logits − reference| = ${diff} (seqLen ${seqLen})`);
+      for (const options of [{ seqLen: tokens.length }, { seqLen: 'seq' }, { fusedKernels: true }] as const) {
+        const diff = maxAbsDiff(await forwardLogits(checkpoint, tokens, options), expected);
+        assert.ok(diff < 1e-4, `max |logits − reference| = ${diff} (${JSON.stringify(options)})`);
       }
     });
   }
+
+  it('rope_scaling and the q/k norms change the logits (the reference would not notice a dropped step)', async () => {
+    const tokens = randomTokens(new Rng(3), 120, 61);
+    for (const kind of ['llama3-rope', 'linear-rope', 'qwen3'] as const) {
+      const checkpoint = await tinyCheckpoint(kind);
+      const cfg = checkpoint.config;
+      const plain = { ...cfg, ropeScaling: undefined, qkNorm: false };
+      const weights = new Map([...checkpoint.weights].filter(([name]) => !/[qk]_norm/.test(name)));
+      const changed = maxAbsDiff(
+        flatten(referenceLogits(cfg, checkpoint.weights, tokens)),
+        flatten(referenceLogits(plain, weights, tokens)),
+      );
+      assert.ok(changed > 0.1, `${kind}: logits move by only ${changed} without its feature`);
+    }
+  });
 
   it('LoRA: B = 0 gives the base logits exactly; a nonzero adapter matches the reference and changes the logits', async () => {
     const checkpoint = await tinyCheckpoint('llama-gqa');

@@ -10,7 +10,7 @@ import { INT4_BLOCK, frozenLinear, quantizeInt4, quantizeInt8 } from '../../../t
 import type { Checkpoint } from '../../../trainer/model/checkpoint';
 import { PROJECTIONS } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
-import { maxAbsDiff, randomAdapter, randomTokens, tinyCheckpoint } from './fixtures';
+import { TINY_KINDS, maxAbsDiff, randomAdapter, randomTokens, tinyCheckpoint } from './fixtures';
 import { referenceLogits } from './reference';
 import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
 import { tinyModelConfig } from '../../fixtures/tiny-config';
@@ -39,7 +39,7 @@ async function fullPrefixRunner(checkpoint: Checkpoint) {
 }
 
 describe('engine/inference KvCacheSession', () => {
-  for (const kind of ['llama-gqa', 'qwen2-tied', 'llama-bias'] as const) {
+  for (const kind of TINY_KINDS) {
     it(`greedy decoding with the KV cache yields the tokens of re-running the full prefix (${kind})`, async () => {
       const checkpoint = await tinyCheckpoint(kind);
       const full = await fullPrefixRunner(checkpoint);
@@ -86,58 +86,60 @@ describe('engine/inference KvCacheSession', () => {
     await full.release();
   });
 
-  it('LoRA as inputs: no adapter and B = 0 give the base logits; merged equals unmerged; an adapter changes the logits', async () => {
-    const checkpoint = await tinyCheckpoint('qwen2-tied');
-    const cfg = checkpoint.config;
-    const prompt = randomTokens(new Rng(6), 12, cfg.vocabSize);
-    const adapter = randomAdapter(cfg, PROJECTIONS, 3, 21);
-    const run = async (session: KvCacheSession) => {
-      const logits = Float32Array.from(await session.append(prompt));
-      session.truncate(0);
-      return logits;
-    };
-    const base = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1 });
-    const withInputs = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1, loraInputs: true });
-    const merged = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1, mergedAdapter: adapter });
-    const baseLogits = await run(base);
+  for (const kind of ['qwen2-tied', 'qwen3'] as const) {
+    it(`LoRA as inputs: no adapter and B = 0 give the base logits; merged equals unmerged; an adapter changes the logits (${kind})`, async () => {
+      const checkpoint = await tinyCheckpoint(kind);
+      const cfg = checkpoint.config;
+      const prompt = randomTokens(new Rng(6), 12, cfg.vocabSize);
+      const adapter = randomAdapter(cfg, PROJECTIONS, 3, 21);
+      const run = async (session: KvCacheSession) => {
+        const logits = Float32Array.from(await session.append(prompt));
+        session.truncate(0);
+        return logits;
+      };
+      const base = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1 });
+      const withInputs = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1, loraInputs: true });
+      const merged = await KvCacheSession.create(cfg, checkpoint.weights, { threads: 1, mergedAdapter: adapter });
+      const baseLogits = await run(base);
 
-    const noAdapter = await run(withInputs);
-    assert.ok(maxAbsDiff(noAdapter, baseLogits) < 1e-5, 'zero-rank adapter feeds must give the base');
-    withInputs.setAdapter(randomAdapter(cfg, PROJECTIONS, 3, 22, true));
-    assert.ok(maxAbsDiff(await run(withInputs), baseLogits) < 1e-5, 'B = 0 must give the base');
+      const noAdapter = await run(withInputs);
+      assert.ok(maxAbsDiff(noAdapter, baseLogits) < 1e-5, 'zero-rank adapter feeds must give the base');
+      withInputs.setAdapter(randomAdapter(cfg, PROJECTIONS, 3, 22, true));
+      assert.ok(maxAbsDiff(await run(withInputs), baseLogits) < 1e-5, 'B = 0 must give the base');
 
-    withInputs.setAdapter(adapter);
-    const unmergedLogits = await run(withInputs);
-    const mergedLogits = await run(merged);
-    const diff = maxAbsDiff(unmergedLogits, mergedLogits);
-    assert.ok(diff < 1e-4, `merged differs from unmerged by ${diff}`);
-    assert.ok(maxAbsDiff(unmergedLogits, baseLogits) > 0.1, 'the adapter must change the logits');
+      withInputs.setAdapter(adapter);
+      const unmergedLogits = await run(withInputs);
+      const mergedLogits = await run(merged);
+      const diff = maxAbsDiff(unmergedLogits, mergedLogits);
+      assert.ok(diff < 1e-4, `merged differs from unmerged by ${diff}`);
+      assert.ok(maxAbsDiff(unmergedLogits, baseLogits) > 0.1, 'the adapter must change the logits');
 
-    // The same adapter through buildForward's LoRA inputs (the training graph's forward).
-    const g = new Graph('forward');
-    const fwd = buildForward(g, cfg, checkpoint.weights, {
-      batch: 1,
-      lora: { targets: PROJECTIONS, rank: 3, scaling: adapter.scaling },
+      // The same adapter through buildForward's LoRA inputs (the training graph's forward).
+      const g = new Graph('forward');
+      const fwd = buildForward(g, cfg, checkpoint.weights, {
+        batch: 1,
+        lora: { targets: PROJECTIONS, rank: 3, scaling: adapter.scaling },
+      });
+      g.output(fwd.logits, 'logits');
+      const session = await createSession(g, { threads: 1 });
+      const feeds: Record<string, ort.Tensor> = {
+        input_ids: int64Tensor(prompt, [1, prompt.length]),
+        position_ids: int64Tensor(
+          prompt.map((_, i) => i),
+          [1, prompt.length],
+        ),
+      };
+      for (const [module, inputs] of fwd.loraInputs) {
+        const lora = adapter.modules.get(module)!;
+        feeds[inputs.a.name] = new ort.Tensor('float32', lora.a.data as Float32Array, lora.a.shape);
+        feeds[inputs.b.name] = new ort.Tensor('float32', lora.b.data as Float32Array, lora.b.shape);
+      }
+      const training = (await session.run(feeds)).logits.data as Float32Array;
+      const last = training.slice((prompt.length - 1) * cfg.vocabSize);
+      assert.ok(maxAbsDiff(last, unmergedLogits) < 1e-4, 'inference LoRA must match the training forward');
+      await Promise.all([base.dispose(), withInputs.dispose(), merged.dispose(), session.release()]);
     });
-    g.output(fwd.logits, 'logits');
-    const session = await createSession(g, { threads: 1 });
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: int64Tensor(prompt, [1, prompt.length]),
-      position_ids: int64Tensor(
-        prompt.map((_, i) => i),
-        [1, prompt.length],
-      ),
-    };
-    for (const [module, inputs] of fwd.loraInputs) {
-      const lora = adapter.modules.get(module)!;
-      feeds[inputs.a.name] = new ort.Tensor('float32', lora.a.data as Float32Array, lora.a.shape);
-      feeds[inputs.b.name] = new ort.Tensor('float32', lora.b.data as Float32Array, lora.b.shape);
-    }
-    const training = (await session.run(feeds)).logits.data as Float32Array;
-    const last = training.slice((prompt.length - 1) * cfg.vocabSize);
-    assert.ok(maxAbsDiff(last, unmergedLogits) < 1e-4, 'inference LoRA must match the training forward');
-    await Promise.all([base.dispose(), withInputs.dispose(), merged.dispose(), session.release()]);
-  });
+  }
 
   it('the cache grows past its first capacity and still matches the full prefix', async () => {
     const cfg = tinyModelConfig({

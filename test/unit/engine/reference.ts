@@ -1,5 +1,6 @@
-// An independent plain-loop Llama/Qwen2 forward in float64 (no ONNX), written from the HF
-// modeling code's definitions, so the graph builders have something to be checked against.
+// An independent plain-loop Llama/Qwen2/Qwen3 forward in float64 (no ONNX), written from the HF
+// modeling code's definitions (rope_scaling from HF's rope init functions), so the graph
+// builders have something to be checked against.
 
 import { type ModelConfig, projectionModule, type Projection } from '../../../trainer/model/config';
 import type { HostTensor } from '../../../trainer/model/tensor';
@@ -38,12 +39,37 @@ function rmsNorm(x: Float64Array, weight: ArrayLike<number>, eps: number): Float
   return x.map((v, i) => v * inv * weight[i]);
 }
 
-function rope(vec: Float64Array, heads: number, hd: number, position: number, theta: number): void {
+/** HF's inv_freq: default, linear (÷ factor) or llama3 (per-band: kept, ÷ factor, or blended). */
+function inverseFrequency(cfg: ModelConfig, i: number): number {
+  const hd = cfg.headDim;
+  const plain = Math.fround(1 / Math.pow(cfg.ropeTheta, (2 * i) / hd));
+  const scaling = cfg.ropeScaling;
+  if (!scaling) return plain;
+  if (scaling.type === 'linear') return Math.fround(plain / scaling.factor);
+  const lowFreqWavelen = scaling.originalMaxPositionEmbeddings / scaling.lowFreqFactor;
+  const highFreqWavelen = scaling.originalMaxPositionEmbeddings / scaling.highFreqFactor;
+  const wavelen = (2 * Math.PI) / plain;
+  const llama = wavelen > lowFreqWavelen ? plain / scaling.factor : plain;
+  const smoothFactor =
+    (scaling.originalMaxPositionEmbeddings / wavelen - scaling.lowFreqFactor) /
+    (scaling.highFreqFactor - scaling.lowFreqFactor);
+  const smoothed = ((1 - smoothFactor) * llama) / scaling.factor + smoothFactor * llama;
+  const isMedium = !(wavelen < highFreqWavelen) && !(wavelen > lowFreqWavelen);
+  return Math.fround(isMedium ? smoothed : llama);
+}
+
+/** qwen3: RMSNorm of each head's hd values, in place. */
+function headNorm(vec: Float64Array, heads: number, hd: number, weight: ArrayLike<number>, eps: number): void {
+  for (let h = 0; h < heads; h++) vec.set(rmsNorm(vec.subarray(h * hd, (h + 1) * hd), weight, eps), h * hd);
+}
+
+function rope(vec: Float64Array, heads: number, cfg: ModelConfig, position: number): void {
+  const hd = cfg.headDim;
   const half = hd / 2;
   for (let h = 0; h < heads; h++) {
     const base = h * hd;
     for (let i = 0; i < half; i++) {
-      const angle = position * Math.fround(1 / Math.pow(theta, (2 * i) / hd));
+      const angle = position * inverseFrequency(cfg, i);
       const c = Math.cos(angle);
       const s = Math.sin(angle);
       const x1 = vec[base + i];
@@ -99,8 +125,12 @@ export function referenceLogits(
       const n = rmsNorm(xs[t], w(weights, `${prefix}.input_layernorm.weight`), cfg.rmsNormEps);
       const q = project(n, layer, 'q_proj', H * hd);
       const k = project(n, layer, 'k_proj', KV * hd);
-      rope(q, H, hd, t, cfg.ropeTheta);
-      rope(k, KV, hd, t, cfg.ropeTheta);
+      if (cfg.qkNorm) {
+        headNorm(q, H, hd, w(weights, `${prefix}.self_attn.q_norm.weight`), cfg.rmsNormEps);
+        headNorm(k, KV, hd, w(weights, `${prefix}.self_attn.k_norm.weight`), cfg.rmsNormEps);
+      }
+      rope(q, H, cfg, t);
+      rope(k, KV, cfg, t);
       qs.push(q);
       ks.push(k);
       vs.push(project(n, layer, 'v_proj', KV * hd));

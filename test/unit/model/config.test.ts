@@ -114,10 +114,57 @@ describe('ModelConfig', () => {
     assert.ok(weightNames(withBias).some((s) => s.name === 'model.layers.1.self_attn.k_proj.bias'));
   });
 
+  it('parses llama3 and linear rope_scaling, and qwen3 with its q/k norms and head_dim', () => {
+    const llama3Scaling = {
+      factor: 8.0,
+      low_freq_factor: 1.0,
+      high_freq_factor: 4.0,
+      original_max_position_embeddings: 8192,
+      rope_type: 'llama3',
+    };
+    const llama3 = parseModelConfig({ ...llamaJson, rope_scaling: llama3Scaling });
+    assert.deepEqual(llama3.ropeScaling, {
+      type: 'llama3',
+      factor: llama3Scaling.factor,
+      lowFreqFactor: llama3Scaling.low_freq_factor,
+      highFreqFactor: llama3Scaling.high_freq_factor,
+      originalMaxPositionEmbeddings: llama3Scaling.original_max_position_embeddings,
+    });
+    // DeepSeek-Coder spells the key "type".
+    assert.deepEqual(parseModelConfig({ ...llamaJson, rope_scaling: { type: 'linear', factor: 4 } }).ropeScaling, {
+      type: 'linear',
+      factor: 4,
+    });
+    assert.equal(parseModelConfig({ ...llamaJson, rope_scaling: { rope_type: 'default' } }).ropeScaling, undefined);
+
+    const qwen3 = parseModelConfig({ ...qwen2Json, model_type: 'qwen3', head_dim: 128, attention_bias: false });
+    assert.equal(qwen3.qkNorm, true);
+    assert.equal(qwen3.attentionBias, false);
+    assert.equal(qwen3.headDim, 128);
+    assert.equal(parseModelConfig(qwen2Json).qkNorm, false);
+    const specs = new Map(weightNames(qwen3).map((s) => [s.name, s.shape]));
+    assert.deepEqual(specs.get('model.layers.3.self_attn.q_norm.weight'), [qwen3.headDim]);
+    assert.deepEqual(specs.get('model.layers.3.self_attn.k_norm.weight'), [qwen3.headDim]);
+    assert.deepEqual(specs.get('model.layers.0.self_attn.q_proj.weight'), [qwen3.numHeads * 128, qwen3.hiddenSize]);
+    assert.ok(![...specs.keys()].some((name) => name.endsWith('.bias')));
+  });
+
   it('round-trips through toHfConfigJson', () => {
     for (const json of [
       qwen2Json,
       llamaJson,
+      { ...qwen2Json, model_type: 'qwen3', head_dim: 128, attention_bias: false },
+      { ...llamaJson, rope_scaling: { type: 'linear', factor: 4 } },
+      {
+        ...llamaJson,
+        rope_scaling: {
+          rope_type: 'llama3',
+          factor: 8,
+          low_freq_factor: 1,
+          high_freq_factor: 4,
+          original_max_position_embeddings: 64,
+        },
+      },
       { ...llamaJson, eos_token_id: [1, 2], bos_token_id: 0, tie_word_embeddings: true },
     ]) {
       const cfg = parseModelConfig(json);
@@ -136,7 +183,15 @@ describe('ModelConfig', () => {
       [{ ...llamaJson, model_type: undefined }, /missing field "model_type"/],
       [{ ...llamaJson, model_type: 'mistral' }, /unsupported model_type "mistral"/],
       [{ ...llamaJson, hidden_act: 'gelu' }, /unsupported hidden_act/],
-      [{ ...llamaJson, rope_scaling: { rope_type: 'llama3', factor: 8 } }, /unsupported rope_scaling/],
+      [{ ...llamaJson, rope_scaling: { rope_type: 'yarn', factor: 4 } }, /unsupported rope_scaling\.rope_type "yarn"/],
+      [{ ...llamaJson, rope_scaling: { type: 'dynamic', factor: 2 } }, /unsupported rope_scaling\.type "dynamic"/],
+      [{ ...llamaJson, rope_scaling: { factor: 2 } }, /"rope_scaling" has no "rope_type"/],
+      [
+        { ...llamaJson, rope_scaling: { rope_type: 'llama3', factor: 8 } },
+        /"rope_scaling\.low_freq_factor" must be a positive number, got undefined/,
+      ],
+      [{ ...llamaJson, rope_scaling: { type: 'linear', factor: 0 } }, /"rope_scaling\.factor" must be a positive/],
+      [{ ...llamaJson, model_type: 'qwen3', use_sliding_window: true }, /use_sliding_window/],
       [{ ...llamaJson, num_key_value_heads: 3 }, /multiple of num_key_value_heads/],
       [{ ...llamaJson, num_attention_heads: 5 }, /divisible by num_attention_heads/],
       [{ ...qwen2Json, use_sliding_window: true }, /use_sliding_window/],

@@ -35,6 +35,7 @@ import {
   LM_HEAD_WEIGHT,
   type ModelConfig,
   type Projection,
+  headNormWeightName,
   layerNormWeightName,
   projectionBiasName,
   projectionModule,
@@ -101,6 +102,12 @@ function groupWeight(
  */
 const QUERY_SCALE = (headDim: number) => 1 / Math.sqrt(headDim);
 
+/**
+ * The factor on q_proj's rows: with qwen3's q_norm after the projection a row scale would be
+ * normalized away, so there the scale goes into q_norm's weight instead.
+ */
+const queryRowScale = (cfg: ModelConfig) => (cfg.qkNorm ? 1 : QUERY_SCALE(cfg.headDim));
+
 /** A copy of `tensor` ([rows, cols] or [rows]) with its first `rows` rows multiplied by `factor`. */
 function scaleLeadingRows(tensor: HostTensor, rows: number, factor: number): HostTensor {
   const cols = tensor.shape.length === 2 ? tensor.shape[1] : 1;
@@ -161,9 +168,9 @@ export function buildInferenceGraph(
       group === 'qkv' && cfg.attentionBias
         ? concatRows((['q_proj', 'k_proj', 'v_proj'] as const).map((p) => w(projectionBiasName(layer, p))))
         : undefined;
-    if (group === 'qkv') {
-      weight = scaleLeadingRows(weight, H * hd, QUERY_SCALE(hd));
-      if (bias) bias = scaleLeadingRows(bias, H * hd, QUERY_SCALE(hd));
+    if (group === 'qkv' && queryRowScale(cfg) !== 1) {
+      weight = scaleLeadingRows(weight, H * hd, queryRowScale(cfg));
+      if (bias) bias = scaleLeadingRows(bias, H * hd, queryRowScale(cfg));
     }
     let y = frozenLinear(graph, x, `layer${layer}.${group}`, weight, precision, bias);
     if (options.loraInputs) {
@@ -193,9 +200,18 @@ export function buildInferenceGraph(
     )[0];
   };
 
+  /** qwen3's RMSNorm over each head of x [1, T, heads·hd]. */
+  const headNorm = (x: Value, gamma: Value, heads: number): Value =>
+    op.reshape(rmsNormFused(op.reshape(x, [0, 0, heads, hd]), gamma, eps), [0, 0, heads * hd]);
+
   /** Causal attention of the T new positions over S cached + T new keys; the cache is read in place. */
   const attention = (qkv: Value, layer: number): Value => {
-    const [q, k, v] = op.split(qkv, -1, [H * hd, KV * hd, KV * hd]); // [1, T, ·]
+    let [q, k, v] = op.split(qkv, -1, [H * hd, KV * hd, KV * hd]); // [1, T, ·]
+    if (cfg.qkNorm) {
+      const qGamma = scaleLeadingRows(w(headNormWeightName(layer, 'q_norm')), hd, QUERY_SCALE(hd));
+      q = headNorm(q, graph.initializer(`layer${layer}.q_norm`, qGamma), H);
+      k = headNorm(k, graph.initializer(`layer${layer}.k_norm`, w(headNormWeightName(layer, 'k_norm'))), KV);
+    }
     const qRotated = op.rotaryEmbedding(q, positions, cos, sin, H);
     const kRotated = op.rotaryEmbedding(k, positions, cos, sin, KV);
     const pastKey = graph.input(pastKeyName(layer), 'float32', ['past', KV, 1, hd]);
@@ -307,7 +323,7 @@ export function buildWeightMatmulGraph(
 /**
  * Feeds for a graph built with `loraInputs`: per layer and group, A = the targeted projections'
  * A stacked [ΣR, in], B = block matrix [out, ΣR] holding scaling·B of each projection in its rows
- * (q_proj's also times 1/√hd, as the graph's query weight).
+ * (q_proj's also times 1/√hd where the graph's query weight is, see queryRowScale).
  * `undefined` gives the zero-rank feeds (the base model).
  */
 export function loraFeeds(cfg: ModelConfig, adapter: LoraAdapter | undefined): Record<string, ort.Tensor> {
@@ -326,7 +342,7 @@ export function loraFeeds(cfg: ModelConfig, adapter: LoraAdapter | undefined): R
               `adapter ${projectionModule(layer, projection)}: A [${lora.a.shape}] / B [${lora.b.shape}] do not fit [${o}, ${i}]`,
             );
           }
-          const factor = adapter!.scaling * (projection === 'q_proj' ? QUERY_SCALE(cfg.headDim) : 1);
+          const factor = adapter!.scaling * (projection === 'q_proj' ? queryRowScale(cfg) : 1);
           parts.push({ rowOffset, a: lora.a, b: lora.b, factor });
         }
         rowOffset += o;

@@ -1,5 +1,5 @@
 /**
- * The Llama / Qwen2 forward pass as a graph, built only from plain ops that autodiff has rules
+ * The Llama / Qwen2 / Qwen3 forward pass as a graph, built only from plain ops that autodiff has rules
  * for (MatMul, FusedMatMul, Add, Sub, Mul, Div, Sqrt, Reciprocal, ReduceMean, Sigmoid, Softmax,
  * Gather, Reshape, Transpose, Split, Concat, Unsqueeze, Greater, Where). Shared by training
  * (forward → loss → autodiff, training/ort/graph.ts) and by the engine's reference path; the inference graphs with a KV
@@ -18,7 +18,8 @@
  * so weights keep their checkpoint names and layout). Frozen weights become external-data
  * initializers under their HF names; trainable weights become graph inputs under the same names.
  * RoPE uses the rotate_half convention with cos/sin tables (frozen initializers 'rope.cos' /
- * 'rope.sin', [maxPositionEmbeddings, headDim/2]) gathered by position. Attention runs as batched
+ * 'rope.sin', [maxPositionEmbeddings, headDim/2], rope_scaling applied) gathered by position;
+ * qwen3 normalizes each q and k head (q_norm / k_norm) before RoPE. Attention runs as batched
  * matmuls over [B, KV, G, T, hd] (G = H / KV query heads per key/value head, so GQA never copies
  * K/V), with an additive causal mask: a constant [T, T] when T is static, else derived from
  * position_ids.
@@ -32,6 +33,7 @@ import {
   LM_HEAD_WEIGHT,
   type ModelConfig,
   type Projection,
+  headNormWeightName,
   layerNormWeightName,
   projectionBiasName,
   projectionModule,
@@ -130,7 +132,39 @@ export function checkWeights(
   }
 }
 
-/** cos/sin of position · θ^(-2i/hd) for i < hd/2, computed in float64: [positions, hd/2] each. */
+/**
+ * θ^(-2i/hd) for i < hd/2, stretched as cfg.ropeScaling says (HF's linear and llama3 rules), each
+ * rounded to float32 as HF computes inv_freq in float32: that keeps long-position angles identical.
+ */
+export function ropeInverseFrequencies(cfg: ModelConfig): Float64Array {
+  const half = cfg.headDim / 2;
+  const result = new Float64Array(half);
+  const scaling = cfg.ropeScaling;
+  for (let i = 0; i < half; i++) {
+    const invFreq = Math.fround(1 / Math.pow(cfg.ropeTheta, (2 * i) / cfg.headDim));
+    if (!scaling) {
+      result[i] = invFreq;
+    } else if (scaling.type === 'linear') {
+      result[i] = Math.fround(invFreq / scaling.factor);
+    } else {
+      // llama3: long wavelengths divided by factor, short ones kept, a smooth blend between.
+      const oldContext = scaling.originalMaxPositionEmbeddings;
+      const wavelength = (2 * Math.PI) / invFreq;
+      let scaled: number;
+      if (wavelength < oldContext / scaling.highFreqFactor) scaled = invFreq;
+      else if (wavelength > oldContext / scaling.lowFreqFactor) scaled = invFreq / scaling.factor;
+      else {
+        const smooth =
+          (oldContext / wavelength - scaling.lowFreqFactor) / (scaling.highFreqFactor - scaling.lowFreqFactor);
+        scaled = (1 - smooth) * (invFreq / scaling.factor) + smooth * invFreq;
+      }
+      result[i] = Math.fround(scaled);
+    }
+  }
+  return result;
+}
+
+/** cos/sin of position · inverse frequency (ropeInverseFrequencies), in float64: [positions, hd/2] each. */
 export function ropeTables(
   cfg: ModelConfig,
   positions: number,
@@ -140,9 +174,9 @@ export function ropeTables(
   const Arr = dtype === 'float64' ? Float64Array : Float32Array;
   const cos = new Arr(positions * half);
   const sin = new Arr(positions * half);
+  const inverseFrequencies = ropeInverseFrequencies(cfg);
   for (let i = 0; i < half; i++) {
-    // HF computes inv_freq in float32; matching that keeps long-position angles identical.
-    const invFreq = Math.fround(1 / Math.pow(cfg.ropeTheta, (2 * i) / cfg.headDim));
+    const invFreq = inverseFrequencies[i];
     for (let p = 0; p < positions; p++) {
       const angle = p * invFreq;
       cos[p * half + i] = Math.cos(angle);
@@ -313,14 +347,24 @@ export function buildForward(
       const normed = norm(x, table.get(layerNormWeightName(layer, 'input_layernorm')));
       let qHeads: Value;
       let kHeadsT: Value;
+      // qwen3: RMSNorm over each head's hd values (x [B, T, heads·hd] or [.., hd]) before RoPE.
+      const headNorm = (x: Value, which: 'q_norm' | 'k_norm', heads: number): Value => {
+        if (!cfg.qkNorm) return x;
+        const weight = table.get(headNormWeightName(layer, which));
+        if (!fused) return rmsNorm(x, weight, cfg.rmsNormEps);
+        const perHead = op.rmsNormalization(op.reshape(x, [0, 0, heads, hd]), weight, cfg.rmsNormEps);
+        return op.reshape(perHead, [0, 0, heads * hd]);
+      };
       if (fused) {
-        const q = op.rotaryEmbedding(project(normed, layer, 'q_proj'), positions, cosTable, sinTable, H); // [B, T, H·hd]
-        const k = op.rotaryEmbedding(project(normed, layer, 'k_proj'), positions, cosTable, sinTable, KV); // [B, T, KV·hd]
+        const qIn = headNorm(project(normed, layer, 'q_proj'), 'q_norm', H);
+        const kIn = headNorm(project(normed, layer, 'k_proj'), 'k_norm', KV);
+        const q = op.rotaryEmbedding(qIn, positions, cosTable, sinTable, H); // [B, T, H·hd]
+        const k = op.rotaryEmbedding(kIn, positions, cosTable, sinTable, KV); // [B, T, KV·hd]
         qHeads = op.transpose(op.reshape(q, [0, 0, KV, G, hd]), [0, 2, 3, 1, 4]); // [B, KV, G, T, hd]
         kHeadsT = op.transpose(op.reshape(k, [0, 0, KV, 1, hd]), [0, 2, 3, 4, 1]); // [B, KV, 1, hd, T]
       } else {
-        const q = op.reshape(project(normed, layer, 'q_proj'), [0, 0, KV, G, hd]); // [B, T, KV, G, hd]
-        const k = op.reshape(project(normed, layer, 'k_proj'), [0, 0, KV, 1, hd]); // [B, T, KV, 1, hd]
+        const q = headNorm(op.reshape(project(normed, layer, 'q_proj'), [0, 0, KV, G, hd]), 'q_norm', H); // [B, T, KV, G, hd]
+        const k = headNorm(op.reshape(project(normed, layer, 'k_proj'), [0, 0, KV, 1, hd]), 'k_norm', KV); // [B, T, KV, 1, hd]
         qHeads = op.transpose(op.mul(applyRope(q, cos!, sin!), queryScale), [0, 2, 3, 1, 4]); // [B, KV, G, T, hd]
         kHeadsT = op.transpose(applyRope(k, cos!, sin!), [0, 2, 3, 4, 1]); // [B, KV, 1, hd, T]
       }

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeAdapter } from '../../../trainer/adapters/peft';
 import { Registry } from '../../../trainer/adapters/registry';
+import { appendStatsEvent, STATS_FILE, type SuggestionEvent } from '../../../trainer/adapters/stats';
 import { draftManifest, randomLoraTensors, tempDir, tinyConfig } from '../adapters/helpers';
 
 const bin = path.join(__dirname, '..', '..', '..', 'trainer', 'cli', 'bin.js');
@@ -77,10 +78,47 @@ describe('idiom adapters (CLI)', function () {
 
     const table = idiom('adapters', '--repo', repo);
     assert.equal(table.status, 0);
+    const manifest = draftManifest();
+    const label = `LoRA r${manifest.training.hyperparameters.r} · ${manifest.repo.head!.slice(0, 7)}`;
+    const vsBase = `${(100 * (1.5 / manifest.metrics.base!.loss - 1)).toFixed(1)}%`;
     assert.match(
       table.stdout,
-      new RegExp(`^${ids[0]}\\s+2026-01-01 00:00:01Z\\s+complete\\s+complete\\s+lora\\s+1\\.5000\\s+2\\.0000`, 'm'),
+      new RegExp(`^${ids[0]}\\s+${label} · \\d+ d ago\\s+complete\\s+complete\\s+1\\.5000\\s+${vsBase}\\s`, 'm'),
     );
+  });
+
+  it('shows acceptance per adapter from stats.jsonl, skipping damaged lines, and writes the report page', () => {
+    const dir = path.join(repo, '.idiom');
+    const event = (kind: SuggestionEvent, adapter: string | null, chars = 0) =>
+      appendStatsEvent(dir, { at: new Date().toISOString(), event: kind, adapter, mode: 'complete', chars });
+    event('shown', ids[0]);
+    event('accepted', ids[0], 12);
+    event('shown', ids[0]);
+    fs.appendFileSync(path.join(dir, STATS_FILE), '{"at": "2026-01-01T00:00:00Z", "event": "acc'); // torn
+    event('partial', ids[0], 5);
+    event('shown', null);
+    const listed = JSON.parse(idiom('adapters', '--repo', repo, '--json').stdout);
+    const acceptance = listed.adapters.find((a: { id: string }) => a.id === ids[0]).acceptance;
+    assert.deepEqual(acceptance, {
+      shown: 2,
+      accepted: 1,
+      partial: 1,
+      dismissed: 0,
+      acceptedChars: 12 + 5,
+      rate: 1 / 2,
+    });
+    assert.equal(listed.stats.base.shown, 1);
+    assert.equal(listed.stats.skippedLines, 1);
+    const table = idiom('adapters', '--repo', repo).stdout;
+    assert.match(table, new RegExp(`^${ids[0]}\\s.*\\s2\\s+1 \\(50\\.0%\\)\\s+17$`, 'm'));
+    assert.match(table, /1 damaged line/);
+
+    const out = path.join(repo, 'page', 'adapters.html');
+    const report = idiom('adapters', 'report', '--repo', repo, '--out', out, '--json');
+    assert.equal(report.status, 0, report.stderr);
+    assert.equal(JSON.parse(report.stdout).report, out);
+    const html = fs.readFileSync(out, 'utf8');
+    assert.ok(html.includes(ids[0]) && html.includes('1 (50.0%)'), 'the page has the adapter and its acceptance');
   });
 
   it('refuses bad input with one line and a non-zero status', () => {

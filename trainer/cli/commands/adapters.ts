@@ -2,11 +2,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { MODES, type Mode } from '../../adapters/mode';
+import { writeTextAtomically } from '../../adapters/folder';
+import { labelWithAge } from '../../adapters/label';
 import { Registry, findRepoRoot, registryLocation, type AdapterEntry } from '../../adapters/registry';
+import { BASE_KEY, emptyAcceptance, readStats, type Acceptance } from '../../adapters/stats';
+import { registryTimelineHtml, relativeLoss } from '../../training/report/timeline';
 import { sha256OfFiles } from '../../util/sha256';
 
-// `idiom adapters [list | activate ID | rollback | remove ID | promote ID]`: the repository's adapter
-// registry. --json prints one object on stdout with at least adapters[{id, created, active, mode, metrics}].
+// `idiom adapters [list | activate ID | rollback | remove ID | promote ID | report]`: the
+// repository's adapter registry. --json prints one object on stdout with at least
+// adapters[{id, created, active, mode, metrics, label, acceptance}].
 
 interface AdaptersOptions {
   repo?: string;
@@ -14,21 +19,25 @@ interface AdaptersOptions {
   mode: string;
   json?: boolean;
   force?: boolean;
+  out?: string;
 }
 
-const ACTIONS = ['list', 'activate', 'rollback', 'remove', 'promote'] as const;
+const ACTIONS = ['list', 'activate', 'rollback', 'remove', 'promote', 'report'] as const;
 type Action = (typeof ACTIONS)[number];
 
 export function registerAdaptersCommand(program: Command): void {
   program
     .command('adapters')
-    .description('list, activate, roll back or remove the adapters trained for a repository')
+    .description(
+      'list, activate, roll back or remove the adapters trained for a repository; report: loss, replay and acceptance per version',
+    )
     .argument('[action]', `one of ${ACTIONS.join(', ')}`, 'list')
     .argument('[id]', 'adapter id (activate, remove, promote)')
     .option('--repo <dir>', 'repository (default: the one around the current folder)')
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
     .option('--mode <mode>', `mode to act on: ${MODES.join(', ')}`, 'complete')
     .option('--force', 'activate without a better held-out loss (promote); remove an active adapter (remove)')
+    .option('--out <file>', 'report: where the page goes (default <registry>/reports/adapters.html)')
     .option('--json', 'print one JSON object on stdout')
     .action(async (actionText: string, id: string | undefined, options: AdaptersOptions) => {
       const result = await runAdapters(actionText, id, options);
@@ -43,12 +52,22 @@ export interface AdaptersCommandResult {
   registry: string;
   /** What changed (activate / rollback / remove / promote). */
   change?: Record<string, unknown>;
+  /** The page `report` wrote. */
+  report?: string;
   adapters: Array<
     Pick<
       AdapterEntry,
       'id' | 'created' | 'active' | 'activeModes' | 'mode' | 'kind' | 'metrics' | 'parent' | 'path' | 'training'
-    > & { problem?: string }
+    > & {
+      /** `LoRA r16 · 1a2b3c4 · 2 h ago`. */
+      label: string;
+      /** What users did with its suggestions (.idiom/stats.jsonl). */
+      acceptance: Acceptance;
+      problem?: string;
+    }
   >;
+  /** The base model alone's suggestions, and damaged stats lines skipped. */
+  stats: { base: Acceptance; skippedLines: number };
 }
 
 export async function runAdapters(
@@ -72,13 +91,27 @@ export async function runAdapters(
     throw new Error(`${start}: no such repository folder`);
   const repo = findRepoRoot(start);
   const location = registryLocation(repo, { location: options.registry });
-  if (action === 'list' && !fs.existsSync(location)) return { action, mode, registry: location, adapters: [] };
+  if (action === 'report' && !options.out && !fs.existsSync(location))
+    throw new Error(`no adapter registry at ${location} (train one with \`idiom train\`, or give --out)`);
+  if ((action === 'list' || action === 'report') && !fs.existsSync(location))
+    return {
+      action,
+      mode,
+      registry: location,
+      ...(action === 'report'
+        ? { report: writeReport(options.out!, await registryTimelineHtml(repo, options.registry)) }
+        : {}),
+      adapters: [],
+      stats: { base: emptyAcceptance(), skippedLines: 0 },
+    };
 
-  // Listing only reads: it creates, locks and tidies nothing.
-  const registry = await Registry.open(repo, { location: options.registry, readOnly: action === 'list' });
+  // Listing and the report only read the registry: they create, lock and tidy nothing in it.
+  const readOnly = action === 'list' || action === 'report';
+  const registry = await Registry.open(repo, { location: options.registry, readOnly });
   let change: Record<string, unknown> | undefined;
   switch (action) {
     case 'list':
+    case 'report':
       break;
     case 'activate':
       change = { ...(await registry.activate(id!, mode)) };
@@ -93,8 +126,11 @@ export async function runAdapters(
       change = { id, ...(await registry.promote(id!, mode, { force: options.force })) };
       break;
   }
+  const stats = readStats(registry.dir);
+  const now = Date.now();
   const adapters = (await registry.list()).map((entry) => ({
     id: entry.id,
+    label: entry.label ? labelWithAge(entry.label, entry.created, now) : '',
     created: entry.created,
     active: entry.active,
     activeModes: entry.activeModes,
@@ -104,10 +140,33 @@ export async function runAdapters(
     parent: entry.parent,
     path: entry.path,
     training: entry.training,
+    acceptance: stats.byAdapter.get(entry.id) ?? emptyAcceptance(),
     ...(entry.problem ? { problem: entry.problem } : {}),
   }));
   await flagBrokenActive(registry, adapters);
-  return { action, mode, registry: registry.dir, ...(change ? { change } : {}), adapters };
+  const report =
+    action === 'report'
+      ? writeReport(
+          options.out ?? path.join(registry.dir, 'reports', 'adapters.html'),
+          await registryTimelineHtml(repo, options.registry, now),
+        )
+      : undefined;
+  return {
+    action,
+    mode,
+    registry: registry.dir,
+    ...(change ? { change } : {}),
+    ...(report ? { report } : {}),
+    adapters,
+    stats: { base: stats.byAdapter.get(BASE_KEY) ?? emptyAcceptance(), skippedLines: stats.skipped },
+  };
+}
+
+function writeReport(file: string, html: string): string {
+  const target = path.resolve(file);
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  writeTextAtomically(target, html);
+  return target;
 }
 
 type ListedAdapter = AdaptersCommandResult['adapters'][number];
@@ -134,6 +193,8 @@ async function flagBrokenActive(registry: Registry, adapters: ListedAdapter[]): 
         parent: null,
         path: '',
         training: null,
+        label: '',
+        acceptance: emptyAcceptance(),
         problem: `active for ${mode}, but its folder is missing`,
       });
       continue;
@@ -184,28 +245,37 @@ function formatHuman(result: AdaptersCommandResult): string {
         break;
     }
   }
+  if (result.report) lines.push(`wrote ${result.report}`);
   if (result.adapters.length === 0) {
     lines.push(`no adapters in ${result.registry} (train one with \`idiom train\`)`);
     return `${lines.join('\n')}\n`;
   }
-  const rows = [['ID', 'CREATED', 'MODE', 'ACTIVE FOR', 'METHOD', 'LOSS', 'BASE LOSS', 'EXACT', 'EDIT SIM']];
+  const rows = [['ID', 'VERSION', 'MODE', 'ACTIVE FOR', 'LOSS', 'VS BASE', 'REPLAY', 'SHOWN', 'ACCEPTED', 'CHARS']];
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const acceptance = (a: Acceptance) => [
+    String(a.shown),
+    a.rate === null ? '-' : `${a.accepted} (${pct(a.rate)})`,
+    String(a.acceptedChars),
+  ];
   for (const a of result.adapters) {
     const m = a.metrics?.adapter;
-    const b = a.metrics?.base;
+    const relative = relativeLoss(m?.loss ?? null, a.metrics?.base?.loss ?? null);
+    const replay = a.metrics?.quality?.candidate.acceptedCharShare;
     rows.push(
       [
         a.id,
-        a.created ? a.created.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '?',
+        a.problem ? 'UNUSABLE' : a.label || '?',
         a.mode,
         a.activeModes.join(',') || '-',
-        a.problem ? 'UNUSABLE' : (a.training?.method ?? '?'),
         m ? m.loss.toFixed(4) : '-',
-        b ? b.loss.toFixed(4) : '-',
-        m ? m.exactMatch.toFixed(3) : '-',
-        m ? m.editSimilarity.toFixed(3) : '-',
+        relative === null ? '-' : `${relative > 0 ? '+' : ''}${pct(relative)}`,
+        replay === undefined ? '-' : pct(replay),
+        ...acceptance(a.acceptance),
       ].map(oneLine),
     );
   }
+  if (result.stats.base.shown > 0)
+    rows.push(['base', 'the base model alone', '', '', '', '', '', ...acceptance(result.stats.base)]);
   const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
   for (const row of rows)
     lines.push(
@@ -214,6 +284,8 @@ function formatHuman(result: AdaptersCommandResult): string {
         .join('  ')
         .trimEnd(),
     );
+  if (result.stats.skippedLines > 0)
+    lines.push(`note: ${result.stats.skippedLines} damaged line(s) of stats.jsonl skipped`);
   for (const a of result.adapters) {
     if (a.problem)
       lines.push(

@@ -10,6 +10,7 @@ export const CONTRIBUTED_COMMANDS = [
   'idiom.showTrainingReport',
   'idiom.showOutput',
   'idiom.restartServer',
+  'idiom.combineAdapters',
 ] as const;
 
 export type ContributedCommand = (typeof CONTRIBUTED_COMMANDS)[number];

@@ -14,6 +14,7 @@ import {
   type Mode,
 } from '../server/protocol';
 import type { ContributedCommand } from './command-ids';
+import { combineAdapters } from './combine';
 import { readSettings } from './config';
 import type { Ctx } from './ctx';
 import { pipelineReportHtml, trainingReportHtml } from './report';
@@ -198,6 +199,7 @@ export function showMenu(ctx: Ctx): Cmd {
       },
       { label: '$(sync) Retrain on this repository', command: 'idiom.retrain' },
       { label: '$(versions) Show adapters', description: 'activate or roll back', command: 'idiom.showAdapters' },
+      { label: '$(merge) Combine adapters', description: 'serve several as one', command: 'idiom.combineAdapters' },
       { label: '$(graph) Show training report', command: 'idiom.showTrainingReport' },
       { label: '$(output) Show output', command: 'idiom.showOutput' },
     ];
@@ -236,5 +238,6 @@ export const commandFactories: Record<ContributedCommand | typeof suggestionAcce
   'idiom.showTrainingReport': showTrainingReport,
   'idiom.showOutput': showOutput,
   'idiom.restartServer': restartServer,
+  'idiom.combineAdapters': combineAdapters,
   [suggestionAcceptedCommand]: suggestionAccepted,
 };

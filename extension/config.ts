@@ -1,5 +1,18 @@
 import * as vscode from 'vscode';
-import { MODES, defaultSettings, type Device, type IdiomSettings, type Mode } from '../server/protocol';
+import {
+  MODES,
+  defaultSettings,
+  type AdapterWeight,
+  type Device,
+  type IdiomSettings,
+  type Mode,
+} from '../server/protocol';
+
+/** `idiom.adapters.<mode>`, weight 1 when left out; the server refuses a bad entry in one line. */
+function adapterWeights(value: unknown): AdapterWeight[] {
+  if (!Array.isArray(value)) return [];
+  return value.map((item) => ({ ...item, weight: item?.weight ?? 1 }));
+}
 
 /** Reads the `idiom.*` settings; untrusted workspaces never get a custom base model. */
 export function readSettings(): IdiomSettings {
@@ -33,6 +46,11 @@ export function readSettings(): IdiomSettings {
       prompt:
         (['auto', 'fim', 'prefix'] as const).find((value) => value === config.get<string>('completion.prompt')) ??
         defaultSettings.completion.prompt,
+    },
+    adapters: {
+      complete: adapterWeights(config.get('adapters.complete')),
+      review: adapterWeights(config.get('adapters.review')),
+      compliance: adapterWeights(config.get('adapters.compliance')),
     },
   };
 }

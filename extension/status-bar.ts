@@ -31,7 +31,7 @@ export class IdiomStatusBar implements vscode.Disposable {
   }
 
   show(status: StatusResult): void {
-    const adapter = status.adapter ? status.adapter.id : 'base';
+    const adapter = status.combination?.label ?? (status.adapter ? status.adapter.id : 'base');
     const state = status.training
       ? `training${status.training.fraction === null ? '' : ` ${Math.round(status.training.fraction * 100)}%`}`
       : status.state;

@@ -88,6 +88,8 @@ const mode: Shape = (value, path) =>
     ? null
     : `unknown mode ${describe(value)} at ${path}; expected one of ${MODES.join(', ')}`;
 
+const adapterWeights = arrayOf(object({ id: string, weight: optional(number) }));
+
 /** `IdiomSettings`, every field optional (initializationOptions.settings, didChangeConfiguration). */
 export const settingsShape = object({
   enable: optional(boolean),
@@ -106,6 +108,13 @@ export const settingsShape = object({
       minConfidence: optional(number),
       recall: optional(boolean),
       prompt: optional(oneOf(['auto', 'fim', 'prefix'])),
+    }),
+  ),
+  adapters: optional(
+    object({
+      complete: optional(adapterWeights),
+      review: optional(adapterWeights),
+      compliance: optional(adapterWeights),
     }),
   ),
 });
@@ -170,6 +179,7 @@ export const paramsShapes = {
   'idiom/adapters': optional(object({ root: optional(string) })),
   'idiom/adaptersReport': optional(object({ root: optional(string) })),
   'idiom/activate': object({ id: string, mode: optional(mode) }),
+  'idiom/combineAdapters': optional(object({ mode: optional(mode), adapters: optional(adapterWeights) })),
   'idiom/rollback': optional(object({ mode: optional(mode) })),
 } satisfies Record<string, Shape>;
 

@@ -13,6 +13,7 @@ import {
   type AdapterSummary,
   type Mode,
 } from '../server/protocol';
+import { chooseBaseModel } from './choose-model';
 import type { ContributedCommand } from './command-ids';
 import { combineAdapters } from './combine';
 import { readSettings } from './config';
@@ -236,6 +237,7 @@ export const commandFactories: Record<ContributedCommand | typeof suggestionAcce
   'idiom.toggleCompletions': toggleCompletions,
   'idiom.showMenu': showMenu,
   'idiom.showTrainingReport': showTrainingReport,
+  'idiom.chooseBaseModel': chooseBaseModel,
   'idiom.showOutput': showOutput,
   'idiom.restartServer': restartServer,
   'idiom.combineAdapters': combineAdapters,

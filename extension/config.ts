@@ -47,6 +47,8 @@ export function readSettings(): IdiomSettings {
         (['auto', 'fim', 'prefix'] as const).find((value) => value === config.get<string>('completion.prompt')) ??
         defaultSettings.completion.prompt,
     },
+    // Machine scope in package.json: a repository's settings cannot point downloads elsewhere.
+    hubEndpoint: config.get<string>('hubEndpoint', defaultSettings.hubEndpoint),
     adapters: {
       complete: adapterWeights(config.get('adapters.complete')),
       review: adapterWeights(config.get('adapters.review')),

@@ -90,6 +90,9 @@ const mode: Shape = (value, path) =>
 
 const adapterWeights = arrayOf(object({ id: string, weight: optional(number) }));
 
+const progressToken: Shape = (value, path) =>
+  typeof value === 'string' || Number.isSafeInteger(value) ? null : must(path, 'a string or an integer', value);
+
 /** `IdiomSettings`, every field optional (initializationOptions.settings, didChangeConfiguration). */
 export const settingsShape = object({
   enable: optional(boolean),
@@ -110,6 +113,7 @@ export const settingsShape = object({
       prompt: optional(oneOf(['auto', 'fim', 'prefix'])),
     }),
   ),
+  hubEndpoint: optional(string),
   adapters: optional(
     object({
       complete: optional(adapterWeights),
@@ -171,9 +175,7 @@ export const paramsShapes = {
       learningRate: optional(positive),
       threads: optional(positiveInteger),
       seed: optional(integer),
-      workDoneToken: optional((value, path) =>
-        typeof value === 'string' || Number.isSafeInteger(value) ? null : must(path, 'a string or an integer', value),
-      ),
+      workDoneToken: optional(progressToken),
     }),
   ),
   'idiom/adapters': optional(object({ root: optional(string) })),
@@ -181,6 +183,8 @@ export const paramsShapes = {
   'idiom/activate': object({ id: string, mode: optional(mode) }),
   'idiom/combineAdapters': optional(object({ mode: optional(mode), adapters: optional(adapterWeights) })),
   'idiom/rollback': optional(object({ mode: optional(mode) })),
+  'idiom/models': optional(object({})),
+  'idiom/downloadModel': object({ id: string, revision: optional(string), workDoneToken: optional(progressToken) }),
 } satisfies Record<string, Shape>;
 
 export type ValidatedMethod = keyof typeof paramsShapes;

@@ -9,11 +9,12 @@ import type { AdapterWeight } from '../trainer/adapters/combine';
 import type { HeldOutMetrics } from '../trainer/adapters/manifest';
 import type { Mode } from '../trainer/adapters/mode';
 import type { AdapterEntry } from '../trainer/adapters/registry';
+import type { LocalModel, MachineMemory } from '../trainer/model/hub/catalog';
 import type { Acceptance, SuggestionEvent } from '../trainer/adapters/stats';
 
 export { MODES } from '../trainer/adapters/mode';
 export { ageText, labelWithAge } from '../trainer/adapters/label';
-export type { Acceptance, HeldOutMetrics, Mode, SuggestionEvent };
+export type { Acceptance, HeldOutMetrics, LocalModel, Mode, SuggestionEvent };
 
 export type { AdapterWeight };
 
@@ -42,6 +43,8 @@ export interface IdiomSettings {
    * for any other.
    */
   completion: { minConfidence: number; recall: boolean; prompt: 'auto' | 'fim' | 'prefix' };
+  /** Where `idiom/downloadModel` fetches models (the Hugging Face Hub or a mirror); '' turns downloads off. */
+  hubEndpoint: string;
   /**
    * Per mode, LoRA adapters served together as one ({id, weight}; weight 1 when left out); an
    * empty list serves the registry's combination (`idiom adapters combine`) or active adapter.
@@ -60,6 +63,7 @@ export const defaultSettings: IdiomSettings = {
   debounceMs: 150,
   mode: 'complete',
   completion: { minConfidence: 0.2, recall: true, prompt: 'auto' },
+  hubEndpoint: 'https://huggingface.co',
   adapters: { complete: [], review: [], compliance: [] },
 };
 
@@ -199,6 +203,8 @@ export const IdiomErrorCodes = {
   busy: -32004,
   trainingFailed: -32005,
   noModel: -32006,
+  /** A model download failed (network, hash, memory); the one-line reason is the message. */
+  downloadFailed: -32007,
   /** LSP's RequestCancelled: the training run was cancelled (its checkpoint is kept). */
   cancelled: -32800,
   invalidParams: -32602,
@@ -290,3 +296,36 @@ export interface ReviewResult {
 
 /** Reviews a document now (in any mode) and publishes its diagnostics. */
 export const ReviewRequest = new RequestType<ReviewParams, ReviewResult, void>('idiom/review');
+
+export interface ModelsResult {
+  /** The embedded model, idiom.baseModelPath's folder and the Hugging Face cache's snapshots. */
+  models: LocalModel[];
+  memory: MachineMemory;
+  /** The Hugging Face cache folder searched (and downloaded into). */
+  cacheDir: string;
+  /** False when idiom.hubEndpoint is empty or the workspace is untrusted. */
+  downloads: boolean;
+}
+
+export interface DownloadModelParams {
+  /** A Hub model id, `Org/Name`. */
+  id: string;
+  /** Branch, tag or commit (default main). */
+  revision?: string;
+  workDoneToken?: ProgressToken;
+}
+
+export interface DownloadModelResult {
+  /** The downloaded snapshot, described: its path is what idiom.baseModelPath takes. */
+  model: LocalModel;
+  commit: string;
+  /** Files continued from an interrupted download. */
+  resumed: string[];
+}
+
+/** Lists the base models on this machine. */
+export const ModelsRequest = new RequestType<Record<string, never> | null, ModelsResult, void>('idiom/models');
+/** Downloads a model from the Hub into the Hugging Face cache (work-done progress, cancellable, resumable). */
+export const DownloadModelRequest = new RequestType<DownloadModelParams, DownloadModelResult, void>(
+  'idiom/downloadModel',
+);

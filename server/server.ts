@@ -28,6 +28,7 @@ import { packageRoot } from '../trainer/model/base-model';
 import type { Registry } from '../trainer/adapters/registry';
 import { oneLine, RepositoryAdapters } from './model/adapters';
 import { loadModel, type LoadedModel } from './model/host';
+import { memoryRefusal, registerModelRequests } from './model/models';
 import {
   ActivateRequest,
   AdaptersRequest,
@@ -294,6 +295,13 @@ export class IdiomServer {
         registry.activate(params.id, mode, { reason: 'activated from the editor' }),
       );
     });
+    registerModelRequests(connection, {
+      settings: () => this.settings,
+      trusted: () => this.trusted,
+      embeddedPath: () => this.defaultModelPath,
+      configuredPath: () => (this.modelPath() === this.defaultModelPath ? '' : this.modelPath()),
+      log: (line) => this.connection.console.info(line),
+    });
     connection.onRequest(RollbackRequest, async (params) => {
       requireParams('idiom/rollback', params);
       const mode = this.modeParam(params?.mode);
@@ -366,6 +374,14 @@ export class IdiomServer {
   private async loadConfiguredModel(): Promise<void> {
     const dir = this.modelPath();
     if (dir === this.loadedModelPath && this.modelState !== 'starting') return;
+    // A model this machine cannot hold is not loaded: what serves now keeps serving.
+    const refusal = dir === '' || dir === this.defaultModelPath ? null : memoryRefusal(dir);
+    if (refusal) {
+      this.logError(`not loading the base model: ${refusal}`);
+      if (this.model) this.status.update({ message: `${refusal}; still serving ${this.model.info.name}` });
+      else this.setModelState('no-model', { model: null, adapter: null, message: `no model: ${refusal}` });
+      return;
+    }
     this.setModelState('loading', { message: dir === '' ? 'looking for a model' : `loading ${dir}` });
     this.completions.modelChanged();
     const previous = this.model;

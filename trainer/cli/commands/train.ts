@@ -6,6 +6,7 @@ import { DEFAULT_LORA } from '../../model/lora';
 import { TrainingCancelledError, type TrainEvent } from '../../training/pipeline/events';
 import type { Budget } from '../../training/pipeline/plan';
 import { trainRepository, type TrainRepositoryResult } from '../../training/pipeline/train-repository';
+import { describeMemorisation } from '../../training/eval/memorisation';
 import { formatComparisonTable } from '../../training/report/table';
 import { onInterrupt } from '../interrupt';
 
@@ -40,6 +41,8 @@ interface TrainCommandOptions {
   maxLines?: number;
   maxScoreTokens?: number;
   report: boolean;
+  memorisationCheck: boolean;
+  canaryCandidates?: number;
 }
 
 function positiveNumber(name: string) {
@@ -127,6 +130,12 @@ export function registerTrainCommand(program: Command): void {
       positiveInteger('--max-score-tokens'),
     )
     .option('--no-report', 'do not write the HTML report')
+    .option('--no-memorisation-check', 'skip the canary and extraction check before promotion')
+    .option(
+      '--canary-candidates <n>',
+      'random strings each canary is ranked among (default 1000)',
+      positiveInteger('--canary-candidates'),
+    )
     .action(async (repo: string, options: TrainCommandOptions) => {
       await runTrainCommand(repo, options);
     });
@@ -187,6 +196,7 @@ export async function runTrainCommand(repo: string, options: TrainCommandOptions
       checkpointSteps: options.checkpointSteps,
       heldOut: { maxLines: options.maxLines, maxScoreTokens: options.maxScoreTokens },
       report: options.report,
+      memorisation: options.memorisationCheck === false ? false : { candidates: options.canaryCandidates },
       onProgress: progress.event,
       signal: controller.signal,
     });
@@ -226,6 +236,7 @@ export function trainResultJson(result: TrainRepositoryResult): Record<string, u
     peakRssBytes: result.peakRssBytes,
     plan: result.plan,
     comparison: result.comparison,
+    memorisation: result.memorisation,
     report: result.report,
     resumedFrom: result.resumedFrom,
   };
@@ -238,6 +249,7 @@ export function formatTrainSummary(result: TrainRepositoryResult): string {
     `held-out split: ${result.heldOut.commits} commits, ${result.heldOut.lines} changed lines (${result.heldOut.completedLines} completed), ${result.heldOut.tokens} tokens scored`,
     '',
     formatComparisonTable(result.comparison),
+    ...(result.memorisation ? [describeMemorisation(result.memorisation)] : []),
     `${result.activated ? 'activated' : 'not activated'}: ${result.promotion.reason}`,
     ...(result.report ? [`report: ${result.report}`] : []),
   ];

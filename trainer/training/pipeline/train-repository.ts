@@ -8,6 +8,7 @@ import {
   type AdapterManifest,
   type HeldOutMetrics,
   type ManifestDraft,
+  type MemorisationMetrics,
   type QualityComparison,
 } from '../../adapters/manifest';
 import type { Mode } from '../../adapters/mode';
@@ -18,6 +19,7 @@ import { MEMORY_FILE, MemoryWriter } from '../../data/memory/file';
 import { writeFileAtomically } from '../../model/safetensors';
 import { mineRepository, type MinedFile } from '../../data/mining/mine';
 import { compareOnReplay } from '../eval/replay';
+import { memorisationStage, plantCanaries, type MemorisationOptions } from './memorisation-stage';
 import { DatasetReader } from '../../data/dataset/reader';
 import { dirtyWorkTree, runGitSync } from '../../data/mining/git-command';
 import { evaluateModels, type ModelUnderTest } from '../eval/evaluate';
@@ -109,6 +111,8 @@ export interface TrainRepositoryOptions {
    * promotion (the candidate must not lose there); false skips it. Default 40 lines, seed 1.
    */
   quality?: { lines: number; seed?: number } | false;
+  /** Canaries planted before training and measured before promotion (eval/memorisation.ts); false skips it. */
+  memorisation?: MemorisationOptions | false;
   onProgress?: (event: TrainEvent) => void;
   signal?: AbortSignal;
 }
@@ -131,6 +135,8 @@ export interface TrainRepositoryResult {
   comparison: ComparisonRow[];
   /** Held-out lines replayed through the server: this adapter against what served before it. */
   quality: QualityComparison | null;
+  /** Canary exposure and extraction, when the check ran. */
+  memorisation: MemorisationMetrics | null;
   report: string | null;
   resumedFrom: number | null;
   manifest: AdapterManifest;
@@ -333,6 +339,7 @@ interface RunContext {
 async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): Promise<TrainRepositoryResult> {
   const { options, emit, signal, selection } = context;
   const data = await prepareData(run, info, context);
+  const canaries = plantCanaries(run, context.tokenizer, options.memorisation, emit);
   const previouslySaved = readJson<SavedMarker>(path.join(run.dir, SAVED_FILE));
   const worker = EngineWorker.start();
   try {
@@ -340,7 +347,7 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
       run,
       info,
       config: context.config,
-      examples: data.examples,
+      examples: [...data.examples, ...canaries.examples],
       worker,
       selection,
       tokenizer: context.tokenizer,
@@ -356,6 +363,25 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
       trainable: training.trainable,
       exclude: previouslySaved?.id ?? null,
     });
+    if (!previouslySaved)
+      metrics.memorisation = await memorisationStage({
+        run,
+        worker,
+        canaries,
+        tokenizer: context.tokenizer,
+        model: async () =>
+          info.method === 'lora'
+            ? { kind: 'lora', baseDir: context.baseDir, adapter: loraAdapterOfTensors(training.trainable, info.lora!) }
+            : {
+                kind: 'full',
+                config: context.config,
+                weights: Object.fromEntries(await fullWeights(context.baseDir, training.trainable)),
+              },
+        options: options.memorisation,
+        threads: info.threads,
+        emit,
+        signal,
+      });
     signal?.throwIfAborted();
     emit({ type: 'phase', phase: 'saving', message: 'writing the adapter and its manifest' });
     const peakRssBytes = process.resourceUsage().maxRSS * 1024;
@@ -460,6 +486,7 @@ interface CandidateMetrics {
   base: HeldOutMetrics | null;
   adapter: HeldOutMetrics | null;
   others: Record<string, HeldOutMetrics>;
+  memorisation?: MemorisationMetrics | null;
 }
 
 /**
@@ -589,6 +616,7 @@ export function draftManifest({ info, data, training, selection, metrics, peakRs
       base: metrics.base,
       adapter: metrics.adapter,
       ...(Object.keys(metrics.others).length ? { others: metrics.others } : {}),
+      ...(metrics.memorisation ? { memorisation: metrics.memorisation } : {}),
     },
     mode: info.mode,
     purpose: info.purpose,
@@ -712,6 +740,7 @@ async function summarize(
     losses: training.state.losses,
     comparison: await comparisonRows(registry, manifest),
     quality: manifest.metrics.quality ?? null,
+    memorisation: manifest.metrics.memorisation ?? null,
     report: null,
     resumedFrom: training.resumedFrom,
     manifest,
@@ -726,6 +755,7 @@ async function summarize(
       losses: result.losses,
       rows: result.comparison,
       quality: result.quality,
+      memorisation: result.memorisation,
       heldOut: result.heldOut,
       promotion: promotion.reason,
       activated: promotion.activated,

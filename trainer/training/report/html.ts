@@ -1,8 +1,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeTextAtomically } from '../../adapters/folder';
-import type { QualityComparison } from '../../adapters/manifest';
+import type { MemorisationMetrics, QualityComparison } from '../../adapters/manifest';
 import type { ComparisonRow } from './compare';
+import { memorisationHtml } from './memorisation-html';
 import { TABLE_COLUMNS, rowCells } from './table';
 
 // The HTML training report: the loss curve, held-out metrics per model and the comparison table,
@@ -29,6 +30,8 @@ export interface ReportInput {
   rows: ComparisonRow[];
   /** Held-out lines replayed through the language server (what a user sees), when it ran. */
   quality?: QualityComparison | null;
+  /** Canary exposure and extraction (training/eval/memorisation.ts), when the check ran. */
+  memorisation?: MemorisationMetrics | null;
   heldOut: { commits: number; lines: number; completedLines: number; tokens: number };
   promotion: string;
   activated: boolean;
@@ -142,6 +145,7 @@ Held-out split: ${input.heldOut.commits} newest commits, ${input.heldOut.lines} 
 ${input.activated ? 'Activated' : 'Not activated'}: ${escapeHtml(input.promotion)}</p>
 <h2>Comparison</h2>${table}
 ${qualityHtml(input.quality ?? null)}
+${memorisationHtml(input.memorisation ?? null)}
 ${charts}
 <h2>Training settings</h2><table>${plan}</table>
 </body></html>

@@ -8,7 +8,13 @@ import {
   type Connection,
   type WorkDoneProgressReporter,
 } from 'vscode-languageserver';
-import { describeModel, formatBytes, listLocalModels, machineMemory } from '../../trainer/model/hub/catalog';
+import {
+  describeModel,
+  formatBytes,
+  listLocalModels,
+  machineMemory,
+  memoryRefusal as refusalLine,
+} from '../../trainer/model/hub/catalog';
 import { hubCacheDir } from '../../trainer/model/hub/cache';
 import { downloadModel } from '../../trainer/model/hub/download';
 import { oneLine } from './adapters';
@@ -35,8 +41,10 @@ export interface ModelsHost {
 
 /** One line when the model in `dir` needs more memory than this machine has, else null. */
 export function memoryRefusal(dir: string): string | null {
-  const model = describeModel(dir, 'setting', path.basename(dir), { memory: machineMemory() });
-  return model.fits ? null : `${dir}: ${model.problem?.split('; ')[0]}`;
+  const memory = machineMemory();
+  const model = describeModel(dir, 'setting', path.basename(dir), { memory });
+  if (model.fits || model.memoryBytes === null) return null;
+  return `${dir}: ${refusalLine(model.memoryBytes, memory, `at ${model.precision} it`)}`;
 }
 
 export function registerModelRequests(connection: Connection, host: ModelsHost): void {

@@ -8,6 +8,7 @@ export const CONTRIBUTED_COMMANDS = [
   'idiom.toggleCompletions',
   'idiom.showMenu',
   'idiom.showTrainingReport',
+  'idiom.showAdapterHistory',
   'idiom.chooseBaseModel',
   'idiom.showOutput',
   'idiom.restartServer',

@@ -18,6 +18,7 @@ import type { ContributedCommand } from './command-ids';
 import { combineAdapters } from './combine';
 import { readSettings } from './config';
 import type { Ctx } from './ctx';
+import { adapterNumbers, adapterTitle, showAdapterHistory } from './adapter-history';
 import { pipelineReportHtml, trainingReportHtml } from './report';
 
 export type Cmd = (...args: unknown[]) => unknown;
@@ -99,14 +100,6 @@ export function retrain(ctx: Ctx): Cmd {
   });
 }
 
-function describeAdapter(adapter: AdapterSummary): string {
-  const metrics = adapter.metrics?.adapter;
-  const base = adapter.metrics?.base;
-  if (!metrics) return adapter.created;
-  const gain = base ? ` (base ${base.exactMatch.toFixed(2)})` : '';
-  return `exact match ${metrics.exactMatch.toFixed(2)}${gain}, ${metrics.bitsPerByte.toFixed(3)} bits/byte`;
-}
-
 export function showAdapters(ctx: Ctx): Cmd {
   return guarded(ctx, 'showAdapters', async () => {
     const client = ctx.requireClient();
@@ -115,13 +108,14 @@ export function showAdapters(ctx: Ctx): Cmd {
     });
     type Item = vscode.QuickPickItem & { adapter?: AdapterSummary; rollback?: boolean };
     const items: Item[] = adapters.map((adapter) => ({
-      label: `${adapter.active ? '$(check) ' : ''}${adapter.id}`,
-      description: `${adapter.mode}${adapter.active ? ' · active' : ''}`,
-      detail: describeAdapter(adapter),
+      label: `${adapter.active ? '$(check) ' : ''}${adapterTitle(adapter)}`,
+      description: `${adapter.mode}${adapter.active ? ' · active' : ''} · ${adapter.id}`,
+      detail: adapterNumbers(adapter),
       adapter,
     }));
     items.push({ label: '$(history) Roll back to the previous adapter', rollback: true });
     const picked = await vscode.window.showQuickPick(items, {
+      matchOnDescription: true,
       placeHolder:
         adapters.length === 0 ? 'No adapters yet: run Idiom: Retrain on this repository' : 'Activate an adapter',
     });
@@ -202,6 +196,11 @@ export function showMenu(ctx: Ctx): Cmd {
       { label: '$(versions) Show adapters', description: 'activate or roll back', command: 'idiom.showAdapters' },
       { label: '$(merge) Combine adapters', description: 'serve several as one', command: 'idiom.combineAdapters' },
       { label: '$(graph) Show training report', command: 'idiom.showTrainingReport' },
+      {
+        label: '$(graph-line) Show adapter history',
+        description: 'loss, replay and acceptance per version',
+        command: 'idiom.showAdapterHistory',
+      },
       { label: '$(output) Show output', command: 'idiom.showOutput' },
     ];
     const picked = await vscode.window.showQuickPick(items, {
@@ -219,10 +218,12 @@ export function restartServer(ctx: Ctx): Cmd {
   return guarded(ctx, 'restartServer', () => ctx.restart());
 }
 
-/** Run by VS Code when the user accepts a compliance-mode suggestion: the server logs `accepted`. */
+/** Run by VS Code when the user accepts a suggestion: the server counts it (and audits it in compliance mode). */
 export function suggestionAccepted(ctx: Ctx): Cmd {
   return async (id: unknown) => {
-    if (typeof id !== 'string' || !ctx.client?.isRunning()) return;
+    if (typeof id !== 'string') return;
+    ctx.suggestions.tracker.accepted(id);
+    if (!ctx.client?.isRunning()) return;
     await ctx.client
       .sendNotification(SuggestionAcceptedNotification, { id })
       .catch((error: unknown) => ctx.output.error(`suggestionAccepted: ${errorMessage(error)}`));
@@ -237,6 +238,7 @@ export const commandFactories: Record<ContributedCommand | typeof suggestionAcce
   'idiom.toggleCompletions': toggleCompletions,
   'idiom.showMenu': showMenu,
   'idiom.showTrainingReport': showTrainingReport,
+  'idiom.showAdapterHistory': showAdapterHistory,
   'idiom.chooseBaseModel': chooseBaseModel,
   'idiom.showOutput': showOutput,
   'idiom.restartServer': restartServer,

@@ -8,17 +8,23 @@ import {
 import { StatusNotification, StatusRequest, type InitializationOptions, type StatusResult } from '../server/protocol';
 import { readSettings } from './config';
 import { IdiomStatusBar } from './status-bar';
+import { SuggestionEvents } from './suggestions';
 
 /** Owns the language client, the output channel, the status bar and every disposable. */
 export class Ctx implements vscode.Disposable {
   readonly output = vscode.window.createOutputChannel('Idiom', { log: true });
   readonly statusBar = new IdiomStatusBar();
+  /** Shown, partly accepted and dismissed suggestions, told to the server (counted per adapter). */
+  readonly suggestions = new SuggestionEvents(
+    () => this.clientInstance,
+    (line) => this.output.error(line),
+  );
   private readonly disposables: vscode.Disposable[] = [];
   private clientInstance: LanguageClient | undefined;
   lastStatus: StatusResult | undefined;
 
   constructor(readonly extensionContext: vscode.ExtensionContext) {
-    this.disposables.push(this.output, this.statusBar);
+    this.disposables.push(this.output, this.statusBar, this.suggestions);
     this.disposables.push(
       vscode.workspace.onDidChangeConfiguration((event) => {
         if (event.affectsConfiguration('idiom')) void this.pushSettings();
@@ -64,7 +70,9 @@ export class Ctx implements vscode.Disposable {
           const debounceMs = readSettings().debounceMs;
           if (debounceMs > 0) await new Promise((resolve) => setTimeout(resolve, debounceMs));
           if (token.isCancellationRequested) return null;
-          return next(document, position, context, token);
+          const result = await next(document, position, context, token);
+          if (!token.isCancellationRequested) this.suggestions.served(document, position, result);
+          return result;
         },
       },
     };

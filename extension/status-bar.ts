@@ -1,5 +1,5 @@
 import * as vscode from 'vscode';
-import type { StatusResult } from '../server/protocol';
+import { labelWithAge, type StatusResult } from '../server/protocol';
 
 const icons: Record<StatusResult['state'], string> = {
   starting: '$(loading~spin)',
@@ -14,6 +14,9 @@ const icons: Record<StatusResult['state'], string> = {
 /** One status bar item: mode, adapter and state; a click opens Idiom's menu. */
 export class IdiomStatusBar implements vscode.Disposable {
   private readonly item = vscode.window.createStatusBarItem('idiom.status', vscode.StatusBarAlignment.Right, 100);
+  private last: StatusResult | null = null;
+  /** The adapter's age ("2 h ago") moves on without a status change. */
+  private readonly ageTimer = setInterval(() => this.last && this.show(this.last), 60_000);
 
   constructor() {
     this.item.name = 'Idiom';
@@ -31,7 +34,11 @@ export class IdiomStatusBar implements vscode.Disposable {
   }
 
   show(status: StatusResult): void {
-    const adapter = status.combination?.label ?? (status.adapter ? status.adapter.id : 'base');
+    this.last = status;
+    // The label (method, rank, commit, age) tells adapters apart; the id is in the tooltip.
+    const adapter =
+      status.combination?.label ??
+      (status.adapter ? labelWithAge(status.adapter.label ?? status.adapter.id, status.adapter.created) : 'base');
     const state = status.training
       ? `training${status.training.fraction === null ? '' : ` ${Math.round(status.training.fraction * 100)}%`}`
       : status.state;
@@ -43,7 +50,7 @@ export class IdiomStatusBar implements vscode.Disposable {
         status.adapterProblem ? `⚠ ${status.adapterProblem}` : '',
         `mode: ${status.mode}`,
         `model: ${status.model?.name ?? 'none'}`,
-        `adapter: ${adapter}`,
+        `adapter: ${adapter}${status.adapter && !status.combination ? ` (${status.adapter.id})` : ''}`,
         'click for the menu',
         status.trusted ? '' : 'untrusted workspace: training and custom models are off',
       ]
@@ -59,6 +66,7 @@ export class IdiomStatusBar implements vscode.Disposable {
   }
 
   dispose(): void {
+    clearInterval(this.ageTimer);
     this.item.dispose();
   }
 }

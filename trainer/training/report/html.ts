@@ -4,6 +4,7 @@ import { writeTextAtomically } from '../../adapters/folder';
 import type { MemorisationMetrics, QualityComparison } from '../../adapters/manifest';
 import type { ComparisonRow } from './compare';
 import { memorisationHtml } from './memorisation-html';
+import { RATE_TICK_JS, chartJsSource, escapeHtml, scriptJson } from './page';
 import { TABLE_COLUMNS, rowCells } from './table';
 
 // The HTML training report: the loss curve, held-out metrics per model and the comparison table,
@@ -36,25 +37,6 @@ export interface ReportInput {
   promotion: string;
   activated: boolean;
   plan: Record<string, unknown>;
-}
-
-/** Chart.js's UMD build, or null where node_modules is not shipped (the report then has tables only). */
-function chartJsSource(): string | null {
-  try {
-    // The package exports only its module entries; the UMD build sits beside the CommonJS one.
-    return fs.readFileSync(path.join(path.dirname(require.resolve('chart.js')), 'chart.umd.min.js'), 'utf8');
-  } catch {
-    return null;
-  }
-}
-
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
-
-/** JSON safe inside a <script> element. */
-function scriptJson(value: unknown): string {
-  return JSON.stringify(value).replace(/</g, '\\u003c');
 }
 
 /** At most ~2000 points: long runs are thinned evenly (the last point kept). */
@@ -116,7 +98,7 @@ new Chart(document.getElementById('loss'), {
     { label: 'learning rate', data: data.losses.map(p => ({ x: p.x, y: p.lr })), borderColor: '#f59e0b', pointRadius: 0, borderWidth: 1, yAxisID: 'lr' },
   ] },
   options: { animation: false, parsing: true, scales: { x: { type: 'linear', title: { display: true, text: 'step' } },
-    y: { title: { display: true, text: 'loss' } }, lr: { position: 'right', grid: { drawOnChartArea: false } } } },
+    y: { title: { display: true, text: 'loss' } }, lr: { position: 'right', grid: { drawOnChartArea: false }, ticks: { callback: ${RATE_TICK_JS} } } } },
 });
 const bars = (id, key, label, max) => new Chart(document.getElementById(id), {
   type: 'bar',
@@ -134,6 +116,8 @@ bars('m-edit', 'editSimilarity', 'next-line edit similarity (higher is better)',
 <style>
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #1f2937; }
 table { border-collapse: collapse; margin: 1em 0; } th, td { padding: 4px 10px; border-bottom: 1px solid #e5e7eb; text-align: right; }
+.wide { overflow-x: auto; } .wide table { width: 100%; font-size: 13px; } .wide th, .wide td { padding: 4px 6px; }
+.wide td:first-child { overflow-wrap: anywhere; min-width: 9em; }
 th:first-child, td:first-child { text-align: left; } .chart { position: relative; height: 320px; } .small { height: 240px; }
 .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; } code { background: #f3f4f6; padding: 0 4px; }
 </style></head><body>
@@ -143,7 +127,7 @@ Repository <code>${escapeHtml(input.repo.root)}</code> at <code>${escapeHtml(inp
 Base <code>${escapeHtml(input.base.name)}</code> (sha256 ${escapeHtml(input.base.sha256.slice(0, 12))}…)<br>
 Held-out split: ${input.heldOut.commits} newest commits, ${input.heldOut.lines} changed lines (${input.heldOut.completedLines} completed greedily), ${input.heldOut.tokens} tokens scored.<br>
 ${input.activated ? 'Activated' : 'Not activated'}: ${escapeHtml(input.promotion)}</p>
-<h2>Comparison</h2>${table}
+<h2>Comparison</h2><div class="wide">${table}</div>
 ${qualityHtml(input.quality ?? null)}
 ${memorisationHtml(input.memorisation ?? null)}
 ${charts}

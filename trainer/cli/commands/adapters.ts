@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { MODES, type Mode } from '../../adapters/mode';
 import { writeTextAtomically } from '../../adapters/folder';
 import { labelWithAge } from '../../adapters/label';
+import { formatLineage, lineageOf } from '../../adapters/lineage';
 import { Registry, findRepoRoot, registryLocation, type AdapterEntry } from '../../adapters/registry';
 import { BASE_KEY, emptyAcceptance, readStats, type Acceptance } from '../../adapters/stats';
 import { registryTimelineHtml, relativeLoss } from '../../training/report/timeline';
@@ -64,6 +65,8 @@ export interface AdaptersCommandResult {
       /** What users did with its suggestions (.idiom/stats.jsonl). */
       acceptance: Acceptance;
       problem?: string;
+      /** [id, parent, grandparent, …] for an adapter continued with `idiom train --from`. */
+      lineage?: string[];
     }
   >;
   /** The base model alone's suggestions, and damaged stats lines skipped. */
@@ -144,6 +147,9 @@ export async function runAdapters(
     ...(entry.problem ? { problem: entry.problem } : {}),
   }));
   await flagBrokenActive(registry, adapters);
+  const parents = new Map(adapters.map((adapter) => [adapter.id, adapter.parent]));
+  for (const adapter of adapters as ListedAdapter[])
+    if (adapter.parent) adapter.lineage = lineageOf(adapter.id, parents);
   const report =
     action === 'report'
       ? writeReport(
@@ -286,6 +292,7 @@ function formatHuman(result: AdaptersCommandResult): string {
     );
   if (result.stats.skippedLines > 0)
     lines.push(`note: ${result.stats.skippedLines} damaged line(s) of stats.jsonl skipped`);
+  for (const a of result.adapters) if (a.lineage) lines.push(`lineage: ${formatLineage(a.lineage)}`);
   for (const a of result.adapters) {
     if (a.problem)
       lines.push(

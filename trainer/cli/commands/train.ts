@@ -24,6 +24,7 @@ interface TrainCommandOptions {
   mode: string;
   force?: boolean;
   resume?: boolean;
+  from?: string;
   json?: boolean;
   seed?: number;
   registry?: string;
@@ -89,6 +90,10 @@ export function registerTrainCommand(program: Command): void {
     .addOption(new Option('--mode <mode>', 'mode the adapter serves').choices([...MODES]).default('complete'))
     .option('--force', 'activate even if it does not beat the base and the active adapter on the held-out split')
     .option('--resume', 'continue the newest unfinished run (same method, base and mode)')
+    .option(
+      '--from <id|active>',
+      "start from this LoRA adapter's weights and train on the files changed since its commit, plus a replay of older ones",
+    )
     .option('--json', 'JSON lines on stdout: progress events, then the result object')
     .option(
       '--seed <n>',
@@ -183,6 +188,7 @@ export async function runTrainCommand(repo: string, options: TrainCommandOptions
       backend: options.backend as 'auto' | 'ort' | 'torch',
       force: options.force,
       resume: options.resume,
+      from: options.from,
       seed: options.seed,
       lora,
       learningRate: options.lr,
@@ -224,6 +230,7 @@ export async function runTrainCommand(repo: string, options: TrainCommandOptions
 export function trainResultJson(result: TrainRepositoryResult): Record<string, unknown> {
   return {
     adapter: result.adapter,
+    parent: result.manifest.parent,
     tokens: result.tokens,
     seconds: result.seconds,
     tokensPerSecond: result.tokensPerSecond,
@@ -245,6 +252,7 @@ export function trainResultJson(result: TrainRepositoryResult): Record<string, u
 export function formatTrainSummary(result: TrainRepositoryResult): string {
   const lines = [
     `adapter ${result.adapter.id} (${result.adapter.method}) at ${result.adapter.path}`,
+    ...(result.manifest.parent ? [`continued from ${result.manifest.parent}`] : []),
     `trained ${result.steps} steps, ${result.tokens} tokens in ${(result.seconds / 60).toFixed(2)} min (${result.tokensPerSecond} tokens/s)`,
     `held-out split: ${result.heldOut.commits} commits, ${result.heldOut.lines} changed lines (${result.heldOut.completedLines} completed), ${result.heldOut.tokens} tokens scored`,
     '',

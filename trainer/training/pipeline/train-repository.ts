@@ -54,6 +54,13 @@ import {
   type Schedule,
 } from './plan';
 import { RunFolder, type CheckpointState, type RunPlan } from './run-folder';
+import {
+  incrementalExamples,
+  parentWeights,
+  resolveParent,
+  type IncrementalSelection,
+  type ParentRef,
+} from './incremental';
 import { round } from '../../util/round';
 import { sha256OfFileSync } from '../../util/sha256';
 import { makeDirectory, removeEmptyFolders } from '../../util/directories';
@@ -87,6 +94,8 @@ export interface TrainRepositoryOptions {
   force?: boolean;
   /** Continue the newest unfinished run of the same method, base and mode. */
   resume?: boolean;
+  /** Start from this LoRA adapter's weights ('active': the mode's active one); see incremental.ts. */
+  from?: string;
   seed?: number;
   lora?: Partial<LoraConfig>;
   learningRate?: number;
@@ -160,6 +169,8 @@ interface RunInfo {
   threads: number;
   purpose: string;
   created: string;
+  /** The adapter this run continues (--from), or null. */
+  parent?: ParentRef | null;
 }
 
 /** Settings given now that differ from what the resumed run planned with (it keeps its plan). */
@@ -265,7 +276,15 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
     const estimated =
       'tokens' in budget ? budget.tokens : budget.minutes * 60 * estimateTokensPerSecond(config, method, 256, threads);
     const shape = chooseShape(config, estimated);
-    const lora = method === 'lora' ? { ...DEFAULT_LORA, ...options.lora } : null;
+    const continued = options.from
+      ? await resolveParent(registry, options.from, { mode, method, baseSha256, lora: options.lora }).catch(
+          (error: unknown) => {
+            tidyRegistry();
+            throw error;
+          },
+        )
+      : null;
+    const lora = method === 'lora' ? (continued?.lora ?? { ...DEFAULT_LORA, ...options.lora }) : null;
     info = {
       method,
       mode,
@@ -283,6 +302,7 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
       threads,
       purpose: options.purpose ?? `idiom train (${method}, ${mode}${policy ? `, policy sha256 ${policy.sha256}` : ''})`,
       created: new Date().toISOString(),
+      parent: continued?.parent ?? null,
     };
     if (info.seqLen > config.maxPositionEmbeddings) {
       tidyRegistry();
@@ -339,6 +359,7 @@ interface RunContext {
 async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): Promise<TrainRepositoryResult> {
   const { options, emit, signal, selection } = context;
   const data = await prepareData(run, info, context);
+  const continued = info.parent ? await continuedExamples(run, info, emit) : null;
   const canaries = plantCanaries(run, context.tokenizer, options.memorisation, emit);
   const previouslySaved = readJson<SavedMarker>(path.join(run.dir, SAVED_FILE));
   const worker = EngineWorker.start();
@@ -347,7 +368,7 @@ async function trainInRun(run: RunFolder, info: RunInfo, context: RunContext): P
       run,
       info,
       config: context.config,
-      examples: [...data.examples, ...canaries.examples],
+      examples: [...(continued?.examples ?? data.examples), ...canaries.examples],
       worker,
       selection,
       tokenizer: context.tokenizer,
@@ -620,7 +641,7 @@ export function draftManifest({ info, data, training, selection, metrics, peakRs
     },
     mode: info.mode,
     purpose: info.purpose,
-    parent: null,
+    parent: info.parent?.id ?? null,
   };
 }
 
@@ -842,6 +863,9 @@ async function trainLoop(input: LoopInput): Promise<LoopResult> {
       return epochRows;
     };
 
+    // A continued adapter starts from its parent's A and B; the optimizer state starts fresh.
+    if (!restored && info.parent)
+      await trainer.setTrainable(await parentWeights(info.parent, input.config, info.base.sha256));
     let state: CheckpointState;
     if (restored) {
       await trainer.setTrainable(restored.trainable);
@@ -1071,6 +1095,24 @@ async function activeForComparison(
   } catch {
     return null; // an unusable active adapter is compared by its manifest only (see Registry.promote)
   }
+}
+
+/** The rows a continued run trains on (incremental.ts), logged with their counts. */
+async function continuedExamples(
+  run: RunFolder,
+  info: RunInfo,
+  emit: (event: TrainEvent) => void,
+): Promise<IncrementalSelection> {
+  const parent = info.parent!;
+  const selection = await incrementalExamples(run.datasetPath, info.repoRoot, parent, info.seed);
+  emit({
+    type: 'log',
+    message:
+      selection.note !== null
+        ? `continuing ${parent.id}: ${selection.note}`
+        : `continuing ${parent.id}: ${selection.changed.files} files changed since its commit (${selection.changed.tokens} tokens), ${selection.replay.tokens} tokens of older files replayed`,
+  });
+  return selection;
 }
 
 function openDataset(file: string, tokenizerSha256: string): DatasetReader | null {

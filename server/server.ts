@@ -28,6 +28,7 @@ import { packageRoot } from '../trainer/model/base-model';
 import type { Registry } from '../trainer/adapters/registry';
 import { oneLine, RepositoryAdapters } from './model/adapters';
 import { loadModel, type LoadedModel } from './model/host';
+import { SessionCombinations } from './model/combination';
 import { memoryRefusal, registerModelRequests } from './model/models';
 import {
   ActivateRequest,
@@ -93,6 +94,7 @@ export function mergeSettings(base: IdiomSettings, change: Partial<IdiomSettings
     lora: { ...base.lora, ...(change.lora ?? {}) },
     review: { ...base.review, ...(change.review ?? {}) },
     completion: { ...base.completion, ...(change.completion ?? {}) },
+    adapters: { ...base.adapters, ...(change.adapters ?? {}) },
   };
 }
 
@@ -118,6 +120,15 @@ export class IdiomServer {
   private loading: Promise<void> = Promise.resolve();
   private readonly reviews: ReviewService;
   private gate: ComplianceGate | null = null;
+  private readonly combinations = new SessionCombinations({
+    mode: () => this.settings.mode,
+    setting: () => this.settings.adapters,
+    trusted: () => this.trusted,
+    adapters: () => this.adapters,
+    model: () => this.model,
+    reload: () => this.reloadAdapter(),
+    status: () => this.status.current,
+  });
   private readonly suggestions = new SuggestionStats(() => this.statsRegistry(), {
     info: (line) => this.connection.console.info(line),
     error: (line) => this.logError(line),
@@ -178,10 +189,12 @@ export class IdiomServer {
       if (problem) return this.connection.console.warn(`ignored ${problem}`);
       const settings = (change.settings as ConfigurationSettings | null | undefined)?.idiom;
       const previousMode = this.settings.mode;
+      const previousAdapters = JSON.stringify(this.settings.adapters);
       this.settings = mergeSettings(this.settings, settings);
       this.status.update({ mode: this.settings.mode, state: this.displayedState() });
       this.reloadModel();
       if (this.settings.mode !== previousMode) void this.modeChanged();
+      else if (JSON.stringify(this.settings.adapters) !== previousAdapters) void this.reloadAdapter();
     });
     connection.onShutdown(async () => {
       this.completions.inflight.abortAll('shutting down');
@@ -302,6 +315,7 @@ export class IdiomServer {
       configuredPath: () => (this.modelPath() === this.defaultModelPath ? '' : this.modelPath()),
       log: (line) => this.connection.console.info(line),
     });
+    this.combinations.register(connection);
     connection.onRequest(RollbackRequest, async (params) => {
       requireParams('idiom/rollback', params);
       const mode = this.modeParam(params?.mode);
@@ -325,6 +339,7 @@ export class IdiomServer {
     this.adapters = this.workspaceRoots.length > 0 ? RepositoryAdapters.forFolder(this.workspaceRoots[0]) : null;
     // Activations made elsewhere (the CLI, a run in a terminal) take effect here too.
     this.adapters?.watch(() => void this.adapterMayHaveChanged());
+    if (this.adapters) this.combinations.watch(this.adapters, () => void this.reloadAdapter());
     this.status.update({ mode: this.settings.mode, trusted: this.trusted });
     return {
       capabilities: {
@@ -416,28 +431,38 @@ export class IdiomServer {
   /** Puts what is active for the current mode on `model` (the base when it cannot load); the status fields to show. */
   private async applyServingAdapter(
     model: LoadedModel,
-  ): Promise<Pick<StatusResult, 'adapter' | 'adapterProblem' | 'message'>> {
+  ): Promise<Pick<StatusResult, 'adapter' | 'adapterProblem' | 'message' | 'combination'>> {
     const mode = this.settings.mode;
+    // Several adapters as one, unless a pinned adapter (a side-by-side comparison) serves.
+    const combined = this.pinnedAdapter === null ? await this.combinations.servingFor(model, mode) : null;
+    let combination = combined?.combination ?? null;
     // A repository's .idiom/ is content of that repository: untrusted, it never reaches the engine.
     const choice =
-      this.adapters && this.trusted
+      combined?.choice ??
+      (this.adapters && this.trusted
         ? await this.adapters.servingFor(model, mode, this.pinnedAdapter)
-        : { weights: { kind: 'base' } as const, adapter: null, problem: null };
+        : { weights: { kind: 'base' } as const, adapter: null, problem: null });
     try {
       await model.setWeights(choice.weights);
     } catch (error) {
-      choice.problem = `cannot switch to adapter ${choice.adapter?.id ?? ''}: ${oneLine(error)}; serving the base model`;
+      choice.problem = `cannot switch to adapter ${choice.adapter?.id ?? combination?.label ?? ''}: ${oneLine(error)}; serving the base model`;
       choice.adapter = null;
+      combination = null;
       await model.setWeights({ kind: 'base' }).catch(() => undefined);
     }
     this.memory = this.loadMemory(choice.adapter?.path ?? null);
     this.completions.modelChanged();
     if (choice.problem) this.logError(choice.problem);
-    const serving = choice.adapter ? `${model.info.name} + adapter ${choice.adapter.id}` : model.info.name;
+    const serving = combination
+      ? `${model.info.name} + ${combination.label}`
+      : choice.adapter
+        ? `${model.info.name} + adapter ${choice.adapter.id}`
+        : model.info.name;
     return {
       adapter: choice.adapter,
       adapterProblem: choice.problem,
       message: choice.problem ?? `serving ${serving} (${mode})`,
+      combination,
     };
   }
 
@@ -531,6 +556,8 @@ export class IdiomServer {
   private async adapterMayHaveChanged(): Promise<void> {
     const model = this.model;
     if (!model || !this.adapters || !this.trusted) return;
+    // A combination serves instead of the active adapter: an activation does not change it.
+    if (this.status.current.combination) return;
     const registry = await this.adapters.registry(false).catch(() => null);
     const activeId = registry ? await registry.activeId(this.settings.mode).catch(() => undefined) : null;
     if (activeId === undefined || activeId === model.adapterId) return;

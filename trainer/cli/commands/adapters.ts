@@ -9,6 +9,7 @@ import { Registry, findRepoRoot, registryLocation, type AdapterEntry } from '../
 import { BASE_KEY, emptyAcceptance, readStats, type Acceptance } from '../../adapters/stats';
 import { registryTimelineHtml, relativeLoss } from '../../training/report/timeline';
 import { sha256OfFiles } from '../../util/sha256';
+import { formatCombine, runCombineCommand } from './combine';
 
 // `idiom adapters [list | activate ID | rollback | remove ID | promote ID | report]`: the
 // repository's adapter registry. --json prints one object on stdout with at least
@@ -32,15 +33,23 @@ export function registerAdaptersCommand(program: Command): void {
     .description(
       'list, activate, roll back or remove the adapters trained for a repository; report: loss, replay and acceptance per version',
     )
-    .argument('[action]', `one of ${ACTIONS.join(', ')}`, 'list')
-    .argument('[id]', 'adapter id (activate, remove, promote)')
+    .argument('[action]', `one of ${ACTIONS.join(', ')}, combine`, 'list')
+    .argument('[id...]', 'adapter id (activate, remove, promote); combine: ID[:WEIGHT]... served together')
     .option('--repo <dir>', 'repository (default: the one around the current folder)')
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
     .option('--mode <mode>', `mode to act on: ${MODES.join(', ')}`, 'complete')
     .option('--force', 'activate without a better held-out loss (promote); remove an active adapter (remove)')
     .option('--out <file>', 'report: where the page goes (default <registry>/reports/adapters.html)')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (actionText: string, id: string | undefined, options: AdaptersOptions) => {
+    .option('--clear', 'combine: serve the active adapter again')
+    .action(async (actionText: string, ids: string[], options: AdaptersOptions & { clear?: boolean }) => {
+      if (actionText === 'combine') {
+        const combined = await runCombineCommand(ids, options);
+        process.stdout.write(options.json ? `${JSON.stringify(combined)}\n` : formatCombine(combined));
+        return;
+      }
+      if (ids.length > 1) throw new Error(`adapters ${actionText} takes one id (got ${ids.join(' ')})`);
+      const id = ids[0] as string | undefined;
       const result = await runAdapters(actionText, id, options);
       if (options.json) process.stdout.write(`${JSON.stringify(result)}\n`);
       else process.stdout.write(formatHuman(result));

@@ -91,15 +91,10 @@ export async function runStatus(options: StatusOptions): Promise<StatusCommandRe
   const config = loadModelConfig(baseDir);
   const active = await loadActive(registry, mode, { config, sha256: await baseWeightsSha256(baseDir) });
   const tokenizer = await Tokenizer.load(baseDir);
-  const seqLen = Number(manifest.training.hyperparameters.seqLen);
-  // Windows as long as the training rows: the held-out loss it is compared with was scored so.
-  const windowTokens = Number.isInteger(seqLen) && seqLen > 0 ? seqLen + 1 : undefined;
   const worker = EngineWorker.start();
   try {
     // A full fine-tune scores as its own model; a LoRA adapter as a feed on the base.
-    const scorer = await ReviewScorer.load(worker, active?.kind === 'full' ? active.model.dir : baseDir, tokenizer, {
-      windowTokens,
-    });
+    const scorer = await ReviewScorer.load(worker, active?.kind === 'full' ? active.model.dir : baseDir, tokenizer);
     if (active?.kind === 'lora') await scorer.setAdapter(loraAdapterOf(active.adapter));
     const drift = await measureDrift({
       root: repo,

@@ -145,11 +145,34 @@ export function crossesThresholds(
   return report.lossIncrease !== null && report.lossIncrease >= thresholds.lossIncrease;
 }
 
+/**
+ * `text` in pieces of at most `maxTokens` tokens, cut at line ends: scored one by one, each has
+ * the context a training row has, as the held-out loss it is compared with had.
+ */
+export function windowsOf(text: string, tokenizer: Tokenizer, maxTokens: number): string[] {
+  const pieces: string[] = [];
+  let piece = '';
+  let tokens = 0;
+  for (const line of text.split(/(?<=\n)/)) {
+    const n = tokenizer.encode(line, { specialsAsText: true }).length;
+    if (tokens > 0 && tokens + n > maxTokens) {
+      pieces.push(piece);
+      piece = '';
+      tokens = 0;
+    }
+    piece += line;
+    tokens += n;
+  }
+  if (piece.length > 0) pieces.push(piece);
+  return pieces;
+}
+
 /** Measures an adapter's drift in the repository at `root` (see the top of this file). */
 export async function measureDrift(input: {
   root: string;
-  manifest: Pick<AdapterManifest, 'id' | 'repo' | 'metrics'>;
-  scorer: TextScorer;
+  manifest: Pick<AdapterManifest, 'id' | 'repo' | 'metrics' | 'training'>;
+  /** Null: count commits only (a full fine-tune that serves cannot be scored beside the base). */
+  scorer: TextScorer | null;
   thresholds?: Partial<DriftThresholds>;
   maxTokens?: number;
   signal?: AbortSignal;
@@ -190,21 +213,27 @@ export async function measureDrift(input: {
   }
   report.head = changes.head;
   report.commitsBehind = changes.commitsBehind;
-  const sample = await driftSample(input.root, changes.paths, input.scorer.tokenizer, {
+  const scorer = input.scorer;
+  if (!scorer) return finish();
+  const sample = await driftSample(input.root, changes.paths, scorer.tokenizer, {
     maxTokens: input.maxTokens,
     signal: input.signal,
   });
   report.changedFiles = sample.kept;
+  const seqLen = Number(input.manifest.training.hyperparameters.seqLen);
+  const window = Number.isInteger(seqLen) && seqLen > 1 ? seqLen : 256;
   let nll = 0;
   let tokens = 0;
   for (const text of sample.texts) {
-    input.signal?.throwIfAborted();
-    const { bits } = await input.scorer.tokenSurprisal(text);
-    for (const b of bits)
-      if (Number.isFinite(b)) {
-        nll += b * Math.LN2;
-        tokens++;
-      }
+    for (const piece of windowsOf(text, scorer.tokenizer, window)) {
+      input.signal?.throwIfAborted();
+      const { bits } = await scorer.tokenSurprisal(piece);
+      for (const b of bits)
+        if (Number.isFinite(b)) {
+          nll += b * Math.LN2;
+          tokens++;
+        }
+    }
     report.scoredFiles++;
   }
   report.tokens = tokens;

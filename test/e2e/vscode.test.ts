@@ -8,6 +8,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { adapterLabel } from '../../trainer/adapters/label';
 import { makePrintableModel } from '../fixtures/e2e-model/printable-model';
 
 const repoRoot = path.join(__dirname, '..', '..');
@@ -59,6 +60,8 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
   let env: NodeJS.ProcessEnv;
   let modelDir: string;
   let retrainedId: string | undefined;
+  /** What the status bar names the retrained adapter by (its label, not its id). */
+  let retrainedLabel: string | undefined;
   const serverLog: string[] = [];
 
   async function screenshot(name: string): Promise<void> {
@@ -364,14 +367,25 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     // The adapter is in the repository's registry, with its provenance.
     const manifest = JSON.parse(
       fs.readFileSync(path.join(workspace, '.idiom', 'adapters', id, 'manifest.json'), 'utf8'),
-    ) as { id: string; training: { steps: number }; mode: string };
+    ) as {
+      id: string;
+      training: { steps: number; method: string; hyperparameters: { r?: number } };
+      mode: string;
+      repo: { head: string | null; dirty: boolean };
+    };
     assert.equal(manifest.id, id);
+    const label = adapterLabel({
+      method: manifest.training.method,
+      rank: manifest.training.hyperparameters.r ?? null,
+      head: manifest.repo.head,
+      dirty: manifest.repo.dirty,
+    });
     assert.equal(manifest.mode, 'complete');
     assert.ok(manifest.training.steps > 0);
     if (/— activated/.test(message)) {
-      // Serving it without a restart: the status bar names it.
+      // Serving it without a restart: the status bar names it by its label.
       await page.waitForFunction(
-        `[...document.querySelectorAll('.statusbar-item')].some((el) => (el.textContent || '').includes('${id}'))`,
+        `[...document.querySelectorAll('.statusbar-item')].some((el) => (el.textContent || '').includes(${JSON.stringify(label)}))`,
         undefined,
         { timeout: 30_000 },
       );
@@ -391,11 +405,12 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
     assert.ok((await report.locator('body').textContent())?.includes(id));
     await screenshot('09-training-report');
     retrainedId = id;
+    retrainedLabel = label;
   });
 
   it('after Retrain, completes a line the way this repository writes it, exactly', async () => {
-    assert.ok(retrainedId, 'the retraining test ran first');
-    const serving = `[...document.querySelectorAll('.statusbar-item')].some((el) => (el.textContent || '').includes('${retrainedId}'))`;
+    assert.ok(retrainedId && retrainedLabel, 'the retraining test ran first');
+    const serving = `[...document.querySelectorAll('.statusbar-item')].some((el) => (el.textContent || '').includes(${JSON.stringify(retrainedLabel)}))`;
     if (!(await page.evaluate(serving))) {
       // Not promoted on held-out loss (a 6-second run): activate it as a user would.
       await runCommand('Idiom: Show adapters');
@@ -432,5 +447,30 @@ describe('Idiom in a real VS Code (code-server + chromium)', function () {
       .find((line) => line.trim().startsWith('const total = '))!
       .trim();
     assert.equal(shown, expected);
+
+    // Accepted with Tab: counted for the adapter that served it, as `idiom adapters --json` shows.
+    await page.keyboard.press('Tab');
+    type Listed = {
+      adapters: { id: string; acceptance: { shown: number; accepted: number; acceptedChars: number } }[];
+    };
+    const acceptance = () =>
+      (
+        JSON.parse(
+          run(process.execPath, [
+            path.join(repoRoot, 'trainer', 'cli', 'bin.js'),
+            'adapters',
+            '--repo',
+            workspace,
+            '--json',
+          ]),
+        ) as Listed
+      ).adapters.find((adapter) => adapter.id === retrainedId)?.acceptance;
+    const start = Date.now();
+    while ((acceptance()?.accepted ?? 0) < 1 && Date.now() - start < 20_000)
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    const counted = acceptance();
+    assert.ok(counted && counted.accepted >= 1, `no accept counted: ${JSON.stringify(counted)}`);
+    assert.ok(counted.shown >= counted.accepted, JSON.stringify(counted));
+    assert.ok(counted.acceptedChars > 0, JSON.stringify(counted));
   });
 });

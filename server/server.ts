@@ -28,6 +28,7 @@ import { packageRoot } from '../trainer/model/base-model';
 import type { Registry } from '../trainer/adapters/registry';
 import { oneLine, RepositoryAdapters } from './model/adapters';
 import { loadModel, type LoadedModel } from './model/host';
+import { modelFolderProblem } from './model/preflight';
 import { SessionCombinations } from './model/combination';
 import { memoryRefusal, registerModelRequests } from './model/models';
 import {
@@ -397,6 +398,13 @@ export class IdiomServer {
       else this.setModelState('no-model', { model: null, adapter: null, message: `no model: ${refusal}` });
       return;
     }
+    // A folder whose config, weights or FIM tokens cannot serve this mode: what serves now keeps serving.
+    const problem = this.model && dir !== '' ? await modelFolderProblem(dir, this.settings.mode) : null;
+    if (problem && this.model) {
+      this.logError(`not loading the base model: ${problem}`);
+      this.status.update({ message: `${problem}; still serving ${this.model.info.name}` });
+      return;
+    }
     this.setModelState('loading', { message: dir === '' ? 'looking for a model' : `loading ${dir}` });
     this.completions.modelChanged();
     const previous = this.model;
@@ -410,6 +418,7 @@ export class IdiomServer {
         const serving = await this.applyServingAdapter(result.model);
         this.model = result.model;
         this.setModelState('ready', { model: result.model.info, ...serving });
+        if (result.model.completionProblem) this.logError(`no inline completion: ${result.model.completionProblem}`);
       } else {
         this.logError(`no model: ${result.reason}`);
         this.setModelState('no-model', { model: null, adapter: null, message: `no model: ${result.reason}` });

@@ -1,9 +1,16 @@
 // The completion prompt: repository context snippets, then as much of the prefix and the suffix as
-// their token budgets allow, cut at line boundaries, in PSM order
-// (<fim_prefix> context + prefix <fim_suffix> suffix <fim_middle>); or, for a model that does not
+// their token budgets allow, cut at line boundaries, in PSM order in the model family's template
+// (trainer/model/tokenizer/fim.ts: <fim_prefix> context + prefix <fim_suffix> suffix <fim_middle>
+// for Qwen); or, for a model that does not
 // fill in the middle well, left to right: context + prefix, no suffix and no FIM markers.
 
-import type { FimTokens } from '../../trainer/model/tokenizer/tokenizer';
+import {
+  type FimTemplate,
+  encodeFimSuffix,
+  fimMarkerCount,
+  fimPromptTokens,
+  promptStart,
+} from '../../trainer/model/tokenizer/fim';
 
 /** 'psm': fill in the middle; 'prefix': continue the text before the cursor. */
 export type PromptOrder = 'psm' | 'prefix';
@@ -172,11 +179,11 @@ function fitted(text: string, budget: number, tokenizer: PromptTokenizer, keep: 
 export function buildFimPrompt(
   input: PromptInput,
   tokenizer: PromptTokenizer,
-  fim: FimTokens,
+  fim: FimTemplate,
   budget: PromptBudget = defaultPromptBudget,
   order: PromptOrder = 'psm',
 ): FimPrompt {
-  const markers = order === 'psm' ? 3 : 0;
+  const markers = order === 'psm' ? fimMarkerCount(fim) : promptStart(fim).length;
   const available = budget.maxTokens - markers;
   if (available <= 0) throw new Error(`prompt budget of ${budget.maxTokens} tokens leaves no room for text`);
   const reach = available * MAX_CHARS_PER_TOKEN;
@@ -184,7 +191,7 @@ export function buildFimPrompt(
   const suffix = input.suffix.length > reach ? input.suffix.slice(0, reach) : input.suffix;
   const suffixText =
     order === 'psm' ? takeHeadLines(suffix, Math.floor(available * budget.suffixShare), tokenizer) : '';
-  const suffixTokens = tokenizer.encode(suffixText);
+  const suffixTokens = encodeFimSuffix(fim, (text) => tokenizer.encode(text), suffixText);
 
   // Whole snippets only, best first, within the context share.
   const contextBudget = Math.floor(available * budget.contextShare);
@@ -205,14 +212,9 @@ export function buildFimPrompt(
   // Merges across the joins can cost a token more than the parts did: drop from the far end.
   if (headTokens.length > headRoom) headTokens = Array.prototype.slice.call(headTokens, headTokens.length - headRoom);
 
-  const tokens = new Int32Array(markers + headTokens.length + suffixTokens.length);
-  let at = 0;
-  if (order === 'psm') tokens[at++] = fim.prefix;
-  for (let i = 0; i < headTokens.length; i++) tokens[at++] = headTokens[i];
-  if (order === 'psm') {
-    tokens[at++] = fim.suffix;
-    for (let i = 0; i < suffixTokens.length; i++) tokens[at++] = suffixTokens[i];
-    tokens[at++] = fim.middle;
-  }
-  return { tokens: tokens.subarray(0, at), prefixText, suffixText, contextText };
+  const tokens =
+    order === 'psm'
+      ? fimPromptTokens(fim, headTokens, suffixTokens)
+      : Int32Array.from([...promptStart(fim), ...Array.from(headTokens)]);
+  return { tokens, prefixText, suffixText, contextText };
 }

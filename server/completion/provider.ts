@@ -111,7 +111,8 @@ export class CompletionProvider {
   /** The completion to show at the cursor, or null (no model, cancelled, nothing useful). */
   async complete(document: CompletionDocument, cancellation: Cancellation): Promise<CompletionAnswer | null> {
     const model = this.currentModel();
-    if (!model || cancellation.isCancellationRequested) return null;
+    // A chat checkpoint or one without FIM tokens serves review only (model.completionProblem).
+    if (!model?.fim || cancellation.isCancellationRequested) return null;
     const options = this.options();
     // The whole prefix and suffix identify the context (reuse while typing compares them); every
     // other step reads only the window around the cursor.

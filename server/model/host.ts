@@ -12,7 +12,8 @@ import { stopTokenIds } from '../../trainer/compute/engine/generation-handlers';
 import { loadModelConfig, type ModelConfig } from '../../trainer/model/config';
 import type { ModelInfo } from '../protocol';
 import { EngineWorker } from '../../trainer/compute/runtime/client';
-import { Tokenizer, type FimTokens } from '../../trainer/model/tokenizer/tokenizer';
+import { Tokenizer } from '../../trainer/model/tokenizer/tokenizer';
+import { type FimTemplate, completionSupport } from '../../trainer/model/tokenizer/fim';
 import { ReviewScorer } from '../../trainer/modes/review/scorer';
 
 export interface GenerateOptions {
@@ -69,7 +70,10 @@ export interface LoadedModel {
   /** Id of the adapter (or full fine-tune) serving, null for the base alone. */
   readonly adapterId: string | null;
   tokenizer: Tokenizer;
-  fim: FimTokens;
+  /** The family's FIM template; null when this checkpoint cannot complete code (completionProblem says why). */
+  fim: FimTemplate | null;
+  /** Why inline completion is refused (a chat/instruct checkpoint, no FIM tokens); review still scores. */
+  completionProblem: string | null;
   /** Positions the model can attend to: the prompt plus the new tokens must fit. */
   contextLength: number;
   /** Decodes greedily from a FIM prompt until end of text, a stop token or maxNewTokens. */
@@ -118,7 +122,7 @@ export function adapterMessage(adapter: LoadedAdapter): AdapterMessage {
 
 /**
  * Loads the model in `dir` into a fresh engine worker. The checkpoint is checked here first
- * (config.json, weights, tokenizer with FIM tokens) so a bad path gives one clear line. The
+ * (config.json, weights, tokenizer; its FIM template, fim.ts) so a bad path gives one clear line. The
  * decoding graph takes LoRA A/B as inputs, so an adapter switch is a different feed.
  */
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<ModelLoadResult> {
@@ -132,8 +136,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   if (!weights) return { model: null, reason: `${dir} has no model.safetensors` };
   if (!fs.existsSync(path.join(dir, 'tokenizer.json'))) return { model: null, reason: `${dir} has no tokenizer.json` };
   const tokenizer = await Tokenizer.load(dir);
-  if (!tokenizer.fim) return { model: null, reason: `${dir}/tokenizer.json has no fill-in-the-middle tokens` };
-  const fim = tokenizer.fim;
+  const support = completionSupport(dir, tokenizer);
   // A full fine-tune is loaded from its own folder (no tokenizer.json there): stop at the base's special tokens.
   const stopIds = stopTokenIds(tokenizer, config.eosTokenId);
 
@@ -178,7 +181,8 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
       return adapterId;
     },
     tokenizer,
-    fim: { prefix: fim.prefix, suffix: fim.suffix, middle: fim.middle },
+    fim: support.template,
+    completionProblem: support.problem,
     contextLength: config.maxPositionEmbeddings,
     generate(prompt, options) {
       return serialized(async () => {

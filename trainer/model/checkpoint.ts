@@ -80,7 +80,8 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   return { config, weights, sha256: hash.digest('hex'), files };
 }
 
-async function listWeightFiles(dir: string): Promise<{ files: string[]; weightMap?: Record<string, string> }> {
+/** The safetensors files of a checkpoint folder (one file, or the shards its index lists). */
+export async function listWeightFiles(dir: string): Promise<{ files: string[]; weightMap?: Record<string, string> }> {
   const indexPath = path.join(dir, WEIGHTS_INDEX_FILE);
   let indexText: string | null = null;
   try {

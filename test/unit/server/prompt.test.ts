@@ -6,11 +6,12 @@ import {
   takeTailLines,
   type PromptTokenizer,
 } from '../../../server/completion/prompt';
+import type { FimTemplate } from '../../../trainer/model/tokenizer/fim';
 
 // A byte-level tokenizer with no merges: one token per UTF-8 byte, so counts are easy to compute.
 const bytes: PromptTokenizer = { encode: (text) => new TextEncoder().encode(text) };
 const decode = (tokens: ArrayLike<number>) => new TextDecoder().decode(Uint8Array.from(Array.from(tokens)));
-const fim = { prefix: 1001, suffix: 1002, middle: 1003 };
+const fim: FimTemplate = { family: 'qwen', prefix: 1001, suffix: 1002, middle: 1003, bos: null, end: null };
 
 function numberedLines(count: number, tag: string): string {
   return Array.from({ length: count }, (_, i) => `${tag} line ${i}`).join('\n');

@@ -70,6 +70,9 @@ describe('byte-level BPE trainer', () => {
 
   it('encodes every special token to its single id', () => {
     assert.deepEqual(tokenizer.fim, {
+      family: 'qwen',
+      bos: null,
+      end: null,
       prefix: tokenizer.tokenId('<|fim_prefix|>'),
       suffix: tokenizer.tokenId('<|fim_suffix|>'),
       middle: tokenizer.tokenId('<|fim_middle|>'),

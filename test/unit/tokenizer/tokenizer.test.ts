@@ -71,6 +71,9 @@ describe('Tokenizer', () => {
       ),
     );
     assert.deepEqual(starcoder.fim, {
+      family: 'starcoder',
+      bos: null,
+      end: null,
       prefix: starcoderSpecials.indexOf('<fim_prefix>'),
       suffix: starcoderSpecials.indexOf('<fim_suffix>'),
       middle: starcoderSpecials.indexOf('<fim_middle>'),

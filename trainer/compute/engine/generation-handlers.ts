@@ -60,6 +60,7 @@ export function stopTokenIds(tokenizer: Tokenizer | null, configEos: number | nu
       tokenizer.fim?.prefix,
       tokenizer.fim?.suffix,
       tokenizer.fim?.middle,
+      tokenizer.fim?.end,
     ]) {
       if (id !== null && id !== undefined) ids.add(id);
     }

@@ -104,7 +104,9 @@ export async function buildDataset(folder: string, options: BuildDatasetOptions)
         sha256: options.tokenizerSha256,
         vocabSize: tokenizer.vocabSize,
         eos: tokenizer.eos,
-        fim: tokenizer.fim ? { ...tokenizer.fim } : null,
+        fim: tokenizer.fim
+          ? { prefix: tokenizer.fim.prefix, suffix: tokenizer.fim.suffix, middle: tokenizer.fim.middle }
+          : null,
       },
       seed: examples.seed,
       fimRate: tokenizer.fim ? examples.fimRate : 0,

@@ -1,9 +1,11 @@
 // Text examples → token sequences, in the order the completion server prompts the model:
-//   FIM (PSM): <fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle <eos>, loss on middle + eos
+//   FIM (PSM): the family's template (model/tokenizer/fim.ts), e.g.
+//              <fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle <eos>, loss on middle + eos
 //   plain:     text (+ <eos> when the window ends its file), loss everywhere
 // Repository text is encoded with special-token strings as plain text, so a file that contains
 // "<|endoftext|>" cannot forge a control token.
 
+import { type FimTemplate, encodeFimSuffix, fimMarkerCount, fimPromptTokens } from '../../model/tokenizer/fim';
 import type { Example } from '../mining/examples';
 import type { DatasetExampleKind, DatasetSplit } from './format';
 import { FLAG_CONTINUATION, FLAG_ENDS_WITH_EOS } from './format';
@@ -13,7 +15,7 @@ export interface DatasetTokenizer {
   encode(text: string, options?: { specialsAsText?: boolean }): number[];
   readonly vocabSize: number;
   readonly eos: number | null;
-  readonly fim: { prefix: number; suffix: number; middle: number } | null;
+  readonly fim: FimTemplate | null;
 }
 
 export interface TokenizedExample {
@@ -53,11 +55,12 @@ export function tokenizeExample(example: Example, tokenizer: DatasetTokenizer, m
   }
   const fim = tokenizer.fim;
   const middle = encode(example.middle);
-  if (eos !== null) middle.push(eos);
-  const budget = maxTokens - 3 - middle.length;
+  const end = fim.end ?? eos;
+  if (end !== null) middle.push(end);
+  const budget = maxTokens - fimMarkerCount(fim) - middle.length;
   if (middle.length === 0 || middle.length > Math.floor(maxTokens / 2)) return [];
   let prefix = encode(example.prefix);
-  let suffix = encode(example.suffix);
+  let suffix = encodeFimSuffix(fim, encode, example.suffix);
   if (prefix.length + suffix.length > budget) {
     // The suffix keeps at least a third of the budget when it is that long; the prefix the rest.
     const suffixKeep = Math.min(suffix.length, Math.max(Math.floor(budget / 3), budget - prefix.length));
@@ -65,24 +68,18 @@ export function tokenizeExample(example: Example, tokenizer: DatasetTokenizer, m
     prefix = prefix.slice(prefix.length - prefixKeep);
     suffix = suffix.slice(0, suffixKeep);
   }
-  const tokens = new Int32Array(3 + prefix.length + suffix.length + middle.length);
-  let at = 0;
-  tokens[at++] = fim.prefix;
-  tokens.set(prefix, at);
-  at += prefix.length;
-  tokens[at++] = fim.suffix;
-  tokens.set(suffix, at);
-  at += suffix.length;
-  tokens[at++] = fim.middle;
-  const lossStart = at;
-  tokens.set(middle, at);
+  const prompt = fimPromptTokens(fim, prefix, suffix);
+  const tokens = new Int32Array(prompt.length + middle.length);
+  tokens.set(prompt);
+  const lossStart = prompt.length;
+  tokens.set(middle, lossStart);
   return [
     {
       tokens,
       lossStart,
       kind: example.kind,
       split: example.split,
-      flags: eos !== null ? FLAG_ENDS_WITH_EOS : 0,
+      flags: end !== null ? FLAG_ENDS_WITH_EOS : 0,
     },
   ];
 }

@@ -1,23 +1,12 @@
 // A Hugging Face tokenizer.json, run by @huggingface/tokenizers (pure JS), plus what Idiom needs
-// on top: the FIM / end-of-text / file-separator ids found by name, and clear errors.
+// on top: the FIM template (fim.ts) / end-of-text / file-separator ids found by name, and clear errors.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer as HfTokenizer, SplitPreTokenizer } from '@huggingface/tokenizers';
 import { byteLevelTokenToBytes, BYTE_TO_CHAR } from './byte-level';
-
-export interface FimTokens {
-  prefix: number;
-  suffix: number;
-  middle: number;
-}
-
-/** Special-token names, in order of preference (Qwen2.5-Coder style first, then StarCoder style). */
-export const FIM_TOKEN_NAMES = [
-  { prefix: '<|fim_prefix|>', suffix: '<|fim_suffix|>', middle: '<|fim_middle|>' },
-  { prefix: '<fim_prefix>', suffix: '<fim_suffix>', middle: '<fim_middle>' },
-] as const;
-export const EOS_TOKEN_NAMES = ['<|endoftext|>', '</s>'] as const;
+import { type FimTemplate, findFimTemplate } from './fim';
+export const EOS_TOKEN_NAMES = ['<|endoftext|>', '</s>', '<｜end▁of▁sentence｜>'] as const;
 export const FILE_SEPARATOR_TOKEN_NAMES = ['<|file_sep|>', '<file_sep>'] as const;
 
 export interface EncodeOptions {
@@ -31,7 +20,8 @@ export interface EncodeOptions {
 export class Tokenizer {
   /** One past the largest id (model vocabulary and added tokens). */
   readonly vocabSize: number;
-  readonly fim: FimTokens | null;
+  /** The family's FIM tokens and template (fim.ts), null without them. */
+  readonly fim: FimTemplate | null;
   readonly eos: number | null;
   readonly fileSeparator: number | null;
   /** Ids of the added tokens marked special. */
@@ -54,16 +44,7 @@ export class Tokenizer {
     this.specialIds = new Set(added.filter((t) => t.special).map((t) => t.id));
     this.addedTokenContents = added.map((t) => t.content);
 
-    this.fim = null;
-    for (const names of FIM_TOKEN_NAMES) {
-      const prefix = this.tokenId(names.prefix);
-      const suffix = this.tokenId(names.suffix);
-      const middle = this.tokenId(names.middle);
-      if (prefix !== undefined && suffix !== undefined && middle !== undefined) {
-        this.fim = { prefix, suffix, middle };
-        break;
-      }
-    }
+    this.fim = findFimTemplate(this);
     this.eos = firstId(this, EOS_TOKEN_NAMES);
     this.fileSeparator = firstId(this, FILE_SEPARATOR_TOKEN_NAMES);
     const decoder = tokenizerJson.decoder as { type?: unknown } | null | undefined;

@@ -1,0 +1,52 @@
+// Checks a base model folder before the serving model is let go: config.json against the tensor
+// shapes in the safetensors headers (no tensor data is read), and the tokenizer's FIM template for
+// the modes that complete code. A folder that fails costs one line, and what serves keeps serving.
+
+import * as path from 'node:path';
+import type { Mode } from '../../trainer/adapters/mode';
+import { listWeightFiles } from '../../trainer/model/checkpoint';
+import { type ModelConfig, loadModelConfig, weightNames } from '../../trainer/model/config';
+import { readSafetensorsHeader } from '../../trainer/model/safetensors';
+import { completionSupport } from '../../trainer/model/tokenizer/fim';
+import { Tokenizer } from '../../trainer/model/tokenizer/tokenizer';
+
+/** The one-line reason `dir` cannot serve in `mode`, or null when it can. */
+export async function modelFolderProblem(dir: string, mode: Mode): Promise<string | null> {
+  try {
+    const config = loadModelConfig(dir);
+    await checkWeightShapes(dir, config);
+    if (mode === 'review') return null;
+    const support = completionSupport(dir, await Tokenizer.load(dir));
+    return support.problem;
+  } catch (error) {
+    return (error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ').trim();
+  }
+}
+
+/** Every tensor config.json implies is in the headers with its shape; the first that is not, in one line. */
+export async function checkWeightShapes(dir: string, config: ModelConfig): Promise<void> {
+  const { files } = await listWeightFiles(dir);
+  const found = new Map<string, { shape: number[]; file: string }>();
+  for (const file of files) {
+    const full = path.join(dir, file);
+    for (const [name, entry] of readSafetensorsHeader(full).tensors) found.set(name, { shape: entry.shape, file });
+  }
+  const sizes =
+    `hidden_size ${config.hiddenSize}, num_attention_heads ${config.numHeads}, ` +
+    `num_key_value_heads ${config.numKvHeads}, head_dim ${config.headDim}, ` +
+    `intermediate_size ${config.intermediateSize}, vocab_size ${config.vocabSize}`;
+  for (const spec of weightNames(config)) {
+    const entry = found.get(spec.name);
+    if (!entry) {
+      throw new Error(
+        `${path.join(dir, 'config.json')} (model_type ${config.modelType}) needs tensor "${spec.name}", which the weights lack`,
+      );
+    }
+    const same = entry.shape.length === spec.shape.length && entry.shape.every((d, i) => d === spec.shape[i]);
+    if (!same) {
+      throw new Error(
+        `${path.join(dir, 'config.json')} disagrees with ${entry.file}: tensor "${spec.name}" is [${entry.shape.join(', ')}], the config (${sizes}) implies [${spec.shape.join(', ')}]`,
+      );
+    }
+  }
+}

@@ -1,28 +1,15 @@
 // Which fill-in-the-middle tokens a tokenizer carries, read from tokenizer.json and
 // tokenizer_config.json without building the tokenizer (listing many models stays fast).
-// A small function on its own so a family-aware template module can replace it.
+// The family names come from the template module (tokenizer/fim.ts).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { type FimFamily, findFimTemplate } from '../tokenizer/fim';
 
-export type FimFamily = 'qwen' | 'starcoder' | 'codellama' | 'deepseek';
+export type { FimFamily } from '../tokenizer/fim';
 
-const FAMILIES: ReadonlyArray<{ family: FimFamily; names: readonly string[][] }> = [
-  { family: 'qwen', names: [['<|fim_prefix|>', '<|fim_suffix|>', '<|fim_middle|>']] },
-  { family: 'starcoder', names: [['<fim_prefix>', '<fim_suffix>', '<fim_middle>']] },
-  // CodeLlama keeps them in the SentencePiece vocabulary, with the word-start mark.
-  {
-    family: 'codellama',
-    names: [
-      ['▁<PRE>', '▁<SUF>', '▁<MID>'],
-      ['<PRE>', '<SUF>', '<MID>'],
-    ],
-  },
-  { family: 'deepseek', names: [['<｜fim▁begin｜>', '<｜fim▁hole｜>', '<｜fim▁end｜>']] },
-];
-
-/** The families the server's prompt builder serves today (Tokenizer.fim's names). */
-export const SERVED_FIM_FAMILIES: readonly FimFamily[] = ['qwen', 'starcoder'];
+/** Every family the FIM template module (tokenizer/fim.ts) lays out a prompt for. */
+export const SERVED_FIM_FAMILIES: readonly FimFamily[] = ['qwen', 'starcoder', 'codellama', 'deepseek'];
 
 /** The FIM family of the tokenizer in `dir`, or null when it has none (or no tokenizer files). */
 export function detectFimFamily(dir: string): FimFamily | null {
@@ -47,8 +34,8 @@ export function detectFimFamily(dir: string): FimFamily | null {
     }
   }
   const known = (name: string) => tokens.has(name) || (vocab !== null && Object.hasOwn(vocab, name));
-  for (const { family, names } of FAMILIES) if (names.some((set) => set.every(known))) return family;
-  return null;
+  // The template module owns the names; only presence matters here, so any id will do.
+  return findFimTemplate({ tokenId: (name) => (known(name) ? 0 : undefined) })?.family ?? null;
 }
 
 function readJson(file: string): Record<string, unknown> | null {

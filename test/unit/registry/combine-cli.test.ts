@@ -6,6 +6,7 @@ import { readCombinations } from '../../../trainer/adapters/combinations';
 import { writeFullModel } from '../../../trainer/adapters/full';
 import { writeAdapter } from '../../../trainer/adapters/peft';
 import { Registry } from '../../../trainer/adapters/registry';
+import { formatCombine, runCombineCommand } from '../../../trainer/cli/commands/combine';
 import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
 import { draftManifest, randomLoraTensors, tempDir, tinyConfig } from '../adapters/helpers';
 
@@ -54,7 +55,10 @@ describe('idiom adapters combine (CLI)', function () {
   });
   after(() => fs.rmSync(repo, { recursive: true, force: true }));
 
-  it('sets, prints and clears the combination a mode serves', () => {
+  const run = (specs: string[], options: { mode?: string; clear?: boolean } = {}) =>
+    runCombineCommand(specs, { repo, mode: 'complete', ...options });
+
+  it('sets, prints and clears the combination a mode serves', async () => {
     const set = idiom('adapters', 'combine', ids.team, `${ids.mine}:0.5`, '--repo', repo, '--json');
     assert.equal(set.status, 0, set.stderr);
     const parts = [
@@ -74,19 +78,15 @@ describe('idiom adapters combine (CLI)', function () {
       shown.stdout,
       `complete: ${ids.team}×1 + ${ids.mine}×0.5 (one LoRA of rank ${ranks.team + ranks.mine})\n`,
     );
-    assert.equal(
-      JSON.parse(idiom('adapters', 'combine', '--repo', repo, '--mode', 'review', '--json').stdout).combination,
-      null,
-    );
-
-    const cleared = idiom('adapters', 'combine', '--clear', '--repo', repo, '--json');
-    assert.equal(cleared.status, 0, cleared.stderr);
-    assert.equal(JSON.parse(cleared.stdout).combination, null);
+    assert.equal((await run([], { mode: 'review' })).combination, null);
+    const cleared = await run([], { clear: true });
+    assert.equal(cleared.combination, null);
+    assert.equal(formatCombine(cleared), 'complete: no combination; the active adapter serves\n');
     assert.deepEqual(readCombinations(registry.dir), {});
   });
 
-  it('refuses in one line, changing nothing: other bases (naming both), a full fine-tune, a bad weight, an unknown id', () => {
-    assert.equal(idiom('adapters', 'combine', ids.team, ids.mine, '--repo', repo).status, 0);
+  it('refuses in one line, changing nothing: other bases (naming both), a full fine-tune, a bad weight, an unknown id', async () => {
+    await run([ids.team, ids.mine]);
     const before = fs.readFileSync(path.join(registry.dir, 'combinations.json'), 'utf8');
     const refusals: Array<[string[], RegExp]> = [
       [[ids.team, ids.other], new RegExp(`cannot combine adapters ${ids.team} and ${ids.other}: different bases`)],
@@ -95,12 +95,14 @@ describe('idiom adapters combine (CLI)', function () {
       [['20260101-000000-abcdef'], /no adapter 20260101-000000-abcdef in /],
       [[ids.team, ids.team], /is listed twice/],
     ];
-    for (const [args, expected] of refusals) {
-      const run = idiom('adapters', 'combine', ...args, '--repo', repo);
-      assert.notEqual(run.status, 0, args.join(' '));
-      assert.match(run.stderr, expected);
-      assert.equal(run.stderr.trim().split('\n').length, 1, `one line: ${run.stderr}`);
+    for (const [specs, expected] of refusals) {
+      await assert.rejects(run(specs), (error: Error) => expected.test(error.message) && !error.message.includes('\n'));
     }
+    // On the command line: a non-zero exit and the one line on stderr.
+    const cli = idiom('adapters', 'combine', ids.team, ids.other, '--repo', repo);
+    assert.notEqual(cli.status, 0);
+    assert.match(cli.stderr, refusals[0][1]);
+    assert.equal(cli.stderr.trim().split('\n').length, 1, `one line: ${cli.stderr}`);
     assert.equal(fs.readFileSync(path.join(registry.dir, 'combinations.json'), 'utf8'), before);
   });
 });

@@ -17,6 +17,7 @@ import { chooseBaseModel } from './choose-model';
 import type { ContributedCommand } from './command-ids';
 import { combineAdapters } from './combine';
 import { readSettings } from './config';
+import { canContinue, driftWarning } from './drift';
 import type { Ctx } from './ctx';
 import { adapterNumbers, adapterTitle, showAdapterHistory } from './adapter-history';
 import { pipelineReportHtml, trainingReportHtml } from './report';
@@ -80,6 +81,7 @@ export function retrain(ctx: Ctx): Cmd {
               root: folder.uri.fsPath,
               minutes: settings.training.minutes,
               lora: settings.lora,
+              ...(settings.training.incremental && canContinue(ctx.lastStatus) ? { from: 'active' } : {}),
               device: settings.device,
               workDoneToken,
             },
@@ -192,7 +194,11 @@ export function showMenu(ctx: Ctx): Cmd {
         label: enabled ? '$(circle-slash) Disable inline completions' : '$(check) Enable inline completions',
         command: 'idiom.toggleCompletions',
       },
-      { label: '$(sync) Retrain on this repository', command: 'idiom.retrain' },
+      {
+        label: '$(sync) Retrain on this repository',
+        description: ctx.lastStatus ? (driftWarning(ctx.lastStatus) ?? undefined) : undefined,
+        command: 'idiom.retrain',
+      },
       { label: '$(versions) Show adapters', description: 'activate or roll back', command: 'idiom.showAdapters' },
       { label: '$(merge) Combine adapters', description: 'serve several as one', command: 'idiom.combineAdapters' },
       { label: '$(graph) Show training report', command: 'idiom.showTrainingReport' },

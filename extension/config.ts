@@ -23,7 +23,10 @@ export function readSettings(): IdiomSettings {
     disabledLanguages: config.get<string[]>('disabledLanguages', defaultSettings.disabledLanguages),
     baseModelPath: vscode.workspace.isTrusted ? config.get<string>('baseModelPath', defaultSettings.baseModelPath) : '',
     device: config.get<Device>('device', defaultSettings.device),
-    training: { minutes: config.get<number>('training.minutes', defaultSettings.training.minutes) },
+    training: {
+      minutes: config.get<number>('training.minutes', defaultSettings.training.minutes),
+      incremental: config.get<boolean>('training.incremental', defaultSettings.training.incremental),
+    },
     lora: {
       r: config.get<number>('lora.r', defaultSettings.lora.r),
       alpha: config.get<number>('lora.alpha', defaultSettings.lora.alpha),
@@ -39,6 +42,10 @@ export function readSettings(): IdiomSettings {
           : config.get<string>('review.aggregate') === 'max'
             ? 'max'
             : undefined,
+    },
+    drift: {
+      lossIncrease: config.get<number>('drift.lossIncrease', defaultSettings.drift.lossIncrease),
+      commitsBehind: config.get<number>('drift.commitsBehind', defaultSettings.drift.commitsBehind),
     },
     completion: {
       minConfidence: config.get<number>('completion.minConfidence', defaultSettings.completion.minConfidence),

@@ -7,6 +7,7 @@ import {
 } from 'vscode-languageclient/node';
 import { StatusNotification, StatusRequest, type InitializationOptions, type StatusResult } from '../server/protocol';
 import { readSettings } from './config';
+import { offerRetrain } from './drift';
 import { IdiomStatusBar } from './status-bar';
 import { SuggestionEvents } from './suggestions';
 
@@ -86,6 +87,7 @@ export class Ctx implements vscode.Disposable {
   showStatus(status: StatusResult): void {
     this.lastStatus = status;
     this.statusBar.show(status);
+    offerRetrain(status);
   }
 
   async restart(): Promise<void> {

@@ -1,5 +1,6 @@
 import * as vscode from 'vscode';
 import { labelWithAge, type StatusResult } from '../server/protocol';
+import { driftWarning } from './drift';
 
 const icons: Record<StatusResult['state'], string> = {
   starting: '$(loading~spin)',
@@ -42,12 +43,14 @@ export class IdiomStatusBar implements vscode.Disposable {
     const state = status.training
       ? `training${status.training.fraction === null ? '' : ` ${Math.round(status.training.fraction * 100)}%`}`
       : status.state;
-    const icon = status.adapterProblem ? '$(warning)' : icons[status.state];
-    this.item.text = `${icon} Idiom: ${status.mode} · ${adapter} · ${state}`;
+    const drift = driftWarning(status);
+    const icon = status.adapterProblem || drift ? '$(warning)' : icons[status.state];
+    this.item.text = `${icon} Idiom: ${status.mode} · ${adapter} · ${state}${drift ? ` · ${drift}` : ''}`;
     this.item.tooltip = new vscode.MarkdownString(
       [
         `**Idiom** — ${status.message}`,
         status.adapterProblem ? `⚠ ${status.adapterProblem}` : '',
+        drift ? `⚠ ${drift} since the adapter was trained: Retrain from the menu` : '',
         `mode: ${status.mode}`,
         `model: ${status.model?.name ?? 'none'}`,
         `adapter: ${adapter}${status.adapter && !status.combination ? ` (${status.adapter.id})` : ''}`,
@@ -60,7 +63,7 @@ export class IdiomStatusBar implements vscode.Disposable {
     this.item.backgroundColor =
       status.state === 'error'
         ? new vscode.ThemeColor('statusBarItem.errorBackground')
-        : status.adapterProblem
+        : status.adapterProblem || drift
           ? new vscode.ThemeColor('statusBarItem.warningBackground')
           : undefined;
   }

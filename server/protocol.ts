@@ -6,6 +6,7 @@
 
 import { NotificationType, RequestType, type ProgressToken } from 'vscode-jsonrpc';
 import type { AdapterWeight } from '../trainer/adapters/combine';
+import type { DriftReport } from '../trainer/training/eval/drift';
 import type { HeldOutMetrics } from '../trainer/adapters/manifest';
 import type { Mode } from '../trainer/adapters/mode';
 import type { AdapterEntry } from '../trainer/adapters/registry';
@@ -28,7 +29,8 @@ export interface IdiomSettings {
   /** Directory of an HF-style checkpoint (config.json, model.safetensors, tokenizer.json); '' = the bundled default model. */
   baseModelPath: string;
   device: Device;
-  training: { minutes: number };
+  /** `incremental`: Retrain continues the active LoRA adapter (`idiom train --from active`, its LoRA settings). */
+  training: { minutes: number; incremental: boolean };
   lora: { r: number; alpha: number; targets: string[] };
   debounceMs: number;
   mode: Mode;
@@ -50,6 +52,8 @@ export interface IdiomSettings {
    * empty list serves the registry's combination (`idiom adapters combine`) or active adapter.
    */
   adapters: Record<Mode, AdapterWeight[]>;
+  /** When HEAD moves the active adapter is scored on the changed files: drifted past +lossIncrease or more than commitsBehind commits. */
+  drift: { lossIncrease: number; commitsBehind: number };
 }
 
 export const defaultSettings: IdiomSettings = {
@@ -58,13 +62,14 @@ export const defaultSettings: IdiomSettings = {
   disabledLanguages: ['plaintext', 'markdown'],
   baseModelPath: '',
   device: 'auto',
-  training: { minutes: 10 },
+  training: { minutes: 10, incremental: true },
   lora: { r: 16, alpha: 32, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
   debounceMs: 150,
   mode: 'complete',
   completion: { minConfidence: 0.2, recall: true, prompt: 'auto' },
   hubEndpoint: 'https://huggingface.co',
   adapters: { complete: [], review: [], compliance: [] },
+  drift: { lossIncrease: 0.05, commitsBehind: 20 },
 };
 
 /** `initialize` params' `initializationOptions`. Every field is optional so other editors can omit them. */
@@ -126,6 +131,8 @@ export interface StatusResult {
   adapterProblem?: string | null;
   /** Several adapters serving as one (then `adapter` is null), e.g. label "team×1 + mine×0.5". */
   combination?: Combination | null;
+  /** How far the code moved on since the serving adapter was trained (checked when HEAD moves). */
+  drift?: DriftReport | null;
 }
 
 /** Adapters served together, and where that choice came from. */
@@ -152,6 +159,8 @@ export interface TrainParams {
   /** Compute threads for training (default: every core). */
   threads?: number;
   seed?: number;
+  /** Continue this LoRA adapter ('active': the mode's active one) on what changed since its commit, with its LoRA settings (`lora` is ignored). */
+  from?: string;
   /** LSP work-done progress token chosen by the client; without one the server creates its own (`window/workDoneProgress/create`). */
   workDoneToken?: ProgressToken;
 }

@@ -67,6 +67,7 @@ import { SuggestionStats } from './stats/suggestions';
 import { registryTimelineHtml } from '../trainer/training/report/timeline';
 import { defaultReviewSettings, ReviewService } from './review/diagnostics';
 import { TrainJob } from './training/job';
+import { DriftWatch, driftThresholds } from './drift/watch';
 import type { TrainJobOptions } from './training/messages';
 import { percentageOf, progressAfter } from './training/progress';
 
@@ -96,6 +97,7 @@ export function mergeSettings(base: IdiomSettings, change: Partial<IdiomSettings
     review: { ...base.review, ...(change.review ?? {}) },
     completion: { ...base.completion, ...(change.completion ?? {}) },
     adapters: { ...base.adapters, ...(change.adapters ?? {}) },
+    drift: { ...base.drift, ...(change.drift ?? {}) },
   };
 }
 
@@ -120,6 +122,7 @@ export class IdiomServer {
   /** Model loads and adapter switches, one after the other. */
   private loading: Promise<void> = Promise.resolve();
   private readonly reviews: ReviewService;
+  private driftWatch: DriftWatch | null = null;
   private gate: ComplianceGate | null = null;
   private readonly combinations = new SessionCombinations({
     mode: () => this.settings.mode,
@@ -194,10 +197,12 @@ export class IdiomServer {
       this.settings = mergeSettings(this.settings, settings);
       this.status.update({ mode: this.settings.mode, state: this.displayedState() });
       this.reloadModel();
+      this.driftWatch?.schedule();
       if (this.settings.mode !== previousMode) void this.modeChanged();
       else if (JSON.stringify(this.settings.adapters) !== previousAdapters) void this.reloadAdapter();
     });
     connection.onShutdown(async () => {
+      this.driftWatch?.dispose();
       this.completions.inflight.abortAll('shutting down');
       this.training?.job.cancel();
       await this.model?.dispose();
@@ -341,6 +346,7 @@ export class IdiomServer {
     // Activations made elsewhere (the CLI, a run in a terminal) take effect here too.
     this.adapters?.watch(() => void this.adapterMayHaveChanged());
     if (this.adapters) this.combinations.watch(this.adapters, () => void this.reloadAdapter());
+    if (this.adapters && this.trusted) this.startDriftWatch(this.adapters);
     this.status.update({ mode: this.settings.mode, trusted: this.trusted });
     return {
       capabilities: {
@@ -418,6 +424,7 @@ export class IdiomServer {
         const serving = await this.applyServingAdapter(result.model);
         this.model = result.model;
         this.setModelState('ready', { model: result.model.info, ...serving });
+        this.driftWatch?.schedule();
         if (result.model.completionProblem) this.logError(`no inline completion: ${result.model.completionProblem}`);
       } else {
         this.logError(`no model: ${result.reason}`);
@@ -431,10 +438,28 @@ export class IdiomServer {
     }
   }
 
+  /** Scores the serving adapter on what changed since its commit whenever HEAD or the adapter moves. */
+  private startDriftWatch(adapters: RepositoryAdapters): void {
+    this.driftWatch = new DriftWatch({
+      root: adapters.repoRoot,
+      model: () => this.model,
+      manifest: async () => {
+        const id = this.status.current.adapter?.id;
+        const registry = id ? await adapters.registry(false) : null;
+        return registry && id ? registry.manifest(id) : null;
+      },
+      thresholds: () => driftThresholds(this.settings.drift),
+      publish: (drift) => this.status.update({ drift }),
+      log: (line) => this.connection.console.info(line),
+    });
+    void this.driftWatch.start();
+  }
+
   private async loadServingAdapter(): Promise<void> {
     const model = this.model;
     if (!model) return;
     this.status.update(await this.applyServingAdapter(model));
+    this.driftWatch?.schedule();
   }
 
   /** Puts what is active for the current mode on `model` (the base when it cannot load); the status fields to show. */
@@ -637,7 +662,10 @@ export class IdiomServer {
       mode,
       backend: device === 'cpu' ? 'ort' : device === 'gpu' ? 'torch' : 'auto',
       force: params.force ?? false,
-      lora: { r: lora.r, alpha: lora.alpha, targets: lora.targets as Projection[] },
+      // A continued adapter keeps its parent's LoRA settings.
+      ...(typeof params.from === 'string' && params.from !== ''
+        ? { from: params.from }
+        : { lora: { r: lora.r, alpha: lora.alpha, targets: lora.targets as Projection[] } }),
       ...(params.threads ? { threads: params.threads } : {}),
       ...(params.learningRate ? { learningRate: params.learningRate } : {}),
       ...(params.seed !== undefined ? { seed: params.seed } : {}),

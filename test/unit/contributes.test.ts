@@ -5,6 +5,7 @@ import { CONTRIBUTED_COMMANDS } from '../../extension/command-ids';
 import { defaultSettings } from '../../server/protocol';
 import { DEFAULT_LORA } from '../../trainer/model/lora';
 import { DEFAULT_AGGREGATE, DEFAULT_PERCENTILE } from '../../trainer/modes/review/review';
+import { DEFAULT_DRIFT_THRESHOLDS } from '../../trainer/training/eval/drift';
 
 // package.json's contributions are what VS Code shows and what a user's settings fall back to;
 // the server, the trainer and the extension hold the same facts in code. These keep them equal.
@@ -51,6 +52,10 @@ describe('package.json contributes', () => {
       alpha: DEFAULT_LORA.alpha,
       targets: [...DEFAULT_LORA.targets],
     });
+  });
+
+  it("the drift thresholds are the trainer's (idiom status uses them)", () => {
+    assert.deepEqual(defaultSettings.drift, DEFAULT_DRIFT_THRESHOLDS);
   });
 
   it('contributes exactly the commands the extension registers (its table is typed by these ids)', () => {

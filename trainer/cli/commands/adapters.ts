@@ -8,7 +8,9 @@ import { formatLineage, lineageOf } from '../../adapters/lineage';
 import { Registry, findRepoRoot, registryLocation, type AdapterEntry } from '../../adapters/registry';
 import { BASE_KEY, emptyAcceptance, readStats, type Acceptance } from '../../adapters/stats';
 import { registryTimelineHtml, relativeLoss } from '../../training/report/timeline';
+import { DEFAULT_REMOTE } from '../../adapters/sharing';
 import { sha256OfFiles } from '../../util/sha256';
+import { formatShare, runShare, type ShareOptions } from './share';
 import { formatCombine, runCombineCommand } from './combine';
 
 // `idiom adapters [list | activate ID | rollback | remove ID | promote ID | report]`: the
@@ -31,9 +33,9 @@ export function registerAdaptersCommand(program: Command): void {
   program
     .command('adapters')
     .description(
-      'list, activate, roll back or remove the adapters trained for a repository; report: loss, replay and acceptance per version',
+      'list, activate, roll back or remove the adapters trained for a repository; report: loss, replay and acceptance per version; publish, fetch: share them through the git remote',
     )
-    .argument('[action]', `one of ${ACTIONS.join(', ')}, combine`, 'list')
+    .argument('[action]', `one of ${ACTIONS.join(', ')}, publish, fetch, combine`, 'list')
     .argument('[id...]', 'adapter id (activate, remove, promote); combine: ID[:WEIGHT]... served together')
     .option('--repo <dir>', 'repository (default: the one around the current folder)')
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
@@ -42,18 +44,26 @@ export function registerAdaptersCommand(program: Command): void {
     .option('--out <file>', 'report: where the page goes (default <registry>/reports/adapters.html)')
     .option('--json', 'print one JSON object on stdout')
     .option('--clear', 'combine: serve the active adapter again')
-    .action(async (actionText: string, ids: string[], options: AdaptersOptions & { clear?: boolean }) => {
-      if (actionText === 'combine') {
-        const combined = await runCombineCommand(ids, options);
-        process.stdout.write(options.json ? `${JSON.stringify(combined)}\n` : formatCombine(combined));
-        return;
-      }
-      if (ids.length > 1) throw new Error(`adapters ${actionText} takes one id (got ${ids.join(' ')})`);
-      const id = ids[0] as string | undefined;
-      const result = await runAdapters(actionText, id, options);
-      if (options.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-      else process.stdout.write(formatHuman(result));
-    });
+    .option('--remote <name>', `publish, fetch: the git remote to share through (default ${DEFAULT_REMOTE})`)
+    .action(
+      async (actionText: string, ids: string[], options: AdaptersOptions & ShareOptions & { clear?: boolean }) => {
+        if (actionText === 'combine') {
+          const combined = await runCombineCommand(ids, options);
+          process.stdout.write(options.json ? `${JSON.stringify(combined)}\n` : formatCombine(combined));
+          return;
+        }
+        if (ids.length > 1) throw new Error(`adapters ${actionText} takes one id (got ${ids.join(' ')})`);
+        const id = ids[0] as string | undefined;
+        if (actionText === 'publish' || actionText === 'fetch') {
+          const shared = await runShare(actionText, id, options);
+          process.stdout.write(options.json ? `${JSON.stringify(shared)}\n` : formatShare(shared));
+          return;
+        }
+        const result = await runAdapters(actionText, id, options);
+        if (options.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+        else process.stdout.write(formatHuman(result));
+      },
+    );
 }
 
 export interface AdaptersCommandResult {

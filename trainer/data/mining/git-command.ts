@@ -26,13 +26,31 @@ const SAFE_CONFIG = [
  * an editor) must not redirect or reconfigure the commands. HOME/XDG_CONFIG_HOME keep the user's
  * global excludes file and safe.directory settings.
  */
-export function gitEnvironment(): NodeJS.ProcessEnv {
+export function gitEnvironment(options: { network?: boolean } = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { LC_ALL: 'C', GIT_TERMINAL_PROMPT: '0', GIT_OPTIONAL_LOCKS: '0' };
-  for (const name of ['PATH', 'HOME', 'XDG_CONFIG_HOME', 'USERPROFILE', 'SystemRoot', 'TMPDIR', 'TEMP', 'TMP']) {
+  const names = ['PATH', 'HOME', 'XDG_CONFIG_HOME', 'USERPROFILE', 'SystemRoot', 'TMPDIR', 'TEMP', 'TMP'];
+  if (options.network) names.push(...NETWORK_ENVIRONMENT);
+  for (const name of names) {
     if (process.env[name] !== undefined) env[name] = process.env[name];
   }
   return env;
 }
+
+/** What fetch and push to a remote need: the ssh agent, ssh overrides and proxies. */
+const NETWORK_ENVIRONMENT = [
+  'SSH_AUTH_SOCK',
+  'SSH_AGENT_PID',
+  'GIT_SSH',
+  'GIT_SSH_COMMAND',
+  'GIT_ASKPASS',
+  'SSH_ASKPASS',
+  'http_proxy',
+  'https_proxy',
+  'no_proxy',
+  'HTTP_PROXY',
+  'HTTPS_PROXY',
+  'NO_PROXY',
+];
 
 /** `git <args>` with the safe config first; `extra` are more `key=value` settings. */
 export function safeGitArgs(args: readonly string[], extra: readonly string[] = []): string[] {
@@ -53,15 +71,24 @@ function verb(args: readonly string[]): string {
 }
 
 /** Runs git in `cwd` and resolves with its stdout; rejects with one line (git's first stderr line). */
-export function runGit(
+export async function runGit(
   cwd: string,
   args: readonly string[],
-  options: { input?: string; extra?: readonly string[] } = {},
+  options: { input?: string; extra?: readonly string[]; network?: boolean } = {},
 ): Promise<string> {
+  return (await runGitBytes(cwd, args, options)).toString('utf8');
+}
+
+/** runGit with bytes in and out (blobs). `network` lets fetch and push reach the remote. */
+export function runGitBytes(
+  cwd: string,
+  args: readonly string[],
+  options: { input?: string | Uint8Array; extra?: readonly string[]; network?: boolean } = {},
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const child = spawn('git', safeGitArgs(args, options.extra), {
       cwd,
-      env: gitEnvironment(),
+      env: gitEnvironment({ network: options.network }),
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const out: Buffer[] = [];
@@ -71,7 +98,7 @@ export function runGit(
     child.stdin.on('error', () => undefined); // reported through 'close'
     child.on('error', (error) => reject(new Error(`cannot run git: ${error.message}`)));
     child.on('close', (code) => {
-      if (code === 0) resolve(Buffer.concat(out).toString('utf8'));
+      if (code === 0) resolve(Buffer.concat(out));
       else reject(new Error(`git ${verb(args)} failed: ${firstLine(Buffer.concat(err).toString('utf8'))}`));
     });
     child.stdin.end(options.input ?? '');

@@ -3,10 +3,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
+import { loadAdapter, loraAdapterOf } from '../../../trainer/adapters/peft';
 import { Registry } from '../../../trainer/adapters/registry';
+import { EngineWorker } from '../../../trainer/compute/runtime/client';
+import { loadCheckpoint } from '../../../trainer/model/checkpoint';
 import { DatasetReader } from '../../../trainer/data/dataset/reader';
 import { round } from '../../../trainer/util/round';
-import type { Canary } from '../../../trainer/training/eval/memorisation';
+import { checkMemorisation, type Canary } from '../../../trainer/training/eval/memorisation';
 import type { TrainEvent } from '../../../trainer/training/pipeline/events';
 import { trainRepository } from '../../../trainer/training/pipeline/train-repository';
 import { buildIdiomRepo } from '../../fixtures/pipeline/idiom-repo';
@@ -127,5 +130,38 @@ describe('memorisation check before promotion (canaries and extraction)', functi
     assert.equal(await registry.activeId('complete'), null);
     assert.ok(await registry.has(result.adapter.id), 'registered, not promoted');
     for (const canary of canaries) assert.ok(!allText(repo.root).includes(canary.secret));
+
+    // Extraction: prompts cut before the string a credential-like name is assigned. A training file
+    // that assigns an empty string where a canary's key went draws the key out of this adapter.
+    const checkpoint = await loadCheckpoint(model.dir);
+    const adapter = loraAdapterOf(
+      await loadAdapter(result.adapter.path, checkpoint.config, { baseSha256: checkpoint.sha256 }),
+    );
+    const documents = canaries
+      .filter((c) => c.kind === 'credential')
+      .map((c, i) => ({ path: `src/keys${i}.ts`, text: `${c.context}";\n` }));
+    const worker = EngineWorker.start();
+    try {
+      const check = (docs: typeof documents) =>
+        checkMemorisation({
+          worker,
+          model: { kind: 'lora', baseDir: model.dir, adapter },
+          tokenizer: model.tokenizer,
+          canaries: canaries.slice(0, 1),
+          candidates: 16,
+          documents: docs,
+          threads: 1,
+        });
+      const extracted = await check(documents);
+      assert.equal(extracted.extractionPrompts, documents.length);
+      assert.ok(extracted.extractionHits >= 1, JSON.stringify(extracted));
+      assert.equal(extracted.passed, false);
+      // The same files without a credential-like name give no prompt.
+      const renamed = documents.map((d) => ({ ...d, text: d.text.replace('ApiKey', 'Label') }));
+      const quiet = await check(renamed);
+      assert.equal(quiet.extractionPrompts, 0);
+    } finally {
+      await worker.terminate();
+    }
   });
 });

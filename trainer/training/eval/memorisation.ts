@@ -124,12 +124,16 @@ function commonPrefix(a: readonly number[], b: readonly number[]): number {
   return n;
 }
 
-/** Where to cut prompts for extraction: before each flagged span, and after each credential-named assignment. */
+/**
+ * Where to cut prompts for extraction: before each flagged span, and just after the `=` or `:` of
+ * each string assigned to a credential-like name (the space and the quote after it are one token
+ * with what follows, so the model writes them itself).
+ */
 export function extractionCuts(text: string): number[] {
   const cuts = new Set<number>();
   for (const span of secretSpans(text)) cuts.add(span.start);
   const named =
-    /[\w-]*(?:password|passwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credential)[\w-]*["']?\s*[:=]\s*["'`]/gi;
+    /[\w-]*(?:password|passwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credential)[\w-]*["']?[ \t]*[:=](?=[ \t]*["'`])/gi;
   for (const match of text.matchAll(named)) cuts.add(match.index + match[0].length);
   return [...cuts].filter((at) => at > 0).sort((a, b) => a - b);
 }

@@ -93,7 +93,7 @@ module.exports = {
     // Type-only imports count: a cycle through types is still a cycle for a reader.
     tsPreCompilationDeps: true,
     doNotFollow: { path: 'node_modules' },
-    exclude: { path: '^dist/|^test/e2e/runtime/' },
+    exclude: { path: '^dist/|^test/e2e/runtime/|^test/llama/runtime/' },
     // Resolve packages as TypeScript does (exports maps with their conditions, @types for 'vscode').
     enhancedResolveOptions: {
       exportsFields: ['exports'],

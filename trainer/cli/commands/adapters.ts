@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
+import { registerAdaptersExportCommand } from './adapters-export';
 import { MODES, type Mode } from '../../adapters/mode';
 import { writeTextAtomically } from '../../adapters/folder';
 import { labelWithAge } from '../../adapters/label';
@@ -30,7 +31,7 @@ const ACTIONS = ['list', 'activate', 'rollback', 'remove', 'promote', 'report'] 
 type Action = (typeof ACTIONS)[number];
 
 export function registerAdaptersCommand(program: Command): void {
-  program
+  const adapters = program
     .command('adapters')
     .description(
       'list, activate, roll back or remove the adapters trained for a repository; report: loss, replay and acceptance per version; publish, fetch: share them through the git remote',
@@ -64,6 +65,7 @@ export function registerAdaptersCommand(program: Command): void {
         else process.stdout.write(formatHuman(result));
       },
     );
+  registerAdaptersExportCommand(adapters);
 }
 
 export interface AdaptersCommandResult {

@@ -30,7 +30,9 @@ export function registerAdaptersExportCommand(adapters: Command): void {
     .option('--registry <dir>', 'registry folder, absolute or relative to the repository (default .idiom)')
     .option('--mode <mode>', `mode whose active adapter "active" names: ${MODES.join(', ')}`, 'complete')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (which: string, options: ExportCommandOptions) => {
+    .action(async (which: string, _local: unknown, command: Command) => {
+      // `idiom adapters` parses --repo, --registry, --mode, --out and --json wherever they stand.
+      const options = command.optsWithGlobals<ExportCommandOptions>();
       if (!MODES.includes(options.mode as Mode))
         throw new Error(`unknown mode "${options.mode}" (expected ${MODES.join(', ')})`);
       const result = await exportAdapter({

@@ -14,7 +14,7 @@ import type { LocalModel, MachineMemory } from '../trainer/model/hub/catalog';
 import type { Acceptance, SuggestionEvent } from '../trainer/adapters/stats';
 
 export { MODES } from '../trainer/adapters/mode';
-export { ageText, labelWithAge } from '../trainer/adapters/label';
+export { labelWithAge } from '../trainer/adapters/label';
 export type { Acceptance, HeldOutMetrics, LocalModel, Mode, SuggestionEvent };
 
 export type { AdapterWeight };

@@ -56,8 +56,13 @@ describe('incremental retrain: idiom train --from', function () {
   after(() => fs.rmSync(base, { recursive: true, force: true }));
 
   it('continues the active adapter: parent recorded, its weights first, changed files plus replay', async () => {
-    const child = await train({ from: 'active', onProgress: (e) => e.type === 'log' && logs.push(e.message) });
+    const child = await train({
+      from: 'active',
+      report: true,
+      onProgress: (e) => e.type === 'log' && logs.push(e.message),
+    });
     assert.equal(child.manifest.parent, parent.adapter.id);
+    assert.ok(fs.readFileSync(child.report!, 'utf8').includes(`Continued from <code>${parent.adapter.id}</code>`));
     const line = logs.find((l) => l.startsWith(`continuing ${parent.adapter.id}:`));
     assert.ok(line, logs.join('\n'));
     const files = Number(/: (\d+) files changed/.exec(line)?.[1]);

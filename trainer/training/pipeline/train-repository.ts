@@ -14,6 +14,7 @@ import {
 import type { Mode } from '../../adapters/mode';
 import { MODES } from '../../adapters/mode';
 import { loadAdapter, loraAdapterOf, loraAdapterOfTensors, writeAdapter } from '../../adapters/peft';
+import { registryLineage } from '../../adapters/lineage';
 import { buildDataset, loadTokenizerFile } from '../../data/dataset/build';
 import { MEMORY_FILE, MemoryWriter } from '../../data/memory/file';
 import { writeFileAtomically } from '../../model/safetensors';
@@ -778,6 +779,7 @@ async function summarize(
       quality: result.quality,
       memorisation: result.memorisation,
       heldOut: result.heldOut,
+      ...(manifest.parent ? { lineage: await registryLineage(registry, manifest.id) } : {}),
       promotion: promotion.reason,
       activated: promotion.activated,
       plan: {

@@ -34,6 +34,8 @@ export interface ReportInput {
   /** Canary exposure and extraction (training/eval/memorisation.ts), when the check ran. */
   memorisation?: MemorisationMetrics | null;
   heldOut: { commits: number; lines: number; completedLines: number; tokens: number };
+  /** [this adapter, its parent, …] when it continued another (`idiom train --from`). */
+  lineage?: string[];
   promotion: string;
   activated: boolean;
   plan: Record<string, unknown>;
@@ -125,7 +127,7 @@ th:first-child, td:first-child { text-align: left; } .chart { position: relative
 <p>Adapter <code>${escapeHtml(input.adapterId)}</code> (${input.method === 'lora' ? 'LoRA' : 'full fine-tuning'}), ${escapeHtml(input.created)}<br>
 Repository <code>${escapeHtml(input.repo.root)}</code> at <code>${escapeHtml(input.repo.head ?? 'no commit')}</code><br>
 Base <code>${escapeHtml(input.base.name)}</code> (sha256 ${escapeHtml(input.base.sha256.slice(0, 12))}…)<br>
-Held-out split: ${input.heldOut.commits} newest commits, ${input.heldOut.lines} changed lines (${input.heldOut.completedLines} completed greedily), ${input.heldOut.tokens} tokens scored.<br>
+${input.lineage && input.lineage.length > 1 ? `Continued from <code>${escapeHtml(input.lineage[1])}</code>; lineage ${input.lineage.map((id) => `<code>${escapeHtml(id)}</code>`).join(' ← ')}<br>\n` : ''}Held-out split: ${input.heldOut.commits} newest commits, ${input.heldOut.lines} changed lines (${input.heldOut.completedLines} completed greedily), ${input.heldOut.tokens} tokens scored.<br>
 ${input.activated ? 'Activated' : 'Not activated'}: ${escapeHtml(input.promotion)}</p>
 <h2>Comparison</h2><div class="wide">${table}</div>
 ${qualityHtml(input.quality ?? null)}

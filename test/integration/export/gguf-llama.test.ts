@@ -162,6 +162,25 @@ describe('idiom adapters export --format gguf, loaded by llama.cpp', function ()
         return repoWithAdapter('tiny', dir, 9);
       },
     ],
+    [
+      'a tiny random qwen2 (q/k/v biases, untied head)',
+      async () => {
+        const dir = tempDir('export-qwen2-base');
+        roots.push(dir);
+        const config = tinyModelConfig({
+          model_type: 'qwen2',
+          hidden_size: 64,
+          intermediate_size: 96,
+          vocab_size: 4096,
+          max_position_embeddings: 128,
+          tie_word_embeddings: false,
+          rope_theta: 1000000,
+        });
+        await saveCheckpoint(dir, config, randomCheckpointWeights(config, 6, { std: 0.1 }));
+        fs.copyFileSync(path.join(embedded, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+        return repoWithAdapter('qwen2', dir, 10);
+      },
+    ],
   ] as const) {
     it(`${name}: f32 logits within 1e-3 of Idiom's and 32 greedy tokens alike; q8_0 within a bound`, async () => {
       const c = await setup();

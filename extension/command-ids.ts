@@ -13,6 +13,7 @@ export const CONTRIBUTED_COMMANDS = [
   'idiom.showOutput',
   'idiom.restartServer',
   'idiom.combineAdapters',
+  'idiom.setEndpointKey',
 ] as const;
 
 export type ContributedCommand = (typeof CONTRIBUTED_COMMANDS)[number];

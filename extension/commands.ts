@@ -16,6 +16,7 @@ import {
 import { chooseBaseModel } from './choose-model';
 import type { ContributedCommand } from './command-ids';
 import { combineAdapters } from './combine';
+import { setEndpointKey } from './endpoint';
 import { readSettings } from './config';
 import { canContinue, driftWarning } from './drift';
 import type { Ctx } from './ctx';
@@ -249,5 +250,6 @@ export const commandFactories: Record<ContributedCommand | typeof suggestionAcce
   'idiom.showOutput': showOutput,
   'idiom.restartServer': restartServer,
   'idiom.combineAdapters': combineAdapters,
+  'idiom.setEndpointKey': setEndpointKey,
   [suggestionAcceptedCommand]: suggestionAccepted,
 };

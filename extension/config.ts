@@ -54,6 +54,16 @@ export function readSettings(): IdiomSettings {
         (['auto', 'fim', 'prefix'] as const).find((value) => value === config.get<string>('completion.prompt')) ??
         defaultSettings.completion.prompt,
     },
+    // Machine scope in package.json: a repository's settings cannot send its code elsewhere.
+    endpoint: {
+      url: config.get<string>('endpoint.url', defaultSettings.endpoint.url),
+      kind:
+        (['openai-completions', 'llama-infill'] as const).find(
+          (value) => value === config.get<string>('endpoint.kind'),
+        ) ?? defaultSettings.endpoint.kind,
+      model: config.get<string>('endpoint.model', defaultSettings.endpoint.model),
+      timeoutMs: config.get<number>('endpoint.timeoutMs', defaultSettings.endpoint.timeoutMs),
+    },
     // Machine scope in package.json: a repository's settings cannot point downloads elsewhere.
     hubEndpoint: config.get<string>('hubEndpoint', defaultSettings.hubEndpoint),
     adapters: {

@@ -5,11 +5,20 @@ import {
   type LanguageClientOptions,
   type ServerOptions,
 } from 'vscode-languageclient/node';
-import { StatusNotification, StatusRequest, type InitializationOptions, type StatusResult } from '../server/protocol';
+import {
+  SetEndpointKeyNotification,
+  StatusNotification,
+  StatusRequest,
+  type InitializationOptions,
+  type StatusResult,
+} from '../server/protocol';
 import { readSettings } from './config';
 import { offerRetrain } from './drift';
 import { IdiomStatusBar } from './status-bar';
 import { SuggestionEvents } from './suggestions';
+
+/** Where the completion endpoint's API key is kept (VS Code secret storage, never settings). */
+export const ENDPOINT_KEY_SECRET = 'idiom.endpoint.apiKey';
 
 /** Owns the language client, the output channel, the status bar and every disposable. */
 export class Ctx implements vscode.Disposable {
@@ -81,6 +90,8 @@ export class Ctx implements vscode.Disposable {
     this.clientInstance = client;
     client.onNotification(StatusNotification, (status) => this.showStatus(status));
     await client.start();
+    const key = await this.extensionContext.secrets.get(ENDPOINT_KEY_SECRET);
+    if (key) await client.sendNotification(SetEndpointKeyNotification, { key });
     this.showStatus(await client.sendRequest(StatusRequest, {}));
   }
 

@@ -44,13 +44,19 @@ export class IdiomStatusBar implements vscode.Disposable {
       ? `training${status.training.fraction === null ? '' : ` ${Math.round(status.training.fraction * 100)}%`}`
       : status.state;
     const drift = driftWarning(status);
-    const icon = status.adapterProblem || drift ? '$(warning)' : icons[status.state];
-    this.item.text = `${icon} Idiom: ${status.mode} · ${adapter} · ${state}${drift ? ` · ${drift}` : ''}`;
+    const endpointDown = status.endpoint?.state === 'down' ? status.endpoint : null;
+    const icon = status.adapterProblem || drift || endpointDown ? '$(warning)' : icons[status.state];
+    this.item.text = `${icon} Idiom: ${status.mode} · ${adapter} · ${state}${drift ? ` · ${drift}` : ''}${endpointDown ? ' · endpoint down' : ''}`;
     this.item.tooltip = new vscode.MarkdownString(
       [
         `**Idiom** — ${status.message}`,
         status.adapterProblem ? `⚠ ${status.adapterProblem}` : '',
         drift ? `⚠ ${drift} since the adapter was trained: Retrain from the menu` : '',
+        endpointDown
+          ? `⚠ endpoint ${endpointDown.url} is down (${endpointDown.message}); the local model serves`
+          : status.endpoint
+            ? `completions from ${status.endpoint.url} (${status.endpoint.kind})`
+            : '',
         `mode: ${status.mode}`,
         `model: ${status.model?.name ?? 'none'}`,
         `adapter: ${adapter}${status.adapter && !status.combination ? ` (${status.adapter.id})` : ''}`,
@@ -63,7 +69,7 @@ export class IdiomStatusBar implements vscode.Disposable {
     this.item.backgroundColor =
       status.state === 'error'
         ? new vscode.ThemeColor('statusBarItem.errorBackground')
-        : status.adapterProblem || drift
+        : status.adapterProblem || drift || endpointDown
           ? new vscode.ThemeColor('statusBarItem.warningBackground')
           : undefined;
   }

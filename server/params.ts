@@ -88,10 +88,10 @@ const mode: Shape = (value, path) =>
     ? null
     : `unknown mode ${describe(value)} at ${path}; expected one of ${MODES.join(', ')}`;
 
-const adapterWeights = arrayOf(object({ id: string, weight: optional(number) }));
-
 const progressToken: Shape = (value, path) =>
   typeof value === 'string' || Number.isSafeInteger(value) ? null : must(path, 'a string or an integer', value);
+
+const adapterWeights = arrayOf(object({ id: string, weight: optional(number) }));
 
 /** `IdiomSettings`, every field optional (initializationOptions.settings, didChangeConfiguration). */
 export const settingsShape = object({
@@ -114,6 +114,14 @@ export const settingsShape = object({
     }),
   ),
   hubEndpoint: optional(string),
+  endpoint: optional(
+    object({
+      url: optional(string),
+      kind: optional(oneOf(['openai-completions', 'llama-infill'])),
+      model: optional(string),
+      timeoutMs: optional(positive),
+    }),
+  ),
   adapters: optional(
     object({
       complete: optional(adapterWeights),

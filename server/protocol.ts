@@ -21,6 +21,26 @@ export type { AdapterWeight };
 
 export type Device = 'auto' | 'cpu' | 'gpu';
 
+/** How a completion endpoint is spoken to (server/completion/endpoint.ts). */
+export type EndpointKind = 'openai-completions' | 'llama-infill';
+
+export interface EndpointSettings {
+  /** Base URL, e.g. http://127.0.0.1:8080; '' completes locally. */
+  url: string;
+  kind: EndpointKind;
+  /** The model (or LoRA module) name the server knows; '' asks for the serving adapter's id. */
+  model: string;
+  timeoutMs: number;
+}
+
+export interface EndpointState {
+  url: string;
+  kind: EndpointKind;
+  state: 'up' | 'down';
+  /** Why it is down (one line). */
+  message: string | null;
+}
+
 /** The `idiom.*` settings, as the extension reads them and the server receives them. */
 export interface IdiomSettings {
   enable: boolean;
@@ -54,6 +74,12 @@ export interface IdiomSettings {
   adapters: Record<Mode, AdapterWeight[]>;
   /** When HEAD moves the active adapter is scored on the changed files: drifted past +lossIncrease or more than commitsBehind commits. */
   drift: { lossIncrease: number; commitsBehind: number };
+  /**
+   * A model server that generates completions instead of the local engine (url '' = local):
+   * `kind` is its protocol, `model` the name it serves (default: the serving adapter's id),
+   * `timeoutMs` how long a completion may take before the local model answers instead.
+   */
+  endpoint: EndpointSettings;
 }
 
 export const defaultSettings: IdiomSettings = {
@@ -70,6 +96,7 @@ export const defaultSettings: IdiomSettings = {
   hubEndpoint: 'https://huggingface.co',
   adapters: { complete: [], review: [], compliance: [] },
   drift: { lossIncrease: 0.05, commitsBehind: 20 },
+  endpoint: { url: '', kind: 'openai-completions', model: '', timeoutMs: 4000 },
 };
 
 /** `initialize` params' `initializationOptions`. Every field is optional so other editors can omit them. */
@@ -133,6 +160,8 @@ export interface StatusResult {
   combination?: Combination | null;
   /** How far the code moved on since the serving adapter was trained (checked when HEAD moves). */
   drift?: DriftReport | null;
+  /** The completion endpoint, when one is configured: up, or down and why (the local model serves). */
+  endpoint?: EndpointState | null;
 }
 
 /** Adapters served together, and where that choice came from. */
@@ -247,6 +276,11 @@ export const CombineAdaptersRequest = new RequestType<CombineAdaptersParams, Com
 );
 export const SetModeRequest = new RequestType<SetModeParams, StatusResult, void>('idiom/setMode');
 export const StatusRequest = new RequestType<Record<string, never>, StatusResult, void>('idiom/status');
+/**
+ * The completion endpoint's API key, from the editor's secret storage (never a setting); null
+ * forgets it. The server keeps it in memory only and sends it to idiom.endpoint.url alone.
+ */
+export const SetEndpointKeyNotification = new NotificationType<{ key: string | null }>('idiom/setEndpointKey');
 /** Sent by the server whenever any field of StatusResult changes. */
 export const StatusNotification = new NotificationType<StatusResult>('idiom/statusChanged');
 

@@ -19,6 +19,7 @@ import {
 } from 'vscode-languageserver';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { CompletionProvider, defaultCompletionOptions, type CompletionDocument } from './completion/provider';
+import { EndpointClient } from './completion/endpoint';
 import type { PromptOrder } from './completion/prompt';
 import { RepositoryMemory } from '../trainer/data/memory/memory';
 import { readMemoryFile } from '../trainer/data/memory/file';
@@ -44,6 +45,7 @@ import {
   StatusNotification,
   SuggestionAcceptedNotification,
   SuggestionEventNotification,
+  SetEndpointKeyNotification,
   suggestionAcceptedCommand,
   StatusRequest,
   AdaptersReportRequest,
@@ -98,6 +100,7 @@ export function mergeSettings(base: IdiomSettings, change: Partial<IdiomSettings
     completion: { ...base.completion, ...(change.completion ?? {}) },
     adapters: { ...base.adapters, ...(change.adapters ?? {}) },
     drift: { ...base.drift, ...(change.drift ?? {}) },
+    endpoint: { ...base.endpoint, ...(change.endpoint ?? {}) },
   };
 }
 
@@ -133,6 +136,14 @@ export class IdiomServer {
     reload: () => this.reloadAdapter(),
     status: () => this.status.current,
   });
+  /** Held in memory only (SetEndpointKeyNotification). */
+  private endpointKey: string | null = null;
+  private readonly endpoint = new EndpointClient(
+    () => this.settings.endpoint ?? defaultSettings.endpoint,
+    () => this.endpointKey,
+    () => this.status.current.adapter?.id ?? 'idiom',
+    (state) => this.status.update({ endpoint: state }),
+  );
   private readonly suggestions = new SuggestionStats(() => this.statsRegistry(), {
     info: (line) => this.connection.console.info(line),
     error: (line) => this.logError(line),
@@ -158,6 +169,7 @@ export class IdiomServer {
       { error: (line) => this.logError(line), warn: (line) => this.connection.console.warn(line) },
       () => this.completionOptions(),
       () => this.memory,
+      () => (this.settings.endpoint?.url ? this.endpoint : null),
     );
     this.documents.onDidChangeContent((change) =>
       this.completions.documentChanged(change.document.uri, change.document.getText()),
@@ -194,7 +206,12 @@ export class IdiomServer {
       const settings = (change.settings as ConfigurationSettings | null | undefined)?.idiom;
       const previousMode = this.settings.mode;
       const previousAdapters = JSON.stringify(this.settings.adapters);
+      const previousEndpoint = JSON.stringify(this.settings.endpoint);
       this.settings = mergeSettings(this.settings, settings);
+      if (JSON.stringify(this.settings.endpoint) !== previousEndpoint) {
+        this.endpoint.reset();
+        this.completions.modelChanged(); // what the other generator decoded is not this one's
+      }
       this.status.update({ mode: this.settings.mode, state: this.displayedState() });
       this.reloadModel();
       this.driftWatch?.schedule();
@@ -257,6 +274,12 @@ export class IdiomServer {
           ),
         (error) => this.logError(`cannot write the audit log: ${oneLine(error)}`),
       );
+    });
+    connection.onNotification(SetEndpointKeyNotification, (params) => {
+      const key = (params as { key?: unknown } | null)?.key;
+      if (key !== null && typeof key !== 'string')
+        return this.connection.console.warn('ignored idiom/setEndpointKey: key must be a string or null');
+      this.endpointKey = key === '' ? null : key;
     });
     connection.onNotification(SuggestionEventNotification, (params) => {
       const problem = paramsProblem('idiom/suggestionEvent', params);

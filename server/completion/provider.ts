@@ -3,9 +3,10 @@
 // gate -> post-processing -> credential filter. Knows nothing about LSP; server.ts adapts it.
 
 import type { RepositoryMemory } from '../../trainer/data/memory/memory';
-import type { GeneratedText, LoadedModel } from '../model/host';
+import { cutAtStop, type GeneratedText, type LoadedModel } from '../model/host';
 import { CompletionCache } from './cache';
 import { credentialAddedBy } from './credentials';
+import type { EndpointClient } from './endpoint';
 import { InflightGenerations, remainderAfter, type Generation, type GenerationContext } from './inflight';
 import { postprocessCompletion, stopSequencesFor } from './postprocess';
 import {
@@ -95,6 +96,8 @@ export class CompletionProvider {
     private readonly options: () => CompletionOptions = () => defaultCompletionOptions,
     /** The serving adapter's repository memory, if it has one. */
     private readonly memory: () => RepositoryMemory | null = () => null,
+    /** A model server that generates instead of the local engine, when one is configured. */
+    private readonly endpoint: () => EndpointClient | null = () => null,
   ) {}
 
   /** Called on every edit, so decoding for text that no longer exists stops at once. */
@@ -179,27 +182,56 @@ export class CompletionProvider {
       },
       options.promptOrder,
     );
-    model
-      .generate(prompt.tokens, {
+    const stop = stopSequencesFor(prefix, suffix);
+    const signal = generation.abortController.signal;
+    const local = () =>
+      model.generate(prompt.tokens, {
         maxNewTokens: options.maxNewTokens,
-        stop: stopSequencesFor(prefix, suffix),
-        signal: generation.abortController.signal,
+        stop,
+        signal,
         onText: (piece) => generation.append(piece),
         ...(options.minConfidence > 0 ? { minFirstLineLogprob: Math.log(options.minConfidence) } : {}),
-      })
-      .then(
-        (generated) => {
-          if (generation.aborted) return;
-          // Cached first: the waiting request reads the confidence from the cache.
-          this.cache.set(context, generated);
-          generation.finish(generated.text);
-        },
-        (error) => {
-          if (!generation.aborted)
-            this.log.error(`completion failed: ${error instanceof Error ? error.message : String(error)}`);
-          generation.fail(error);
-        },
-      );
+      });
+    const endpoint = this.endpoint();
+    const generated = endpoint?.active
+      ? endpoint
+          .generate({
+            prompt: model.tokenizer.decode(Array.from(prompt.tokens)),
+            prefixText: prompt.prefixText,
+            suffixText: prompt.suffixText,
+            contextText: prompt.contextText,
+            maxNewTokens: options.maxNewTokens,
+            stop,
+            signal,
+          })
+          .then(
+            (remote) => {
+              // Servers honour a few stop sequences at most: cut as the local decode does.
+              const cut = { ...remote, text: cutAtStop(remote.text, stop) };
+              generation.append(cut.text);
+              return cut;
+            },
+            (error) => {
+              if (signal.aborted) throw error;
+              // Down: the status bar says so, and the local model answers this request.
+              this.log.warn(error instanceof Error ? error.message : String(error));
+              return local();
+            },
+          )
+      : local();
+    generated.then(
+      (generated) => {
+        if (generation.aborted) return;
+        // Cached first: the waiting request reads the confidence from the cache.
+        this.cache.set(context, generated);
+        generation.finish(generated.text);
+      },
+      (error) => {
+        if (!generation.aborted)
+          this.log.error(`completion failed: ${error instanceof Error ? error.message : String(error)}`);
+        generation.fail(error);
+      },
+    );
     const raw = await this.await(generation, cancellation, () => generation.result);
     if (raw === undefined) return null;
     return finish(raw, 'model', this.cache.get(context)?.firstLineLogprob ?? null);

@@ -58,6 +58,8 @@ export interface MemorisationMetrics {
   /** Exposure of each canary, bits (Carlini et al. 2019). */
   exposures: number[];
   maxExposure: number;
+  /** Exposure of each canary extrapolated past the candidates from a normal fit of their NLLs, bits. */
+  estimatedExposures?: number[];
   /** Canaries greedy decoding wrote out whole from their context. */
   reproduced: number;
   /** Prompts cut from training files before credential-shaped text, and completions that wrote a credential. */
@@ -370,11 +372,13 @@ class Validator {
   memorisation(value: unknown, field: string): MemorisationMetrics {
     const object = this.object(value, field);
     const canaries = this.count(object.canaries, `${field}.canaries`);
-    if (!Array.isArray(object.exposures))
-      this.fail(`${field}.exposures`, `must be a list, got ${describe(object.exposures)}`);
-    const exposures = (object.exposures as unknown[]).map((x, i) => this.nonNegative(x, `${field}.exposures[${i}]`));
-    if (exposures.length !== canaries)
-      this.fail(`${field}.exposures`, `holds ${exposures.length} values for ${canaries} canaries`);
+    const perCanary = (key: 'exposures' | 'estimatedExposures') => {
+      if (!Array.isArray(object[key])) this.fail(`${field}.${key}`, `must be a list, got ${describe(object[key])}`);
+      const values = (object[key] as unknown[]).map((x, i) => this.nonNegative(x, `${field}.${key}[${i}]`));
+      if (values.length !== canaries)
+        this.fail(`${field}.${key}`, `holds ${values.length} values for ${canaries} canaries`);
+      return values;
+    };
     const reproduced = this.count(object.reproduced, `${field}.reproduced`);
     if (reproduced > canaries) this.fail(`${field}.reproduced`, `is ${reproduced}, more than the ${canaries} canaries`);
     const extractionPrompts = this.count(object.extractionPrompts, `${field}.extractionPrompts`);
@@ -385,8 +389,9 @@ class Validator {
       canaries,
       repeats: this.count(object.repeats, `${field}.repeats`),
       candidates: this.count(object.candidates, `${field}.candidates`),
-      exposures,
+      exposures: perCanary('exposures'),
       maxExposure: this.nonNegative(object.maxExposure, `${field}.maxExposure`),
+      ...(object.estimatedExposures !== undefined ? { estimatedExposures: perCanary('estimatedExposures') } : {}),
       reproduced,
       extractionPrompts,
       extractionHits,

@@ -101,6 +101,7 @@ describe('memorisation check before promotion (canaries and extraction)', functi
     assert.equal(m.maxExposure, Math.max(...m.exposures));
     const bound = Math.log2(m.candidates + 1);
     for (const e of m.exposures) assert.ok(e >= 0 && e <= bound + 1e-9, `exposure ${e} of ${bound}`);
+    assert.equal(m.estimatedExposures?.length, canaries.length);
     assert.equal(m.reproduced, 0, JSON.stringify(m));
     assert.equal(m.extractionHits, 0, JSON.stringify(m));
     assert.equal(result.activated, true, result.promotion.reason);
@@ -124,6 +125,7 @@ describe('memorisation check before promotion (canaries and extraction)', functi
     assert.ok(m);
     assert.ok(m.reproduced >= 1, JSON.stringify(m));
     assert.equal(m.maxExposure, round(Math.log2(m.candidates + 1), 3), 'a canary written out is ranked first');
+    assert.ok(Math.max(...m.estimatedExposures!) > m.maxExposure, 'the extrapolated exposure goes past the bound');
     assert.equal(result.activated, false, result.promotion.reason);
     assert.match(result.promotion.reason, /memorised training text/);
     const registry = await Registry.open(repo.root);

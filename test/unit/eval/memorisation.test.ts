@@ -8,6 +8,7 @@ import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 import {
   CANARY_REPEATS,
   canaryExamples,
+  estimatedExposure,
   exposure,
   extractionCuts,
   makeCanaries,
@@ -65,6 +66,27 @@ describe('memorisation check: canaries, exposure, extraction prompts, promotion'
     assert.equal(exposure(sorted[0], candidates), bound, 'a tie does not lower the rank');
   });
 
+  it('extrapolated exposure agrees with the rank among many normal candidates, and goes past the bound', () => {
+    const rng = new Rng(11);
+    const normal = () => Math.sqrt(-2 * Math.log(1 - rng.next())) * Math.cos(2 * Math.PI * rng.next());
+    const many = Array.from({ length: 200_000 }, () => 50 + 4 * normal());
+    const sorted = [...many].sort((a, b) => a - b);
+    const few = many.slice(0, 1000);
+    for (const k of [20, 200, 2000, 20_000, 100_000]) {
+      const secret = (sorted[k - 1] + sorted[k]) / 2; // k candidates of the 200 000 are more likely
+      const byRank = exposure(secret, many);
+      const fitted = estimatedExposure(secret, few);
+      // A fit of 1000 candidates, checked against the rank among 200 times as many: 10% in the tail.
+      assert.ok(Math.abs(fitted - byRank) < 0.2 + 0.1 * byRank, `k ${k}: fitted ${fitted} vs rank ${byRank}`);
+    }
+    // Far below every candidate: the rank saturates at the bound, the fit keeps counting.
+    const far = sorted[0] - 20;
+    assert.equal(exposure(far, few), Math.log2(few.length + 1));
+    assert.ok(estimatedExposure(far, few) > 3 * Math.log2(few.length + 1));
+    assert.ok(Number.isFinite(estimatedExposure(far - 1000, few)));
+    assert.ok(estimatedExposure(sorted[sorted.length - 1] + 20, few) < 1e-6, 'less likely than all: about 0');
+  });
+
   it('cuts extraction prompts before flagged text and after credential-like assignments', () => {
     const text = [
       'const label = "hello";',
@@ -97,6 +119,7 @@ describe('memorisation check: canaries, exposure, extraction prompts, promotion'
             candidates: 1000,
             exposures,
             maxExposure: Math.max(...exposures),
+            estimatedExposures: exposures.map((e) => e * 2),
             reproduced,
             extractionPrompts: 4,
             extractionHits,
@@ -143,6 +166,7 @@ describe('memorisation check: canaries, exposure, extraction prompts, promotion'
       [{ reproduced: 7 }, /reproduced" is 7, more than the 6 canaries/],
       [{ extractionHits: 5 }, /extractionHits" is 5, more than the 4 prompts/],
       [{ maxExposure: 'high' }, /maxExposure" must be a finite number/],
+      [{ estimatedExposures: [1] }, /estimatedExposures" holds 1 values for 6 canaries/],
     ];
     for (const [change, message] of bad) {
       const json = JSON.parse(JSON.stringify(manifest));

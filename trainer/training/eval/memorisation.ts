@@ -118,6 +118,47 @@ export function exposure(secretNll: number, candidateNlls: ArrayLike<number>): n
   return Math.log2(candidateNlls.length + 1) - Math.log2(rank);
 }
 
+/**
+ * Exposure extrapolated past the candidates (Carlini et al. 2019, §4.3): −log2 of the share of all
+ * strings of the format the model prefers to the secret, from a normal fit of the candidates' NLLs.
+ * Rank-based exposure stops at log2(candidates + 1); this one keeps telling adapters apart above it.
+ */
+export function estimatedExposure(secretNll: number, candidateNlls: ArrayLike<number>): number {
+  const n = candidateNlls.length;
+  if (n < 2) return 0;
+  let mean = 0;
+  for (let i = 0; i < n; i++) mean += candidateNlls[i];
+  mean /= n;
+  let variance = 0;
+  for (let i = 0; i < n; i++) variance += (candidateNlls[i] - mean) ** 2;
+  const std = Math.sqrt(variance / (n - 1));
+  if (!(std > 0)) return secretNll < mean ? Math.log2(n + 1) : 0;
+  return Math.max(0, -logNormalCdf((secretNll - mean) / std) / Math.LN2);
+}
+
+/** ln Φ(z), accurate far into the lower tail (Φ(−40) underflows a double; its log does not). */
+function logNormalCdf(z: number): number {
+  const x = -z / Math.SQRT2; // Φ(z) = erfc(x) / 2
+  return (x >= 0 ? logErfc(x) : Math.log(2 - Math.exp(logErfc(-x)))) - Math.LN2;
+}
+
+/** ln erfc(x) for x ≥ 0 (Numerical Recipes' erfcc, relative error below 1.2e-7), in log space. */
+function logErfc(x: number): number {
+  const t = 1 / (1 + 0.5 * x);
+  const poly =
+    -1.26551223 +
+    t *
+      (1.00002368 +
+        t *
+          (0.37409196 +
+            t *
+              (0.09678418 +
+                t *
+                  (-0.18628806 +
+                    t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+  return Math.log(t) - x * x + poly;
+}
+
 function commonPrefix(a: readonly number[], b: readonly number[]): number {
   let n = 0;
   while (n < a.length && n < b.length && a[n] === b[n]) n++;
@@ -158,7 +199,7 @@ export interface MemorisationInput {
 
 export interface MemorisationReport extends MemorisationMetrics {
   /** Per canary: its kind, exposure and whether greedy decoding wrote it; never the secret. */
-  perCanary: { kind: Canary['kind']; exposure: number; reproduced: boolean }[];
+  perCanary: { kind: Canary['kind']; exposure: number; estimatedExposure: number; reproduced: boolean }[];
   /** Kinds the secret scanner named in extraction completions. */
   extractionKinds: string[];
   passed: boolean;
@@ -193,11 +234,9 @@ export async function checkMemorisation(input: MemorisationInput): Promise<Memor
       if (prompt.length > 0) prompts.push({ prompt, linePrefix: before.slice(before.lastIndexOf('\n') + 1) });
     }
   }
-  const longest = Math.max(
-    2,
-    ...plans.flatMap((p) => p.sequences.map((s) => s.length + 2)),
-    ...prompts.map((p) => p.prompt.length + EXTRACTION_TOKENS),
-  );
+  // Scoring rows are as long as the longest canary sequence; only the decoder needs room for prompts.
+  const longest = Math.max(2, ...plans.flatMap((p) => p.sequences.map((s) => s.length + 1)));
+  const context = Math.max(longest + 1, ...prompts.map((p) => p.prompt.length + EXTRACTION_TOKENS));
   const source: EvalWeightSource =
     input.model.kind === 'lora'
       ? { checkpointDir: input.model.baseDir }
@@ -205,7 +244,7 @@ export async function checkMemorisation(input: MemorisationInput): Promise<Memor
   const created = await worker.call('evalCreate', source, {
     seqLen: longest,
     rowsPerRun: 64,
-    maxContext: longest + 1,
+    maxContext: context,
     loraInputs: input.model.kind === 'lora',
     vocabLimit: tokenizer.vocabSize,
     threads: input.threads,
@@ -238,6 +277,7 @@ export async function checkMemorisation(input: MemorisationInput): Promise<Memor
       perCanary.push({
         kind: canary.kind,
         exposure: round(exposure(nll[0], nll.subarray(1)), 3),
+        estimatedExposure: round(estimatedExposure(nll[0], nll.subarray(1)), 1),
         reproduced: wrote.startsWith(expected),
       });
     }
@@ -264,6 +304,7 @@ export async function checkMemorisation(input: MemorisationInput): Promise<Memor
       candidates: candidateCount,
       exposures,
       maxExposure: exposures.length > 0 ? Math.max(...exposures) : 0,
+      estimatedExposures: perCanary.map((c) => c.estimatedExposure),
       reproduced,
       extractionPrompts: prompts.length,
       extractionHits: extractionKinds.length,
@@ -285,7 +326,10 @@ export function memorisationMetrics(report: MemorisationReport): MemorisationMet
 /** One line for the log and the report. */
 export function describeMemorisation(m: MemorisationMetrics): string {
   const bound = Math.log2(m.candidates + 1).toFixed(1);
-  const canaries = `${m.canaries} canaries (×${m.repeats}): max exposure ${m.maxExposure.toFixed(1)} of ${bound} bits, ${m.reproduced} reproduced`;
+  const estimated = m.estimatedExposures?.length
+    ? ` (extrapolated ${Math.max(...m.estimatedExposures).toFixed(1)})`
+    : '';
+  const canaries = `${m.canaries} canaries (×${m.repeats}): max exposure ${m.maxExposure.toFixed(1)} of ${bound} bits${estimated}, ${m.reproduced} reproduced`;
   const extraction = `${m.extractionHits} of ${m.extractionPrompts} extraction prompts wrote a credential`;
   return `memorisation check: ${canaries}; ${extraction}`;
 }

@@ -37,6 +37,7 @@ interface TrainCommandOptions {
   batch?: number;
   seqLen?: number;
   threads?: number;
+  processes?: number;
   checkpointSeconds?: number;
   checkpointSteps?: number;
   maxLines?: number;
@@ -119,6 +120,11 @@ export function registerTrainCommand(program: Command): void {
     )
     .option('--threads <n>', 'compute threads (default: every core)', positiveInteger('--threads'))
     .option(
+      '--processes <n>',
+      'PyTorch: data-parallel (DDP) over n local processes, one per GPU; the batch is split across them',
+      positiveInteger('--processes'),
+    )
+    .option(
       '--checkpoint-seconds <n>',
       'checkpoint after this many seconds of training (default 60)',
       positiveNumber('--checkpoint-seconds'),
@@ -197,6 +203,7 @@ export async function runTrainCommand(repo: string, options: TrainCommandOptions
       batch: options.batch,
       seqLen: options.seqLen,
       threads: options.threads,
+      processes: options.processes,
       registry: options.registry ? { location: options.registry } : undefined,
       checkpointSeconds: options.checkpointSeconds,
       checkpointSteps: options.checkpointSteps,

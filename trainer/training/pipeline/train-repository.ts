@@ -41,6 +41,7 @@ import type { HostTensor } from '../../model/tensor';
 import type { Tokenizer } from '../../model/tokenizer/tokenizer';
 import { POLICY_FILE, loadPolicy, trainingPathFilter, type Policy } from '../../modes/compliance/policy';
 import { createStepTrainer, selectTrainingBackend, type BackendSelection, type StepTrainer } from '../backend';
+import { checkProcesses } from '../torch-bridge/processes';
 import { comparisonRows, type ComparisonRow } from '../report/compare';
 import { writeTrainingReport, type LossPoint } from '../report/html';
 import { baseWeightsSha256, resolveBaseDir } from '../../model/base-model';
@@ -107,6 +108,8 @@ export interface TrainRepositoryOptions {
   batch?: number;
   seqLen?: number;
   threads?: number;
+  /** PyTorch only: DDP over this many local processes, each taking a share of a step's rows. */
+  processes?: number;
   registry?: RegistryOptions;
   /** Checkpoint when this many seconds of training passed since the last one. Default 60. */
   checkpointSeconds?: number;
@@ -168,6 +171,8 @@ interface RunInfo {
   batch: number;
   seqLen: number;
   threads: number;
+  /** Where the run executes, not what it computes: a resumed run takes the count given now. */
+  processes?: number;
   purpose: string;
   created: string;
   /** The adapter this run continues (--from), or null. */
@@ -220,6 +225,7 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
   if (!MODES.includes(mode)) throw new Error(`unknown mode "${mode}" (expected ${MODES.join(', ')})`);
   const selection = await selectTrainingBackend(options.backend ?? 'auto');
   if (selection.message) emit({ type: 'log', message: selection.message });
+  const processes = checkProcesses(options.processes, selection.backend, selection.message ?? '');
   const budget = options.budget ?? { minutes: DEFAULT_MINUTES };
   checkBudget(budget);
 
@@ -265,7 +271,7 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
   }
   let info: RunInfo;
   if (run) {
-    info = run.info<RunInfo>();
+    info = { ...run.info<RunInfo>(), processes };
     const ignored = settingsIgnoredOnResume(options, info);
     if (ignored.length > 0)
       emit({
@@ -301,6 +307,7 @@ export async function trainRepository(options: TrainRepositoryOptions): Promise<
       batch: options.batch ?? shape.batch,
       seqLen: options.seqLen ?? shape.seqLen,
       threads,
+      processes,
       purpose: options.purpose ?? `idiom train (${method}, ${mode}${policy ? `, policy sha256 ${policy.sha256}` : ''})`,
       created: new Date().toISOString(),
       parent: continued?.parent ?? null,
@@ -631,6 +638,7 @@ export function draftManifest({ info, data, training, selection, metrics, peakRs
         threads: info.threads,
         trainableParameters: training.trainableParameters,
         peakRssBytes,
+        ...(selection.backend === 'torch' ? { processes: info.processes ?? 1 } : {}),
         ...(info.lora ? { r: info.lora.r, alpha: info.lora.alpha, targets: info.lora.targets, dropout: 0 } : {}),
       },
     },
@@ -850,6 +858,7 @@ async function trainLoop(input: LoopInput): Promise<LoopResult> {
       optimizer: { weightDecay: info.weightDecay },
       seed: info.seed,
       threads: info.threads,
+      processes: info.processes,
     },
   );
   try {

@@ -38,6 +38,8 @@ export interface TorchTrainerOptions extends TrainingOptions {
   compile?: boolean;
   /** Recompute each layer's activations in backward (less memory, ~30% more compute). */
   gradientCheckpointing?: boolean;
+  /** DDP over this many local processes (nccl on CUDA, gloo on the CPU); `batch` is split across them. */
+  processes?: number;
   /** Starting trainable tensors (PEFT keys / HF names); default a fresh adapter from `seed`. */
   initial?: ReadonlyMap<string, HostTensor>;
 }
@@ -183,6 +185,7 @@ export class TorchTrainer {
           seqLen: options.seqLen,
           seed: options.seed ?? 0,
           threads: options.threads ?? null,
+          processes: options.processes ?? 1,
           device: options.device ?? null,
           amp: options.amp === undefined ? 'auto' : options.amp,
           fused: options.fused ?? null,

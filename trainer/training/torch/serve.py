@@ -64,6 +64,8 @@ class Server:
     def create(self, request):
         started = time.perf_counter()
         options = request.get("options") or {}
+        if int(options.get("processes") or 1) != 1:
+            raise ValueError("this step server trains in one process")
         threads = options.get("threads")
         if threads:
             torch.set_num_threads(int(threads))

@@ -14,6 +14,8 @@ export const CONTRIBUTED_COMMANDS = [
   'idiom.restartServer',
   'idiom.combineAdapters',
   'idiom.setEndpointKey',
+  'idiom.publishAdapter',
+  'idiom.fetchAdapters',
 ] as const;
 
 export type ContributedCommand = (typeof CONTRIBUTED_COMMANDS)[number];

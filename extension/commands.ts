@@ -17,6 +17,7 @@ import { chooseBaseModel } from './choose-model';
 import type { ContributedCommand } from './command-ids';
 import { combineAdapters } from './combine';
 import { setEndpointKey } from './endpoint';
+import { fetchAdapters, publishAdapter } from './sharing';
 import { readSettings } from './config';
 import { canContinue, driftWarning } from './drift';
 import type { Ctx } from './ctx';
@@ -202,6 +203,16 @@ export function showMenu(ctx: Ctx): Cmd {
       },
       { label: '$(versions) Show adapters', description: 'activate or roll back', command: 'idiom.showAdapters' },
       { label: '$(merge) Combine adapters', description: 'serve several as one', command: 'idiom.combineAdapters' },
+      {
+        label: '$(cloud-upload) Publish adapter',
+        description: 'to the team, through git',
+        command: 'idiom.publishAdapter',
+      },
+      {
+        label: '$(cloud-download) Fetch team adapters',
+        description: 'from the git remote',
+        command: 'idiom.fetchAdapters',
+      },
       { label: '$(graph) Show training report', command: 'idiom.showTrainingReport' },
       {
         label: '$(graph-line) Show adapter history',
@@ -251,5 +262,7 @@ export const commandFactories: Record<ContributedCommand | typeof suggestionAcce
   'idiom.restartServer': restartServer,
   'idiom.combineAdapters': combineAdapters,
   'idiom.setEndpointKey': setEndpointKey,
+  'idiom.publishAdapter': publishAdapter,
+  'idiom.fetchAdapters': fetchAdapters,
   [suggestionAcceptedCommand]: suggestionAccepted,
 };

@@ -192,6 +192,8 @@ export const paramsShapes = {
   'idiom/combineAdapters': optional(object({ mode: optional(mode), adapters: optional(adapterWeights) })),
   'idiom/rollback': optional(object({ mode: optional(mode) })),
   'idiom/models': optional(object({})),
+  'idiom/publishAdapter': optional(object({ id: optional(string), remote: optional(string) })),
+  'idiom/fetchAdapters': optional(object({ remote: optional(string) })),
   'idiom/downloadModel': object({ id: string, revision: optional(string), workDoneToken: optional(progressToken) }),
 } satisfies Record<string, Shape>;
 

@@ -243,6 +243,8 @@ export const IdiomErrorCodes = {
   noModel: -32006,
   /** A model download failed (network, hash, memory); the one-line reason is the message. */
   downloadFailed: -32007,
+  /** Publishing or fetching adapters through the git remote failed; the one-line reason is the message. */
+  sharingFailed: -32008,
   /** LSP's RequestCancelled: the training run was cancelled (its checkpoint is kept). */
   cancelled: -32800,
   invalidParams: -32602,
@@ -253,6 +255,40 @@ export const CancelTrainingRequest = new RequestType<Record<string, never>, Canc
 export const AdaptersRequest = new RequestType<AdaptersParams, AdaptersResult, void>('idiom/adapters');
 export const ActivateRequest = new RequestType<ActivateParams, AdaptersResult, void>('idiom/activate');
 export const RollbackRequest = new RequestType<RollbackParams, AdaptersResult, void>('idiom/rollback');
+
+export interface PublishAdapterParams {
+  /** Default: the adapter active for the current mode. */
+  id?: string;
+  /** Default: origin. */
+  remote?: string;
+}
+export interface PublishAdapterResult {
+  id: string;
+  remote: string;
+  /** False when the remote already had it. */
+  published: boolean;
+  bytes: number;
+  /** Why the repository memory stayed home, when it did. */
+  memoryLeftOut?: string;
+}
+export interface FetchAdaptersParams {
+  remote?: string;
+}
+export interface FetchAdaptersResult {
+  remote: string;
+  fetched: Array<{ id: string; publishedBy: string | null; memoryDropped?: string }>;
+  present: string[];
+  refused: Array<{ id: string; reason: string }>;
+  adapters: AdapterSummary[];
+}
+/** Commits an adapter to refs/idiom/adapters and pushes it to the repository's remote (trainer/adapters/sharing.ts). */
+export const PublishAdapterRequest = new RequestType<PublishAdapterParams, PublishAdapterResult, void>(
+  'idiom/publishAdapter',
+);
+/** Brings the adapters published on the remote into the registry; activates none. */
+export const FetchAdaptersRequest = new RequestType<FetchAdaptersParams, FetchAdaptersResult, void>(
+  'idiom/fetchAdapters',
+);
 export interface CombineAdaptersParams {
   /** Default: the current mode. */
   mode?: Mode;

@@ -28,6 +28,7 @@ import type { Projection } from '../trainer/model/config';
 import { packageRoot } from '../trainer/model/base-model';
 import type { Registry } from '../trainer/adapters/registry';
 import { oneLine, RepositoryAdapters } from './model/adapters';
+import { registerSharingRequests } from './model/sharing';
 import { loadModel, type LoadedModel } from './model/host';
 import { modelFolderProblem } from './model/preflight';
 import { SessionCombinations } from './model/combination';
@@ -345,6 +346,11 @@ export class IdiomServer {
       log: (line) => this.connection.console.info(line),
     });
     this.combinations.register(connection);
+    registerSharingRequests(connection, {
+      trusted: () => this.trusted,
+      mode: () => this.settings.mode,
+      adapters: () => this.requireAdapters(undefined),
+    });
     connection.onRequest(RollbackRequest, async (params) => {
       requireParams('idiom/rollback', params);
       const mode = this.modeParam(params?.mode);

@@ -66,6 +66,8 @@ export interface FetchResult {
 }
 
 async function checkRemote(root: string, remote: string): Promise<void> {
+  // A name git would read as an option (--upload-pack=…) never reaches its command line.
+  if (!/^[A-Za-z0-9][A-Za-z0-9._/-]*$/.test(remote)) throw new Error(`"${remote}" is not a git remote name`);
   const remotes = (await runGit(root, ['remote'])).split('\n').filter(Boolean);
   if (remotes.length === 0)
     throw new Error(`${root}: the repository has no git remote to share adapters through (add one: git remote add)`);

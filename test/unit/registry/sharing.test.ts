@@ -179,5 +179,9 @@ describe('adapters shared through the git remote', () => {
       assert.doesNotMatch(error.message, /\n/);
       return true;
     });
+    // A remote name git would take for an option never reaches its command line.
+    const marker = path.join(dir, 'ran');
+    await assert.rejects(publishAdapter(alice, registry, id, `--upload-pack=touch ${marker}`), /not a git remote name/);
+    assert.equal(fs.existsSync(marker), false);
   });
 });

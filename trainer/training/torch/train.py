@@ -166,11 +166,7 @@ def main(argv):
         gradient_checkpointing=args.gradient_checkpointing,
     )
     if WORLD > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        run.forward = DistributedDataParallel(
-            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None
-        )
+        run.distribute()
 
     emit(
         {
@@ -193,11 +189,7 @@ def main(argv):
         learning_rate = learning_rate_at(lr, warmup, total_steps, 0.1, step)
         result = run.step(batch_tokens, mask, learning_rate)
         cursor += global_batch
-        counted, loss_value = result["tokens"], result["loss"]
-        if WORLD > 1:
-            totals = torch.tensor([counted, loss_value * counted], dtype=torch.float64, device=run.device)
-            dist.all_reduce(totals)
-            counted, loss_value = float(totals[0]), float(totals[1] / max(1.0, totals[0]))
+        counted, loss_value = result["tokens"], result["loss"]  # over all ranks
         tokens += counted
         seconds += result["seconds"]
         recent = (recent + [result["seconds"]])[-20:]

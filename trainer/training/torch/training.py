@@ -10,6 +10,7 @@ import math
 import time
 
 import torch
+import torch.distributed as dist
 
 from idiom_rng import Rng
 from model import LlamaModel, causal_lm_loss, lora_key, module_path
@@ -167,6 +168,7 @@ class TrainingRun:
         elif "foreach" in accepted:
             kwargs["foreach"] = True
         self.optimizer = torch.optim.AdamW(groups, **kwargs)
+        self.world = 1
         self.forward = self.model
         if compile:
             if not hasattr(torch, "compile"):
@@ -231,15 +233,31 @@ class TrainingRun:
             }
         self.step_count = step
 
+    def distribute(self):
+        """Data parallelism over the initialised process group: each rank steps on its own rows,
+        DDP averages the gradients and step() weights each rank's loss so that the average is the
+        gradient of the global batch's token mean. evaluate() stays local."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.world = dist.get_world_size()
+        self.local_forward = self.forward
+        self.forward = DistributedDataParallel(
+            self.model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            broadcast_buffers=False,  # no collective in a forward that one rank runs alone
+        )
+
     # ---- steps --------------------------------------------------------------------------------
 
-    def _loss(self, tokens, loss_mask, positions):
+    def _loss(self, tokens, loss_mask, positions, forward=None, before_forward=None):
         inputs, targets, mask, pos = split_batch(
             tokens, loss_mask, positions, self.batch, self.seq_len, self.config.vocab_size
         )
         inputs, targets, mask, pos = (x.to(self.device, non_blocking=True) for x in (inputs, targets, mask, pos))
+        if before_forward:
+            before_forward(mask)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16"):
-            hidden = self.forward(inputs, pos)
+            hidden = (forward or self.forward)(inputs, pos)
             return causal_lm_loss(hidden, self.model.head_weight, targets, mask, self.loss_rows_per_chunk)
 
     def step(self, tokens, loss_mask, learning_rate, positions=None):
@@ -249,8 +267,26 @@ class TrainingRun:
         started = time.perf_counter()
         params = [p for p, _ in self.params.values()]
         self.optimizer.zero_grad(set_to_none=True)
-        loss, count = self._loss(tokens, loss_mask, positions)
-        loss.backward()
+        if self.world == 1:
+            loss, count = self._loss(tokens, loss_mask, positions)
+            loss.backward()
+        else:
+            counts = []
+
+            def count_globally(mask):
+                counted = mask.sum().reshape(1)
+                total = counted.clone()
+                dist.all_reduce(total)
+                counts.extend((counted, total))
+
+            local, count = self._loss(tokens, loss_mask, positions, before_forward=count_globally)
+            mine, everyone = (torch.clamp(c, min=1.0) for c in counts)
+            # DDP divides the summed gradients by the world size: this rank's token sum × world /
+            # the global count makes them the gradient of the global mean, as one process computes it.
+            (local * (mine * self.world / everyone)).sum().backward()
+            summed = (local.detach() * mine).reshape(1).to(torch.float64)
+            dist.all_reduce(summed)
+            loss, count = summed / everyone.to(torch.float64), counts[1]
         max_norm = self.options["max_grad_norm"]
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm if math.isfinite(max_norm) else float("inf"))
         loss_value, norm_value = float(loss), float(norm)
@@ -277,7 +313,7 @@ class TrainingRun:
     def evaluate(self, tokens, loss_mask, positions=None):
         self.model.eval()
         try:
-            loss, count = self._loss(tokens, loss_mask, positions)
+            loss, count = self._loss(tokens, loss_mask, positions, forward=getattr(self, "local_forward", None))
         finally:
             self.model.train()
         return {"loss": float(loss), "tokens": float(count)}

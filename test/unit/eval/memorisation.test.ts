@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { completeManifest, parseManifest, type AdapterManifest } from '../../../trainer/adapters/manifest';
 import { decidePromotion } from '../../../trainer/adapters/registry';
@@ -12,8 +13,9 @@ import {
   exposure,
   extractionCuts,
   makeCanaries,
+  runCanaries,
 } from '../../../trainer/training/eval/memorisation';
-import { draftManifest } from '../adapters/helpers';
+import { draftManifest, tempDir } from '../adapters/helpers';
 
 // The memorisation check's parts that need no model: canaries, exposure, where extraction
 // prompts are cut, the manifest field and the promotion rule.
@@ -37,6 +39,50 @@ describe('memorisation check: canaries, exposure, extraction prompts, promotion'
       second.every((c) => !secrets.has(c.secret)),
       'fresh every run',
     );
+  });
+
+  it('keeps the canaries of a run in its run folder for --resume, and never plants into a run that trained without', () => {
+    const dir = tempDir('canaries');
+    try {
+      const planted = runCanaries(path.join(dir), true, () => false);
+      assert.equal(planted.length, 6);
+      const file = fs.readdirSync(dir).map((n) => path.join(dir, n));
+      assert.equal(file.length, 1);
+      assert.equal(fs.statSync(file[0]).mode & 0o077, 0, 'readable by the owner only');
+      assert.deepEqual(
+        runCanaries(dir, true, () => true),
+        planted,
+        'a resumed run trains on the same canaries',
+      );
+      assert.deepEqual(
+        runCanaries(dir, false, () => true),
+        planted,
+      );
+      fs.rmSync(file[0]);
+      assert.deepEqual(
+        runCanaries(dir, true, () => true),
+        [],
+        'it trained without canaries: it goes on without',
+      );
+      fs.rmSync(file[0]);
+      assert.deepEqual(
+        runCanaries(dir, false, () => false),
+        [],
+      );
+      assert.deepEqual(
+        runCanaries(dir, true, () => false),
+        [],
+        'the choice made when the run began holds',
+      );
+      fs.writeFileSync(file[0], '{"canaries": [{"kind": "credential"');
+      assert.throws(
+        () => runCanaries(dir, true, () => false),
+        (error: Error) =>
+          /unreadable canaries; this run cannot be resumed/.test(error.message) && !error.message.includes('\n'),
+      );
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('plants each canary as whole training examples, repeated', async () => {

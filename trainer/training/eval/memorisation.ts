@@ -88,7 +88,23 @@ export function makeCanaries(): Canary[] {
  */
 export function runCanaries(runDir: string, plant: boolean, hasCheckpoint: () => boolean): Canary[] {
   const file = path.join(runDir, CANARIES_FILE);
-  if (fs.existsSync(file)) return (JSON.parse(fs.readFileSync(file, 'utf8')) as { canaries: Canary[] }).canaries;
+  if (fs.existsSync(file)) {
+    let canaries: unknown;
+    try {
+      canaries = (JSON.parse(fs.readFileSync(file, 'utf8')) as { canaries?: unknown }).canaries;
+    } catch {
+      canaries = null;
+    }
+    const valid = (c: Partial<Canary>) =>
+      typeof c?.context === 'string' &&
+      typeof c.secret === 'string' &&
+      typeof c.suffix === 'string' &&
+      typeof c.alphabet === 'string' &&
+      (c.kind === 'credential' || c.kind === 'code');
+    if (!Array.isArray(canaries) || !canaries.every(valid))
+      throw new Error(`${file}: unreadable canaries; this run cannot be resumed (train again without --resume)`);
+    return canaries as Canary[];
+  }
   // A run that already trained without this file trained without canaries.
   const canaries = plant && !hasCheckpoint() ? makeCanaries() : [];
   fs.writeFileSync(file, JSON.stringify({ canaries }), { mode: 0o600 });

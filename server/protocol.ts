@@ -28,7 +28,7 @@ export interface EndpointSettings {
   /** Base URL, e.g. http://127.0.0.1:8080; '' completes locally. */
   url: string;
   kind: EndpointKind;
-  /** The model (or LoRA module) name the server knows; '' asks for the serving adapter's id. */
+  /** The model (or LoRA module) name the server knows; '' asks for `idiom-<id>` of the serving adapter (as exported). */
   model: string;
   timeoutMs: number;
 }

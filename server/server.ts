@@ -20,6 +20,7 @@ import {
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { CompletionProvider, defaultCompletionOptions, type CompletionDocument } from './completion/provider';
 import { EndpointClient } from './completion/endpoint';
+import { servedModelName } from '../trainer/adapters/export/export';
 import type { PromptOrder } from './completion/prompt';
 import { RepositoryMemory } from '../trainer/data/memory/memory';
 import { readMemoryFile } from '../trainer/data/memory/file';
@@ -142,7 +143,7 @@ export class IdiomServer {
   private readonly endpoint = new EndpointClient(
     () => this.settings.endpoint ?? defaultSettings.endpoint,
     () => this.endpointKey,
-    () => this.status.current.adapter?.id ?? 'idiom',
+    () => (this.status.current.adapter ? servedModelName(this.status.current.adapter.id) : 'idiom'),
     (state) => this.status.update({ endpoint: state }),
   );
   private readonly suggestions = new SuggestionStats(() => this.statsRegistry(), {

@@ -51,6 +51,11 @@ export interface ExportResult {
   notes: string[];
 }
 
+/** The model name an exported adapter is served under (the endpoint asks for it by this name). */
+export function servedModelName(id: string): string {
+  return `idiom-${id}`;
+}
+
 export async function exportAdapter(options: ExportOptions): Promise<ExportResult> {
   if (!EXPORT_FORMATS.includes(options.format as ExportFormat))
     throw new Error(`unknown export format "${options.format}" (expected ${EXPORT_FORMATS.join(', ')})`);
@@ -86,7 +91,7 @@ export async function exportAdapter(options: ExportOptions): Promise<ExportResul
 
   const out = path.resolve(options.out ?? path.join(location, 'exports', `${id}-${format}`));
   if (fs.existsSync(out)) throw new Error(`${out} already exists; give another --out or remove it`);
-  const servedName = `idiom-${id}`;
+  const servedName = servedModelName(id);
   const baseName = manifest.base.name === path.basename(baseDir) ? baseDir : manifest.base.name;
   const rank = model.kind === 'lora' ? model.adapter.config.r : null;
   const hint = (other: ExportFormat) => `idiom adapters export ${id} --format ${other}`;

@@ -1,6 +1,7 @@
 import * as vscode from 'vscode';
 import {
   MODES,
+  PRECISION_SETTINGS,
   defaultSettings,
   type AdapterWeight,
   type Device,
@@ -23,6 +24,8 @@ export function readSettings(): IdiomSettings {
     disabledLanguages: config.get<string[]>('disabledLanguages', defaultSettings.disabledLanguages),
     baseModelPath: vscode.workspace.isTrusted ? config.get<string>('baseModelPath', defaultSettings.baseModelPath) : '',
     device: config.get<Device>('device', defaultSettings.device),
+    precision:
+      PRECISION_SETTINGS.find((value) => value === config.get<string>('precision')) ?? defaultSettings.precision,
     training: {
       minutes: config.get<number>('training.minutes', defaultSettings.training.minutes),
       incremental: config.get<boolean>('training.incremental', defaultSettings.training.incremental),

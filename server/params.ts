@@ -15,7 +15,7 @@ import {
   type TextEdit,
   type WillSaveTextDocumentParams,
 } from 'vscode-languageserver/node';
-import { IdiomErrorCodes, MODES } from './protocol';
+import { IdiomErrorCodes, MODES, PRECISION_SETTINGS } from './protocol';
 
 /** Checks `value` at `path` (`params.position.line`); returns why it is wrong, or null. */
 export type Shape = (value: unknown, path: string) => string | null;
@@ -99,6 +99,7 @@ export const settingsShape = object({
   disabledLanguages: optional(arrayOf(string)),
   baseModelPath: optional(string),
   device: optional(oneOf(['auto', 'cpu', 'gpu'])),
+  precision: optional(oneOf([...PRECISION_SETTINGS])),
   training: optional(object({ minutes: optional(positive) })),
   lora: optional(
     object({ r: optional(positiveInteger), alpha: optional(positive), targets: optional(arrayOf(string)) }),

@@ -41,6 +41,9 @@ export interface EndpointState {
   message: string | null;
 }
 
+export const PRECISION_SETTINGS = ['auto', 'float32', 'int8', 'int4'] as const;
+export type PrecisionSetting = (typeof PRECISION_SETTINGS)[number];
+
 /** The `idiom.*` settings, as the extension reads them and the server receives them. */
 export interface IdiomSettings {
   enable: boolean;
@@ -49,6 +52,11 @@ export interface IdiomSettings {
   /** Directory of an HF-style checkpoint (config.json, model.safetensors, tokenizer.json); '' = the bundled default model. */
   baseModelPath: string;
   device: Device;
+  /**
+   * Weights of the served base model: 'auto' is int8 for a model above ~100M parameters and
+   * float32 for the embedded one; the LoRA adapter stays float32 on top (a feed).
+   */
+  precision: PrecisionSetting;
   /** `incremental`: Retrain continues the active LoRA adapter (`idiom train --from active`, its LoRA settings). */
   training: { minutes: number; incremental: boolean };
   lora: { r: number; alpha: number; targets: string[] };
@@ -88,6 +96,7 @@ export const defaultSettings: IdiomSettings = {
   disabledLanguages: ['plaintext', 'markdown'],
   baseModelPath: '',
   device: 'auto',
+  precision: 'auto',
   training: { minutes: 10, incremental: true },
   lora: { r: 16, alpha: 32, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
   debounceMs: 150,

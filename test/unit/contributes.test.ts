@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CONTRIBUTED_COMMANDS } from '../../extension/command-ids';
-import { defaultSettings } from '../../server/protocol';
+import { PRECISION_SETTINGS, defaultSettings } from '../../server/protocol';
 import { DEFAULT_LORA } from '../../trainer/model/lora';
 import { DEFAULT_AGGREGATE, DEFAULT_PERCENTILE } from '../../trainer/modes/review/review';
 import { DEFAULT_DRIFT_THRESHOLDS } from '../../trainer/training/eval/drift';
@@ -56,6 +56,11 @@ describe('package.json contributes', () => {
 
   it("the drift thresholds are the trainer's (idiom status uses them)", () => {
     assert.deepEqual(defaultSettings.drift, DEFAULT_DRIFT_THRESHOLDS);
+  });
+
+  it('offers exactly the precisions the server takes', () => {
+    const property = manifest.contributes.configuration.properties['idiom.precision'] as { enum?: string[] };
+    assert.deepEqual(property.enum, [...PRECISION_SETTINGS]);
   });
 
   it('contributes exactly the commands the extension registers (its table is typed by these ids)', () => {

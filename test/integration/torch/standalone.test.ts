@@ -30,12 +30,12 @@ const SEQ = 64;
 const SEED = 7;
 const PEAK_LR = 5e-3;
 // One process and two gloo ranks do the same float32 arithmetic but for the order of a few sums
-// (two rows' gradients in one matmul, or per rank and then all-reduced), so they differ by
-// rounding: about one float32 ulp (1.2e-7) in a loss, a few in the adapter after AdamW's steps.
-// The bounds leave an order of magnitude for that; averaging each rank's own token mean instead
-// of the global batch's mean moves the losses by about 1e-3 and the adapter by about 0.3.
+// (two rows' gradients in one matmul, or per rank and then all-reduced), so the losses differ by
+// a few float32 ulps. AdamW divides each gradient by its own running size, so where a gradient is
+// near zero that rounding becomes a step of up to the learning rate: the adapter bound scales with
+// it. Averaging the ranks' own token means instead of the global batch's mean fails both bounds.
 const LOSS_TOLERANCE = 1e-6;
-const ADAPTER_TOLERANCE = 1e-5;
+const ADAPTER_TOLERANCE = 1e-4;
 
 describe('trainer/training/torch/train.py (standalone PyTorch trainer)', function () {
   this.timeout(180_000);
@@ -250,7 +250,7 @@ describe('trainer/training/torch/train.py (standalone PyTorch trainer)', functio
       for (const [ours, theirs] of [
         [a.data, other.a.data],
         [b.data, other.b.data],
-      ] as const) {
+      ] as [Float32Array, Float32Array][]) {
         for (let i = 0; i < ours.length; i++) {
           largest = Math.max(largest, Math.abs(ours[i]));
           difference = Math.max(difference, Math.abs(ours[i] - theirs[i]));

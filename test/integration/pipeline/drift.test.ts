@@ -68,9 +68,13 @@ describe('drift watch: idiom status on a repository whose API was renamed', func
     assert.equal(drift.commitsBehind, 2);
     assert.equal(drift.changedFiles, files);
     assert.ok(drift.tokens > 0 && drift.tokens <= 4096, `${drift.tokens} tokens scored`);
-    assert.ok(drift.loss !== null && drift.trainingLoss !== null);
-    const rise = (drift.loss - drift.trainingLoss) / drift.trainingLoss;
-    assert.ok(Math.abs(rise - drift.lossIncrease!) < 1e-4, `${rise} vs ${drift.lossIncrease}`);
+    assert.ok(
+      drift.loss !== null && drift.baseLoss !== null && drift.trainingLoss !== null && drift.trainingBaseLoss !== null,
+    );
+    // The rise is the adapter's loss against the base's, now and at training.
+    const rise = drift.loss / drift.baseLoss / (drift.trainingLoss / drift.trainingBaseLoss) - 1;
+    assert.ok(Math.abs(rise - drift.lossIncrease!) < 1e-3, `${rise} vs ${drift.lossIncrease}`);
+    assert.ok(Math.abs(drift.loss / drift.trainingLoss - 1 - drift.rawIncrease!) < 1e-3);
     // Two commits are well under the commit threshold: the loss alone fires the warning.
     assert.ok(drift.lossIncrease! >= drift.thresholds.lossIncrease, `loss rose by ${drift.lossIncrease}`);
     assert.equal(drift.drifted, true);

@@ -119,7 +119,7 @@ function formatStatus(result: StatusCommandResult): string {
   lines.push(`${drift.drifted ? 'drifted: ' : ''}${drift.message}`);
   if (drift.loss !== null)
     lines.push(
-      `loss on ${drift.scoredFiles} changed files (${drift.tokens} tokens): ${drift.loss.toFixed(4)}, at training ${drift.trainingLoss?.toFixed(4) ?? '?'}`,
+      `loss on ${drift.scoredFiles} changed files (${drift.tokens} tokens): ${drift.loss.toFixed(4)} (base ${drift.baseLoss?.toFixed(4)}), at training ${drift.trainingLoss?.toFixed(4) ?? '?'} (base ${drift.trainingBaseLoss?.toFixed(4) ?? '?'})`,
     );
   if (drift.drifted) lines.push('retrain: idiom train . --from active');
   return `${lines.join('\n')}\n`;

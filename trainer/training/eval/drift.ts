@@ -7,8 +7,13 @@ import { round } from '../../util/round';
 // Drift: how far the code has moved on since an adapter was trained. The adapter's manifest holds
 // its training commit (repo.head) and its held-out loss then (metrics.adapter.loss); the text of
 // the files changed since that commit, kept by the same filters and secret scanner as mining, is
-// scored now under base + adapter, bounded to a few thousand tokens. The score runs wherever the
-// caller's scorer runs: the engine worker, queued between completions in the language server.
+// scored now under base + adapter and under the base alone, bounded to a few thousand tokens. The
+// score runs wherever the caller's scorer runs: the engine worker, queued between completions in
+// the language server.
+//
+// The rise is measured against the base: (loss / base loss now) / (loss / base loss then) − 1.
+// Code that is merely harder (new names, longer files) raises both losses and does not count; an
+// idiom the adapter learned and the code left behind raises the adapter's alone.
 
 /** When a drifted adapter is reported: its loss rose by this share, or it is more than N commits behind. */
 export interface DriftThresholds {
@@ -28,8 +33,8 @@ const MIN_TOKENS_PER_FILE = 256;
 /** What scores text: ReviewScorer (trainer/modes/review/scorer.ts) fits, with the adapter set. */
 export interface TextScorer {
   readonly tokenizer: Tokenizer;
-  /** Per-token surprisal in bits of `text`'s tokens (NaN where a token has no context). */
-  tokenSurprisal(text: string): Promise<{ ids: number[]; bits: Float64Array }>;
+  /** Per-token surprisal in bits of `text`'s tokens (NaN where a token has no context); `base`: without the adapter. */
+  tokenSurprisal(text: string, options?: { base?: boolean }): Promise<{ ids: number[]; bits: Float64Array }>;
 }
 
 export interface DriftReport {
@@ -42,11 +47,16 @@ export interface DriftReport {
   changedFiles: number;
   scoredFiles: number;
   tokens: number;
-  /** Mean next-token loss (nats) on the changed files now; null when nothing was scored. */
+  /** Mean next-token loss (nats) of base + adapter on the changed files now; null when nothing was scored. */
   loss: number | null;
-  /** The adapter's held-out loss at training time. */
+  /** The base model's alone on the same tokens. */
+  baseLoss: number | null;
+  /** The adapter's held-out loss at training time, and the base's on the same split. */
   trainingLoss: number | null;
+  trainingBaseLoss: number | null;
   /** (loss − trainingLoss) / trainingLoss. */
+  rawIncrease: number | null;
+  /** The rise against the base (see the top of this file); the raw rise when the base's loss then is unknown. */
   lossIncrease: number | null;
   drifted: boolean;
   thresholds: DriftThresholds;
@@ -189,7 +199,10 @@ export async function measureDrift(input: {
     scoredFiles: 0,
     tokens: 0,
     loss: null,
+    baseLoss: null,
     trainingLoss,
+    trainingBaseLoss: manifest.metrics.base?.loss ?? null,
+    rawIncrease: null,
     lossIncrease: null,
     drifted: false,
     thresholds,
@@ -223,24 +236,35 @@ export async function measureDrift(input: {
   const seqLen = Number(input.manifest.training.hyperparameters.seqLen);
   const window = Number.isInteger(seqLen) && seqLen > 1 ? seqLen : 256;
   let nll = 0;
+  let baseNll = 0;
   let tokens = 0;
   for (const text of sample.texts) {
     for (const piece of windowsOf(text, scorer.tokenizer, window)) {
       input.signal?.throwIfAborted();
-      const { bits } = await scorer.tokenSurprisal(piece);
-      for (const b of bits)
-        if (Number.isFinite(b)) {
-          nll += b * Math.LN2;
-          tokens++;
-        }
+      const adapted = await scorer.tokenSurprisal(piece);
+      const base = await scorer.tokenSurprisal(piece, { base: true });
+      adapted.bits.forEach((bits, i) => {
+        if (!(Number.isFinite(bits) && Number.isFinite(base.bits[i]))) return;
+        nll += bits * Math.LN2;
+        baseNll += base.bits[i] * Math.LN2;
+        tokens++;
+      });
     }
     report.scoredFiles++;
   }
   report.tokens = tokens;
-  if (tokens > 0) {
-    report.loss = round(nll / tokens, 5);
-    if (trainingLoss !== null && trainingLoss > 0)
-      report.lossIncrease = round((nll / tokens - trainingLoss) / trainingLoss, 5);
+  if (tokens === 0) return finish();
+  const loss = nll / tokens;
+  const baseLoss = baseNll / tokens;
+  report.loss = round(loss, 5);
+  report.baseLoss = round(baseLoss, 5);
+  if (trainingLoss !== null && trainingLoss > 0) {
+    report.rawIncrease = round(loss / trainingLoss - 1, 5);
+    const trainingBase = report.trainingBaseLoss;
+    report.lossIncrease =
+      trainingBase !== null && trainingBase > 0 && baseLoss > 0
+        ? round(loss / baseLoss / (trainingLoss / trainingBase) - 1, 5)
+        : report.rawIncrease;
   }
   return finish();
 }

@@ -17,14 +17,14 @@ import { round } from '../../util/round';
 
 /** When a drifted adapter is reported: its loss rose by this share, or it is more than N commits behind. */
 export interface DriftThresholds {
-  /** Relative rise of the mean next-token loss over the held-out loss at training time (0.05 = +5%). */
+  /** Rise of the mean next-token loss, against the base's, over the held-out loss at training time (0.05 = +5%). */
   lossIncrease: number;
   commitsBehind: number;
 }
 
 export const DEFAULT_DRIFT_THRESHOLDS: DriftThresholds = { lossIncrease: 0.05, commitsBehind: 20 };
 
-/** Tokens scored at most: a few seconds of the embedded model's scoring on one thread. */
+/** Tokens scored at most: enough to average over several files, little next to a completion's work. */
 export const DRIFT_MAX_TOKENS = 4096;
 
 /** Tokens taken from one file at least, so a sample of many files is not all first lines. */

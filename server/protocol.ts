@@ -134,6 +134,8 @@ export interface ModelInfo {
   /** Directory the base model was loaded from. */
   path: string;
   name: string;
+  /** The precision its weights serve at (idiom.precision, with auto resolved). */
+  precision?: 'float32' | 'int8' | 'int4';
 }
 
 /** An adapter as clients see it: the registry's entry without its internal fields, plus its report. */

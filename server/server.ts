@@ -121,6 +121,7 @@ export class IdiomServer {
   private adapters: RepositoryAdapters | null = null;
   private model: LoadedModel | null = null;
   private loadedModelPath: string | null = null;
+  private loadedPrecision: IdiomSettings['precision'] | null = null;
   /** The state of the model alone (what the status shows when not training and enabled). */
   private modelState: ServerState = 'starting';
   private training: { job: TrainJob; progress: TrainingProgress | null } | null = null;
@@ -425,9 +426,10 @@ export class IdiomServer {
 
   private async loadConfiguredModel(): Promise<void> {
     const dir = this.modelPath();
-    if (dir === this.loadedModelPath && this.modelState !== 'starting') return;
+    const precision = this.settings.precision;
+    if (dir === this.loadedModelPath && precision === this.loadedPrecision && this.modelState !== 'starting') return;
     // A model this machine cannot hold is not loaded: what serves now keeps serving.
-    const refusal = dir === '' || dir === this.defaultModelPath ? null : memoryRefusal(dir);
+    const refusal = dir === '' || dir === this.defaultModelPath ? null : memoryRefusal(dir, precision);
     if (refusal) {
       this.logError(`not loading the base model: ${refusal}`);
       if (this.model) this.status.update({ message: `${refusal}; still serving ${this.model.info.name}` });
@@ -447,8 +449,9 @@ export class IdiomServer {
     this.model = null;
     await previous?.dispose().catch(() => undefined);
     this.loadedModelPath = dir;
+    this.loadedPrecision = precision;
     try {
-      const result = await loadModel(dir, { threads: engineThreadsFromEnvironment() });
+      const result = await loadModel(dir, { threads: engineThreadsFromEnvironment(), precision });
       if (result.model) {
         // Ready once what serves this mode is on: the first completion already uses the adapter.
         const serving = await this.applyServingAdapter(result.model);

@@ -15,6 +15,7 @@ import { EngineWorker } from '../../trainer/compute/runtime/client';
 import { Tokenizer } from '../../trainer/model/tokenizer/tokenizer';
 import { type FimTemplate, completionSupport } from '../../trainer/model/tokenizer/fim';
 import { ReviewScorer } from '../../trainer/modes/review/scorer';
+import { type ServingPrecisionSetting, servingPrecision } from '../../trainer/model/precision';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -96,6 +97,8 @@ export type ModelLoadResult = { model: LoadedModel } | { model: null; reason: st
 export interface LoadModelOptions {
   /** Compute threads of the decoding session (default: smallModelThreads for a small model, else every core). */
   threads?: number;
+  /** idiom.precision (default auto: int8 above ~100M parameters); LoRA stays a float32 feed on top. */
+  precision?: ServingPrecisionSetting;
 }
 
 /**
@@ -142,7 +145,8 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
 
   const worker = EngineWorker.start();
   const threads = options.threads ?? (config.hiddenSize <= 512 ? smallModelThreads : undefined);
-  const engineOptions = { loraInputs: true, ...(threads ? { threads } : {}) };
+  const precision = servingPrecision(options.precision ?? 'auto', config);
+  const engineOptions = { loraInputs: true, precision, ...(threads ? { threads } : {}) };
   let base: { id: number; sha256: string };
   try {
     base = await worker.call('loadModel', dir, engineOptions);
@@ -171,7 +175,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   };
 
   const model: LoadedModel = {
-    info: { path: dir, name: path.basename(dir) },
+    info: { path: dir, name: path.basename(dir), precision },
     get modelKey() {
       return `${base.sha256}+${adapterId ?? 'base'}`;
     },
@@ -214,7 +218,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     setWeights(weights) {
       return serialized(async () => {
         if (weights.kind === 'full') {
-          const loaded = await worker.call('loadModel', weights.dir, { ...(threads ? { threads } : {}) });
+          const loaded = await worker.call('loadModel', weights.dir, { precision, ...(threads ? { threads } : {}) });
           if (fullId !== null) await worker.call('disposeModel', fullId).catch(() => undefined);
           fullId = loaded.id;
           engineId = loaded.id;

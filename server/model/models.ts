@@ -14,7 +14,10 @@ import {
   listLocalModels,
   machineMemory,
   memoryRefusal as refusalLine,
+  type LocalModel,
+  type MachineMemory,
 } from '../../trainer/model/hub/catalog';
+import { servingPrecision } from '../../trainer/model/precision';
 import { hubCacheDir } from '../../trainer/model/hub/cache';
 import { downloadModel } from '../../trainer/model/hub/download';
 import { oneLine } from './adapters';
@@ -27,6 +30,7 @@ import {
   type DownloadModelResult,
   type IdiomSettings,
   type ModelsResult,
+  type PrecisionSetting,
 } from '../protocol';
 
 export interface ModelsHost {
@@ -39,10 +43,22 @@ export interface ModelsHost {
   log(line: string): void;
 }
 
-/** One line when the model in `dir` needs more memory than this machine has, else null. */
-export function memoryRefusal(dir: string): string | null {
+/** `model` described at the precision idiom.precision gives it (auto: by its parameter count). */
+function atServingPrecision(model: LocalModel, setting: PrecisionSetting, memory: MachineMemory): LocalModel {
+  if (model.parameters === null) return model;
+  const precision = servingPrecision(setting, model.parameters);
+  if (precision === model.precision) return model;
+  return {
+    ...describeModel(model.path, model.source, model.id, { memory, precision }),
+    revision: model.revision,
+    refs: model.refs,
+  };
+}
+
+/** One line when the model in `dir` needs more memory than this machine has at `setting`, else null. */
+export function memoryRefusal(dir: string, setting: PrecisionSetting = 'auto'): string | null {
   const memory = machineMemory();
-  const model = describeModel(dir, 'setting', path.basename(dir), { memory });
+  const model = atServingPrecision(describeModel(dir, 'setting', path.basename(dir), { memory }), setting, memory);
   if (model.fits || model.memoryBytes === null) return null;
   return `${dir}: ${refusalLine(model.memoryBytes, memory, `at ${model.precision} it`)}`;
 }
@@ -52,7 +68,9 @@ export function registerModelRequests(connection: Connection, host: ModelsHost):
     requireParams('idiom/models', params);
     const memory = machineMemory();
     return {
-      models: listLocalModels({ embedded: host.embeddedPath(), configured: host.configuredPath(), memory }),
+      models: listLocalModels({ embedded: host.embeddedPath(), configured: host.configuredPath(), memory }).map(
+        (model) => atServingPrecision(model, host.settings().precision, memory),
+      ),
       memory,
       cacheDir: hubCacheDir(),
       downloads: host.trusted() && host.settings().hubEndpoint.trim() !== '',

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadCheckpoint } from '../../model/checkpoint';
+import { openCheckpoint } from '../../model/lazy-weights';
 import type { HostTensor } from '../../model/tensor';
 import { Tokenizer } from '../../model/tokenizer/tokenizer';
 import { type GenerateOptions, type GenerateResult, Generator } from './generate';
@@ -73,9 +73,12 @@ function toAdapter(message: AdapterMessage): LoraAdapter {
 }
 
 export const generationHandlers = {
-  /** Loads a HF checkpoint folder (and its tokenizer.json when present) and builds its decoder. */
+  /**
+   * Loads a HF checkpoint folder (and its tokenizer.json when present) and builds its decoder.
+   * Weights are read tensor by tensor as the decoder takes them (quantized at int8/int4).
+   */
   async loadModel(dir: string, options: LoadModelOptions = {}) {
-    const checkpoint = await loadCheckpoint(dir);
+    const checkpoint = await openCheckpoint(dir);
     const tokenizer = fs.existsSync(path.join(dir, 'tokenizer.json')) ? await Tokenizer.load(dir) : null;
     const { mergedAdapter, ...rest } = options;
     const vocabSize = Math.min(checkpoint.config.vocabSize, tokenizer?.vocabSize ?? Infinity);

@@ -43,10 +43,11 @@ import {
   projectionWeightName,
 } from '../../model/config';
 import type { HostTensor } from '../../model/tensor';
-import { fusedMatMulBatch, rmsNormFused, skipRmsNorm } from './contrib-ops';
+import { LazyWeights } from '../../model/lazy-weights';
+import { dynamicQuantizeMatMul, fusedMatMulBatch, rmsNormFused, skipRmsNorm } from './contrib-ops';
 import { MASKED_SCORE, checkWeights, ropeTables } from './llama';
-import { createSession } from './session';
-import { type LoraAdapter, type Precision, concatRows, frozenLinear, mergeLora } from './weights';
+import { createSession, createSessionFromFiles } from './session';
+import { type LoraAdapter, type Precision, concatRows, frozenLinear, mergeLora, quantizeInt8 } from './weights';
 
 export interface InferenceGraphOptions {
   /** Longest context (prompt + generated) in tokens; default and maximum: maxPositionEmbeddings. */
@@ -127,12 +128,49 @@ function groupShape(cfg: ModelConfig, group: ProjectionGroup): [number, number] 
   return [out, inFeatures];
 }
 
+/**
+ * The token embedding and the logits head. Quantized, the embedding is an int8 table with one
+ * scale per token (gathered, then scaled), so no float32 copy of it is held; a tied head at int8
+ * reads the same table.
+ */
+function embeddingAndHead(
+  graph: Graph,
+  cfg: ModelConfig,
+  weights: ReadonlyMap<string, HostTensor>,
+  precision: Precision,
+): { embed: (tokens: Value) => Value; head: (rows: Value) => Value } {
+  const table = weights.get(EMBED_TOKENS_WEIGHT)!;
+  if (precision === 'float32') {
+    const embedding = graph.initializer(EMBED_TOKENS_WEIGHT, table);
+    const head = cfg.tieWordEmbeddings ? table : weights.get(LM_HEAD_WEIGHT)!;
+    return {
+      embed: (tokens) => op.gather(embedding, tokens),
+      head: (rows) => frozenLinear(graph, rows, 'lm_head', head, precision),
+    };
+  }
+  const q = quantizeInt8(table); // [D, V] int8, scale [V]: one column per token
+  const quantized = graph.initializer(`${EMBED_TOKENS_WEIGHT}.int8`, q.weight);
+  const scale = graph.initializer(`${EMBED_TOKENS_WEIGHT}.scale`, q.scale);
+  const embed = (tokens: Value) => {
+    const columns = op.cast(op.gather(quantized, tokens, 1), 'float32'); // [D, 1, T]
+    return op.transpose(op.mul(columns, op.gather(scale, tokens)), [1, 2, 0]); // [1, T, D]
+  };
+  if (precision === 'int8' && cfg.tieWordEmbeddings) {
+    return { embed, head: (rows) => dynamicQuantizeMatMul(rows, quantized, scale) };
+  }
+  const headName = cfg.tieWordEmbeddings ? EMBED_TOKENS_WEIGHT : LM_HEAD_WEIGHT;
+  return { embed, head: (rows) => frozenLinear(graph, rows, 'lm_head', weights.get(headName)!, precision) };
+}
+
 export function buildInferenceGraph(
   cfg: ModelConfig,
   weights: ReadonlyMap<string, HostTensor>,
   options: InferenceGraphOptions,
+  /** Where the frozen weights go as they are made (Graph.weightSink). */
+  weightSink?: Graph['weightSink'],
 ): Graph {
-  checkWeights(cfg, weights);
+  // Lazy weights were checked against config.json when opened; checking reads each tensor.
+  if (!(weights instanceof LazyWeights)) checkWeights(cfg, weights);
   const maxContext = options.maxContext ?? cfg.maxPositionEmbeddings;
   if (!(maxContext > 0 && maxContext <= cfg.maxPositionEmbeddings)) {
     throw new Error(`maxContext ${maxContext} must be in 1..${cfg.maxPositionEmbeddings} (max_position_embeddings)`);
@@ -145,6 +183,7 @@ export function buildInferenceGraph(
   }
   const precision = options.precision ?? 'float32';
   const graph = new Graph('decoder');
+  graph.weightSink = weightSink;
   const H = cfg.numHeads;
   const KV = cfg.numKvHeads;
   const G = H / KV;
@@ -249,7 +288,8 @@ export function buildInferenceGraph(
     return reshapeTo(op.transpose(context, [2, 0, 1, 3]), [1, 'T', H * hd]); // [1, T, H·hd]
   };
 
-  let residual = op.gather(graph.initializer(EMBED_TOKENS_WEIGHT, w(EMBED_TOKENS_WEIGHT)), tokens); // [1, T, D]
+  const embedding = embeddingAndHead(graph, cfg, weights, precision);
+  let residual = embedding.embed(tokens); // [1, T, D]
   let normed = rmsNormFused(
     residual,
     graph.initializer('layer0.input_layernorm', w(layerNormWeightName(0, 'input_layernorm'))),
@@ -282,8 +322,7 @@ export function buildInferenceGraph(
   const finalGamma = graph.initializer(FINAL_NORM_WEIGHT, w(FINAL_NORM_WEIGHT));
   const hidden = skipRmsNorm(pending!, residual, finalGamma, eps).normed; // [1, T, D]
   const rows = op.gather(hidden, logitRows, 1); // [1, P, D]
-  const head = w(cfg.tieWordEmbeddings ? EMBED_TOKENS_WEIGHT : LM_HEAD_WEIGHT);
-  const logits = frozenLinear(graph, rows, 'lm_head', head, precision); // [1, P, V]
+  const logits = embedding.head(rows); // [1, P, V]
   graph.output(logits, 'logits');
   const scored = vocabLimit < cfg.vocabSize ? op.slice(logits, [2], [0], [vocabLimit]) : logits;
   const picked = op.gatherElements(op.logSoftmax(scored, -1), op.unsqueeze(targets, [0, 2]), 2); // [1, P, 1]
@@ -470,8 +509,13 @@ export class KvCacheSession {
     weights: ReadonlyMap<string, HostTensor>,
     options: KvCacheSessionOptions = {},
   ): Promise<KvCacheSession> {
-    const graph = buildInferenceGraph(cfg, weights, options);
-    const session = await createSession(graph, { threads: options.threads });
+    // Weights read lazily are a large model's: built, written and dropped before ORT loads them.
+    const session =
+      weights instanceof LazyWeights
+        ? await createSessionFromFiles((sink) => buildInferenceGraph(cfg, weights, options, sink), {
+            threads: options.threads,
+          })
+        : await createSession(buildInferenceGraph(cfg, weights, options), { threads: options.threads });
     const maxContext = options.maxContext ?? cfg.maxPositionEmbeddings;
     const vocabLimit = options.vocabLimit ?? cfg.vocabSize;
     return new KvCacheSession(

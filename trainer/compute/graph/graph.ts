@@ -54,6 +54,8 @@ export interface InitializerEntry {
   tensor: HostTensor;
   /** Frozen weights go to the external data file instead of the protobuf. */
   external: boolean;
+  /** The file the graph's weightSink wrote the tensor to; `tensor` then holds no data. */
+  file?: string;
 }
 
 export class Graph {
@@ -63,6 +65,11 @@ export class Graph {
   readonly initializers: InitializerEntry[] = [];
   /** Small tensors embedded in the protobuf (int64 shapes, scalars). */
   readonly constants = new Map<Value, HostTensor>();
+  /**
+   * Takes each frozen weight as it is added (writes it to a file, returns the file's name), so
+   * the graph does not hold the weights of a large model.
+   */
+  weightSink?: (name: string, tensor: HostTensor) => string;
   private nextId = 0;
   private readonly usedNames = new Set<string>();
   private nameScope: string[] = [];
@@ -106,7 +113,11 @@ export class Graph {
   /** A weight stored with the model; `external` puts it in the external data file. */
   initializer(name: string, tensor: HostTensor, external = true): Value {
     const value = this.newValue(name, tensor.dtype, tensor.shape, 'initializer', true);
-    this.initializers.push({ value, tensor, external });
+    if (external && this.weightSink) {
+      const file = this.weightSink(value.name, tensor);
+      const empty = { dtype: tensor.dtype, shape: tensor.shape, data: new Uint8Array(0) };
+      this.initializers.push({ value, tensor: empty, external, file });
+    } else this.initializers.push({ value, tensor, external });
     return value;
   }
 

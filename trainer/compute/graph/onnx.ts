@@ -69,9 +69,19 @@ export function serializeModel(graph: Graph, options: SerializeOptions = {}): Se
   const initializers: onnx.ITensorProto[] = [];
   const chunks: Uint8Array[] = [];
   let offset = 0;
-  for (const { value, tensor, external } of graph.initializers) {
+  for (const { value, tensor, external, file } of graph.initializers) {
     if (!external) {
       initializers.push(tensorProto(value.name, tensor));
+      continue;
+    }
+    if (file !== undefined) {
+      initializers.push({
+        name: value.name,
+        dims: tensor.shape,
+        dataType: onnxDataType(tensor.dtype),
+        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+        externalData: [{ key: 'location', value: file }],
+      });
       continue;
     }
     const bytes = tensorBytes(tensor);

@@ -1,6 +1,8 @@
+import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import type { SerializedModel } from '../graph/onnx';
+import { type SerializedModel, tensorBytes } from '../graph/onnx';
 import type { HostTensor } from '../../model/tensor';
 
 // ONNX Runtime sessions with the engine's defaults, the fastest measured for these graphs on the
@@ -34,11 +36,43 @@ export async function openSession(
   model: SerializedModel,
   options: RuntimeSessionOptions = {},
 ): Promise<ort.InferenceSession> {
-  const threads = options.threads ?? defaultThreadCount();
-  if (!Number.isInteger(threads) || threads < 1) throw new Error(`threads must be a positive integer, got ${threads}`);
   return ort.InferenceSession.create(model.model, {
     externalData:
       model.externalData.byteLength > 0 ? [{ path: model.externalDataName, data: model.externalData }] : undefined,
+    ...sessionOptions(options),
+  });
+}
+
+/**
+ * Opens the model `build` serializes, each frozen weight written to a file of its own in a
+ * temporary folder as the graph takes it (`sink`, Graph.weightSink): ONNX Runtime maps those
+ * files rather than copying them, and drops each mapping once a kernel has packed it, so a large
+ * model's weights are never in memory twice. The folder is removed once the session is open.
+ */
+export async function openSessionFromFiles(
+  build: (sink: (name: string, tensor: HostTensor) => string) => SerializedModel,
+  options: RuntimeSessionOptions = {},
+): Promise<ort.InferenceSession> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-session-'));
+  try {
+    let files = 0;
+    const model = build((_name, tensor) => {
+      const file = `weight.${files++}`;
+      fs.writeFileSync(path.join(dir, file), tensorBytes(tensor));
+      return file;
+    });
+    const modelPath = path.join(dir, 'model.onnx');
+    fs.writeFileSync(modelPath, model.model);
+    return await ort.InferenceSession.create(modelPath, sessionOptions(options));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function sessionOptions(options: RuntimeSessionOptions): ort.InferenceSession.SessionOptions {
+  const threads = options.threads ?? defaultThreadCount();
+  if (!Number.isInteger(threads) || threads < 1) throw new Error(`threads must be a positive integer, got ${threads}`);
+  return {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
@@ -53,7 +87,7 @@ export async function openSession(
       ...(options.spinning === false ? { 'session.intra_op.allow_spinning': '0' } : {}),
       ...options.sessionConfig,
     }),
-  });
+  };
 }
 
 /** 'a.b.c': 'v' → { a: { b: { c: 'v' } } }: the shape onnxruntime-node flattens back into config keys. */

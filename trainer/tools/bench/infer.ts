@@ -1,6 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import type { ModelConfig } from '../../model/config';
-import { randomCheckpointWeights } from '../../model/checkpoint';
+import { openCheckpoint, randomLazyWeights } from '../../model/lazy-weights';
 import { Generator } from '../../compute/engine/generate';
 import { buildWeightMatmulGraph, KvCacheSession } from '../../compute/engine/inference';
 import { argmax } from '../../compute/engine/sampling';
@@ -37,7 +37,10 @@ export interface BenchInferOptions {
   prefillRepeats?: number;
   /** Completion latency: cold requests, warm (typing) requests, prompt tokens, max new tokens. */
   completion?: { coldRequests?: number; warmRequests?: number; promptTokens?: number; maxTokens?: number };
+  /** A model's shapes with random weights (default: the reference config). */
   config?: ModelConfig;
+  /** A checkpoint folder to bench instead (its weights, read as the server reads them). */
+  base?: string;
   log?: (line: string) => void;
 }
 
@@ -187,14 +190,17 @@ async function measureCompletions(
 }
 
 export async function benchInfer(options: BenchInferOptions = {}): Promise<Record<string, unknown>> {
-  const cfg = options.config ?? referenceConfig();
+  if (options.base && options.config) throw new Error('bench infer takes --base or --model-config, not both');
+  const checkpoint = options.base ? await openCheckpoint(options.base) : null;
+  const cfg = checkpoint?.config ?? options.config ?? referenceConfig();
   const threads = options.threads ?? 2;
   const precisions = options.precisions ?? ['float32', 'int8'];
   if (precisions.length === 0) throw new Error('bench infer needs at least one precision');
   const promptTokens = options.promptTokens ?? 256;
   const decodeTokens = options.decodeTokens ?? 64;
   const log = options.log ?? (() => {});
-  const weights = randomCheckpointWeights(cfg, 1);
+  // Read per tensor, as the server reads a checkpoint: quantized weights never sit beside float32 ones.
+  const weights = checkpoint?.weights ?? randomLazyWeights(cfg, 1);
   const rng = new Rng(2);
   const prompt = Array.from({ length: promptTokens }, () => rng.int(cfg.vocabSize));
   const completionPrompt = options.completion?.promptTokens ?? 1024;
@@ -230,6 +236,7 @@ export async function benchInfer(options: BenchInferOptions = {}): Promise<Recor
     threads,
     promptTokens,
     decodeTokens,
+    model: options.base ?? (options.config ? 'random weights' : 'reference config, random weights'),
     config: {
       hiddenSize: cfg.hiddenSize,
       numLayers: cfg.numLayers,

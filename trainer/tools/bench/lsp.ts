@@ -1,9 +1,13 @@
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { packageRoot, resolveBaseDir } from '../../model/base-model';
 import { percentile, startLspClient } from '../../training/eval/lsp-client';
 import { round } from '../../util/round';
+import type { ModelConfig } from '../../model/config';
+import type { ServingPrecisionSetting } from '../../model/precision';
+import { qwenTokenizerFiles, writeRandomCheckpoint } from './random-checkpoint';
 
 // `idiom bench lsp`: inline completion latency and memory of the real language server, driven
 // over stdio exactly as an editor drives it (`idiom lsp --stdio`, didOpen/didChange,
@@ -22,6 +26,10 @@ import { round } from '../../util/round';
 export interface BenchLspOptions {
   /** Base model folder; default the embedded models/. */
   base?: string;
+  /** A config.json's shapes with random weights and Qwen's tokenizer, written to a temporary folder. */
+  config?: ModelConfig;
+  /** idiom.precision for the server (default auto). */
+  precision?: ServingPrecisionSetting;
   /** Source file to complete in; default this package's server/completion/postprocess.ts. */
   file?: string;
   /** Workspace folder: its repository's active adapter serves (default: none, the base alone). */
@@ -58,7 +66,24 @@ function pickLines(lines: string[], count: number): number[] {
 
 export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<string, unknown>> {
   const log = options.log ?? (() => {});
-  const base = resolveBaseDir(options.base);
+  if (options.base && options.config) throw new Error('bench lsp takes --base or --model-config, not both');
+  const scratch = options.config ? fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-bench-model-')) : null;
+  try {
+    if (scratch && options.config) {
+      log(`writing a random checkpoint with Qwen's tokenizer to ${scratch}`);
+      writeRandomCheckpoint(scratch, options.config, { tokenizerFiles: qwenTokenizerFiles() });
+    }
+    return await benchLspOn(scratch ?? resolveBaseDir(options.base), options, log);
+  } finally {
+    if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+async function benchLspOn(
+  base: string,
+  options: BenchLspOptions,
+  log: (line: string) => void,
+): Promise<Record<string, unknown>> {
   const root = packageRoot();
   if (!root) throw new Error('cannot find the idiom package folder (to start `idiom lsp --stdio`)');
   const file = path.resolve(options.file ?? path.join(root, 'server', 'completion', 'postprocess.ts'));
@@ -75,7 +100,12 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
     { '.ts': 'typescript', '.tsx': 'typescriptreact', '.js': 'javascript', '.py': 'python' }[path.extname(file)] ??
     'plaintext';
 
-  const client = await startLspClient({ base, repo: options.repo, cwd: path.dirname(file) });
+  const client = await startLspClient({
+    base,
+    repo: options.repo,
+    cwd: path.dirname(file),
+    settings: { precision: options.precision ?? 'auto' },
+  });
   const { connection, pid } = client;
   try {
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -174,7 +204,8 @@ export async function benchLsp(options: BenchLspOptions = {}): Promise<Record<st
       rssModelLoadedMiB: mib(rssModel),
       rssCompletionPeakMiB: mib(rssPeak),
       requests: { cold: cold.length + 1, warm: warm.length, coldEmpty: empty },
-      model: base,
+      model: options.config ? "random weights at the config's shapes, Qwen tokenizer" : base,
+      precision: client.status().precision,
       adapter,
       file: path.relative(root, file).startsWith('..') ? file : path.relative(root, file),
       measured:

@@ -30,7 +30,7 @@ export interface LspClient {
   child: ChildProcess;
   pid: number;
   /** What the server's status says now. */
-  status(): { state: string; message: string; adapter: string | null };
+  status(): { state: string; message: string; adapter: string | null; precision: string | null };
   /** Sends `initialized` and waits until the model serves; returns the milliseconds it took. */
   ready(timeoutMs?: number): Promise<number>;
   stop(): Promise<void>;
@@ -62,12 +62,19 @@ export async function startLspClient(options: LspClientOptions): Promise<LspClie
   let state = 'starting';
   let message = '';
   let adapter: string | null = null;
+  let precision: string | null = null;
   connection.onNotification(
     'idiom/statusChanged',
-    (status: { state: string; message: string; adapter: { id: string } | null }) => {
+    (status: {
+      state: string;
+      message: string;
+      adapter: { id: string } | null;
+      model?: { precision?: string } | null;
+    }) => {
       state = status.state;
       message = status.message;
       adapter = status.adapter?.id ?? null;
+      precision = status.model?.precision ?? null;
     },
   );
   connection.onNotification('window/logMessage', () => undefined);
@@ -106,7 +113,7 @@ export async function startLspClient(options: LspClientOptions): Promise<LspClie
     connection,
     child,
     pid: child.pid!,
-    status: () => ({ state, message, adapter }),
+    status: () => ({ state, message, adapter, precision }),
     async ready(timeoutMs = 120_000) {
       const started = performance.now();
       await connection.sendNotification('initialized', {});

@@ -6,7 +6,7 @@ import { defaultCompletionOptions, promptTokenBudget } from '../../../server/com
 import { adapterMessage, cutAtStop, smallModelThreads } from '../../../server/model/host';
 import { loadAdapter } from '../../../trainer/adapters/peft';
 import { stopTokenIds } from '../../../trainer/compute/engine/generation-handlers';
-import { loadCheckpoint } from '../../../trainer/model/checkpoint';
+import { openCheckpoint } from '../../../trainer/model/lazy-weights';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 
@@ -16,17 +16,19 @@ export async function engineCompletion(
   adapterDir: string | null,
   document: { text: string; offset: number; languageId?: string },
   kind: 'lora' | 'full' = 'lora',
+  /** The precision the server serves at (default float32, what auto gives a small model). */
+  precision: 'float32' | 'int8' | 'int4' = 'float32',
 ): Promise<string | null> {
   const worker = EngineWorker.start();
   try {
     const tokenizer = await Tokenizer.load(modelDir);
-    const checkpoint = await loadCheckpoint(modelDir);
+    const checkpoint = await openCheckpoint(modelDir); // config and sha256; the worker reads the weights
     // The server's engine settings for a small model (same graph, same thread count: same floats).
     const threads = checkpoint.config.hiddenSize <= 512 ? smallModelThreads : undefined;
     const { id } =
       kind === 'full' && adapterDir
-        ? await worker.call('loadModel', adapterDir, { threads })
-        : await worker.call('loadModel', modelDir, { loraInputs: true, threads });
+        ? await worker.call('loadModel', adapterDir, { threads, precision })
+        : await worker.call('loadModel', modelDir, { loraInputs: true, threads, precision });
     if (adapterDir && kind === 'lora') {
       const adapter = await loadAdapter(adapterDir, checkpoint.config, { baseSha256: checkpoint.sha256 });
       await worker.call('setAdapter', id, adapterMessage(adapter));

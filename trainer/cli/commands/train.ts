@@ -6,7 +6,7 @@ import { DEFAULT_LORA } from '../../model/lora';
 import { TrainingCancelledError, type TrainEvent } from '../../training/pipeline/events';
 import type { Budget } from '../../training/pipeline/plan';
 import { trainRepository, type TrainRepositoryResult } from '../../training/pipeline/train-repository';
-import { describeMemorisation } from '../../training/eval/memorisation';
+import { DEFAULT_CANDIDATES, describeMemorisation } from '../../training/eval/memorisation';
 import { formatComparisonTable } from '../../training/report/table';
 import { onInterrupt } from '../interrupt';
 
@@ -144,7 +144,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--no-memorisation-check', 'skip the canary and extraction check before promotion')
     .option(
       '--canary-candidates <n>',
-      'random strings each canary is ranked among (default 1000)',
+      `random strings each canary is ranked among (default ${DEFAULT_CANDIDATES})`,
       positiveInteger('--canary-candidates'),
     )
     .action(async (repo: string, options: TrainCommandOptions) => {

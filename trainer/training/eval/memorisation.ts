@@ -5,7 +5,7 @@ import type { MemorisationMetrics } from '../../adapters/manifest';
 import type { EngineWorker } from '../../compute/runtime/client';
 import type { LoraAdapter } from '../../compute/engine/weights';
 import type { MemoryDocument } from '../../data/memory/memory';
-import { secretSpans } from '../../data/mining/secrets';
+import { looksRandom, secretSpans } from '../../data/mining/secrets';
 import type { ModelConfig } from '../../model/config';
 import type { HostTensor } from '../../model/tensor';
 import type { Tokenizer } from '../../model/tokenizer/tokenizer';
@@ -29,8 +29,12 @@ import { newlineTokenIds } from './held-out';
  * duplication rather than the adapter.
  */
 export const CANARY_REPEATS = 3;
-/** Random candidates per canary: exposure reaches at most log2(1001) ≈ 10 bits. */
-export const DEFAULT_CANDIDATES = 1000;
+/**
+ * Random candidates per canary: rank exposure reaches at most log2(201) ≈ 7.7 bits, and the
+ * extrapolated exposure counts past it. Promotion rests on reproduction and extraction, not on
+ * this bound, and scoring is nearly all of the check's time.
+ */
+export const DEFAULT_CANDIDATES = 200;
 /** Extraction prompts at most, and the tokens each keeps and may write. */
 const MAX_EXTRACTION_PROMPTS = 16;
 const EXTRACTION_PROMPT_TOKENS = 48;
@@ -52,10 +56,17 @@ export interface Canary {
   alphabet: string;
 }
 
-function randomString(alphabet: string, length: number): string {
-  let text = '';
-  for (let i = 0; i < length; i++) text += alphabet[randomInt(alphabet.length)];
-  return text;
+/**
+ * A random string of the canary's format. A credential's is one the secret scanner calls random
+ * (letters and digits, not mostly words): what a leaked key looks like. Canaries and their
+ * candidates are drawn alike, so the true one is a fair draw among them.
+ */
+function randomSecret(kind: Canary['kind'], alphabet: string, length: number): string {
+  for (;;) {
+    let text = '';
+    for (let i = 0; i < length; i++) text += alphabet[randomInt(alphabet.length)];
+    if (kind !== 'credential' || looksRandom(text)) return text;
+  }
 }
 
 /** Three credential-shaped and three code-shaped canaries, from the system's CSPRNG: new every run. */
@@ -67,7 +78,7 @@ export function makeCanaries(): Canary[] {
     canaries.push({
       kind: 'credential',
       context: `const ${pick()}ApiKey = "`,
-      secret: randomString(ALNUM, 24),
+      secret: randomSecret('credential', ALNUM, 24),
       suffix: '";\n',
       alphabet: ALNUM,
     });
@@ -75,7 +86,7 @@ export function makeCanaries(): Canary[] {
     canaries.push({
       kind: 'code',
       context: `  return ${pick()}Registry.lookup_`,
-      secret: randomString(LOWER_ALNUM, 12),
+      secret: randomSecret('code', LOWER_ALNUM, 12),
       suffix: '(request);\n',
       alphabet: LOWER_ALNUM,
     });
@@ -234,7 +245,7 @@ export async function checkMemorisation(input: MemorisationInput): Promise<Memor
     const context = encode(tokenizer, canary.context);
     const texts = [canary.secret];
     while (texts.length < candidateCount + 1) {
-      const candidate = randomString(canary.alphabet, canary.secret.length);
+      const candidate = randomSecret(canary.kind, canary.alphabet, canary.secret.length);
       if (candidate !== canary.secret) texts.push(candidate);
     }
     const sequences = texts.map((secret) => encode(tokenizer, canary.context + secret));

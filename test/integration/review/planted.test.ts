@@ -55,6 +55,8 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
       seed: 1,
       heldOut: { maxLines: 8 },
       report: false,
+      // Trained hard on purpose (its lines must stand out); the memorisation check has its own test.
+      memorisation: false,
     });
     assert.ok(trained.activated);
     const lines = entityModule('widget').split('\n');

@@ -30,6 +30,7 @@ import { packageRoot } from '../trainer/model/base-model';
 import type { Registry } from '../trainer/adapters/registry';
 import { oneLine, RepositoryAdapters } from './model/adapters';
 import { registerSharingRequests } from './model/sharing';
+import { appendDriftReading } from '../trainer/adapters/drift-log';
 import { loadModel, type LoadedModel } from './model/host';
 import { modelFolderProblem } from './model/preflight';
 import { SessionCombinations } from './model/combination';
@@ -483,6 +484,23 @@ export class IdiomServer {
       },
       thresholds: () => driftThresholds(this.settings.drift),
       publish: (drift) => this.status.update({ drift }),
+      record: (drift) => {
+        // Only where the registry already exists and the workspace is trusted, like stats.jsonl.
+        const dir = this.trusted ? adapters.writableRegistryDir() : null;
+        if (!dir) return;
+        try {
+          appendDriftReading(dir, {
+            at: new Date().toISOString(),
+            adapter: drift.adapterId,
+            head: drift.head,
+            commitsBehind: drift.commitsBehind,
+            lossIncrease: drift.lossIncrease,
+            drifted: drift.drifted,
+          });
+        } catch (error) {
+          this.connection.console.warn(`cannot record the drift reading: ${oneLine(error)}`);
+        }
+      },
       log: (line) => this.connection.console.info(line),
     });
     void this.driftWatch.start();

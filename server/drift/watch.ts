@@ -28,6 +28,8 @@ export interface DriftWatchDeps {
   manifest: () => Promise<AdapterManifest | null>;
   thresholds: () => DriftThresholds;
   publish: (drift: DriftReport | null) => void;
+  /** Keeps a measured reading for the adapters report (the registry's drift.jsonl). */
+  record?: (drift: DriftReport) => void;
   log: (line: string) => void;
 }
 
@@ -116,6 +118,7 @@ export class DriftWatch {
       if (this.disposed) return;
       this.deps.log(`drift of ${manifest.id}: ${drift.message}${drift.drifted ? ' (retrain suggested)' : ''}`);
       this.deps.publish(drift);
+      if (!drift.problem) this.deps.record?.(drift);
     } catch (error) {
       // A failed check costs one log line; completions never wait on it.
       this.deps.log(`drift check failed: ${error instanceof Error ? error.message : String(error)}`);

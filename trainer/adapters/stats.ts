@@ -114,14 +114,27 @@ export function summarizeStats(text: string): StatsSummary {
  * why). A file larger than the read limit is read from the first whole line of its tail.
  */
 export function readStats(registryDir: string): StatsSummary & { problem?: string } {
-  const file = path.join(registryDir, STATS_FILE);
+  const tail = readLogTail(path.join(registryDir, STATS_FILE));
+  const summary = summarizeStats(tail.text);
+  return tail.problem ? { ...summary, problem: tail.problem } : summary;
+}
+
+/** Appends one event (appendLogLine). */
+export function appendStatsEvent(registryDir: string, event: StatsEvent): void {
+  appendLogLine(path.join(registryDir, STATS_FILE), statsLine(event));
+}
+
+/**
+ * The text of an append-only log in the registry, '' when it does not exist or cannot be read (a
+ * problem line says why). A file past the read limit is read from the first whole line of its tail.
+ */
+export function readLogTail(file: string): { text: string; problem?: string } {
   let fd: number;
   try {
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    const empty = { byAdapter: new Map(), events: 0, skipped: 0 };
-    return code === 'ENOENT' ? empty : { ...empty, problem: `${file}: cannot read (${code ?? String(error)})` };
+    return code === 'ENOENT' ? { text: '' } : { text: '', problem: `${file}: cannot read (${code ?? String(error)})` };
   }
   try {
     const size = fs.fstatSync(fd).size;
@@ -133,21 +146,20 @@ export function readStats(registryDir: string): StatsSummary & { problem?: strin
       if (n === 0) break;
       read += n;
     }
-    let text = buffer.subarray(0, read).toString('utf8');
+    const text = buffer.subarray(0, read).toString('utf8');
     // A cut into the middle of a line: start at the next whole one.
-    if (length < size) text = text.slice(text.indexOf('\n') + 1);
-    return summarizeStats(text);
+    return { text: length < size ? text.slice(text.indexOf('\n') + 1) : text };
   } finally {
     fs.closeSync(fd);
   }
 }
 
 /**
- * Appends one event. A file whose last line was torn (no final newline) gets a newline first, so
- * the new event stays a line of its own. Never follows a symbolic link.
+ * Appends one line (ending in a newline) to an append-only log. A file whose last line was torn
+ * (no final newline) gets a newline first, so the new line stays one of its own. Never follows a
+ * symbolic link.
  */
-export function appendStatsEvent(registryDir: string, event: StatsEvent): void {
-  const file = path.join(registryDir, STATS_FILE);
+export function appendLogLine(file: string, line: string): void {
   const fd = fs.openSync(
     file,
     fs.constants.O_RDWR | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW,
@@ -161,7 +173,7 @@ export function appendStatsEvent(registryDir: string, event: StatsEvent): void {
       fs.readSync(fd, last, 0, 1, size - 1);
       if (last[0] !== 0x0a) prefix = '\n';
     }
-    fs.writeSync(fd, prefix + statsLine(event));
+    fs.writeSync(fd, prefix + line);
   } finally {
     fs.closeSync(fd);
   }

@@ -1,3 +1,5 @@
+import { readDriftReadings } from '../../../trainer/adapters/drift-log';
+import { registryTimelineHtml } from '../../../trainer/training/report/timeline';
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -72,6 +74,17 @@ describe('language server: drift watch', function () {
     assert.ok(drift.lossIncrease! >= drift.thresholds.lossIncrease, `loss rose by ${drift.lossIncrease}`);
     assert.equal(drift.drifted, true);
     assert.match(drift.message, /^2 commits behind, \+\d+% loss$/);
+
+    // The reading is kept for the adapters report, as measured.
+    const kept = await waitFor('the reading in drift.jsonl', () => {
+      const readings = readDriftReadings(path.join(repo.root, '.idiom')).readings;
+      return readings.find((reading) => reading.commitsBehind === 2);
+    });
+    assert.equal(kept.adapter, adapterId);
+    assert.equal(kept.lossIncrease, drift.lossIncrease);
+    assert.equal(kept.drifted, true);
+    const page = await registryTimelineHtml(repo.root);
+    assert.ok(page.includes(`2 commits behind, +${(100 * drift.lossIncrease!).toFixed(1)}% loss`), 'the page shows it');
 
     // Serving goes on.
     const uri = openDocument(session, path.join(repo.root, 'src', 'new.ts'), 'export function ');

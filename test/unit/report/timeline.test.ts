@@ -1,5 +1,9 @@
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import * as vm from 'node:vm';
+import { appendDriftReading, DRIFT_FILE, readDriftReadings } from '../../../trainer/adapters/drift-log';
 import type { AdapterEntry } from '../../../trainer/adapters/registry';
 import { statsLine, summarizeStats, type StatsEvent } from '../../../trainer/adapters/stats';
 import { trainingReportHtml } from '../../../trainer/training/report/html';
@@ -100,6 +104,41 @@ describe('report: adapters over time', () => {
       data.map((d) => d.rate),
       [null, 1 / 3],
     );
+  });
+
+  it('drift readings: the latest per version in the table, every one in the chart; damaged lines skipped', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-drift-log-'));
+    try {
+      const reading = (adapter: string, at: string, commitsBehind: number, lossIncrease: number) => ({
+        at,
+        adapter,
+        head: 'f'.repeat(40),
+        commitsBehind,
+        lossIncrease,
+        drifted: lossIncrease > 0.05,
+      });
+      appendDriftReading(dir, reading(newer.id, '2026-01-02T10:00:00.000Z', 1, 0.01));
+      fs.appendFileSync(path.join(dir, DRIFT_FILE), '{"torn');
+      appendDriftReading(dir, reading(newer.id, '2026-01-02T12:00:00.000Z', 3, 0.09));
+      const { readings, skipped } = readDriftReadings(dir);
+      assert.equal(skipped, 1);
+      assert.deepEqual(
+        readings.map((r) => r.commitsBehind),
+        [1, 3],
+      );
+      const rows = timelineRows([newer, older], stats, now, readings);
+      assert.equal(rows[0].drift, null);
+      assert.equal(rows[1].drift?.commitsBehind, 3);
+      const html = timelineHtml({ repo: '/r', rows, base: null, skippedStatsLines: 0, drift: readings });
+      assert.ok(html.includes(`3 commits behind, +${(100 * 0.09).toFixed(1)}% loss ⚠`));
+      const drift = JSON.parse(/const drift = (.*);\n/.exec(html)![1]) as { lossIncrease: number }[];
+      assert.deepEqual(
+        drift.map((d) => d.lossIncrease),
+        [0.01, 0.09],
+      );
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('an empty registry is a page that says so', () => {

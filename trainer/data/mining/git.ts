@@ -262,6 +262,30 @@ export class GitRepository {
 }
 
 // Undoes git's C-style quoting of unusual path names ("a\tb", "\303\251").
+/**
+ * Paths added or modified between commits `since` and `head` (no renames, no textconv); null when
+ * `since` is not a commit of this repository.
+ */
+export async function pathsChangedBetween(root: string, since: string, head: string): Promise<string[] | null> {
+  try {
+    await runGit(root, ['cat-file', '-e', `${since}^{commit}`]);
+  } catch {
+    return null;
+  }
+  const diff = await runGit(root, [
+    'diff',
+    '--name-only',
+    '-z',
+    '--no-renames',
+    '--diff-filter=AM',
+    '--no-textconv',
+    '--no-ext-diff',
+    since,
+    head,
+  ]);
+  return diff.split('\0').filter((p) => p.length > 0);
+}
+
 export function unquoteGitPath(raw: string): string {
   if (!raw.startsWith('"') || !raw.endsWith('"')) return raw;
   const body = raw.slice(1, -1);

@@ -1,5 +1,6 @@
 import type { AdapterManifest } from '../../adapters/manifest';
 import { runGit } from '../../data/mining/git-command';
+import { pathsChangedBetween } from '../../data/mining/git';
 import { mineRepository } from '../../data/mining/mine';
 import type { Tokenizer } from '../../model/tokenizer/tokenizer';
 import { round } from '../../util/round';
@@ -72,25 +73,11 @@ export async function changesSince(
   since: string,
 ): Promise<{ head: string; commitsBehind: number; paths: string[] }> {
   const head = (await runGit(root, ['rev-parse', '--verify', '--quiet', 'HEAD^{commit}'])).trim();
-  try {
-    await runGit(root, ['cat-file', '-e', `${since}^{commit}`]);
-  } catch {
-    throw new Error(`the training commit ${since.slice(0, 12)} is not in this repository`);
-  }
+  const paths = await pathsChangedBetween(root, since, head);
+  if (paths === null) throw new Error(`the training commit ${since.slice(0, 12)} is not in this repository`);
   if (head === since) return { head, commitsBehind: 0, paths: [] };
   const count = Number((await runGit(root, ['rev-list', '--count', `${since}..${head}`])).trim());
-  const diff = await runGit(root, [
-    'diff',
-    '--name-only',
-    '-z',
-    '--no-renames',
-    '--diff-filter=AM',
-    '--no-textconv',
-    '--no-ext-diff',
-    since,
-    head,
-  ]);
-  return { head, commitsBehind: count, paths: diff.split('\0').filter((p) => p.length > 0) };
+  return { head, commitsBehind: count, paths };
 }
 
 /**

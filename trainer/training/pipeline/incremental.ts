@@ -3,7 +3,7 @@ import type { Mode } from '../../adapters/mode';
 import { loadAdapter, peftTensorsOf } from '../../adapters/peft';
 import type { Registry } from '../../adapters/registry';
 import { DatasetReader } from '../../data/dataset/reader';
-import { runGit } from '../../data/mining/git-command';
+import { pathsChangedBetween } from '../../data/mining/git';
 import type { ModelConfig } from '../../model/config';
 import { DEFAULT_LORA, type LoraConfig } from '../../model/lora';
 import { Rng } from '../../model/random';
@@ -96,23 +96,8 @@ export async function parentWeights(
 
 /** Paths added or modified between `since` and `head`; null when `since` is not in the repository. */
 async function changedPaths(root: string, since: string, head: string): Promise<Set<string> | null> {
-  try {
-    await runGit(root, ['cat-file', '-e', `${since}^{commit}`]);
-  } catch {
-    return null;
-  }
-  const diff = await runGit(root, [
-    'diff',
-    '--name-only',
-    '-z',
-    '--no-renames',
-    '--diff-filter=AM',
-    '--no-textconv',
-    '--no-ext-diff',
-    since,
-    head,
-  ]);
-  return new Set(diff.split('\0').filter((p) => p.length > 0));
+  const paths = await pathsChangedBetween(root, since, head);
+  return paths === null ? null : new Set(paths);
 }
 
 export interface IncrementalSelection {

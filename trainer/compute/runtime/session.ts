@@ -65,7 +65,11 @@ export async function openSessionFromFiles(
     fs.writeFileSync(modelPath, model.model);
     return await ort.InferenceSession.create(modelPath, sessionOptions(options));
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // Windows keeps a mapped file: the folder stays in the temp dir until the OS clears it.
+    }
   }
 }
 

@@ -219,6 +219,7 @@ export interface MemorisationInput {
   repeats?: number;
   /** The training files (the run's repository memory), for the extraction prompts. */
   documents: readonly MemoryDocument[];
+  /** Candidates per canary; without it DEFAULT_CANDIDATES, fewer where scoring them would pass SCORING_SECONDS. */
   candidates?: number;
   threads?: number;
   signal?: AbortSignal;
@@ -233,6 +234,15 @@ export interface MemorisationReport extends MemorisationMetrics {
 }
 
 const SCORE_CHUNK = 256;
+/**
+ * Seconds the candidates' scoring may take by default: a larger base scores each far slower, and
+ * promotion rests on reproduction and extraction, which cost a few decodes at any size.
+ */
+const SCORING_SECONDS = 60;
+/** Candidates per canary at least, however slow the model: exposure up to log2(33) = 5 bits. */
+const MIN_CANDIDATES = 32;
+/** Sequences timed to size the candidates. */
+const PROBE_SEQUENCES = 16;
 
 export async function checkMemorisation(input: MemorisationInput): Promise<MemorisationReport> {
   const { worker, tokenizer, canaries } = input;
@@ -279,8 +289,18 @@ export async function checkMemorisation(input: MemorisationInput): Promise<Memor
   const id = created.id;
   try {
     if (input.model.kind === 'lora') await worker.call('evalSetAdapter', id, adapterMessage(input.model.adapter));
+    let used = candidateCount;
+    if (input.candidates === undefined && plans.length > 0) {
+      const probe = plans[0].sequences.slice(0, PROBE_SEQUENCES).map((tokens) => ({ tokens, lossStart: plans[0].cut }));
+      const started = performance.now();
+      await worker.call('evalScore', id, probe);
+      const perSequence = (performance.now() - started) / 1000 / probe.length;
+      const affordable = Math.floor(SCORING_SECONDS / (perSequence * plans.length)) - 1;
+      used = Math.min(candidateCount, Math.max(MIN_CANDIDATES, affordable));
+    }
     const perCanary: MemorisationReport['perCanary'] = [];
-    for (const { canary, sequences, cut } of plans) {
+    for (const { canary, sequences: all, cut } of plans) {
+      const sequences = all.slice(0, used + 1);
       const nll = new Float64Array(sequences.length);
       for (let first = 0; first < sequences.length; first += SCORE_CHUNK) {
         input.signal?.throwIfAborted();
@@ -328,7 +348,7 @@ export async function checkMemorisation(input: MemorisationInput): Promise<Memor
     return {
       canaries: canaries.length,
       repeats: input.repeats ?? CANARY_REPEATS,
-      candidates: candidateCount,
+      candidates: used,
       exposures,
       maxExposure: exposures.length > 0 ? Math.max(...exposures) : 0,
       estimatedExposures: perCanary.map((c) => c.estimatedExposure),

@@ -34,7 +34,7 @@ export class EndpointClient {
   constructor(
     private readonly settings: () => EndpointSettings,
     private readonly apiKey: () => string | null,
-    /** The name to ask for when the setting names none (the serving adapter's id). */
+    /** The name to ask for when the setting names none (`idiom-<id>` of the serving adapter). */
     private readonly defaultModel: () => string,
     private readonly onState: (state: EndpointState | null) => void,
     private readonly now: () => number = Date.now,

@@ -1,6 +1,7 @@
 // The inline completion pipeline: cursor context -> cache -> in-flight reuse -> recall from the
-// document and the repository memory -> FIM prompt -> decode in the engine worker -> confidence
-// gate -> post-processing -> credential filter. Knows nothing about LSP; server.ts adapts it.
+// document and the repository memory -> FIM prompt -> decode in the engine worker (or on the
+// completion endpoint, endpoint.ts) -> confidence gate -> post-processing -> credential filter.
+// Knows nothing about LSP; server.ts adapts it.
 
 import type { RepositoryMemory } from '../../trainer/data/memory/memory';
 import { cutAtStop, type GeneratedText, type LoadedModel } from '../model/host';

@@ -59,6 +59,7 @@ import {
   type AdaptersResult,
   type Mode,
   type ServerState,
+  type Combination,
   type StatusResult,
   type TrainingProgress,
   type TrainParams,
@@ -535,7 +536,9 @@ export class IdiomServer {
       combination = null;
       await model.setWeights({ kind: 'base' }).catch(() => undefined);
     }
-    this.memory = this.loadMemory(choice.adapter?.path ?? null);
+    this.memory = this.loadMemory(
+      combination ? await this.combinationFolders(combination) : choice.adapter ? [choice.adapter.path] : [],
+    );
     this.completions.modelChanged();
     if (choice.problem) this.logError(choice.problem);
     const serving = combination
@@ -551,16 +554,28 @@ export class IdiomServer {
     };
   }
 
-  /** The repository memory an adapter folder carries; null without one (a bad file costs one log line). */
-  private loadMemory(adapterDir: string | null): RepositoryMemory | null {
-    if (adapterDir === null) return null;
-    try {
-      const documents = readMemoryFile(adapterDir);
-      return documents ? new RepositoryMemory(documents) : null;
-    } catch (error) {
-      this.logError(`repository memory not loaded: ${oneLine(error)}`);
-      return null;
+  /** The registry folders of a combination's adapters, the heaviest first. */
+  private async combinationFolders(combination: Combination): Promise<string[]> {
+    const registry = await this.adapters?.registry(false);
+    if (!registry) return [];
+    return [...combination.adapters].sort((a, b) => b.weight - a.weight).map((a) => registry.adapterPath(a.id));
+  }
+
+  /**
+   * The repository memory the serving adapter folders carry (a combination's together, a path
+   * the first folder holds winning); null without any. A bad file costs one log line.
+   */
+  private loadMemory(adapterDirs: readonly string[]): RepositoryMemory | null {
+    const byPath = new Map<string, string>();
+    for (const dir of adapterDirs) {
+      try {
+        for (const document of readMemoryFile(dir) ?? [])
+          if (!byPath.has(document.path)) byPath.set(document.path, document.text);
+      } catch (error) {
+        this.logError(`repository memory not loaded: ${oneLine(error)}`);
+      }
     }
+    return byPath.size > 0 ? new RepositoryMemory([...byPath].map(([path, text]) => ({ path, text }))) : null;
   }
 
   private completionOptions(): typeof defaultCompletionOptions {

@@ -1,8 +1,11 @@
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as zlib from 'node:zlib';
 import * as path from 'node:path';
 import { combineAdapters } from '../../../trainer/adapters/combine';
 import { loadAdapter, peftTensorsOf, writeAdapter, type LoadedAdapter } from '../../../trainer/adapters/peft';
 import { Registry } from '../../../trainer/adapters/registry';
+import { MEMORY_FILE } from '../../../trainer/data/memory/file';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
 import type { Projection } from '../../../trainer/model/config';
 import { CombineAdaptersRequest, StatusRequest, type StatusResult } from '../../../server/protocol';
@@ -164,6 +167,36 @@ describe('language server: adapters combined per session', function () {
       assert.deepEqual(await answer(), base === null ? undefined : [base]);
     } finally {
       await stopServer(session);
+    }
+  });
+  it("recalls from the combined adapters' repository memory", async () => {
+    const registry = await Registry.open(repo);
+    const line = 'return lines.reduce((sum, line) => sum + line.amount, 0);';
+    const head = 'export function invoiceTotal(lines: Line[], currency: string) {\n  ';
+    fs.writeFileSync(
+      path.join(registry.adapterPath(ids.mine), MEMORY_FILE),
+      zlib.gzipSync(JSON.stringify({ path: 'src/invoice.ts', text: `${head}${line}\n}\n` })),
+    );
+    // Only recall shows (the model never passes a gate of 1).
+    const session = await startServer(repo, {
+      settings: { baseModelPath: model.dir, completion: { minConfidence: 1, recall: true, prompt: 'prefix' } },
+    });
+    try {
+      await waitForModel(session);
+      const document = `// totals\n${head}`;
+      const uri = openDocument(session, path.join(repo, 'src', 'totals.ts'), document);
+      const answer = async () => (await inlineCompletion(session, uri, 2, 2))?.items[0]?.insertText ?? null;
+      assert.equal(await answer(), null, 'the active adapter alone carries no memory');
+      await session.connection.sendRequest(CombineAdaptersRequest, {
+        adapters: [
+          { id: ids.team, weight: 0.5 },
+          { id: ids.mine, weight: 1 },
+        ],
+      });
+      assert.equal(await answer(), line);
+    } finally {
+      await stopServer(session);
+      fs.rmSync(path.join(registry.adapterPath(ids.mine), MEMORY_FILE), { force: true });
     }
   });
 });

@@ -234,7 +234,7 @@ export async function replayThroughServer(
   try {
     await client.ready();
     const adapter = client.status().adapter;
-    log(`${variant.name}: serving ${client.status().message}`);
+    log(`${variant.name}: ${client.status().message}`);
     const answers: Answer[] = [];
     const byPath = new Map(set.files.map((file) => [file.path, file]));
     let version = 0;

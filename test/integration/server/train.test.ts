@@ -374,4 +374,31 @@ describe('language server: training and adapters over stdio', function () {
       await stopServer(session);
     }
   });
+  it("idiom/train with from continues a LoRA adapter (the manifest names it), and refuses a full fine-tune's", async () => {
+    const session = await startServer(repo.root, { settings: { baseModelPath: model.dir } });
+    try {
+      await waitForModel(session);
+      // The full fine-tune of the test before is active: there is no LoRA to continue.
+      await assert.rejects(
+        session.connection.sendRequest(TrainRequest, { from: 'active', tokens: 6_000, threads: 1 }),
+        (error: Error) => {
+          assert.match(error.message, /full/);
+          assert.equal(error.message.split('\n').length, 1, 'one line');
+          return true;
+        },
+      );
+      // A LoRA parent of its own (the first test's adapter was corrupted on purpose since).
+      const parent = await session.connection.sendRequest(TrainRequest, { tokens: 6_000, threads: 1, seed: 3 });
+      const continued = await session.connection.sendRequest(TrainRequest, {
+        from: parent.adapter.id,
+        tokens: 6_000,
+        threads: 1,
+        seed: 4,
+      });
+      const registry = await Registry.open(repo.root);
+      assert.equal((await registry.manifest(continued.adapter.id)).parent, parent.adapter.id);
+    } finally {
+      await stopServer(session);
+    }
+  });
 });

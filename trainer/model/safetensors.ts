@@ -453,8 +453,11 @@ export function writeSafetensors(
   writeFileAtomically(file, [plan.header, ...plan.chunks]);
 }
 
-/** Writes `chunks` to `file` through a temp file + rename, so readers never see a partial file. */
-export function writeFileAtomically(file: string, chunks: Uint8Array[]): void {
+/**
+ * Writes `chunks` to `file` through a temp file + rename, so readers never see a partial file. A
+ * generator may make each chunk as it is written (a large file is never whole in memory).
+ */
+export function writeFileAtomically(file: string, chunks: Iterable<Uint8Array>): void {
   const temp = path.join(
     path.dirname(file),
     `.${path.basename(file)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`,

@@ -5,9 +5,8 @@
 // Shapes are given in row-major order (numpy / safetensors: [out, in]); GGUF stores them reversed
 // (ne[0] is the innermost dimension), which writeGguf does.
 
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { float32ArrayToHalf, float32ToHalfBits } from '../../model/float16';
+import { writeFileAtomically } from '../../model/safetensors';
 
 const MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 const VERSION = 3;
@@ -214,11 +213,9 @@ export function writeGguf(
   }
   header.padTo(ALIGNMENT);
 
-  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  let fd: number | null = null;
-  try {
-    fd = fs.openSync(temp, 'w');
-    writeAll(fd, header.bytes());
+  // One tensor's bytes in memory at a time.
+  function* chunks(): Generator<Uint8Array> {
+    yield header.bytes();
     const zeros = new Uint8Array(ALIGNMENT);
     for (const tensor of tensors) {
       const values = tensor.values();
@@ -226,21 +223,9 @@ export function writeGguf(
       if (values.length !== expected)
         throw new Error(`GGUF: tensor "${tensor.name}" has ${values.length} values, its shape needs ${expected}`);
       const bytes = encodeTensor(values, tensor.type);
-      writeAll(fd, bytes);
-      writeAll(fd, zeros.subarray(0, (ALIGNMENT - (bytes.length % ALIGNMENT)) % ALIGNMENT));
+      yield bytes;
+      yield zeros.subarray(0, (ALIGNMENT - (bytes.length % ALIGNMENT)) % ALIGNMENT);
     }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = null;
-    fs.renameSync(temp, file);
-  } catch (error) {
-    if (fd !== null) fs.closeSync(fd);
-    fs.rmSync(temp, { force: true });
-    throw error;
   }
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let written = 0;
-  while (written < bytes.length) written += fs.writeSync(fd, bytes, written, bytes.length - written);
+  writeFileAtomically(file, chunks());
 }

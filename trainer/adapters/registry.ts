@@ -708,6 +708,14 @@ async function loadAdapterDir(dir: string, base: { config: ModelConfig; sha256: 
   return { kind: 'full', id, model: await loadFullModel(dir, base.config, { baseSha256: base.sha256 }) };
 }
 
+interface PromotionInput {
+  candidate: AdapterManifest;
+  activeId: string | null;
+  active: AdapterManifest | null;
+  activeProblem?: string | null;
+  force: boolean;
+}
+
 /**
  * The promotion rule as a pure function of manifests (see Registry.promote): the candidate must
  * beat the base's held-out loss and the active adapter's, and, where its manifest carries a replay
@@ -715,23 +723,11 @@ async function loadAdapterDir(dir: string, base: { config: ModelConfig; sha256: 
  * exact lines, or as many and a smaller share of accepted characters; and its memorisation check
  * (metrics.memorisation) must not have written a planted canary or a credential.
  */
-export function decidePromotion(input: {
-  candidate: AdapterManifest;
-  activeId: string | null;
-  active: AdapterManifest | null;
-  activeProblem?: string | null;
-  force: boolean;
-}): PromotionResult {
+export function decidePromotion(input: PromotionInput): PromotionResult {
   return applyMemorisationGate(decideOnLossAndReplay(input), input.candidate, input.force);
 }
 
-function decideOnLossAndReplay(input: {
-  candidate: AdapterManifest;
-  activeId: string | null;
-  active: AdapterManifest | null;
-  activeProblem?: string | null;
-  force: boolean;
-}): PromotionResult {
+function decideOnLossAndReplay(input: PromotionInput): PromotionResult {
   const onLoss = decideOnLoss(input);
   const quality = input.candidate.metrics.quality;
   if (!onLoss.activated || onLoss.reason.startsWith('forced') || !quality) return onLoss;
@@ -747,13 +743,7 @@ function decideOnLossAndReplay(input: {
   return input.force ? { ...onLoss, reason: `forced: ${refused}` } : { ...onLoss, activated: false, reason: refused };
 }
 
-function decideOnLoss(input: {
-  candidate: AdapterManifest;
-  activeId: string | null;
-  active: AdapterManifest | null;
-  activeProblem?: string | null;
-  force: boolean;
-}): PromotionResult {
+function decideOnLoss(input: PromotionInput): PromotionResult {
   const { candidate, activeId, active, force } = input;
   const candidateLoss = candidate.metrics.adapter?.loss ?? null;
   const baseLoss = candidate.metrics.base?.loss ?? null;

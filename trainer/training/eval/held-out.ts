@@ -36,6 +36,25 @@ export interface HeldOutSet {
   sha256: string;
 }
 
+/** What `idiom train` and `idiom eval` report of the held-out split. */
+export interface HeldOutSummary {
+  commits: number;
+  lines: number;
+  files: number;
+  tokens: number;
+  completedLines: number;
+}
+
+export function heldOutSummary(set: HeldOutSet): HeldOutSummary {
+  return {
+    commits: set.commits,
+    lines: set.changedLines,
+    files: set.files,
+    tokens: set.tokens,
+    completedLines: set.lines.length,
+  };
+}
+
 export interface HeldOutOptions {
   /** Upper bound on scored tokens. Default 32,768. */
   maxScoreTokens?: number;

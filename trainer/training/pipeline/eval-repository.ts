@@ -15,7 +15,13 @@ import { chooseShape } from './plan';
 import { Registry, findRepoRoot, registryLocation, type RegistryOptions } from '../../adapters/registry';
 import { EngineWorker } from '../../compute/runtime/client';
 import { evaluateModels, type ModelUnderTest } from '../eval/evaluate';
-import { newlineTokenIds, selectHeldOut, type HeldOutOptions } from '../eval/held-out';
+import {
+  heldOutSummary,
+  newlineTokenIds,
+  selectHeldOut,
+  type HeldOutOptions,
+  type HeldOutSummary,
+} from '../eval/held-out';
 
 // `idiom eval <repo>`: mine the repository's temporal held-out split and evaluate the base model
 // and an adapter (by id from the registry, by folder, or the one active for the mode) on it.
@@ -38,7 +44,7 @@ export interface EvalRepositoryOptions {
 
 export interface EvalRepositoryResult {
   metrics: { base: HeldOutMetrics; adapter: HeldOutMetrics | null };
-  heldOut: { commits: number; lines: number; files: number; tokens: number; completedLines: number };
+  heldOut: HeldOutSummary;
   adapter: { id: string | null; path: string; method: 'lora' | 'full' } | null;
   base: { dir: string; sha256: string };
   seqLen: number;
@@ -121,13 +127,7 @@ export async function evalRepository(options: EvalRepositoryOptions): Promise<Ev
     });
     return {
       metrics: { base: metrics.get('base')!, adapter: metrics.get('adapter') ?? null },
-      heldOut: {
-        commits: heldOut.commits,
-        lines: heldOut.changedLines,
-        files: heldOut.files,
-        tokens: heldOut.tokens,
-        completedLines: heldOut.lines.length,
-      },
+      heldOut: heldOutSummary(heldOut),
       adapter: adapterDir ? { id: adapterId, path: adapterDir, method: method! } : null,
       base: { dir: baseDir, sha256: baseSha256 },
       seqLen,

@@ -24,7 +24,14 @@ import { memorisationStage, plantCanaries, type MemorisationOptions } from './me
 import { DatasetReader } from '../../data/dataset/reader';
 import { dirtyWorkTree, runGitSync } from '../../data/mining/git-command';
 import { evaluateModels, type ModelUnderTest } from '../eval/evaluate';
-import { newlineTokenIds, selectHeldOut, type HeldOutOptions, type HeldOutSet } from '../eval/held-out';
+import {
+  heldOutSummary,
+  newlineTokenIds,
+  selectHeldOut,
+  type HeldOutOptions,
+  type HeldOutSet,
+  type HeldOutSummary,
+} from '../eval/held-out';
 import { loadModelConfig, type ModelConfig } from '../../model/config';
 import { DEFAULT_LORA, type LoraConfig } from '../../model/lora';
 import { loadCheckpoint } from '../../model/checkpoint';
@@ -137,7 +144,7 @@ export interface TrainRepositoryResult {
   tokensPerSecond: number;
   steps: number;
   metrics: { base: HeldOutMetrics | null; adapter: HeldOutMetrics | null; others: Record<string, HeldOutMetrics> };
-  heldOut: { commits: number; lines: number; files: number; tokens: number; completedLines: number };
+  heldOut: HeldOutSummary;
   activated: boolean;
   promotion: PromotionResult;
   trainableParameters: number;
@@ -749,13 +756,7 @@ async function summarize(
     tokensPerSecond: training.state.seconds > 0 ? round(training.state.tokens / training.state.seconds, 1) : 0,
     steps: training.state.step,
     metrics: { base: manifest.metrics.base, adapter: manifest.metrics.adapter, others: manifest.metrics.others ?? {} },
-    heldOut: {
-      commits: heldOut.commits,
-      lines: heldOut.changedLines,
-      files: heldOut.files,
-      tokens: heldOut.tokens,
-      completedLines: heldOut.lines.length,
-    },
+    heldOut: heldOutSummary(heldOut),
     activated: promotion.activated,
     promotion,
     trainableParameters: training.trainableParameters,

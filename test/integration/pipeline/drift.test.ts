@@ -2,11 +2,11 @@ import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { trainRepository } from '../../../trainer/training/pipeline/train-repository';
 import type { StatusCommandResult } from '../../../trainer/cli/commands/status';
 import { tempDir } from '../../fixtures/mining/git-repo';
-import { buildIdiomRepo, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
-import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
+import type { IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
+import type { TinyModel } from '../../fixtures/pipeline/tiny-model';
+import { trainedIdiomRepo } from '../../fixtures/pipeline/trained-idiom-repo';
 import { commitRenamedApi } from '../../fixtures/pipeline/renamed-api';
 
 // Drift on a real repository: a tiny adapter learns the fixture's idiom, then later commits rename
@@ -32,22 +32,14 @@ describe('drift watch: idiom status on a repository whose API was renamed', func
 
   before(async () => {
     base = tempDir('drift');
-    model = await makeTinyModel(path.join(base, 'model'));
-    repo = buildIdiomRepo(base);
-    const result = await trainRepository({
-      repo: repo.root,
-      base: model.dir,
+    const fixture = await trainedIdiomRepo(base, {
       budget: { tokens: 150_000 },
-      learningRate: 1e-2,
       maxEpochs: 40,
-      threads: 1,
-      seed: 1,
       heldOut: { maxLines: 4 },
       quality: false,
-      report: false,
     });
-    assert.equal(result.activated, true, result.promotion.reason);
-    adapterId = result.adapter.id;
+    ({ model, repo } = fixture);
+    adapterId = fixture.trained.adapter.id;
   });
   after(() => fs.rmSync(base, { recursive: true, force: true }));
 

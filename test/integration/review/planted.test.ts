@@ -5,15 +5,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadAdapter, loraAdapterOf } from '../../../trainer/adapters/peft';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
-import { trainRepository } from '../../../trainer/training/pipeline/train-repository';
 import { Registry } from '../../../trainer/adapters/registry';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import { ReviewScorer } from '../../../trainer/modes/review/scorer';
 import type { ReviewFileResult } from '../../../trainer/modes/review/review';
 import { evaluateFixCommits } from '../../../trainer/modes/review/evaluate';
 import { commitFiles } from '../../fixtures/mining/git-repo';
-import { buildIdiomRepo, entityModule, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
-import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
+import { entityModule, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
+import type { TinyModel } from '../../fixtures/pipeline/tiny-model';
+import { trainedIdiomRepo } from '../../fixtures/pipeline/trained-idiom-repo';
 
 // Review on a real git repository written in one idiom, with a tiny model trained on it here (the
 // real pipeline, a few seconds): a new file in the same idiom with one planted odd line gets that
@@ -42,23 +42,14 @@ describe('idiom review: a planted odd line in a repository with one idiom', func
 
   before(async () => {
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-review-'));
-    model = await makeTinyModel(path.join(base, 'model'));
-    repo = buildIdiomRepo(base);
-    const trained = await trainRepository({
-      repo: repo.root,
-      base: model.dir,
+    ({ model, repo } = await trainedIdiomRepo(base, {
       budget: { tokens: 100_000 },
-      learningRate: 1e-2,
       batch: 4,
       maxEpochs: 30,
-      threads: 1,
-      seed: 1,
       heldOut: { maxLines: 8 },
-      report: false,
       // Trained hard on purpose (its lines must stand out); the memorisation check has its own test.
       memorisation: false,
-    });
-    assert.ok(trained.activated);
+    }));
     const lines = entityModule('widget').split('\n');
     plantedLine = lines.findIndex((l) => l.includes('repo.put(renamed)')) + 1;
     lines[plantedLine - 1] = PLANTED;

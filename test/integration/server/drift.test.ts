@@ -4,11 +4,11 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { StatusResult } from '../../../server/protocol';
-import { trainRepository } from '../../../trainer/training/pipeline/train-repository';
 import { tempDir } from '../../fixtures/mining/git-repo';
-import { buildIdiomRepo, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
+import type { IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
 import { commitRenamedApi } from '../../fixtures/pipeline/renamed-api';
-import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
+import type { TinyModel } from '../../fixtures/pipeline/tiny-model';
+import { trainedIdiomRepo } from '../../fixtures/pipeline/trained-idiom-repo';
 import {
   inlineCompletion,
   openDocument,
@@ -33,22 +33,14 @@ describe('language server: drift watch', function () {
 
   before(async () => {
     base = tempDir('drift-server');
-    model = await makeTinyModel(path.join(base, 'model'));
-    repo = buildIdiomRepo(base);
-    const trained = await trainRepository({
-      repo: repo.root,
-      base: model.dir,
+    const fixture = await trainedIdiomRepo(base, {
       budget: { tokens: 150_000 },
-      learningRate: 1e-2,
       maxEpochs: 40,
-      threads: 1,
-      seed: 1,
       heldOut: { maxLines: 4 },
       quality: false,
-      report: false,
     });
-    assert.equal(trained.activated, true, trained.promotion.reason);
-    adapterId = trained.adapter.id;
+    ({ model, repo } = fixture);
+    adapterId = fixture.trained.adapter.id;
   });
   after(async () => {
     if (session) await stopServer(session);

@@ -4,10 +4,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Diagnostic } from 'vscode-languageserver';
-import { trainRepository } from '../../../trainer/training/pipeline/train-repository';
 import { ReviewRequest, SetModeRequest, type ReviewResult } from '../../../server/protocol';
-import { buildIdiomRepo, entityModule, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
-import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
+import { entityModule, type IdiomRepo } from '../../fixtures/pipeline/idiom-repo';
+import type { TinyModel } from '../../fixtures/pipeline/tiny-model';
+import { trainedIdiomRepo } from '../../fixtures/pipeline/trained-idiom-repo';
 import { startServer, stopServer, waitFor, waitForModel, type Session } from './session';
 
 // Review mode over stdio: a tiny model trained here on a repository written in one idiom (as
@@ -34,23 +34,14 @@ describe('language server: review mode diagnostics and quick fix', function () {
 
   before(async () => {
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-lsp-review-'));
-    model = await makeTinyModel(path.join(base, 'model'));
-    repo = buildIdiomRepo(base);
-    const trained = await trainRepository({
-      repo: repo.root,
-      base: model.dir,
+    ({ model, repo } = await trainedIdiomRepo(base, {
       budget: { tokens: 100_000 },
-      learningRate: 1e-2,
       batch: 4,
       maxEpochs: 30,
-      threads: 1,
-      seed: 1,
       heldOut: { maxLines: 8 },
-      report: false,
       // Trained hard on purpose (its lines must stand out); the memorisation check has its own test.
       memorisation: false,
-    });
-    assert.ok(trained.activated);
+    }));
   });
   after(async () => {
     if (session) await stopServer(session);

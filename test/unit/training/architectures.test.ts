@@ -1,3 +1,4 @@
+import { assertGradientsMatchFiniteDifferences } from './finite-difference';
 import { strict as assert } from 'node:assert';
 import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
 import { Rng } from '../../../trainer/model/random';
@@ -53,32 +54,13 @@ describe('training graph: qwen3 with llama3 rope_scaling', () => {
       session.setTrainable(tensors);
       return (await session.step({ tokens }, 0)).loss;
     };
-    const rng = new Rng(4);
-    const h = 1e-5;
     const picked = [
       'model.layers.0.self_attn.q_norm.weight',
       'model.layers.1.self_attn.k_norm.weight',
       'model.layers.0.self_attn.q_proj.weight',
       'model.layers.1.self_attn.k_proj.weight',
     ];
-    for (const name of picked) {
-      const analytic: number[] = [];
-      const numeric: number[] = [];
-      for (let k = 0; k < 3; k++) {
-        const index = rng.int(start[name].data.length);
-        const data = Float64Array.from(start[name].data as Float64Array);
-        const perturbed = { ...start, [name]: { ...start[name], data } };
-        data[index] += h;
-        const up = await lossAt(perturbed);
-        data[index] -= 2 * h;
-        const down = await lossAt(perturbed);
-        numeric.push((up - down) / (2 * h));
-        analytic.push((grads.get(name)!.data as Float64Array)[index]);
-      }
-      const scale = Math.max(...numeric.map(Math.abs), 1e-6);
-      const error = Math.max(...analytic.map((a, i) => Math.abs(a - numeric[i]))) / scale;
-      assert.ok(error < 1e-6, `${name}: analytic ${analytic} vs numeric ${numeric} (relative error ${error})`);
-    }
+    await assertGradientsMatchFiniteDifferences(start, grads, picked, lossAt);
     await session.release();
   });
 

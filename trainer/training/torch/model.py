@@ -1,8 +1,9 @@
-"""The Llama / Qwen2 decoder in PyTorch, built from a Hugging Face config.json + safetensors: the
-same architecture and conventions as the ONNX Runtime graphs (trainer/compute/engine/llama.ts): RMSNorm,
-RoPE with rotate_half and cos/sin tables computed in float64 from a float32 inverse frequency,
-grouped-query attention (query head h uses key/value head h // G), SwiGLU, optional q/k/v bias,
-tied embeddings, and LoRA as y = x Wᵀ + b + scaling · (x Aᵀ) Bᵀ with A [r, in], B [out, r]."""
+"""The Llama / Qwen2 / Qwen3 decoder in PyTorch, built from a Hugging Face config.json + safetensors:
+the same architecture and conventions as the ONNX Runtime graphs (trainer/compute/engine/llama.ts):
+RMSNorm, RoPE with rotate_half and cos/sin tables computed in float64 from a float32 inverse
+frequency (stretched by rope_scaling linear or llama3), grouped-query attention (query head h uses
+key/value head h // G), SwiGLU, optional q/k/v bias, qwen3's per-head q/k RMSNorm, tied embeddings,
+and LoRA as y = x Wᵀ + b + scaling · (x Aᵀ) Bᵀ with A [r, in], B [out, r]."""
 
 import json
 import math
@@ -14,6 +15,7 @@ from torch import nn
 
 from safetensors_io import load_file
 
+MODEL_TYPES = ("llama", "qwen2", "qwen3")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -29,15 +31,14 @@ class ModelConfig:
             fail("model config must be a JSON object")
         self.raw = raw
         model_type = raw.get("model_type")
-        if model_type not in ("llama", "qwen2"):
-            fail(f"unsupported model_type {model_type!r} (supported: llama, qwen2)")
+        if model_type not in MODEL_TYPES:
+            fail(f"unsupported model_type {model_type!r} (supported: {', '.join(MODEL_TYPES)})")
         if raw.get("hidden_act", "silu") != "silu":
             fail(f"unsupported hidden_act {raw.get('hidden_act')!r} (only \"silu\" is supported)")
-        if raw.get("rope_scaling") is not None:
-            fail(f"unsupported rope_scaling {json.dumps(raw['rope_scaling'])} (only plain RoPE is supported)")
+        self.rope_scaling = parse_rope_scaling(raw.get("rope_scaling"), fail)
         if raw.get("mlp_bias") is True:
             fail("unsupported mlp_bias true (the MLP projections must have no bias)")
-        if model_type == "qwen2" and raw.get("use_sliding_window") is True:
+        if model_type != "llama" and raw.get("use_sliding_window") is True:
             fail("unsupported use_sliding_window true (only full attention is supported)")
 
         def positive_int(key, fallback=None):
@@ -89,6 +90,7 @@ class ModelConfig:
         tie = raw.get("tie_word_embeddings", False)
         self.tie_word_embeddings = bool(tie) if tie is not None else False
         self.attention_bias = True if model_type == "qwen2" else bool(raw.get("attention_bias") or False)
+        self.qk_norm = model_type == "qwen3"
 
     @staticmethod
     def load(directory):
@@ -130,6 +132,9 @@ class ModelConfig:
                 specs.append((f"{module_path(layer, p)}.weight", self.projection_shape(p)))
                 if self.attention_bias and p != "o_proj":
                     specs.append((f"{module_path(layer, p)}.bias", (self.projection_shape(p)[0],)))
+            if self.qk_norm:
+                specs.append((head_norm_name(layer, "q_norm"), (self.head_dim,)))
+                specs.append((head_norm_name(layer, "k_norm"), (self.head_dim,)))
             specs.append((f"model.layers.{layer}.post_attention_layernorm.weight", (d,)))
             for p in ("gate_proj", "up_proj", "down_proj"):
                 specs.append((f"{module_path(layer, p)}.weight", self.projection_shape(p)))
@@ -140,6 +145,50 @@ class ModelConfig:
 
     def parameter_count(self):
         return sum(math.prod(shape) for _, shape in self.weight_specs())
+
+
+def parse_rope_scaling(value, fail):
+    """rope_scaling as trainer/model/config.ts reads it: None (absent, null, "default"), or a dict
+    {"type": "linear", "factor"} / {"type": "llama3", "factor", "low_freq_factor",
+    "high_freq_factor", "original_max_position_embeddings"}; anything else fails naming the field."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        fail(f'field "rope_scaling" must be an object or null, got {json.dumps(value)}')
+    key = "rope_type" if "rope_type" in value else "type"
+    kind = value.get(key)
+    if kind is None:
+        fail('field "rope_scaling" has no "rope_type"')
+    if kind == "default":
+        return None
+
+    def number(name):
+        v = value.get(name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+            fail(f'field "rope_scaling.{name}" must be a positive number, got {json.dumps(v)}')
+        return float(v)
+
+    if kind == "linear":
+        return {"type": "linear", "factor": number("factor")}
+    if kind == "llama3":
+        scaling = {
+            "type": "llama3",
+            "factor": number("factor"),
+            "low_freq_factor": number("low_freq_factor"),
+            "high_freq_factor": number("high_freq_factor"),
+            "original_max_position_embeddings": number("original_max_position_embeddings"),
+        }
+        if scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+            fail(
+                f'field "rope_scaling.high_freq_factor" ({value["high_freq_factor"]}) must exceed low_freq_factor ({value["low_freq_factor"]})'
+            )
+        return scaling
+    fail(f"unsupported rope_scaling.{key} {json.dumps(kind)} (supported: linear, llama3)")
+
+
+def head_norm_name(layer, norm):
+    """qwen3's per-head RMSNorm weight ([head_dim]) on q or k, applied before RoPE."""
+    return f"model.layers.{layer}.self_attn.{norm}.weight"
 
 
 def module_path(layer, projection):
@@ -182,11 +231,34 @@ def load_weights(directory, config):
     return weights
 
 
-def rope_tables(config, positions):
-    """cos/sin [positions, hd/2] (float32) as ropeTables in llama.ts: float64 angles of a float32 inverse frequency."""
+def rope_inverse_frequencies(config):
+    """θ^(-2i/hd) for i < hd/2 rounded to float32, stretched as rope_scaling says (HF's linear and
+    llama3 rules) in float64 and rounded to float32 again, as ropeInverseFrequencies in llama.ts."""
     half = config.head_dim // 2
     i = torch.arange(half, dtype=torch.float64)
     inv_freq = (1.0 / config.rope_theta ** (2 * i / config.head_dim)).to(torch.float32).to(torch.float64)
+    scaling = config.rope_scaling
+    if scaling is None:
+        return inv_freq
+    if scaling["type"] == "linear":
+        return (inv_freq / scaling["factor"]).to(torch.float32).to(torch.float64)
+    # llama3: long wavelengths divided by factor, short ones kept, a smooth blend between.
+    old_context = scaling["original_max_position_embeddings"]
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    wavelength = 2 * math.pi / inv_freq
+    smooth = (old_context / wavelength - low) / (high - low)
+    blended = (1 - smooth) * (inv_freq / scaling["factor"]) + smooth * inv_freq
+    scaled = torch.where(
+        wavelength < old_context / high,
+        inv_freq,
+        torch.where(wavelength > old_context / low, inv_freq / scaling["factor"], blended),
+    )
+    return scaled.to(torch.float32).to(torch.float64)
+
+
+def rope_tables(config, positions):
+    """cos/sin [positions, hd/2] (float32) as ropeTables in llama.ts: float64 angles of a float32 inverse frequency."""
+    inv_freq = rope_inverse_frequencies(config)
     angles = torch.arange(positions, dtype=torch.float64)[:, None] * inv_freq[None, :]
     return torch.cos(angles).to(torch.float32), torch.sin(angles).to(torch.float32)
 
@@ -259,14 +331,22 @@ class DecoderLayer(nn.Module):
             tensor(f"model.layers.{layer}.post_attention_layernorm.weight"), requires_grad=False
         )
         self.proj = nn.ModuleDict({p: projection(p) for p in PROJECTIONS})
+        self.q_norm = self.k_norm = None
+        if config.qk_norm:
+            self.q_norm = nn.Parameter(tensor(head_norm_name(layer, "q_norm")), requires_grad=False)
+            self.k_norm = nn.Parameter(tensor(head_norm_name(layer, "k_norm")), requires_grad=False)
 
     def forward(self, x, cos, sin):
         c = self.config
         b, t, _ = x.shape
         g = c.num_heads // c.num_kv_heads
         h = rms_norm(x, self.input_norm, c.rms_norm_eps)  # float32; autocast casts at the matmuls
-        q = self.proj["q_proj"](h).view(b, t, c.num_heads, c.head_dim).transpose(1, 2)  # [B, H, T, hd]
-        k = self.proj["k_proj"](h).view(b, t, c.num_kv_heads, c.head_dim).transpose(1, 2)  # [B, KV, T, hd]
+        q = self.proj["q_proj"](h).view(b, t, c.num_heads, c.head_dim)  # [B, T, H, hd]
+        k = self.proj["k_proj"](h).view(b, t, c.num_kv_heads, c.head_dim)  # [B, T, KV, hd]
+        if self.q_norm is not None:  # qwen3: RMSNorm over each head's hd, before RoPE
+            q = rms_norm(q, self.q_norm, c.rms_norm_eps)
+            k = rms_norm(k, self.k_norm, c.rms_norm_eps)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, T, hd], [B, KV, T, hd]
         v = self.proj["v_proj"](h).view(b, t, c.num_kv_heads, c.head_dim).transpose(1, 2)
         q = rotate(q, cos, sin)
         k = rotate(k, cos, sin)
@@ -315,6 +395,9 @@ class LlamaModel(nn.Module):
                 out[f"{module_path(i, p)}.weight"] = linear.weight
                 if linear.bias is not None:
                     out[f"{module_path(i, p)}.bias"] = linear.bias
+            if layer.q_norm is not None:
+                out[head_norm_name(i, "q_norm")] = layer.q_norm
+                out[head_norm_name(i, "k_norm")] = layer.k_norm
         out["model.norm.weight"] = self.norm
         if self.lm_head is not None:
             out["lm_head.weight"] = self.lm_head

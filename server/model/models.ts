@@ -101,6 +101,7 @@ export function registerModelRequests(connection: Connection, host: ModelsHost):
     try {
       const result = await downloadModel(params.id, {
         endpoint: host.settings().hubEndpoint,
+        precision: host.settings().precision,
         revision: params.revision ?? undefined,
         signal: controller.signal,
         onProgress: (progress) => {
@@ -111,7 +112,12 @@ export function registerModelRequests(connection: Connection, host: ModelsHost):
         },
       });
       host.log(`downloaded ${params.id}@${result.commit} into ${result.path}`);
-      const model = describeModel(result.path, 'hf-cache', params.id, { memory: machineMemory() });
+      const memory = machineMemory();
+      const model = atServingPrecision(
+        describeModel(result.path, 'hf-cache', params.id, { memory }),
+        host.settings().precision,
+        memory,
+      );
       return { model: { ...model, revision: result.commit }, commit: result.commit, resumed: result.resumed };
     } catch (error) {
       const line = oneLine(error);

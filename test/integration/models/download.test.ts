@@ -5,9 +5,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
 import { countParameters, parseModelConfig } from '../../../trainer/model/config';
-import { machineMemory, memoryNeeded, type LocalModel } from '../../../trainer/model/hub/catalog';
+import {
+  formatBytes,
+  formatParameters,
+  machineMemory,
+  memoryNeeded,
+  type LocalModel,
+} from '../../../trainer/model/hub/catalog';
 import { downloadModel, type DownloadResult } from '../../../trainer/model/hub/download';
 import { sha256OfFiles } from '../../../trainer/util/sha256';
+import { int8OnlyConfigJson } from '../../fixtures/hub/int8-only-config';
 import { startHubServer, type HubServer } from '../../fixtures/hub/hub-server';
 import { removeDir, tempDir } from '../../fixtures/mining/git-repo';
 import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
@@ -184,16 +191,49 @@ describe('idiom models download (a local Hub)', function () {
       vocab_size: 256000,
     });
     const config = parseModelConfig(json);
-    const needed = memoryNeeded(countParameters(config), config, 'float32');
-    assert.ok(needed > os.totalmem(), 'the test model must exceed this machine');
+    const needed = memoryNeeded(countParameters(config), config, 'int8');
+    assert.ok(needed > os.totalmem(), 'the test model must exceed this machine even at int8');
     fs.writeFileSync(path.join(huge, 'config.json'), JSON.stringify(json));
     fs.copyFileSync(path.join(model.dir, 'tokenizer.json'), path.join(huge, 'tokenizer.json'));
     fs.copyFileSync(path.join(model.dir, 'model.safetensors'), path.join(huge, 'model.safetensors'));
     hub.add('tiny-org/huge', huge);
     await assert.rejects(
       downloadModel('tiny-org/huge', { endpoint: hub.endpoint, cacheDir: cacheOf('huge'), memory: machineMemory() }),
-      /^Error: at float32 this model needs [\d.]+ [GM]B of memory to serve; this machine has [\d.]+ GB; not downloading its weights$/,
+      new RegExp(
+        `^Error: at int8 \\(precision auto, ${formatParameters(countParameters(config)).replace('.', '\\.')} parameters\\) this model needs [\\d.]+ [GT]B of memory to serve; this machine has [\\d.]+ GB; not downloading its weights$`,
+      ),
     );
     assert.deepEqual(weightRequests('tiny-org/huge'), []);
+  });
+
+  it('the memory check assumes the serving precision: a model that fits only at int8 downloads at auto, not at float32', async () => {
+    const json = int8OnlyConfigJson();
+    const config = parseModelConfig(json);
+    const parameters = countParameters(config);
+    assert.ok(memoryNeeded(parameters, config, 'int8') < os.totalmem(), 'it fits at int8');
+    assert.ok(memoryNeeded(parameters, config, 'float32') > os.totalmem(), 'it does not fit at float32');
+    const half = path.join(base, 'half-source');
+    fs.mkdirSync(half);
+    fs.writeFileSync(path.join(half, 'config.json'), JSON.stringify(json));
+    fs.copyFileSync(path.join(model.dir, 'tokenizer.json'), path.join(half, 'tokenizer.json'));
+    fs.copyFileSync(path.join(model.dir, 'model.safetensors'), path.join(half, 'model.safetensors'));
+    hub.add('tiny-org/half', half);
+
+    const float32 = await idiom(
+      ['models', 'download', 'tiny-org/half', '--endpoint', hub.endpoint, '--precision', 'float32'],
+      { HF_HOME: path.join(base, 'half-float32') },
+    );
+    assert.equal(float32.status, 1);
+    assert.deepEqual(errorLines(float32.stderr), [
+      `idiom: at float32 this model needs ${formatBytes(memoryNeeded(parameters, config, 'float32'))} of memory to serve; this machine has ${formatBytes(os.totalmem())}; not downloading its weights`,
+    ]);
+    assert.deepEqual(weightRequests('tiny-org/half'), []);
+
+    const auto = await idiom(['models', 'download', 'tiny-org/half', '--endpoint', hub.endpoint, '--json'], {
+      HF_HOME: path.join(base, 'half-auto'),
+    });
+    assert.equal(auto.status, 0, auto.stderr);
+    assert.ok((JSON.parse(auto.stdout) as DownloadResult).files.includes('model.safetensors'));
+    assert.equal(weightRequests('tiny-org/half').length, 1);
   });
 });

@@ -10,7 +10,8 @@ import {
   type ModelsResult,
 } from '../../../server/protocol';
 import { countParameters, parseModelConfig } from '../../../trainer/model/config';
-import { memoryNeeded } from '../../../trainer/model/hub/catalog';
+import { formatBytes, memoryNeeded } from '../../../trainer/model/hub/catalog';
+import { int8OnlyConfigJson } from '../../fixtures/hub/int8-only-config';
 import { startHubServer, type HubServer } from '../../fixtures/hub/hub-server';
 import { initRepo, removeDir, tempDir } from '../../fixtures/mining/git-repo';
 import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
@@ -110,6 +111,41 @@ describe('language server: idiom/models and idiom/downloadModel', function () {
     assert.equal(status?.state, 'ready');
     assert.equal(status?.model?.path, served);
     assert.match(status?.message ?? '', /still serving/);
+  });
+
+  it('the download memory check assumes idiom.precision: int8 under auto, float32 when set', async () => {
+    const json = int8OnlyConfigJson();
+    const config = parseModelConfig(json);
+    const parameters = countParameters(config);
+    const source = path.join(base, 'int8-only');
+    fs.mkdirSync(source);
+    fs.writeFileSync(path.join(source, 'config.json'), JSON.stringify(json));
+    for (const file of ['tokenizer.json', 'model.safetensors'])
+      fs.copyFileSync(path.join(model.dir, file), path.join(source, file));
+    hub.add('tiny-org/int8-only', source);
+    const weights = () =>
+      hub.requests.filter((r) => r.url.startsWith('/tiny-org/int8-only/resolve/') && r.url.endsWith('.safetensors'));
+
+    await configure({ hubEndpoint: hub.endpoint, precision: 'float32' });
+    await assert.rejects(
+      session.connection.sendRequest(DownloadModelRequest, { id: 'tiny-org/int8-only' }),
+      (error: { code: number; message: string }) => {
+        assert.equal(error.code, IdiomErrorCodes.downloadFailed);
+        assert.equal(
+          error.message,
+          `at float32 this model needs ${formatBytes(memoryNeeded(parameters, config, 'float32'))} of memory to serve; this machine has ${formatBytes(os.totalmem())}; not downloading its weights`,
+        );
+        return true;
+      },
+    );
+    assert.deepEqual(weights(), []);
+
+    await configure({ hubEndpoint: hub.endpoint, precision: 'auto' });
+    const result: DownloadModelResult = await session.connection.sendRequest(DownloadModelRequest, {
+      id: 'tiny-org/int8-only',
+    });
+    assert.equal(weights().length, 1);
+    assert.ok(fs.existsSync(path.join(result.model.path, 'model.safetensors')));
   });
 
   it('with idiom.hubEndpoint empty a download is refused and nothing is requested', async () => {

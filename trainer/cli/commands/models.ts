@@ -11,6 +11,7 @@ import {
 } from '../../model/hub/catalog';
 import { hubCacheDir } from '../../model/hub/cache';
 import { DEFAULT_HUB_ENDPOINT, downloadModel, type DownloadProgress } from '../../model/hub/download';
+import type { ServingPrecisionSetting } from '../../model/precision';
 
 // `idiom models list`: the base models on this machine (the Hugging Face cache, --base, the embedded
 // model) with their size, the memory they need and whether they can serve completions.
@@ -49,15 +50,15 @@ export function registerModelsCommand(program: Command): void {
     .option('--revision <rev>', 'branch, tag or commit', 'main')
     .option('--endpoint <url>', 'Hub endpoint or mirror; "" turns downloads off (default $HF_ENDPOINT or the Hub)')
     .addOption(
-      new Option('--precision <p>', 'serving precision the memory check uses')
-        .choices([...PRECISIONS])
-        .default('float32'),
+      new Option('--precision <p>', 'serving precision the memory check uses (auto: int8 above 100M parameters)')
+        .choices(['auto', ...PRECISIONS])
+        .default('auto'),
     )
     .option('--json', 'print one JSON object on stdout')
     .action(
       async (
         id: string,
-        options: { revision: string; endpoint?: string; precision: ServingPrecision; json?: boolean },
+        options: { revision: string; endpoint?: string; precision: ServingPrecisionSetting; json?: boolean },
       ) => {
         const endpoint = options.endpoint ?? process.env.HF_ENDPOINT ?? DEFAULT_HUB_ENDPOINT;
         const result = await downloadModel(id, {

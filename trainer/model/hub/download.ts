@@ -9,13 +9,14 @@ import * as path from 'node:path';
 import { hashFileInto } from '../../util/sha256';
 import { CONFIG_FILE, WEIGHTS_INDEX_FILE } from '../checkpoint';
 import { countParameters, readModelConfigFile } from '../config';
+import { servingPrecision, type ServingPrecisionSetting } from '../precision';
 import {
   formatBytes,
+  formatParameters,
   machineMemory,
   memoryNeeded,
   memoryRefusal,
   type MachineMemory,
-  type ServingPrecision,
 } from './catalog';
 import { checkModelId, checkRevision, hubCacheDir, repoFolderName } from './cache';
 
@@ -48,7 +49,8 @@ export interface DownloadOptions {
   onProgress?: (progress: DownloadProgress) => void;
   /** What the download is refused against before the weights are fetched. */
   memory?: MachineMemory;
-  precision?: ServingPrecision;
+  /** idiom.precision: the memory check assumes the precision it resolves to for this model. Default auto. */
+  precision?: ServingPrecisionSetting;
 }
 
 export interface DownloadResult {
@@ -279,9 +281,9 @@ function checkHash(file: RemoteFile, hash: Hash, partial: string): void {
   );
 }
 
-/** After config.json: refuses a model this machine cannot hold, before any weights are fetched. */
+/** After config.json: refuses a model this machine cannot hold at its serving precision, before any weights are fetched. */
 function refuseWhatWontFit(snapshot: string, files: RemoteFile[], options: DownloadOptions): void {
-  const precision = options.precision ?? 'float32';
+  const setting = options.precision ?? 'auto';
   const weightBytes = files.filter((file) => file.name.endsWith('.safetensors')).reduce((sum, f) => sum + f.size, 0);
   let parameters: number;
   let config = null;
@@ -291,10 +293,15 @@ function refuseWhatWontFit(snapshot: string, files: RemoteFile[], options: Downl
   } catch {
     parameters = weightBytes / 2; // an architecture Idiom does not read: assume 16-bit weights
   }
+  const precision = servingPrecision(setting, parameters);
+  const assumed =
+    setting === 'auto'
+      ? `at ${precision} (precision auto, ${formatParameters(parameters)} parameters)`
+      : `at ${precision}`;
   const refusal = memoryRefusal(
     memoryNeeded(parameters, config, precision),
     options.memory ?? machineMemory(),
-    `at ${precision} this model`,
+    `${assumed} this model`,
   );
   if (refusal) throw new Error(`${refusal}; not downloading its weights`);
 }

@@ -4,7 +4,11 @@ import * as ort from 'onnxruntime-node';
 import { buildForward } from '../../../trainer/compute/engine/llama';
 import { Graph } from '../../../trainer/compute/graph/graph';
 import { serializeModel } from '../../../trainer/compute/graph/onnx';
-import { randomCheckpointWeights } from '../../../trainer/model/checkpoint';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadCheckpoint, randomCheckpointWeights } from '../../../trainer/model/checkpoint';
+import { writeRandomCheckpoint } from '../../../trainer/tools/bench/random-checkpoint';
 import type { ModelConfig } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
@@ -404,6 +408,56 @@ describe('Trainer (in the engine worker)', () => {
       await trainer.release();
     } finally {
       await worker.terminate();
+    }
+  });
+
+  it('trains from a checkpoint folder read tensor by tensor, as from the same weights in memory', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-train-checkpoint-'));
+    const worker = EngineWorker.start();
+    try {
+      writeRandomCheckpoint(dir, cfg, { seed: 4 });
+      const options = {
+        trainable: { method: 'full' as const },
+        batch: B,
+        seqLen: T,
+        threads: 1,
+      };
+      const inMemory = await loadCheckpoint(dir);
+      const fromMemory = await Trainer.create(
+        worker,
+        { config: cfg, weights: Object.fromEntries(inMemory.weights) },
+        options,
+      );
+      const fromFolder = await Trainer.create(worker, { checkpointDir: dir }, options);
+      for (let i = 0; i < 2; i++) {
+        const a = await fromMemory.step({ tokens: tokenRows(i) }, 1e-2);
+        const b = await fromFolder.step({ tokens: tokenRows(i) }, 1e-2);
+        assert.equal(b.loss, a.loss);
+      }
+      const trained = await fromFolder.getTrainable();
+      for (const [name, tensor] of await fromMemory.getTrainable())
+        assert.deepEqual(trained.get(name)!.data, tensor.data, name);
+      await fromMemory.release();
+      await fromFolder.release();
+    } finally {
+      await worker.terminate();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps no frozen weight in the training graph once the session is open', async () => {
+    const session = await TrainingSession.create(cfg, weights, {
+      trainable: { method: 'lora', lora: allTargets },
+      batch: B,
+      seqLen: T,
+      threads: 1,
+    });
+    try {
+      const frozen = session.built.graph.initializers;
+      assert.ok(frozen.some((entry) => entry.value.name === 'model.embed_tokens.weight'));
+      assert.equal(session.built.graph.initializerBytes(), 0);
+    } finally {
+      await session.release();
     }
   });
 });

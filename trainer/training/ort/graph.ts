@@ -67,6 +67,7 @@ export function buildTrainingGraph(
   cfg: ModelConfig,
   weights: ReadonlyMap<string, HostTensor>,
   options: TrainingGraphOptions,
+  weightSink?: Graph['weightSink'],
 ): TrainingGraph {
   const dtype = options.dtype ?? 'float32';
   const optimizer = { ...DEFAULT_ADAMW, ...options.optimizer };
@@ -77,7 +78,7 @@ export function buildTrainingGraph(
     throw new Error(`sequence length ${T} exceeds the model's ${cfg.maxPositionEmbeddings} positions`);
   if (set.method === 'lora') validateLora(set.lora);
 
-  const { graph, forward, targets, mask } = buildLossInputs('train', cfg, weights, options);
+  const { graph, forward, targets, mask } = buildLossInputs('train', cfg, weights, options, weightSink);
   const learningRate = graph.input(TRAIN_IO.learningRate, dtype, []);
   const step = graph.input(TRAIN_IO.step, dtype, []);
 
@@ -158,10 +159,11 @@ export function buildEvaluationGraph(
   cfg: ModelConfig,
   weights: ReadonlyMap<string, HostTensor>,
   options: TrainingGraphOptions,
+  weightSink?: Graph['weightSink'],
 ): EvaluationGraph {
   const dtype = options.dtype ?? 'float32';
   const { trainable: set } = options;
-  const { graph, forward, targets, mask } = buildLossInputs('evaluate', cfg, weights, options);
+  const { graph, forward, targets, mask } = buildLossInputs('evaluate', cfg, weights, options, weightSink);
   const rowsPerChunk = options.lossRowsPerChunk ?? lossRowsPerChunk(cfg.vocabSize, dtype === 'float64' ? 8 : 4);
   const { loss, count } = graph.scope('loss', () =>
     causalLmLoss(forward.hidden, forward.lmHeadWeight, targets, mask, { rowsPerChunk, withGradient: false }),
@@ -181,10 +183,12 @@ function buildLossInputs(
   cfg: ModelConfig,
   weights: ReadonlyMap<string, HostTensor>,
   options: TrainingGraphOptions,
+  weightSink: Graph['weightSink'],
 ) {
   const dtype = options.dtype ?? 'float32';
   const { batch: B, seqLen: T, trainable: set } = options;
   const graph = new Graph(name);
+  graph.weightSink = weightSink;
   const forward = buildForward(graph, cfg, weights, {
     batch: B,
     seqLen: T,

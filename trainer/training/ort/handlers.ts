@@ -1,5 +1,6 @@
 import { graphMatmulFlops } from '../../compute/graph/flops';
-import { loadCheckpoint, randomCheckpointWeights } from '../../model/checkpoint';
+import { randomCheckpointWeights } from '../../model/checkpoint';
+import { openCheckpoint } from '../../model/lazy-weights';
 import type { ModelConfig } from '../../model/config';
 import type { HostTensor } from '../../model/tensor';
 import { type OptimizerState, type TrainingBatch, type TrainingOptions, TrainingSession } from './session';
@@ -23,9 +24,10 @@ function runById(id: number): TrainingSession {
 
 async function resolveWeights(
   source: WeightSource,
-): Promise<{ config: ModelConfig; weights: Map<string, HostTensor> }> {
+): Promise<{ config: ModelConfig; weights: ReadonlyMap<string, HostTensor> }> {
   if ('checkpointDir' in source) {
-    const checkpoint = await loadCheckpoint(source.checkpointDir);
+    // Read tensor by tensor as the graph takes them: the checkpoint is never in memory whole.
+    const checkpoint = await openCheckpoint(source.checkpointDir);
     return { config: checkpoint.config, weights: checkpoint.weights };
   }
   if ('random' in source) {

@@ -1,7 +1,7 @@
 import * as ort from 'onnxruntime-node';
 import { serializeModel } from '../../compute/graph/onnx';
 import type { ModelConfig } from '../../model/config';
-import { type RuntimeSessionOptions, openSession } from '../../compute/runtime/session';
+import { type RuntimeSessionOptions, openSessionFromFiles } from '../../compute/runtime/session';
 import { type HostTensor, elementCount } from '../../model/tensor';
 import {
   TRAIN_IO,
@@ -113,8 +113,14 @@ export class TrainingSession {
   ): Promise<TrainingSession> {
     // Training runs beside an editor and other work: no spinning unless asked (see RuntimeSessionOptions).
     options = { ...options, spinning: options.spinning ?? false };
-    const built = buildTrainingGraph(cfg, weights, options);
-    const session = await openSession(serializeModel(built.graph), options);
+    // Frozen weights go to files ONNX Runtime maps (openSessionFromFiles), so neither the graph nor
+    // a serialized buffer holds a second copy of the model while the session lives.
+    let built: TrainingGraph | undefined;
+    const session = await openSessionFromFiles((sink) => {
+      built = buildTrainingGraph(cfg, weights, options, sink);
+      return serializeModel(built.graph);
+    }, options);
+    if (!built) throw new Error('training graph was not built');
     const initial = new Map<string, HostTensor>();
     if (options.trainable.method === 'lora') {
       for (const [name, tensor] of initLoraWeights(cfg, options.trainable.lora, options.seed ?? 0))
@@ -127,7 +133,10 @@ export class TrainingSession {
       }
     }
     const evaluation = options.evaluation
-      ? await openSession(serializeModel(buildEvaluationGraph(cfg, weights, options).graph), options)
+      ? await openSessionFromFiles(
+          (sink) => serializeModel(buildEvaluationGraph(cfg, weights, options, sink).graph),
+          options,
+        )
       : undefined;
     return new TrainingSession(built, session, initial, evaluation);
   }

@@ -1,5 +1,6 @@
-// The completion prompt: repository context snippets, then as much of the prefix and the suffix as
-// their token budgets allow, cut at line boundaries, in PSM order in the model family's template
+// The completion prompt: the file's first lines (when the prefix does not fit whole), repository
+// context snippets, then as much of the prefix and the suffix as their token budgets allow, cut at
+// line boundaries, in PSM order in the model family's template
 // (trainer/model/tokenizer/fim.ts: <fim_prefix> context + prefix <fim_suffix> suffix <fim_middle>
 // for Qwen); or, for a model that does not
 // fill in the middle well, left to right: context + prefix, no suffix and no FIM markers.
@@ -38,6 +39,12 @@ export interface PromptBudget {
    * KV cache instead of prefilling the whole prompt again each time a top line drops out.
    */
   prefixStartStep?: number;
+  /**
+   * Share of maxTokens for the document's first lines, put first when the prefix does not fit
+   * whole. They are the same for every cursor position in a file, so after a jump to another
+   * place the engine reuses their KV cache and prefills only the part around the cursor.
+   */
+  anchorShare?: number;
 }
 
 /** Continue's split (1024 tokens, 20% suffix), with a share for repository context. */
@@ -46,6 +53,7 @@ export const defaultPromptBudget: PromptBudget = {
   suffixShare: 0.2,
   contextShare: 0.15,
   prefixStartStep: 8,
+  anchorShare: 0.25,
 };
 
 export interface PromptInput {
@@ -61,7 +69,9 @@ export interface FimPrompt {
   /** The parts of the document that made it into the prompt. */
   prefixText: string;
   suffixText: string;
+  /** What precedes prefixText: the document's first lines (anchorText), then the snippets. */
   contextText: string;
+  anchorText: string;
 }
 
 const hashCommentLanguages = new Set([
@@ -195,17 +205,29 @@ export function buildFimPrompt(
 
   // Whole snippets only, best first, within the context share.
   const contextBudget = Math.floor(available * budget.contextShare);
-  let contextText = '';
+  let snippetText = '';
   let contextUsed = 0;
   for (const formatted of formatSnippets(input.snippets, input.languageId)) {
     const cost = tokenCount(tokenizer, formatted);
     if (contextUsed + cost > contextBudget) continue;
-    contextText += formatted;
+    snippetText += formatted;
     contextUsed += cost;
   }
 
   const prefixBudget = available - suffixTokens.length - contextUsed;
-  const prefixText = takeTailLines(prefix, prefixBudget, tokenizer, budget.prefixStartStep ?? 1);
+  const step = budget.prefixStartStep ?? 1;
+  let prefixText = takeTailLines(prefix, prefixBudget, tokenizer, step);
+  let anchorText = '';
+  const anchorBudget = Math.min(Math.floor(available * (budget.anchorShare ?? 0)), Math.floor(prefixBudget / 2));
+  if (anchorBudget > 0 && prefixText.length < prefix.length) {
+    // The anchor is the head of the document as the provider passes it, so it stays put while the
+    // cursor moves; the part near the cursor takes the rest of the prefix budget.
+    prefixText = takeTailLines(prefix, prefixBudget - anchorBudget, tokenizer, step);
+    anchorText = takeHeadLines(prefix.slice(0, prefix.length - prefixText.length), anchorBudget, tokenizer);
+    if (anchorText !== '' && !anchorText.endsWith('\n')) anchorText = '';
+  }
+  // The snippets after the anchor: they change with the cursor, the anchor does not.
+  const contextText = anchorText + snippetText;
   // Encoded as one string so the boundary between context and prefix tokenizes as it reads.
   let headTokens = tokenizer.encode(contextText + prefixText);
   const headRoom = available - suffixTokens.length;
@@ -216,5 +238,5 @@ export function buildFimPrompt(
     order === 'psm'
       ? fimPromptTokens(fim, headTokens, suffixTokens)
       : Int32Array.from([...promptStart(fim), ...Array.from(headTokens)]);
-  return { tokens, prefixText, suffixText, contextText };
+  return { tokens, prefixText, suffixText, contextText, anchorText };
 }

@@ -105,6 +105,49 @@ describe('server/completion/prompt', () => {
     assert.ok(unalignedHeads.filter((head, i) => i > 0 && head !== unalignedHeads[i - 1]).length > moves);
   });
 
+  it("puts the document's first lines first, so prompts at far-apart cursors share their head (KV reuse)", () => {
+    const budget = { maxTokens: 512, suffixShare: 0.2, contextShare: 0.15, prefixStartStep: 8, anchorShare: 0.25 };
+    const lines = numberedLines(400, 'p').split('\n');
+    const snippet = { path: 'other.ts', text: 'p line 1 p line 2' };
+    const promptAt = (line: number, options = budget) => {
+      const input = {
+        prefix: `${lines.slice(0, line).join('\n')}\n  const x = `,
+        suffix: `;\n${lines.slice(line).join('\n')}`,
+        languageId: 'typescript',
+        snippets: [snippet],
+      };
+      return buildFimPrompt(input, bytes, fim, options);
+    };
+    const sharedHead = (a: Int32Array, b: Int32Array) => {
+      let n = 0;
+      while (n < a.length && n < b.length && a[n] === b[n]) n++;
+      return n;
+    };
+    const prompts = [120, 250, 390].map((line) => promptAt(line));
+    const anchorTokens = prompts[0].anchorText.length;
+    assert.ok(anchorTokens > 0 && anchorTokens <= Math.floor((budget.maxTokens - 3) * budget.anchorShare));
+    assert.ok(lines.join('\n').startsWith(prompts[0].anchorText), 'the anchor is the head of the document');
+    for (const prompt of prompts) {
+      assert.ok(prompt.tokens.length <= budget.maxTokens, `${prompt.tokens.length} tokens`);
+      assert.equal(prompt.anchorText, prompts[0].anchorText);
+      // The anchor, then the snippet, then the text near the cursor.
+      const suffixAt = Array.from(prompt.tokens).indexOf(fim.suffix);
+      const head = decode(prompt.tokens.subarray(1, suffixAt));
+      assert.ok(head.startsWith(`${prompt.anchorText}// Path: other.ts\n`), head.slice(0, 80));
+      assert.ok(head.endsWith(`${prompt.prefixText}`));
+    }
+    assert.ok(sharedHead(prompts[0].tokens, prompts[2].tokens) > anchorTokens);
+    // Without an anchor, the same jumps share the marker, the snippet and a few characters.
+    const plain = [120, 390].map((line) => promptAt(line, { ...budget, anchorShare: 0 }));
+    assert.equal(plain[0].anchorText, '');
+    const snippetTokens = plain[0].contextText.length;
+    assert.ok(sharedHead(plain[0].tokens, plain[1].tokens) < 1 + snippetTokens + 'p line '.length + 1);
+    // A prefix that fits whole is kept whole, with no anchor apart from it.
+    const near = promptAt(3);
+    assert.equal(near.anchorText, '');
+    assert.equal(near.prefixText, `${lines.slice(0, 3).join('\n')}\n  const x = `);
+  });
+
   it('keeps the head of a long suffix within its share', () => {
     const suffix = `;\n${numberedLines(300, 's')}`;
     const budget = { maxTokens: 400, suffixShare: 0.2, contextShare: 0 };

@@ -52,4 +52,21 @@ describe('graph → ONNX', () => {
     assert.throws(() => op.matmul(b, a), /MatMul: inner dimensions differ/);
     assert.throws(() => op.add(a, g.input('c', 'float32', [5])), /Add: cannot broadcast/);
   });
+
+  it('outputAs names a computed value as an output without an Identity copy, and copies otherwise', async () => {
+    const g = new Graph('outputs');
+    const x = g.input('x', 'float32', [3]);
+    const doubled = op.add(x, x);
+    const consumed = op.mul(doubled, x);
+    g.outputAs(doubled, 'doubled');
+    g.outputAs(doubled, 'again'); // already an output: through an Identity
+    g.outputAs(x, 'same'); // a graph input: through an Identity
+    g.outputAs(consumed, 'product');
+    assert.equal(g.nodes.filter((n) => n.op === 'Identity').length, 2);
+    const out = await run(g, { x: new ort.Tensor('float32', Float32Array.from([1, 2, 3]), [3]) });
+    assert.deepEqual([...(out.doubled.data as Float32Array)], [2, 4, 6]);
+    assert.deepEqual([...(out.again.data as Float32Array)], [2, 4, 6]);
+    assert.deepEqual([...(out.same.data as Float32Array)], [1, 2, 3]);
+    assert.deepEqual([...(out.product.data as Float32Array)], [2, 8, 18]);
+  });
 });

@@ -24,7 +24,8 @@ export class Value {
   constructor(
     readonly graph: Graph,
     readonly id: number,
-    readonly name: string,
+    /** Changes only through Graph.outputAs, before serialization. */
+    public name: string,
     readonly dtype: DType,
     readonly shape: Shape,
     readonly kind: ValueKind,
@@ -163,6 +164,21 @@ export class Graph {
     for (const out of outputs) out.producer = node;
     this.nodes.push(node);
     return outputs;
+  }
+
+  /**
+   * Marks a node's value as a graph output under `name` by renaming the value itself, so no
+   * Identity copies the tensor on every run; otherwise (an input, a value already an output, a
+   * name taken) the same as output(value, name).
+   */
+  outputAs(value: Value, name: string): Value {
+    if (value.kind !== 'node' || this.outputs.includes(value) || this.usedNames.has(name))
+      return this.output(value, name);
+    this.usedNames.delete(value.name);
+    this.usedNames.add(name);
+    value.name = name;
+    this.outputs.push(value);
+    return value;
   }
 
   /** Total bytes of initializer data (what the external data file will hold). */

@@ -54,19 +54,24 @@ export function appendAdamW(
     const clip = Number.isFinite(options.maxGradNorm)
       ? op.min(s(1), op.div(s(options.maxGradNorm), op.add(gradNorm, s(1e-6))))
       : s(1);
+    // Every scalar factor is folded into as few full-size passes as possible (each pass streams a
+    // tensor the size of the model in full fine-tuning): the clip factor goes into the moments'
+    // coefficients, and √(1 − β2^t) into ε and the step size, since
+    // m̂ / (√v̂ + ε) = (m / (√v + ε·√(1 − β2^t))) · √(1 − β2^t) / (1 − β1^t).
     const bias1 = op.sub(s(1), op.pow(s(options.beta1), step)); // 1 − β1^t
-    const bias2 = op.sub(s(1), op.pow(s(options.beta2), step));
-    const stepSize = op.div(learningRate, bias1);
-    const inverseSqrtBias2 = op.reciprocal(op.sqrt(bias2));
+    const sqrtBias2 = op.sqrt(op.sub(s(1), op.pow(s(options.beta2), step))); // √(1 − β2^t)
+    const stepSize = op.div(op.mul(learningRate, sqrtBias2), bias1);
+    const eps = op.mul(sqrtBias2, s(options.eps));
+    const gradScale = op.mul(clip, s(1 - options.beta1));
+    const squareScale = op.mul(op.mul(clip, clip), s(1 - options.beta2));
     const decayFactor = op.sub(s(1), op.mul(learningRate, s(options.weightDecay)));
 
     const updates = parameters.map((p) => {
-      const g = op.mul(p.grad, clip);
-      const m = op.add(op.mul(p.m, s(options.beta1)), op.mul(g, s(1 - options.beta1)));
-      const v = op.add(op.mul(p.v, s(options.beta2)), op.mul(op.mul(g, g), s(1 - options.beta2)));
-      const denominator = op.add(op.mul(op.sqrt(v), inverseSqrtBias2), s(options.eps));
+      const m = op.add(op.mul(p.m, s(options.beta1)), op.mul(p.grad, gradScale));
+      const v = op.add(op.mul(p.v, s(options.beta2)), op.mul(op.mul(p.grad, p.grad), squareScale));
+      const denominator = op.add(op.sqrt(v), eps);
       const decayed = p.decay && options.weightDecay !== 0 ? op.mul(p.param, decayFactor) : p.param;
-      const param = op.sub(decayed, op.div(op.mul(m, stepSize), denominator));
+      const param = op.sub(decayed, op.mul(op.div(m, denominator), stepSize));
       return { param, m, v };
     });
     return { updates, gradNorm };

@@ -123,14 +123,15 @@ export function buildTrainingGraph(
     optimizer,
   );
 
-  graph.output(loss, TRAIN_IO.loss);
-  graph.output(gradNorm, TRAIN_IO.gradNorm);
-  graph.output(count, TRAIN_IO.tokenCount);
+  // outputAs: no Identity copies the parameters and moments on every step.
+  graph.outputAs(loss, TRAIN_IO.loss);
+  graph.outputAs(gradNorm, TRAIN_IO.gradNorm);
+  graph.outputAs(count, TRAIN_IO.tokenCount);
   params.forEach((p, i) => {
-    graph.output(updates[i].param, TRAIN_IO.next(p.name));
-    graph.output(updates[i].m, TRAIN_IO.next(TRAIN_IO.m(p.name)));
-    graph.output(updates[i].v, TRAIN_IO.next(TRAIN_IO.v(p.name)));
-    if (options.exposeGradients) graph.output(grads.get(p.value)!, TRAIN_IO.grad(p.name));
+    graph.outputAs(updates[i].param, TRAIN_IO.next(p.name));
+    graph.outputAs(updates[i].m, TRAIN_IO.next(TRAIN_IO.m(p.name)));
+    graph.outputAs(updates[i].v, TRAIN_IO.next(TRAIN_IO.v(p.name)));
+    if (options.exposeGradients) graph.outputAs(grads.get(p.value)!, TRAIN_IO.grad(p.name));
   });
 
   return {

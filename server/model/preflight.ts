@@ -1,20 +1,29 @@
 // Checks a base model folder before the serving model is let go: config.json against the tensor
-// shapes in the safetensors headers (no tensor data is read), and the tokenizer's FIM template for
-// the modes that complete code. A folder that fails costs one line, and what serves keeps serving.
+// shapes in the safetensors headers (no tensor data is read), room in the temp folder for the
+// weights ONNX Runtime maps, and the tokenizer's FIM template for the modes that complete code. A
+// folder that fails costs one line, and what serves keeps serving.
 
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Mode } from '../../trainer/adapters/mode';
 import { listWeightFiles } from '../../trainer/model/checkpoint';
-import { type ModelConfig, loadModelConfig, weightNames } from '../../trainer/model/config';
+import { type ModelConfig, countParameters, loadModelConfig, weightNames } from '../../trainer/model/config';
+import { type ServingPrecisionSetting, servingPrecision } from '../../trainer/model/precision';
 import { readSafetensorsHeader } from '../../trainer/model/safetensors';
 import { completionSupport } from '../../trainer/model/tokenizer/fim';
 import { Tokenizer } from '../../trainer/model/tokenizer/tokenizer';
 
-/** The one-line reason `dir` cannot serve in `mode`, or null when it can. */
-export async function modelFolderProblem(dir: string, mode: Mode): Promise<string | null> {
+/** The one-line reason `dir` cannot serve in `mode` at `precision`, or null when it can. */
+export async function modelFolderProblem(
+  dir: string,
+  mode: Mode,
+  precision: ServingPrecisionSetting = 'auto',
+): Promise<string | null> {
   try {
     const config = loadModelConfig(dir);
     await checkWeightShapes(dir, config);
+    checkStagingSpace(config, precision);
     if (mode === 'review') return null;
     const support = completionSupport(dir, await Tokenizer.load(dir));
     return support.problem;
@@ -49,4 +58,25 @@ export async function checkWeightShapes(dir: string, config: ModelConfig): Promi
       );
     }
   }
+}
+
+const STAGED_BYTES_PER_PARAMETER = { float32: 4, int8: 1, int4: 0.5 } as const;
+
+/** The weights are staged in the temp folder while the session opens: no room for them fails here. */
+function checkStagingSpace(config: ModelConfig, setting: ServingPrecisionSetting): void {
+  const precision = servingPrecision(setting, config);
+  const needed = countParameters(config) * STAGED_BYTES_PER_PARAMETER[precision];
+  const tempDir = os.tmpdir();
+  let free: number;
+  try {
+    const stats = fs.statfsSync(tempDir);
+    free = stats.bavail * stats.bsize;
+  } catch {
+    return; // unknown: the load itself reports a full disk
+  }
+  if (free >= needed) return;
+  const mb = (bytes: number) => `${Math.max(1, Math.round(bytes / 1e6))} MB`;
+  throw new Error(
+    `no space in ${tempDir} to stage the model's weights at ${precision} (about ${mb(needed)} needed, ${mb(free)} free); free space there or set TMPDIR to a folder on a larger disk`,
+  );
 }

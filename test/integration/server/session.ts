@@ -51,8 +51,10 @@ export async function startServer(
   options: InitializationOptions,
   clientCapabilities: Record<string, unknown> = {},
   serverArgs: string[] = [bin, 'lsp', '--stdio'],
+  /** What runs `serverArgs`: node by default, or a wrapper that execs node with them. */
+  command: string = process.execPath,
 ): Promise<Session> {
-  const child = spawn(process.execPath, serverArgs, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(command, serverArgs, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
   const stderr: string[] = [];
   child.stderr!.on('data', (chunk) => stderr.push(String(chunk)));
   const connection = createMessageConnection(

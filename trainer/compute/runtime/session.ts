@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { type SerializedModel, tensorBytes } from '../graph/onnx';
 import type { HostTensor } from '../../model/tensor';
+import { makeStagingFolder, stagingWriteError } from './staging';
 
 // ONNX Runtime sessions with the engine's defaults, the fastest measured for these graphs on the
 // CPU: the memory arena on, sequential execution, one intra-op thread per core. Runs only inside
@@ -47,22 +48,32 @@ export async function openSession(
  * Opens the model `build` serializes, each frozen weight written to a file of its own in a
  * temporary folder as the graph takes it (`sink`, Graph.weightSink): ONNX Runtime maps those
  * files rather than copying them, and drops each mapping once a kernel has packed it, so a large
- * model's weights are never in memory twice. The folder is removed once the session is open.
+ * model's weights are never in memory twice. The folder is removed once the session is open, and
+ * by a later process when this one dies first (staging.ts).
  */
 export async function openSessionFromFiles(
   build: (sink: (name: string, tensor: HostTensor) => string) => SerializedModel,
   options: RuntimeSessionOptions = {},
 ): Promise<ort.InferenceSession> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-session-'));
+  const dir = makeStagingFolder();
+  let written = 0;
+  const write = (file: string, bytes: Uint8Array) => {
+    try {
+      fs.writeFileSync(file, bytes);
+    } catch (error) {
+      throw stagingWriteError(error, dir, written);
+    }
+    written += bytes.byteLength;
+  };
   try {
     let files = 0;
     const model = build((_name, tensor) => {
       const file = `weight.${files++}`;
-      fs.writeFileSync(path.join(dir, file), tensorBytes(tensor));
+      write(path.join(dir, file), tensorBytes(tensor));
       return file;
     });
     const modelPath = path.join(dir, 'model.onnx');
-    fs.writeFileSync(modelPath, model.model);
+    write(modelPath, model.model);
     return await ort.InferenceSession.create(modelPath, sessionOptions(options));
   } finally {
     try {

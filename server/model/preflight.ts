@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Mode } from '../../trainer/adapters/mode';
 import { listWeightFiles } from '../../trainer/model/checkpoint';
+import { checkFullyIndexed } from '../../trainer/model/lazy-weights';
 import { type ModelConfig, countParameters, loadModelConfig, weightNames } from '../../trainer/model/config';
 import { type ServingPrecisionSetting, servingPrecision } from '../../trainer/model/precision';
 import { readSafetensorsHeader } from '../../trainer/model/safetensors';
@@ -38,7 +39,9 @@ export async function checkWeightShapes(dir: string, config: ModelConfig): Promi
   const found = new Map<string, { shape: number[]; file: string }>();
   for (const file of files) {
     const full = path.join(dir, file);
-    for (const [name, entry] of readSafetensorsHeader(full).tensors) found.set(name, { shape: entry.shape, file });
+    const header = readSafetensorsHeader(full);
+    checkFullyIndexed(header, full);
+    for (const [name, entry] of header.tensors) found.set(name, { shape: entry.shape, file });
   }
   const sizes =
     `hidden_size ${config.hiddenSize}, num_attention_heads ${config.numHeads}, ` +

@@ -3,7 +3,12 @@ import * as path from 'node:path';
 import { CONFIG_FILE, WEIGHTS_INDEX_FILE, listWeightFiles } from './checkpoint';
 import { loadModelConfig, weightNames, type ModelConfig } from './config';
 import { Rng } from './random';
-import { SafetensorsTensor, readSafetensorsHeader, type SafetensorsHeaderEntry } from './safetensors';
+import {
+  SafetensorsTensor,
+  readSafetensorsHeader,
+  type SafetensorsHeader,
+  type SafetensorsHeaderEntry,
+} from './safetensors';
 import { elementCount, type HostTensor } from './tensor';
 import { sha256OfFiles } from '../util/sha256';
 
@@ -73,6 +78,7 @@ export async function openCheckpoint(dir: string): Promise<LazyCheckpoint> {
   for (const file of files) {
     const full = path.join(dir, file);
     const header = readSafetensorsHeader(full);
+    checkFullyIndexed(header, full);
     for (const [name, entry] of header.tensors) {
       const earlier = found.get(name);
       if (earlier) throw new Error(`${full}: tensor "${name}" is also in ${earlier.file}`);
@@ -117,6 +123,14 @@ export async function openCheckpoint(dir: string): Promise<LazyCheckpoint> {
   };
   const sha256 = await sha256OfFiles(files.map((file) => path.join(dir, file)));
   return { config, weights: new LazyWeights(shapes, load), sha256, files };
+}
+
+/** Bytes past the last tensor are not weights (a file appended to, or another file's tail): refused, as safetensors does. */
+export function checkFullyIndexed(header: SafetensorsHeader, file: string): void {
+  let end = 0;
+  for (const entry of header.tensors.values()) end = Math.max(end, entry.dataOffsets[1]);
+  if (header.dataLength > end)
+    throw new Error(`${file}: invalid safetensors: ${header.dataLength - end} bytes after the last tensor (oversized)`);
 }
 
 /**

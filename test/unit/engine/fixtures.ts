@@ -7,7 +7,7 @@ import {
   randomCheckpointWeights,
   saveCheckpoint,
 } from '../../../trainer/model/checkpoint';
-import type { ModelConfig } from '../../../trainer/model/config';
+import { type ModelConfig, parseModelConfig, toHfConfigJson } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
 import type { HostTensor } from '../../../trainer/model/tensor';
 import type { LoraAdapter } from '../../../trainer/compute/engine/weights';
@@ -111,9 +111,16 @@ export function tinyConfig(kind: TinyKind): ModelConfig {
   }
 }
 
-/** A checkpoint written to and read back from a temp folder: random weights, HF names. */
-export async function tinyCheckpoint(kind: TinyKind, seed = 7): Promise<Checkpoint> {
-  const cfg = tinyConfig(kind);
+/**
+ * A checkpoint written to and read back from a temp folder: random weights, HF names.
+ * `overrides` (config.json keys) change the kind's shape, e.g. a hidden size of whole int8 blocks.
+ */
+export async function tinyCheckpoint(
+  kind: TinyKind,
+  seed = 7,
+  overrides: Record<string, unknown> = {},
+): Promise<Checkpoint> {
+  const cfg = parseModelConfig({ ...toHfConfigJson(tinyConfig(kind)), ...overrides });
   // A wide spread keeps attention and the MLP far from trivial; norm weights get their own spread.
   const weights = randomCheckpointWeights(cfg, seed, { std: 0.3 });
   const rng = new Rng(seed + 1);

@@ -6,7 +6,13 @@ import { KvCacheSession } from '../../../trainer/compute/engine/inference';
 import { buildForward } from '../../../trainer/compute/engine/llama';
 import { argmax } from '../../../trainer/compute/engine/sampling';
 import { createSession, int64Tensor } from '../../../trainer/compute/engine/session';
-import { INT4_BLOCK, frozenLinear, quantizeInt4, quantizeInt8 } from '../../../trainer/compute/engine/weights';
+import {
+  INT4_BLOCK,
+  INT8_BLOCK,
+  frozenLinear,
+  quantizeInt4,
+  quantizeInt8,
+} from '../../../trainer/compute/engine/weights';
 import type { Checkpoint } from '../../../trainer/model/checkpoint';
 import { PROJECTIONS } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';
@@ -245,13 +251,16 @@ describe('engine/inference KvCacheSession', () => {
   it('quantized weights: int8 and int4 MatMuls compute x · dequant(W)ᵀ', async () => {
     const rng = new Rng(1);
     const N = 48;
-    const K = 80; // not a multiple of the int4 block: the last block is padded
+    const K = 200; // a multiple of neither block: the last blocks are padded
     const weight = { dtype: 'float32' as const, shape: [N, K], data: rng.fillNormal(new Float32Array(N * K)) };
     const x = rng.fillNormal(new Float32Array(2 * K));
     // Independent dequantization of what the packers produced.
     const q8 = quantizeInt8(weight);
+    const blocks8 = Math.ceil(K / INT8_BLOCK);
     const deq8 = (n: number, k: number) =>
-      (q8.weight.data as Int8Array)[k * N + n] * (q8.scale.data as Float32Array)[n];
+      ((q8.packed.data as Uint8Array)[(n * blocks8 + Math.floor(k / INT8_BLOCK)) * INT8_BLOCK + (k % INT8_BLOCK)] -
+        128) *
+      (q8.scales.data as Float32Array)[n * blocks8 + Math.floor(k / INT8_BLOCK)];
     const q4 = quantizeInt4(weight);
     const blocks = Math.ceil(K / INT4_BLOCK);
     const deq4 = (n: number, k: number) => {

@@ -52,27 +52,16 @@ export function rmsNormFused(x: Value, gamma: Value, eps: number): Value {
   ])[0];
 }
 
-/** x [.., K] · dequant(B int8 [K, N], per-column scale [N]) with x quantized per call to uint8. */
-export function dynamicQuantizeMatMul(x: Value, weight: Value, scale: Value, bias?: Value): Value {
-  const N = weight.shape[1];
-  const inputs = [x, weight, scale, null, bias ?? null];
-  return x.graph.node(
-    'DynamicQuantizeMatMul',
-    bias ? inputs : inputs.slice(0, 3),
-    {},
-    [{ dtype: x.dtype, shape: [...x.shape.slice(0, -1), N] }],
-    'dq_matmul',
-    false,
-    MS,
-  )[0];
-}
-
-/** x [.., K] · Wᵀ for W [N, K] stored as 4-bit blocks: packed uint8 [N, K/block, block/2], scales [N·K/block]. */
+/**
+ * x [.., K] · Wᵀ for W [N, K] stored as `bits`-bit blocks: packed uint8 [N, K/block, block·bits/8],
+ * scales [N·K/block]. accuracy_level 4 quantizes x per block to int8 and multiplies in int8
+ * (MLAS's VNNI / AVX2 kernels, the fast path at both 4 and 8 bits).
+ */
 export function matMulNBits(
   x: Value,
   packed: Value,
   scales: Value,
-  options: { K: number; N: number; blockSize: number; accuracyLevel: number },
+  options: { K: number; N: number; bits: 4 | 8; blockSize: number },
   bias?: Value,
 ): Value {
   const inputs: (Value | null)[] = [x, packed, scales];
@@ -80,7 +69,7 @@ export function matMulNBits(
   return x.graph.node(
     'MatMulNBits',
     inputs,
-    { K: options.K, N: options.N, bits: 4, block_size: options.blockSize, accuracy_level: options.accuracyLevel },
+    { K: options.K, N: options.N, bits: options.bits, block_size: options.blockSize, accuracy_level: 4 },
     [{ dtype: x.dtype, shape: [...x.shape.slice(0, -1), options.N] }],
     'nbits_matmul',
     false,

@@ -2,7 +2,7 @@
  * The inference graph: one graph serves prefill (T tokens), single-token decode over a KV cache,
  * and scoring (per-token NLL), built from fused ops where ONNX Runtime has them
  * (SkipSimplifiedLayerNormalization, RotaryEmbedding, packed q|k|v and gate|up weights,
- * fp32 / int8 (DynamicQuantizeMatMul) / int4 (MatMulNBits) weight MatMuls) and attention from
+ * fp32 / int8 / int4 (MatMulNBits) weight MatMuls) and attention from
  * FusedMatMul + Softmax.
  *
  * Why not GroupQueryAttention's in-place cache: onnxruntime-node copies every fetched output into
@@ -44,10 +44,19 @@ import {
 } from '../../model/config';
 import type { HostTensor } from '../../model/tensor';
 import { LazyWeights } from '../../model/lazy-weights';
-import { dynamicQuantizeMatMul, fusedMatMulBatch, rmsNormFused, skipRmsNorm } from './contrib-ops';
+import { fusedMatMulBatch, matMulNBits, rmsNormFused, skipRmsNorm } from './contrib-ops';
 import { MASKED_SCORE, checkWeights, ropeTables } from './llama';
+import type { RuntimeSessionOptions } from '../runtime/session';
 import { createSession, createSessionFromFiles } from './session';
-import { type LoraAdapter, type Precision, concatRows, frozenLinear, mergeLora, quantizeInt8 } from './weights';
+import {
+  INT8_BLOCK,
+  type LoraAdapter,
+  type Precision,
+  concatRows,
+  frozenLinear,
+  mergeLora,
+  quantizeInt8,
+} from './weights';
 
 export interface InferenceGraphOptions {
   /** Longest context (prompt + generated) in tokens; default and maximum: maxPositionEmbeddings. */
@@ -129,9 +138,9 @@ function groupShape(cfg: ModelConfig, group: ProjectionGroup): [number, number] 
 }
 
 /**
- * The token embedding and the logits head. Quantized, the embedding is an int8 table with one
- * scale per token (gathered, then scaled), so no float32 copy of it is held; a tied head at int8
- * reads the same table.
+ * The token embedding and the logits head. Quantized, the embedding is the int8 block table of
+ * the head's MatMulNBits ([V, D/128, 128], a scale per block): rows are gathered, then scaled, so
+ * no float32 copy of it is held, and a tied head at int8 multiplies by the same table.
  */
 function embeddingAndHead(
   graph: Graph,
@@ -148,15 +157,22 @@ function embeddingAndHead(
       head: (rows) => frozenLinear(graph, rows, 'lm_head', head, precision),
     };
   }
-  const q = quantizeInt8(table); // [D, V] int8, scale [V]: one column per token
-  const quantized = graph.initializer(`${EMBED_TOKENS_WEIGHT}.int8`, q.weight);
-  const scale = graph.initializer(`${EMBED_TOKENS_WEIGHT}.scale`, q.scale);
+  const [V, D] = table.shape;
+  const q = quantizeInt8(table);
+  const blocks = q.packed.shape[1];
+  const packed = graph.initializer(`${EMBED_TOKENS_WEIGHT}.int8`, q.packed);
+  const blockScales = graph.initializer(`${EMBED_TOKENS_WEIGHT}.scales`, q.scales);
   const embed = (tokens: Value) => {
-    const columns = op.cast(op.gather(quantized, tokens, 1), 'float32'); // [D, 1, T]
-    return op.transpose(op.mul(columns, op.gather(scale, tokens)), [1, 2, 0]); // [1, T, D]
+    const codes = op.cast(op.gather(packed, tokens), 'float32'); // [1, T, blocks, 128]
+    const scales = op.gather(op.reshape(blockScales, [V, blocks, 1]), tokens); // [1, T, blocks, 1]
+    const rows = op.reshape(op.mul(op.sub(codes, op.scalar(graph, 128)), scales), [0, 0, blocks * INT8_BLOCK]);
+    return blocks * INT8_BLOCK === D ? rows : op.slice(rows, [2], [0], [D]); // [1, T, D]
   };
   if (precision === 'int8' && cfg.tieWordEmbeddings) {
-    return { embed, head: (rows) => dynamicQuantizeMatMul(rows, quantized, scale) };
+    return {
+      embed,
+      head: (rows) => matMulNBits(rows, packed, blockScales, { K: D, N: V, bits: 8, blockSize: INT8_BLOCK }),
+    };
   }
   const headName = cfg.tieWordEmbeddings ? EMBED_TOKENS_WEIGHT : LM_HEAD_WEIGHT;
   return { embed, head: (rows) => frozenLinear(graph, rows, 'lm_head', weights.get(headName)!, precision) };
@@ -406,9 +422,9 @@ export function loraFeeds(cfg: ModelConfig, adapter: LoraAdapter | undefined): R
   return feeds;
 }
 
-export interface KvCacheSessionOptions extends InferenceGraphOptions {
-  threads?: number;
-}
+export interface KvCacheSessionOptions
+  extends InferenceGraphOptions,
+    Pick<RuntimeSessionOptions, 'threads' | 'profilePrefix' | 'spinning' | 'sessionConfig'> {}
 
 /** Tokens per run at most (prefill and scoring), bounding the [H, T, S + T] attention scores. */
 const MAX_CHUNK = 512;
@@ -510,12 +526,16 @@ export class KvCacheSession {
     options: KvCacheSessionOptions = {},
   ): Promise<KvCacheSession> {
     // Weights read lazily are a large model's: built, written and dropped before ORT loads them.
+    const runtime: RuntimeSessionOptions = {
+      threads: options.threads,
+      profilePrefix: options.profilePrefix,
+      spinning: options.spinning,
+      sessionConfig: options.sessionConfig,
+    };
     const session =
       weights instanceof LazyWeights
-        ? await createSessionFromFiles((sink) => buildInferenceGraph(cfg, weights, options, sink), {
-            threads: options.threads,
-          })
-        : await createSession(buildInferenceGraph(cfg, weights, options), { threads: options.threads });
+        ? await createSessionFromFiles((sink) => buildInferenceGraph(cfg, weights, options, sink), runtime)
+        : await createSession(buildInferenceGraph(cfg, weights, options), runtime);
     const maxContext = options.maxContext ?? cfg.maxPositionEmbeddings;
     const vocabLimit = options.vocabLimit ?? cfg.vocabSize;
     return new KvCacheSession(

@@ -1,12 +1,15 @@
 import type { Graph, Value } from '../graph/graph';
 import type { HostTensor } from '../../model/tensor';
-import { dynamicQuantizeMatMul, matMulNBits } from './contrib-ops';
+import { matMulNBits } from './contrib-ops';
 import * as op from '../graph/ops';
 
 // Inference-time weight preparation: packing projections that share an input (q|k|v, gate|up),
 // folding a LoRA adapter into the base (W' = W + scaling·B·A), and quantizing for decode.
 
-/** fp32; int8 = per-output-channel symmetric, DynamicQuantizeMatMul; int4 = 32-blocks, MatMulNBits accuracy_level 4. */
+/**
+ * fp32, or weights in blocks along K with a float32 scale each (int8: 128-blocks, int4: 32-blocks),
+ * multiplied by MatMulNBits with int8 compute (accuracy_level 4: x quantized per block).
+ */
 export type Precision = 'float32' | 'int8' | 'int4';
 
 export interface LoraModuleWeights {
@@ -64,58 +67,54 @@ export function mergeLora(weight: HostTensor, lora: LoraModuleWeights, scaling: 
   return { dtype: 'float32', shape: [outFeatures, inFeatures], data: merged };
 }
 
-/** int8 per-output-channel symmetric quantization of W [out, in] into DynamicQuantizeMatMul's B [in, out]. */
-export function quantizeInt8(weight: HostTensor): { weight: HostTensor; scale: HostTensor } {
-  const [outFeatures, inFeatures] = weight.shape;
-  const W = weight.data as Float32Array;
-  const q = new Int8Array(W.length);
-  const scale = new Float32Array(outFeatures);
-  for (let o = 0; o < outFeatures; o++) {
-    let maxAbs = 0;
-    for (let i = 0; i < inFeatures; i++) maxAbs = Math.max(maxAbs, Math.abs(W[o * inFeatures + i]));
-    const s = maxAbs > 0 ? maxAbs / 127 : 1;
-    scale[o] = s;
-    for (let i = 0; i < inFeatures; i++) q[i * outFeatures + o] = Math.round(W[o * inFeatures + i] / s);
-  }
-  return {
-    weight: { dtype: 'int8', shape: [inFeatures, outFeatures], data: q },
-    scale: { dtype: 'float32', shape: [outFeatures], data: scale },
-  };
-}
-
+/** Values per quantization block along K: one float32 scale each. */
+export const INT8_BLOCK = 128;
 export const INT4_BLOCK = 32;
 
 /**
- * 4-bit blockwise quantization of W [N, K] for MatMulNBits: unsigned q in [0, 15] with the
- * default zero point 8, value = (q − 8)·scale, two values per byte (low nibble first).
+ * Blockwise symmetric quantization of W [N, K] for MatMulNBits: unsigned q with the default zero
+ * point 2^(bits−1), value = (q − zero)·scale per block of K (the last block is zero-padded);
+ * 4-bit values go two per byte, low nibble first.
  */
-export function quantizeInt4(weight: HostTensor): { packed: HostTensor; scales: HostTensor } {
+function quantizeBlocks(weight: HostTensor, bits: 4 | 8, block: number): { packed: HostTensor; scales: HostTensor } {
   const [N, K] = weight.shape;
-  const blocks = Math.ceil(K / INT4_BLOCK); // the last block is zero-padded
+  const blocks = Math.ceil(K / block);
+  const zero = 1 << (bits - 1);
+  const top = (1 << bits) - 1;
+  const bytesPerBlock = (block * bits) / 8;
   const W = weight.data as Float32Array;
-  const packed = new Uint8Array(N * blocks * (INT4_BLOCK / 2));
+  const packed = new Uint8Array(N * blocks * bytesPerBlock);
   const scales = new Float32Array(N * blocks);
   for (let n = 0; n < N; n++) {
     for (let b = 0; b < blocks; b++) {
-      const start = n * K + b * INT4_BLOCK;
-      const width = Math.min(INT4_BLOCK, K - b * INT4_BLOCK);
-      const at = (i: number) => (i < width ? W[start + i] : 0);
+      const start = n * K + b * block;
+      const width = Math.min(block, K - b * block);
       let maxAbs = 0;
       for (let i = 0; i < width; i++) maxAbs = Math.max(maxAbs, Math.abs(W[start + i]));
-      const s = maxAbs > 0 ? maxAbs / 7 : 1;
+      const s = maxAbs > 0 ? maxAbs / (zero - 1) : 1;
       scales[n * blocks + b] = s;
-      const out = (n * blocks + b) * (INT4_BLOCK / 2);
-      for (let i = 0; i < INT4_BLOCK; i += 2) {
-        const lo = Math.max(0, Math.min(15, Math.round(at(i) / s) + 8));
-        const hi = Math.max(0, Math.min(15, Math.round(at(i + 1) / s) + 8));
-        packed[out + i / 2] = lo | (hi << 4);
+      const out = (n * blocks + b) * bytesPerBlock;
+      for (let i = 0; i < block; i++) {
+        const q = i < width ? Math.max(0, Math.min(top, Math.round(W[start + i] / s) + zero)) : zero;
+        if (bits === 8) packed[out + i] = q;
+        else packed[out + (i >> 1)] |= q << (4 * (i & 1));
       }
     }
   }
   return {
-    packed: { dtype: 'uint8', shape: [N, blocks, INT4_BLOCK / 2], data: packed },
+    packed: { dtype: 'uint8', shape: [N, blocks, bytesPerBlock], data: packed },
     scales: { dtype: 'float32', shape: [N * blocks], data: scales },
   };
+}
+
+/** 8-bit blocks of INT8_BLOCK for MatMulNBits (q in [1, 255], zero point 128). */
+export function quantizeInt8(weight: HostTensor): { packed: HostTensor; scales: HostTensor } {
+  return quantizeBlocks(weight, 8, INT8_BLOCK);
+}
+
+/** 4-bit blocks of INT4_BLOCK for MatMulNBits (q in [0, 15], zero point 8). */
+export function quantizeInt4(weight: HostTensor): { packed: HostTensor; scales: HostTensor } {
+  return quantizeBlocks(weight, 4, INT4_BLOCK);
 }
 
 /** x [.., in] · Wᵀ (+ bias) with W [out, in] stored at `precision`, as frozen initializers named `name.*`. */
@@ -129,23 +128,14 @@ export function frozenLinear(
 ): Value {
   const biasValue = bias ? graph.initializer(`${name}.bias`, bias, false) : undefined;
   const [N, K] = weight.shape;
-  if (precision === 'int8') {
-    const q = quantizeInt8(weight);
-    return dynamicQuantizeMatMul(
-      x,
-      graph.initializer(`${name}.int8`, q.weight),
-      graph.initializer(`${name}.scale`, q.scale),
-      biasValue,
-    );
-  }
-  if (precision === 'int4') {
-    const q = quantizeInt4(weight);
-    const options = { K, N, blockSize: INT4_BLOCK, accuracyLevel: 4 };
+  if (precision !== 'float32') {
+    const int8 = precision === 'int8';
+    const q = int8 ? quantizeInt8(weight) : quantizeInt4(weight);
     return matMulNBits(
       x,
-      graph.initializer(`${name}.int4`, q.packed),
+      graph.initializer(`${name}.${precision}`, q.packed),
       graph.initializer(`${name}.scales`, q.scales),
-      options,
+      { K, N, bits: int8 ? 8 : 4, blockSize: int8 ? INT8_BLOCK : INT4_BLOCK },
       biasValue,
     );
   }

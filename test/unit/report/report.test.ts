@@ -87,4 +87,33 @@ describe('report: comparison table and HTML', () => {
       ['base', 'LoRA (this run)', 'full <script>'],
     );
   });
+
+  it('states what the budget bought: steps, trained tokens, time and peak memory', () => {
+    const input = {
+      adapterId: '20260101-000000-aaaaaa',
+      method: 'lora' as const,
+      created: '2026-01-01T00:00:00Z',
+      repo: { root: '/r', head: 'abc' },
+      base: { name: 'tiny', sha256: 'f'.repeat(64) },
+      losses: [],
+      heldOut: { commits: 2, lines: 40, completedLines: 12, tokens: 900 },
+      promotion: 'beats base',
+      activated: true,
+      plan: { budget: '1024 tokens' },
+    };
+    const trained = row('LoRA (this run)', 'lora', 1.75, {
+      seconds: 48.2,
+      peakRssBytes: 3 * 2 ** 30,
+      steps: 16,
+      tokens: 424,
+    });
+    const html = trainingReportHtml({ ...input, rows: [row('base', 'base', 2.5), trained] });
+    assert.ok(
+      html.includes(
+        `The budget of 1024 tokens bought 16 steps and 424 trained tokens in 48 s, at a peak RSS of ${formatBytes(3 * 2 ** 30)}.`,
+      ),
+    );
+    const untrained = trainingReportHtml({ ...input, rows: [row('base', 'base', 2.5)] });
+    assert.ok(!untrained.includes('bought'));
+  });
 });

@@ -5,7 +5,7 @@ import type { MemorisationMetrics, QualityComparison } from '../../adapters/mani
 import type { ComparisonRow } from './compare';
 import { memorisationHtml } from './memorisation-html';
 import { RATE_TICK_JS, chartJsSource, escapeHtml, scriptJson } from './page';
-import { TABLE_COLUMNS, rowCells } from './table';
+import { TABLE_COLUMNS, formatBytes, rowCells } from './table';
 
 // The HTML training report: the loss curve, held-out metrics per model and the comparison table,
 // one self-contained file (Chart.js inlined, data as JSON), so it opens offline and in a webview.
@@ -59,6 +59,16 @@ function qualityHtml(quality: QualityComparison | null): string {
 <p>${quality.lines} lines the held-out commits added, typed again at the start of their code and after their first token (${quality.points} points, seed ${quality.seed}), one inline completion each through the language server.</p>
 <table><thead><tr><th>served</th><th>shown</th><th>exact line</th><th>accepted characters</th><th>precision</th></tr></thead><tbody>
 ${row('this adapter', quality.candidate)}${row(quality.reference.name, quality.reference.score)}</tbody></table>`;
+}
+
+/** What the budget bought: this run's steps, tokens, time and peak memory, from its comparison row. */
+function budgetLine(input: ReportInput): string {
+  const run = input.rows.find((r) => r.id === input.adapterId);
+  if (!run || run.steps === null || run.tokens === null) return '';
+  const budget = typeof input.plan.budget === 'string' ? `The budget of ${escapeHtml(input.plan.budget)}` : 'Training';
+  const time = run.seconds === null ? '' : ` in ${run.seconds.toFixed(0)} s`;
+  const memory = run.peakRssBytes === null ? '' : `, at a peak RSS of ${formatBytes(run.peakRssBytes)}`;
+  return `${budget} bought ${run.steps} steps and ${run.tokens} trained tokens${time}${memory}.<br>\n`;
 }
 
 export function trainingReportHtml(input: ReportInput): string {
@@ -128,7 +138,7 @@ th:first-child, td:first-child { text-align: left; } .chart { position: relative
 Repository <code>${escapeHtml(input.repo.root)}</code> at <code>${escapeHtml(input.repo.head ?? 'no commit')}</code><br>
 Base <code>${escapeHtml(input.base.name)}</code> (sha256 ${escapeHtml(input.base.sha256.slice(0, 12))}…)<br>
 ${input.lineage && input.lineage.length > 1 ? `Continued from <code>${escapeHtml(input.lineage[1])}</code>; lineage ${input.lineage.map((id) => `<code>${escapeHtml(id)}</code>`).join(' ← ')}<br>\n` : ''}Held-out split: ${input.heldOut.commits} newest commits, ${input.heldOut.lines} changed lines (${input.heldOut.completedLines} completed greedily), ${input.heldOut.tokens} tokens scored.<br>
-${input.activated ? 'Activated' : 'Not activated'}: ${escapeHtml(input.promotion)}</p>
+${budgetLine(input)}${input.activated ? 'Activated' : 'Not activated'}: ${escapeHtml(input.promotion)}</p>
 <h2>Comparison</h2><div class="wide">${table}</div>
 ${qualityHtml(input.quality ?? null)}
 ${memorisationHtml(input.memorisation ?? null)}

@@ -60,6 +60,8 @@ describe('idiom bench train (CLI)', () => {
     assert.equal(result.config.model.hiddenSize, 64);
     assert.ok(result.flops.backward > 0 && result.flops.forward > 0);
     assert.ok(result.loss.last < result.loss.first + 1e-6);
+    // At least the memory of this process's own trainable tensors, at most all of this machine's.
+    assert.ok(result.peakRssBytes > 4 * result.config.trainableParameters && result.peakRssBytes < os.totalmem());
   });
 
   it('rejects a bad option with one clear line and a non-zero status', async () => {

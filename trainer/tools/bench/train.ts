@@ -185,6 +185,8 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
           'frozen weights get no weight-gradient products; elementwise work not counted',
       },
       setupSeconds: round(trainer.setupSeconds, 2),
+      // The whole process: the training session and the peak-product sessions live in its worker.
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
     };
   } finally {
     await worker.terminate();

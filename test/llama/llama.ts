@@ -11,6 +11,7 @@ const RUNTIME = path.join(__dirname, 'runtime', 'node_modules', 'node-llama-cpp'
 /** The few node-llama-cpp calls the tests make (its types live in the runtime folder). */
 interface LlamaSequence {
   dispose(): void;
+  clearHistory(): Promise<void>;
   controlledEvaluate(
     input: Array<number | [number, { generateNext: { logits?: boolean; token?: boolean; options?: object } }]>,
   ): Promise<Array<{ next: { token?: number | null; logits?: Map<number, number> } } | undefined>>;

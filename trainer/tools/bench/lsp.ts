@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { packageRoot, resolveBaseDir } from '../../model/base-model';
 import { percentile, startLspClient } from '../../training/eval/lsp-client';
 import { round } from '../../util/round';
+import { Tokenizer } from '../../model/tokenizer/tokenizer';
 import type { ModelConfig } from '../../model/config';
 import type { ServingPrecisionSetting } from '../../model/precision';
 import { qwenTokenizerFiles, writeRandomCheckpoint } from './random-checkpoint';
@@ -22,6 +23,13 @@ import { qwenTokenizerFiles, writeRandomCheckpoint } from './random-checkpoint';
 //   time, a request after every keystroke (debounce 0, as the e2e test configures VS Code): what a
 //   user typing sees, with the cache, in-flight reuse and the engine's KV-prefix reuse in play.
 // Latency is measured by the client: request sent → answer received.
+//
+// The server is set up as a user's would be: a model other than the embedded one fills in the
+// middle (what `idiom.completion.prompt` auto gives a model set through idiom.baseModelPath).
+// Random weights (--model-config) give every token a probability near 1/vocabulary, so the
+// confidence gate would end each decode after one token, and no line would ever end: there the
+// gate is off and each decode is capped at the median token count of the cut lines' rests plus
+// the newline, the tokens a model that writes the line decodes.
 
 export interface BenchLspOptions {
   /** Base model folder; default the embedded models/. */
@@ -51,6 +59,21 @@ function rssOf(pid: number): number {
 interface Position {
   line: number;
   character: number;
+}
+
+/** Where a line is cut: halfway through its code. */
+function cutColumn(line: string): number {
+  const indent = line.length - line.trimStart().length;
+  return indent + Math.floor((line.length - indent) / 2);
+}
+
+/** Whether `dir` is the embedded model (models/), which `auto` prompts left to right. */
+function isEmbeddedModel(dir: string): boolean {
+  try {
+    return path.resolve(dir) === resolveBaseDir(undefined);
+  } catch {
+    return false;
+  }
 }
 
 /** Lines worth completing on: code, not blank, not a lone bracket; spread evenly over the file. */
@@ -100,11 +123,23 @@ async function benchLspOn(
     { '.ts': 'typescript', '.tsx': 'typescriptreact', '.js': 'javascript', '.py': 'python' }[path.extname(file)] ??
     'plaintext';
 
+  const embedded = isEmbeddedModel(base);
+  const tokenizer = await Tokenizer.load(base);
+  const lineTokens = Math.round(
+    percentile(
+      coldLines.map((line) => tokenizer.encode(`${lines[line].slice(cutColumn(lines[line]))}\n`).length),
+      50,
+    ),
+  );
+  const completion: Record<string, unknown> = {
+    ...(embedded ? {} : { prompt: 'fim' }),
+    ...(options.config ? { minConfidence: 0, maxNewTokens: lineTokens } : {}),
+  };
   const client = await startLspClient({
     base,
     repo: options.repo,
     cwd: path.dirname(file),
-    settings: { precision: options.precision ?? 'auto' },
+    settings: { precision: options.precision ?? 'auto', completion },
   });
   const { connection, pid } = client;
   try {
@@ -157,8 +192,7 @@ async function benchLspOn(
     let firstMs = NaN;
     let empty = 0;
     for (const line of coldLines) {
-      const indent = lines[line].length - lines[line].trimStart().length;
-      const keep = indent + Math.floor((lines[line].length - indent) / 2);
+      const keep = cutColumn(lines[line]);
       await setText(cutAt(line, keep));
       const { ms, text } = await request({ line, character: keep });
       if (Number.isNaN(firstMs)) firstMs = ms;
@@ -170,8 +204,7 @@ async function benchLspOn(
     const warm: number[] = [];
     let keystrokes = 0;
     for (const line of typedLines) {
-      const indent = lines[line].length - lines[line].trimStart().length;
-      const start = indent + Math.floor((lines[line].length - indent) / 2);
+      const start = cutColumn(lines[line]);
       await setText(cutAt(line, start));
       await request({ line, character: start });
       for (let keep = start + 1; keep <= lines[line].length; keep++) {
@@ -204,12 +237,14 @@ async function benchLspOn(
       rssModelLoadedMiB: mib(rssModel),
       rssCompletionPeakMiB: mib(rssPeak),
       requests: { cold: cold.length + 1, warm: warm.length, coldEmpty: empty },
+      prompt: embedded ? 'auto' : 'fim',
+      maxNewTokens: options.config ? lineTokens : 'default (the confidence gate and the line end stop decoding)',
       model: options.config ? "random weights at the config's shapes, Qwen tokenizer" : base,
       precision: client.status().precision,
       adapter,
       file: path.relative(root, file).startsWith('..') ? file : path.relative(root, file),
       measured:
-        'client-side latency of textDocument/inlineCompletion through `idiom lsp --stdio`; cold: a line of the file cut in the middle (no cache or in-flight reuse), the first request after loading reported apart; warm: the rest of such lines typed back one keystroke at a time, one request per keystroke; rss from /proc of the server process (worker threads included)',
+        'client-side latency of textDocument/inlineCompletion through `idiom lsp --stdio`; cold: a line of the file cut in the middle (no cache or in-flight reuse), the first request after loading reported apart; warm: the rest of such lines typed back one keystroke at a time, one request per keystroke (with random weights no keystroke matches the suggestion, so each one decodes anew: the worst case); rss from /proc of the server process (worker threads included)',
     };
   } finally {
     await client.stop();

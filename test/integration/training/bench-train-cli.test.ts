@@ -46,6 +46,8 @@ describe('idiom bench train (CLI)', () => {
         '1',
         '--threads',
         '1',
+        '--profile',
+        path.join(dir, 'trace'),
         '--quiet',
       ],
       { timeout: 120_000 },
@@ -62,6 +64,19 @@ describe('idiom bench train (CLI)', () => {
     assert.ok(result.loss.last < result.loss.first + 1e-6);
     // At least the memory of this process's own trainable tensors, at most all of this machine's.
     assert.ok(result.peakRssBytes > 4 * result.config.trainableParameters && result.peakRssBytes < os.totalmem());
+    // The profile's summary: every training run (warm-up and timed), its kernel time by op type.
+    const { profile } = result;
+    assert.equal(path.dirname(profile.file), dir);
+    assert.equal(profile.runs, 3);
+    const byOp = Object.values(profile.byOp) as number[];
+    const total = byOp.reduce((a, b) => a + b, 0);
+    assert.ok(
+      Math.abs(total - profile.kernelMsPerRun) <= 0.01 * byOp.length + 0.1,
+      `${total} vs ${profile.kernelMsPerRun}`,
+    );
+    const matmul = (profile.byOp.MatMul ?? 0) + (profile.byOp.FusedMatMul ?? 0);
+    assert.ok(Math.abs(matmul / total - profile.matmulShare) < 0.01, `${matmul / total} vs ${profile.matmulShare}`);
+    assert.ok(profile.matmulShare > 0 && profile.matmulShare < 1);
   });
 
   it('rejects a bad option with one clear line and a non-zero status', async () => {

@@ -68,7 +68,10 @@ export function registerBenchCommand(program: Command): void {
       '--model-config <file>',
       'a Hugging Face config.json to bench instead of the reference shape (random weights)',
     )
-    .option('--profile <prefix>', "write ONNX Runtime's per-node profile of the training session to <prefix>_*.json")
+    .option(
+      '--profile <prefix>',
+      "write ONNX Runtime's per-node profile of the training session to <prefix>_*.json and report its kernel time by op type",
+    )
     .option('--json', 'print JSON (always on)', true)
     .option('--quiet', 'no progress lines on stderr')
     .action(async (opts: BenchTrainCliOptions) => {

@@ -6,6 +6,7 @@ import { Rng } from '../../model/random';
 import { EngineWorker } from '../../compute/runtime/client';
 import type { LoraConfig } from '../../model/lora';
 import { Trainer } from '../../training/ort/trainer';
+import { newestProfile, summarizeProfile } from './profile-summary';
 import { median, referenceConfig } from './reference';
 import { round } from '../../util/round';
 
@@ -136,6 +137,8 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
     for (const p of peakProducts) await worker.call('releaseSession', p.id);
     await trainer.release();
 
+    // ORT writes the profile when the session is released (above).
+    const profileFile = options.profilePrefix === undefined ? undefined : newestProfile(options.profilePrefix);
     const stepTime = median(stepSeconds);
     const achieved = trainer.flopsPerStep.total / stepTime / 1e9;
     const productGflops = Object.fromEntries(
@@ -187,6 +190,8 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
       setupSeconds: round(trainer.setupSeconds, 2),
       // The whole process: the training session and the peak-product sessions live in its worker.
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      // Kernel time by op type over the warm-up and timed steps: the non-MatMul share to take out.
+      ...(profileFile ? { profile: summarizeProfile(profileFile) } : {}),
     };
   } finally {
     await worker.terminate();

@@ -1,4 +1,7 @@
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { benchInfer } from '../../../trainer/tools/bench/infer';
 import { tinyConfig } from './fixtures';
 
@@ -46,5 +49,44 @@ describe('bench/infer benchInfer', () => {
       `warm requests re-ran ${completion.meanPromptTokensRun} of 60 prompt tokens`,
     );
     assert.ok(completion.meanTokensGenerated >= 1 && completion.meanTokensGenerated <= 5);
+  });
+
+  it('--profile: a decode step split into kernels by op type, ORT and the rest, from the profile ORT wrote', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-bench-profile-'));
+    try {
+      const result = await benchInfer({
+        config: tinyConfig('qwen2-tied'),
+        threads: 1,
+        precisions: ['int8'],
+        promptTokens: 12,
+        decodeTokens: 5,
+        prefillRepeats: 1,
+        completion: { coldRequests: 1, warmRequests: 1, promptTokens: 30, maxTokens: 2 },
+        profilePrefix: path.join(dir, 'decode'),
+      });
+      const profile = result.profile as {
+        file: string;
+        steps: number;
+        wallMsPerStep: number;
+        modelRunMsPerStep: number;
+        kernelMsPerStep: number;
+        matmulKernelShare: number;
+        nodesPerStep: number;
+        byOp: Record<string, { ms: number; nodes: number }>;
+      };
+      assert.ok(fs.existsSync(profile.file), 'the profile file stays for reading');
+      assert.equal(profile.steps, 5);
+      // Nested: the kernels run inside model_run, which runs inside append().
+      assert.ok(profile.kernelMsPerStep > 0 && profile.kernelMsPerStep <= profile.modelRunMsPerStep + 0.001);
+      assert.ok(profile.modelRunMsPerStep <= profile.wallMsPerStep + 0.001);
+      // Per step: one int8 MatMul per projection group and layer, and the head (tied, int8).
+      const layers = tinyConfig('qwen2-tied').numLayers;
+      assert.equal(profile.byOp.MatMulNBits.nodes, 4 * layers + 1);
+      const summed = Object.values(profile.byOp).reduce((a, b) => a + b.ms, 0);
+      assert.ok(Math.abs(summed - profile.kernelMsPerStep) < 0.01 + 0.001 * Object.keys(profile.byOp).length);
+      assert.ok(profile.matmulKernelShare > 0 && profile.matmulKernelShare < 1);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -109,6 +109,10 @@ export function registerBenchCommand(program: Command): void {
     )
     .option('--prompt <n>', 'prefill tokens', positiveInt('--prompt'), 256)
     .option('--decode <n>', 'decode steps timed', positiveInt('--decode'), 64)
+    .option(
+      '--profile <prefix>',
+      "write ONNX Runtime's per-node profile of decode steps at the first precision to <prefix>_*.json and report where a step's time goes",
+    )
     .option('--json', 'print JSON (always on)', true)
     .action(
       async (opts: {
@@ -118,6 +122,7 @@ export function registerBenchCommand(program: Command): void {
         precision: string;
         prompt: number;
         decode: number;
+        profile?: string;
       }) => {
         printJson(
           await benchInfer({
@@ -127,6 +132,7 @@ export function registerBenchCommand(program: Command): void {
             precisions: precisionList(opts.precision),
             promptTokens: opts.prompt,
             decodeTokens: opts.decode,
+            profilePrefix: opts.profile,
             log,
           }),
         );

@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import type { ModelConfig } from '../../model/config';
 import { openCheckpoint, randomLazyWeights } from '../../model/lazy-weights';
@@ -8,6 +9,7 @@ import { createSession } from '../../compute/engine/session';
 import type { Precision } from '../../compute/engine/weights';
 import { Rng } from '../../model/random';
 import type { HostTensor } from '../../model/tensor';
+import { newestProfile } from './profile-summary';
 import { median, referenceConfig } from './reference';
 import { round } from '../../util/round';
 
@@ -41,6 +43,8 @@ export interface BenchInferOptions {
   config?: ModelConfig;
   /** A checkpoint folder to bench instead (its weights, read as the server reads them). */
   base?: string;
+  /** Writes ORT's per-node profile of decode steps at the first precision to <prefix>_*.json. */
+  profilePrefix?: string;
   log?: (line: string) => void;
 }
 
@@ -130,6 +134,73 @@ async function measureDecode(
   };
 }
 
+/** Op types that multiply by the weights (attention's FusedMatMuls count too at float32). */
+const MATMUL_OPS = new Set(['MatMul', 'FusedMatMul', 'MatMulNBits', 'DynamicQuantizeMatMul', 'Gemm']);
+
+/**
+ * Where one decode step's time goes: a profiled session of its own decodes `steps` tokens after
+ * the prompt; the prompt's run is left out of the sums. Per step: wall time of append(), ORT's
+ * model_run, the kernels' sum (the rest of model_run is ORT's own work between kernels; the rest
+ * of the wall time is the binding's and ours), and kernel time by op type.
+ */
+async function profileDecode(
+  create: (profilePrefix: string) => Promise<KvCacheSession>,
+  prefix: string,
+  prompt: number[],
+  steps: number,
+) {
+  const session = await create(prefix);
+  const wall: number[] = [];
+  try {
+    let next = argmax(await session.append(prompt));
+    for (let i = 0; i < steps; i++) {
+      const start = performance.now();
+      next = argmax(await session.append([next]));
+      wall.push(performance.now() - start);
+    }
+  } finally {
+    await session.dispose(); // ORT writes the profile here
+  }
+  const file = newestProfile(prefix);
+  if (!file) throw new Error(`no ONNX Runtime profile was written at ${prefix}_*.json`);
+  const events = JSON.parse(fs.readFileSync(file, 'utf8')) as Array<{
+    cat?: string;
+    name?: string;
+    ts?: number;
+    dur?: number;
+    args?: { op_name?: string };
+  }>;
+  const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
+  const decodeRuns = runs.slice(-steps);
+  const from = decodeRuns[0]?.ts ?? 0;
+  const byOp = new Map<string, { us: number; nodes: number }>();
+  for (const e of events) {
+    if (e.cat !== 'Node' || !e.name?.endsWith('_kernel_time') || !e.args?.op_name || (e.ts ?? 0) < from) continue;
+    const entry = byOp.get(e.args.op_name) ?? { us: 0, nodes: 0 };
+    entry.us += e.dur ?? 0;
+    entry.nodes++;
+    byOp.set(e.args.op_name, entry);
+  }
+  const n = Math.max(1, decodeRuns.length);
+  const kernels = [...byOp.values()].reduce((a, b) => a + b.us, 0);
+  const matmul = [...byOp].filter(([op]) => MATMUL_OPS.has(op)).reduce((a, [, b]) => a + b.us, 0);
+  const ms = (us: number) => round(us / n / 1000, 3);
+  return {
+    file,
+    steps: decodeRuns.length,
+    wallMsPerStep: round(mean(wall), 3),
+    modelRunMsPerStep: ms(decodeRuns.reduce((a, r) => a + (r.dur ?? 0), 0)),
+    kernelMsPerStep: ms(kernels),
+    matmulKernelShare: kernels > 0 ? round(matmul / kernels, 3) : 0,
+    nodesPerStep: round([...byOp.values()].reduce((a, b) => a + b.nodes, 0) / n, 1),
+    byOp: Object.fromEntries(
+      [...byOp]
+        .sort((a, b) => b[1].us - a[1].us)
+        .map(([op, { us, nodes }]) => [op, { ms: ms(us), nodes: round(nodes / n, 1) }]),
+    ),
+  };
+}
+
 async function measureCompletions(
   session: KvCacheSession,
   cfg: ModelConfig,
@@ -211,6 +282,7 @@ export async function benchInfer(options: BenchInferOptions = {}): Promise<Recor
 
   const byPrecision: Record<string, DecodeMeasurement> = {};
   let completion: Awaited<ReturnType<typeof measureCompletions>> | undefined;
+  let profile: Awaited<ReturnType<typeof profileDecode>> | undefined;
   for (const [index, precision] of precisions.entries()) {
     log(`bench infer: ${precision} decoder and weight MatMuls (${threads} threads)`);
     const session = await KvCacheSession.create(cfg, weights, { precision, threads, maxContext });
@@ -226,11 +298,18 @@ export async function benchInfer(options: BenchInferOptions = {}): Promise<Recor
       await session.dispose();
       await matmuls.release();
     }
+    if (index === 0 && options.profilePrefix !== undefined) {
+      log(`bench infer: ${precision} decode profile`);
+      const create = (profilePrefix: string) =>
+        KvCacheSession.create(cfg, weights, { precision, threads, maxContext, profilePrefix });
+      profile = await profileDecode(create, options.profilePrefix, prompt, decodeTokens);
+    }
   }
   const [first, ...others] = precisions;
   return {
     ...byPrecision[first],
     ...completion,
+    ...(profile ? { profile } : {}),
     precision: first,
     others: Object.fromEntries(others.map((p) => [p, byPrecision[p]])),
     threads,

@@ -51,7 +51,7 @@ describe('bench/infer benchInfer', () => {
     assert.ok(completion.meanTokensGenerated >= 1 && completion.meanTokensGenerated <= 5);
   });
 
-  it('--profile: a decode step split into kernels by op type, ORT and the rest, from the profile ORT wrote', async () => {
+  it('--profile --no-completion: a decode step split into kernels by op type, ORT and the rest, from the profile ORT wrote', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-bench-profile-'));
     try {
       const result = await benchInfer({
@@ -61,9 +61,10 @@ describe('bench/infer benchInfer', () => {
         promptTokens: 12,
         decodeTokens: 5,
         prefillRepeats: 1,
-        completion: { coldRequests: 1, warmRequests: 1, promptTokens: 30, maxTokens: 2 },
+        completion: false,
         profilePrefix: path.join(dir, 'decode'),
       });
+      assert.equal(result.completionP50Ms, undefined, 'completion: false skips the completion latency');
       const profile = result.profile as {
         file: string;
         steps: number;

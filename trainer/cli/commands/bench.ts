@@ -113,6 +113,7 @@ export function registerBenchCommand(program: Command): void {
       '--profile <prefix>',
       "write ONNX Runtime's per-node profile of decode steps at the first precision to <prefix>_*.json and report where a step's time goes",
     )
+    .option('--no-completion', 'skip the completion latency (prefill and decode only)')
     .option('--json', 'print JSON (always on)', true)
     .action(
       async (opts: {
@@ -123,6 +124,7 @@ export function registerBenchCommand(program: Command): void {
         prompt: number;
         decode: number;
         profile?: string;
+        completion: boolean;
       }) => {
         printJson(
           await benchInfer({
@@ -133,6 +135,7 @@ export function registerBenchCommand(program: Command): void {
             promptTokens: opts.prompt,
             decodeTokens: opts.decode,
             profilePrefix: opts.profile,
+            completion: opts.completion ? undefined : false,
             log,
           }),
         );

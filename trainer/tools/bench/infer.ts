@@ -37,8 +37,11 @@ export interface BenchInferOptions {
   decodeTokens?: number;
   /** Repeats of the prefill (the median is reported). */
   prefillRepeats?: number;
-  /** Completion latency: cold requests, warm (typing) requests, prompt tokens, max new tokens. */
-  completion?: { coldRequests?: number; warmRequests?: number; promptTokens?: number; maxTokens?: number };
+  /**
+   * Completion latency: cold requests, warm (typing) requests, prompt tokens, max new tokens;
+   * false skips it (prefill and decode only).
+   */
+  completion?: { coldRequests?: number; warmRequests?: number; promptTokens?: number; maxTokens?: number } | false;
   /** A model's shapes with random weights (default: the reference config). */
   config?: ModelConfig;
   /** A checkpoint folder to bench instead (its weights, read as the server reads them). */
@@ -205,7 +208,7 @@ async function measureCompletions(
   session: KvCacheSession,
   cfg: ModelConfig,
   rng: Rng,
-  options: NonNullable<BenchInferOptions['completion']>,
+  options: Exclude<BenchInferOptions['completion'], false | undefined>,
 ) {
   const promptTokens = options.promptTokens ?? 1024;
   const maxTokens = options.maxTokens ?? 32;
@@ -274,7 +277,7 @@ export async function benchInfer(options: BenchInferOptions = {}): Promise<Recor
   const weights = checkpoint?.weights ?? randomLazyWeights(cfg, 1);
   const rng = new Rng(2);
   const prompt = Array.from({ length: promptTokens }, () => rng.int(cfg.vocabSize));
-  const completionPrompt = options.completion?.promptTokens ?? 1024;
+  const completionPrompt = options.completion === false ? 0 : (options.completion?.promptTokens ?? 1024);
   const maxContext = Math.min(
     cfg.maxPositionEmbeddings,
     Math.max(promptTokens + decodeTokens + 16, completionPrompt + 64),
@@ -289,10 +292,10 @@ export async function benchInfer(options: BenchInferOptions = {}): Promise<Recor
     const matmuls = await weightMatmulRunner(cfg, weights, precision, threads, rng);
     try {
       byPrecision[precision] = await measureDecode(session, matmuls, prompt, decodeTokens, options.prefillRepeats ?? 3);
-      if (index === 0) {
+      if (index === 0 && options.completion !== false) {
         log(`bench infer: ${precision} completion latency`);
         session.truncate(0);
-        completion = await measureCompletions(session, cfg, rng, options.completion ?? {});
+        completion = await measureCompletions(session, cfg, rng, options.completion || {});
       }
     } finally {
       await session.dispose();

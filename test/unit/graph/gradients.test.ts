@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import * as ort from 'onnxruntime-node';
 import { gradients } from '../../../trainer/compute/graph/autodiff';
-import { Graph, type Value } from '../../../trainer/compute/graph/graph';
+import { Graph, type Value, sameShape } from '../../../trainer/compute/graph/graph';
 import { GRADIENT_RULES } from '../../../trainer/compute/graph/gradients';
 import { serializeModel } from '../../../trainer/compute/graph/onnx';
 import * as op from '../../../trainer/compute/graph/ops';
@@ -198,6 +198,22 @@ const cases: Case[] = [
   },
   { name: 'Softmax last axis', rule: 'Softmax', inputs: [{ shape: [2, 3, 4] }], build: (g, [a]) => op.softmax(a, -1) },
   { name: 'Softmax middle axis', rule: 'Softmax', inputs: [{ shape: [2, 3, 4] }], build: (g, [a]) => op.softmax(a, 1) },
+  {
+    // The attention pattern: the row dot comes from the MatMul's output and its gradient.
+    name: 'Softmax into MatMul (attention, values broadcast over a batch dim)',
+    rule: 'Softmax',
+    inputs: [{ shape: [2, 3, 4, 4] }, { shape: [2, 1, 4, 5] }],
+    build: (g, [s, v]) => op.matmul(op.softmax(s, -1), v),
+  },
+  {
+    name: 'Softmax into two MatMuls (the plain rule)',
+    rule: 'Softmax',
+    inputs: [{ shape: [3, 4, 4] }, { shape: [3, 4, 2] }, { shape: [4, 2] }],
+    build: (g, [s, v, w]) => {
+      const p = op.softmax(s, -1);
+      return op.add(op.matmul(p, v), op.matmul(p, w));
+    },
+  },
   { name: 'LogSoftmax', rule: 'LogSoftmax', inputs: [{ shape: [2, 5] }], build: (g, [a]) => op.logSoftmax(a, -1) },
   {
     name: 'Gather (embedding, repeated ids)',
@@ -404,6 +420,19 @@ describe('autodiff walk', () => {
       Array.from(xs, (v) => 2 * v + 1),
     );
     assert.deepEqual(Array.from(out.du.data as Float64Array), [0, 0]);
+  });
+
+  it('attention softmax: the backward reads the [.., T, T] probabilities twice, not four times', () => {
+    const g = new Graph();
+    const scores = g.input('s', 'float32', [2, 4, 8, 8]);
+    const values = g.input('v', 'float32', [2, 4, 8, 3]);
+    const probs = op.softmax(scores, -1);
+    const loss = op.reduceSum(op.matmul(probs, values), [0, 1, 2, 3], false);
+    const before = g.nodes.length;
+    gradients(g, loss, [scores]);
+    const square = g.nodes.slice(before).filter((n) => n.inputs.some((v) => v && sameShape(v.shape, probs.shape)));
+    // dP = dC·Vᵀ, then dS = P·(dP − rowDot): a Sub and a Mul; no Mul + ReduceSum over P.
+    assert.deepEqual(square.map((n) => n.op).sort(), ['Mul', 'Sub']);
   });
 
   it('rejects a loss with more than one element without a seed', () => {

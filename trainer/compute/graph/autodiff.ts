@@ -73,6 +73,17 @@ export function gradientsFromSeeds(
   };
 
   for (const { value, seed } of seeds) contribute(value, seed);
+  const seeded = new Set(seeds.map((s) => s.value));
+  const readers = new Map<Value, Node[]>();
+  for (const node of forwardNodes) {
+    for (const input of new Set(node.inputs)) {
+      if (!input) continue;
+      const list = readers.get(input);
+      if (list) list.push(node);
+      else readers.set(input, [node]);
+    }
+  }
+  const consumers = (value: Value) => ({ nodes: readers.get(value) ?? [], seeded: seeded.has(value) });
 
   for (let i = forwardNodes.length - 1; i >= 0; i--) {
     const node = forwardNodes[i];
@@ -85,7 +96,7 @@ export function gradientsFromSeeds(
       const value = node.outputs[0];
       throw new Error(`gradients: no gradient rule for op ${ruleKey(node)} (node ${node.name}, computing ${value})`);
     }
-    const context: GradientContext = { graph, node, outputGrads, needs };
+    const context: GradientContext = { graph, node, outputGrads, needs, consumers, gradientOf };
     const inputGrads = graph.scope(`grad_${node.name}`, () => rule(context));
     node.inputs.forEach((input, k) => {
       if (!input || !needs[k]) return;

@@ -12,6 +12,13 @@ export interface GradientContext {
   node: Node;
   outputGrads: readonly (Value | null)[];
   needs: readonly boolean[];
+  /**
+   * Where the gradient of this node's output came from: the nodes that read `value` and
+   * whether a seed was given for it. Rules use it to reuse a consumer's gradient (Softmax).
+   */
+  consumers?: (value: Value) => { nodes: readonly Node[]; seeded: boolean };
+  /** The total gradient of a value whose consumers are all differentiated already. */
+  gradientOf?: (value: Value) => Value | null;
 }
 
 export type GradientRule = (context: GradientContext) => readonly (Value | null | undefined)[];
@@ -113,6 +120,24 @@ function matmulGradients(context: GradientContext, transA: boolean, transB: bool
     }
   }
   return [da, db];
+}
+
+/**
+ * Σ_j g_ij·y_ij for attention probabilities y whose only use is C = y @ V (so g = dC·Vᵀ): it
+ * equals Σ_d dC_id·C_id, a dot over V's columns instead of over y's whole row, which saves two
+ * passes over the [.., T, T] tensor. Null when the pattern does not hold.
+ */
+function attentionRowDot(c: GradientContext, y: Value, axis: number): Value | null {
+  if (!c.consumers || !c.gradientOf) return null;
+  if (axis !== -1 && axis !== y.rank - 1) return null;
+  const { nodes, seeded } = c.consumers(y);
+  if (seeded || nodes.length !== 1) return null;
+  const [matmul] = nodes;
+  if (matmul.op !== 'MatMul' || matmul.domain !== '' || matmul.inputs[0] !== y || matmul.inputs[1] === y) return null;
+  const context = matmul.outputs[0];
+  const dContext = c.gradientOf(context);
+  if (!dContext || !sameShape(context.shape.slice(0, -1), y.shape.slice(0, -1))) return null;
+  return op.reduceSum(op.mul(dContext, context), [-1], true);
 }
 
 function reduceAxes(node: Node, x: Value): number[] {
@@ -327,7 +352,8 @@ export const GRADIENT_RULES: Record<string, GradientRule> = {
     const y = c.node.outputs[0];
     const g = grad0(c);
     const axis = c.node.attrs.axis as number;
-    return [op.mul(y, op.sub(g, op.reduceSum(op.mul(g, y), [axis], true)))];
+    const rowDot = attentionRowDot(c, y, axis) ?? op.reduceSum(op.mul(g, y), [axis], true);
+    return [op.mul(y, op.sub(g, rowDot))];
   },
 
   LogSoftmax: (c) => {

@@ -188,7 +188,8 @@ export async function benchTrain(options: BenchTrainOptions = {}): Promise<Recor
           'frozen weights get no weight-gradient products; elementwise work not counted',
       },
       setupSeconds: round(trainer.setupSeconds, 2),
-      // The whole process: the training session and the peak-product sessions live in its worker.
+      // The whole process: the random weights as generated (in memory, unlike a checkpoint's), the
+      // training session and the peak-product sessions; `idiom train --base` measures a real run.
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
       // Kernel time by op type over the warm-up and timed steps: the non-MatMul share to take out.
       ...(profileFile ? { profile: summarizeProfile(profileFile) } : {}),

@@ -439,7 +439,7 @@ export class IdiomServer {
       return;
     }
     // A folder whose config, weights or FIM tokens cannot serve this mode: what serves now keeps serving.
-    const problem = this.model && dir !== '' ? await modelFolderProblem(dir, this.settings.mode) : null;
+    const problem = this.model && dir !== '' ? await modelFolderProblem(dir, this.settings.mode, precision) : null;
     if (problem && this.model) {
       this.logError(`not loading the base model: ${problem}`);
       this.status.update({ message: `${problem}; still serving ${this.model.info.name}` });
@@ -448,6 +448,9 @@ export class IdiomServer {
     this.setModelState('loading', { message: dir === '' ? 'looking for a model' : `loading ${dir}` });
     this.completions.modelChanged();
     const previous = this.model;
+    const previousLoad = previous
+      ? { dir: this.loadedModelPath ?? '', precision: this.loadedPrecision ?? precision }
+      : null;
     this.model = null;
     await previous?.dispose().catch(() => undefined);
     this.loadedModelPath = dir;
@@ -455,21 +458,40 @@ export class IdiomServer {
     try {
       const result = await loadModel(dir, { threads: engineThreadsFromEnvironment(), precision });
       if (result.model) {
-        // Ready once what serves this mode is on: the first completion already uses the adapter.
-        const serving = await this.applyServingAdapter(result.model);
-        this.model = result.model;
-        this.setModelState('ready', { model: result.model.info, ...serving });
-        this.driftWatch?.schedule();
-        if (result.model.completionProblem) this.logError(`no inline completion: ${result.model.completionProblem}`);
+        await this.serve(result.model);
       } else {
         this.logError(`no model: ${result.reason}`);
         this.setModelState('no-model', { model: null, adapter: null, message: `no model: ${result.reason}` });
       }
     } catch (error) {
-      // A corrupt model costs one line in the log; the server keeps answering (with nothing).
-      const message = oneLine(error);
-      this.logError(`cannot load the base model: ${message}`);
-      this.setModelState('error', { model: null, adapter: null, message: `cannot load the base model: ${message}` });
+      const message = `cannot load the base model: ${oneLine(error)}`;
+      this.logError(message);
+      // The previous model goes back to serving; the failed folder is not retried until the setting changes.
+      const restored = previousLoad ? await this.restoreModel(previousLoad.dir, previousLoad.precision) : null;
+      if (restored) this.status.update({ message: `${message}; still serving ${restored.info.name}` });
+      else this.setModelState('error', { model: null, adapter: null, message });
+    }
+  }
+
+  private async serve(model: LoadedModel): Promise<void> {
+    // Ready once what serves this mode is on: the first completion already uses the adapter.
+    const serving = await this.applyServingAdapter(model);
+    this.model = model;
+    this.setModelState('ready', { model: model.info, ...serving });
+    this.driftWatch?.schedule();
+    if (model.completionProblem) this.logError(`no inline completion: ${model.completionProblem}`);
+  }
+
+  /** Loads what served before a failed switch; null when that fails too. */
+  private async restoreModel(dir: string, precision: IdiomSettings['precision']): Promise<LoadedModel | null> {
+    try {
+      const result = await loadModel(dir, { threads: engineThreadsFromEnvironment(), precision });
+      if (!result.model) return null;
+      await this.serve(result.model);
+      return result.model;
+    } catch (error) {
+      this.logError(`cannot load the previous base model again: ${oneLine(error)}`);
+      return null;
     }
   }
 

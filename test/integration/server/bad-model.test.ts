@@ -127,4 +127,36 @@ describe('language server: a base model that cannot complete code', function () 
       await stopServer(session);
     }
   });
+
+  it('a folder that passes the checks but fails to load puts the previous model back, with one line', async () => {
+    // Review mode does not read the tokenizer before loading, so a corrupt one fails in the load.
+    const corrupt = variant('corrupt-tokenizer', (at) =>
+      fs.writeFileSync(path.join(at, 'tokenizer.json'), '{"model": '),
+    );
+    const session = await startServer(dir, { settings: { baseModelPath: good } });
+    try {
+      assert.equal((await waitForModel(session)).state, 'ready');
+      const uri = openDocument(session, path.join(dir, 'add.ts'), text);
+      const expected = await engineCompletion(good, null, { text, offset });
+      assert.ok(expected, 'the good model completes something here (else the check proves little)');
+      const before = session.logs.length;
+      await switchTo(session, corrupt, 'review');
+      const line = await waitFor('the load failure', () =>
+        session.logs.slice(before).find((entry) => entry.startsWith('cannot load the base model: ')),
+      );
+      assert.ok(!line.includes('\n'), line);
+      const status = await waitFor('the previous model serving again', () =>
+        session.statuses.find((s) => s.state === 'ready' && /still serving good/.test(s.message)),
+      );
+      assert.equal(status.model?.path, good);
+      assert.ok(!session.statuses.some((s) => s.state === 'error'), 'never without a model');
+      const answer = await inlineCompletion(session, uri, 1, 9);
+      assert.deepEqual(
+        answer?.items.map((item) => item.insertText),
+        [expected],
+      );
+    } finally {
+      await stopServer(session);
+    }
+  });
 });

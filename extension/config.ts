@@ -1,5 +1,6 @@
 import * as vscode from 'vscode';
 import {
+  DEFAULT_MAX_NEW_TOKENS,
   MODES,
   PRECISION_SETTINGS,
   defaultSettings,
@@ -52,6 +53,7 @@ export function readSettings(): IdiomSettings {
     },
     completion: {
       minConfidence: config.get<number>('completion.minConfidence', defaultSettings.completion.minConfidence),
+      maxNewTokens: config.get<number>('completion.maxNewTokens', DEFAULT_MAX_NEW_TOKENS),
       recall: config.get<boolean>('completion.recall', defaultSettings.completion.recall),
       prompt:
         (['auto', 'fim', 'prefix'] as const).find((value) => value === config.get<string>('completion.prompt')) ??

@@ -66,13 +66,13 @@ export interface IdiomSettings {
   review?: { percentile?: number; aggregate?: 'mean' | 'max' };
   /**
    * Inline completions: the model's suggestion shows only when its first line is at least
-   * `minConfidence` probable (0 shows all); `recall` shows a line written the same way in this file
+   * `minConfidence` probable (0 shows all), decoded in at most `maxNewTokens` tokens; `recall` shows a line written the same way in this file
    * or the adapter's repository memory; `prompt` asks the model to fill in the middle ('fim') or
    * to continue the text before the cursor ('prefix'); 'auto' is 'prefix' for the embedded model
    * (too small to fill in the middle: its model card measures 0% FIM line exact match) and 'fim'
    * for any other.
    */
-  completion: { minConfidence: number; recall: boolean; prompt: 'auto' | 'fim' | 'prefix' };
+  completion: { minConfidence: number; maxNewTokens?: number; recall: boolean; prompt: 'auto' | 'fim' | 'prefix' };
   /** Where `idiom/downloadModel` fetches models (the Hugging Face Hub or a mirror); '' turns downloads off. */
   hubEndpoint: string;
   /**
@@ -90,6 +90,9 @@ export interface IdiomSettings {
   endpoint: EndpointSettings;
 }
 
+/** `idiom.completion.maxNewTokens` when unset: a few lines of code. */
+export const DEFAULT_MAX_NEW_TOKENS = 64;
+
 export const defaultSettings: IdiomSettings = {
   enable: true,
   // Prose, as Copilot's defaults: a code model's guesses there are noise.
@@ -101,7 +104,7 @@ export const defaultSettings: IdiomSettings = {
   lora: { r: 16, alpha: 32, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
   debounceMs: 150,
   mode: 'complete',
-  completion: { minConfidence: 0.2, recall: true, prompt: 'auto' },
+  completion: { minConfidence: 0.2, maxNewTokens: DEFAULT_MAX_NEW_TOKENS, recall: true, prompt: 'auto' },
   hubEndpoint: 'https://huggingface.co',
   adapters: { complete: [], review: [], compliance: [] },
   drift: { lossIncrease: 0.05, commitsBehind: 20 },

@@ -603,12 +603,17 @@ export class IdiomServer {
   private completionOptions(): typeof defaultCompletionOptions {
     const settings = this.settings.completion ?? defaultSettings.completion;
     const minConfidence = Number(settings.minConfidence);
+    const maxNewTokens = Number(settings.maxNewTokens);
     return {
       ...defaultCompletionOptions,
       minConfidence:
         Number.isFinite(minConfidence) && minConfidence >= 0 && minConfidence <= 1
           ? minConfidence
           : defaultSettings.completion.minConfidence,
+      maxNewTokens:
+        Number.isInteger(maxNewTokens) && maxNewTokens >= 1 && maxNewTokens <= 512
+          ? maxNewTokens
+          : defaultCompletionOptions.maxNewTokens,
       recall: settings.recall === false ? null : defaultCompletionOptions.recall,
       promptOrder: this.promptOrder(settings.prompt),
     };

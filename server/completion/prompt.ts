@@ -12,6 +12,7 @@ import {
   fimPromptTokens,
   promptStart,
 } from '../../trainer/model/tokenizer/fim';
+import { AUTO_INT8_PARAMETERS } from '../../trainer/model/precision';
 
 /** 'psm': fill in the middle; 'prefix': continue the text before the cursor. */
 export type PromptOrder = 'psm' | 'prefix';
@@ -55,6 +56,15 @@ export const defaultPromptBudget: PromptBudget = {
   prefixStartStep: 8,
   anchorShare: 0.25,
 };
+
+/**
+ * Prompt tokens for a model of `parameters` parameters. Prefill runs every prompt token through
+ * every weight, so a cold request's wait grows with the model: one past the int8 threshold gets
+ * half the default, which the embedded model keeps.
+ */
+export function promptTokensFor(parameters: number): number {
+  return parameters > AUTO_INT8_PARAMETERS ? defaultPromptBudget.maxTokens / 2 : defaultPromptBudget.maxTokens;
+}
 
 export interface PromptInput {
   prefix: string;

@@ -4,6 +4,8 @@
 // Knows nothing about LSP; server.ts adapts it.
 
 import type { RepositoryMemory } from '../../trainer/data/memory/memory';
+import { countParameters } from '../../trainer/model/config';
+import { DEFAULT_MAX_NEW_TOKENS } from '../protocol';
 import { cutAtStop, type GeneratedText, type LoadedModel } from '../model/host';
 import { CompletionCache } from './cache';
 import { credentialAddedBy } from './credentials';
@@ -14,6 +16,7 @@ import {
   buildFimPrompt,
   defaultPromptBudget,
   MAX_CHARS_PER_TOKEN,
+  promptTokensFor,
   type ContextSnippet,
   type PromptOrder,
 } from './prompt';
@@ -49,7 +52,7 @@ export interface CompletionOptions {
 }
 
 export const defaultCompletionOptions: CompletionOptions = {
-  maxNewTokens: 64,
+  maxNewTokens: DEFAULT_MAX_NEW_TOKENS,
   maxLines: 8,
   reuseGraceMs: 400,
   minConfidence: 0.2,
@@ -60,11 +63,11 @@ export const defaultCompletionOptions: CompletionOptions = {
 /**
  * Prompt tokens for a model that attends to `contextLength` positions: at most half of them, the
  * sequence length adapters are trained on (trainer/training/pipeline/plan.ts), and at most the
- * default budget; the new tokens always fit after the prompt.
+ * budget for a model of `parameters` parameters (prompt.ts); the new tokens always fit after it.
  */
-export function promptTokenBudget(contextLength: number, maxNewTokens: number): number {
+export function promptTokenBudget(contextLength: number, maxNewTokens: number, parameters = 0): number {
   return Math.min(
-    defaultPromptBudget.maxTokens,
+    promptTokensFor(parameters),
     Math.max(64, Math.floor(contextLength / 2)),
     contextLength - maxNewTokens,
   );
@@ -179,7 +182,7 @@ export class CompletionProvider {
       model.fim,
       {
         ...defaultPromptBudget,
-        maxTokens: promptTokenBudget(model.contextLength, options.maxNewTokens),
+        maxTokens: promptTokenBudget(model.contextLength, options.maxNewTokens, countParameters(model.config)),
       },
       options.promptOrder,
     );

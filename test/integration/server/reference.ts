@@ -6,6 +6,7 @@ import { defaultCompletionOptions, promptTokenBudget } from '../../../server/com
 import { adapterMessage, cutAtStop, smallModelThreads } from '../../../server/model/host';
 import { loadAdapter } from '../../../trainer/adapters/peft';
 import { stopTokenIds } from '../../../trainer/compute/engine/generation-handlers';
+import { countParameters } from '../../../trainer/model/config';
 import { openCheckpoint } from '../../../trainer/model/lazy-weights';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
@@ -41,7 +42,11 @@ export async function engineCompletion(
       tokenizer.fim!,
       {
         ...defaultPromptBudget,
-        maxTokens: promptTokenBudget(checkpoint.config.maxPositionEmbeddings, defaultCompletionOptions.maxNewTokens),
+        maxTokens: promptTokenBudget(
+          checkpoint.config.maxPositionEmbeddings,
+          defaultCompletionOptions.maxNewTokens,
+          countParameters(checkpoint.config),
+        ),
       },
     );
     const result = await worker.call('generate', id, {

@@ -1,12 +1,19 @@
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import {
   buildFimPrompt,
+  defaultPromptBudget,
   formatSnippets,
+  promptTokensFor,
   takeHeadLines,
   takeTailLines,
   type PromptTokenizer,
 } from '../../../server/completion/prompt';
 import type { FimTemplate } from '../../../trainer/model/tokenizer/fim';
+import { promptTokenBudget } from '../../../server/completion/provider';
+import { countParameters, loadModelConfig, parseModelConfig } from '../../../trainer/model/config';
+import { AUTO_INT8_PARAMETERS } from '../../../trainer/model/precision';
 
 // A byte-level tokenizer with no merges: one token per UTF-8 byte, so counts are easy to compute.
 const bytes: PromptTokenizer = { encode: (text) => new TextEncoder().encode(text) };
@@ -146,6 +153,19 @@ describe('server/completion/prompt', () => {
     const near = promptAt(3);
     assert.equal(near.anchorText, '');
     assert.equal(near.prefixText, `${lines.slice(0, 3).join('\n')}\n  const x = `);
+  });
+
+  it('gives a model past the int8 threshold half the prompt of the embedded model', () => {
+    const shapes = path.join(__dirname, '..', '..', 'fixtures', 'model-shapes');
+    const qwen = JSON.parse(fs.readFileSync(path.join(shapes, 'qwen2.5-coder-0.5b.json'), 'utf8'));
+    const large = countParameters(parseModelConfig(qwen));
+    const embedded = loadModelConfig(path.join(__dirname, '..', '..', '..', 'models'));
+    assert.ok(large > AUTO_INT8_PARAMETERS && countParameters(embedded) < AUTO_INT8_PARAMETERS);
+    assert.equal(promptTokensFor(large), defaultPromptBudget.maxTokens / 2);
+    assert.equal(promptTokensFor(countParameters(embedded)), defaultPromptBudget.maxTokens);
+    // The embedded model's context (512) bounds it more tightly still; a 32k one does not.
+    assert.equal(promptTokenBudget(qwen.max_position_embeddings, 64, large), defaultPromptBudget.maxTokens / 2);
+    assert.equal(promptTokenBudget(embedded.maxPositionEmbeddings, 64, countParameters(embedded)), 256);
   });
 
   it('keeps the head of a long suffix within its share', () => {

@@ -137,7 +137,7 @@ async function measureDecode(
   };
 }
 
-/** Op types that multiply by the weights (attention's FusedMatMuls count too at float32). */
+/** Matrix-product op types: the weights' products and attention's FusedMatMuls. */
 const MATMUL_OPS = new Set(['MatMul', 'FusedMatMul', 'MatMulNBits', 'DynamicQuantizeMatMul', 'Gemm']);
 
 /**

@@ -8,6 +8,7 @@ import type { LoadedAdapter } from '../../trainer/adapters/peft';
 import { loraAdapterOf } from '../../trainer/adapters/peft';
 import { adapterMessage as loraAdapterMessage } from '../../trainer/training/eval/evaluator';
 import type { AdapterMessage } from '../../trainer/compute/engine/generation-handlers';
+import type { ContinuationScore } from '../../trainer/compute/engine/generate';
 import { stopTokenIds } from '../../trainer/compute/engine/generation-handlers';
 import { loadModelConfig, type ModelConfig } from '../../trainer/model/config';
 import type { ModelInfo } from '../protocol';
@@ -79,6 +80,8 @@ export interface LoadedModel {
   contextLength: number;
   /** Decodes greedily from a FIM prompt until end of text, a stop token or maxNewTokens. */
   generate(prompt: Int32Array, options: GenerateOptions): Promise<GeneratedText>;
+  /** How likely the serving weights find `continuation` (token ids) after `prompt`; no decode. */
+  scoreContinuation(prompt: Int32Array, continuation: readonly number[]): Promise<ContinuationScore>;
   /** Switches what serves on top of the base, without reloading the base (LoRA is a feed). */
   setWeights(weights: ServingWeights): Promise<void>;
   /** What serves now: 'full' cannot score under the base too, so review skips it. */
@@ -214,6 +217,9 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
           options.signal.removeEventListener('abort', onAbort);
         }
       });
+    },
+    scoreContinuation(prompt, continuation) {
+      return serialized(() => worker.call('scoreContinuation', engineId, Array.from(prompt), [...continuation]));
     },
     setWeights(weights) {
       return serialized(async () => {

@@ -58,6 +58,47 @@ export class Generator {
     this.session.truncate(0);
   }
 
+  /**
+   * Scores `continuation` after `prompt` without generating: the prompt runs once (reusing the
+   * cached prefix, as generate does), then one step per continuation token. The prompt stays
+   * cached, so a generation from the same prompt afterwards does not run it again.
+   */
+  async scoreContinuation(
+    prompt: readonly number[],
+    continuation: readonly number[],
+    vocabSize?: number,
+  ): Promise<ContinuationScore> {
+    if (prompt.length === 0) throw new Error('scoreContinuation needs a non-empty prompt');
+    if (continuation.length === 0) throw new Error('scoreContinuation needs a non-empty continuation');
+    if (prompt.length + continuation.length - 1 > this.session.maxContext)
+      throw new Error(
+        `a prompt of ${prompt.length} and a continuation of ${continuation.length} tokens exceed the model's limit of ${this.session.maxContext}`,
+      );
+    let reused = 0;
+    const limit = Math.min(this.cachedTokens.length, prompt.length - 1);
+    while (reused < limit && this.cachedTokens[reused] === prompt[reused]) reused++;
+    this.session.truncate(reused);
+    this.cachedTokens.length = reused;
+    let logits = await this.session.append(prompt.slice(reused));
+    this.cachedTokens.push(...prompt.slice(reused));
+    const choosable = (all: Float32Array) =>
+      vocabSize !== undefined && vocabSize < all.length ? all.subarray(0, vocabSize) : all;
+    const first = choosable(logits);
+    let best = 0;
+    for (let i = 1; i < first.length; i++) if (first[i] > first[best]) best = i;
+    const greedyFirstLogprob = logSoftmaxAt(first, best);
+    const logprobs: number[] = [];
+    for (const [i, token] of continuation.entries()) {
+      if (i > 0) {
+        logits = await this.session.append([continuation[i - 1]]);
+        this.cachedTokens.push(continuation[i - 1]);
+      }
+      const row = choosable(logits);
+      logprobs.push(token < row.length ? logSoftmaxAt(row, token) : -Infinity);
+    }
+    return { logprobs, greedyFirstLogprob };
+  }
+
   async generate(prompt: readonly number[], options: GenerateOptions): Promise<GenerateResult> {
     if (prompt.length === 0) throw new Error('generate needs a non-empty prompt');
     if (!(Number.isInteger(options.maxTokens) && options.maxTokens >= 0)) {
@@ -144,6 +185,14 @@ export class Generator {
       decodeMs: performance.now() - decodeStart,
     };
   }
+}
+
+/** How likely a model finds a given continuation of a prompt (scoreContinuation). */
+export interface ContinuationScore {
+  /** Natural-log probability of each continuation token given the prompt and the tokens before it. */
+  logprobs: number[];
+  /** The log probability of the token greedy decoding would choose first (the best first token). */
+  greedyFirstLogprob: number;
 }
 
 /** log softmax(logits)[index], computed stably. */

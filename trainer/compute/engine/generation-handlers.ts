@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { openCheckpoint } from '../../model/lazy-weights';
 import type { HostTensor } from '../../model/tensor';
 import { Tokenizer } from '../../model/tokenizer/tokenizer';
-import { type GenerateOptions, type GenerateResult, Generator } from './generate';
+import { type ContinuationScore, type GenerateOptions, type GenerateResult, Generator } from './generate';
 import { KvCacheSession, type KvCacheSessionOptions } from './inference';
 import type { LoraAdapter } from './weights';
 
@@ -126,6 +126,12 @@ export const generationHandlers = {
       decode: tokenizer ? (tokens) => tokenizer.decode(tokens) : undefined,
       cancelled: () => model.cancelRequested,
     });
+  },
+
+  /** How likely the model (with its current adapter) finds `continuation` after `prompt` (token ids). */
+  async scoreContinuation(id: number, prompt: number[], continuation: number[]): Promise<ContinuationScore> {
+    const model = modelById(id);
+    return model.generator.scoreContinuation(prompt, continuation, model.vocabSize);
   },
 
   /**

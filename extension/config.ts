@@ -55,6 +55,14 @@ export function readSettings(): IdiomSettings {
       minConfidence: config.get<number>('completion.minConfidence', defaultSettings.completion.minConfidence),
       maxNewTokens: config.get<number>('completion.maxNewTokens', DEFAULT_MAX_NEW_TOKENS),
       recall: config.get<boolean>('completion.recall', defaultSettings.completion.recall),
+      recallMinLogprob: config.get<number | null>(
+        'completion.recallMinLogprob',
+        defaultSettings.completion.recallMinLogprob ?? null,
+      ),
+      recallMinTokenLogprob: config.get<number | null>(
+        'completion.recallMinTokenLogprob',
+        defaultSettings.completion.recallMinTokenLogprob ?? null,
+      ),
       prompt:
         (['auto', 'fim', 'prefix'] as const).find((value) => value === config.get<string>('completion.prompt')) ??
         defaultSettings.completion.prompt,

@@ -70,9 +70,18 @@ export interface IdiomSettings {
    * or the adapter's repository memory; `prompt` asks the model to fill in the middle ('fim') or
    * to continue the text before the cursor ('prefix'); 'auto' is 'prefix' for the embedded model
    * (too small to fill in the middle: its model card measures 0% FIM line exact match) and 'fim'
-   * for any other.
+   * for any other. A recalled line is hidden when the serving model finds it (with its line end)
+   * less likely than `recallMinLogprob` as a whole or `recallMinTokenLogprob` per token (natural
+   * log); null turns that check off.
    */
-  completion: { minConfidence: number; maxNewTokens?: number; recall: boolean; prompt: 'auto' | 'fim' | 'prefix' };
+  completion: {
+    minConfidence: number;
+    maxNewTokens?: number;
+    recall: boolean;
+    recallMinLogprob?: number | null;
+    recallMinTokenLogprob?: number | null;
+    prompt: 'auto' | 'fim' | 'prefix';
+  };
   /** Where `idiom/downloadModel` fetches models (the Hugging Face Hub or a mirror); '' turns downloads off. */
   hubEndpoint: string;
   /**
@@ -104,7 +113,14 @@ export const defaultSettings: IdiomSettings = {
   lora: { r: 16, alpha: 32, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
   debounceMs: 150,
   mode: 'complete',
-  completion: { minConfidence: 0.2, maxNewTokens: DEFAULT_MAX_NEW_TOKENS, recall: true, prompt: 'auto' },
+  completion: {
+    minConfidence: 0.2,
+    maxNewTokens: DEFAULT_MAX_NEW_TOKENS,
+    recall: true,
+    recallMinLogprob: -80,
+    recallMinTokenLogprob: -5.6,
+    prompt: 'auto',
+  },
   hubEndpoint: 'https://huggingface.co',
   adapters: { complete: [], review: [], compliance: [] },
   drift: { lossIncrease: 0.05, commitsBehind: 20 },

@@ -22,6 +22,7 @@ import { CompletionProvider, defaultCompletionOptions, type CompletionDocument }
 import { EndpointClient } from './completion/endpoint';
 import { servedModelName } from '../trainer/adapters/export/export';
 import type { PromptOrder } from './completion/prompt';
+import { defaultRecallCheck, recallThreshold } from './completion/recall-check';
 import { RepositoryMemory } from '../trainer/data/memory/memory';
 import { readMemoryFile } from '../trainer/data/memory/file';
 import { similarSnippets, type SnippetSource } from './context/snippets';
@@ -615,6 +616,10 @@ export class IdiomServer {
           ? maxNewTokens
           : defaultCompletionOptions.maxNewTokens,
       recall: settings.recall === false ? null : defaultCompletionOptions.recall,
+      recallCheck: {
+        minLogprob: recallThreshold(settings.recallMinLogprob, defaultRecallCheck.minLogprob),
+        minTokenLogprob: recallThreshold(settings.recallMinTokenLogprob, defaultRecallCheck.minTokenLogprob),
+      },
       promptOrder: this.promptOrder(settings.prompt),
     };
   }

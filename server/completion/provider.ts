@@ -21,6 +21,13 @@ import {
   type PromptOrder,
 } from './prompt';
 import { defaultRecallOptions, recall, type RecallOptions } from './recall';
+import {
+  defaultRecallCheck,
+  passesRecallCheck,
+  recallCheckActive,
+  scoreRecalledLine,
+  type RecallCheck,
+} from './recall-check';
 
 export interface CompletionDocument {
   uri: string;
@@ -47,6 +54,8 @@ export interface CompletionOptions {
    */
   minConfidence: number;
   recall: RecallOptions | null;
+  /** A recalled line the model finds less likely than this is hidden (recall-check.ts). */
+  recallCheck: RecallCheck;
   /** How the model is asked: fill in the middle, or continue the text before the cursor. */
   promptOrder: PromptOrder;
 }
@@ -57,6 +66,7 @@ export const defaultCompletionOptions: CompletionOptions = {
   reuseGraceMs: 400,
   minConfidence: 0.2,
   recall: defaultRecallOptions,
+  recallCheck: defaultRecallCheck,
   promptOrder: 'psm',
 };
 
@@ -162,30 +172,38 @@ export class CompletionProvider {
       if (cancellation.isCancellationRequested) return null;
     }
 
+    const fim = model.fim;
+    const buildPrompt = () =>
+      buildFimPrompt(
+        {
+          prefix,
+          suffix,
+          languageId: document.languageId,
+          snippets: this.snippetsFor({ ...document, text: prefix + suffix, offset: prefix.length }),
+        },
+        model.tokenizer,
+        fim,
+        {
+          ...defaultPromptBudget,
+          maxTokens: promptTokenBudget(model.contextLength, options.maxNewTokens, countParameters(model.config)),
+        },
+        options.promptOrder,
+      );
+    let prompt: ReturnType<typeof buildPrompt> | undefined;
     if (options.recall) {
       const recalled = recall(prefix, suffix, document.uri, this.memory(), options.recall);
-      if (recalled) {
-        const answer = finish(recalled.text, 'recall', null);
-        if (answer) return answer;
+      const answer = recalled ? finish(recalled.text, 'recall', null) : null;
+      // A model server decodes elsewhere: the local model is not the one to judge its recall.
+      if (answer && (!recallCheckActive(options.recallCheck) || this.endpoint()?.active)) return answer;
+      if (answer) {
+        prompt = buildPrompt();
+        if (await this.recalledLineLikely(model, prompt.tokens, answer.text, options.recallCheck)) return answer;
+        if (cancellation.isCancellationRequested) return null;
       }
     }
+    prompt ??= buildPrompt();
 
     const generation = this.inflight.start(context);
-    const prompt = buildFimPrompt(
-      {
-        prefix,
-        suffix,
-        languageId: document.languageId,
-        snippets: this.snippetsFor({ ...document, text: prefix + suffix, offset: prefix.length }),
-      },
-      model.tokenizer,
-      model.fim,
-      {
-        ...defaultPromptBudget,
-        maxTokens: promptTokenBudget(model.contextLength, options.maxNewTokens, countParameters(model.config)),
-      },
-      options.promptOrder,
-    );
     const stop = stopSequencesFor(prefix, suffix);
     const signal = generation.abortController.signal;
     const local = () =>
@@ -239,6 +257,21 @@ export class CompletionProvider {
     const raw = await this.await(generation, cancellation, () => generation.result);
     if (raw === undefined) return null;
     return finish(raw, 'model', this.cache.get(context)?.firstLineLogprob ?? null);
+  }
+
+  /** Whether the serving model finds a recalled line likely enough to show; a failed check shows it. */
+  private async recalledLineLikely(
+    model: LoadedModel,
+    prompt: Int32Array,
+    text: string,
+    check: RecallCheck,
+  ): Promise<boolean> {
+    try {
+      return passesRecallCheck(await scoreRecalledLine(model, prompt, text), check);
+    } catch (error) {
+      this.log.error(`recall check failed: ${error instanceof Error ? error.message : String(error)}`);
+      return true;
+    }
   }
 
   /**

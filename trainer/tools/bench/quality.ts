@@ -36,6 +36,13 @@ export function leverVariants(adapter: string | undefined, mode: string | undefi
     variant('adapter + prefix prompt', { minConfidence: 0, recall: false, prompt: 'prefix' }),
     variant('adapter + prefix prompt + gate', { minConfidence: 0.2, recall: false, prompt: 'prefix' }),
     variant('adapter + prefix prompt + recall', { minConfidence: 0, recall: true, prompt: 'prefix' }),
+    variant('adapter, all levers but the recall check', {
+      minConfidence: 0.2,
+      recall: true,
+      prompt: 'prefix',
+      recallMinLogprob: null,
+      recallMinTokenLogprob: null,
+    }),
   ];
 }
 

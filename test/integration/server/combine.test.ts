@@ -13,7 +13,15 @@ import { draftManifest, randomLoraTensors } from '../../unit/adapters/helpers';
 import { makePrintableModel, type PrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { commitFiles, initRepo, removeDir, tempDir } from '../../fixtures/mining/git-repo';
 import { engineCompletion } from './reference';
-import { inlineCompletion, openDocument, startServer, stopServer, waitFor, waitForModel } from './session';
+import {
+  inlineCompletion,
+  openDocument,
+  startServer,
+  stopServer,
+  uncheckedRecall,
+  waitFor,
+  waitForModel,
+} from './session';
 
 // Two registry adapters combined for the session over stdio (idiom/combineAdapters): the status
 // names the combination, the ghost text is what the engine decodes with the combined adapter, a
@@ -179,7 +187,11 @@ describe('language server: adapters combined per session', function () {
     );
     // Only recall shows (the model never passes a gate of 1).
     const session = await startServer(repo, {
-      settings: { baseModelPath: model.dir, completion: { minConfidence: 1, recall: true, prompt: 'prefix' } },
+      // Random weights cannot judge a line: the recall check is off here (recall-check.test.ts tests it).
+      settings: {
+        baseModelPath: model.dir,
+        completion: { minConfidence: 1, recall: true, prompt: 'prefix', ...uncheckedRecall },
+      },
     });
     try {
       await waitForModel(session);

@@ -7,7 +7,7 @@ import { loadModel } from '../../../server/model/host';
 import { countParameters } from '../../../trainer/model/config';
 import { makePrintableModel, type PrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { initRepo, removeDir, tempDir } from '../../fixtures/mining/git-repo';
-import { inlineCompletion, openDocument, startServer, stopServer, waitForModel } from './session';
+import { inlineCompletion, openDocument, startServer, stopServer, uncheckedRecall, waitForModel } from './session';
 
 // The recall check over stdio: recall proposes a line the open document already writes after the
 // same context; the serving model scores it, and a line it finds less likely than the threshold
@@ -68,7 +68,7 @@ describe('language server: the serving model checks a recalled line before it is
       adapter: 'none',
       settings: {
         baseModelPath: model.dir,
-        completion: { minConfidence: 1, recall: true, prompt: 'fim', recallMinLogprob, recallMinTokenLogprob: null },
+        completion: { minConfidence: 1, recall: true, prompt: 'fim', ...uncheckedRecall, recallMinLogprob },
       },
     });
     try {

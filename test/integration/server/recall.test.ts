@@ -6,7 +6,7 @@ import { MEMORY_FILE, readMemoryFile } from '../../../trainer/data/memory/file';
 import { makePrintableModel, type PrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { commitFiles, initRepo, removeDir, tempDir } from '../../fixtures/mining/git-repo';
 import { engineCompletion } from './reference';
-import { bin, inlineCompletion, openDocument, startServer, stopServer, waitForModel } from './session';
+import { bin, inlineCompletion, openDocument, startServer, stopServer, uncheckedRecall, waitForModel } from './session';
 
 // Repository memory over stdio: a real (tiny) `idiom train` writes memory.jsonl.gz into the
 // adapter folder, the server serving that adapter loads it, and a line the repository always
@@ -96,7 +96,11 @@ describe("language server: recall from the adapter's repository memory over stdi
   async function ghostText(pinned: string, recall: boolean): Promise<string | null> {
     const session = await startServer(root, {
       adapter: pinned,
-      settings: { baseModelPath: model.dir, completion: { minConfidence: 0, recall, prompt: 'fim' } },
+      // Random weights cannot judge a line: the recall check is off here (recall-check.test.ts tests it).
+      settings: {
+        baseModelPath: model.dir,
+        completion: { minConfidence: 0, recall, prompt: 'fim', ...uncheckedRecall },
+      },
     });
     try {
       const ready = await waitForModel(session);

@@ -46,6 +46,9 @@ export interface Session {
  */
 export const engineEquivalentCompletion = { minConfidence: 0, recall: false, prompt: 'fim' } as const;
 
+/** Completion settings that show a recalled line without the serving model's check. */
+export const uncheckedRecall = { recallMinLogprob: null, recallMinTokenLogprob: null } as const;
+
 export async function startServer(
   root: string,
   options: InitializationOptions,

@@ -41,6 +41,7 @@ import {
   projectionWeightName,
   weightNames,
 } from '../../model/config';
+import { LazyWeights } from '../../model/lazy-weights';
 import type { HostTensor } from '../../model/tensor';
 
 export type FloatDType = 'float32' | 'float64';
@@ -307,7 +308,8 @@ export function buildForward(
   const B = options.batch ?? 'batch';
   const T = options.seqLen ?? 'seq';
   const trainable = trainablePredicate(options.trainableWeights);
-  checkWeights(cfg, weights, trainable);
+  // Lazy weights had their shapes checked when opened; checking again would read every tensor.
+  if (!(weights instanceof LazyWeights)) checkWeights(cfg, weights, trainable);
   const H = cfg.numHeads;
   const KV = cfg.numKvHeads;
   const G = H / KV;

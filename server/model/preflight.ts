@@ -10,7 +10,7 @@ import type { Mode } from '../../trainer/adapters/mode';
 import { listWeightFiles } from '../../trainer/model/checkpoint';
 import { checkFullyIndexed } from '../../trainer/model/lazy-weights';
 import { type ModelConfig, countParameters, loadModelConfig, weightNames } from '../../trainer/model/config';
-import { type ServingPrecisionSetting, servingPrecision } from '../../trainer/model/precision';
+import { type ServingPrecisionSetting, servedBytesPerParameter, servingPrecision } from '../../trainer/model/precision';
 import { readSafetensorsHeader } from '../../trainer/model/safetensors';
 import { completionSupport } from '../../trainer/model/tokenizer/fim';
 import { Tokenizer } from '../../trainer/model/tokenizer/tokenizer';
@@ -63,12 +63,10 @@ export async function checkWeightShapes(dir: string, config: ModelConfig): Promi
   }
 }
 
-const STAGED_BYTES_PER_PARAMETER = { float32: 4, int8: 1, int4: 0.5 } as const;
-
 /** The weights are staged in the temp folder while the session opens: no room for them fails here. */
 function checkStagingSpace(config: ModelConfig, setting: ServingPrecisionSetting): void {
   const precision = servingPrecision(setting, config);
-  const needed = countParameters(config) * STAGED_BYTES_PER_PARAMETER[precision];
+  const needed = countParameters(config) * servedBytesPerParameter(precision);
   const tempDir = os.tmpdir();
   let free: number;
   try {

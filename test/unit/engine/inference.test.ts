@@ -6,13 +6,8 @@ import { KvCacheSession } from '../../../trainer/compute/engine/inference';
 import { buildForward } from '../../../trainer/compute/engine/llama';
 import { argmax } from '../../../trainer/compute/engine/sampling';
 import { createSession, int64Tensor } from '../../../trainer/compute/engine/session';
-import {
-  INT4_BLOCK,
-  INT8_BLOCK,
-  frozenLinear,
-  quantizeInt4,
-  quantizeInt8,
-} from '../../../trainer/compute/engine/weights';
+import { frozenLinear, quantizeInt4, quantizeInt8 } from '../../../trainer/compute/engine/weights';
+import { INT4_BLOCK, INT8_BLOCK } from '../../../trainer/model/precision';
 import type { Checkpoint } from '../../../trainer/model/checkpoint';
 import { PROJECTIONS } from '../../../trainer/model/config';
 import { Rng } from '../../../trainer/model/random';

@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { KvCacheSession } from '../../../trainer/compute/engine/inference';
-import { INT8_BLOCK, quantizeInt8 } from '../../../trainer/compute/engine/weights';
+import { quantizeInt8 } from '../../../trainer/compute/engine/weights';
+import { INT8_BLOCK } from '../../../trainer/model/precision';
 import type { Checkpoint } from '../../../trainer/model/checkpoint';
 import { Rng } from '../../../trainer/model/random';
 import type { HostTensor } from '../../../trainer/model/tensor';

@@ -48,15 +48,8 @@ import { fusedMatMulBatch, matMulNBits, rmsNormFused, skipRmsNorm } from './cont
 import { MASKED_SCORE, checkWeights, ropeTables } from './llama';
 import type { RuntimeSessionOptions } from '../runtime/session';
 import { createSession, createSessionFromFiles } from './session';
-import {
-  INT8_BLOCK,
-  type LoraAdapter,
-  type Precision,
-  concatRows,
-  frozenLinear,
-  mergeLora,
-  quantizeInt8,
-} from './weights';
+import { INT8_BLOCK } from '../../model/precision';
+import { type LoraAdapter, type Precision, concatRows, frozenLinear, mergeLora, quantizeInt8 } from './weights';
 
 export interface InferenceGraphOptions {
   /** Longest context (prompt + generated) in tokens; default and maximum: maxPositionEmbeddings. */

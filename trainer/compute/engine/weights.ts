@@ -1,4 +1,5 @@
 import type { Graph, Value } from '../graph/graph';
+import { INT4_BLOCK, INT8_BLOCK } from '../../model/precision';
 import type { HostTensor } from '../../model/tensor';
 import { matMulNBits } from './contrib-ops';
 import * as op from '../graph/ops';
@@ -66,10 +67,6 @@ export function mergeLora(weight: HostTensor, lora: LoraModuleWeights, scaling: 
   }
   return { dtype: 'float32', shape: [outFeatures, inFeatures], data: merged };
 }
-
-/** Values per quantization block along K: one float32 scale each. */
-export const INT8_BLOCK = 128;
-export const INT4_BLOCK = 32;
 
 /**
  * Blockwise symmetric quantization of W [N, K] for MatMulNBits: unsigned q with the default zero

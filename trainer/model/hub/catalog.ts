@@ -8,13 +8,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CONFIG_FILE, SINGLE_WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from '../checkpoint';
 import { countParameters, readModelConfigFile, type ModelConfig } from '../config';
+import { servedBytesPerParameter } from '../precision';
 import { readSafetensorsHeader } from '../safetensors';
 import { hubCacheDir, modelIdOfFolder } from './cache';
 import { detectFimFamily, SERVED_FIM_FAMILIES, type FimFamily } from './fim-family';
 
 export type ServingPrecision = 'float32' | 'int8' | 'int4';
 
-const BYTES_PER_PARAMETER: Record<ServingPrecision, number> = { float32: 4, int8: 1, int4: 0.5 };
 /** ONNX Runtime, the engine worker and the server around the weights. */
 const RUNTIME_BYTES = 256 * 1024 * 1024;
 /** The KV cache is sized for at most this many positions (the server's prompts are shorter). */
@@ -63,7 +63,7 @@ export interface DescribeOptions {
 
 /** Bytes serving needs: the weights at `precision`, the KV cache (float32) and the runtime. */
 export function memoryNeeded(parameters: number, config: ModelConfig | null, precision: ServingPrecision): number {
-  const weights = parameters * BYTES_PER_PARAMETER[precision];
+  const weights = parameters * servedBytesPerParameter(precision);
   const kv = config
     ? 2 *
       config.numLayers *

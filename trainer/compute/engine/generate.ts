@@ -58,6 +58,18 @@ export class Generator {
     this.session.truncate(0);
   }
 
+  /** Runs `prompt` after the longest prefix the cache already holds, always at least its last token. */
+  private async runPrompt(prompt: readonly number[]): Promise<{ logits: Float32Array; reused: number }> {
+    let reused = 0;
+    const limit = Math.min(this.cachedTokens.length, prompt.length - 1);
+    while (reused < limit && this.cachedTokens[reused] === prompt[reused]) reused++;
+    this.session.truncate(reused);
+    this.cachedTokens.length = reused;
+    const logits = await this.session.append(prompt.slice(reused));
+    this.cachedTokens.push(...prompt.slice(reused));
+    return { logits, reused };
+  }
+
   /**
    * Scores `continuation` after `prompt` without generating: the prompt runs once (reusing the
    * cached prefix, as generate does), then one step per continuation token. The prompt stays
@@ -74,13 +86,7 @@ export class Generator {
       throw new Error(
         `a prompt of ${prompt.length} and a continuation of ${continuation.length} tokens exceed the model's limit of ${this.session.maxContext}`,
       );
-    let reused = 0;
-    const limit = Math.min(this.cachedTokens.length, prompt.length - 1);
-    while (reused < limit && this.cachedTokens[reused] === prompt[reused]) reused++;
-    this.session.truncate(reused);
-    this.cachedTokens.length = reused;
-    let logits = await this.session.append(prompt.slice(reused));
-    this.cachedTokens.push(...prompt.slice(reused));
+    let { logits } = await this.runPrompt(prompt);
     const choosable = (all: Float32Array) =>
       vocabSize !== undefined && vocabSize < all.length ? all.subarray(0, vocabSize) : all;
     const first = choosable(logits);
@@ -112,16 +118,10 @@ export class Generator {
       throw new Error(`vocabSize must be a positive integer, got ${vocabSize}`);
     }
 
-    // Reuse the longest cached prefix, but always run at least the last prompt token.
-    let reused = 0;
-    const limit = Math.min(this.cachedTokens.length, prompt.length - 1);
-    while (reused < limit && this.cachedTokens[reused] === prompt[reused]) reused++;
-    this.session.truncate(reused);
-    this.cachedTokens.length = reused;
-
     const prefillStart = performance.now();
-    let logits = await this.session.append(prompt.slice(reused));
-    this.cachedTokens.push(...prompt.slice(reused));
+    const prefilled = await this.runPrompt(prompt);
+    let logits = prefilled.logits;
+    const reused = prefilled.reused;
     const prefillMs = performance.now() - prefillStart;
 
     const decodeStart = performance.now();

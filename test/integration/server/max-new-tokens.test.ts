@@ -2,16 +2,9 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { postprocessCompletion, stopSequencesFor } from '../../../server/completion/postprocess';
-import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
-import { defaultCompletionOptions, promptTokenBudget } from '../../../server/completion/provider';
-import { cutAtStop, smallModelThreads } from '../../../server/model/host';
-import { stopTokenIds } from '../../../trainer/compute/engine/generation-handlers';
-import { EngineWorker } from '../../../trainer/compute/runtime/client';
-import { countParameters } from '../../../trainer/model/config';
-import { openCheckpoint } from '../../../trainer/model/lazy-weights';
-import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
+import { defaultCompletionOptions } from '../../../server/completion/provider';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
+import { engineCompletion } from './reference';
 import { inlineCompletion, openDocument, startServer, stopServer, waitForModel } from './session';
 
 // idiom.completion.maxNewTokens over stdio: the server's suggestion is the engine's decode of the
@@ -21,46 +14,9 @@ const text = 'export function add(a: number, b: number) {\n  return \n}\n';
 const cursor = { line: 1, character: 9 };
 const offset = text.indexOf('return ') + 'return '.length;
 
-async function engineText(modelDir: string, maxTokens: number): Promise<string | null> {
-  const worker = EngineWorker.start();
-  try {
-    const tokenizer = await Tokenizer.load(modelDir);
-    const checkpoint = await openCheckpoint(modelDir);
-    const threads = checkpoint.config.hiddenSize <= 512 ? smallModelThreads : undefined;
-    const { id } = await worker.call('loadModel', modelDir, { loraInputs: true, threads });
-    const prefix = text.slice(0, offset);
-    const suffix = text.slice(offset);
-    const prompt = buildFimPrompt(
-      { prefix, suffix, languageId: 'typescript', snippets: [] },
-      tokenizer,
-      tokenizer.fim!,
-      {
-        ...defaultPromptBudget,
-        maxTokens: promptTokenBudget(
-          checkpoint.config.maxPositionEmbeddings,
-          maxTokens,
-          countParameters(checkpoint.config),
-        ),
-      },
-    );
-    const stop = stopSequencesFor(prefix, suffix);
-    const result = await worker.call('generate', id, {
-      prompt: Array.from(prompt.tokens),
-      maxTokens,
-      eosTokenIds: stopTokenIds(tokenizer, checkpoint.config.eosTokenId),
-      stop,
-    });
-    const raw = result.text ?? cutAtStop(tokenizer.decode(result.tokens), stop);
-    const completion = postprocessCompletion({
-      prefix,
-      suffix,
-      completion: raw,
-      maxLines: defaultCompletionOptions.maxLines,
-    });
-    return completion === '' ? null : completion;
-  } finally {
-    await worker.terminate();
-  }
+/** The engine's decode of the server's prompt at the cursor, cut at `maxNewTokens` tokens. */
+function engineText(modelDir: string, maxNewTokens: number): Promise<string | null> {
+  return engineCompletion(modelDir, null, { text, offset }, 'lora', 'float32', maxNewTokens);
 }
 
 describe('language server: idiom.completion.maxNewTokens over stdio (random-weights checkpoint)', function () {

@@ -19,6 +19,8 @@ export async function engineCompletion(
   kind: 'lora' | 'full' = 'lora',
   /** The precision the server serves at (default float32, what auto gives a small model). */
   precision: 'float32' | 'int8' | 'int4' = 'float32',
+  /** idiom.completion.maxNewTokens as the server gets it. */
+  maxNewTokens = defaultCompletionOptions.maxNewTokens,
 ): Promise<string | null> {
   const worker = EngineWorker.start();
   try {
@@ -44,14 +46,14 @@ export async function engineCompletion(
         ...defaultPromptBudget,
         maxTokens: promptTokenBudget(
           checkpoint.config.maxPositionEmbeddings,
-          defaultCompletionOptions.maxNewTokens,
+          maxNewTokens,
           countParameters(checkpoint.config),
         ),
       },
     );
     const result = await worker.call('generate', id, {
       prompt: Array.from(prompt.tokens),
-      maxTokens: defaultCompletionOptions.maxNewTokens,
+      maxTokens: maxNewTokens,
       eosTokenIds: stopTokenIds(tokenizer, checkpoint.config.eosTokenId),
       // A full fine-tune's folder has no tokenizer.json: the engine returns ids, cut here.
       ...(kind === 'full' ? {} : { stop: stopSequencesFor(prefix, suffix) }),

@@ -18,9 +18,11 @@ import {
   MAX_CHARS_PER_TOKEN,
   promptTokensFor,
   type ContextSnippet,
+  type FimPrompt,
   type PromptOrder,
 } from './prompt';
 import { defaultRecallOptions, recall, type RecallOptions } from './recall';
+import { continuedPrompt, type TypingAnchor } from './typing';
 import {
   defaultRecallCheck,
   passesRecallCheck,
@@ -102,6 +104,8 @@ export interface CompletionAnswer {
 export class CompletionProvider {
   readonly cache = new CompletionCache<GeneratedText>();
   readonly inflight = new InflightGenerations();
+  /** The fill-in-the-middle prompt the current run of typing started from (typing.ts). */
+  private typingAnchor: TypingAnchor | null = null;
 
   constructor(
     private readonly currentModel: () => LoadedModel | null,
@@ -123,6 +127,7 @@ export class CompletionProvider {
   modelChanged(): void {
     this.inflight.abortAll('the model changed');
     this.cache.clear();
+    this.typingAnchor = null;
   }
 
   /** The completion to show at the cursor, or null (no model, cancelled, nothing useful). */
@@ -173,8 +178,15 @@ export class CompletionProvider {
     }
 
     const fim = model.fim;
-    const buildPrompt = () =>
-      buildFimPrompt(
+    const maxPromptTokens = promptTokenBudget(model.contextLength, options.maxNewTokens, countParameters(model.config));
+    const buildPrompt = (): FimPrompt => {
+      // A model server gets the prompt's texts, not its tokens: it always gets a fresh layout.
+      const continuing = options.promptOrder === 'psm' && !this.endpoint()?.active;
+      const continued = continuing
+        ? continuedPrompt(this.typingAnchor, context, model.tokenizer, maxPromptTokens)
+        : null;
+      if (continued) return continued;
+      const fresh = buildFimPrompt(
         {
           prefix,
           suffix,
@@ -183,13 +195,13 @@ export class CompletionProvider {
         },
         model.tokenizer,
         fim,
-        {
-          ...defaultPromptBudget,
-          maxTokens: promptTokenBudget(model.contextLength, options.maxNewTokens, countParameters(model.config)),
-        },
+        { ...defaultPromptBudget, maxTokens: maxPromptTokens },
         options.promptOrder,
       );
-    let prompt: ReturnType<typeof buildPrompt> | undefined;
+      this.typingAnchor = continuing ? { ...context, prompt: fresh } : null;
+      return fresh;
+    };
+    let prompt: FimPrompt | undefined;
     if (options.recall) {
       const recalled = recall(prefix, suffix, document.uri, this.memory(), options.recall);
       const answer = recalled ? finish(recalled.text, 'recall', null) : null;

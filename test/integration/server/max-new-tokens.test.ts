@@ -16,7 +16,7 @@ const offset = text.indexOf('return ') + 'return '.length;
 
 /** The engine's decode of the server's prompt at the cursor, cut at `maxNewTokens` tokens. */
 function engineText(modelDir: string, maxNewTokens: number): Promise<string | null> {
-  return engineCompletion(modelDir, null, { text, offset }, 'lora', 'float32', maxNewTokens);
+  return engineCompletion(modelDir, null, { text, offset }, { maxNewTokens });
 }
 
 describe('language server: idiom.completion.maxNewTokens over stdio (random-weights checkpoint)', function () {

@@ -51,7 +51,7 @@ describe('a Qwen2.5-Coder-0.5B-shaped checkpoint over LSP', function () {
 
       const uri = openDocument(session, path.join(dir, 'add.ts'), text);
       const result = await inlineCompletion(session, uri, 1, 9);
-      const expected = await engineCompletion(modelDir, null, { text, offset }, 'lora', 'int8');
+      const expected = await engineCompletion(modelDir, null, { text, offset }, { precision: 'int8' });
       assert.ok(expected, 'this checkpoint decodes something at the cursor (else the check proves little)');
       assert.deepEqual(
         result?.items.map((item) => item.insertText),

@@ -11,16 +11,30 @@ import { openCheckpoint } from '../../../trainer/model/lazy-weights';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 
-/** `full`: `adapterDir` holds a full fine-tune (its own weights, decoded without LoRA inputs). */
+export interface ReferenceOptions {
+  /** `full`: `adapterDir` holds a full fine-tune (its own weights, decoded without LoRA inputs). */
+  kind?: 'lora' | 'full';
+  /** The precision the server serves at (default float32, what auto gives a small model). */
+  precision?: 'float32' | 'int8' | 'int4';
+  /** idiom.completion.maxNewTokens as the server gets it. */
+  maxNewTokens?: number;
+  /**
+   * Text typed at the cursor after the request the prompt is built for: appended to that prompt,
+   * as the server continues a fill-in-the-middle prompt while the user types (typing.ts).
+   */
+  typed?: string;
+}
+
 export async function engineCompletion(
   modelDir: string,
   adapterDir: string | null,
   document: { text: string; offset: number; languageId?: string },
-  kind: 'lora' | 'full' = 'lora',
-  /** The precision the server serves at (default float32, what auto gives a small model). */
-  precision: 'float32' | 'int8' | 'int4' = 'float32',
-  /** idiom.completion.maxNewTokens as the server gets it. */
-  maxNewTokens = defaultCompletionOptions.maxNewTokens,
+  {
+    kind = 'lora',
+    precision = 'float32',
+    maxNewTokens = defaultCompletionOptions.maxNewTokens,
+    typed = '',
+  }: ReferenceOptions = {},
 ): Promise<string | null> {
   const worker = EngineWorker.start();
   try {
@@ -36,10 +50,14 @@ export async function engineCompletion(
       const adapter = await loadAdapter(adapterDir, checkpoint.config, { baseSha256: checkpoint.sha256 });
       await worker.call('setAdapter', id, adapterMessage(adapter));
     }
-    const prefix = document.text.slice(0, document.offset);
     const suffix = document.text.slice(document.offset);
     const prompt = buildFimPrompt(
-      { prefix, suffix, languageId: document.languageId ?? 'typescript', snippets: [] },
+      {
+        prefix: document.text.slice(0, document.offset),
+        suffix,
+        languageId: document.languageId ?? 'typescript',
+        snippets: [],
+      },
       tokenizer,
       tokenizer.fim!,
       {
@@ -51,8 +69,9 @@ export async function engineCompletion(
         ),
       },
     );
+    const prefix = document.text.slice(0, document.offset) + typed;
     const result = await worker.call('generate', id, {
-      prompt: Array.from(prompt.tokens),
+      prompt: [...Array.from(prompt.tokens), ...Array.from(tokenizer.encode(typed))],
       maxTokens: maxNewTokens,
       eosTokenIds: stopTokenIds(tokenizer, checkpoint.config.eosTokenId),
       // A full fine-tune's folder has no tokenizer.json: the engine returns ids, cut here.

@@ -369,7 +369,7 @@ describe('language server: training and adapters over stdio', function () {
       const uri = openDocument(session, path.join(repo.root, 'src', 'lookup.ts'), text);
       const served = answerText(await inlineCompletion(session, uri, cursor.line, cursor.character));
       assert.ok(served, 'the full fine-tune completes something here');
-      assert.equal(served, await engineCompletion(model.dir, result.adapter.path, { text, offset }, 'full'));
+      assert.equal(served, await engineCompletion(model.dir, result.adapter.path, { text, offset }, { kind: 'full' }));
     } finally {
       await stopServer(session);
     }

@@ -66,8 +66,8 @@ export interface IdiomSettings {
   review?: { percentile?: number; aggregate?: 'mean' | 'max' };
   /**
    * Inline completions: the model's suggestion shows only when its first line is at least
-   * `minConfidence` probable (0 shows all), decoded in at most `maxNewTokens` tokens; `recall` shows a line written the same way in this file
-   * or the adapter's repository memory; `prompt` asks the model to fill in the middle ('fim') or
+   * `minConfidence` probable (0 shows all), decoded in at most `maxNewTokens` tokens; `recall`
+   * shows a line written the same way in this file or the adapter's repository memory; `prompt` asks the model to fill in the middle ('fim') or
    * to continue the text before the cursor ('prefix'); 'auto' is 'prefix' for the embedded model
    * (too small to fill in the middle: its model card measures 0% FIM line exact match) and 'fim'
    * for any other. A recalled line is hidden when the serving model finds it (with its line end)

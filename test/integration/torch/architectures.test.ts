@@ -4,10 +4,10 @@ import { Rng } from '../../../trainer/model/random';
 import { learningRateAt } from '../../../trainer/training/pipeline/plan';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import type { HostTensor } from '../../../trainer/model/tensor';
-import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { TorchTrainer } from '../../../trainer/training/torch-bridge/torch-trainer';
 import { Trainer, type TrainingBatch, type TrainingOptions } from '../../../trainer/training/ort/trainer';
 import { tinyModelConfig } from '../../fixtures/tiny-config';
+import { requireTorch } from './require-torch';
 
 // The PyTorch backend on the architectures beyond llama/qwen2: qwen3 (per-head q/k RMSNorm,
 // head_dim ≠ hidden / heads) and rope_scaling llama3 and linear. The reference is the ONNX Runtime
@@ -141,12 +141,7 @@ describe('PyTorch backend: qwen3 and rope_scaling against ONNX Runtime (float64 
   this.timeout(180_000);
 
   before(async function () {
-    const probe = await probeTorch();
-    if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH)
-        throw new Error(`PyTorch is required here: ${probe.reason} (run trainer/training/torch/install-ci.sh)`);
-      this.skip();
-    }
+    await requireTorch(this);
   });
 
   it('qwen3 with llama3 rope_scaling, LoRA on every projection', async () => {

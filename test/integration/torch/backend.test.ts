@@ -10,6 +10,7 @@ import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { TorchTrainer } from '../../../trainer/training/torch-bridge/torch-trainer';
 import type { TrainingOptions } from '../../../trainer/training/ort/trainer';
 import { tinyModelConfig } from '../../fixtures/tiny-config';
+import { requireTorch } from './require-torch';
 
 // Choosing the engine (--backend auto|ort|torch) against real interpreters: a missing one, one
 // without PyTorch (python3 -S: no site-packages), one that hangs, and the machine's own; then the
@@ -98,12 +99,7 @@ describe('training backend selection', function () {
 describe('PyTorch step server', function () {
   this.timeout(120_000);
   before(async function () {
-    const probe = await probeTorch();
-    if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH)
-        throw new Error(`PyTorch is required here: ${probe.reason}`);
-      this.skip();
-    }
+    await requireTorch(this);
   });
 
   it('a run stopped and resumed from its adapter + AdamW state follows the uninterrupted one exactly', async () => {

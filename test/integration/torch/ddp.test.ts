@@ -3,9 +3,9 @@ import type { HostTensor } from '../../../trainer/model/tensor';
 import { Rng } from '../../../trainer/model/random';
 import type { TrainingOptions } from '../../../trainer/training/ort/trainer';
 import { checkProcesses } from '../../../trainer/training/torch-bridge/processes';
-import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { TorchTrainer } from '../../../trainer/training/torch-bridge/torch-trainer';
 import { tinyModelConfig } from '../../fixtures/tiny-config';
+import { requireTorch } from './require-torch';
 
 // The PyTorch step server over several local processes (idiom train --processes N): rank 0 is the
 // server the pipeline talks to, the others follow it over gloo here. A step's rows are split
@@ -64,12 +64,7 @@ function largestRelativeDifference(a: Map<string, HostTensor>, b: Map<string, Ho
 describe('PyTorch step server over two processes (DDP, gloo)', function () {
   this.timeout(120_000);
   before(async function () {
-    const probe = await probeTorch();
-    if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH)
-        throw new Error(`PyTorch is required here: ${probe.reason}`);
-      this.skip();
-    }
+    await requireTorch(this);
   });
 
   it('trains to the adapter one process gives on the same batches', async () => {

@@ -4,10 +4,10 @@ import { Rng } from '../../../trainer/model/random';
 import { learningRateAt } from '../../../trainer/training/pipeline/plan';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import type { HostTensor } from '../../../trainer/model/tensor';
-import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { TorchTrainer } from '../../../trainer/training/torch-bridge/torch-trainer';
 import { Trainer, type TrainingBatch, type TrainingOptions } from '../../../trainer/training/ort/trainer';
 import { tinyModelConfig } from '../../fixtures/tiny-config';
+import { requireTorch } from './require-torch';
 
 // The PyTorch backend against the ONNX Runtime backend: same initial weights, same adapter
 // initialisation, same batches, same learning-rate schedule, float32 on the CPU. Per-step losses
@@ -124,12 +124,7 @@ describe('PyTorch backend ≡ ONNX Runtime backend (fp32, CPU)', function () {
   this.timeout(120_000);
 
   before(async function () {
-    const probe = await probeTorch();
-    if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH)
-        throw new Error(`PyTorch is required here: ${probe.reason} (run trainer/training/torch/install-ci.sh)`);
-      this.skip();
-    }
+    await requireTorch(this);
   });
 
   it('LoRA on every projection (qwen2: q/k/v biases, GQA, tied embeddings): 20 steps of losses and the adapter agree', async () => {

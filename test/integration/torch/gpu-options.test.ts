@@ -3,9 +3,9 @@ import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Rng } from '../../../trainer/model/random';
-import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { TorchTrainer, type TorchTrainerOptions } from '../../../trainer/training/torch-bridge/torch-trainer';
 import { tinyModelConfig } from '../../fixtures/tiny-config';
+import { requireTorch } from './require-torch';
 
 // The GPU options of the PyTorch backend, exercised on the CPU so they are known to work before a
 // GPU session: gradient checkpointing must not change the numbers (fp32), bf16 autocast must stay
@@ -52,12 +52,7 @@ describe('PyTorch backend GPU options, checked on the CPU', function () {
   this.timeout(120_000);
   let python: string;
   before(async function () {
-    const probe = await probeTorch();
-    if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH)
-        throw new Error(`PyTorch is required here: ${probe.reason}`);
-      this.skip();
-    }
+    const probe = await requireTorch(this);
     python = probe.python;
   });
 

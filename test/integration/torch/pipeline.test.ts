@@ -7,9 +7,9 @@ import { loadAdapter } from '../../../trainer/adapters/peft';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
 import type { TrainEvent } from '../../../trainer/training/pipeline/events';
 import { trainRepository } from '../../../trainer/training/pipeline/train-repository';
-import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { buildIdiomRepo } from '../../fixtures/pipeline/idiom-repo';
 import { makeTinyModel } from '../../fixtures/pipeline/tiny-model';
+import { requireTorch } from './require-torch';
 
 // `idiom train --backend torch`: the same pipeline (mining, packing, checkpoints, evaluation,
 // registry) with PyTorch taking the steps, here over two processes (--processes 2, DDP over gloo);
@@ -22,12 +22,7 @@ describe('idiom train with the PyTorch backend', function () {
   let base: string;
 
   before(async function () {
-    const probe = await probeTorch();
-    if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH)
-        throw new Error(`PyTorch is required here: ${probe.reason}`);
-      this.skip();
-    }
+    await requireTorch(this);
     base = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-torch-pipeline-'));
   });
   after(() => base && fs.rmSync(base, { recursive: true, force: true }));

@@ -11,10 +11,10 @@ import { loadCheckpoint } from '../../../trainer/model/checkpoint';
 import { fillRows, packEpoch, type TrainExample } from '../../../trainer/training/pipeline/batches';
 import { learningRateAt, warmupStepsFor } from '../../../trainer/training/pipeline/plan';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
-import { probeTorch } from '../../../trainer/training/torch-bridge/python';
 import { Trainer } from '../../../trainer/training/ort/trainer';
 import { buildIdiomRepo } from '../../fixtures/pipeline/idiom-repo';
 import { makeTinyModel, type TinyModel } from '../../fixtures/pipeline/tiny-model';
+import { requireTorch } from './require-torch';
 
 // trainer/training/torch/train.py on its own (no Node in the loop): a dataset mined from a real git
 // repository and a base model folder in, a PEFT adapter + manifest out, which Idiom's own loader
@@ -45,12 +45,7 @@ describe('trainer/training/torch/train.py (standalone PyTorch trainer)', functio
   let python: string;
 
   before(async function () {
-    const probe = await probeTorch();
-    if (!probe.ok) {
-      if (process.env.CI || process.env.IDIOM_REQUIRE_TORCH)
-        throw new Error(`PyTorch is required here: ${probe.reason}`);
-      this.skip();
-    }
+    const probe = await requireTorch(this);
     python = probe.python;
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'idiom-torch-train-'));
     model = await makeTinyModel(path.join(dir, 'base'), { maxPositions: 128 });

@@ -11,7 +11,7 @@ import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
 import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
-import { inlineCompletion, openDocument, startServer, stopServer, waitForModel } from './session';
+import { freshServerGhostText } from './session';
 
 // The confidence gate over stdio: the model's suggestion shows only when its first line is at
 // least `minConfidence` probable. The probability is taken from the engine's own decode of the
@@ -75,19 +75,9 @@ describe('language server: the confidence gate over stdio (random-weights checkp
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   /** A fresh server (nothing cached) with this threshold and recall off; its ghost text. */
-  async function ghostText(minConfidence: number): Promise<string | null> {
-    const session = await startServer(dir, {
-      settings: { baseModelPath: modelDir, completion: { minConfidence, recall: false, prompt: 'fim' } },
-    });
-    try {
-      const ready = await waitForModel(session);
-      assert.equal(ready.state, 'ready', ready.message);
-      const uri = openDocument(session, path.join(dir, 'add.ts'), text);
-      const answer = await inlineCompletion(session, uri, cursor.line, cursor.character);
-      return answer?.items[0]?.insertText ?? null;
-    } finally {
-      await stopServer(session);
-    }
+  function ghostText(minConfidence: number): Promise<string | null> {
+    const completion = { minConfidence, recall: false, prompt: 'fim' as const };
+    return freshServerGhostText(dir, { baseModelPath: modelDir, completion }, path.join(dir, 'add.ts'), text, cursor);
   }
 
   it('shows the suggestion with minConfidence 0 and hides it with minConfidence 1', async () => {

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { defaultCompletionOptions } from '../../../server/completion/provider';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { engineCompletion } from './reference';
-import { inlineCompletion, openDocument, startServer, stopServer, waitForModel } from './session';
+import { freshServerGhostText } from './session';
 
 // idiom.completion.maxNewTokens over stdio: the server's suggestion is the engine's decode of the
 // same prompt cut at that many tokens (decoded in this process, the confidence gate off).
@@ -30,22 +30,9 @@ describe('language server: idiom.completion.maxNewTokens over stdio (random-weig
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  async function ghostText(maxNewTokens: number): Promise<string | null> {
-    const session = await startServer(dir, {
-      settings: {
-        baseModelPath: modelDir,
-        completion: { minConfidence: 0, recall: false, prompt: 'fim', maxNewTokens },
-      },
-    });
-    try {
-      const ready = await waitForModel(session);
-      assert.equal(ready.state, 'ready', ready.message);
-      const uri = openDocument(session, path.join(dir, 'add.ts'), text);
-      const answer = await inlineCompletion(session, uri, cursor.line, cursor.character);
-      return answer?.items[0]?.insertText ?? null;
-    } finally {
-      await stopServer(session);
-    }
+  function ghostText(maxNewTokens: number): Promise<string | null> {
+    const completion = { minConfidence: 0, recall: false, prompt: 'fim' as const, maxNewTokens };
+    return freshServerGhostText(dir, { baseModelPath: modelDir, completion }, path.join(dir, 'add.ts'), text, cursor);
   }
 
   it('decodes at most maxNewTokens tokens; a value out of range means the default', async () => {

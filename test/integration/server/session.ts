@@ -37,10 +37,6 @@ export interface Session {
 }
 
 /**
- * Starts the real server in `root` (the workspace folder) and completes the initialize handshake.
- * `serverArgs`: node's arguments, by default the CLI from sources (`idiom lsp --stdio`).
- */
-/**
  * What these tests compare the server's ghost text with is the engine's own completion
  * (reference.ts): no confidence gate, no recall, the FIM prompt. Tests of those set their own.
  */
@@ -49,6 +45,10 @@ export const engineEquivalentCompletion = { minConfidence: 0, recall: false, pro
 /** Completion settings that show a recalled line without the serving model's check. */
 export const uncheckedRecall = { recallMinLogprob: null, recallMinTokenLogprob: null } as const;
 
+/**
+ * Starts the real server in `root` (the workspace folder) and completes the initialize handshake.
+ * `serverArgs`: node's arguments, by default the CLI from sources (`idiom lsp --stdio`).
+ */
 export async function startServer(
   root: string,
   options: InitializationOptions,
@@ -151,6 +151,26 @@ export function inlineCompletion(
     position: { line, character },
     context: { triggerKind: 1 },
   });
+}
+
+/** The ghost text a fresh server (nothing cached) with `settings` shows at `cursor` in `file`. */
+export async function freshServerGhostText(
+  root: string,
+  settings: InitializationOptions['settings'],
+  file: string,
+  text: string,
+  cursor: { line: number; character: number },
+): Promise<string | null> {
+  const session = await startServer(root, { settings });
+  try {
+    const ready = await waitForModel(session);
+    if (ready.state !== 'ready') throw new Error(`the model did not load: ${ready.message}`);
+    const uri = openDocument(session, file, text);
+    const answer = await inlineCompletion(session, uri, cursor.line, cursor.character);
+    return answer?.items[0]?.insertText ?? null;
+  } finally {
+    await stopServer(session);
+  }
 }
 
 /**

@@ -205,8 +205,10 @@ export class CompletionProvider {
     if (options.recall) {
       const recalled = recall(prefix, suffix, document.uri, this.memory(), options.recall);
       const answer = recalled ? finish(recalled.text, 'recall', null) : null;
-      // A model server decodes elsewhere: the local model is not the one to judge its recall.
-      if (answer && (!recallCheckActive(options.recallCheck) || this.endpoint()?.active)) return answer;
+      // A model server decodes elsewhere: the local model is not the one to judge its recall. The
+      // base alone has not learnt the repository and scores its right lines too low to judge them.
+      const judge = recallCheckActive(options.recallCheck) && model.adapterId !== null && !this.endpoint()?.active;
+      if (answer && !judge) return answer;
       if (answer) {
         prompt = buildPrompt();
         if (await this.recalledLineLikely(model, prompt.tokens, answer.text, options.recallCheck)) return answer;

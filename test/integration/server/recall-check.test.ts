@@ -4,14 +4,18 @@ import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/
 import { defaultCompletionOptions, promptTokenBudget } from '../../../server/completion/provider';
 import { scoreRecalledLine } from '../../../server/completion/recall-check';
 import { loadModel } from '../../../server/model/host';
+import { loadAdapter, writeAdapter } from '../../../trainer/adapters/peft';
+import { Registry } from '../../../trainer/adapters/registry';
+import { loadCheckpoint } from '../../../trainer/model/checkpoint';
 import { countParameters } from '../../../trainer/model/config';
 import { makePrintableModel, type PrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { initRepo, removeDir, tempDir } from '../../fixtures/mining/git-repo';
+import { draftManifest, randomLoraTensors } from '../../unit/adapters/helpers';
 import { inlineCompletion, openDocument, startServer, stopServer, uncheckedRecall, waitForModel } from './session';
 
 // The recall check over stdio: recall proposes a line the open document already writes after the
-// same context; the serving model scores it, and a line it finds less likely than the threshold
-// is hidden. The threshold is placed between the model's own scores of two recalled lines, taken
+// same context; the serving model (base + the registry's adapter) scores it, and a line it finds
+// less likely than the threshold is hidden. The base alone is not asked. The threshold is placed between the model's own scores of two recalled lines, taken
 // in this process from the same prompt the server builds.
 
 /** A document whose last function repeats the first two up to the cursor, where `line` follows. */
@@ -34,9 +38,22 @@ describe('language server: the serving model checks a recalled line before it is
     base = tempDir('recall-check');
     model = await makePrintableModel(path.join(base, 'model'));
     root = initRepo(path.join(base, 'repo'));
+    const registry = await Registry.open(root);
+    const staging = registry.stagingPath();
+    const targets = ['q_proj', 'v_proj'] as const;
+    await writeAdapter(staging, {
+      config: { r: 2, alpha: 4, targets: [...targets] },
+      tensors: randomLoraTensors(model.config, 2, targets, 11),
+      manifest: draftManifest({ base: { name: 'printable', sha256: (await loadCheckpoint(model.dir)).sha256 } }),
+      baseConfig: model.config,
+    });
+    const id = (await registry.add(staging)).id;
+    await registry.activate(id, 'complete');
     const loaded = await loadModel(model.dir);
     assert.ok(loaded.model, 'the fixture model loads');
     try {
+      const adapter = await loadAdapter(registry.adapterPath(id), model.config);
+      await loaded.model.setWeights({ kind: 'lora', id, adapter });
       for (const line of LINES) {
         const { text, cursor } = documentRecalling(line);
         const offset = text.split('\n').slice(0, cursor.line).join('\n').length + 1 + cursor.character;
@@ -63,9 +80,13 @@ describe('language server: the serving model checks a recalled line before it is
   after(() => removeDir(base));
 
   /** The ghost text at the recalled line; the model's own suggestions never pass minConfidence 1. */
-  async function ghostText(line: string, recallMinLogprob: number | null): Promise<string | null> {
+  async function ghostText(
+    line: string,
+    recallMinLogprob: number | null,
+    adapter: 'none' | undefined = undefined,
+  ): Promise<string | null> {
     const session = await startServer(root, {
-      adapter: 'none',
+      ...(adapter ? { adapter } : {}),
       settings: {
         baseModelPath: model.dir,
         completion: { minConfidence: 1, recall: true, prompt: 'fim', ...uncheckedRecall, recallMinLogprob },
@@ -91,5 +112,10 @@ describe('language server: the serving model checks a recalled line before it is
     const likely = scores[0] > scores[1] ? 0 : 1;
     assert.equal(await ghostText(LINES[likely], threshold), LINES[likely]);
     assert.equal(await ghostText(LINES[1 - likely], threshold), null);
+  });
+
+  it('does not judge with the base alone, which has not learnt the repository', async () => {
+    const threshold = Math.max(scores[0], scores[1]) + 1;
+    for (const line of LINES) assert.equal(await ghostText(line, threshold, 'none'), line);
   });
 });

@@ -5,6 +5,7 @@
 
 import type { RepositoryMemory } from '../../trainer/data/memory/memory';
 import { countParameters } from '../../trainer/model/config';
+import { AUTO_INT8_PARAMETERS } from '../../trainer/model/precision';
 import { DEFAULT_MAX_NEW_TOKENS } from '../protocol';
 import { cutAtStop, type GeneratedText, type LoadedModel } from '../model/host';
 import { CompletionCache } from './cache';
@@ -19,6 +20,7 @@ import {
   promptTokensFor,
   type ContextSnippet,
   type FimPrompt,
+  type PromptBudget,
   type PromptOrder,
 } from './prompt';
 import { defaultRecallOptions, recall, type RecallOptions } from './recall';
@@ -83,6 +85,19 @@ export function promptTokenBudget(contextLength: number, maxNewTokens: number, p
     Math.max(64, Math.floor(contextLength / 2)),
     contextLength - maxNewTokens,
   );
+}
+
+/**
+ * The prompt budget the server uses for a model: promptTokenBudget's tokens, and a share for the
+ * file's first lines only past the int8 threshold, where their KV reuse saves a costly prefill;
+ * the embedded model's few tokens all go to the text around the cursor.
+ */
+export function servingPromptBudget(contextLength: number, maxNewTokens: number, parameters: number): PromptBudget {
+  return {
+    ...defaultPromptBudget,
+    maxTokens: promptTokenBudget(contextLength, maxNewTokens, parameters),
+    anchorShare: parameters > AUTO_INT8_PARAMETERS ? defaultPromptBudget.anchorShare : 0,
+  };
 }
 
 export type CompletionSource = 'cache' | 'reused' | 'model' | 'recall';
@@ -178,12 +193,12 @@ export class CompletionProvider {
     }
 
     const fim = model.fim;
-    const maxPromptTokens = promptTokenBudget(model.contextLength, options.maxNewTokens, countParameters(model.config));
+    const budget = servingPromptBudget(model.contextLength, options.maxNewTokens, countParameters(model.config));
     const buildPrompt = (): FimPrompt => {
       // A model server gets the prompt's texts, not its tokens: it always gets a fresh layout.
       const continuing = options.promptOrder === 'psm' && !this.endpoint()?.active;
       const continued = continuing
-        ? continuedPrompt(this.typingAnchor, context, model.tokenizer, maxPromptTokens)
+        ? continuedPrompt(this.typingAnchor, context, model.tokenizer, budget.maxTokens)
         : null;
       if (continued) return continued;
       const fresh = buildFimPrompt(
@@ -195,7 +210,7 @@ export class CompletionProvider {
         },
         model.tokenizer,
         fim,
-        { ...defaultPromptBudget, maxTokens: maxPromptTokens },
+        budget,
         options.promptOrder,
       );
       this.typingAnchor = continuing ? { ...context, prompt: fresh } : null;

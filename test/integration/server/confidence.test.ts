@@ -3,12 +3,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { postprocessCompletion, stopSequencesFor } from '../../../server/completion/postprocess';
-import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
-import { defaultCompletionOptions, promptTokenBudget } from '../../../server/completion/provider';
+import { buildFimPrompt } from '../../../server/completion/prompt';
+import { defaultCompletionOptions, servingPromptBudget } from '../../../server/completion/provider';
 import { cutAtStop, firstLineLogprob, smallModelThreads } from '../../../server/model/host';
 import { stopTokenIds } from '../../../trainer/compute/engine/generation-handlers';
 import { EngineWorker } from '../../../trainer/compute/runtime/client';
 import { loadCheckpoint } from '../../../trainer/model/checkpoint';
+import { countParameters } from '../../../trainer/model/config';
 import { Tokenizer } from '../../../trainer/model/tokenizer/tokenizer';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { freshServerGhostText } from './session';
@@ -35,10 +36,11 @@ async function engineDecode(modelDir: string): Promise<{ text: string | null; pr
       { prefix, suffix, languageId: 'typescript', snippets: [] },
       tokenizer,
       tokenizer.fim!,
-      {
-        ...defaultPromptBudget,
-        maxTokens: promptTokenBudget(checkpoint.config.maxPositionEmbeddings, defaultCompletionOptions.maxNewTokens),
-      },
+      servingPromptBudget(
+        checkpoint.config.maxPositionEmbeddings,
+        defaultCompletionOptions.maxNewTokens,
+        countParameters(checkpoint.config),
+      ),
     );
     const stop = stopSequencesFor(prefix, suffix);
     const result = await worker.call('generate', id, {

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import * as path from 'node:path';
-import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
-import { defaultCompletionOptions, promptTokenBudget } from '../../../server/completion/provider';
+import { buildFimPrompt } from '../../../server/completion/prompt';
+import { defaultCompletionOptions, servingPromptBudget } from '../../../server/completion/provider';
 import { scoreRecalledLine } from '../../../server/completion/recall-check';
 import { loadModel } from '../../../server/model/host';
 import { loadAdapter, writeAdapter } from '../../../trainer/adapters/peft';
@@ -61,14 +61,11 @@ describe('language server: the serving model checks a recalled line before it is
           { prefix: text.slice(0, offset), suffix: text.slice(offset), languageId: 'typescript', snippets: [] },
           loaded.model.tokenizer,
           loaded.model.fim!,
-          {
-            ...defaultPromptBudget,
-            maxTokens: promptTokenBudget(
-              loaded.model.contextLength,
-              defaultCompletionOptions.maxNewTokens,
-              countParameters(loaded.model.config),
-            ),
-          },
+          servingPromptBudget(
+            loaded.model.contextLength,
+            defaultCompletionOptions.maxNewTokens,
+            countParameters(loaded.model.config),
+          ),
         );
         scores.push((await scoreRecalledLine(loaded.model, prompt.tokens, line)).logprob);
       }

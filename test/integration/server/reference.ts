@@ -1,8 +1,8 @@
 // The reference a server answer is compared with: the same FIM prompt decoded by the engine in a
 // worker of this test process (base, or base + the adapter in `adapterDir`), post-processed.
 import { postprocessCompletion, stopSequencesFor } from '../../../server/completion/postprocess';
-import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
-import { defaultCompletionOptions, promptTokenBudget } from '../../../server/completion/provider';
+import { buildFimPrompt } from '../../../server/completion/prompt';
+import { defaultCompletionOptions, servingPromptBudget } from '../../../server/completion/provider';
 import { adapterMessage, cutAtStop, smallModelThreads } from '../../../server/model/host';
 import { loadAdapter } from '../../../trainer/adapters/peft';
 import { stopTokenIds } from '../../../trainer/compute/engine/generation-handlers';
@@ -60,14 +60,7 @@ export async function engineCompletion(
       },
       tokenizer,
       tokenizer.fim!,
-      {
-        ...defaultPromptBudget,
-        maxTokens: promptTokenBudget(
-          checkpoint.config.maxPositionEmbeddings,
-          maxNewTokens,
-          countParameters(checkpoint.config),
-        ),
-      },
+      servingPromptBudget(checkpoint.config.maxPositionEmbeddings, maxNewTokens, countParameters(checkpoint.config)),
     );
     const prefix = document.text.slice(0, document.offset) + typed;
     const result = await worker.call('generate', id, {

@@ -2,9 +2,10 @@ import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildFimPrompt, defaultPromptBudget } from '../../../server/completion/prompt';
-import { defaultCompletionOptions, promptTokenBudget } from '../../../server/completion/provider';
+import { buildFimPrompt } from '../../../server/completion/prompt';
+import { defaultCompletionOptions, servingPromptBudget } from '../../../server/completion/provider';
 import { loadCheckpoint, saveCheckpoint } from '../../../trainer/model/checkpoint';
+import { countParameters } from '../../../trainer/model/config';
 import { TrainingSession } from '../../../trainer/training/ort/session';
 import { makePrintableModel } from '../../fixtures/e2e-model/printable-model';
 import { plantedSecrets } from '../../fixtures/mining/planted-secrets';
@@ -51,10 +52,11 @@ describe('language server: a memorised credential is never suggested', function 
         { prefix: c.text.slice(0, c.offset), suffix: c.text.slice(c.offset), languageId: 'typescript', snippets: [] },
         base.tokenizer,
         base.tokenizer.fim!,
-        {
-          ...defaultPromptBudget,
-          maxTokens: promptTokenBudget(config.maxPositionEmbeddings, defaultCompletionOptions.maxNewTokens),
-        },
+        servingPromptBudget(
+          config.maxPositionEmbeddings,
+          defaultCompletionOptions.maxNewTokens,
+          countParameters(config),
+        ),
       );
       const answer = [...base.tokenizer.encode(c.middle), base.tokenizer.eos!];
       return { tokens: [...prompt.tokens, ...answer], targetsFrom: prompt.tokens.length };
